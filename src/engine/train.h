@@ -1,0 +1,110 @@
+/*
+ * train.h — fine-tuning (HF Trainer semantics), MLM pre-training and inference.
+ *
+ * A dataset holds already-tokenized examples: ids include [CLS] … [SEP]
+ * (as produced by bft_encode). Batches are padded to their own longest
+ * sequence (dynamic padding), never to max_length.
+ */
+#ifndef BFT_TRAIN_H
+#define BFT_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bft_error.h"
+#include "model.h"
+
+typedef struct bft_dataset {
+    int64_t n;               /* number of examples */
+    const int32_t *tokens;   /* all ids, example i at tokens[offsets[i] .. offsets[i+1]) */
+    const int64_t *offsets;  /* (n + 1) */
+    const int32_t *labels;   /* (n) class ids in [0, K), or NULL for unlabeled (inference / MLM) */
+} bft_dataset;
+
+typedef struct bft_train_opts {
+    int epochs;              /* > 0 */
+    int batch_size;          /* default 8 */
+    float learning_rate;     /* default 5e-5 */
+    float warmup_ratio;      /* default 0; warmup steps = ceil(total_steps * ratio) */
+    float weight_decay;      /* default 0; never on biases / LayerNorm weights */
+    float max_grad_norm;     /* default 1.0; <= 0 disables clipping */
+    float adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 1e-8 */
+    float dropout;           /* < 0: keep the config's probabilities; else overrides all */
+    int shuffle;             /* 1: reshuffle every epoch from seed; 0: dataset order */
+    int group_by_length;     /* 1: length-grouped batches (HF group_by_length) */
+    uint64_t seed;           /* shuffling, dropout, fresh heads */
+    const bft_dataset *valid;/* optional: evaluated after every epoch */
+    float mlm_probability;   /* bft_pretrain_mlm only: default 0.15 (80/10/10) */
+} bft_train_opts;
+
+/* Trainer defaults as above. */
+bft_train_opts bft_train_default_opts(void);
+
+typedef struct bft_progress {
+    int phase;               /* 0 training step, 1 end of epoch (eval fields set) */
+    int epoch;               /* 1-based */
+    int epochs;
+    int64_t step;            /* optimizer steps done, over all epochs */
+    int64_t total_steps;
+    float loss;              /* mean loss over the steps of this epoch so far */
+    float lr;                /* learning rate of the last step */
+    double samples_per_s;
+    double elapsed_s;
+    double eta_s;
+    /* phase 1 only, when opts.valid is set (else NaN): */
+    float eval_loss, eval_accuracy, eval_macro_f1;
+} bft_progress;
+
+/* Called after every optimizer step and at each epoch end, on the calling
+ * thread. Return nonzero to stop: the engine frees everything and returns
+ * BFT_ECANCEL. */
+typedef int (*bft_progress_fn)(void *ctx, const bft_progress *p);
+
+typedef struct bft_train_result {
+    int64_t steps;
+    int epochs;
+    float train_loss;        /* mean over all steps (HF train_loss) */
+    float last_epoch_loss;
+    double samples_per_s;
+    double seconds;
+    float eval_loss, eval_accuracy, eval_macro_f1; /* last epoch, NaN when no valid */
+} bft_train_result;
+
+/* Fine-tune m (needs a classifier) on ds with labels in [0, K). AdamW as
+ * torch.optim.AdamW, linear warmup/decay schedule (first update uses step 0),
+ * gradient clipping, loss = mean over the batch, last partial batch kept.
+ * Same seed, data and thread count give identical weights. */
+int bft_train(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts,
+              bft_progress_fn progress, void *ctx, bft_train_result *res, bft_error *err);
+
+/* Masked-language-model pre-training of m (needs the MLM head) on ds
+ * (labels ignored): mlm_probability of non-special tokens chosen, 80% [MASK],
+ * 10% random, 10% kept, as DataCollatorForLanguageModeling. */
+int bft_pretrain_mlm(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts,
+                     bft_progress_fn progress, void *ctx, bft_train_result *res, bft_error *err);
+
+/* Eval-mode class probabilities for every example: probs is (ds->n, K) row-major.
+ * Batches of batch_size (<= 0: 32) sorted by length internally; order of
+ * output rows = dataset order. */
+int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size,
+                float *probs, bft_error *err);
+
+/* Eval-mode mean cross-entropy, accuracy and macro-F1 over a labeled dataset;
+ * confusion (K*K, row = true, col = predicted) filled when not NULL. */
+int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size,
+                    float *loss, float *accuracy, float *macro_f1,
+                    int64_t *confusion, bft_error *err);
+
+/* Top-k fill-mask at every [MASK] of one encoded sequence (ids with [CLS]/[SEP]).
+ * Results for mask j (in order of position) are at out_ids/out_scores[j*top_k ..].
+ * *n_masks receives the number of masks (0: nothing written). Scores are
+ * softmax probabilities over the vocabulary. Needs the MLM head. */
+int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k,
+                  int max_masks, int *n_masks, int32_t *out_ids, float *out_scores,
+                  bft_error *err);
+
+/* Threads used by BLAS and the engine's own loops (<= 0: number of CPUs).
+ * Takes effect on the next call; threads are created lazily on first use. */
+void bft_set_threads(int n);
+
+#endif

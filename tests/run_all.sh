@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# bft: run every test — engine/tokenizer C unit tests, pg_regress, and the
+# cluster scripts (cancel, failed trainings, privileges, cron, crash,
+# concurrency, replication) — against a throwaway cluster started here.
+# Ends with "N passed, N failed"; exits non-zero when anything failed.
+#
+# Usage: bash tests/run_all.sh            (installs missing Debian packages)
+#        BFT_SKIP_DEPS=1 bash tests/run_all.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+[ "${BFT_SKIP_DEPS:-0}" = 1 ] || bash tests/install_deps.sh || exit 1
+make -s -j"$(nproc)" all unit || { echo "0 passed, 1 failed"; exit 1; }
+$SUDO make -s install >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+
+PASSED=0; FAILED=0
+LOGDIR="$ROOT/build/test-logs"; rm -rf "$LOGDIR"; mkdir -p "$LOGDIR"
+
+# count NAME LOGFILE RC: add the "RESULT: P passed, F failed" line of a component.
+count() {
+    local name="$1" log="$2" rc="$3" line p f
+    line=$(grep -E '^RESULT: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | sed -E 's/RESULT: ([0-9]+) passed.*/\1/')
+        f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    else
+        p=0; f=1
+    fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+    printf '%-40s %4d passed, %d failed%s\n' "$name" "$p" "$f" \
+        "$([ "$f" -ne 0 ] && echo "   (log: ${log#$ROOT/})")"
+    if [ "$f" -ne 0 ]; then grep -E 'FAIL|not ok|ERROR' "$log" | head -n 20 | sed 's/^/    /'; fi
+}
+
+echo "== engine unit tests"
+for t in build/tests/test_*; do
+    [ -x "$t" ] || continue
+    n=$(basename "$t")
+    timeout 900 "$t" >"$LOGDIR/$n.log" 2>&1; rc=$?
+    count "$n" "$LOGDIR/$n.log" $rc
+done
+
+echo "== PostgreSQL tests (throwaway cluster)"
+source tests/scripts/cluster.sh
+TMPD=$(mktemp -d /tmp/bft-test.XXXXXX)
+chmod 755 "$TMPD"
+CL="$TMPD/main"
+cleanup() { cluster_stop "$CL"; for d in "$TMPD"/*/; do [ -f "$d/data/postmaster.pid" ] && cluster_stop "${d%/}"; done; rm -rf "$TMPD"; }
+trap cleanup EXIT
+if cluster_start "$CL" 54329 "shared_preload_libraries = 'pg_cron'" "cron.database_name = 'bft_cron'" \
+        "cron.use_background_workers = on" >"$LOGDIR/cluster.log" 2>&1; then
+    export PGHOST="$CL" PGPORT=54329 PGUSER=postgres
+    # pg_regress writes results/ here; run it as the invoking user over the socket.
+    make -s installcheck >"$LOGDIR/pg_regress.log" 2>&1; rc=$?
+    total=$(grep -cE '^(ok|not ok|test|     ?[a-z_]+ +\.\.\.)' "$LOGDIR/pg_regress.log" || true)
+    nfail=$(grep -cE '(^not ok|\.\.\. FAILED| FAILED )' "$LOGDIR/pg_regress.log" || true)
+    [ "$rc" -ne 0 ] && [ "$nfail" -eq 0 ] && nfail=1
+    echo "RESULT: $((total - nfail)) passed, $nfail failed" >>"$LOGDIR/pg_regress.log"
+    count "pg_regress" "$LOGDIR/pg_regress.log" $rc
+    [ "$nfail" -ne 0 ] && [ -f regression.diffs ] && head -n 60 regression.diffs | sed 's/^/    /'
+
+    for s in tests/scripts/test_*.sh; do
+        [ -f "$s" ] || continue
+        n=$(basename "$s" .sh)
+        BFT_TMP="$TMPD" timeout 1200 bash "$s" >"$LOGDIR/$n.log" 2>&1 </dev/null; rc=$?
+        count "$n" "$LOGDIR/$n.log" $rc
+    done
+else
+    cat "$LOGDIR/cluster.log"
+    FAILED=$((FAILED + 1))
+fi
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
