@@ -1,0 +1,858 @@
+/*
+ * tokenizer.c — Hugging Face BertTokenizer (BertNormalizer + BertPreTokenizer
+ * + WordPiece + [CLS]/[SEP] template), bit-for-bit against the reference
+ * @huggingface/tokenizers (tokenizers.js, npm) loading the bert-base
+ * tokenizer.json files; goldens in tests/data/tok/, test in
+ * tests/engine/test_tokenizer.c.
+ *
+ * Pipeline for one text, exactly in the reference's order:
+ *  1. Special tokens present in the vocabulary ([PAD] [UNK] [CLS] [SEP]
+ *     [MASK]) are split out of the RAW text (longest match, anywhere, even
+ *     inside words; before lower-casing, so "[mask]" is not special in the
+ *     uncased model). Each remaining section is normalized on its own.
+ *  2. clean_text: drop NUL, U+FFFD and "control" characters (categories Cc,
+ *     Cf, Co, Cs, except \t \n \r); every whitespace character (ECMAScript
+ *     \s: \t \n \r space, Zs, U+2028, U+2029) becomes a space.
+ *  3. handle_chinese_chars: spaces around CJK ideographs (HF's ranges). The
+ *     reference tests UTF-16 code units, so only the BMP ranges
+ *     (U+3400–4DBF, U+4E00–9FFF, U+F900–FAFF) take effect; supplementary
+ *     ideographs (U+20000…) stay inside their word, as in the reference.
+ *  4. lowercase (do_lower_case): full Unicode lower-casing of the ICU root
+ *     locale, the same as JavaScript toLowerCase() ('İ' → "i̇", final sigma).
+ *  5. strip_accents (when lower-casing unless strip_accents=0, or when
+ *     strip_accents=1): NFD, then drop non-spacing marks (Mn).
+ *  6. A normalized section that is exactly a special token becomes it.
+ *  7. Pre-tokenize: split on whitespace; each punctuation character (Unicode
+ *     P* or any ASCII non-alphanumeric symbol) is a word of its own.
+ *  8. WordPiece: greedy longest-match-first with "##" continuations; a word
+ *     of more than 100 code points, or with an unmatched rest, is [UNK].
+ *  9. [CLS] pieces [SEP]; truncation keeps the first max_length-2 pieces.
+ * Unicode properties, case mapping and NFD come from ICU (no tables here);
+ * the fast paths for ASCII bytes give exactly what ICU would.
+ *
+ * Invalid UTF-8: a byte sequence that is not strict UTF-8 (stray
+ * continuation bytes, overlong forms, UTF-8-encoded surrogates, code points
+ * above U+10FFFF, truncated sequences) is what a lossy decoder (Node's
+ * TextDecoder, Rust's String::from_utf8_lossy, Python's errors="replace")
+ * turns into U+FFFD, and clean_text drops U+FFFD. So invalid bytes are
+ * simply dropped: "a\xFFb" encodes like "ab". Valid characters around them
+ * are never lost.
+ *
+ * Known differences of the reference (tokenizers.js) from the Rust/Python
+ * implementations, which we follow because the reference decides:
+ * unassigned code points (Cn) are kept (Python/Rust drop them), U+2028/2029
+ * are whitespace, supplementary CJK ideographs are not split (step 3).
+ * Unicode data: ICU 72 (Unicode 15.0) here vs the reference's ICU; characters
+ * assigned after Unicode 15.0 may differ in category.
+ */
+#include "tokenizer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+
+#include "tok_internal.h"
+
+/* ------------------------------------------------------------------ */
+/* buffers                                                             */
+
+int tok_buf_reserve(tok_buf *b, size_t extra)
+{
+    if (b->n + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + extra) {
+        if (cap > SIZE_MAX / 2) return -1;
+        cap *= 2;
+    }
+    char *p;
+    if (b->heap) {
+        p = realloc(b->p, cap);
+        if (!p) return -1;
+    } else {
+        p = malloc(cap);
+        if (!p) return -1;
+        if (b->n) memcpy(p, b->p, b->n);
+    }
+    b->p = p;
+    b->cap = cap;
+    b->heap = 1;
+    return 0;
+}
+
+static int ubuf_reserve(tok_ubuf *u, int32_t need)
+{
+    if (need <= u->cap) return 0;
+    int32_t cap = u->cap ? u->cap : 256;
+    while (cap < need) {
+        if (cap > INT32_MAX / 2) return -1;
+        cap *= 2;
+    }
+    UChar *p = realloc(u->p, (size_t)cap * sizeof(UChar));
+    if (!p) return -1;
+    u->p = p;
+    u->cap = cap;
+    return 0;
+}
+
+void tok_ws_init(tok_ws *ws)
+{
+    ws->a = (tok_buf){ws->sa, 0, sizeof ws->sa, 0};
+    ws->b = (tok_buf){ws->sb, 0, sizeof ws->sb, 0};
+    ws->u1 = (tok_ubuf){NULL, 0};
+    ws->u2 = (tok_ubuf){NULL, 0};
+}
+
+void tok_ws_free(tok_ws *ws)
+{
+    if (ws->a.heap) free(ws->a.p);
+    if (ws->b.heap) free(ws->b.p);
+    free(ws->u1.p);
+    free(ws->u2.p);
+    tok_ws_init(ws);
+}
+
+/* ------------------------------------------------------------------ */
+/* character classes                                                   */
+
+/* Byte classes for the ASCII fast paths. */
+enum { C_DROP = 0, C_SPACE = 1, C_PUNCT = 2, C_WORD = 3, C_HIGH = 4 };
+
+static const uint8_t *ascii_class(void)
+{
+    static uint8_t cls[256];
+    static volatile int ready;
+    if (!ready) {
+        uint8_t t[256];
+        for (int c = 0; c < 256; c++) {
+            if (c >= 0x80) t[c] = C_HIGH;
+            else if (c == '\t' || c == '\n' || c == '\r' || c == ' ') t[c] = C_SPACE;
+            else if (c < 0x20 || c == 0x7F) t[c] = C_DROP;           /* NUL and Cc */
+            else if ((c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) ||
+                     (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E)) t[c] = C_PUNCT;
+            else t[c] = C_WORD;
+        }
+        memcpy(cls, t, sizeof cls);   /* identical bytes if two threads race */
+        ready = 1;
+    }
+    return cls;
+}
+
+/* ECMAScript \s (WhiteSpace + LineTerminator) for a non-ASCII code point. */
+static inline int is_js_space(uint32_t cp)
+{
+    return cp == 0x2028 || cp == 0x2029 || cp == 0xFEFF ||
+           u_charType((UChar32)cp) == U_SPACE_SEPARATOR;
+}
+
+/* HF's _is_chinese_char ranges as the reference applies them (UTF-16 code
+ * units, hence BMP only). */
+static inline int is_cjk_bmp(uint32_t cp)
+{
+    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+           (cp >= 0xF900 && cp <= 0xFAFF);
+}
+
+static inline int is_dropped_type(int8_t t)
+{
+    return t == U_CONTROL_CHAR || t == U_FORMAT_CHAR || t == U_PRIVATE_USE_CHAR ||
+           t == U_SURROGATE;
+}
+
+/* ------------------------------------------------------------------ */
+/* normalizer                                                          */
+
+void tok_norm_finish(tok_norm *n)
+{
+    memset(n->spec_first, 0, sizeof n->spec_first);
+    for (int i = 0; i < n->nspec; i++)
+        if (n->spec_len[i] > 0) n->spec_first[(uint8_t)n->spec[i][0]] = 1;
+}
+
+/* Lower-case and/or NFD+strip-Mn one space-free chunk with ICU, appending
+ * UTF-8 to out. Returns 0 or -1 (out of memory). */
+static int transform_chunk(const tok_norm *n, const char *s, size_t len, tok_ws *ws,
+                           tok_buf *out)
+{
+    UErrorCode st = U_ZERO_ERROR;
+    if (len > INT32_MAX / 4) return -1;
+    if (ubuf_reserve(&ws->u1, (int32_t)len + 1)) return -1;
+    int32_t ulen = 0;
+    u_strFromUTF8(ws->u1.p, ws->u1.cap, &ulen, s, (int32_t)len, &st);
+    if (U_FAILURE(st)) return -1;   /* cannot happen: the chunk is valid UTF-8 */
+    UChar *cur = ws->u1.p;
+    if (n->lower) {
+        for (;;) {
+            st = U_ZERO_ERROR;
+            int32_t need = u_strToLower(ws->u2.p, ws->u2.cap, cur, ulen, "", &st);
+            if (st == U_BUFFER_OVERFLOW_ERROR) {
+                if (ubuf_reserve(&ws->u2, need + 1)) return -1;
+                continue;
+            }
+            if (U_FAILURE(st)) return -1;
+            ulen = need;
+            break;
+        }
+        /* swap so that the result is in u1 */
+        tok_ubuf t = ws->u1; ws->u1 = ws->u2; ws->u2 = t;
+        cur = ws->u1.p;
+    }
+    if (n->strip) {
+        st = U_ZERO_ERROR;
+        const UNormalizer2 *nfd = unorm2_getNFDInstance(&st);
+        if (U_FAILURE(st)) return -1;
+        for (;;) {
+            st = U_ZERO_ERROR;
+            int32_t need = unorm2_normalize(nfd, cur, ulen, ws->u2.p, ws->u2.cap, &st);
+            if (st == U_BUFFER_OVERFLOW_ERROR) {
+                if (ubuf_reserve(&ws->u2, need + 1)) return -1;
+                continue;
+            }
+            if (U_FAILURE(st)) return -1;
+            ulen = need;
+            break;
+        }
+        cur = ws->u2.p;
+    }
+    if (tok_buf_reserve(out, (size_t)ulen * 3 + 4)) return -1;
+    char *o = out->p + out->n;
+    for (int32_t i = 0; i < ulen;) {
+        UChar32 c;
+        U16_NEXT(cur, i, ulen, c);
+        if (n->strip && u_charType(c) == U_NON_SPACING_MARK) continue;
+        o += tok_utf8_encode((uint32_t)c, o);
+    }
+    out->n = (size_t)(o - out->p);
+    return 0;
+}
+
+/* Steps 2–5 for one section: raw bytes → normalized UTF-8 in ws->a. */
+static int normalize_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws)
+{
+    const uint8_t *cls = ascii_class();
+    const uint8_t *s = (const uint8_t *)text;
+    tok_buf *a = &ws->a;
+    a->n = 0;
+    int nonascii = 0;
+    size_t i = 0;
+    while (i < len) {
+        /* worst case per input byte: 3-byte char → 5 bytes; reserve in blocks */
+        size_t block = len - i < 1024 ? len - i : 1024;
+        if (tok_buf_reserve(a, block * 2 + 8)) return -1;
+        size_t stop = i + block;
+        char *o = a->p + a->n;
+        while (i < stop) {
+            uint8_t b = s[i];
+            if (b < 0x80) {
+                uint8_t c = cls[b];
+                if (c >= C_PUNCT) {
+                    *o++ = (char)((n->lower && b >= 'A' && b <= 'Z') ? b + 32 : b);
+                } else if (c == C_SPACE) {
+                    *o++ = ' ';
+                }
+                i++;
+                continue;
+            }
+            uint32_t cp;
+            int l = tok_utf8_decode(s + i, len - i, &cp);
+            if (l == 0) { i++; continue; }       /* invalid UTF-8: U+FFFD, dropped */
+            i += (size_t)l;
+            if (cp == 0xFFFD) continue;
+            int8_t t = u_charType((UChar32)cp);
+            if (is_dropped_type(t)) continue;
+            if (t == U_SPACE_SEPARATOR || cp == 0x2028 || cp == 0x2029) {
+                *o++ = ' ';
+                continue;
+            }
+            if (n->chinese && is_cjk_bmp(cp)) {
+                *o++ = ' ';
+                o += tok_utf8_encode(cp, o);
+                *o++ = ' ';
+                continue;
+            }
+            memcpy(o, s + i - l, (size_t)l);
+            o += l;
+            nonascii = 1;
+        }
+        a->n = (size_t)(o - a->p);
+    }
+    if (!nonascii || !(n->lower || n->strip)) return 0;
+
+    /* Per space-separated chunk: a space is neither cased nor case-ignorable
+     * and is an NFD starter, so chunk-wise lower-casing (incl. final sigma)
+     * and NFD equal the whole-string operations. ASCII chunks are done. */
+    tok_buf *b = &ws->b;
+    b->n = 0;
+    size_t p = 0;
+    while (p < a->n) {
+        if (a->p[p] == ' ') {
+            if (tok_buf_reserve(b, 1)) return -1;
+            b->p[b->n++] = ' ';
+            p++;
+            continue;
+        }
+        size_t q = p;
+        int hi = 0;
+        while (q < a->n && a->p[q] != ' ') {
+            hi |= (uint8_t)a->p[q] >= 0x80;
+            q++;
+        }
+        if (hi) {
+            if (transform_chunk(n, a->p + p, q - p, ws, b)) return -1;
+        } else {
+            if (tok_buf_reserve(b, q - p)) return -1;
+            memcpy(b->p + b->n, a->p + p, q - p);
+            b->n += q - p;
+        }
+        p = q;
+    }
+    tok_buf t = ws->a; ws->a = ws->b; ws->b = t;
+    return 0;
+}
+
+/* Step 7 over the normalized section in ws->a. */
+static int pretokenize(const char *s, size_t n, const tok_sink *sink)
+{
+    const uint8_t *cls = ascii_class();
+    const uint8_t *u = (const uint8_t *)s;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = u[i];
+        uint32_t cp;
+        int l;
+        if (b < 0x80) {
+            uint8_t c = cls[b];
+            if (c == C_SPACE || c == C_DROP) { i++; continue; }
+            if (c == C_PUNCT) {
+                if (sink->word(sink->ctx, s + i, 1)) return 1;
+                i++;
+                continue;
+            }
+        } else {
+            l = tok_utf8_decode(u + i, n - i, &cp);
+            if (l == 0) { i++; continue; }          /* cannot happen */
+            if (is_js_space(cp)) { i += (size_t)l; continue; }
+            if (u_ispunct((UChar32)cp)) {
+                if (sink->word(sink->ctx, s + i, (size_t)l)) return 1;
+                i += (size_t)l;
+                continue;
+            }
+        }
+        /* a word: up to the next space or punctuation */
+        size_t w = i;
+        while (i < n) {
+            b = u[i];
+            if (b < 0x80) {
+                if (cls[b] != C_WORD) break;
+                i++;
+                continue;
+            }
+            l = tok_utf8_decode(u + i, n - i, &cp);
+            if (l == 0) break;
+            if (is_js_space(cp) || u_ispunct((UChar32)cp)) break;
+            i += (size_t)l;
+        }
+        if (i > w && sink->word(sink->ctx, s + w, i - w)) return 1;
+        if (i == w) i++;   /* defensive: never loop */
+    }
+    return 0;
+}
+
+static int process_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
+                           const tok_sink *sink)
+{
+    if (len == 0) return 0;
+    if (normalize_section(n, text, len, ws)) return -1;
+    const char *a = ws->a.p;
+    size_t an = ws->a.n;
+    if (an == 0) return 0;
+    for (int k = 0; k < n->nspec; k++)
+        if ((size_t)n->spec_len[k] == an && memcmp(n->spec[k], a, an) == 0)
+            return sink->special(sink->ctx, k) ? 1 : 0;
+    return pretokenize(a, an, sink);
+}
+
+int tok_process(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
+                const tok_sink *sink)
+{
+    size_t start = 0, i = 0;
+    if (n->nspec > 0) {
+        while (i < len) {
+            if (!n->spec_first[(uint8_t)text[i]]) { i++; continue; }
+            int best = -1, best_len = 0;
+            for (int k = 0; k < n->nspec; k++) {
+                int l = n->spec_len[k];
+                if (l > best_len && (size_t)l <= len - i && memcmp(text + i, n->spec[k], (size_t)l) == 0) {
+                    best = k;
+                    best_len = l;
+                }
+            }
+            if (best < 0) { i++; continue; }
+            int r = process_section(n, text + start, i - start, ws, sink);
+            if (r) return r;
+            if (sink->special(sink->ctx, best)) return 1;
+            i += (size_t)best_len;
+            start = i;
+        }
+    }
+    return process_section(n, text + start, len - start, ws, sink);
+}
+
+/* ------------------------------------------------------------------ */
+/* vocabulary                                                          */
+
+struct bft_tokenizer {
+    bft_tokenizer_opts opts;
+    tok_norm norm;
+    int n;                 /* tokens */
+    char *str;             /* all tokens, NUL-terminated */
+    uint32_t *off;         /* n offsets into str */
+    uint32_t *len;         /* n byte lengths */
+    uint32_t mask;         /* hash slots - 1 */
+    int32_t *slot_id;      /* -1 empty */
+    uint32_t *slot_h;      /* high bits of the hash */
+    size_t max_plain;      /* longest token without "##", bytes */
+    size_t max_cont;       /* longest "##" token minus the prefix, bytes */
+    bft_special_ids sp;
+    int spec_ids[TOK_MAX_SPECIALS];
+};
+
+#define TOK_SEED_PLAIN 0x243F6A8885A308D3ull
+#define TOK_SEED_CONT 0x13198A2E03707344ull
+
+/* Key of a vocabulary string: "##x" is (cont, "x"), anything else (plain, s). */
+static inline uint64_t key_hash(int cont, const char *s, size_t n)
+{
+    return tok_hash(s, n, cont ? TOK_SEED_CONT : TOK_SEED_PLAIN);
+}
+
+static inline int is_cont_token(const char *s, size_t n)
+{
+    return n >= 2 && s[0] == '#' && s[1] == '#';
+}
+
+static inline int vocab_find(const bft_tokenizer *t, int cont, const char *s, size_t n)
+{
+    uint64_t h = key_hash(cont, s, n);
+    uint32_t hh = (uint32_t)(h >> 32);
+    uint32_t i = (uint32_t)h & t->mask;
+    for (;;) {
+        int32_t id = t->slot_id[i];
+        if (id < 0) return -1;
+        if (t->slot_h[i] == hh) {
+            const char *ts = t->str + t->off[id];
+            size_t tl = t->len[id];
+            int tc = is_cont_token(ts, tl);
+            if (tc) { ts += 2; tl -= 2; }
+            if (tc == cont && tl == n && memcmp(ts, s, n) == 0) return id;
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+bft_tokenizer_opts bft_tokenizer_default_opts(void)
+{
+    bft_tokenizer_opts o = {1, -1, 1, 512};
+    return o;
+}
+
+void bft_tokenizer_free(bft_tokenizer *t)
+{
+    if (!t) return;
+    free(t->str);
+    free(t->off);
+    free(t->len);
+    free(t->slot_id);
+    free(t->slot_h);
+    free(t);
+}
+
+static void norm_from_opts(tok_norm *n, const bft_tokenizer_opts *o)
+{
+    memset(n, 0, sizeof *n);
+    n->lower = o->do_lower_case != 0;
+    n->strip = o->strip_accents < 0 ? n->lower : o->strip_accents != 0;
+    n->chinese = o->tokenize_chinese_chars != 0;
+}
+
+bft_tokenizer *bft_tokenizer_new(const char *vocab, size_t vocab_len,
+                                 const bft_tokenizer_opts *opts, bft_error *err)
+{
+    bft_tokenizer_opts o = opts ? *opts : bft_tokenizer_default_opts();
+    if (!vocab && vocab_len) {
+        bft_set_error(err, BFT_EINVAL, "tokenizer: NULL vocabulary");
+        return NULL;
+    }
+    if (vocab_len > UINT32_MAX / 2) {
+        bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary too large (%zu bytes)", vocab_len);
+        return NULL;
+    }
+    if (vocab_len && memchr(vocab, '\0', vocab_len)) {
+        bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary contains a NUL byte");
+        return NULL;
+    }
+    /* count lines (Python readlines(): a last line without LF counts) */
+    size_t nl = 0;
+    for (size_t i = 0; i < vocab_len; i++) nl += vocab[i] == '\n';
+    size_t ntok = nl + (vocab_len > 0 && vocab[vocab_len - 1] != '\n');
+    if (ntok == 0) {
+        bft_set_error(err, BFT_EFORMAT, "tokenizer: empty vocabulary");
+        return NULL;
+    }
+    if (ntok > INT32_MAX / 4) {
+        bft_set_error(err, BFT_EFORMAT, "tokenizer: too many tokens (%zu)", ntok);
+        return NULL;
+    }
+    bft_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) goto oom;
+    t->opts = o;
+    t->n = (int)ntok;
+    t->str = malloc(vocab_len + 1);
+    t->off = malloc(ntok * sizeof *t->off);
+    t->len = malloc(ntok * sizeof *t->len);
+    uint32_t slots = 64;
+    while (slots < ntok * 2) slots *= 2;
+    t->mask = slots - 1;
+    t->slot_id = malloc(slots * sizeof *t->slot_id);
+    t->slot_h = malloc(slots * sizeof *t->slot_h);
+    if (!t->str || !t->off || !t->len || !t->slot_id || !t->slot_h) goto oom;
+    memset(t->slot_id, 0xFF, slots * sizeof *t->slot_id);
+
+    size_t p = 0, w = 0;
+    for (size_t k = 0; k < ntok; k++) {
+        const char *nlp = memchr(vocab + p, '\n', vocab_len - p);
+        size_t e = nlp ? (size_t)(nlp - vocab) : vocab_len;
+        size_t l = e - p;
+        if (l > 0 && vocab[p + l - 1] == '\r') l--;
+        memcpy(t->str + w, vocab + p, l);
+        t->str[w + l] = '\0';
+        t->off[k] = (uint32_t)w;
+        t->len[k] = (uint32_t)l;
+        w += l + 1;
+        p = e + 1;
+    }
+    for (int id = 0; id < t->n; id++) {
+        const char *s = t->str + t->off[id];
+        size_t l = t->len[id];
+        int cont = is_cont_token(s, l);
+        if (cont) { s += 2; l -= 2; }
+        if (cont && l > t->max_cont) t->max_cont = l;
+        if (!cont && l > t->max_plain) t->max_plain = l;
+        uint64_t h = key_hash(cont, s, l);
+        uint32_t i = (uint32_t)h & t->mask;
+        for (;;) {
+            int32_t e = t->slot_id[i];
+            if (e < 0) break;
+            if (t->slot_h[i] == (uint32_t)(h >> 32)) {
+                const char *es = t->str + t->off[e];
+                size_t el = t->len[e];
+                if (el == t->len[id] && memcmp(es, t->str + t->off[id], el) == 0) break;
+            }
+            i = (i + 1) & t->mask;
+        }
+        t->slot_id[i] = id;   /* a duplicate line: the later id wins, as in HF load_vocab */
+        t->slot_h[i] = (uint32_t)(h >> 32);
+    }
+
+    t->sp.unk = bft_tokenizer_token_id(t, "[UNK]");
+    t->sp.cls = bft_tokenizer_token_id(t, "[CLS]");
+    t->sp.sep = bft_tokenizer_token_id(t, "[SEP]");
+    t->sp.pad = bft_tokenizer_token_id(t, "[PAD]");
+    t->sp.mask = bft_tokenizer_token_id(t, "[MASK]");
+    if (t->sp.unk < 0) {
+        bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary has no [UNK] token");
+        bft_tokenizer_free(t);
+        return NULL;
+    }
+    norm_from_opts(&t->norm, &o);
+    /* HF added-token order: [PAD] [UNK] [CLS] [SEP] [MASK] */
+    const int ids[5] = {t->sp.pad, t->sp.unk, t->sp.cls, t->sp.sep, t->sp.mask};
+    for (int k = 0; k < 5; k++) {
+        if (ids[k] < 0) continue;
+        int j = t->norm.nspec++;
+        t->norm.spec[j] = t->str + t->off[ids[k]];
+        t->norm.spec_len[j] = (int)t->len[ids[k]];
+        t->spec_ids[j] = ids[k];
+    }
+    tok_norm_finish(&t->norm);
+    return t;
+oom:
+    bft_tokenizer_free(t);
+    bft_set_error(err, BFT_ENOMEM, "tokenizer: out of memory loading a vocabulary of %zu bytes",
+                  vocab_len);
+    return NULL;
+}
+
+bft_tokenizer_opts bft_tokenizer_get_opts(const bft_tokenizer *t) { return t->opts; }
+
+int bft_tokenizer_vocab_size(const bft_tokenizer *t) { return t->n; }
+
+const char *bft_tokenizer_token(const bft_tokenizer *t, int id)
+{
+    if (!t || id < 0 || id >= t->n) return NULL;
+    return t->str + t->off[id];
+}
+
+int bft_tokenizer_token_id(const bft_tokenizer *t, const char *token)
+{
+    if (!t || !token) return -1;
+    size_t l = strlen(token);
+    int cont = is_cont_token(token, l);
+    return cont ? vocab_find(t, 1, token + 2, l - 2) : vocab_find(t, 0, token, l);
+}
+
+bft_special_ids bft_tokenizer_special(const bft_tokenizer *t) { return t->sp; }
+
+/* ------------------------------------------------------------------ */
+/* encode                                                              */
+
+typedef struct enc_ctx {
+    const bft_tokenizer *t;
+    int32_t *ids;
+    size_t n, cap;
+    int32_t stack[256];
+    size_t limit;    /* stop once this many ids are out (SIZE_MAX: never) */
+    int oom;
+} enc_ctx;
+
+static int enc_push(enc_ctx *c, int32_t id)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap * 2;
+        int32_t *p;
+        if (c->ids == c->stack) {
+            p = malloc(cap * sizeof *p);
+            if (p) memcpy(p, c->ids, c->n * sizeof *p);
+        } else {
+            p = realloc(c->ids, cap * sizeof *p);
+        }
+        if (!p) { c->oom = 1; return -1; }
+        c->ids = p;
+        c->cap = cap;
+    }
+    c->ids[c->n++] = id;
+    return 0;
+}
+
+static int enc_special(void *ctx, int k)
+{
+    enc_ctx *c = ctx;
+    if (enc_push(c, c->t->spec_ids[k])) return 1;
+    return c->n >= c->limit;
+}
+
+static int enc_word(void *ctx, const char *w, size_t len)
+{
+    enc_ctx *c = ctx;
+    const bft_tokenizer *t = c->t;
+    /* whole-word hit first (most words) */
+    if (len <= t->max_plain) {
+        int id = vocab_find(t, 0, w, len);
+        if (id >= 0) {
+            if (enc_push(c, id)) return 1;
+            return c->n >= c->limit;
+        }
+    }
+    /* code point boundaries; more than 100 code points → [UNK] */
+    uint32_t off[102];
+    int nch = 0;
+    for (size_t i = 0; i < len;) {
+        if (nch > 100) break;
+        off[nch++] = (uint32_t)i;
+        uint8_t b = (uint8_t)w[i];
+        i += b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;   /* w is valid UTF-8 */
+    }
+    if (nch > 100) {
+        if (enc_push(c, t->sp.unk)) return 1;
+        return c->n >= c->limit;
+    }
+    off[nch] = (uint32_t)len;
+    size_t mark = c->n;
+    int start = 0;
+    while (start < nch) {
+        int cont = start > 0;
+        size_t maxb = cont ? t->max_cont : t->max_plain;
+        int end = nch;
+        while (end > start && off[end] - off[start] > maxb) end--;
+        int id = -1;
+        for (; end > start; end--) {
+            id = vocab_find(t, cont, w + off[start], off[end] - off[start]);
+            if (id >= 0) break;
+        }
+        if (id < 0) {
+            c->n = mark;
+            if (enc_push(c, t->sp.unk)) return 1;
+            return c->n >= c->limit;
+        }
+        if (enc_push(c, id)) return 1;
+        start = end;
+    }
+    return c->n >= c->limit;
+}
+
+/* Run the pipeline; pieces end up in c->ids[0..c->n). */
+static int encode_into(const bft_tokenizer *t, const char *text, size_t len, enc_ctx *c,
+                       bft_error *err)
+{
+    c->t = t;
+    c->ids = c->stack;
+    c->n = 0;
+    c->cap = sizeof c->stack / sizeof c->stack[0];
+    c->oom = 0;
+    if (!text && len) {
+        bft_set_error(err, BFT_EINVAL, "tokenizer: NULL text");
+        return -1;
+    }
+    tok_ws ws;
+    tok_ws_init(&ws);
+    tok_sink sink = {enc_special, enc_word, c};
+    int r = len ? tok_process(&t->norm, text, len, &ws, &sink) : 0;
+    tok_ws_free(&ws);
+    if (r < 0 || c->oom) {
+        if (c->ids != c->stack) free(c->ids);
+        c->ids = c->stack;
+        bft_set_error(err, BFT_ENOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+        return -1;
+    }
+    return 0;
+}
+
+int bft_encode(const bft_tokenizer *t, const char *text, size_t len,
+               int max_length, int32_t *out_ids, bft_error *err)
+{
+    if (!t || !out_ids) {
+        bft_set_error(err, BFT_EINVAL, "bft_encode: NULL argument");
+        return -1;
+    }
+    if (max_length < 2) {
+        bft_set_error(err, BFT_EINVAL, "bft_encode: max_length must be >= 2 (got %d)", max_length);
+        return -1;
+    }
+    if (t->sp.cls < 0 || t->sp.sep < 0) {
+        bft_set_error(err, BFT_EMISMATCH, "bft_encode: vocabulary lacks [CLS] or [SEP]");
+        return -1;
+    }
+    enc_ctx c;
+    c.limit = (size_t)max_length - 2;
+    if (c.limit == 0) {
+        /* nothing of the text fits */
+        out_ids[0] = t->sp.cls;
+        out_ids[1] = t->sp.sep;
+        return 2;
+    }
+    if (encode_into(t, text, len, &c, err)) return -1;
+    size_t n = c.n < c.limit ? c.n : c.limit;
+    out_ids[0] = t->sp.cls;
+    memcpy(out_ids + 1, c.ids, n * sizeof *out_ids);
+    out_ids[n + 1] = t->sp.sep;
+    if (c.ids != c.stack) free(c.ids);
+    return (int)n + 2;
+}
+
+int bft_encode_pieces(const bft_tokenizer *t, const char *text, size_t len,
+                      int32_t **out_ids, size_t *out_n, bft_error *err)
+{
+    if (!t || !out_ids || !out_n) {
+        bft_set_error(err, BFT_EINVAL, "bft_encode_pieces: NULL argument");
+        return -1;
+    }
+    enc_ctx c;
+    c.limit = SIZE_MAX;
+    if (encode_into(t, text, len, &c, err)) return -1;
+    int32_t *res;
+    if (c.ids == c.stack) {
+        res = malloc((c.n ? c.n : 1) * sizeof *res);
+        if (!res) {
+            bft_set_error(err, BFT_ENOMEM, "bft_encode_pieces: out of memory");
+            return -1;
+        }
+        memcpy(res, c.ids, c.n * sizeof *res);
+    } else {
+        res = c.ids;
+    }
+    *out_ids = res;
+    *out_n = c.n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* decode                                                              */
+
+/* HF clean_up_tokenization: the replacements, in order, each global. */
+static void cleanup_spaces(char *s)
+{
+    static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
+    static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
+    for (size_t r = 0; r < sizeof from / sizeof from[0]; r++) {
+        size_t fl = strlen(from[r]), tl = strlen(to[r]);
+        if (!strstr(s, from[r])) continue;
+        char *w = s;
+        const char *p = s;
+        while (*p) {
+            if (strncmp(p, from[r], fl) == 0) {
+                memmove(w, to[r], tl);   /* tl < fl: never overtakes p */
+                w += tl;
+                p += fl;
+            } else {
+                *w++ = *p++;
+            }
+        }
+        *w = '\0';
+    }
+}
+
+static int is_special_id(const bft_tokenizer *t, int id)
+{
+    for (int k = 0; k < t->norm.nspec; k++)
+        if (t->spec_ids[k] == id) return 1;
+    return 0;
+}
+
+char *bft_decode(const bft_tokenizer *t, const int32_t *ids, size_t n, int skip_special)
+{
+    if (!t || (!ids && n)) return NULL;
+    size_t cap = 1;
+    for (size_t i = 0; i < n; i++) {
+        int id = ids[i] >= 0 && ids[i] < t->n ? ids[i] : t->sp.unk;
+        cap += t->len[id] + 1;
+    }
+    char *out = malloc(cap);
+    char *tmp = malloc(cap);
+    if (!out || !tmp) {
+        free(out);
+        free(tmp);
+        return NULL;
+    }
+    size_t o = 0;
+    int first = 1;
+    for (size_t i = 0; i < n; i++) {
+        /* ids out of range decode as the unknown token, like the reference */
+        int id = ids[i] >= 0 && ids[i] < t->n ? ids[i] : t->sp.unk;
+        if (skip_special && is_special_id(t, id)) continue;
+        const char *s = t->str + t->off[id];
+        size_t l = t->len[id];
+        /* WordPiece decoder: "##" pieces glue on, others get a space; then
+         * clean-up per token and once more over the whole text */
+        size_t tl = 0;
+        if (!first && is_cont_token(s, l)) {
+            memcpy(tmp, s + 2, l - 2);
+            tl = l - 2;
+        } else {
+            if (!first) tmp[tl++] = ' ';
+            memcpy(tmp + tl, s, l);
+            tl += l;
+        }
+        tmp[tl] = '\0';
+        cleanup_spaces(tmp);
+        tl = strlen(tmp);
+        memcpy(out + o, tmp, tl);
+        o += tl;
+        first = 0;
+    }
+    out[o] = '\0';
+    free(tmp);
+    cleanup_spaces(out);
+    return out;
+}
