@@ -43,6 +43,11 @@ bft_config bft_config_default(void);
  * probabilities in [0,1), id2label/label2id consistent. Returns 0 or -1 with err. */
 int bft_config_parse(const char *json, size_t len, bft_config *cfg, bft_error *err);
 
+/* Check a config built in code (the checks bft_config_parse applies):
+ * sizes in range, hidden % heads == 0, pad_token_id < V, hidden_act "gelu",
+ * eps > 0, probabilities in [0,1). Returns BFT_OK or the error code with err. */
+int bft_config_validate(const bft_config *cfg, bft_error *err);
+
 /* Apply tokenizer_config.json bytes to cfg->tok. Returns 0 or -1 with err. */
 int bft_tokenizer_config_parse(const char *json, size_t len, bft_config *cfg, bft_error *err);
 

@@ -1,0 +1,830 @@
+/*
+ * checkpoint.c — Hugging Face model directories in and out: config.json,
+ * vocab.txt, tokenizer_config.json and model.safetensors, mapped onto the
+ * parameter block of params.c.
+ *
+ * Tensor names accepted (HF BertFor* checkpoints):
+ *   encoder tensors with or without the "bert." prefix
+ *     (embeddings.*, encoder.layer.N.*, pooler.dense.*);
+ *   LayerNorm "weight"/"bias" or the legacy "gamma"/"beta";
+ *   classifier.{weight,bias} and cls.predictions.* without a prefix.
+ * Known tensors the engine does not use are skipped: cls.seq_relationship.*
+ * (next-sentence head), cls.predictions.decoder.weight (tied to the word
+ * embeddings; its shape must be (V, C)), cls.predictions.decoder.bias (the
+ * same values as cls.predictions.bias; used for it when that is absent) and
+ * the embeddings.position_ids / token_type_ids buffers. Anything else is an
+ * error naming the tensor. Optional parts (pooler, classifier, MLM head) are
+ * detected from the tensors present; a part that is present must be complete.
+ */
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ST "model.safetensors"
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/* Lines in vocab.txt as Python's readlines() counts them. */
+static size_t count_lines(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += s[i] == '\n';
+    if (len > 0 && s[len - 1] != '\n')
+        n++;
+    return n;
+}
+
+static int starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t at = 0;
+    at += (size_t)snprintf(buf + at, n - at, "[");
+    for (int i = 0; i < ndim && at < n; i++)
+        at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (at < n)
+        snprintf(buf + at, n - at, "]");
+}
+
+/* Prefix err->msg with "what: " (keeps the code). */
+static void prefix_error(bft_error *err, const char *what)
+{
+    char tmp[sizeof err->msg + 128];
+    if (!err)
+        return;
+    snprintf(tmp, sizeof tmp, "%s: %s", what, err->msg);
+    memcpy(err->msg, tmp, sizeof err->msg - 1);
+    err->msg[sizeof err->msg - 1] = '\0';
+}
+
+/* ---- name mapping ------------------------------------------------------- */
+
+enum { USE_LOAD, USE_IGNORE };
+
+/* One tensor of the file with its name mapped to the layout's naming. */
+typedef struct mapped {
+    const bft_st_tensor *t;
+    char norm[160];   /* layout name: prefix stripped, gamma/beta → weight/bias */
+    int prefixed;     /* had "bert." */
+    int use;          /* USE_LOAD or USE_IGNORE */
+    int used;         /* matched by a layout tensor */
+} mapped;
+
+static int is_encoder_name(const char *n)
+{
+    return starts_with(n, "embeddings.") || starts_with(n, "encoder.") || starts_with(n, "pooler.");
+}
+
+/* Map file names; reject duplicates after mapping. */
+static int map_names(const bft_st_file *f, mapped *m, bft_error *err)
+{
+    for (int i = 0; i < f->n; i++) {
+        const char *raw = f->t[i].name, *s = raw;
+        mapped *x = &m[i];
+        size_t l;
+        x->t = &f->t[i];
+        x->prefixed = 0;
+        x->used = 0;
+        if (starts_with(raw, "bert.") && is_encoder_name(raw + 5)) {
+            s = raw + 5;
+            x->prefixed = 1;
+        }
+        l = strlen(s);
+        if (l >= sizeof x->norm - 8) {
+            /* far longer than any BERT name: keep it recognisable in the error */
+            snprintf(x->norm, sizeof x->norm, "%.100s...", s);
+            x->use = USE_LOAD;
+            continue;
+        }
+        memcpy(x->norm, s, l + 1);
+        if (ends_with(x->norm, "LayerNorm.gamma"))
+            memcpy(x->norm + l - 5, "weight", 7);
+        else if (ends_with(x->norm, "LayerNorm.beta"))
+            memcpy(x->norm + l - 4, "bias", 5);
+        x->use = USE_LOAD;
+        if (strcmp(x->norm, "embeddings.position_ids") == 0 ||
+            strcmp(x->norm, "embeddings.token_type_ids") == 0 ||
+            (!x->prefixed && (strcmp(x->norm, "cls.seq_relationship.weight") == 0 ||
+                              strcmp(x->norm, "cls.seq_relationship.bias") == 0 ||
+                              strcmp(x->norm, "cls.predictions.decoder.weight") == 0 ||
+                              strcmp(x->norm, "cls.predictions.decoder.bias") == 0)))
+            x->use = USE_IGNORE;
+        /* "bert.x" and "x", or "...gamma" and "...weight": one parameter twice */
+        for (int j = 0; j < i && x->use == USE_LOAD; j++)
+            if (m[j].use == USE_LOAD && strcmp(m[j].norm, x->norm) == 0)
+                return bft_set_error(err, BFT_EMISMATCH,
+                                     ST ": tensors \"%.150s\" and \"%.150s\" are the same parameter",
+                                     m[j].t->name, raw);
+    }
+    return BFT_OK;
+}
+
+/* The file tensor that provides layout tensor `name`, or -1. */
+static int find_mapped(const mapped *m, int n, const char *name, int in_encoder)
+{
+    for (int i = 0; i < n; i++)
+        if (m[i].use == USE_LOAD && (in_encoder || !m[i].prefixed) && strcmp(m[i].norm, name) == 0)
+            return i;
+    return -1;
+}
+
+static int find_ignored(const mapped *m, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (m[i].use == USE_IGNORE && strcmp(m[i].norm, name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- model allocation --------------------------------------------------- */
+
+/* Allocate the parameter block for m->cfg / m->parts (zeroed). */
+static int alloc_params(bft_model *m, bft_error *err)
+{
+    size_t n = bft_params_count(&m->cfg, m->parts);
+    if (n == 0 || n > SIZE_MAX / sizeof(float)) {
+        return bft_set_error(err, BFT_EINVAL, "model: parameter count %zu is out of range", n);
+    }
+    m->params_mem = calloc(n, sizeof(float));
+    if (!m->params_mem)
+        return bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters (%zu MB)", n,
+                             n * sizeof(float) >> 20);
+    m->num_params = n;
+    bft_params_assign(&m->p, m->params_mem, &m->cfg, m->parts);
+    return BFT_OK;
+}
+
+/* vocab.txt bytes and size check, then the tokenizer. */
+static int attach_vocab(bft_model *m, const char *vocab, size_t vocab_len, bft_error *err)
+{
+    size_t lines;
+    if (!vocab)
+        return bft_set_error(err, BFT_EINVAL, "vocab.txt: no data");
+    lines = count_lines(vocab, vocab_len);
+    if (lines != (size_t)m->cfg.vocab_size)
+        return bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %zu lines but config.json has vocab_size %d",
+                             lines, m->cfg.vocab_size);
+    m->vocab = malloc(vocab_len + 1);
+    if (!m->vocab)
+        return bft_set_error(err, BFT_ENOMEM, "vocab.txt: out of memory");
+    memcpy(m->vocab, vocab, vocab_len);
+    m->vocab[vocab_len] = '\0';
+    m->vocab_len = vocab_len;
+    m->tok = bft_tokenizer_new(m->vocab, m->vocab_len, &m->cfg.tok, err);
+    if (!m->tok) {
+        if (err && err->code == BFT_OK)
+            bft_set_error(err, BFT_EFORMAT, "vocab.txt: cannot build the tokenizer");
+        prefix_error(err, "vocab.txt");
+        return err ? err->code : BFT_EFORMAT;
+    }
+    if (bft_tokenizer_vocab_size(m->tok) != m->cfg.vocab_size)
+        return bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %d tokens but config.json has vocab_size %d",
+                             bft_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
+    return BFT_OK;
+}
+
+void bft_model_free(bft_model *m)
+{
+    if (!m)
+        return;
+    bft_tokenizer_free(m->tok);
+    free(m->vocab);
+    free(m->params_mem);
+    bft_config_release(&m->cfg);
+    free(m);
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+/* Map the safetensors tensors onto a freshly allocated parameter block. */
+static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *err)
+{
+    bft_st_file f = {0, NULL};
+    mapped *mp = NULL;
+    bft_tensor_info *list = NULL;
+    int nlist = 0, rc, any_prefixed = 0, cls_w, K = 0;
+    char want[64], got[64];
+
+    if (bft_st_parse(st, st_len, &f, err) < 0)
+        return err ? err->code : BFT_EFORMAT;
+    if (f.n > 0 && !(mp = calloc((size_t)f.n, sizeof *mp))) {
+        rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
+        goto out;
+    }
+    if ((rc = map_names(&f, mp, err)) != BFT_OK)
+        goto out;
+
+    /* Unexpected tensors first: they usually mean a different architecture. */
+    for (int i = 0; i < f.n; i++) {
+        const char *n = mp[i].norm;
+        int known;
+        if (mp[i].use == USE_IGNORE)
+            continue;
+        any_prefixed |= mp[i].prefixed;
+        known = is_encoder_name(n) || (!mp[i].prefixed && (starts_with(n, "classifier.") ||
+                                                           starts_with(n, "cls.predictions.")));
+        if (!known) {
+            rc = bft_set_error(err, BFT_EMISMATCH,
+                               ST ": unexpected tensor \"%.200s\" (not part of BertForSequenceClassification, "
+                               "BertForMaskedLM or BertForPreTraining)",
+                               mp[i].t->name);
+            goto out;
+        }
+    }
+
+    /* Optional parts from what is present. */
+    m->parts.pooler = m->parts.classifier = m->parts.mlm = 0;
+    for (int i = 0; i < f.n; i++) {
+        if (mp[i].use != USE_LOAD)
+            continue;
+        if (starts_with(mp[i].norm, "pooler."))
+            m->parts.pooler = 1;
+        else if (starts_with(mp[i].norm, "classifier."))
+            m->parts.classifier = 1;
+        else if (starts_with(mp[i].norm, "cls.predictions."))
+            m->parts.mlm = 1;
+    }
+    if (m->parts.classifier) {
+        const bft_st_tensor *t;
+        cls_w = find_mapped(mp, f.n, "classifier.weight", 0);
+        if (cls_w < 0) {
+            rc = bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"classifier.weight\" (classifier.bias is present)");
+            goto out;
+        }
+        t = mp[cls_w].t;
+        if (t->ndim != 2 || t->shape[1] != m->cfg.hidden_size || t->shape[0] < 1 || t->shape[0] > 1000000) {
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            rc = bft_set_error(err, BFT_EMISMATCH,
+                               ST ": tensor \"classifier.weight\" has shape %s, expected [num_labels, %d]", got,
+                               m->cfg.hidden_size);
+            goto out;
+        }
+        K = (int)t->shape[0];
+        if (m->cfg.num_labels == 0) {
+            m->cfg.num_labels = K; /* names default to LABEL_i */
+        } else if (m->cfg.num_labels != K) {
+            rc = bft_set_error(err, BFT_EMISMATCH,
+                               ST ": classifier.weight has %d rows but config.json has %d labels (id2label)", K,
+                               m->cfg.num_labels);
+            goto out;
+        }
+        if (K < 2) {
+            rc = bft_set_error(err, BFT_EUNSUPPORTED,
+                               ST ": a classifier with 1 output is a regression head in Hugging Face; not supported");
+            goto out;
+        }
+    } else {
+        /* no classifier: labels in config.json (often HF's default LABEL_0/1) describe nothing */
+        bft_config_release(&m->cfg);
+        m->cfg.num_labels = 0;
+    }
+
+    if ((rc = alloc_params(m, err)) != BFT_OK)
+        goto out;
+    if (!(list = bft_params_tensors(&m->cfg, m->parts, &nlist))) {
+        rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
+        goto out;
+    }
+    for (int k = 0; k < nlist; k++) {
+        const bft_tensor_info *ti = &list[k];
+        int i = find_mapped(mp, f.n, ti->name, ti->in_encoder);
+        const bft_st_tensor *t;
+        int ok;
+        if (i < 0 && strcmp(ti->name, "cls.predictions.bias") == 0)
+            i = find_ignored(mp, f.n, "cls.predictions.decoder.bias"); /* same values, older name */
+        if (i < 0) {
+            rc = bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"%s%s\"",
+                               ti->in_encoder && any_prefixed ? "bert." : "", ti->name);
+            goto out;
+        }
+        t = mp[i].t;
+        mp[i].used = 1;
+        ok = t->ndim == ti->ndim && t->shape[0] == ti->shape[0] && (ti->ndim == 1 || t->shape[1] == ti->shape[1]);
+        if (!ok) {
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            shape_str(want, sizeof want, ti->ndim, ti->shape);
+            rc = bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\" has shape %s, expected %s from config.json",
+                               t->name, got, want);
+            goto out;
+        }
+        if (bft_st_to_f32(t, m->params_mem + ti->offset, err) < 0) {
+            rc = err ? err->code : BFT_EUNSUPPORTED;
+            goto out;
+        }
+    }
+    /* Every tensor to load must have found its place (a layer index beyond
+     * num_hidden_layers, a misspelt name, ...). */
+    for (int i = 0; i < f.n; i++) {
+        if (mp[i].use == USE_LOAD && !mp[i].used) {
+            rc = bft_set_error(err, BFT_EMISMATCH, ST ": unexpected tensor \"%.200s\"", mp[i].t->name);
+            goto out;
+        }
+    }
+    /* The tied decoder, when stored, must have the word embeddings' shape. */
+    {
+        int i = find_ignored(mp, f.n, "cls.predictions.decoder.weight");
+        if (i >= 0) {
+            const bft_st_tensor *t = mp[i].t;
+            if (t->ndim != 2 || t->shape[0] != m->cfg.vocab_size || t->shape[1] != m->cfg.hidden_size) {
+                int64_t s[2] = {m->cfg.vocab_size, m->cfg.hidden_size};
+                shape_str(got, sizeof got, t->ndim, t->shape);
+                shape_str(want, sizeof want, 2, s);
+                rc = bft_set_error(err, BFT_EMISMATCH,
+                                   ST ": tensor \"%.200s\" (tied to the word embeddings) has shape %s, expected %s",
+                                   t->name, got, want);
+                goto out;
+            }
+        }
+        i = find_ignored(mp, f.n, "cls.predictions.decoder.bias");
+        if (i >= 0) {
+            const bft_st_tensor *t = mp[i].t;
+            if (t->ndim != 1 || t->shape[0] != m->cfg.vocab_size) {
+                int64_t s[1] = {m->cfg.vocab_size};
+                shape_str(got, sizeof got, t->ndim, t->shape);
+                shape_str(want, sizeof want, 1, s);
+                rc = bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\" has shape %s, expected %s", t->name, got,
+                                   want);
+                goto out;
+            }
+        }
+    }
+    rc = BFT_OK;
+out:
+    free(list);
+    free(mp);
+    bft_st_release(&f);
+    return rc;
+}
+
+bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const char *vocab, size_t vocab_len,
+                              const char *tokenizer_config, size_t tokcfg_len, const void *safetensors,
+                              size_t st_len, bft_error *err)
+{
+    bft_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        return NULL;
+    }
+    bft_clear_error(err);
+    if (bft_config_parse(config_json, config_len, &m->cfg, err) < 0)
+        goto fail;
+    if (tokenizer_config && bft_tokenizer_config_parse(tokenizer_config, tokcfg_len, &m->cfg, err) < 0)
+        goto fail;
+    if (!vocab) {
+        bft_set_error(err, BFT_EINVAL, "vocab.txt: no data");
+        goto fail;
+    }
+    if (count_lines(vocab, vocab_len) != (size_t)m->cfg.vocab_size) {
+        bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %zu lines but config.json has vocab_size %d",
+                      count_lines(vocab, vocab_len), m->cfg.vocab_size);
+        goto fail;
+    }
+    if (!safetensors) {
+        bft_set_error(err, BFT_EINVAL, ST ": no data");
+        goto fail;
+    }
+    if (load_weights(m, safetensors, st_len, err) != BFT_OK)
+        goto fail;
+    if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK)
+        goto fail;
+    return m;
+fail:
+    if (err && err->code == BFT_OK)
+        bft_set_error(err, BFT_EFORMAT, "model: load failed");
+    bft_model_free(m);
+    return NULL;
+}
+
+/* Whole file into a malloc'd NUL-terminated buffer. Returns 0, 1 when the
+ * file does not exist (and missing_ok), -1 with err. */
+static int read_file(const char *dir, const char *name, char **out, size_t *len, int missing_ok, bft_error *err)
+{
+    char path[PATH_MAX];
+    FILE *fp;
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+
+    *out = NULL;
+    *len = 0;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+        return bft_set_error(err, BFT_EINVAL, "%s: path too long", dir), -1;
+    fp = fopen(path, "rb");
+    if (!fp) {
+        if (errno == ENOENT && missing_ok)
+            return 1;
+        return bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(errno)), -1;
+    }
+    for (;;) {
+        size_t got;
+        if (n + 1 >= cap) {
+            size_t ncap = cap ? cap * 2 : 65536;
+            char *p = realloc(buf, ncap);
+            if (!p) {
+                free(buf);
+                fclose(fp);
+                return bft_set_error(err, BFT_ENOMEM, "%s: out of memory", path), -1;
+            }
+            buf = p;
+            cap = ncap;
+        }
+        got = fread(buf + n, 1, cap - n - 1, fp);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(fp)) {
+        free(buf);
+        fclose(fp);
+        return bft_set_error(err, BFT_EIO, "%s: read error", path), -1;
+    }
+    fclose(fp);
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+bft_model *bft_model_load_dir(const char *dir, bft_error *err)
+{
+    char *config = NULL, *vocab = NULL, *tokcfg = NULL;
+    size_t config_len, vocab_len, tokcfg_len;
+    char path[PATH_MAX];
+    int fd = -1;
+    void *st = MAP_FAILED;
+    size_t st_len = 0;
+    bft_model *m = NULL;
+    struct stat sb;
+
+    bft_clear_error(err);
+    if (!dir) {
+        bft_set_error(err, BFT_EINVAL, "model directory: NULL");
+        return NULL;
+    }
+    if (read_file(dir, "config.json", &config, &config_len, 0, err) < 0 ||
+        read_file(dir, "vocab.txt", &vocab, &vocab_len, 0, err) < 0 ||
+        read_file(dir, "tokenizer_config.json", &tokcfg, &tokcfg_len, 1, err) < 0)
+        goto out;
+    if ((size_t)snprintf(path, sizeof path, "%s/" ST, dir) >= sizeof path) {
+        bft_set_error(err, BFT_EINVAL, "%s: path too long", dir);
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        char bin[PATH_MAX];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        if (e == ENOENT && access(bin, F_OK) == 0)
+            bft_set_error(err, BFT_EUNSUPPORTED,
+                          "%s: only model.safetensors is read; this directory has pytorch_model.bin "
+                          "(convert it with safetensors or save_pretrained(safe_serialization=True))",
+                          dir);
+        else
+            bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(e));
+        goto out;
+    }
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        bft_set_error(err, BFT_EIO, "%s: not a regular file", path);
+        goto out;
+    }
+    st_len = (size_t)sb.st_size;
+    if (st_len == 0) {
+        bft_set_error(err, BFT_EFORMAT, "%s: empty file", path);
+        goto out;
+    }
+    st = mmap(NULL, st_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (st == MAP_FAILED) {
+        bft_set_error(err, BFT_EIO, "%s: mmap: %s", path, strerror(errno));
+        goto out;
+    }
+    m = bft_model_load_mem(config, config_len, vocab, vocab_len, tokcfg, tokcfg ? tokcfg_len : 0, st, st_len,
+                           err);
+out:
+    if (st != MAP_FAILED)
+        munmap(st, st_len);
+    if (fd >= 0)
+        close(fd);
+    free(config);
+    free(vocab);
+    free(tokcfg);
+    return m;
+}
+
+/* ---- fresh models ------------------------------------------------------- */
+
+/* HF _init_weights for one tensor of the layout. */
+static void init_tensor(const bft_tensor_info *ti, float *base, const bft_config *cfg, bft_rng *rng)
+{
+    float *x = base + ti->offset;
+    if (ends_with(ti->name, "LayerNorm.weight")) {
+        for (size_t i = 0; i < ti->numel; i++)
+            x[i] = 1.0f;
+    } else if (ti->ndim == 1) {
+        /* biases, LayerNorm biases, cls.predictions.bias */
+        for (size_t i = 0; i < ti->numel; i++)
+            x[i] = 0.0f;
+    } else {
+        for (size_t i = 0; i < ti->numel; i++)
+            x[i] = bft_rng_normal(rng) * cfg->initializer_range;
+        if (strcmp(ti->name, "embeddings.word_embeddings.weight") == 0 && cfg->pad_token_id >= 0 &&
+            cfg->pad_token_id < cfg->vocab_size)
+            memset(x + (size_t)cfg->pad_token_id * (size_t)cfg->hidden_size, 0,
+                   (size_t)cfg->hidden_size * sizeof(float));
+    }
+}
+
+bft_model *bft_model_new(const bft_config *cfg, const char *vocab, size_t vocab_len, bft_parts parts,
+                         uint64_t seed, bft_error *err)
+{
+    bft_model *m;
+    bft_tensor_info *list = NULL;
+    int n = 0;
+    bft_rng rng;
+
+    bft_clear_error(err);
+    if (!cfg) {
+        bft_set_error(err, BFT_EINVAL, "model: no config");
+        return NULL;
+    }
+    if (bft_config_validate(cfg, err) != BFT_OK)
+        return NULL;
+    if (parts.classifier && cfg->num_labels < 2) {
+        bft_set_error(err, BFT_EINVAL, "model: a classifier needs num_labels >= 2, got %d", cfg->num_labels);
+        return NULL;
+    }
+    if (!(m = calloc(1, sizeof *m))) {
+        bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        return NULL;
+    }
+    if (bft_config_copy(&m->cfg, cfg) < 0) {
+        free(m);
+        bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        return NULL;
+    }
+    m->parts.pooler = parts.pooler != 0;
+    m->parts.classifier = parts.classifier != 0;
+    m->parts.mlm = parts.mlm != 0;
+    if (!m->parts.classifier) {
+        bft_config_release(&m->cfg);
+        m->cfg.num_labels = 0;
+    }
+    if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK || alloc_params(m, err) != BFT_OK)
+        goto fail;
+    if (!(list = bft_params_tensors(&m->cfg, m->parts, &n))) {
+        bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        goto fail;
+    }
+    bft_rng_seed(&rng, seed);
+    for (int k = 0; k < n; k++)
+        init_tensor(&list[k], m->params_mem, &m->cfg, &rng);
+    free(list);
+    return m;
+fail:
+    bft_model_free(m);
+    return NULL;
+}
+
+int bft_model_set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+{
+    bft_config ncfg;
+    bft_parts nparts;
+    char **nnames = NULL;
+    bft_tensor_info *olist = NULL, *nlist = NULL;
+    int on = 0, nn = 0;
+    float *mem = NULL;
+    size_t count;
+    bft_rng rng;
+
+    bft_clear_error(err);
+    if (!m)
+        return bft_set_error(err, BFT_EINVAL, "model: NULL");
+    if (num_labels < 2 || num_labels > 1000000)
+        return bft_set_error(err, BFT_EINVAL,
+                             "model: num_labels must be in [2, 1000000], got %d (1 label is regression in Hugging Face)",
+                             num_labels);
+    if (names) {
+        if (!(nnames = calloc((size_t)num_labels, sizeof *nnames)))
+            return bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        for (int i = 0; i < num_labels; i++) {
+            if (!names[i] || !(nnames[i] = strdup(names[i]))) {
+                for (int j = 0; j < i; j++)
+                    free(nnames[j]);
+                free(nnames);
+                return names[i] ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
+                                : bft_set_error(err, BFT_EINVAL, "model: label name %d is NULL", i);
+            }
+            for (int j = 0; j < i; j++)
+                if (strcmp(nnames[j], nnames[i]) == 0) {
+                    int rc = bft_set_error(err, BFT_EINVAL, "model: label name \"%.100s\" given for %d and %d",
+                                           nnames[i], j, i);
+                    for (int q = 0; q <= i; q++)
+                        free(nnames[q]);
+                    free(nnames);
+                    return rc;
+                }
+        }
+    }
+
+    if (m->parts.classifier && m->cfg.num_labels == num_labels && m->parts.pooler) {
+        /* the head fits: keep its weights (HF semantics), only rename */
+        if (nnames) {
+            bft_config_release(&m->cfg);
+            m->cfg.id2label = nnames;
+        }
+        return BFT_OK;
+    }
+
+    /* New block: copy every tensor the new layout shares, fresh pooler/classifier. */
+    ncfg = m->cfg;
+    ncfg.num_labels = num_labels;
+    ncfg.id2label = NULL;
+    nparts = m->parts;
+    nparts.pooler = 1;
+    nparts.classifier = 1;
+    count = bft_params_count(&ncfg, nparts);
+    olist = bft_params_tensors(&m->cfg, m->parts, &on);
+    nlist = bft_params_tensors(&ncfg, nparts, &nn);
+    mem = calloc(count, sizeof(float));
+    if (!olist || !nlist || !mem) {
+        free(olist);
+        free(nlist);
+        free(mem);
+        if (nnames) {
+            for (int i = 0; i < num_labels; i++)
+                free(nnames[i]);
+            free(nnames);
+        }
+        return bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters", count);
+    }
+    bft_rng_seed(&rng, seed);
+    for (int k = 0; k < nn; k++) {
+        const bft_tensor_info *ti = &nlist[k];
+        int found = 0;
+        /* a classifier of another size has another numel: never copied */
+        for (int j = 0; j < on; j++)
+            if (strcmp(olist[j].name, ti->name) == 0 && olist[j].numel == ti->numel) {
+                memcpy(mem + ti->offset, m->params_mem + olist[j].offset, ti->numel * sizeof(float));
+                found = 1;
+                break;
+            }
+        if (!found)
+            init_tensor(ti, mem, &ncfg, &rng);
+    }
+    free(olist);
+    free(nlist);
+    free(m->params_mem);
+    bft_config_release(&m->cfg);
+    m->cfg = ncfg;
+    m->cfg.id2label = nnames;
+    m->parts = nparts;
+    m->params_mem = mem;
+    m->num_params = count;
+    bft_params_assign(&m->p, mem, &m->cfg, m->parts);
+    return BFT_OK;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+void *bft_model_to_safetensors(const bft_model *m, size_t *out_len, bft_error *err)
+{
+    bft_tensor_info *list;
+    bft_st_out *outs;
+    char (*names)[104];
+    int n = 0;
+    void *bytes;
+
+    bft_clear_error(err);
+    if (!m || !m->params_mem || !out_len) {
+        bft_set_error(err, BFT_EINVAL, "model: nothing to serialise");
+        return NULL;
+    }
+    list = bft_params_tensors(&m->cfg, m->parts, &n);
+    outs = list ? calloc((size_t)n + 1, sizeof *outs) : NULL;
+    names = list ? calloc((size_t)n + 1, sizeof *names) : NULL;
+    if (!list || !outs || !names) {
+        free(list);
+        free(outs);
+        free(names);
+        bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        return NULL;
+    }
+    for (int k = 0; k < n; k++) {
+        snprintf(names[k], sizeof names[k], "%s%s", list[k].in_encoder ? "bert." : "", list[k].name);
+        outs[k].name = names[k];
+        outs[k].ndim = list[k].ndim;
+        outs[k].shape[0] = list[k].shape[0];
+        outs[k].shape[1] = list[k].shape[1];
+        outs[k].data = m->params_mem + list[k].offset;
+    }
+    bytes = bft_st_write(outs, n, out_len, err);
+    free(list);
+    free(outs);
+    free(names);
+    return bytes;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *dir, bft_error *err)
+{
+    char path[PATH_MAX];
+    size_t l = strlen(dir);
+    if (l == 0 || l >= sizeof path)
+        return bft_set_error(err, BFT_EINVAL, "bad output directory \"%.200s\"", dir);
+    memcpy(path, dir, l + 1);
+    for (size_t i = 1; i <= l; i++) {
+        if (path[i] == '/' || path[i] == '\0') {
+            char c = path[i];
+            path[i] = '\0';
+            if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                return bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(errno));
+            path[i] = c;
+        }
+    }
+    {
+        struct stat sb;
+        if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
+            return bft_set_error(err, BFT_EIO, "%s: not a directory", dir);
+    }
+    return BFT_OK;
+}
+
+/* Write dir/name atomically (temporary file + rename). */
+static int write_file(const char *dir, const char *name, const void *data, size_t len, bft_error *err)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    FILE *fp;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path ||
+        (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name) >= sizeof tmp)
+        return bft_set_error(err, BFT_EINVAL, "%s: path too long", dir);
+    if (!(fp = fopen(tmp, "wb")))
+        return bft_set_error(err, BFT_EIO, "%s: %s", tmp, strerror(errno));
+    if ((len && fwrite(data, 1, len, fp) != len) || fflush(fp) != 0) {
+        int e = errno;
+        fclose(fp);
+        unlink(tmp);
+        return bft_set_error(err, BFT_EIO, "%s: write failed: %s", tmp, strerror(e));
+    }
+    if (fclose(fp) != 0) {
+        unlink(tmp);
+        return bft_set_error(err, BFT_EIO, "%s: write failed: %s", tmp, strerror(errno));
+    }
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(e));
+    }
+    return BFT_OK;
+}
+
+int bft_model_save_dir(const bft_model *m, const char *dir, bft_error *err)
+{
+    char *config = NULL, *tokcfg = NULL;
+    void *st = NULL;
+    size_t st_len = 0;
+    int rc;
+
+    bft_clear_error(err);
+    if (!m || !dir)
+        return bft_set_error(err, BFT_EINVAL, "model: nothing to save");
+    if ((rc = make_dirs(dir, err)) != BFT_OK)
+        return rc;
+    config = bft_config_to_json(&m->cfg, m->parts.classifier, m->parts.mlm);
+    tokcfg = bft_tokenizer_config_to_json(&m->cfg);
+    if (!config || !tokcfg) {
+        rc = bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        goto out;
+    }
+    if (!(st = bft_model_to_safetensors(m, &st_len, err))) {
+        rc = err ? err->code : BFT_ENOMEM;
+        goto out;
+    }
+    if ((rc = write_file(dir, ST, st, st_len, err)) != BFT_OK ||
+        (rc = write_file(dir, "vocab.txt", m->vocab, m->vocab_len, err)) != BFT_OK ||
+        (rc = write_file(dir, "tokenizer_config.json", tokcfg, strlen(tokcfg), err)) != BFT_OK ||
+        (rc = write_file(dir, "config.json", config, strlen(config), err)) != BFT_OK)
+        goto out;
+out:
+    free(config);
+    free(tokcfg);
+    free(st);
+    return rc;
+}
