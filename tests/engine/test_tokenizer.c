@@ -1,0 +1,590 @@
+/*
+ * test_tokenizer.c — the tokenizer against Hugging Face goldens and its edge
+ * cases, plus WordPiece vocabulary learning.
+ *
+ * Goldens: tests/data/tok/goldens.jsonl (regenerate: cd tests/ref && npm ci &&
+ * node tok_goldens.mjs). Vocabularies and tweets are read from
+ * ../shared/data (override the directory with BFT_SHARED_DATA). Run from the
+ * repository root.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json.h>
+
+#include "test.h"
+#include "tokenizer.h"
+
+static const char *data_dir(void)
+{
+    const char *d = getenv("BFT_SHARED_DATA");
+    return d && *d ? d : "../shared/data";
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) { free(buf); buf = NULL; }
+            else buf = nb;
+        }
+    }
+    fclose(f);
+    if (!buf) return NULL;
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static bft_tokenizer *load_vocab(const char *name, int lower)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/vocab/%s-vocab.txt", data_dir(), name);
+    size_t n;
+    char *v = read_file(path, &n);
+    if (!v) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return NULL;
+    }
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    o.do_lower_case = lower;
+    bft_error err;
+    bft_tokenizer *t = bft_tokenizer_new(v, n, &o, &err);
+    if (!t) fprintf(stderr, "bft_tokenizer_new(%s): %s\n", name, err.msg);
+    free(v);
+    return t;
+}
+
+static bft_tokenizer *tk_cased, *tk_uncased;
+
+/* ---- goldens ---- */
+
+typedef struct golden {
+    char *text;
+    size_t len;
+    int32_t *ids[2];        /* cased, uncased */
+    size_t n[2];
+    char *dec[3];           /* dc, du, dcn (NULL when absent) */
+} golden;
+
+static golden *goldens;
+static size_t ngoldens;
+
+static int load_goldens(void)
+{
+    size_t len;
+    char *all = read_file("tests/data/tok/goldens.jsonl", &len);
+    if (!all) return -1;
+    size_t cap = 4096;
+    goldens = calloc(cap, sizeof *goldens);
+    char *save = NULL;
+    for (char *line = strtok_r(all, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_object *o = json_tokener_parse(line);
+        if (!o) { free(all); return -1; }
+        if (ngoldens == cap) {
+            cap *= 2;
+            goldens = realloc(goldens, cap * sizeof *goldens);
+        }
+        golden *g = &goldens[ngoldens++];
+        memset(g, 0, sizeof *g);
+        json_object *t, *a;
+        json_object_object_get_ex(o, "t", &t);
+        g->len = (size_t)json_object_get_string_len(t);
+        g->text = malloc(g->len + 1);
+        memcpy(g->text, json_object_get_string(t), g->len + 1);
+        const char *keys[2] = {"c", "u"};
+        for (int k = 0; k < 2; k++) {
+            json_object_object_get_ex(o, keys[k], &a);
+            g->n[k] = json_object_array_length(a);
+            g->ids[k] = malloc((g->n[k] + 1) * sizeof(int32_t));
+            for (size_t i = 0; i < g->n[k]; i++)
+                g->ids[k][i] = json_object_get_int(json_object_array_get_idx(a, i));
+        }
+        const char *dkeys[3] = {"dc", "du", "dcn"};
+        for (int k = 0; k < 3; k++)
+            if (json_object_object_get_ex(o, dkeys[k], &a)) g->dec[k] = strdup(json_object_get_string(a));
+        json_object_put(o);
+    }
+    free(all);
+    return 0;
+}
+
+static void show_ids(const char *label, const int32_t *ids, size_t n)
+{
+    fprintf(stderr, "    %s:", label);
+    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "%s\n", n > 40 ? " ..." : "");
+}
+
+static void check_goldens(int which)
+{
+    bft_tokenizer *t = which ? tk_uncased : tk_cased;
+    CHECK(t != NULL, "vocabulary loaded");
+    CHECK(ngoldens >= 3000, "only %zu goldens", ngoldens);
+    if (!t) return;
+    size_t bad = 0;
+    int32_t full[4096];
+    for (size_t gi = 0; gi < ngoldens; gi++) {
+        golden *g = &goldens[gi];
+        int32_t *ids = NULL;
+        size_t n = 0;
+        bft_error err;
+        int r = bft_encode_pieces(t, g->text, g->len, &ids, &n, &err);
+        int same = r == 0 && n == g->n[which] && memcmp(ids, g->ids[which], n * sizeof *ids) == 0;
+        /* the full encoding: [CLS] pieces [SEP], no truncation needed */
+        if (same && n + 2 <= 4096) {
+            int m = bft_encode(t, g->text, g->len, (int)n + 2, full, &err);
+            same = m == (int)n + 2 && full[0] == 101 && full[n + 1] == 102 &&
+                   memcmp(full + 1, g->ids[which], n * sizeof *ids) == 0;
+        }
+        if (!same) {
+            if (++bad <= 8) {
+                fprintf(stderr, "  golden %zu (%s) differs: \"%.*s\"\n", gi, which ? "uncased" : "cased",
+                        (int)(g->len > 200 ? 200 : g->len), g->text);
+                show_ids("want", g->ids[which], g->n[which]);
+                show_ids("got ", ids, n);
+            }
+        }
+        free(ids);
+    }
+    CHECK(bad == 0, "%zu of %zu goldens differ", bad, ngoldens);
+    printf("# %s: %zu/%zu goldens identical\n", which ? "uncased" : "cased", ngoldens - bad, ngoldens);
+}
+
+static void test_goldens_cased(void) { check_goldens(0); }
+static void test_goldens_uncased(void) { check_goldens(1); }
+
+static void test_decode_goldens(void)
+{
+    size_t checked = 0, bad = 0;
+    for (size_t gi = 0; gi < ngoldens; gi++) {
+        golden *g = &goldens[gi];
+        for (int k = 0; k < 3; k++) {
+            if (!g->dec[k]) continue;
+            int which = k == 1;
+            bft_tokenizer *t = which ? tk_uncased : tk_cased;
+            size_t n = g->n[which];
+            int32_t *ids = malloc((n + 2) * sizeof *ids);
+            ids[0] = 101;
+            memcpy(ids + 1, g->ids[which], n * sizeof *ids);
+            ids[n + 1] = 102;
+            char *s = bft_decode(t, ids, n + 2, k != 2);
+            checked++;
+            if (!s || strcmp(s, g->dec[k]) != 0) {
+                if (++bad <= 5)
+                    fprintf(stderr, "  decode %zu/%d: want \"%s\" got \"%s\"\n", gi, k, g->dec[k], s ? s : "(null)");
+            }
+            free(s);
+            free(ids);
+        }
+    }
+    CHECK(checked > 1000, "only %zu decodes checked", checked);
+    CHECK(bad == 0, "%zu of %zu decodes differ", bad, checked);
+    printf("# decode: %zu/%zu identical\n", checked - bad, checked);
+}
+
+/* ---- truncation, specials, vocabulary API ---- */
+
+static void test_truncation(void)
+{
+    const int lens[] = {2, 3, 4, 10, 64, 512};
+    size_t checked = 0;
+    for (size_t gi = 0; gi < ngoldens; gi += 7) {
+        golden *g = &goldens[gi];
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            int ml = lens[li];
+            int32_t out[512];
+            bft_error err;
+            int m = bft_encode(tk_cased, g->text, g->len, ml, out, &err);
+            size_t keep = g->n[0] < (size_t)ml - 2 ? g->n[0] : (size_t)ml - 2;
+            CHECK(m == (int)keep + 2, "golden %zu max_length %d: %d ids", gi, ml, m);
+            if (m != (int)keep + 2) continue;
+            CHECK(out[0] == 101 && out[m - 1] == 102, "golden %zu: [CLS]/[SEP] missing", gi);
+            CHECK(memcmp(out + 1, g->ids[0], keep * sizeof *out) == 0, "golden %zu max %d: prefix differs", gi, ml);
+            checked++;
+        }
+    }
+    int32_t out[4];
+    bft_error err;
+    CHECK(bft_encode(tk_cased, "hello", 5, 1, out, &err) == -1 && err.code == BFT_EINVAL, "max_length 1 rejected");
+    CHECK(checked > 1000, "checked %zu", checked);
+}
+
+static void test_specials_and_vocab(void)
+{
+    bft_special_ids s = bft_tokenizer_special(tk_cased);
+    CHECK(s.cls == 101 && s.sep == 102 && s.mask == 103 && s.pad == 0 && s.unk == 100,
+          "specials %d %d %d %d %d", s.cls, s.sep, s.mask, s.pad, s.unk);
+    CHECK(bft_tokenizer_vocab_size(tk_cased) == 28996, "cased size %d", bft_tokenizer_vocab_size(tk_cased));
+    CHECK(bft_tokenizer_vocab_size(tk_uncased) == 30522, "uncased size %d", bft_tokenizer_vocab_size(tk_uncased));
+    CHECK(bft_tokenizer_token_id(tk_cased, "a") == 170, "a is %d", bft_tokenizer_token_id(tk_cased, "a"));
+    const char *a = bft_tokenizer_token(tk_cased, 170);
+    CHECK(a && strcmp(a, "a") == 0, "token 170");
+    CHECK(bft_tokenizer_token(tk_cased, -1) == NULL && bft_tokenizer_token(tk_cased, 28996) == NULL, "out of range");
+    CHECK(bft_tokenizer_token_id(tk_cased, "no-such-token-xyz") == -1, "absent token");
+    /* every token maps back to its id (the vocabularies have no duplicates) */
+    int bad = 0;
+    for (int i = 0; i < bft_tokenizer_vocab_size(tk_uncased); i++)
+        bad += bft_tokenizer_token_id(tk_uncased, bft_tokenizer_token(tk_uncased, i)) != i;
+    CHECK(bad == 0, "%d tokens do not round-trip", bad);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bft_error err;
+    const char *txt = "Paris is the [MASK] of France.";
+    CHECK(bft_encode_pieces(tk_cased, txt, strlen(txt), &ids, &n, &err) == 0, "encode");
+    int has_mask = 0;
+    for (size_t i = 0; i < n; i++) has_mask |= ids[i] == 103;
+    CHECK(has_mask, "[MASK] kept whole");
+    free(ids);
+    bft_tokenizer_opts o = bft_tokenizer_get_opts(tk_uncased);
+    CHECK(o.do_lower_case == 1 && o.strip_accents == -1 && o.tokenize_chinese_chars == 1, "opts");
+    /* decode merges ## pieces and drops specials */
+    int32_t d[] = {101, 1109, 103, 102};
+    char *str = bft_decode(tk_cased, d, 4, 1);
+    CHECK(str && strcmp(str, "The") == 0, "decode skip: %s", str ? str : "(null)");
+    free(str);
+    int32_t bogus[] = {-5, 1000000};
+    str = bft_decode(tk_cased, bogus, 2, 0);
+    CHECK(str && strcmp(str, "[UNK] [UNK]") == 0, "decode out-of-range ids: %s", str ? str : "(null)");
+    free(str);
+    str = bft_decode(tk_cased, NULL, 0, 1);
+    CHECK(str && *str == '\0', "decode of nothing");
+    free(str);
+}
+
+static void test_vocab_errors(void)
+{
+    bft_error err;
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    CHECK(bft_tokenizer_new("", 0, &o, &err) == NULL && err.code == BFT_EFORMAT, "empty vocab");
+    CHECK(bft_tokenizer_new("a\nb\n", 4, &o, &err) == NULL && err.code == BFT_EFORMAT, "no [UNK]");
+    CHECK(bft_tokenizer_new("[UNK]\na\0b\n", 10, &o, &err) == NULL && err.code == BFT_EFORMAT, "NUL byte");
+    /* CRLF and a last line without LF; [UNK] only: encode needs [CLS]/[SEP] */
+    const char *v = "[PAD]\r\n[UNK]\r\nhello\r\n##s\r\nworld";
+    bft_tokenizer *t = bft_tokenizer_new(v, strlen(v), &o, &err);
+    CHECK(t != NULL, "CRLF vocab: %s", t ? "" : err.msg);
+    if (!t) return;
+    CHECK(bft_tokenizer_vocab_size(t) == 5, "size %d", bft_tokenizer_vocab_size(t));
+    CHECK(bft_tokenizer_token_id(t, "world") == 4 && bft_tokenizer_token_id(t, "##s") == 3, "ids");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(bft_encode_pieces(t, "Hellos WORLD x", 14, &ids, &n, &err) == 0, "encode");
+    CHECK(n == 4 && ids[0] == 2 && ids[1] == 3 && ids[2] == 4 && ids[3] == 1, "pieces n=%zu", n);
+    free(ids);
+    int32_t out[8];
+    CHECK(bft_encode(t, "hello", 5, 8, out, &err) == -1 && err.code == BFT_EMISMATCH, "no [CLS]");
+    bft_tokenizer_free(t);
+    bft_tokenizer_free(NULL);
+}
+
+/* ---- bad input ---- */
+
+static int same_pieces(bft_tokenizer *t, const char *a, size_t la, const char *b, size_t lb)
+{
+    int32_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    bft_error err;
+    int ok = bft_encode_pieces(t, a, la, &x, &nx, &err) == 0 && bft_encode_pieces(t, b, lb, &y, &ny, &err) == 0 &&
+             nx == ny && memcmp(x, y, nx * sizeof *x) == 0;
+    free(x);
+    free(y);
+    return ok;
+}
+
+static void test_invalid_utf8(void)
+{
+    /* documented: every invalid sequence becomes U+FFFD, which is dropped */
+    static const struct { const char *bad; size_t lb; const char *good; } cases[] = {
+        {"a\xff" "b", 3, "ab"},
+        {"caf\xc3", 4, "caf"},                         /* truncated at the end */
+        {"\xc3(x", 3, "(x"},                           /* bad continuation */
+        {"\xc0\xaf" "slash", 7, "slash"},              /* overlong '/' */
+        {"\xe0\x80\xaf" "x", 4, "x"},                  /* overlong 3-byte */
+        {"\xed\xa0\x80" "sur", 6, "sur"},              /* UTF-8 surrogate */
+        {"\xf4\x90\x80\x80" "big", 7, "big"},          /* > U+10FFFF */
+        {"\xf8\x88\x80\x80\x80" "five", 9, "five"},    /* 5-byte form */
+        {"\x80\x80\x80" "Tesla", 8, "Tesla"},          /* stray continuations */
+        {"\xe2\x82" "a\xe2\x82\xac", 6, "a\xe2\x82\xac"},  /* truncated then valid euro */
+        {"[MA\xffSK]", 7, "[MASK]"},                   /* raw text is not a special */
+        {"\xf0\x9f\x98" "\xf0\x9f\x98\x80", 7, "\xf0\x9f\x98\x80"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        CHECK(same_pieces(tk_cased, cases[i].bad, cases[i].lb, cases[i].good, strlen(cases[i].good)),
+              "invalid case %zu (cased)", i);
+        /* (uncased: the raw "[MASK]" is special, the lower-cased "[mask]" is not) */
+        CHECK(i == 10 || same_pieces(tk_uncased, cases[i].bad, cases[i].lb, cases[i].good, strlen(cases[i].good)),
+              "invalid case %zu (uncased)", i);
+    }
+    /* "[MA\xffSK]" normalizes to exactly "[MASK]" → the special (as the reference does) */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bft_error err;
+    CHECK(bft_encode_pieces(tk_cased, "[MA\xffSK]", 7, &ids, &n, &err) == 0 && n == 1 && ids[0] == 103, "n=%zu", n);
+    free(ids);
+    /* all 256 single bytes and all 65536 two-byte strings: no crash, pieces valid */
+    int bad = 0;
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++) {
+            char s[3] = {(char)a, (char)b, 'z'};
+            ids = NULL;
+            if (bft_encode_pieces(tk_uncased, s, 3, &ids, &n, &err) != 0) bad++;
+            for (size_t i = 0; i < n; i++) bad += ids[i] < 0 || ids[i] >= 30522;
+            free(ids);
+        }
+    CHECK(bad == 0, "%d failures over two-byte prefixes", bad);
+}
+
+static void test_edge_strings(void)
+{
+    int32_t out[512];
+    bft_error err;
+    CHECK(bft_encode(tk_cased, "", 0, 512, out, &err) == 2 && out[0] == 101 && out[1] == 102, "empty");
+    CHECK(bft_encode(tk_cased, NULL, 0, 512, out, &err) == 2, "NULL with length 0");
+    int32_t *ids = NULL;
+    size_t n = 99;
+    CHECK(bft_encode_pieces(tk_cased, "", 0, &ids, &n, &err) == 0 && n == 0, "empty pieces");
+    free(ids);
+
+    size_t big = 1 << 20;
+    char *s = malloc(big);
+    /* 1 MB of words */
+    static const char *words[] = {"Tesla ", "stock ", "rises ", "$TSLA ", "caf\xc3\xa9 ", "\xe4\xb8\xad ", "unbelievable, "};
+    size_t p = 0, w = 0;
+    while (p < big) {
+        const char *x = words[w++ % 7];
+        size_t l = strlen(x);
+        if (p + l > big) l = big - p;
+        memcpy(s + p, x, l);
+        p += l;
+    }
+    for (int k = 0; k < 2; k++) {
+        bft_tokenizer *t = k ? tk_uncased : tk_cased;
+        ids = NULL;
+        n = 0;
+        CHECK(bft_encode_pieces(t, s, big, &ids, &n, &err) == 0 && n > 100000, "1MB words: %zu pieces", n);
+        int m = bft_encode(t, s, big, 512, out, &err);
+        CHECK(m == 512 && ids && memcmp(out + 1, ids, 510 * sizeof *out) == 0 && out[511] == 102, "1MB truncated");
+        free(ids);
+    }
+    /* 1 MB without spaces: one word > 100 chars → [UNK] */
+    memset(s, 'a', big);
+    CHECK(bft_encode(tk_cased, s, big, 512, out, &err) == 3 && out[1] == 100, "1MB word");
+    /* 1 MB of combining marks: cased keeps one huge word ([UNK]); uncased strips them all */
+    for (size_t i = 0; i + 1 < big; i += 2) { s[i] = '\xcc'; s[i + 1] = '\x81'; }
+    CHECK(bft_encode(tk_cased, s, big, 512, out, &err) == 3 && out[1] == 100, "combining cased");
+    CHECK(bft_encode(tk_uncased, s, big, 512, out, &err) == 2, "combining uncased");
+    CHECK(bft_encode(tk_cased, "\xcc\x81", 2, 512, out, &err) == 3 && out[1] == 389, "one combining mark (in the vocab)");
+    CHECK(bft_encode(tk_uncased, "\xcc\x81", 2, 512, out, &err) == 2, "one combining mark stripped");
+    CHECK(bft_encode(tk_uncased, "\xcc\x81\xcc\x82 \xcd\x85", 7, 512, out, &err) >= 2, "marks uncased");
+    /* 1 MB of CJK: each ideograph its own word */
+    for (size_t i = 0; i + 2 < big; i += 3) { s[i] = '\xe4'; s[i + 1] = '\xb8'; s[i + 2] = '\xad'; }
+    ids = NULL;
+    CHECK(bft_encode_pieces(tk_cased, s, big - big % 3, &ids, &n, &err) == 0 && n == big / 3, "CJK n=%zu", n);
+    free(ids);
+    /* 1 MB of NUL and control bytes → nothing */
+    memset(s, 1, big);
+    CHECK(bft_encode(tk_cased, s, big, 512, out, &err) == 2, "controls");
+    free(s);
+    /* word of exactly 100 / 101 code points */
+    char w100[404];
+    for (int i = 0; i < 101; i++) { w100[2 * i] = '\xc3'; w100[2 * i + 1] = '\xa9'; }
+    CHECK(bft_encode(tk_cased, w100, 202, 512, out, &err) == 3 && out[1] == 100, "101 chars → [UNK]");
+    int m = bft_encode(tk_cased, w100, 200, 512, out, &err);
+    CHECK(m > 3, "100 chars split into %d pieces", m - 2);
+}
+
+/* ---- vocabulary learning ---- */
+
+/* the text column of a simple RFC 4180 CSV (first field of each record) */
+static char **read_csv_texts(const char *path, size_t *count)
+{
+    size_t len;
+    char *all = read_file(path, &len);
+    if (!all) return NULL;
+    size_t cap = 1024, n = 0;
+    char **out = malloc(cap * sizeof *out);
+    size_t i = 0;
+    int header = 1;
+    while (i < len) {
+        char *f = malloc(len - i + 1);
+        size_t fl = 0;
+        int field = 0;
+        for (;;) {
+            if (i < len && all[i] == '"') {
+                i++;
+                while (i < len) {
+                    if (all[i] == '"') {
+                        if (i + 1 < len && all[i + 1] == '"') { if (!field) f[fl++] = '"'; i += 2; continue; }
+                        i++;
+                        break;
+                    }
+                    if (!field) f[fl++] = all[i];
+                    i++;
+                }
+            }
+            while (i < len && all[i] != ',' && all[i] != '\n' && all[i] != '\r') {
+                if (!field) f[fl++] = all[i];
+                i++;
+            }
+            if (i < len && all[i] == ',') { field++; i++; continue; }
+            break;
+        }
+        while (i < len && (all[i] == '\r' || all[i] == '\n')) i++;
+        f[fl] = '\0';
+        if (header) { header = 0; free(f); continue; }
+        if (n == cap) { cap *= 2; out = realloc(out, cap * sizeof *out); }
+        out[n++] = f;
+    }
+    free(all);
+    *count = n;
+    return out;
+}
+
+static char *train(char **texts, size_t n, int vocab_size, int lower, int reverse, size_t *len, double *secs)
+{
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    o.do_lower_case = lower;
+    bft_error err;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bft_wp_trainer *tr = bft_wp_trainer_new(&o, vocab_size, 0, &err);
+    if (!tr) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *t = texts[reverse ? n - 1 - i : i];
+        if (bft_wp_trainer_feed(tr, t, strlen(t), &err)) { bft_wp_trainer_free(tr); return NULL; }
+    }
+    char *v = bft_wp_trainer_finish(tr, len, &err);
+    bft_wp_trainer_free(tr);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return v;
+}
+
+static void test_vocab_learning(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/topic_train.csv", data_dir());
+    size_t nt = 0;
+    char **texts = read_csv_texts(path, &nt);
+    CHECK(texts && nt > 16000, "read %zu tweets", nt);
+    if (!texts) return;
+    bft_error err;
+    CHECK(bft_wp_trainer_new(NULL, 50, 0, &err) == NULL && err.code == BFT_EINVAL, "vocab_size < 100");
+    for (int lower = 0; lower < 2; lower++) {
+        int size = lower ? 8000 : 16000;
+        size_t l1 = 0, l2 = 0;
+        double s1 = 0, s2 = 0;
+        char *v1 = train(texts, nt, size, lower, 0, &l1, &s1);
+        char *v2 = train(texts, nt, size, lower, 1, &l2, &s2);
+        CHECK(v1 && v2, "training failed");
+        if (!v1 || !v2) { free(v1); free(v2); continue; }
+        CHECK(l1 == l2 && memcmp(v1, v2, l1) == 0, "not deterministic (lower=%d)", lower);
+        printf("# learned %d-token %s vocabulary from %zu tweets in %.2f s\n", size, lower ? "uncased" : "cased", nt, s1);
+        CHECK(s1 < 10.0, "training took %.1f s", s1);
+        bft_tokenizer_opts o = bft_tokenizer_default_opts();
+        o.do_lower_case = lower;
+        bft_tokenizer *t = bft_tokenizer_new(v1, l1, &o, &err);
+        CHECK(t != NULL, "learned vocab does not load: %s", err.msg);
+        if (!t) { free(v1); free(v2); continue; }
+        CHECK(bft_tokenizer_vocab_size(t) == size, "vocab size %d", bft_tokenizer_vocab_size(t));
+        static const char *sp[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+        for (int k = 0; k < 5; k++) {
+            const char *tok = bft_tokenizer_token(t, k);
+            CHECK(tok && strcmp(tok, sp[k]) == 0, "token %d is %s", k, tok ? tok : "(null)");
+        }
+        /* round trip: each line of vocab.txt is token i, and token → id */
+        int bad = 0;
+        const char *p = v1;
+        for (int i = 0; i < bft_tokenizer_vocab_size(t); i++) {
+            const char *e = strchr(p, '\n');
+            const char *tok = bft_tokenizer_token(t, i);
+            bad += !tok || !e || strlen(tok) != (size_t)(e - p) || memcmp(tok, p, (size_t)(e - p)) != 0 ||
+                   bft_tokenizer_token_id(t, tok) != i;
+            p = e ? e + 1 : p;
+        }
+        CHECK(bad == 0, "%d tokens do not round-trip", bad);
+        /* [UNK] rate on the training texts */
+        size_t total = 0, unk = 0;
+        for (size_t i = 0; i < nt; i++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            if (bft_encode_pieces(t, texts[i], strlen(texts[i]), &ids, &n, &err)) { bad++; continue; }
+            for (size_t j = 0; j < n; j++) unk += ids[j] == 1;
+            total += n;
+            free(ids);
+        }
+        double rate = total ? (double)unk / (double)total : 1.0;
+        printf("# learned vocab: %zu tokens on the training texts, %zu [UNK] (%.4f%%)\n", total, unk, 100 * rate);
+        CHECK(rate < 0.005, "[UNK] rate %.4f", rate);
+        /* a vocabulary learned from the texts themselves needs fewer pieces
+         * than the general bert-base one */
+        size_t base = 0;
+        for (size_t i = 0; i < nt; i++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            if (bft_encode_pieces(lower ? tk_uncased : tk_cased, texts[i], strlen(texts[i]), &ids, &n, &err) == 0)
+                base += n;
+            free(ids);
+        }
+        printf("# bert-base-%s needs %zu tokens on the same texts\n", lower ? "uncased" : "cased", base);
+        CHECK(total < base, "%zu learned vs %zu bert-base tokens", total, base);
+        bft_tokenizer_free(t);
+        free(v1);
+        free(v2);
+    }
+    /* a tiny corpus stops when no pair is left, below vocab_size */
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    bft_wp_trainer *tr = bft_wp_trainer_new(&o, 1000, 0, &err);
+    CHECK(tr && bft_wp_trainer_feed(tr, "hug hugs pug [MASK] pun", 23, &err) == 0, "feed");
+    size_t len = 0;
+#define TINY "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ng\nh\nn\np\ns\nu\n##g\n##n\n##s\n##u\n"
+    char *v = bft_wp_trainer_finish(tr, &len, &err);
+    CHECK(v && len > 10 && strncmp(v, TINY, strlen(TINY)) == 0,
+          "tiny vocab:\n%s", v ? v : "(null)");
+    CHECK(v && strstr(v, "\nhug\n") && strstr(v, "\nhugs\n"), "merges hug, hugs");
+    free(v);
+    bft_wp_trainer_free(tr);
+    for (size_t i = 0; i < nt; i++) free(texts[i]);
+    free(texts);
+}
+
+int main(void)
+{
+    tk_cased = load_vocab("bert-base-cased", 0);
+    tk_uncased = load_vocab("bert-base-uncased", 1);
+    if (!tk_cased || !tk_uncased || load_goldens() != 0) {
+        fprintf(stderr, "cannot load vocabularies (%s/vocab) or tests/data/tok/goldens.jsonl; run from the repo root\n",
+                data_dir());
+        printf("RESULT: 0 passed, 1 failed\n");
+        return 1;
+    }
+    RUN(test_goldens_cased);
+    RUN(test_goldens_uncased);
+    RUN(test_decode_goldens);
+    RUN(test_truncation);
+    RUN(test_specials_and_vocab);
+    RUN(test_vocab_errors);
+    RUN(test_invalid_utf8);
+    RUN(test_edge_strings);
+    RUN(test_vocab_learning);
+    for (size_t i = 0; i < ngoldens; i++) {
+        free(goldens[i].text);
+        for (int k = 0; k < 2; k++) free(goldens[i].ids[k]);
+        for (int k = 0; k < 3; k++) free(goldens[i].dec[k]);
+    }
+    free(goldens);
+    bft_tokenizer_free(tk_cased);
+    bft_tokenizer_free(tk_uncased);
+    return test_summary();
+}
