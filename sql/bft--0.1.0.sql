@@ -1,0 +1,160 @@
+-- bft 0.1.0: BERT fine-tuning and text classification inside PostgreSQL.
+\echo Use "CREATE EXTENSION bft" to load this file. \quit
+
+CREATE SCHEMA IF NOT EXISTS bft;
+
+-- One row per model version.  weights: safetensors bytes in a large object
+-- (\lo_export gives a loadable model.safetensors).  A model name's deployed
+-- version is the one with the latest deployed_at; with none deployed, its
+-- latest version is used.
+CREATE TABLE bft.models (
+    id               bigserial PRIMARY KEY,
+    name             text NOT NULL CHECK (name <> ''),
+    version          int NOT NULL CHECK (version > 0),
+    base             text,
+    config           jsonb NOT NULL,
+    tokenizer_config jsonb,
+    labels           text[] NOT NULL DEFAULT '{}',
+    vocab            text NOT NULL,
+    weights          oid NOT NULL,
+    size             bigint,
+    params           jsonb NOT NULL DEFAULT '{}',
+    metrics          jsonb NOT NULL DEFAULT '{}',
+    has_mlm          bool NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    created_by       name NOT NULL DEFAULT current_user,
+    deployed_at      timestamptz,
+    UNIQUE (name, version)
+);
+CREATE INDEX models_deployed_idx ON bft.models (name, deployed_at);
+-- Models travel with pg_dump (their large objects too).
+SELECT pg_catalog.pg_extension_config_dump('bft.models', '');
+SELECT pg_catalog.pg_extension_config_dump('bft.models_id_seq', '');
+
+-- security_invoker (PostgreSQL 15+): the view shows what the caller may SELECT
+-- from bft.models, nothing more.
+CREATE VIEW bft.model_list WITH (security_invoker = true) AS
+SELECT m.name,
+       m.version,
+       m.base,
+       cardinality(m.labels) AS labels,
+       (m.metrics->>'rows_used')::bigint AS rows,
+       round((m.metrics->>'validation_accuracy')::numeric, 4) AS accuracy,
+       (m.id = (SELECT d.id FROM bft.models d WHERE d.name = m.name
+                ORDER BY d.deployed_at DESC NULLS LAST, d.version DESC LIMIT 1)) AS deployed,
+       m.created_at,
+       pg_size_pretty(m.size) AS size
+  FROM bft.models m
+ ORDER BY m.name, m.version;
+
+-- Training ---------------------------------------------------------------
+
+CREATE FUNCTION bft_train(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT 128,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL)
+RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
+               validation_accuracy real, validation_macro_f1 real,
+               samples_per_second real, duration interval)
+AS 'MODULE_PATHNAME', 'bft_train_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Classification (read-only: usable on hot standbys and in read-only
+-- transactions; PARALLEL SAFE: each worker loads the model once) ---------
+
+CREATE FUNCTION bft_classify(text text, model text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'bft_classify_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_predict(text text, model text DEFAULT NULL, top_k int DEFAULT 1)
+RETURNS TABLE (label text, label_id int, score real)
+AS 'MODULE_PATHNAME', 'bft_predict_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+
+CREATE FUNCTION bft_predict_proba(text text, model text DEFAULT NULL)
+RETURNS real[]
+AS 'MODULE_PATHNAME', 'bft_predict_proba_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_classify_batch(texts text[], model text DEFAULT NULL)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'bft_classify_batch_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_fill_mask(text text, top_k int DEFAULT 10, model text DEFAULT NULL)
+RETURNS TABLE (token text, token_id int, score real)
+AS 'MODULE_PATHNAME', 'bft_fill_mask_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 10;
+
+CREATE FUNCTION bft_tokenize(text text, model text DEFAULT NULL)
+RETURNS TABLE (token text, token_id int)
+AS 'MODULE_PATHNAME', 'bft_tokenize_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 32;
+
+CREATE FUNCTION bft_evaluate(model text, relation regclass, text_column name, label_column name)
+RETURNS TABLE (accuracy real, macro_f1 real, rows bigint, report jsonb)
+AS 'MODULE_PATHNAME', 'bft_evaluate_sql'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Model management --------------------------------------------------------
+
+CREATE FUNCTION bft_import_model(name text, directory text)
+RETURNS TABLE (model text, version int)
+AS 'MODULE_PATHNAME', 'bft_import_model_dir_sql'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_import_model(name text, config jsonb, vocab text, weights oid,
+                                 tokenizer_config jsonb DEFAULT NULL)
+RETURNS TABLE (model text, version int)
+AS 'MODULE_PATHNAME', 'bft_import_model_lo_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_export_model(name text, directory text, version int DEFAULT NULL)
+RETURNS int
+AS 'MODULE_PATHNAME', 'bft_export_model_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_deploy(name text, version int)
+RETURNS void
+AS 'MODULE_PATHNAME', 'bft_deploy_sql'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_drop_model(name text, version int DEFAULT NULL)
+RETURNS int
+AS 'MODULE_PATHNAME', 'bft_drop_model_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Live progress of running trainings (any session) ------------------------
+
+CREATE FUNCTION bft_progress()
+RETURNS TABLE (pid int, usename name, model text, phase text, epoch int, epochs int,
+               step bigint, steps bigint, loss real, samples_per_s real,
+               started timestamptz, eta interval)
+AS 'MODULE_PATHNAME', 'bft_progress_sql'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW bft.progress AS SELECT * FROM bft_progress();
+
+-- Reading and classifying need: USAGE on schema bft, SELECT on bft.models.
+-- Training/importing also: INSERT on bft.models, USAGE on its sequence.
+-- See the README's "Privileges" section.
+GRANT USAGE ON SCHEMA bft TO PUBLIC;
+GRANT SELECT ON bft.model_list, bft.progress TO PUBLIC;

@@ -1,0 +1,294 @@
+/*
+ * bft_admin.c — model management: import (server directory or client large
+ * object), export, deploy, drop.
+ */
+#include "bft_pg.h"
+
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/large_object.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(bft_import_model_dir_sql);
+PG_FUNCTION_INFO_V1(bft_import_model_lo_sql);
+PG_FUNCTION_INFO_V1(bft_export_model_sql);
+PG_FUNCTION_INFO_V1(bft_deploy_sql);
+PG_FUNCTION_INFO_V1(bft_drop_model_sql);
+
+static void
+check_model_name(const char *name)
+{
+	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must have 1 to 63 bytes")));
+}
+
+/* A context whose reset frees *slot (an engine model). */
+static bft_model **
+model_holder(MemoryContext cxt)
+{
+	bft_model **slot = MemoryContextAllocZero(cxt, sizeof(bft_model *));
+	MemoryContextCallback *cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
+
+	cb->func = bft_free_model_cb;
+	cb->arg = slot;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	return slot;
+}
+
+/* Store an imported model as a new (deployed) version; returns (name, version). */
+static Datum
+finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
+			  const char *source_json, MemoryContext cxt)
+{
+	TupleDesc	tupdesc;
+	Tuplestorestate *ts;
+	int32		version;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	StringInfoData params;
+
+	initStringInfo(&params);
+	appendStringInfo(&params, "{\"imported_from\": %s, \"parameters\": " UINT64_FORMAT "}",
+					 source_json, (uint64) (*slot)->num_params);
+	version = bft_store_model(name, NULL, *slot, params.data, "{}", true);
+	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
+	tuplestore_putvalues(ts, tupdesc, values, nulls);
+	MemoryContextDelete(cxt);
+	PG_RETURN_NULL();
+}
+
+/* bft_import_model(name, directory): an HF directory on the server. */
+Datum
+bft_import_model_dir_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *dir = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	MemoryContext cxt;
+	bft_model **slot;
+	bft_error	err;
+	StringInfoData src;
+
+	check_model_name(name);
+	PreventCommandIfReadOnly("bft_import_model()");
+	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to import a model from a server directory"),
+				 errdetail("Only superusers and members of pg_read_server_files may read server files."),
+				 errhint("Upload the weights with \\lo_import and use bft_import_model(name, config, vocab, weights).")));
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_import", ALLOCSET_DEFAULT_SIZES);
+	slot = model_holder(cxt);
+	bft_apply_threads();
+	*slot = bft_model_load_dir(dir, &err);
+	if (*slot == NULL)
+	{
+		char	   *msg = psprintf("could not import model \"%s\" from \"%s\"", name, dir);
+
+		bft_report_engine_error(&err, msg);
+	}
+	initStringInfo(&src);
+	escape_json(&src, dir);
+	return finish_import(fcinfo, name, slot, src.data, cxt);
+}
+
+/*
+ * bft_import_model(name, config, vocab, weights, tokenizer_config): weights
+ * is a large object the client uploaded (SELECT on it is required).  The
+ * model is validated by loading it and stored as a copy; the client's large
+ * object is left alone.
+ */
+Datum
+bft_import_model_lo_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *config;
+	char	   *vocab;
+	char	   *tokcfg = NULL;
+	Oid			loid;
+	char	   *c8,
+			   *v8,
+			   *t8 = NULL;
+	int			clen,
+				vlen,
+				tlen = 0;
+	char	   *st;
+	Size		st_len;
+	MemoryContext cxt;
+	bft_model **slot;
+	bft_error	err;
+	StringInfoData src;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name, config, vocab and weights must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	check_model_name(name);
+	PreventCommandIfReadOnly("bft_import_model()");
+	config = JsonbToCString(NULL, &PG_GETARG_JSONB_P(1)->root, VARSIZE(PG_GETARG_JSONB_P(1)));
+	vocab = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	loid = PG_GETARG_OID(3);
+	if (!PG_ARGISNULL(4))
+		tokcfg = JsonbToCString(NULL, &PG_GETARG_JSONB_P(4)->root, VARSIZE(PG_GETARG_JSONB_P(4)));
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_import", ALLOCSET_DEFAULT_SIZES);
+	slot = model_holder(cxt);
+	st = bft_read_lo_checked(loid, &st_len);
+	c8 = bft_to_utf8(config, strlen(config), &clen);
+	v8 = bft_to_utf8(vocab, strlen(vocab), &vlen);
+	if (tokcfg)
+		t8 = bft_to_utf8(tokcfg, strlen(tokcfg), &tlen);
+	bft_apply_threads();
+	*slot = bft_model_load_mem(c8, clen, v8, vlen, t8, tlen, st, st_len, &err);
+	pfree(st);
+	if (*slot == NULL)
+	{
+		char	   *msg = psprintf("could not import model \"%s\" from large object %u", name, loid);
+
+		bft_report_engine_error(&err, msg);
+	}
+	initStringInfo(&src);
+	appendStringInfo(&src, "\"large object %u\"", loid);
+	return finish_import(fcinfo, name, slot, src.data, cxt);
+}
+
+/* bft_export_model(name, directory, version): an HF directory on the server. */
+Datum
+bft_export_model_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *dir;
+	int32		version = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	int32		got;
+	MemoryContext cxt;
+	bft_model **slot;
+	bft_error	err;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name and directory must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	dir = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to export a model to a server directory"),
+				 errdetail("Only superusers and members of pg_write_server_files may write server files."),
+				 errhint("\\lo_export of bft.models.weights gives the model.safetensors file.")));
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_export", ALLOCSET_DEFAULT_SIZES);
+	slot = model_holder(cxt);
+	*slot = bft_load_model_row(name, version, NULL, &got, NULL);
+	if (bft_model_save_dir(*slot, dir, &err) != 0)
+	{
+		char	   *msg = psprintf("could not export model \"%s\" to \"%s\"", name, dir);
+
+		bft_report_engine_error(&err, msg);
+	}
+	MemoryContextDelete(cxt);
+	PG_RETURN_INT32(got);
+}
+
+/* bft_deploy(name, version): make this version the one classification uses. */
+Datum
+bft_deploy_sql(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	int			ret;
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int32		version = PG_GETARG_INT32(1);
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	SPI_connect();
+	ret = SPI_execute_with_args("UPDATE bft.models SET deployed_at = clock_timestamp()"
+								" WHERE name = $1 AND version = $2",
+								2, argtypes, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not update bft.models");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d does not exist", name, version)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * bft_drop_model(name, version): delete one version (or all versions when
+ * version is NULL) and unlink their large objects.  Returns the number of
+ * versions dropped.
+ */
+Datum
+bft_drop_model_sql(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	int			ret;
+	char	   *name;
+	uint64		n;
+	uint64		i;
+	Oid		   *loids;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	SPI_connect();
+	ret = SPI_execute_with_args("DELETE FROM bft.models WHERE name = $1"
+								" AND ($2::int IS NULL OR version = $2) RETURNING weights",
+								2, argtypes, values, nulls, false, 0);
+	if (ret != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "could not delete from bft.models");
+	n = SPI_processed;
+	if (n == 0)
+	{
+		if (PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("model \"%s\" does not exist", name)));
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d does not exist", name, PG_GETARG_INT32(1))));
+	}
+	loids = palloc(sizeof(Oid) * n);
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		loids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1,
+												  &isnull));
+	}
+	for (i = 0; i < n; i++)
+	{
+		Oid			t[1] = {OIDOID};
+		Datum		v[1];
+
+		/* unlink unless another row still refers to it */
+		v[0] = ObjectIdGetDatum(loids[i]);
+		ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = $1"
+									" AND NOT EXISTS (SELECT 1 FROM bft.models WHERE weights = $1)",
+									1, t, v, NULL, false, 1);
+		if (ret == SPI_OK_SELECT && SPI_processed == 1)
+			inv_drop(loids[i]);
+	}
+	SPI_finish();
+	PG_RETURN_INT32((int32) n);
+}

@@ -1,0 +1,155 @@
+/*
+ * bft_main.c — module initialisation, GUCs, engine error mapping and small
+ * helpers shared by the SQL functions.
+ */
+#include "bft_pg.h"
+
+#include <math.h>
+#include <time.h>
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/tuplestore.h"
+
+PG_MODULE_MAGIC;
+
+int			bft_threads = 0;
+int			bft_model_cache_size = 2;
+char	   *bft_default_model = NULL;
+int			bft_progress_interval = 5;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("bft.threads",
+							"Threads used by bft's engine (BLAS and its own loops); 0 means all CPUs.",
+							NULL, &bft_threads, 0, 0, 1024,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.model_cache_size",
+							"Number of models each backend keeps loaded for classification.",
+							"The least recently used model is freed when a new one is needed.",
+							&bft_model_cache_size, 2, 1, 100,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("bft.default_model",
+							   "Model used by bft_classify() and friends when none is given.",
+							   "Empty: the most recently deployed model with a classifier.",
+							   &bft_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.progress_interval",
+							"Seconds between NOTICE progress messages of bft_train(); 0 disables them.",
+							NULL, &bft_progress_interval, 5, 0, 86400,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("bft");
+
+	/* Shared memory for bft.progress when preloaded; files otherwise. */
+	bft_progress_shmem_init();
+}
+
+/* Apply bft.threads before an engine call (threads start lazily there). */
+void
+bft_apply_threads(void)
+{
+	bft_set_threads(bft_threads);
+}
+
+/* SQLSTATE for an engine status. */
+int
+bft_engine_errcode(int code)
+{
+	switch (code)
+	{
+		case BFT_EINVAL:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case BFT_EFORMAT:
+		case BFT_EMISMATCH:
+			return ERRCODE_DATA_CORRUPTED;
+		case BFT_ENOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		case BFT_EIO:
+			return ERRCODE_IO_ERROR;
+		case BFT_ECANCEL:
+			return ERRCODE_QUERY_CANCELED;
+		case BFT_EDEVICE:
+			return ERRCODE_SYSTEM_ERROR;
+		case BFT_EUNSUPPORTED:
+			return ERRCODE_FEATURE_NOT_SUPPORTED;
+		default:
+			return ERRCODE_INTERNAL_ERROR;
+	}
+}
+
+/*
+ * ereport(ERROR) for a failed engine call: "what" is the message, the
+ * engine's own text goes to the DETAIL.
+ */
+void
+bft_report_engine_error(const bft_error *err, const char *what)
+{
+	int			code = err ? err->code : BFT_EINVAL;
+	const char *msg = (err && err->msg[0]) ? err->msg : "unknown engine error";
+
+	ereport(ERROR,
+			(errcode(bft_engine_errcode(code)),
+			 errmsg("%s", what),
+			 errdetail("%s", msg),
+			 code == BFT_ENOMEM ?
+			 errhint("Use a smaller batch_size, max_length or model, or give the server more memory.") :
+			 (code == BFT_EMISMATCH || code == BFT_EFORMAT) ?
+			 errhint("The model's config, vocabulary and weights must come from the same checkpoint.") : 0));
+}
+
+/* Append "key": v to a JSON object being built (null for NaN/inf). */
+void
+bft_json_key_float(StringInfo buf, const char *key, double v, bool comma)
+{
+	if (comma)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	if (isnan(v) || isinf(v))
+		appendStringInfoString(buf, ": null");
+	else
+		appendStringInfo(buf, ": %.6g", v);
+}
+
+/*
+ * Set up a materialized set-returning function: the caller puts rows into
+ * *tupstore with tuplestore_putvalues.  Works on PostgreSQL 13-17.
+ */
+void
+bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
+					Tuplestorestate **tupstore)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcxt;
+	TupleDesc	td;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	td = CreateTupleDescCopy(td);
+	*tupstore = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = *tupstore;
+	rsinfo->setDesc = td;
+	MemoryContextSwitchTo(oldcxt);
+	*tupdesc = td;
+}
+
+/* Monotonic seconds. */
+double
+bft_now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + ts.tv_nsec * 1e-9;
+}

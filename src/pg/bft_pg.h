@@ -1,0 +1,111 @@
+/*
+ * bft_pg.h — declarations shared by the PostgreSQL glue (src/pg).
+ *
+ * The glue is thin: SQL functions, the model store (bft.models rows plus
+ * large objects), the per-backend model cache, progress reporting, GUCs and
+ * the mapping of engine errors to ereport.  All math is in src/engine.
+ */
+#ifndef BFT_PG_H
+#define BFT_PG_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+
+#include "bft_error.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "train.h"
+
+/* GUCs (bft_main.c) */
+extern int	bft_threads;
+extern int	bft_model_cache_size;
+extern char *bft_default_model;
+extern int	bft_progress_interval;
+
+/* bft_main.c: errors and small helpers */
+extern void bft_apply_threads(void);
+extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
+extern int	bft_engine_errcode(int code);
+extern void bft_json_key_float(StringInfo buf, const char *key, double v, bool comma);
+extern void bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
+								struct Tuplestorestate **tupstore);
+extern double bft_now_seconds(void);
+
+/*
+ * A model read from bft.models and loaded by the engine.  Entries of the
+ * per-backend cache own their bft_model (malloc'd by the engine).
+ */
+typedef struct BftModelEntry
+{
+	char	   *name;			/* model name (TopMemoryContext) */
+	int64		row_id;			/* bft.models.id of the loaded version */
+	int32		version;
+	int			max_length;		/* sequence length used when classifying */
+	bft_model  *model;			/* engine model (malloc'd) */
+	TimestampTz checked_ts;		/* statement start of the last revalidation */
+	uint32		checked_lxid;	/* ... and its local transaction id */
+	uint64		last_used;		/* LRU clock */
+} BftModelEntry;
+
+/* bft_store.c: the model store */
+extern BftModelEntry *bft_get_model(const char *name);
+extern char *bft_resolve_default_model(void);
+extern void bft_cache_invalidate_all(void);
+extern char *bft_read_lo_pages(Oid loid, Size *len);
+extern char *bft_read_lo_checked(Oid loid, Size *len);
+extern Oid	bft_write_lo(const char *data, Size len);
+extern int	bft_model_max_length(const bft_model *m, int stored);
+extern bft_model *bft_load_model_row(const char *name, int32 version, int64 *row_id,
+									 int32 *version_out, int *max_length);
+extern int32 bft_store_model(const char *name, const char *base, bft_model *m,
+							 const char *params_json, const char *metrics_json,
+							 bool deploy);
+extern char **bft_model_label_names(const bft_model *m);
+extern char *bft_to_utf8(const char *s, int len, int *outlen);
+extern char *bft_from_utf8(const char *s, int len);
+extern void bft_lock_model_name(const char *name);
+extern void bft_free_model_cb(void *arg);
+
+/* bft_train.c: reading a table's (text, label) rows */
+typedef struct BftSource
+{
+	Oid			relid;
+	char	   *relname;		/* qualified, quoted */
+	char	   *query;			/* SELECT text::text, label::int8|text FROM rel */
+	bool		label_is_int;
+} BftSource;
+
+extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
+
+/* bft_classify.c: batched inference helpers */
+extern int32 *bft_encode_text(const bft_tokenizer *tok, const char *s, int len, int max_length,
+							  int *n);
+extern void bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
+								const int64 *offsets, float *probs);
+
+/* bft_progress.c: live progress (shared memory or per-backend files) */
+typedef struct BftProgressInfo
+{
+	char		model[NAMEDATALEN];
+	char		phase[16];
+	int32		epoch;
+	int32		epochs;
+	int64		step;
+	int64		steps;
+	float4		loss;
+	float8		samples_per_s;
+	TimestampTz started;
+	float8		eta_s;
+} BftProgressInfo;
+
+extern void bft_progress_shmem_init(void);
+extern void bft_progress_begin(const char *model, const char *phase);
+extern void bft_progress_update(const BftProgressInfo *info, bool force);
+extern void bft_progress_end(void);
+
+#endif							/* BFT_PG_H */

@@ -1,0 +1,1196 @@
+/*
+ * bft_train.c — bft_train(): read (text, label) rows through SPI cursors as
+ * the calling user, tokenize them, fine-tune a base model or train a small
+ * BERT from scratch, and store the result as a new model version.
+ *
+ * Every engine object lives in a TrainState whose memory-context reset
+ * callback frees it, so an ERROR anywhere (cancel, statement_timeout, bad
+ * data) leaks nothing.  Inside engine loops the progress callback runs
+ * CHECK_FOR_INTERRUPTS under PG_TRY: an error is copied, the engine is told
+ * to stop (it unwinds and frees its own state), and the error is re-thrown
+ * once the engine has returned.
+ */
+#include "bft_pg.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/tuplestore.h"
+
+#include "defaults.h"
+
+PG_FUNCTION_INFO_V1(bft_train_sql);
+
+/* ---- source relation ---- */
+
+static bool
+is_text_type(Oid t)
+{
+	return t == TEXTOID || t == VARCHAROID || t == BPCHAROID || t == NAMEOID;
+}
+
+static bool
+is_int_type(Oid t)
+{
+	return t == INT2OID || t == INT4OID || t == INT8OID;
+}
+
+/*
+ * Check the relation and columns and build the SELECT that reads them
+ * (identifiers quoted, never pasted).  Privileges are checked when the
+ * query runs, as the calling user; row-level security applies.
+ */
+void
+bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src)
+{
+	char		relkind = get_rel_relkind(relid);
+	char	   *nsp;
+	char	   *rel;
+	AttrNumber	ta,
+				la;
+	Oid			tt,
+				lt;
+	StringInfoData q;
+
+	if (relkind == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	rel = get_rel_name(relid);
+	nsp = get_namespace_name(get_rel_namespace(relid));
+	src->relid = relid;
+	src->relname = quote_qualified_identifier(nsp, rel);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_VIEW &&
+		relkind != RELKIND_MATVIEW && relkind != RELKIND_PARTITIONED_TABLE &&
+		relkind != RELKIND_FOREIGN_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table, view or materialized view", rel)));
+
+	ta = get_attnum(relid, NameStr(*text_col));
+	if (ta == InvalidAttrNumber || ta < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						NameStr(*text_col), rel)));
+	la = get_attnum(relid, NameStr(*label_col));
+	if (la == InvalidAttrNumber || la < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						NameStr(*label_col), rel)));
+	tt = getBaseType(get_atttype(relid, ta));
+	lt = getBaseType(get_atttype(relid, la));
+	if (!is_text_type(tt))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("text column \"%s\" has type %s", NameStr(*text_col), format_type_be(tt)),
+				 errdetail("The text column must be of type text, varchar or char."),
+				 errhint("Use a view that casts the column to text.")));
+	if (!is_text_type(lt) && !is_int_type(lt))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("label column \"%s\" has type %s", NameStr(*label_col), format_type_be(lt)),
+				 errdetail("Labels must be integers (class ids) or text (class names)."),
+				 errhint("Use a view that casts the column to integer or text.")));
+	src->label_is_int = is_int_type(lt);
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT (%s)::text, (%s)::%s FROM %s",
+					 quote_identifier(NameStr(*text_col)),
+					 quote_identifier(NameStr(*label_col)),
+					 src->label_is_int ? "int8" : "text",
+					 src->relname);
+	src->query = q.data;
+}
+
+/* ---- state freed on error ---- */
+
+typedef struct TrainState
+{
+	bft_wp_trainer *wp;
+	bft_tokenizer *tok;			/* owned: the learned vocabulary's tokenizer */
+	bft_model  *model;
+	bft_model  *cmp;			/* deployed version, for deploy => 'if_better' */
+	char	   *vocab;			/* malloc'd learned vocab.txt */
+	bool		progress_on;
+} TrainState;
+
+static void
+train_state_cleanup(void *arg)
+{
+	TrainState *st = (TrainState *) arg;
+
+	if (st->wp)
+		bft_wp_trainer_free(st->wp);
+	if (st->tok)
+		bft_tokenizer_free(st->tok);
+	if (st->model)
+		bft_model_free(st->model);
+	if (st->cmp)
+		bft_model_free(st->cmp);
+	if (st->vocab)
+		free(st->vocab);
+	if (st->progress_on)
+		bft_progress_end();
+	memset(st, 0, sizeof(TrainState));
+}
+
+/* ---- progress callback ---- */
+
+typedef struct ProgressCtx
+{
+	const char *model;
+	const char *phase;			/* "mlm" or "training" */
+	double		last_notice;
+	StringInfoData epochs;		/* JSON array elements of per-epoch metrics */
+	int			nepochs;
+	ErrorData  *edata;			/* error caught inside the engine's loop */
+	BftProgressInfo info;
+	TimestampTz started;
+} ProgressCtx;
+
+static void
+format_eta(char *buf, size_t len, double s)
+{
+	long		t;
+
+	if (!(s >= 0) || s > 1e8)
+	{
+		strlcpy(buf, "?", len);
+		return;
+	}
+	t = (long) (s + 0.5);
+	snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+}
+
+static int
+progress_cb(void *ctx, const bft_progress *p)
+{
+	ProgressCtx *pc = (ProgressCtx *) ctx;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile int stop = 0;
+
+	PG_TRY();
+	{
+		double		now = bft_now_seconds();
+		char		eta[32];
+
+		CHECK_FOR_INTERRUPTS();
+
+		strlcpy(pc->info.model, pc->model, sizeof(pc->info.model));
+		strlcpy(pc->info.phase, pc->phase, sizeof(pc->info.phase));
+		pc->info.epoch = p->epoch;
+		pc->info.epochs = p->epochs;
+		pc->info.step = p->step;
+		pc->info.steps = p->total_steps;
+		pc->info.loss = p->loss;
+		pc->info.samples_per_s = p->samples_per_s;
+		pc->info.started = pc->started;
+		pc->info.eta_s = p->eta_s;
+		bft_progress_update(&pc->info, p->phase == 1);
+		format_eta(eta, sizeof(eta), p->eta_s);
+
+		if (p->phase == 1)
+		{
+			if (!isnan(p->eval_accuracy))
+				ereport(NOTICE,
+						(errmsg("%s epoch %d/%d: loss %.4f, eval_loss %.4f, eval_accuracy %.4f, eval_macro_f1 %.4f (%.1f samples/s, ETA %s)",
+								pc->phase, p->epoch, p->epochs, p->loss, p->eval_loss,
+								p->eval_accuracy, p->eval_macro_f1, p->samples_per_s, eta)));
+			else
+				ereport(NOTICE,
+						(errmsg("%s epoch %d/%d: loss %.4f (%.1f samples/s, ETA %s)",
+								pc->phase, p->epoch, p->epochs, p->loss, p->samples_per_s, eta)));
+			if (pc->nepochs++ > 0)
+				appendStringInfoString(&pc->epochs, ", ");
+			appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
+			bft_json_key_float(&pc->epochs, "loss", p->loss, true);
+			bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
+			bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
+			bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
+			bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
+			bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
+			appendStringInfoChar(&pc->epochs, '}');
+			pc->last_notice = now;
+		}
+		else if (bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
+		{
+			ereport(NOTICE,
+					(errmsg("%s epoch %d/%d, step " INT64_FORMAT "/" INT64_FORMAT ": loss %.4f, %.1f samples/s, ETA %s",
+							pc->phase, p->epoch, p->epochs, p->step, p->total_steps,
+							p->loss, p->samples_per_s, eta)));
+			pc->last_notice = now;
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		pc->edata = CopyErrorData();
+		FlushErrorState();
+		stop = 1;
+	}
+	PG_END_TRY();
+	return stop;
+}
+
+/* After an engine call: re-throw a caught error, or report the engine's. */
+static void
+check_engine_result(int rc, ProgressCtx *pc, const bft_error *err, const char *what)
+{
+	if (pc->edata)
+	{
+		ErrorData  *ed = pc->edata;
+
+		pc->edata = NULL;
+		ReThrowError(ed);
+	}
+	if (rc != 0)
+		bft_report_engine_error(err, what);
+}
+
+/* ---- rows ---- */
+
+typedef struct LabelEnt
+{
+	char		key[BFT_MAX_LABEL_BYTES + 1];
+	int			tmp;
+} LabelEnt;
+
+typedef struct Rows
+{
+	MemoryContext cxt;			/* where the arrays live */
+	int64		n;
+	int32	   *tokens;
+	Size		tok_cap;
+	int64		total;
+	int64	   *offsets;
+	int64	   *raw;			/* integer label values, or temporary text ids */
+	Size		cap;
+	/* second tokenization (deployed model's vocabulary), if needed */
+	int32	   *ctokens;
+	Size		ctok_cap;
+	int64		ctotal;
+	int64	   *coffsets;
+	/* text labels */
+	HTAB	   *labels;
+	char	  **tmp_names;
+	int			ntmp;
+	int			tmp_cap;
+	int64		skipped;
+} Rows;
+
+static void
+append_ids(int32 **arr, Size *cap, int64 *total, const int32 *ids, int n)
+{
+	if (*total + n > (int64) *cap)
+	{
+		Size		nc = Max(*cap * 2, (Size) 65536);
+
+		while ((int64) nc < *total + n)
+			nc *= 2;
+		*arr = *arr ? repalloc_huge(*arr, sizeof(int32) * nc) :
+			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * nc);
+		*cap = nc;
+	}
+	memcpy(*arr + *total, ids, sizeof(int32) * n);
+	*total += n;
+}
+
+/*
+ * One pass over the rows.  wp != NULL: feed texts to the vocabulary trainer
+ * only.  Otherwise tokenize (with tok, and cmp_tok when given) and collect
+ * labels.
+ */
+static void
+scan_rows(BftSource *src, bft_wp_trainer *wp, const bft_tokenizer *tok, int max_length,
+		  const bft_tokenizer *cmp_tok, int cmp_max_length, Rows *rows)
+{
+	Portal		portal;
+	int32	   *ids = palloc(sizeof(int32) * Max(max_length, cmp_max_length));
+	bft_error	err;
+
+	SPI_connect();
+	portal = SPI_cursor_open_with_args(NULL, src->query, 0, NULL, NULL, NULL, true, 0);
+	for (;;)
+	{
+		uint64		r;
+
+		SPI_cursor_fetch(portal, true, BFT_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		tnull,
+						lnull;
+			Datum		tdat = SPI_getbinval(tup, td, 1, &tnull);
+			Datum		ldat = SPI_getbinval(tup, td, 2, &lnull);
+			text	   *t;
+			char	   *u;
+			int			ulen;
+			int			n;
+			MemoryContext old;
+
+			if (tnull || lnull)
+			{
+				if (wp == NULL)
+					rows->skipped++;
+				continue;
+			}
+			t = DatumGetTextPP(tdat);
+			u = bft_to_utf8(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &ulen);
+			if (wp)
+			{
+				if (bft_wp_trainer_feed(wp, u, ulen, &err) != 0)
+					bft_report_engine_error(&err, "could not learn the vocabulary");
+				continue;
+			}
+
+			/* Accumulate in the caller's (train) context, not SPI's. */
+			old = MemoryContextSwitchTo(rows->cxt);
+			if ((Size) rows->n + 2 > rows->cap)
+			{
+				rows->cap *= 2;
+				rows->offsets = repalloc_huge(rows->offsets, sizeof(int64) * rows->cap);
+				rows->raw = repalloc_huge(rows->raw, sizeof(int64) * rows->cap);
+				if (rows->coffsets)
+					rows->coffsets = repalloc_huge(rows->coffsets, sizeof(int64) * rows->cap);
+			}
+			if (src->label_is_int)
+			{
+				int64		v = DatumGetInt64(ldat);
+
+				if (v < 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("label " INT64_FORMAT " is negative", v),
+							 errdetail("Integer labels are class ids 0, 1, 2, ...")));
+				if (v >= BFT_MAX_LABELS)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+							 errmsg("label " INT64_FORMAT " is too large", v),
+							 errdetail("Integer labels are class ids below %d.", BFT_MAX_LABELS)));
+				rows->raw[rows->n] = v;
+			}
+			else
+			{
+				char	   *name = TextDatumGetCString(ldat);
+				LabelEnt   *le;
+				bool		found;
+
+				if (strlen(name) > BFT_MAX_LABEL_BYTES)
+					ereport(ERROR,
+							(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+							 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
+				le = hash_search(rows->labels, name, HASH_ENTER, &found);
+				if (!found)
+				{
+					if (rows->ntmp >= BFT_MAX_LABELS)
+						ereport(ERROR,
+								(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+								 errmsg("more than %d distinct labels", BFT_MAX_LABELS),
+								 errhint("Is label_column really a class label?")));
+					if (rows->ntmp == rows->tmp_cap)
+					{
+						rows->tmp_cap *= 2;
+						rows->tmp_names = repalloc(rows->tmp_names, sizeof(char *) * rows->tmp_cap);
+					}
+					rows->tmp_names[rows->ntmp] = pstrdup(name);
+					le->tmp = rows->ntmp++;
+				}
+				rows->raw[rows->n] = le->tmp;
+				pfree(name);
+			}
+
+			n = bft_encode(tok, u, ulen, max_length, ids, &err);
+			if (n < 0)
+				bft_report_engine_error(&err, "could not tokenize text");
+			append_ids(&rows->tokens, &rows->tok_cap, &rows->total, ids, n);
+			rows->offsets[rows->n + 1] = rows->total;
+			if (cmp_tok)
+			{
+				n = bft_encode(cmp_tok, u, ulen, cmp_max_length, ids, &err);
+				if (n < 0)
+					bft_report_engine_error(&err, "could not tokenize text");
+				append_ids(&rows->ctokens, &rows->ctok_cap, &rows->ctotal, ids, n);
+				rows->coffsets[rows->n + 1] = rows->ctotal;
+			}
+			rows->n++;
+			MemoryContextSwitchTo(old);
+			if (u != VARDATA_ANY(t))
+				pfree(u);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+	pfree(ids);
+}
+
+static int
+cstr_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Build a dataset of the selected rows (sel[i] == want) in scan order. */
+static void
+subset(const int32 *tokens, const int64 *offsets, const int32 *labels, int64 n,
+	   const bool *sel, bool want, bft_dataset *ds)
+{
+	int64		m = 0;
+	int64		total = 0;
+	int64		i;
+	int32	   *t;
+	int64	   *o;
+	int32	   *l;
+
+	for (i = 0; i < n; i++)
+		if (sel == NULL || sel[i] == want)
+		{
+			m++;
+			total += offsets[i + 1] - offsets[i];
+		}
+	t = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * Max(total, 1));
+	o = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * (m + 1));
+	l = labels ? MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * Max(m, 1)) : NULL;
+	o[0] = 0;
+	m = 0;
+	for (i = 0; i < n; i++)
+		if (sel == NULL || sel[i] == want)
+		{
+			int64		len = offsets[i + 1] - offsets[i];
+
+			memcpy(t + o[m], tokens + offsets[i], sizeof(int32) * len);
+			o[m + 1] = o[m] + len;
+			if (l)
+				l[m] = labels[i];
+			m++;
+		}
+	ds->n = m;
+	ds->tokens = t;
+	ds->offsets = o;
+	ds->labels = l;
+}
+
+/* ---- options ---- */
+
+typedef struct Arch
+{
+	int			hidden_size;
+	int			num_hidden_layers;
+	int			num_attention_heads;
+	int			intermediate_size;
+	int			vocab_size;
+	int			max_position_embeddings;
+	bool		do_lower_case;
+} Arch;
+
+static int
+arch_int(const char *key, const char *val, int lo, int hi)
+{
+	char	   *end;
+	long		v;
+
+	errno = 0;
+	v = strtol(val, &end, 10);
+	if (errno != 0 || end == val || *end != '\0' || v < lo || v > hi)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("architecture key \"%s\" must be an integer between %d and %d", key, lo, hi)));
+	return (int) v;
+}
+
+static void
+parse_architecture(Datum jsonb, Arch *a)
+{
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		values[1];
+	uint64		i;
+	int			ret;
+
+	values[0] = jsonb;
+	SPI_connect();
+	ret = SPI_execute_with_args("SELECT jsonb_typeof($1)", 1, argtypes, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT ||
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "object") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("architecture must be a JSON object")));
+	ret = SPI_execute_with_args("SELECT key, value FROM jsonb_each_text($1) ORDER BY key",
+								1, argtypes, values, NULL, true, 0);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *k = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		if (v == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("architecture key \"%s\" must not be null", k)));
+		if (strcmp(k, "hidden_size") == 0)
+			a->hidden_size = arch_int(k, v, 1, 16384);
+		else if (strcmp(k, "num_hidden_layers") == 0)
+			a->num_hidden_layers = arch_int(k, v, 1, 256);
+		else if (strcmp(k, "num_attention_heads") == 0)
+			a->num_attention_heads = arch_int(k, v, 1, 256);
+		else if (strcmp(k, "intermediate_size") == 0)
+			a->intermediate_size = arch_int(k, v, 1, 65536);
+		else if (strcmp(k, "vocab_size") == 0)
+			a->vocab_size = arch_int(k, v, 100, 1000000);
+		else if (strcmp(k, "max_position_embeddings") == 0)
+			a->max_position_embeddings = arch_int(k, v, 2, 8192);
+		else if (strcmp(k, "do_lower_case") == 0)
+		{
+			if (strcmp(v, "true") == 0)
+				a->do_lower_case = true;
+			else if (strcmp(v, "false") == 0)
+				a->do_lower_case = false;
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("architecture key \"do_lower_case\" must be true or false")));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown architecture key \"%s\"", k),
+					 errhint("Known keys: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, vocab_size, max_position_embeddings, do_lower_case.")));
+	}
+	SPI_finish();
+	if (a->hidden_size % a->num_attention_heads != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("hidden_size %d is not a multiple of num_attention_heads %d",
+						a->hidden_size, a->num_attention_heads)));
+}
+
+static void
+bad_option(const char *msg)
+{
+	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", msg)));
+}
+
+/* The deployed version of a name (0 when none). */
+static int32
+deployed_version(const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int32		v = 0;
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(name);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT version FROM bft.models WHERE name = $1 AND deployed_at IS NOT NULL"
+							  " ORDER BY deployed_at DESC, version DESC LIMIT 1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read bft.models");
+	if (SPI_processed == 1)
+		v = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return v;
+}
+
+#define ARG_INT(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_INT32(i))
+#define ARG_F8(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_FLOAT8(i))
+#define ARG_BOOL(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_BOOL(i))
+
+/*
+ * bft_train(relation, text_column, label_column, epochs, model, base,
+ *           batch_size, learning_rate, max_length, warmup_ratio,
+ *           weight_decay, dropout, shuffle, seed, validation_fraction,
+ *           deploy, device, architecture, mlm_epochs, group_by_length)
+ */
+Datum
+bft_train_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Tuplestorestate *tstore;
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	MemoryContextCallback *cb;
+	TrainState *st;
+	BftSource	src;
+	Oid			relid;
+	char	   *model_name;
+	char	   *base = NULL;
+	bool		scratch;
+	int			epochs;
+	int			mlm_epochs;
+	int			batch_size;
+	double		lr;
+	int			max_length = ARG_INT(8, BFT_DEFAULT_MAX_LENGTH);
+	double		warmup;
+	double		weight_decay = ARG_F8(10, 0.0);
+	double		dropout = ARG_F8(11, -1.0);
+	bool		shuffle = ARG_BOOL(12, true);
+	int			seed = ARG_INT(13, 42);
+	double		vfrac = ARG_F8(14, 0.0);
+	char	   *deploy = PG_ARGISNULL(15) ? "always" : text_to_cstring(PG_GETARG_TEXT_PP(15));
+	char	   *device = PG_ARGISNULL(16) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(16));
+	bool		group_by_length;
+	Arch		arch;
+	bft_tokenizer_opts topts = bft_tokenizer_default_opts();
+	const bft_tokenizer *tok;
+	const bft_tokenizer *cmp_tok = NULL;
+	int			cmp_max_length = 0;
+	int32		cmp_version = 0;
+	Rows		rows;
+	HASHCTL		hctl;
+	int			K = 0;
+	int32	   *labels;
+	char	  **names;
+	int64		i;
+	int64	   *counts;
+	int			nclasses = 0;
+	bool	   *is_val = NULL;
+	int64		nval = 0;
+	bft_dataset train_ds,
+				val_ds;
+	bft_train_opts opts;
+	bft_train_result res,
+				mlm_res;
+	bft_error	err;
+	ProgressCtx pc;
+	int			rc;
+	double		t0 = bft_now_seconds();
+	double		seconds;
+	bool		do_deploy;
+	double		new_acc = NAN,
+				old_acc = NAN;
+	StringInfoData params,
+				metrics;
+	int32		version;
+	Datum		values[9];
+	bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
+	Interval   *dur;
+	int			base_K = 0;
+
+	/* ---- arguments ---- */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("relation, text_column and label_column must not be NULL")));
+	bft_srf_materialize(fcinfo, &tupdesc, &tstore);
+	PreventCommandIfReadOnly("bft_train()");
+	PreventCommandDuringRecovery("bft_train()");
+	relid = PG_GETARG_OID(0);
+
+	if (device != NULL && pg_strcasecmp(device, "cpu") != 0)
+	{
+		if (pg_strcasecmp(device, "cuda") == 0 || pg_strncasecmp(device, "cuda:", 5) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("device \"%s\" is not supported by this build of bft", device),
+					 errdetail("This build has no CUDA backend; training runs on the CPU."),
+					 errhint("Leave device NULL or use device => 'cpu'.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown device \"%s\"", device),
+				 errhint("Use 'cpu'.")));
+	}
+	if (strcmp(deploy, "always") != 0 && strcmp(deploy, "if_better") != 0 &&
+		strcmp(deploy, "never") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", deploy)));
+
+	model_name = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (model_name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (model_name[0] == '\0' || strlen(model_name) >= NAMEDATALEN)
+		bad_option("model name must have 1 to 63 bytes");
+	if (!PG_ARGISNULL(5))
+		base = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	scratch = (base == NULL);
+
+	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) <= 0)
+		bad_option("epochs must be positive");
+	if (!PG_ARGISNULL(18) && PG_GETARG_INT32(18) < 0)
+		bad_option("mlm_epochs must not be negative");
+	epochs = ARG_INT(3, scratch ? BFT_SCRATCH_EPOCHS : BFT_BASE_EPOCHS);
+	mlm_epochs = ARG_INT(18, scratch ? BFT_SCRATCH_MLM_EPOCHS : 0);
+	batch_size = ARG_INT(6, scratch ? BFT_SCRATCH_BATCH_SIZE : BFT_BASE_BATCH_SIZE);
+	lr = ARG_F8(7, scratch ? BFT_SCRATCH_LEARNING_RATE : BFT_BASE_LEARNING_RATE);
+	warmup = ARG_F8(9, scratch ? BFT_SCRATCH_WARMUP_RATIO : BFT_BASE_WARMUP_RATIO);
+	group_by_length = ARG_BOOL(19, scratch ? BFT_SCRATCH_GROUP_BY_LENGTH : BFT_BASE_GROUP_BY_LENGTH);
+	if (epochs > 100000)
+		bad_option("epochs must be at most 100000");
+	if (batch_size <= 0 || batch_size > 65536)
+		bad_option("batch_size must be between 1 and 65536");
+	if (!(lr > 0) || isinf(lr) || lr > 10)
+		bad_option("learning_rate must be positive and at most 10");
+	if (max_length < 2 || max_length > 8192)
+		bad_option("max_length must be between 2 and 8192");
+	if (!(warmup >= 0 && warmup <= 1))
+		bad_option("warmup_ratio must be between 0 and 1");
+	if (!(weight_decay >= 0) || isinf(weight_decay))
+		bad_option("weight_decay must not be negative");
+	if (!PG_ARGISNULL(11) && !(dropout >= 0 && dropout < 1))
+		bad_option("dropout must be at least 0 and below 1");
+	if (!(vfrac >= 0 && vfrac < 1))
+		bad_option("validation_fraction must be at least 0 and below 1");
+	if (strcmp(deploy, "if_better") == 0 && vfrac == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deploy => 'if_better' needs a validation_fraction above 0"),
+				 errhint("The new version is compared with the deployed one on the validation rows.")));
+	if (!scratch && !PG_ARGISNULL(17))
+		bad_option("architecture applies only when training from scratch (no base)");
+
+	arch.hidden_size = BFT_SCRATCH_HIDDEN_SIZE;
+	arch.num_hidden_layers = BFT_SCRATCH_LAYERS;
+	arch.num_attention_heads = BFT_SCRATCH_HEADS;
+	arch.intermediate_size = BFT_SCRATCH_INTERMEDIATE;
+	arch.vocab_size = BFT_SCRATCH_VOCAB_SIZE;
+	arch.max_position_embeddings = Max(BFT_SCRATCH_MAX_POSITIONS, max_length);
+	arch.do_lower_case = BFT_SCRATCH_LOWER_CASE;
+	if (scratch && !PG_ARGISNULL(17))
+		parse_architecture(PG_GETARG_DATUM(17), &arch);
+	if (scratch && arch.max_position_embeddings < max_length)
+		bad_option("max_length exceeds the architecture's max_position_embeddings");
+
+	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
+
+	/* ---- state, freed on error by a reset callback ---- */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_train", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	st = palloc0(sizeof(TrainState));
+	cb = palloc0(sizeof(MemoryContextCallback));
+	cb->func = train_state_cleanup;
+	cb->arg = st;
+	MemoryContextRegisterResetCallback(cxt, cb);
+
+	memset(&pc, 0, sizeof(pc));
+	pc.model = model_name;
+	pc.started = GetCurrentTimestamp();
+	pc.last_notice = bft_now_seconds();
+	initStringInfo(&pc.epochs);
+	bft_progress_begin(model_name, "reading");
+	st->progress_on = true;
+	bft_apply_threads();
+
+	/* ---- base model ---- */
+	if (!scratch)
+	{
+		int			ml;
+
+		st->model = bft_load_model_row(base, 0, NULL, NULL, &ml);
+		if (max_length > st->model->cfg.max_position_embeddings)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_length %d exceeds the base model's max_position_embeddings %d",
+							max_length, st->model->cfg.max_position_embeddings)));
+		if (mlm_epochs > 0 && !st->model->parts.mlm)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
+		if (st->model->parts.classifier)
+			base_K = st->model->cfg.num_labels;
+		tok = st->model->tok;
+	}
+	else
+	{
+		/* Pass 1: learn a WordPiece vocabulary from the column. */
+		char	   *v;
+		size_t		vlen;
+
+		topts = bft_tokenizer_default_opts();
+		topts.do_lower_case = arch.do_lower_case ? 1 : 0;
+		topts.model_max_length = max_length;
+		st->wp = bft_wp_trainer_new(&topts, arch.vocab_size, 0, &err);
+		if (st->wp == NULL)
+			bft_report_engine_error(&err, "could not start vocabulary learning");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		memset(&rows, 0, sizeof(rows));
+		scan_rows(&src, st->wp, NULL, max_length, NULL, 0, &rows);
+		bft_progress_begin(model_name, "vocabulary");
+		v = bft_wp_trainer_finish(st->wp, &vlen, &err);
+		if (v == NULL)
+			bft_report_engine_error(&err, "could not learn the vocabulary");
+		st->vocab = v;
+		bft_wp_trainer_free(st->wp);
+		st->wp = NULL;
+		st->tok = bft_tokenizer_new(st->vocab, vlen, &topts, &err);
+		if (st->tok == NULL)
+			bft_report_engine_error(&err, "could not build the learned tokenizer");
+		tok = st->tok;
+		/* the second pass runs under the same snapshot (popped below) */
+	}
+
+	/* ---- deployed version to beat ---- */
+	if (strcmp(deploy, "if_better") == 0)
+	{
+		cmp_version = deployed_version(model_name);
+		if (cmp_version > 0)
+		{
+			st->cmp = bft_load_model_row(model_name, cmp_version, NULL, NULL, &cmp_max_length);
+			if (!st->cmp->parts.classifier || st->cmp->cfg.num_labels <= 0)
+			{
+				bft_model_free(st->cmp);
+				st->cmp = NULL;
+				cmp_version = 0;
+			}
+			else
+				cmp_tok = st->cmp->tok;
+		}
+	}
+
+	/* ---- pass 2: tokenize and collect labels ---- */
+	bft_progress_begin(model_name, "tokenizing");
+	if (!scratch)
+		PushActiveSnapshot(GetTransactionSnapshot());
+	memset(&rows, 0, sizeof(rows));
+	rows.cxt = cxt;
+	rows.cap = 1024;
+	rows.offsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
+	rows.raw = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
+	rows.offsets[0] = 0;
+	if (cmp_tok)
+	{
+		rows.coffsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
+		rows.coffsets[0] = 0;
+	}
+	if (!src.label_is_int)
+	{
+		memset(&hctl, 0, sizeof(hctl));
+		hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
+		hctl.entrysize = sizeof(LabelEnt);
+		hctl.hcxt = cxt;
+		rows.labels = hash_create("bft labels", 64, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		rows.tmp_cap = 16;
+		rows.tmp_names = palloc(sizeof(char *) * rows.tmp_cap);
+	}
+	scan_rows(&src, NULL, tok, max_length, cmp_tok, cmp_max_length, &rows);
+	PopActiveSnapshot();
+
+	if (rows.skipped > 0)
+		ereport(NOTICE,
+				(errmsg("skipped " INT64_FORMAT " rows with NULL text or label", rows.skipped)));
+	if (rows.n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("relation %s has no rows with non-NULL text and label", src.relname)));
+
+	/* ---- labels → class ids ---- */
+	labels = palloc(sizeof(int32) * rows.n);
+	if (src.label_is_int)
+	{
+		int64		maxv = 0;
+
+		for (i = 0; i < rows.n; i++)
+			maxv = Max(maxv, rows.raw[i]);
+		K = (int) maxv + 1;
+		if (base_K >= K)
+			K = base_K;
+		names = palloc(sizeof(char *) * K);
+		for (i = 0; i < K; i++)
+			names[i] = psprintf("%d", (int) i);
+		for (i = 0; i < rows.n; i++)
+			labels[i] = (int32) rows.raw[i];
+	}
+	else
+	{
+		int		   *remap = palloc(sizeof(int) * rows.ntmp);
+		char	  **sorted = palloc(sizeof(char *) * rows.ntmp);
+
+		K = rows.ntmp;
+		memcpy(sorted, rows.tmp_names, sizeof(char *) * K);
+		qsort(sorted, K, sizeof(char *), cstr_cmp);
+		for (i = 0; i < K; i++)
+		{
+			int			j;
+
+			for (j = 0; j < K; j++)
+				if (sorted[j] == rows.tmp_names[i])
+					remap[i] = j;
+		}
+		names = sorted;
+		for (i = 0; i < rows.n; i++)
+			labels[i] = remap[rows.raw[i]];
+	}
+	counts = palloc0(sizeof(int64) * K);
+	for (i = 0; i < rows.n; i++)
+		counts[labels[i]]++;
+	for (i = 0; i < K; i++)
+		if (counts[i] > 0)
+			nclasses++;
+	if (nclasses < 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("all " INT64_FORMAT " rows have the same label", rows.n),
+				 errdetail("A classifier needs at least two classes.")));
+
+	/* ---- stratified validation split from the seed ---- */
+	if (vfrac > 0)
+	{
+		pg_prng_state prng;
+		int64	   *idx = palloc(sizeof(int64) * rows.n);
+		int			c;
+
+		is_val = palloc0(sizeof(bool) * rows.n);
+		pg_prng_seed(&prng, (uint64) seed);
+		for (c = 0; c < K; c++)
+		{
+			int64		nc = 0;
+			int64		take;
+			int64		j;
+
+			for (i = 0; i < rows.n; i++)
+				if (labels[i] == c)
+					idx[nc++] = i;
+			if (nc == 0)
+				continue;
+			for (j = nc - 1; j > 0; j--)
+			{
+				int64		r = (int64) pg_prng_uint64_range(&prng, 0, (uint64) j);
+				int64		tmp = idx[j];
+
+				idx[j] = idx[r];
+				idx[r] = tmp;
+			}
+			take = (int64) floor(vfrac * nc + 0.5);
+			if (take >= nc)
+				take = nc - 1;
+			for (j = 0; j < take; j++)
+				is_val[idx[j]] = true;
+			nval += take;
+		}
+		pfree(idx);
+		if (nval == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("validation_fraction %g leaves no validation rows out of " INT64_FORMAT,
+							vfrac, rows.n)));
+	}
+	subset(rows.tokens, rows.offsets, labels, rows.n, is_val, false, &train_ds);
+	if (nval > 0)
+		subset(rows.tokens, rows.offsets, labels, rows.n, is_val, true, &val_ds);
+	if (rows.tokens)
+		pfree(rows.tokens);
+	rows.tokens = NULL;
+
+	/* ---- the model ---- */
+	if (scratch)
+	{
+		bft_config cfg = bft_config_default();
+		bft_parts parts;
+
+		cfg.vocab_size = bft_tokenizer_vocab_size(st->tok);
+		cfg.hidden_size = arch.hidden_size;
+		cfg.num_hidden_layers = arch.num_hidden_layers;
+		cfg.num_attention_heads = arch.num_attention_heads;
+		cfg.intermediate_size = arch.intermediate_size;
+		cfg.max_position_embeddings = arch.max_position_embeddings;
+		cfg.pad_token_id = Max(bft_tokenizer_special(st->tok).pad, 0);
+		cfg.tok = topts;
+		cfg.num_labels = K;
+		parts.pooler = 1;
+		parts.classifier = 1;
+		parts.mlm = mlm_epochs > 0 ? 1 : 0;
+		st->model = bft_model_new(&cfg, st->vocab, strlen(st->vocab), parts, (uint64) seed, &err);
+		if (st->model == NULL)
+			bft_report_engine_error(&err, "could not create the model");
+	}
+	if (bft_model_set_labels(st->model, K, (const char *const *) names, (uint64) seed, &err) != 0)
+		bft_report_engine_error(&err, "could not set the model's labels");
+
+	opts = bft_train_default_opts();
+	opts.batch_size = batch_size;
+	opts.learning_rate = (float) lr;
+	opts.warmup_ratio = (float) warmup;
+	opts.weight_decay = (float) weight_decay;
+	opts.dropout = PG_ARGISNULL(11) ? -1.0f : (float) dropout;
+	opts.shuffle = shuffle ? 1 : 0;
+	opts.group_by_length = group_by_length ? 1 : 0;
+	opts.seed = (uint64) seed;
+
+	/* ---- MLM pre-training on the column's own text ---- */
+	memset(&mlm_res, 0, sizeof(mlm_res));
+	if (mlm_epochs > 0)
+	{
+		bft_train_opts mopts = opts;
+		bft_dataset unl = train_ds;
+
+		unl.labels = NULL;
+		mopts.epochs = mlm_epochs;
+		mopts.valid = NULL;
+		pc.phase = "mlm";
+		bft_progress_begin(model_name, "mlm");
+		rc = bft_pretrain_mlm(st->model, &unl, &mopts, progress_cb, &pc, &mlm_res, &err);
+		check_engine_result(rc, &pc, &err, "MLM pre-training failed");
+	}
+	/* per-epoch metrics of fine-tuning only */
+	resetStringInfo(&pc.epochs);
+	pc.nepochs = 0;
+
+	/* ---- fine-tuning ---- */
+	opts.epochs = epochs;
+	opts.valid = nval > 0 ? &val_ds : NULL;
+	pc.phase = "training";
+	bft_progress_begin(model_name, "training");
+	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
+	check_engine_result(rc, &pc, &err, "training failed");
+	new_acc = res.eval_accuracy;
+
+	/* ---- deployment decision ---- */
+	do_deploy = strcmp(deploy, "always") == 0;
+	if (strcmp(deploy, "if_better") == 0)
+	{
+		if (st->cmp == NULL)
+			do_deploy = true;
+		else
+		{
+			/* the deployed version on the same validation rows, by label name */
+			bft_dataset cds;
+			float	   *probs;
+			int			CK = st->cmp->cfg.num_labels;
+			char	  **cnames = bft_model_label_names(st->cmp);
+			int64		correct = 0;
+
+			subset(rows.ctokens, rows.coffsets, NULL, rows.n, is_val, true, &cds);
+			probs = MemoryContextAllocHuge(cxt, sizeof(float) * (Size) CK * cds.n);
+			bft_predict_encoded(st->cmp, cds.n, cds.tokens, cds.offsets, probs);
+			for (i = 0; i < cds.n; i++)
+			{
+				int			b = 0,
+							j;
+
+				for (j = 1; j < CK; j++)
+					if (probs[i * CK + j] > probs[i * CK + b])
+						b = j;
+				if (strcmp(cnames[b], names[val_ds.labels[i]]) == 0)
+					correct++;
+			}
+			old_acc = (double) correct / cds.n;
+			do_deploy = new_acc > old_acc;
+		}
+	}
+
+	/* ---- store ---- */
+	bft_progress_begin(model_name, "saving");
+	seconds = bft_now_seconds() - t0;
+
+	initStringInfo(&params);
+	appendStringInfoString(&params, "{\"relation\": ");
+	escape_json(&params, src.relname);
+	appendStringInfoString(&params, ", \"text_column\": ");
+	escape_json(&params, NameStr(*PG_GETARG_NAME(1)));
+	appendStringInfoString(&params, ", \"label_column\": ");
+	escape_json(&params, NameStr(*PG_GETARG_NAME(2)));
+	appendStringInfo(&params, ", \"label_type\": \"%s\", \"base\": ",
+					 src.label_is_int ? "integer" : "text");
+	if (base)
+		escape_json(&params, base);
+	else
+		appendStringInfoString(&params, "null");
+	appendStringInfo(&params, ", \"epochs\": %d, \"mlm_epochs\": %d, \"batch_size\": %d",
+					 epochs, mlm_epochs, batch_size);
+	bft_json_key_float(&params, "learning_rate", lr, true);
+	appendStringInfo(&params, ", \"max_length\": %d", max_length);
+	bft_json_key_float(&params, "warmup_ratio", warmup, true);
+	bft_json_key_float(&params, "weight_decay", weight_decay, true);
+	if (PG_ARGISNULL(11))
+		appendStringInfoString(&params, ", \"dropout\": null");
+	else
+		bft_json_key_float(&params, "dropout", dropout, true);
+	appendStringInfo(&params, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
+					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
+	bft_json_key_float(&params, "validation_fraction", vfrac, true);
+	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"cpu\", \"threads\": %d",
+					 deploy, bft_threads);
+	if (scratch)
+		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
+						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
+						 " \"max_position_embeddings\": %d, \"do_lower_case\": %s}",
+						 arch.hidden_size, arch.num_hidden_layers, arch.num_attention_heads,
+						 arch.intermediate_size, arch.vocab_size, arch.max_position_embeddings,
+						 arch.do_lower_case ? "true" : "false");
+	appendStringInfoChar(&params, '}');
+
+	initStringInfo(&metrics);
+	appendStringInfo(&metrics, "{\"rows_used\": " INT64_FORMAT ", \"rows_skipped\": " INT64_FORMAT
+					 ", \"train_rows\": " INT64_FORMAT ", \"validation_rows\": " INT64_FORMAT
+					 ", \"classes\": %d, \"steps\": " INT64_FORMAT,
+					 rows.n, rows.skipped, train_ds.n, nval, K, res.steps);
+	bft_json_key_float(&metrics, "train_loss", res.train_loss, true);
+	bft_json_key_float(&metrics, "validation_loss", nval > 0 ? res.eval_loss : NAN, true);
+	bft_json_key_float(&metrics, "validation_accuracy", nval > 0 ? res.eval_accuracy : NAN, true);
+	bft_json_key_float(&metrics, "validation_macro_f1", nval > 0 ? res.eval_macro_f1 : NAN, true);
+	bft_json_key_float(&metrics, "samples_per_second", res.samples_per_s, true);
+	bft_json_key_float(&metrics, "train_seconds", res.seconds, true);
+	bft_json_key_float(&metrics, "duration_s", seconds, true);
+	appendStringInfo(&metrics, ", \"epochs\": [%s]", pc.epochs.data);
+	if (mlm_epochs > 0)
+	{
+		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d", mlm_res.epochs);
+		bft_json_key_float(&metrics, "loss", mlm_res.train_loss, true);
+		bft_json_key_float(&metrics, "seconds", mlm_res.seconds, true);
+		appendStringInfoChar(&metrics, '}');
+	}
+	appendStringInfo(&metrics, ", \"deploy\": {\"policy\": \"%s\", \"deployed\": %s",
+					 deploy, do_deploy ? "true" : "false");
+	if (strcmp(deploy, "if_better") == 0)
+	{
+		bft_json_key_float(&metrics, "new_accuracy", new_acc, true);
+		if (cmp_version > 0)
+		{
+			appendStringInfo(&metrics, ", \"compared_version\": %d", cmp_version);
+			bft_json_key_float(&metrics, "compared_accuracy", old_acc, true);
+		}
+		else
+			appendStringInfoString(&metrics, ", \"compared_version\": null");
+	}
+	appendStringInfoString(&metrics, "}}");
+
+	version = bft_store_model(model_name, base, st->model, params.data, metrics.data, do_deploy);
+	if (strcmp(deploy, "if_better") == 0)
+		ereport(NOTICE,
+				(errmsg(do_deploy ? "version %d deployed (validation accuracy %.4f, deployed version %s)"
+						: "version %d not deployed (validation accuracy %.4f, deployed version %s)",
+						version, new_acc,
+						cmp_version > 0 ? psprintf("%d: %.4f", cmp_version, old_acc) : "none")));
+
+	/* ---- result row ---- */
+	dur = palloc0(sizeof(Interval));
+	dur->time = (int64) (seconds * USECS_PER_SEC);
+	MemoryContextSwitchTo(oldcxt);
+	values[0] = CStringGetTextDatum(model_name);
+	values[1] = Int32GetDatum(version);
+	values[2] = Int64GetDatum(rows.n);
+	values[3] = Int32GetDatum(epochs);
+	values[4] = Float4GetDatum(res.train_loss);
+	if (nval > 0)
+	{
+		values[5] = Float4GetDatum(res.eval_accuracy);
+		values[6] = Float4GetDatum(res.eval_macro_f1);
+	}
+	else
+		nulls[5] = nulls[6] = true;
+	values[7] = Float4GetDatum((float4) res.samples_per_s);
+	values[8] = IntervalPGetDatum(dur);
+	tuplestore_putvalues(tstore, tupdesc, values, nulls);
+
+	/* frees the engine objects (callback) and every buffer */
+	MemoryContextDelete(cxt);
+	PG_RETURN_NULL();
+}

@@ -1,0 +1,41 @@
+/*
+ * defaults.h — resolved defaults of bft_train() options whose SQL default is
+ * NULL because the right value depends on whether a base model is given
+ * (fine-tuning) or a small BERT is trained from scratch.
+ *
+ * Everything the lead may tune after a quality run lives here, in one place.
+ * The README's SQL reference documents these values.
+ */
+#ifndef BFT_DEFAULTS_H
+#define BFT_DEFAULTS_H
+
+/* Fine-tuning an imported/trained base (HF Trainer defaults). */
+#define BFT_BASE_EPOCHS				3
+#define BFT_BASE_BATCH_SIZE			8
+#define BFT_BASE_LEARNING_RATE		5e-5
+#define BFT_BASE_WARMUP_RATIO		0.0
+#define BFT_BASE_GROUP_BY_LENGTH	false
+
+/* From scratch: a small BERT with a WordPiece vocabulary learned from the column. */
+#define BFT_SCRATCH_HIDDEN_SIZE		256		/* C */
+#define BFT_SCRATCH_LAYERS			4		/* L */
+#define BFT_SCRATCH_HEADS			4		/* NH */
+#define BFT_SCRATCH_INTERMEDIATE	1024	/* I */
+#define BFT_SCRATCH_VOCAB_SIZE		8000	/* V (learned WordPiece vocabulary) */
+#define BFT_SCRATCH_MAX_POSITIONS	128		/* P (raised to max_length when larger) */
+#define BFT_SCRATCH_LOWER_CASE		true	/* uncased vocabulary */
+#define BFT_SCRATCH_EPOCHS			8
+#define BFT_SCRATCH_MLM_EPOCHS		0		/* MLM pre-training epochs on the column */
+#define BFT_SCRATCH_BATCH_SIZE		32
+#define BFT_SCRATCH_LEARNING_RATE	5e-4
+#define BFT_SCRATCH_WARMUP_RATIO	0.06
+#define BFT_SCRATCH_GROUP_BY_LENGTH	true
+
+/* Common. */
+#define BFT_DEFAULT_MAX_LENGTH		128
+#define BFT_MAX_LABELS				10000	/* more classes than this: an error */
+#define BFT_MAX_LABEL_BYTES			255		/* longer text labels: an error */
+#define BFT_FETCH_ROWS				1000	/* rows per SPI cursor fetch */
+#define BFT_PREDICT_CHUNK			256		/* rows per engine call between interrupt checks */
+
+#endif							/* BFT_DEFAULTS_H */
