@@ -1,0 +1,782 @@
+/*
+ * train.c — fine-tuning with Hugging Face Trainer semantics, MLM pre-training,
+ * batched inference, evaluation and fill-mask (see train.h).
+ *
+ * Trainer semantics reproduced here:
+ *   - AdamW as torch.optim.AdamW (decoupled decay p *= 1 - lr*wd, bias
+ *     correction), weight decay only on tensors params.c marks `decay`
+ *     (never biases or LayerNorm weights);
+ *   - get_linear_schedule_with_warmup: warmup = ceil(total * warmup_ratio),
+ *     lr(step) = base * step/warmup while step < warmup, then
+ *     base * (total - step)/(total - warmup); the scheduler is stepped after
+ *     the optimizer, so update number s (0-based) uses lr(s): the first update
+ *     uses lr 0 whenever warmup > 0;
+ *   - clip_grad_norm_(max_grad_norm): coef = max / (norm + 1e-6), applied when < 1;
+ *   - loss = mean over the batch, last partial batch kept, dynamic padding.
+ * The parameters of the parts a task does not use (the MLM head when
+ * fine-tuning a classifier; pooler and classifier when pre-training) are left
+ * untouched, as they are absent from HF's BertForSequenceClassification /
+ * BertForMaskedLM.
+ *
+ * Memory: parameters, gradients and AdamW m and v are one allocation each
+ * (the gradient block has named pointers like the parameters); activations are
+ * one allocation sized for the largest batch. Every return path frees all of it.
+ */
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bert.h"
+#include "ops.h"
+#include "rng.h"
+#include "threads.h"
+
+bft_train_opts bft_train_default_opts(void)
+{
+    bft_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.epochs = 3;
+    o.batch_size = 8;
+    o.learning_rate = 5e-5f;
+    o.warmup_ratio = 0.0f;
+    o.weight_decay = 0.0f;
+    o.max_grad_norm = 1.0f;
+    o.adam_beta1 = 0.9f;
+    o.adam_beta2 = 0.999f;
+    o.adam_eps = 1e-8f;
+    o.dropout = -1.0f;
+    o.shuffle = 1;
+    o.group_by_length = 0;
+    o.seed = 42;
+    o.valid = NULL;
+    o.mlm_probability = 0.15f;
+    return o;
+}
+
+void bft_set_threads(int n)
+{
+    bft_threads_set(n);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- datasets */
+
+static int64_t ex_len(const bft_dataset *ds, int64_t i)
+{
+    return ds->offsets[i + 1] - ds->offsets[i];
+}
+
+/* Check shape, ids and labels of ds against the model; *maxlen gets the longest. */
+static int check_dataset(const bft_model *m, const bft_dataset *ds, int need_labels, int K,
+                         const char *what, int *maxlen, bft_error *err)
+{
+    const bft_config *cfg = &m->cfg;
+    if (!ds || ds->n <= 0 || !ds->offsets || !ds->tokens)
+        return bft_set_error(err, BFT_EINVAL, "%s dataset is empty", what);
+    if (need_labels && !ds->labels)
+        return bft_set_error(err, BFT_EINVAL, "%s dataset has no labels", what);
+    if (ds->offsets[0] < 0)
+        return bft_set_error(err, BFT_EINVAL, "%s dataset: offsets[0] is negative", what);
+    int64_t mx = 0;
+    for (int64_t i = 0; i < ds->n; i++) {
+        int64_t len = ex_len(ds, i);
+        if (len < 1)
+            return bft_set_error(err, BFT_EINVAL, "%s example %lld is empty", what, (long long)i);
+        if (len > cfg->max_position_embeddings)
+            return bft_set_error(err, BFT_EINVAL,
+                                 "%s example %lld has %lld tokens, more than max_position_embeddings %d",
+                                 what, (long long)i, (long long)len, cfg->max_position_embeddings);
+        if (len > mx)
+            mx = len;
+        for (int64_t k = ds->offsets[i]; k < ds->offsets[i + 1]; k++)
+            if (ds->tokens[k] < 0 || ds->tokens[k] >= cfg->vocab_size)
+                return bft_set_error(err, BFT_EINVAL, "%s example %lld: token id %d outside [0, %d)",
+                                     what, (long long)i, ds->tokens[k], cfg->vocab_size);
+        if (need_labels && (ds->labels[i] < 0 || ds->labels[i] >= K))
+            return bft_set_error(err, BFT_EINVAL, "%s example %lld: label %d outside [0, %d)", what,
+                                 (long long)i, ds->labels[i], K);
+    }
+    *maxlen = (int)mx;
+    return 0;
+}
+
+/* Fill a padded batch from examples idx[0..B): ids (B,T), lens, labels. */
+static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad_id, int32_t *ids,
+                       int32_t *lens, int32_t *labels, bert_batch *bt)
+{
+    int T = 1;
+    for (int b = 0; b < B; b++) {
+        int len = (int)ex_len(ds, idx[b]);
+        lens[b] = len;
+        if (len > T)
+            T = len;
+    }
+    for (int b = 0; b < B; b++) {
+        const int32_t *src = ds->tokens + ds->offsets[idx[b]];
+        int32_t *dst = ids + (size_t)b * T;
+        memcpy(dst, src, (size_t)lens[b] * sizeof *dst);
+        for (int t = lens[b]; t < T; t++)
+            dst[t] = pad_id;
+        if (labels)
+            labels[b] = ds->labels ? ds->labels[idx[b]] : -1;
+    }
+    bt->B = B;
+    bt->T = T;
+    bt->ids = ids;
+    bt->lens = lens;
+    bt->labels = labels;
+}
+
+/* Stable order of examples by increasing length (for inference batching). */
+static int64_t *order_by_length(const bft_dataset *ds)
+{
+    int64_t n = ds->n, mx = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (ex_len(ds, i) > mx)
+            mx = ex_len(ds, i);
+    int64_t *cnt = calloc((size_t)mx + 2, sizeof *cnt);
+    int64_t *order = malloc((size_t)n * sizeof *order);
+    if (!cnt || !order) {
+        free(cnt);
+        free(order);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++)
+        cnt[ex_len(ds, i) + 1]++;
+    for (int64_t l = 1; l <= mx + 1; l++)
+        cnt[l] += cnt[l - 1];
+    for (int64_t i = 0; i < n; i++)
+        order[cnt[ex_len(ds, i)]++] = i;
+    free(cnt);
+    return order;
+}
+
+/* ---------------------------------------------------------------- inference */
+
+/* Eval-mode forward over ds in length-sorted batches: probs (n,K) and, when
+ * losses is given (labeled ds), per-example cross-entropy (n). */
+static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
+                         float *losses, bft_error *err)
+{
+    const bft_config *cfg = &m->cfg;
+    int K = cfg->num_labels, maxlen = 0, rc;
+    if (!m->parts.classifier || K < 1 || !m->p.clsw)
+        return bft_set_error(err, BFT_EINVAL, "the model has no classifier");
+    if (!m->parts.pooler || !m->p.poolw)
+        return bft_set_error(err, BFT_EINVAL, "the model has no pooler");
+    if ((rc = check_dataset(m, ds, losses != NULL, K, "input", &maxlen, err)) != 0)
+        return rc;
+    if (batch_size <= 0)
+        batch_size = 32;
+    if (batch_size > ds->n)
+        batch_size = (int)ds->n;
+
+    bert_acts a;
+    int64_t *order = order_by_length(ds);
+    int32_t *ids = malloc((size_t)batch_size * maxlen * sizeof *ids);
+    int32_t *lens = malloc((size_t)batch_size * sizeof *lens);
+    int32_t *labels = malloc((size_t)batch_size * sizeof *labels);
+    if (!order || !ids || !lens || !labels ||
+        bert_acts_alloc(&a, cfg, K, batch_size, maxlen, 0) != 0) {
+        free(order);
+        free(ids);
+        free(lens);
+        free(labels);
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for inference (batch %d x %d tokens)",
+                             batch_size, maxlen);
+    }
+    for (int64_t s = 0; s < ds->n; s += batch_size) {
+        int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
+        bert_batch bt;
+        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, losses ? labels : NULL, &bt);
+        bert_cls_forward(m, &a, &bt, NULL);
+        for (int b = 0; b < B; b++) {
+            int64_t i = order[s + b];
+            if (probs)
+                memcpy(probs + (size_t)i * K, a.probs + (size_t)b * K, (size_t)K * sizeof *probs);
+            if (losses)
+                losses[i] = a.losses[b];
+        }
+    }
+    bert_acts_free(&a);
+    free(order);
+    free(ids);
+    free(lens);
+    free(labels);
+    return BFT_OK;
+}
+
+int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
+                bft_error *err)
+{
+    bft_clear_error(err);
+    if (!m || !probs)
+        return bft_set_error(err, BFT_EINVAL, "bft_predict: NULL model or output");
+    return run_inference(m, ds, batch_size, probs, NULL, err);
+}
+
+int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
+                    float *accuracy, float *macro_f1, int64_t *confusion, bft_error *err)
+{
+    bft_clear_error(err);
+    if (!m)
+        return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: NULL model");
+    if (!ds || !ds->labels)
+        return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: dataset without labels");
+    int K = m->cfg.num_labels;
+    if (K < 1 || ds->n <= 0)
+        return run_inference(m, ds, batch_size, NULL, NULL, err);
+    float *probs = malloc((size_t)ds->n * K * sizeof *probs);
+    float *losses = malloc((size_t)ds->n * sizeof *losses);
+    int64_t *conf = calloc((size_t)K * K, sizeof *conf);
+    int rc;
+    if (!probs || !losses || !conf) {
+        rc = bft_set_error(err, BFT_ENOMEM, "out of memory for evaluation");
+        goto done;
+    }
+    if ((rc = run_inference(m, ds, batch_size, probs, losses, err)) != 0)
+        goto done;
+    double ls = 0.0;
+    int64_t correct = 0;
+    for (int64_t i = 0; i < ds->n; i++) {
+        const float *p = probs + (size_t)i * K;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (p[k] > p[best])
+                best = k;
+        ls += losses[i];
+        correct += best == ds->labels[i];
+        conf[(size_t)ds->labels[i] * K + best]++;
+    }
+    /* macro-F1 as sklearn f1_score(average="macro"): over the classes present
+     * in the labels or the predictions, F1 = 2TP / (2TP + FP + FN) */
+    double f1 = 0.0;
+    int classes = 0;
+    for (int k = 0; k < K; k++) {
+        int64_t tp = conf[(size_t)k * K + k], fp = 0, fn = 0;
+        for (int j = 0; j < K; j++) {
+            if (j == k)
+                continue;
+            fp += conf[(size_t)j * K + k];
+            fn += conf[(size_t)k * K + j];
+        }
+        if (tp + fp + fn == 0)
+            continue;
+        classes++;
+        f1 += 2.0 * tp / (double)(2 * tp + fp + fn);
+    }
+    if (loss)
+        *loss = (float)(ls / ds->n);
+    if (accuracy)
+        *accuracy = (float)((double)correct / ds->n);
+    if (macro_f1)
+        *macro_f1 = classes ? (float)(f1 / classes) : 0.0f;
+    if (confusion)
+        memcpy(confusion, conf, (size_t)K * K * sizeof *conf);
+    rc = BFT_OK;
+done:
+    free(probs);
+    free(losses);
+    free(conf);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- fill-mask */
+
+int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
+                  int *n_masks, int32_t *out_ids, float *out_scores, bft_error *err)
+{
+    bft_clear_error(err);
+    if (n_masks)
+        *n_masks = 0;
+    if (!m || !ids || !n_masks || !out_ids || !out_scores)
+        return bft_set_error(err, BFT_EINVAL, "bft_fill_mask: NULL argument");
+    if (!m->parts.mlm || !m->p.mlm_w)
+        return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
+    if (!m->tok)
+        return bft_set_error(err, BFT_EINVAL, "the model has no tokenizer to find [MASK]");
+    const bft_config *cfg = &m->cfg;
+    int V = cfg->vocab_size, C = cfg->hidden_size;
+    if (top_k < 1 || top_k > V)
+        return bft_set_error(err, BFT_EINVAL, "top_k %d outside [1, %d]", top_k, V);
+    if (n < 1 || n > cfg->max_position_embeddings)
+        return bft_set_error(err, BFT_EINVAL, "sequence of %d tokens (1..%d allowed)", n,
+                             cfg->max_position_embeddings);
+    int mask_id = bft_tokenizer_special(m->tok).mask;
+    if (mask_id < 0)
+        return bft_set_error(err, BFT_EINVAL, "the vocabulary has no [MASK] token");
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= V)
+            return bft_set_error(err, BFT_EINVAL, "token id %d outside [0, %d)", ids[t], V);
+    int M = 0;
+    for (int t = 0; t < n; t++)
+        M += ids[t] == mask_id;
+    if (max_masks >= 0 && M > max_masks)
+        M = max_masks;
+    if (M == 0)
+        return BFT_OK;
+
+    bert_acts a;
+    bert_mlm_ws w;
+    memset(&w, 0, sizeof w);
+    int64_t *rows = malloc((size_t)M * sizeof *rows);
+    int32_t len = n;
+    if (!rows || bert_acts_alloc(&a, cfg, 0, 1, n, 0) != 0) {
+        free(rows);
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for fill-mask");
+    }
+    if (bert_mlm_reserve(&w, cfg, M) != 0) {
+        free(rows);
+        bert_acts_free(&a);
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for fill-mask");
+    }
+    for (int t = 0, j = 0; t < n && j < M; t++)
+        if (ids[t] == mask_id)
+            rows[j++] = t;
+    bert_batch bt = {1, n, ids, &len, NULL};
+    const float *top = bert_encoder_forward(m, &a, &bt, NULL);
+    bert_mlm_forward(m, &w, top, rows, M, NULL);
+    (void)C;
+    for (int j = 0; j < M; j++) {
+        const float *p = w.dlogits + (size_t)j * V;
+        int32_t *oi = out_ids + (size_t)j * top_k;
+        float *os = out_scores + (size_t)j * top_k;
+        int cnt = 0;
+        /* insertion into a sorted top-k list: score desc, id asc on ties */
+        for (int v = 0; v < V; v++) {
+            float s = p[v];
+            if (cnt == top_k && !(s > os[cnt - 1]))
+                continue;
+            int pos = cnt < top_k ? cnt++ : top_k - 1;
+            while (pos > 0 && s > os[pos - 1]) {
+                os[pos] = os[pos - 1];
+                oi[pos] = oi[pos - 1];
+                pos--;
+            }
+            os[pos] = s;
+            oi[pos] = v;
+        }
+    }
+    *n_masks = M;
+    bert_mlm_free(&w);
+    bert_acts_free(&a);
+    free(rows);
+    return BFT_OK;
+}
+
+/* ---------------------------------------------------------------- training */
+
+enum { TASK_CLS, TASK_MLM };
+
+typedef struct trainer {
+    bft_model *m;
+    int task;
+    bft_train_opts o;
+    float *grad_mem, *m_mem, *v_mem; /* num_params floats each */
+    bft_params g;                    /* named pointers into grad_mem */
+    bft_tensor_info *tensors;
+    int ntensors;
+    unsigned char *trainable;        /* (ntensors) */
+    bert_acts acts;
+    bert_mlm_ws mlm;
+    int32_t *ids, *lens, *labels, *mlm_labels; /* batch buffers */
+    int32_t *mlm_ids;
+    int64_t *order, *rows;
+    float *eval_probs;
+    int Bmax, Tmax;
+} trainer;
+
+static void trainer_free(trainer *t)
+{
+    free(t->grad_mem);
+    free(t->m_mem);
+    free(t->v_mem);
+    free(t->tensors);
+    free(t->trainable);
+    bert_acts_free(&t->acts);
+    bert_mlm_free(&t->mlm);
+    free(t->ids);
+    free(t->lens);
+    free(t->labels);
+    free(t->mlm_labels);
+    free(t->mlm_ids);
+    free(t->order);
+    free(t->rows);
+    free(t->eval_probs);
+    memset(t, 0, sizeof *t);
+}
+
+static int is_prefix(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
+/* lr of update number step (0-based) under get_linear_schedule_with_warmup. */
+static double schedule_lr(double base, int64_t step, int64_t total, int64_t warmup)
+{
+    if (step < warmup)
+        return base * (double)step / (double)(warmup > 1 ? warmup : 1);
+    double r = (double)(total - step) / (double)(total - warmup > 1 ? total - warmup : 1);
+    return base * (r > 0.0 ? r : 0.0);
+}
+
+/* One optimizer update over the trainable tensors; returns the pre-clip grad norm. */
+static double optimizer_step(trainer *t, double lr, int64_t step1)
+{
+    const bft_train_opts *o = &t->o;
+    double ss = 0.0;
+    for (int i = 0; i < t->ntensors; i++)
+        if (t->trainable[i])
+            ss += bft_op_sumsq(t->grad_mem + t->tensors[i].offset, t->tensors[i].numel);
+    double norm = sqrt(ss);
+    float gscale = 1.0f;
+    if (o->max_grad_norm > 0.0f) {
+        double coef = (double)o->max_grad_norm / (norm + 1e-6);
+        if (coef < 1.0)
+            gscale = (float)coef;
+    }
+    for (int i = 0; i < t->ntensors; i++) {
+        if (!t->trainable[i])
+            continue;
+        size_t off = t->tensors[i].offset;
+        bft_op_adamw(t->m->params_mem + off, t->grad_mem + off, t->m_mem + off, t->v_mem + off,
+                     t->tensors[i].numel, (float)lr, o->adam_beta1, o->adam_beta2, o->adam_eps,
+                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1);
+    }
+    return norm;
+}
+
+static void zero_grads(trainer *t)
+{
+    for (int i = 0; i < t->ntensors; i++)
+        if (t->trainable[i])
+            bft_op_zero(t->grad_mem + t->tensors[i].offset, t->tensors[i].numel);
+}
+
+/* The epoch's example order: dataset order, a permutation, or HF's
+ * LengthGroupedSampler (megabatches of 50 batches sorted by length, the
+ * longest example first). */
+static void epoch_order(trainer *t, const bft_dataset *ds, int epoch)
+{
+    int64_t n = ds->n, *ord = t->order;
+    for (int64_t i = 0; i < n; i++)
+        ord[i] = i;
+    bft_rng r;
+    bft_rng_seed(&r, t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1);
+    if (t->o.shuffle)
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)bft_rng_below(&r, (uint64_t)i + 1);
+            int64_t tmp = ord[i];
+            ord[i] = ord[j];
+            ord[j] = tmp;
+        }
+    if (t->o.group_by_length) {
+        int64_t bs = t->o.batch_size, mult = n / (bs * 4);
+        if (mult > 50)
+            mult = 50;
+        if (mult == 0)
+            mult = 1;
+        int64_t mb = mult * bs, best = 0, best_len = -1;
+        for (int64_t s = 0; s < n; s += mb) {
+            int64_t e = s + mb < n ? s + mb : n;
+            /* stable insertion sort by length, descending */
+            for (int64_t i = s + 1; i < e; i++) {
+                int64_t v = ord[i], j = i;
+                while (j > s && ex_len(ds, ord[j - 1]) < ex_len(ds, v)) {
+                    ord[j] = ord[j - 1];
+                    j--;
+                }
+                ord[j] = v;
+            }
+            if (ex_len(ds, ord[s]) > best_len) {
+                best_len = ex_len(ds, ord[s]);
+                best = s;
+            }
+        }
+        int64_t tmp = ord[0];
+        ord[0] = ord[best];
+        ord[best] = tmp;
+    }
+}
+
+/* MLM masking of one batch (DataCollatorForLanguageModeling): among tokens
+ * that are not special ([CLS] [SEP] [PAD] [MASK] [UNK]) and not padding, each is
+ * chosen with probability p; chosen: 80% [MASK], 10% a random id, 10% kept.
+ * Writes the masked ids and fills rows/labels of the M chosen positions. */
+static int mlm_mask(trainer *t, const bert_batch *bt, bft_rng *r, bft_special_ids sp)
+{
+    int M = 0, V = t->m->cfg.vocab_size;
+    float p = t->o.mlm_probability;
+    for (int b = 0; b < bt->B; b++)
+        for (int i = 0; i < bt->T; i++) {
+            size_t k = (size_t)b * bt->T + i;
+            int32_t id = bt->ids[k];
+            t->mlm_ids[k] = id;
+            if (i >= bt->lens[b] || id == sp.cls || id == sp.sep || id == sp.pad ||
+                id == sp.mask || id == sp.unk)
+                continue;
+            if (!(bft_rng_uniform(r) < p))
+                continue;
+            t->rows[M] = (int64_t)k;
+            t->mlm_labels[M] = id;
+            M++;
+            float u = bft_rng_uniform(r);
+            if (u < 0.8f)
+                t->mlm_ids[k] = sp.mask;
+            else if (u < 0.9f)
+                t->mlm_ids[k] = (int32_t)bft_rng_below(r, (uint64_t)V);
+        }
+    return M;
+}
+
+static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
+                        bft_progress_fn progress, void *ctx, bft_train_result *res,
+                        bft_error *err)
+{
+    trainer t;
+    int rc = BFT_OK, maxlen = 0;
+    const bft_config *cfg;
+    bft_clear_error(err);
+    memset(&t, 0, sizeof t);
+    if (res) {
+        memset(res, 0, sizeof *res);
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+    }
+    if (!m || !ds)
+        return bft_set_error(err, BFT_EINVAL, "NULL model or dataset");
+    cfg = &m->cfg;
+    t.m = m;
+    t.task = task;
+    t.o = opts ? *opts : bft_train_default_opts();
+    const bft_train_opts *o = &t.o;
+    int K = cfg->num_labels;
+    bft_special_ids sp = {-1, -1, -1, -1, -1};
+
+    /* ---- validation */
+    if (o->epochs <= 0)
+        return bft_set_error(err, BFT_EINVAL, "epochs must be > 0 (got %d)", o->epochs);
+    if (o->batch_size <= 0)
+        return bft_set_error(err, BFT_EINVAL, "batch_size must be > 0 (got %d)", o->batch_size);
+    if (!(o->learning_rate >= 0.0f) || !(o->warmup_ratio >= 0.0f && o->warmup_ratio <= 1.0f) ||
+        !(o->weight_decay >= 0.0f) || !(o->adam_beta1 >= 0.0f && o->adam_beta1 < 1.0f) ||
+        !(o->adam_beta2 >= 0.0f && o->adam_beta2 < 1.0f) || !(o->adam_eps >= 0.0f) ||
+        !(o->dropout < 1.0f) || isnan(o->max_grad_norm))
+        return bft_set_error(err, BFT_EINVAL,
+                             "invalid optimizer options (lr %g, warmup_ratio %g, weight_decay %g, "
+                             "betas %g/%g, eps %g, dropout %g)",
+                             o->learning_rate, o->warmup_ratio, o->weight_decay, o->adam_beta1,
+                             o->adam_beta2, o->adam_eps, o->dropout);
+    if (task == TASK_CLS) {
+        if (!m->parts.classifier || !m->p.clsw || K < 1)
+            return bft_set_error(err, BFT_EINVAL, "the model has no classifier (set the labels first)");
+        if (K < 2)
+            return bft_set_error(err, BFT_EUNSUPPORTED,
+                                 "num_labels 1 is regression in Hugging Face; at least 2 classes are needed");
+        if (!m->parts.pooler || !m->p.poolw)
+            return bft_set_error(err, BFT_EINVAL, "the model has no pooler");
+        if ((rc = check_dataset(m, ds, 1, K, "training", &maxlen, err)) != 0)
+            return rc;
+        if (o->valid) {
+            int vm = 0;
+            if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
+                return rc;
+        }
+    } else {
+        if (!m->parts.mlm || !m->p.mlm_w)
+            return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
+        if (!m->tok)
+            return bft_set_error(err, BFT_EINVAL, "the model has no tokenizer (special ids needed)");
+        if (!(o->mlm_probability > 0.0f && o->mlm_probability < 1.0f))
+            return bft_set_error(err, BFT_EINVAL, "mlm_probability must be in (0, 1) (got %g)",
+                                 o->mlm_probability);
+        sp = bft_tokenizer_special(m->tok);
+        if (sp.mask < 0)
+            return bft_set_error(err, BFT_EINVAL, "the vocabulary has no [MASK] token");
+        if ((rc = check_dataset(m, ds, 0, 0, "training", &maxlen, err)) != 0)
+            return rc;
+    }
+
+    /* ---- state: gradients, AdamW moments, activations, batch buffers */
+    size_t np = m->num_params;
+    int Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n);
+    t.Bmax = Bmax;
+    t.Tmax = maxlen;
+    t.grad_mem = malloc(np * sizeof(float));
+    t.m_mem = calloc(np, sizeof(float));
+    t.v_mem = calloc(np, sizeof(float));
+    t.tensors = bft_params_tensors(cfg, m->parts, &t.ntensors);
+    t.ids = malloc((size_t)Bmax * maxlen * sizeof *t.ids);
+    t.lens = malloc((size_t)Bmax * sizeof *t.lens);
+    t.labels = malloc((size_t)Bmax * sizeof *t.labels);
+    t.order = malloc((size_t)ds->n * sizeof *t.order);
+    if (task == TASK_MLM) {
+        t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
+        t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
+        t.rows = malloc((size_t)Bmax * maxlen * sizeof *t.rows);
+    }
+    if (!t.grad_mem || !t.m_mem || !t.v_mem || !t.tensors || !t.ids || !t.lens || !t.labels ||
+        !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
+        bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
+        trainer_free(&t);
+        return bft_set_error(err, BFT_ENOMEM,
+                             "out of memory for training (%zu parameters, batch %d x %d tokens)", np,
+                             Bmax, maxlen);
+    }
+    t.trainable = calloc((size_t)t.ntensors, 1);
+    if (!t.trainable) {
+        trainer_free(&t);
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
+    }
+    for (int i = 0; i < t.ntensors; i++) {
+        const char *nm = t.tensors[i].name;
+        int head_mlm = is_prefix(nm, "cls.predictions.");
+        int head_cls = is_prefix(nm, "pooler.") || is_prefix(nm, "classifier.");
+        t.trainable[i] = task == TASK_CLS ? !head_mlm : !head_cls;
+    }
+    bft_params_assign(&t.g, t.grad_mem, cfg, m->parts);
+
+    bert_dropout_cfg dc;
+    dc.hidden = o->dropout >= 0.0f ? o->dropout : cfg->hidden_dropout_prob;
+    dc.attn = o->dropout >= 0.0f ? o->dropout : cfg->attention_probs_dropout_prob;
+    dc.classifier = o->dropout >= 0.0f ? o->dropout
+                    : (cfg->classifier_dropout >= 0.0f ? cfg->classifier_dropout
+                                                       : cfg->hidden_dropout_prob);
+    dc.seed = o->seed;
+    dc.step = 0;
+
+    int64_t steps_per_epoch = (ds->n + o->batch_size - 1) / o->batch_size;
+    int64_t total = steps_per_epoch * o->epochs;
+    int64_t warmup = (int64_t)ceil((double)total * (double)o->warmup_ratio);
+    int64_t step = 0;
+    double t0 = now_s(), loss_all = 0.0;
+    int64_t samples = 0;
+    bft_rng mrng;
+    bft_rng_seed(&mrng, o->seed ^ 0x5DEECE66Dull);
+
+    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+        double loss_epoch = 0.0;
+        int64_t steps_epoch = 0;
+        epoch_order(&t, ds, epoch);
+        for (int64_t s = 0; s < ds->n; s += o->batch_size) {
+            int B = (int)(ds->n - s < o->batch_size ? ds->n - s : o->batch_size);
+            bert_batch bt;
+            make_batch(ds, t.order + s, B, cfg->pad_token_id, t.ids, t.lens,
+                       task == TASK_CLS ? t.labels : NULL, &bt);
+            double lr = schedule_lr(o->learning_rate, step, total, warmup);
+            float loss;
+            dc.step = (uint64_t)step;
+            zero_grads(&t);
+            if (task == TASK_CLS) {
+                loss = bert_cls_forward(m, &t.acts, &bt, &dc);
+                bert_cls_backward(m, &t.g, &t.acts, &bt, &dc);
+            } else {
+                int M = mlm_mask(&t, &bt, &mrng, sp);
+                bert_batch mb = bt;
+                mb.ids = t.mlm_ids;
+                loss = 0.0f;
+                if (M > 0) {
+                    if (bert_mlm_reserve(&t.mlm, cfg, M) != 0) {
+                        trainer_free(&t);
+                        return bft_set_error(err, BFT_ENOMEM, "out of memory for the MLM head (%d rows)", M);
+                    }
+                    const float *top = bert_encoder_forward(m, &t.acts, &mb, &dc);
+                    loss = bert_mlm_forward(m, &t.mlm, top, t.rows, M, t.mlm_labels);
+                    bft_op_zero(t.acts.dA, (size_t)mb.B * mb.T * cfg->hidden_size);
+                    bert_mlm_backward(m, &t.g, &t.mlm, t.rows, M, t.acts.dA);
+                    bert_encoder_backward(m, &t.g, &t.acts, &mb, &dc);
+                }
+            }
+            optimizer_step(&t, lr, step + 1);
+            step++;
+            steps_epoch++;
+            samples += B;
+            loss_epoch += loss;
+            loss_all += loss;
+            if (progress) {
+                bft_progress pr;
+                double el = now_s() - t0;
+                memset(&pr, 0, sizeof pr);
+                pr.phase = 0;
+                pr.epoch = epoch;
+                pr.epochs = o->epochs;
+                pr.step = step;
+                pr.total_steps = total;
+                pr.loss = (float)(loss_epoch / steps_epoch);
+                pr.lr = (float)lr;
+                pr.elapsed_s = el;
+                pr.samples_per_s = el > 0 ? samples / el : 0.0;
+                pr.eta_s = el / step * (total - step);
+                pr.eval_loss = pr.eval_accuracy = pr.eval_macro_f1 = NAN;
+                if (progress(ctx, &pr) != 0) {
+                    trainer_free(&t);
+                    return bft_set_error(err, BFT_ECANCEL, "training cancelled at step %lld",
+                                         (long long)step);
+                }
+            }
+        }
+        float el = NAN, ea = NAN, ef = NAN;
+        if (task == TASK_CLS && o->valid) {
+            rc = bft_evaluate_ds(m, o->valid, 32, &el, &ea, &ef, NULL, err);
+            if (rc != BFT_OK) {
+                trainer_free(&t);
+                return rc;
+            }
+        }
+        double elapsed = now_s() - t0;
+        if (res) {
+            res->steps = step;
+            res->epochs = epoch;
+            res->train_loss = (float)(loss_all / step);
+            res->last_epoch_loss = (float)(loss_epoch / steps_epoch);
+            res->seconds = elapsed;
+            res->samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
+            res->eval_loss = el;
+            res->eval_accuracy = ea;
+            res->eval_macro_f1 = ef;
+        }
+        if (progress) {
+            bft_progress pr;
+            memset(&pr, 0, sizeof pr);
+            pr.phase = 1;
+            pr.epoch = epoch;
+            pr.epochs = o->epochs;
+            pr.step = step;
+            pr.total_steps = total;
+            pr.loss = (float)(loss_epoch / steps_epoch);
+            pr.lr = (float)schedule_lr(o->learning_rate, step - 1, total, warmup);
+            pr.elapsed_s = elapsed;
+            pr.samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
+            pr.eta_s = elapsed / step * (total - step);
+            pr.eval_loss = el;
+            pr.eval_accuracy = ea;
+            pr.eval_macro_f1 = ef;
+            if (progress(ctx, &pr) != 0) {
+                trainer_free(&t);
+                return bft_set_error(err, BFT_ECANCEL, "training cancelled after epoch %d", epoch);
+            }
+        }
+    }
+    trainer_free(&t);
+    return BFT_OK;
+}
+
+int bft_train(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts,
+              bft_progress_fn progress, void *ctx, bft_train_result *res, bft_error *err)
+{
+    return run_training(m, ds, opts, TASK_CLS, progress, ctx, res, err);
+}
+
+int bft_pretrain_mlm(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts,
+                     bft_progress_fn progress, void *ctx, bft_train_result *res, bft_error *err)
+{
+    return run_training(m, ds, opts, TASK_MLM, progress, ctx, res, err);
+}
