@@ -222,7 +222,8 @@ static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *
     bft_st_file f = {0, NULL};
     mapped *mp = NULL;
     bft_tensor_info *list = NULL;
-    int nlist = 0, rc, any_prefixed = 0, cls_w, K = 0;
+    int nlist = 0, rc, any_prefixed = 0, cls_w, K = 0, missing = -1;
+    int *where = NULL;
     char want[64], got[64];
 
     if (bft_st_parse(st, st_len, &f, err) < 0)
@@ -305,38 +306,42 @@ static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *
         rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
         goto out;
     }
+    /* Match every layout tensor; report unexpected tensors (a layer index
+     * beyond num_hidden_layers, a misspelt name, ...) before missing ones. */
+    if (!(where = malloc((size_t)nlist * sizeof *where))) {
+        rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
+        goto out;
+    }
     for (int k = 0; k < nlist; k++) {
-        const bft_tensor_info *ti = &list[k];
-        int i = find_mapped(mp, f.n, ti->name, ti->in_encoder);
-        const bft_st_tensor *t;
-        int ok;
-        if (i < 0 && strcmp(ti->name, "cls.predictions.bias") == 0)
+        int i = find_mapped(mp, f.n, list[k].name, list[k].in_encoder);
+        if (i < 0 && strcmp(list[k].name, "cls.predictions.bias") == 0)
             i = find_ignored(mp, f.n, "cls.predictions.decoder.bias"); /* same values, older name */
-        if (i < 0) {
-            rc = bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"%s%s\"",
-                               ti->in_encoder && any_prefixed ? "bert." : "", ti->name);
+        where[k] = i;
+        if (i >= 0)
+            mp[i].used = 1;
+        else if (missing < 0)
+            missing = k;
+    }
+    for (int i = 0; i < f.n; i++) {
+        if (mp[i].use == USE_LOAD && !mp[i].used) {
+            rc = bft_set_error(err, BFT_EMISMATCH, ST ": unexpected tensor \"%.200s\"", mp[i].t->name);
             goto out;
         }
-        t = mp[i].t;
-        mp[i].used = 1;
-        ok = t->ndim == ti->ndim && t->shape[0] == ti->shape[0] && (ti->ndim == 1 || t->shape[1] == ti->shape[1]);
+    }
+    if (missing >= 0) {
+        rc = bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"%s%s\"",
+                           list[missing].in_encoder && any_prefixed ? "bert." : "", list[missing].name);
+        goto out;
+    }
+    for (int k = 0; k < nlist; k++) {
+        const bft_tensor_info *ti = &list[k];
+        const bft_st_tensor *t = mp[where[k]].t;
+        int ok = t->ndim == ti->ndim && t->shape[0] == ti->shape[0] && (ti->ndim == 1 || t->shape[1] == ti->shape[1]);
         if (!ok) {
             shape_str(got, sizeof got, t->ndim, t->shape);
             shape_str(want, sizeof want, ti->ndim, ti->shape);
             rc = bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\" has shape %s, expected %s from config.json",
                                t->name, got, want);
-            goto out;
-        }
-        if (bft_st_to_f32(t, m->params_mem + ti->offset, err) < 0) {
-            rc = err ? err->code : BFT_EUNSUPPORTED;
-            goto out;
-        }
-    }
-    /* Every tensor to load must have found its place (a layer index beyond
-     * num_hidden_layers, a misspelt name, ...). */
-    for (int i = 0; i < f.n; i++) {
-        if (mp[i].use == USE_LOAD && !mp[i].used) {
-            rc = bft_set_error(err, BFT_EMISMATCH, ST ": unexpected tensor \"%.200s\"", mp[i].t->name);
             goto out;
         }
     }
@@ -368,8 +373,16 @@ static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *
             }
         }
     }
+    /* All checks passed: convert straight from the caller's buffer. */
+    for (int k = 0; k < nlist; k++) {
+        if (bft_st_to_f32(mp[where[k]].t, m->params_mem + list[k].offset, err) < 0) {
+            rc = err ? err->code : BFT_EUNSUPPORTED;
+            goto out;
+        }
+    }
     rc = BFT_OK;
 out:
+    free(where);
     free(list);
     free(mp);
     bft_st_release(&f);
@@ -603,7 +616,8 @@ fail:
     return NULL;
 }
 
-int bft_model_set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+/* set_labels body: returns BFT_OK or an error code. */
+static int set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
 {
     bft_config ncfg;
     bft_parts nparts;
@@ -614,9 +628,6 @@ int bft_model_set_labels(bft_model *m, int num_labels, const char *const *names,
     size_t count;
     bft_rng rng;
 
-    bft_clear_error(err);
-    if (!m)
-        return bft_set_error(err, BFT_EINVAL, "model: NULL");
     if (num_labels < 2 || num_labels > 1000000)
         return bft_set_error(err, BFT_EINVAL,
                              "model: num_labels must be in [2, 1000000], got %d (1 label is regression in Hugging Face)",
@@ -700,6 +711,16 @@ int bft_model_set_labels(bft_model *m, int num_labels, const char *const *names,
     m->num_params = count;
     bft_params_assign(&m->p, mem, &m->cfg, m->parts);
     return BFT_OK;
+}
+
+int bft_model_set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+{
+    bft_clear_error(err);
+    if (!m) {
+        bft_set_error(err, BFT_EINVAL, "model: NULL");
+        return -1;
+    }
+    return set_labels(m, num_labels, names, seed, err) == BFT_OK ? 0 : -1;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -795,7 +816,7 @@ static int write_file(const char *dir, const char *name, const void *data, size_
     return BFT_OK;
 }
 
-int bft_model_save_dir(const bft_model *m, const char *dir, bft_error *err)
+static int save_dir(const bft_model *m, const char *dir, bft_error *err)
 {
     char *config = NULL, *tokcfg = NULL;
     void *st = NULL;
@@ -827,4 +848,9 @@ out:
     free(tokcfg);
     free(st);
     return rc;
+}
+
+int bft_model_save_dir(const bft_model *m, const char *dir, bft_error *err)
+{
+    return save_dir(m, dir, err) == BFT_OK ? 0 : -1;
 }

@@ -530,7 +530,7 @@ int bft_config_parse(const char *json, size_t len, bft_config *cfg, bft_error *e
         goto out;
     if (is_null)
         c.classifier_dropout = -1.0f;
-    else if (c.classifier_dropout < 0.0f) {
+    else if (c.classifier_dropout < 0.0f && json_object_object_get_ex(root, "classifier_dropout", NULL)) {
         bft_set_error(err, BFT_EINVAL, "config: classifier_dropout must be null or in [0, 1), got %g",
                       (double)c.classifier_dropout);
         goto out;
