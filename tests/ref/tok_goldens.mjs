@@ -20,6 +20,7 @@ import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { parseCsv } from "./csv.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -31,27 +32,6 @@ function load(name) {
 }
 const cased = load("bert-base-cased");
 const uncased = load("bert-base-uncased");
-
-// RFC 4180 CSV → array of rows (arrays of fields).
-export function parseCsv(s) {
-  const rows = [];
-  let row = [], f = "", q = false;
-  for (let i = 0; i < s.length; i++) {
-    const ch = s[i];
-    if (q) {
-      if (ch === '"') {
-        if (s[i + 1] === '"') { f += '"'; i++; } else q = false;
-      } else f += ch;
-    } else if (ch === '"') q = true;
-    else if (ch === ",") { row.push(f); f = ""; }
-    else if (ch === "\n" || ch === "\r") {
-      if (ch === "\r" && s[i + 1] === "\n") i++;
-      row.push(f); rows.push(row); row = []; f = "";
-    } else f += ch;
-  }
-  if (f.length || row.length) { row.push(f); rows.push(row); }
-  return rows;
-}
 
 const rows = parseCsv(readFileSync(path.join(shared, "topic_train.csv"), "utf8"));
 const tweets = rows.slice(1).map((r) => r[0]);
