@@ -559,6 +559,146 @@ static void test_vocab_learning(void)
     free(texts);
 }
 
+/* Naive reference trainer over plain [a-z] words: recount every pair before
+ * each merge. Same rules: ids = specials, sorted chars, sorted "##" chars,
+ * merges; highest count first, ties to the smaller (left id, right id). */
+typedef struct nv_tok { char s[128]; } nv_tok;
+
+static int nv_find(nv_tok *v, int n, const char *s)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(v[i].s, s) == 0) return i;
+    return -1;
+}
+
+static void test_trainer_matches_naive(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/topic_train.csv", data_dir());
+    size_t nt = 0;
+    char **texts = read_csv_texts(path, &nt);
+    CHECK(texts != NULL, "tweets");
+    if (!texts) return;
+    /* corpus: the lower-case ASCII letter runs of 500 tweets (at most 20 letters) */
+    size_t ncorp = nt < 500 ? nt : 500;
+    char **corp = malloc(ncorp * sizeof *corp);
+    for (size_t i = 0; i < ncorp; i++) {
+        const char *t = texts[i];
+        char *c = malloc(strlen(t) * 2 + 2);
+        size_t o = 0, run = 0;
+        for (const char *p = t; *p; p++) {
+            if (*p >= 'a' && *p <= 'z') { if (run < 20) c[o++] = *p; run++; }
+            else if (run) { c[o++] = ' '; run = 0; }
+        }
+        c[o] = '\0';
+        corp[i] = c;
+    }
+    const int vsize = 700;
+    bft_error err;
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    bft_wp_trainer *tr = bft_wp_trainer_new(&o, vsize, 0, &err);
+    for (size_t i = 0; i < ncorp; i++) bft_wp_trainer_feed(tr, corp[i], strlen(corp[i]), &err);
+    size_t len = 0;
+    char *got = bft_wp_trainer_finish(tr, &len, &err);
+    bft_wp_trainer_free(tr);
+
+    /* naive: words with counts */
+    int cap = 20000, nw = 0;
+    char (*words)[24] = malloc((size_t)cap * sizeof *words);
+    int *wc = calloc((size_t)cap, sizeof *wc);
+    for (size_t i = 0; i < ncorp; i++) {
+        char *save = NULL, *dup = strdup(corp[i]);
+        for (char *w = strtok_r(dup, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+            int k;
+            for (k = 0; k < nw; k++)
+                if (strcmp(words[k], w) == 0) break;
+            if (k == nw && nw < cap) strcpy(words[nw++], w);
+            if (k < cap) wc[k]++;
+        }
+        free(dup);
+    }
+    nv_tok *v = malloc(4000 * sizeof *v);
+    int nv = 0;
+    static const char *sp[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    for (int k = 0; k < 5; k++) strcpy(v[nv++].s, sp[k]);
+    int seen[2][26] = {{0}};
+    for (int k = 0; k < nw; k++)
+        for (int j = 0; words[k][j]; j++) { seen[0][words[k][j] - 'a'] = 1; if (j) seen[1][words[k][j] - 'a'] = 1; }
+    for (int c = 0; c < 2; c++)
+        for (int l = 0; l < 26; l++)
+            if (seen[c][l]) snprintf(v[nv++].s, 128, "%s%c", c ? "##" : "", 'a' + l);
+    int (*sym)[24] = malloc((size_t)nw * sizeof *sym);
+    int *sl = malloc((size_t)nw * sizeof *sl);
+    for (int k = 0; k < nw; k++) {
+        sl[k] = (int)strlen(words[k]);
+        for (int j = 0; j < sl[k]; j++) {
+            char b[4] = {'#', '#', words[k][j], 0};
+            sym[k][j] = nv_find(v, nv, j ? b : b + 2);
+        }
+    }
+    while (nv < vsize) {
+        /* count all pairs */
+        long best = 0;
+        int ba = -1, bb = -1;
+        /* pairs are few enough to scan: collect (a,b,count) in a list */
+        int np = 0;
+        static int pa[200000], pb[200000];
+        static long pc[200000];
+        for (int k = 0; k < nw; k++)
+            for (int j = 0; j + 1 < sl[k]; j++) {
+                int a = sym[k][j], b = sym[k][j + 1], q;
+                for (q = 0; q < np; q++)
+                    if (pa[q] == a && pb[q] == b) break;
+                if (q == np) { pa[np] = a; pb[np] = b; pc[np] = 0; np++; }
+                pc[q] += wc[k];
+            }
+        for (int q = 0; q < np; q++)
+            if (pc[q] > best || (pc[q] == best && (pa[q] < ba || (pa[q] == ba && pb[q] < bb)))) {
+                best = pc[q]; ba = pa[q]; bb = pb[q];
+            }
+        if (best < 1) break;
+        char ns[128];
+        const char *rb = v[bb].s;
+        if (rb[0] == '#' && rb[1] == '#') rb += 2;
+        size_t la = strlen(v[ba].s), lb = strlen(rb);
+        if (la + lb >= sizeof ns) break;   /* words are at most 20 letters */
+        memcpy(ns, v[ba].s, la);
+        memcpy(ns + la, rb, lb + 1);
+        int nid = nv_find(v, nv, ns);
+        if (nid < 0) { strcpy(v[nv].s, ns); nid = nv++; }
+        for (int k = 0; k < nw; k++) {
+            int o2 = 0;
+            for (int j = 0; j < sl[k];) {
+                if (j + 1 < sl[k] && sym[k][j] == ba && sym[k][j + 1] == bb) { sym[k][o2++] = nid; j += 2; }
+                else sym[k][o2++] = sym[k][j++];
+            }
+            sl[k] = o2;
+        }
+    }
+    size_t wl = 0;
+    char *want = malloc((size_t)nv * 130 + 1);
+    for (int i = 0; i < nv; i++) wl += (size_t)sprintf(want + wl, "%s\n", v[i].s);
+    CHECK(got && len == wl && memcmp(got, want, wl) == 0, "trainer differs from the naive reference (%zu vs %zu bytes)",
+          len, wl);
+    if (got && (len != wl || memcmp(got, want, wl) != 0)) {
+        size_t i = 0;
+        while (i < len && i < wl && got[i] == want[i]) i++;
+        fprintf(stderr, "  first difference at byte %zu: got \"%.40s\" want \"%.40s\"\n", i, got + i, want + i);
+    }
+    printf("# trainer == naive reference: %d tokens from %d distinct words\n", nv, nw);
+    free(want);
+    free(got);
+    free(v);
+    free(sym);
+    free(sl);
+    free(words);
+    free(wc);
+    for (size_t i = 0; i < ncorp; i++) free(corp[i]);
+    free(corp);
+    for (size_t i = 0; i < nt; i++) free(texts[i]);
+    free(texts);
+}
+
 int main(void)
 {
     tk_cased = load_vocab("bert-base-cased", 0);
@@ -578,6 +718,7 @@ int main(void)
     RUN(test_invalid_utf8);
     RUN(test_edge_strings);
     RUN(test_vocab_learning);
+    RUN(test_trainer_matches_naive);
     for (size_t i = 0; i < ngoldens; i++) {
         free(goldens[i].text);
         for (int k = 0; k < 2; k++) free(goldens[i].ids[k]);
