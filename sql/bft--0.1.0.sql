@@ -58,7 +58,7 @@ CREATE FUNCTION bft_train(
     base text DEFAULT NULL,
     batch_size int DEFAULT NULL,
     learning_rate float8 DEFAULT NULL,
-    max_length int DEFAULT 128,
+    max_length int DEFAULT NULL,
     warmup_ratio float8 DEFAULT NULL,
     weight_decay float8 DEFAULT 0,
     dropout float8 DEFAULT NULL,

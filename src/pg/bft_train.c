@@ -637,6 +637,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	int			batch_size;
 	double		lr;
 	int			max_length = ARG_INT(8, BFT_DEFAULT_MAX_LENGTH);
+	bool		max_length_given = !PG_ARGISNULL(8);
 	double		warmup;
 	double		weight_decay = ARG_F8(10, 0.0);
 	double		dropout = ARG_F8(11, -1.0);
@@ -795,6 +796,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		int			ml;
 
 		st->model = bft_load_model_row(base, 0, NULL, NULL, &ml);
+		if (!max_length_given)
+			max_length = Min(max_length, st->model->cfg.max_position_embeddings);
 		if (max_length > st->model->cfg.max_position_embeddings)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
