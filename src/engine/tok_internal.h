@@ -46,6 +46,7 @@ typedef struct tok_norm {
     const char *spec[TOK_MAX_SPECIALS];
     int spec_len[TOK_MAX_SPECIALS];
     uint8_t spec_first[256];    /* 1 where some special starts with that byte */
+    uint8_t cls[256];           /* byte classes for the ASCII fast paths */
 } tok_norm;
 
 /* Receives the pre-tokenized stream: special tokens (index into tok_norm.spec)
@@ -60,7 +61,7 @@ typedef struct tok_sink {
 void tok_ws_init(tok_ws *ws);
 void tok_ws_free(tok_ws *ws);
 
-/* Fill n->spec_first from n->spec / n->spec_len. */
+/* Fill n->spec_first (from n->spec / n->spec_len) and n->cls. */
 void tok_norm_finish(tok_norm *n);
 
 /* Run the BERT normalizer + pre-tokenizer over text[0..len) and feed the

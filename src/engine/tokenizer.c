@@ -120,26 +120,6 @@ void tok_ws_free(tok_ws *ws)
 /* Byte classes for the ASCII fast paths. */
 enum { C_DROP = 0, C_SPACE = 1, C_PUNCT = 2, C_WORD = 3, C_HIGH = 4 };
 
-static const uint8_t *ascii_class(void)
-{
-    static uint8_t cls[256];
-    static volatile int ready;
-    if (!ready) {
-        uint8_t t[256];
-        for (int c = 0; c < 256; c++) {
-            if (c >= 0x80) t[c] = C_HIGH;
-            else if (c == '\t' || c == '\n' || c == '\r' || c == ' ') t[c] = C_SPACE;
-            else if (c < 0x20 || c == 0x7F) t[c] = C_DROP;           /* NUL and Cc */
-            else if ((c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) ||
-                     (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E)) t[c] = C_PUNCT;
-            else t[c] = C_WORD;
-        }
-        memcpy(cls, t, sizeof cls);   /* identical bytes if two threads race */
-        ready = 1;
-    }
-    return cls;
-}
-
 /* ECMAScript \s (WhiteSpace + LineTerminator) for a non-ASCII code point. */
 static inline int is_js_space(uint32_t cp)
 {
@@ -166,6 +146,16 @@ static inline int is_dropped_type(int8_t t)
 
 void tok_norm_finish(tok_norm *n)
 {
+    for (int c = 0; c < 256; c++) {
+        uint8_t k;
+        if (c >= 0x80) k = C_HIGH;
+        else if (c == '\t' || c == '\n' || c == '\r' || c == ' ') k = C_SPACE;
+        else if (c < 0x20 || c == 0x7F) k = C_DROP;             /* NUL and Cc */
+        else if ((c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) ||
+                 (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E)) k = C_PUNCT;   /* HF _is_punctuation */
+        else k = C_WORD;
+        n->cls[c] = k;
+    }
     memset(n->spec_first, 0, sizeof n->spec_first);
     for (int i = 0; i < n->nspec; i++)
         if (n->spec_len[i] > 0) n->spec_first[(uint8_t)n->spec[i][0]] = 1;
@@ -231,7 +221,7 @@ static int transform_chunk(const tok_norm *n, const char *s, size_t len, tok_ws 
 /* Steps 2–5 for one section: raw bytes → normalized UTF-8 in ws->a. */
 static int normalize_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws)
 {
-    const uint8_t *cls = ascii_class();
+    const uint8_t *cls = n->cls;
     const uint8_t *s = (const uint8_t *)text;
     tok_buf *a = &ws->a;
     a->n = 0;
@@ -313,9 +303,8 @@ static int normalize_section(const tok_norm *n, const char *text, size_t len, to
 }
 
 /* Step 7 over the normalized section in ws->a. */
-static int pretokenize(const char *s, size_t n, const tok_sink *sink)
+static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_sink *sink)
 {
-    const uint8_t *cls = ascii_class();
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
     while (i < n) {
@@ -371,7 +360,7 @@ static int process_section(const tok_norm *n, const char *text, size_t len, tok_
     for (int k = 0; k < n->nspec; k++)
         if ((size_t)n->spec_len[k] == an && memcmp(n->spec[k], a, an) == 0)
             return sink->special(sink->ctx, k) ? 1 : 0;
-    return pretokenize(a, an, sink);
+    return pretokenize(n->cls, a, an, sink);
 }
 
 int tok_process(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
