@@ -1,0 +1,79 @@
+-- bft_scratch: from-scratch options — MLM pre-training on the column then
+-- fill-mask, deploy => 'if_better', group_by_length, dropout, the progress
+-- view, and what is recorded in params/metrics.
+SET bft.threads = 1;
+SET bft.progress_interval = 0;
+SET client_min_messages = warning;
+
+CREATE TABLE headlines (title text, topic text);
+INSERT INTO headlines
+SELECT (ARRAY['shares rally as profit beats forecast', 'stocks fall on weak earnings report',
+              'central bank raises interest rate', 'bank cuts rate to support growth',
+              'team wins the championship final', 'coach fired after losing season'])[1 + i % 6],
+       (ARRAY['markets', 'markets', 'economy', 'economy', 'sports', 'sports'])[1 + i % 6]
+  FROM generate_series(1, 60) i;
+
+-- MLM pre-training on the column's own text, then fine-tuning; the model
+-- keeps its MLM head, so fill-mask works on it.
+SELECT model, version, rows_used, epochs, validation_accuracy >= 0.9 AS learned
+  FROM bft_train('headlines', 'title', 'topic', epochs => 20, mlm_epochs => 2, batch_size => 8,
+                 learning_rate => 2e-3, validation_fraction => 0.2, group_by_length => true,
+                 dropout => 0.0, model => 'news_topics',
+                 architecture => '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                   "intermediate_size": 64, "vocab_size": 300, "max_position_embeddings": 64,
+                                   "do_lower_case": true}',
+                 max_length => 32);
+SELECT has_mlm, labels, metrics->'mlm'->'epochs' AS mlm_epochs, metrics->'classes' AS classes,
+       metrics->'validation_rows' AS validation_rows, metrics->'train_rows' AS train_rows,
+       params->'dropout' AS dropout, params->'group_by_length' AS grouped, params->'mlm_epochs' AS p_mlm,
+       params->'architecture' AS architecture, config->'max_position_embeddings' AS positions,
+       tokenizer_config->'do_lower_case' AS lower
+  FROM bft.models WHERE name = 'news_topics';
+SELECT count(*) AS candidates, bool_and(score BETWEEN 0 AND 1) AS probabilities
+  FROM bft_fill_mask('central bank raises interest [MASK]', 5, 'news_topics');
+SELECT bft_classify('team wins the championship final', 'news_topics') AS sports,
+       bft_classify('central bank raises interest rate', 'news_topics') AS economy;
+-- the sequence length used for classification is the training max_length
+SELECT count(*) AS ids FROM bft_tokenize(repeat('bank ', 100), 'news_topics');
+
+-- deploy => 'if_better': a much worse version (one step, tiny learning rate)
+-- is stored but not deployed; the decision and both scores are recorded.
+SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 1, batch_size => 64,
+                              learning_rate => 1e-6, validation_fraction => 0.2, deploy => 'if_better',
+                              model => 'news_topics',
+                              architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+                                                "intermediate_size": 64, "vocab_size": 300}');
+SELECT version, deployed FROM bft.model_list WHERE name = 'news_topics';
+SELECT metrics->'deploy'->'policy' AS policy, metrics->'deploy'->'deployed' AS deployed,
+       metrics->'deploy'->'compared_version' AS compared_version,
+       (metrics->'deploy'->>'compared_accuracy')::float8 > (metrics->'deploy'->>'new_accuracy')::float8 AS old_was_better
+  FROM bft.models WHERE name = 'news_topics' AND version = 2;
+-- with nothing deployed under a new name, if_better deploys
+SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 1, validation_fraction => 0.2,
+                              deploy => 'if_better', model => 'fresh',
+                              architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                "intermediate_size": 32, "vocab_size": 200}');
+SELECT version, deployed FROM bft.model_list WHERE name = 'fresh';
+SELECT metrics->'deploy'->'deployed' AS deployed, metrics->'deploy'->'compared_version' AS compared_version,
+       metrics->'deploy' ? 'new_accuracy' AS has_accuracy
+  FROM bft.models WHERE name = 'fresh';
+
+-- Same seed, same data, same threads: the same model.
+SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 2, model => 'repeat', seed => 3,
+                              architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                "intermediate_size": 32, "vocab_size": 200}');
+SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 2, model => 'repeat', seed => 3,
+                              architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                "intermediate_size": 32, "vocab_size": 200}');
+SELECT count(DISTINCT metrics->'train_loss') AS distinct_losses, count(DISTINCT vocab) AS distinct_vocabs,
+       count(DISTINCT md5(lo_get(weights))) AS distinct_weights
+  FROM bft.models WHERE name = 'repeat';
+
+-- No training is running: the progress view is empty.
+SELECT count(*) FROM bft.progress;
+
+-- The bft.models / large object pairs stay consistent.
+SELECT count(*) AS models, (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects FROM bft.models;
+SELECT sum(bft_drop_model(name)) FROM (SELECT DISTINCT name FROM bft.models) s;
+SELECT count(*) AS models, (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects FROM bft.models;
+DROP TABLE headlines;
