@@ -636,8 +636,8 @@ static int enc_word(void *ctx, const char *w, size_t len)
 {
     enc_ctx *c = ctx;
     const bft_tokenizer *t = c->t;
-    /* whole-word hit first (most words) */
-    if (len <= t->max_plain) {
+    /* whole-word hit first (most words); <= 100 bytes means <= 100 chars */
+    if (len <= t->max_plain && len <= 100) {
         int id = vocab_find(t, 0, w, len);
         if (id >= 0) {
             if (enc_push(c, id)) return 1;

@@ -150,6 +150,7 @@ static int tr_special(void *ctx, int k)
 static int tr_word(void *ctx, const char *w, size_t len)
 {
     bft_wp_trainer *tr = ctx;
+    if (len >= 0xFFFFFF) return 0;   /* a 16 MB "word" ([UNK] anyway) is not learned from */
     int i = strmap_get(&tr->words, w, len, 1);
     if (i < 0) {
         tr->oom = 1;

@@ -286,6 +286,25 @@ static void test_vocab_errors(void)
     CHECK(bft_encode(t, "hello", 5, 8, out, &err) == -1 && err.code == BFT_EMISMATCH, "no [CLS]");
     bft_tokenizer_free(t);
     bft_tokenizer_free(NULL);
+
+    /* a vocabulary token of 101 characters is never used: words over 100
+     * characters are [UNK] before any lookup; 100 characters are fine */
+    char vv[400];
+    int p = sprintf(vv, "[UNK]\n");
+    memset(vv + p, 'a', 101);
+    p += 101;
+    p += sprintf(vv + p, "\n");
+    memset(vv + p, 'b', 100);
+    p += 100;
+    p += sprintf(vv + p, "\n");
+    t = bft_tokenizer_new(vv, (size_t)p, &o, &err);
+    CHECK(t != NULL, "long-token vocab");
+    if (!t) return;
+    CHECK(bft_encode_pieces(t, vv + 6, 101, &ids, &n, &err) == 0 && n == 1 && ids[0] == 0, "101 chars → [UNK]");
+    free(ids);
+    CHECK(bft_encode_pieces(t, vv + 108, 100, &ids, &n, &err) == 0 && n == 1 && ids[0] == 2, "100 chars found");
+    free(ids);
+    bft_tokenizer_free(t);
 }
 
 /* ---- bad input ---- */
