@@ -1,0 +1,145 @@
+/*
+ * cmd_classify.c — `bft-cli classify --model DIR [--max-length N]`:
+ * one text per stdin line → one JSON object per line
+ *   {"label": "...", "label_id": N, "score": P, "probs": [p0, p1, ...]}
+ * (probs in label id order, eval mode, score = probs[label_id], the argmax;
+ * ties go to the lowest id like torch.argmax). Lines are read and classified
+ * in chunks, so output streams for long inputs; "\r\n" endings are accepted.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "train.h"
+
+static void classify_usage(FILE *f)
+{
+    fprintf(f, "usage: bft-cli classify --model DIR [--max-length N] [--batch-size B] [--threads N]\n"
+               "                        [--device cpu|cuda]\n"
+               "  Reads one text per line from stdin; prints one JSON object per line:\n"
+               "  {\"label\": \"...\", \"label_id\": N, \"score\": P, \"probs\": [p0, p1, ...]}\n");
+}
+
+/* Classify lines[0..n) and print the results. Returns 0 or 1. */
+static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_t n, int max_length, int batch,
+                          float *probs)
+{
+    cli_tokens t;
+    bft_error err;
+    bft_dataset ds;
+    int K = m->cfg.num_labels;
+    if (cli_encode(m->tok, (const char *const *)lines, lens, n, max_length, &t, &err) < 0) {
+        cli_error("classify", &err, "tokenizing");
+        return 1;
+    }
+    ds.n = n;
+    ds.tokens = t.tokens;
+    ds.offsets = t.offsets;
+    ds.labels = NULL;
+    if (bft_predict(m, &ds, batch, probs, &err) != 0) {
+        cli_error("classify", &err, NULL);
+        cli_tokens_free(&t);
+        return 1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float *p = probs + i * K;
+        int best = 0;
+        char buf[32];
+        for (int k = 1; k < K; k++)
+            if (p[k] > p[best])
+                best = k;
+        fputs("{\"label\": ", stdout);
+        cli_json_string(stdout, bft_config_label(&m->cfg, best, buf, sizeof buf));
+        printf(", \"label_id\": %d, \"score\": %.8g, \"probs\": [", best, (double)p[best]);
+        for (int k = 0; k < K; k++)
+            printf("%s%.8g", k ? ", " : "", (double)p[k]);
+        fputs("]}\n", stdout);
+    }
+    fflush(stdout);
+    cli_tokens_free(&t);
+    return 0;
+}
+
+int cmd_classify(int argc, char **argv)
+{
+    const char *model_dir = NULL, *device = "cpu";
+    int max_length = 0, batch = 32, threads = 0, npos, rc = 0;
+    cli_opt opts[] = {
+        {"model", OPT_STR, &model_dir, 1, 0, 0, 0, 0, 0},
+        {"max-length", OPT_INT, &max_length, 0, 2, 1 << 20, 0, 0, 0},
+        {"batch-size", OPT_INT, &batch, 0, 1, 1 << 16, 0, 0, 0},
+        {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
+        {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
+    };
+    bft_model *m;
+    bft_error err;
+    int64_t chunk, n = 0;
+    char **lines;
+    size_t *lens, *caps;
+    float *probs;
+
+    if (cli_wants_help(argc, argv)) {
+        classify_usage(stdout);
+        return 0;
+    }
+    if (cli_parse_args("classify", argc, argv, opts, 5, NULL, 0, &npos) != 0) {
+        classify_usage(stderr);
+        return 2;
+    }
+    if ((rc = cli_check_device("classify", device)) != 0)
+        return rc;
+    bft_set_threads(threads);
+    m = bft_model_load_dir(model_dir, &err);
+    if (!m) {
+        cli_error("classify", &err, "loading %s", model_dir);
+        return 1;
+    }
+    if (!m->parts.classifier || m->cfg.num_labels < 1) {
+        fprintf(stderr, "bft-cli classify: %s has no classifier head (train one with bft-cli train)\n", model_dir);
+        bft_model_free(m);
+        return 1;
+    }
+    if ((max_length = cli_max_length("classify", m, max_length)) < 0) {
+        bft_model_free(m);
+        return 2;
+    }
+    /* interactive: answer every line at once; piped: chunks of lines */
+    chunk = isatty(STDIN_FILENO) ? 1 : 256;
+    lines = calloc((size_t)chunk, sizeof *lines);
+    lens = calloc((size_t)chunk, sizeof *lens);
+    caps = calloc((size_t)chunk, sizeof *caps);
+    probs = malloc((size_t)chunk * (size_t)m->cfg.num_labels * sizeof *probs);
+    if (!lines || !lens || !caps || !probs) {
+        fprintf(stderr, "bft-cli classify: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    for (;;) {
+        int more = cli_next_line(stdin, &lines[n], &caps[n], &lens[n]);
+        if (more)
+            n++;
+        if (n == chunk || (!more && n > 0)) {
+            if ((rc = classify_chunk(m, lines, lens, n, max_length, batch, probs)) != 0)
+                break;
+            n = 0;
+        }
+        if (!more)
+            break;
+    }
+    if (ferror(stdin)) {
+        fprintf(stderr, "bft-cli classify: error reading stdin\n");
+        rc = 1;
+    }
+out:
+    if (lines)
+        for (int64_t i = 0; i < chunk; i++)
+            free(lines[i]);
+    free(lines);
+    free(lens);
+    free(caps);
+    free(probs);
+    bft_model_free(m);
+    return rc;
+}

@@ -1,0 +1,399 @@
+/*
+ * cmd_train.c — `bft-cli train`: fine-tune a model directory on a CSV file
+ * and write the result as a Hugging Face model directory.
+ *
+ * Labels: when every label field is a non-negative integer, it is the class
+ * id; the model's classifier is kept when the ids fit its num_labels (HF
+ * semantics), else a fresh head for max id + 1 classes (or --num-labels K) is
+ * made. Otherwise labels are names: mapped through the model's id2label when
+ * it names them all (head kept), else to ids in sorted (byte) order, the names
+ * becoming id2label.
+ *
+ * Output (stdout): one line per epoch
+ *   epoch 1/3 loss 0.693147 samples_per_s 12.3 seconds 45.6 [eval_loss … eval_accuracy … eval_macro_f1 …]
+ * then "train_loss … steps … seconds … samples_per_s …" and "saved DIR".
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "rng.h"
+#include "train.h"
+
+static void train_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: bft-cli train --model DIR --csv FILE --text-col C --label-col C --epochs N --out DIR\n"
+            "         [--batch-size B] [--lr X] [--warmup-ratio R] [--weight-decay W] [--max-length N]\n"
+            "         [--seed S] [--no-shuffle] [--dropout P] [--num-labels K] [--validation-fraction F]\n"
+            "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
+            "         [--threads N] [--device cpu|cuda] [--verbose]\n"
+            "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
+            "  --validation-fraction F holds out a stratified fraction (from --seed) and\n"
+            "  evaluates it after every epoch. --mlm-epochs N first pre-trains the MLM head\n"
+            "  and encoder on the CSV texts (the model needs cls.predictions.*).\n");
+}
+
+typedef struct progress_ctx {
+    const char *what;
+    int verbose;
+    double last_print;
+} progress_ctx;
+
+static int on_progress(void *ctx, const bft_progress *p)
+{
+    progress_ctx *c = ctx;
+    if (p->phase == 1) {
+        printf("%sepoch %d/%d loss %.6f samples_per_s %.2f seconds %.1f", c->what, p->epoch, p->epochs,
+               (double)p->loss, p->samples_per_s, p->elapsed_s);
+        if (!isnan(p->eval_loss))
+            printf(" eval_loss %.6f eval_accuracy %.4f eval_macro_f1 %.4f", (double)p->eval_loss,
+                   (double)p->eval_accuracy, (double)p->eval_macro_f1);
+        putchar('\n');
+        fflush(stdout);
+    } else if (c->verbose && p->elapsed_s - c->last_print >= 5.0) {
+        fprintf(stderr, "%sstep %lld/%lld epoch %d loss %.4f lr %.3g samples_per_s %.2f eta %.0fs\n", c->what,
+                (long long)p->step, (long long)p->total_steps, p->epoch, (double)p->loss, (double)p->lr,
+                p->samples_per_s, p->eta_s);
+        c->last_print = p->elapsed_s;
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A non-negative decimal integer below 1e6? */
+static int as_label_id(const char *s, int *out)
+{
+    long v = 0;
+    if (!*s)
+        return 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        v = v * 10 + (*p - '0');
+        if (v >= 1000000)
+            return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+/* Labels → ids; decides K and the names. names (malloc'd array of K
+ * pointers into the CSV or the model, or NULL) is what set_labels gets. */
+static int map_labels(const cli_csv *csv, const bft_model *m, int num_labels_opt, int32_t *ids, int *K_out,
+                      const char ***names_out)
+{
+    int numeric = 1, maxid = -1, K;
+    const char **names = NULL;
+    for (int64_t i = 0; i < csv->n; i++) {
+        int v;
+        if (!csv->label[i][0]) {
+            fprintf(stderr, "bft-cli train: record %lld has an empty label\n", (long long)i + 1);
+            return -1;
+        }
+        if (numeric && as_label_id(csv->label[i], &v)) {
+            ids[i] = v;
+            maxid = v > maxid ? v : maxid;
+        } else
+            numeric = 0;
+    }
+    if (numeric) {
+        K = maxid + 1;
+        if (num_labels_opt > 0) {
+            if (num_labels_opt < K) {
+                fprintf(stderr, "bft-cli train: --num-labels %d but the data has label %d\n", num_labels_opt, maxid);
+                return -1;
+            }
+            K = num_labels_opt;
+        } else if (m->parts.classifier && K <= m->cfg.num_labels)
+            K = m->cfg.num_labels; /* the labels fit the existing head: keep it */
+        if (K < 2)
+            K = 2; /* one class seen: still a two-way softmax head */
+        *K_out = K;
+        *names_out = NULL;
+        return 0;
+    }
+    /* names: through the model's id2label when it has them all */
+    if (m->parts.classifier && m->cfg.id2label) {
+        int all = 1;
+        for (int64_t i = 0; i < csv->n && all; i++) {
+            int found = -1;
+            for (int k = 0; k < m->cfg.num_labels; k++)
+                if (strcmp(m->cfg.id2label[k], csv->label[i]) == 0) {
+                    found = k;
+                    break;
+                }
+            if (found < 0)
+                all = 0;
+            else
+                ids[i] = found;
+        }
+        if (all && (num_labels_opt <= 0 || num_labels_opt == m->cfg.num_labels)) {
+            *K_out = m->cfg.num_labels;
+            *names_out = NULL;
+            return 0;
+        }
+    }
+    {
+        const char **sorted = malloc((size_t)csv->n * sizeof *sorted);
+        int64_t u = 0;
+        if (!sorted) {
+            fprintf(stderr, "bft-cli train: out of memory\n");
+            return -1;
+        }
+        for (int64_t i = 0; i < csv->n; i++)
+            sorted[i] = csv->label[i];
+        qsort(sorted, (size_t)csv->n, sizeof *sorted, cmp_str);
+        for (int64_t i = 0; i < csv->n; i++)
+            if (u == 0 || strcmp(sorted[u - 1], sorted[i]) != 0)
+                sorted[u++] = sorted[i];
+        K = (int)u;
+        if (num_labels_opt > 0 && num_labels_opt != K) {
+            fprintf(stderr, "bft-cli train: --num-labels %d but the data has %d label names\n", num_labels_opt, K);
+            free(sorted);
+            return -1;
+        }
+        if (K < 2) {
+            fprintf(stderr, "bft-cli train: the data has a single label name \"%s\"; need at least 2 classes\n",
+                    sorted[0]);
+            free(sorted);
+            return -1;
+        }
+        for (int64_t i = 0; i < csv->n; i++) {
+            const char **hit = bsearch(&csv->label[i], sorted, (size_t)K, sizeof *sorted, cmp_str);
+            ids[i] = (int32_t)(hit - sorted);
+        }
+        names = sorted;
+    }
+    *K_out = K;
+    *names_out = names;
+    return 0;
+}
+
+/* Stratified split: for each class, a seeded shuffle of its rows, the first
+ * round(F * count) go to validation. in_valid[i] = 1 for held-out rows. */
+static void stratified_split(const int32_t *ids, int64_t n, int K, float frac, uint64_t seed, char *in_valid)
+{
+    int64_t *rows = malloc((size_t)n * sizeof *rows);
+    bft_rng r;
+    bft_rng_seed(&r, seed ^ 0x7a11d5e7ull);
+    memset(in_valid, 0, (size_t)n);
+    if (!rows)
+        return;
+    for (int k = 0; k < K; k++) {
+        int64_t c = 0, take;
+        for (int64_t i = 0; i < n; i++)
+            if (ids[i] == k)
+                rows[c++] = i;
+        for (int64_t i = c - 1; i > 0; i--) {
+            int64_t j = (int64_t)bft_rng_below(&r, (uint64_t)i + 1), t = rows[i];
+            rows[i] = rows[j];
+            rows[j] = t;
+        }
+        take = (int64_t)floor((double)frac * (double)c + 0.5);
+        for (int64_t i = 0; i < take; i++)
+            in_valid[rows[i]] = 1;
+    }
+    free(rows);
+}
+
+/* Rows with sel[i] == want, in file order, as a dataset (arrays malloc'd). */
+static int subset(const cli_tokens *t, const int32_t *ids, const char *sel, int want, bft_dataset *ds,
+                  int32_t **tok, int64_t **off, int32_t **lab)
+{
+    int64_t n = 0, used = 0;
+    for (int64_t i = 0; i < t->n; i++)
+        n += sel[i] == want;
+    *tok = malloc(((size_t)t->offsets[t->n] + 1) * sizeof **tok);
+    *off = malloc(((size_t)n + 1) * sizeof **off);
+    *lab = malloc(((size_t)n + 1) * sizeof **lab);
+    if (!*tok || !*off || !*lab)
+        return -1;
+    (*off)[0] = 0;
+    n = 0;
+    for (int64_t i = 0; i < t->n; i++) {
+        int64_t len;
+        if (sel[i] != want)
+            continue;
+        len = t->offsets[i + 1] - t->offsets[i];
+        memcpy(*tok + used, t->tokens + t->offsets[i], (size_t)len * sizeof **tok);
+        used += len;
+        (*lab)[n] = ids[i];
+        (*off)[++n] = used;
+    }
+    ds->n = n;
+    ds->tokens = *tok;
+    ds->offsets = *off;
+    ds->labels = *lab;
+    return 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
+    const char *device = "cpu";
+    int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
+    int group = 0;
+    float valid_frac = 0.0f, mlm_lr = 0.0f;
+    bft_train_opts o = bft_train_default_opts();
+    cli_opt opts[] = {
+        {"model", OPT_STR, &model_dir, 1, 0, 0, 0, 0, 0},
+        {"csv", OPT_STR, &csv_path, 1, 0, 0, 0, 0, 0},
+        {"text-col", OPT_STR, &text_col, 1, 0, 0, 0, 0, 0},
+        {"label-col", OPT_STR, &label_col, 1, 0, 0, 0, 0, 0},
+        {"epochs", OPT_INT, &o.epochs, 1, 1, 100000, 0, 0, 0},
+        {"out", OPT_STR, &out_dir, 1, 0, 0, 0, 0, 0},
+        {"batch-size", OPT_INT, &o.batch_size, 0, 1, 1 << 16, 0, 0, 0},
+        {"lr", OPT_FLOAT, &o.learning_rate, 0, 0, 0, 0.0, 10.0, 0},
+        {"warmup-ratio", OPT_FLOAT, &o.warmup_ratio, 0, 0, 0, 0.0, 1.0, 0},
+        {"weight-decay", OPT_FLOAT, &o.weight_decay, 0, 0, 0, 0.0, 10.0, 0},
+        {"max-grad-norm", OPT_FLOAT, &o.max_grad_norm, 0, 0, 0, 0.0, 1e30, 0},
+        {"max-length", OPT_INT, &max_length, 0, 2, 1 << 20, 0, 0, 0},
+        {"seed", OPT_U64, &o.seed, 0, 0, 0, 0, 0, 0},
+        {"no-shuffle", OPT_FLAG, &no_shuffle, 0, 0, 0, 0, 0, 0},
+        {"group-by-length", OPT_FLAG, &group, 0, 0, 0, 0, 0, 0},
+        {"dropout", OPT_FLOAT, &o.dropout, 0, 0, 0, 0.0, 0.999, 0},
+        {"num-labels", OPT_INT, &num_labels, 0, 2, 1000000, 0, 0, 0},
+        {"validation-fraction", OPT_FLOAT, &valid_frac, 0, 0, 0, 0.0, 0.9, 0},
+        {"mlm-epochs", OPT_INT, &mlm_epochs, 0, 0, 100000, 0, 0, 0},
+        {"mlm-lr", OPT_FLOAT, &mlm_lr, 0, 0, 0, 0.0, 10.0, 0},
+        {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
+        {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
+        {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
+    };
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    cli_csv csv = {0};
+    cli_tokens t = {0};
+    bft_model *m = NULL;
+    bft_error err;
+    char msg[600];
+    int32_t *ids = NULL, *tr_tok = NULL, *va_tok = NULL, *tr_lab = NULL, *va_lab = NULL;
+    int64_t *tr_off = NULL, *va_off = NULL;
+    char *sel = NULL;
+    const char **names = NULL;
+    int K = 0;
+    bft_dataset train_ds, valid_ds;
+    bft_train_result res;
+    progress_ctx pc = {"", 0, 0};
+
+    if (cli_wants_help(argc, argv)) {
+        train_usage(stdout);
+        return 0;
+    }
+    if (cli_parse_args("train", argc, argv, opts, nopts, NULL, 0, &npos) != 0) {
+        train_usage(stderr);
+        return 2;
+    }
+    if ((rc = cli_check_device("train", device)) != 0)
+        return rc;
+    rc = 1;
+    o.shuffle = !no_shuffle;
+    o.group_by_length = group;
+    pc.verbose = verbose;
+    bft_set_threads(threads);
+
+    m = bft_model_load_dir(model_dir, &err);
+    if (!m) {
+        cli_error("train", &err, "loading %s", model_dir);
+        return 1;
+    }
+    if ((max_length = cli_max_length("train", m, max_length)) < 0) {
+        rc = 2;
+        goto out;
+    }
+    if (cli_read_csv(csv_path, text_col, label_col, &csv, msg, sizeof msg) != 0) {
+        fprintf(stderr, "bft-cli train: %s\n", msg);
+        goto out;
+    }
+    if (csv.n == 0) {
+        fprintf(stderr, "bft-cli train: %s has no data rows\n", csv_path);
+        goto out;
+    }
+    ids = malloc((size_t)csv.n * sizeof *ids);
+    sel = calloc((size_t)csv.n, 1);
+    if (!ids || !sel) {
+        fprintf(stderr, "bft-cli train: out of memory\n");
+        goto out;
+    }
+    if (map_labels(&csv, m, num_labels, ids, &K, &names) != 0)
+        goto out;
+    if (bft_model_set_labels(m, K, names, o.seed, &err) != 0) {
+        cli_error("train", &err, "classifier head");
+        goto out;
+    }
+    if (cli_encode(m->tok, (const char *const *)csv.text, csv.text_len, csv.n, max_length, &t, &err) != 0) {
+        cli_error("train", &err, "tokenizing %s", csv_path);
+        goto out;
+    }
+    if (valid_frac > 0)
+        stratified_split(ids, csv.n, K, valid_frac, o.seed, sel);
+    if (subset(&t, ids, sel, 0, &train_ds, &tr_tok, &tr_off, &tr_lab) != 0 ||
+        (valid_frac > 0 && subset(&t, ids, sel, 1, &valid_ds, &va_tok, &va_off, &va_lab) != 0)) {
+        fprintf(stderr, "bft-cli train: out of memory\n");
+        goto out;
+    }
+    if (train_ds.n == 0) {
+        fprintf(stderr, "bft-cli train: no training rows left after the validation split\n");
+        goto out;
+    }
+    if (valid_frac > 0 && valid_ds.n > 0)
+        o.valid = &valid_ds;
+    printf("data %lld rows (train %lld, validation %lld), %d labels, max_length %d\n", (long long)csv.n,
+           (long long)train_ds.n, (long long)(o.valid ? valid_ds.n : 0), K, max_length);
+    fflush(stdout);
+
+    if (mlm_epochs > 0) {
+        bft_train_opts mo = o;
+        bft_dataset all = {t.n, t.tokens, t.offsets, NULL};
+        if (!m->parts.mlm) {
+            fprintf(stderr, "bft-cli train: --mlm-epochs needs a model with an MLM head (cls.predictions.*)\n");
+            goto out;
+        }
+        mo.epochs = mlm_epochs;
+        mo.valid = NULL;
+        if (mlm_lr > 0)
+            mo.learning_rate = mlm_lr;
+        pc.what = "mlm ";
+        if (bft_pretrain_mlm(m, &all, &mo, on_progress, &pc, &res, &err) != 0) {
+            cli_error("train", &err, "MLM pre-training");
+            goto out;
+        }
+        pc.what = "";
+    }
+    if (bft_train(m, &train_ds, &o, on_progress, &pc, &res, &err) != 0) {
+        cli_error("train", &err, NULL);
+        goto out;
+    }
+    printf("train_loss %.6f steps %lld seconds %.1f samples_per_s %.2f", (double)res.train_loss,
+           (long long)res.steps, res.seconds, res.samples_per_s);
+    if (!isnan(res.eval_accuracy))
+        printf(" eval_loss %.6f eval_accuracy %.4f eval_macro_f1 %.4f", (double)res.eval_loss,
+               (double)res.eval_accuracy, (double)res.eval_macro_f1);
+    putchar('\n');
+    if (bft_model_save_dir(m, out_dir, &err) != 0) {
+        cli_error("train", &err, "writing %s", out_dir);
+        goto out;
+    }
+    printf("saved %s\n", out_dir);
+    rc = 0;
+out:
+    free(names);
+    free(ids);
+    free(sel);
+    free(tr_tok);
+    free(tr_off);
+    free(tr_lab);
+    free(va_tok);
+    free(va_off);
+    free(va_lab);
+    cli_tokens_free(&t);
+    cli_csv_free(&csv);
+    bft_model_free(m);
+    return rc;
+}
