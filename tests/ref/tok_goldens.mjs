@@ -14,6 +14,8 @@
 //   dc  cased decode(ids with [CLS]/[SEP], skip_special_tokens=true)  (some lines)
 //   dcn cased decode(ids with [CLS]/[SEP], skip_special_tokens=false) (some lines)
 //   du  uncased decode(..., skip_special_tokens=true)                  (some lines)
+//   x   uncased vocab, strip_accents=false, tokenize_chinese_chars=false (adversarial lines)
+//   y   cased vocab, strip_accents=true                                    (adversarial lines)
 // The vocabularies themselves are not copied: the C test reads them from
 // ../shared/data/vocab/.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -26,12 +28,18 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
 const shared = path.resolve(root, "../shared/data");
 
-function load(name) {
+function load(name, normalizerChanges = {}) {
   const json = JSON.parse(readFileSync(path.join(shared, "vocab", `${name}-tokenizer.json`), "utf8"));
+  Object.assign(json.normalizer, normalizerChanges);
   return new Tokenizer(json, {});
 }
 const cased = load("bert-base-cased");
 const uncased = load("bert-base-uncased");
+// non-default BertNormalizer settings (tokenizer_config.json strip_accents /
+// tokenize_chinese_chars): x = uncased vocab, lower-case without accent
+// stripping and without CJK splitting; y = cased vocab with accent stripping.
+const uncasedKeepAccents = load("bert-base-uncased", { strip_accents: false, handle_chinese_chars: false });
+const casedStrip = load("bert-base-cased", { strip_accents: true });
 
 const rows = parseCsv(readFileSync(path.join(shared, "topic_train.csv"), "utf8"));
 const tweets = rows.slice(1).map((r) => r[0]);
@@ -135,6 +143,10 @@ inputs.forEach((t, i) => {
   const eu = uncased.encode(t).ids;
   const rec = { t, c: strip(ec), u: strip(eu) };
   const adversarial = i < hand.length + rand.length;
+  if (adversarial) {
+    rec.x = strip(uncasedKeepAccents.encode(t).ids);
+    rec.y = strip(casedStrip.encode(t).ids);
+  }
   if (adversarial || i % 3 === 0) {
     rec.dc = cased.decode(ec, { skip_special_tokens: true });
     rec.du = uncased.decode(eu, { skip_special_tokens: true });
