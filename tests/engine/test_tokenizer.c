@@ -76,7 +76,10 @@ typedef struct golden {
     int32_t *ids[4];        /* cased, uncased, x, y (x, y: NULL when absent) */
     size_t n[4];
     char *dec[3];           /* dc, du, dcn (NULL when absent) */
+    int raw;                /* input given as bytes (invalid UTF-8) */
 } golden;
+
+static size_t nraw;
 
 static golden *goldens;
 static size_t ngoldens;
@@ -99,10 +102,24 @@ static int load_goldens(void)
         golden *g = &goldens[ngoldens++];
         memset(g, 0, sizeof *g);
         json_object *t, *a;
-        json_object_object_get_ex(o, "t", &t);
-        g->len = (size_t)json_object_get_string_len(t);
-        g->text = malloc(g->len + 1);
-        memcpy(g->text, json_object_get_string(t), g->len + 1);
+        if (json_object_object_get_ex(o, "t", &t)) {
+            g->len = (size_t)json_object_get_string_len(t);
+            g->text = malloc(g->len + 1);
+            memcpy(g->text, json_object_get_string(t), g->len + 1);
+        } else {
+            /* raw bytes (invalid UTF-8) in hex */
+            json_object_object_get_ex(o, "b", &t);
+            const char *h = json_object_get_string(t);
+            g->len = strlen(h) / 2;
+            g->text = malloc(g->len + 1);
+            for (size_t i = 0; i < g->len; i++) {
+                unsigned v = 0;
+                sscanf(h + 2 * i, "%2x", &v);
+                g->text[i] = (char)v;
+            }
+            g->text[g->len] = '\0';
+            g->raw = 1;
+        }
         const char *keys[4] = {"c", "u", "x", "y"};
         for (int k = 0; k < 4; k++) {
             if (!json_object_object_get_ex(o, keys[k], &a)) continue;
@@ -114,6 +131,7 @@ static int load_goldens(void)
         const char *dkeys[3] = {"dc", "du", "dcn"};
         for (int k = 0; k < 3; k++)
             if (json_object_object_get_ex(o, dkeys[k], &a)) g->dec[k] = strdup(json_object_get_string(a));
+        nraw += g->raw;
         json_object_put(o);
     }
     free(all);
@@ -163,6 +181,7 @@ static void check_goldens(int which)
         free(ids);
     }
     CHECK(count >= (which < 2 ? 3000u : 700u), "only %zu goldens", count);
+    CHECK(which > 1 || nraw >= 100, "only %zu invalid-UTF-8 goldens", nraw);
     CHECK(bad == 0, "%zu of %zu goldens differ", bad, count);
     printf("# %s: %zu/%zu goldens identical\n", variant[which], count - bad, count);
 }

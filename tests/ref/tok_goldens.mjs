@@ -8,7 +8,7 @@
 // Inputs: every 6th tweet of ../shared/data/topic_train.csv plus an
 // adversarial list written here (hand-picked cases + seeded random mixes).
 // Output: tests/data/tok/goldens.jsonl, one JSON object per line:
-//   t   the text
+//   t   the text (or b: the input bytes in hex, invalid UTF-8 included)
 //   c   bert-base-cased ids of the pieces (without [CLS]/[SEP]; no truncation)
 //   u   bert-base-uncased ids of the pieces
 //   dc  cased decode(ids with [CLS]/[SEP], skip_special_tokens=true)  (some lines)
@@ -136,6 +136,23 @@ for (let k = 0; k < 200; k++) {
 const sample = tweets.filter((_, i) => i % 6 === 0);
 const inputs = [...hand, ...rand, ...sample];
 
+// Byte strings with invalid UTF-8, decoded the way a UTF-8 reader does
+// (WHATWG TextDecoder: each maximal invalid subsequence → U+FFFD).
+const badBytes = [[0xFF], [0xC3], [0xC0, 0xAF], [0xE0, 0x80, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80],
+  [0xF8, 0x88, 0x80, 0x80, 0x80], [0x80], [0xBF, 0x80], [0xE2, 0x82], [0xF0, 0x9F, 0x98], [0xFE], [0xC1, 0xBF]];
+const goodBits = ["a", "Tesla", " ", "[MASK]", "[MA", "SK]", "\u00E9", "e\u0301", "\u4E2D", "\u{1F600}", "$", ".", "\u00C9", "I"];
+const byteInputs = [];
+for (let k = 0; k < 120; k++) {
+  const parts = [];
+  const n = 1 + rnd(8);
+  for (let j = 0; j < n; j++) {
+    if (rnd(2)) parts.push(...badBytes[rnd(badBytes.length)]);
+    else parts.push(...Buffer.from(goodBits[rnd(goodBits.length)], "utf8"));
+  }
+  byteInputs.push(Uint8Array.from(parts));
+}
+const dec = new TextDecoder("utf-8", { fatal: false });
+
 const strip = (ids) => ids.slice(1, -1);
 const lines = [];
 inputs.forEach((t, i) => {
@@ -154,7 +171,11 @@ inputs.forEach((t, i) => {
   }
   lines.push(JSON.stringify(rec));
 });
+for (const b of byteInputs) {
+  const t = dec.decode(b);
+  lines.push(JSON.stringify({ b: Buffer.from(b).toString("hex"), c: strip(cased.encode(t).ids), u: strip(uncased.encode(t).ids) }));
+}
 const outDir = path.join(root, "tests", "data", "tok");
 mkdirSync(outDir, { recursive: true });
 writeFileSync(path.join(outDir, "goldens.jsonl"), lines.join("\n") + "\n");
-console.log(`wrote ${lines.length} goldens (${hand.length} hand-written, ${rand.length} random, ${sample.length} tweets) to tests/data/tok/goldens.jsonl`);
+console.log(`wrote ${lines.length} goldens (${hand.length} hand-written, ${rand.length} random, ${sample.length} tweets, ${byteInputs.length} invalid UTF-8) to tests/data/tok/goldens.jsonl`);
