@@ -42,6 +42,8 @@
  * implementations, which we follow because the reference decides:
  * unassigned code points (Cn) are kept (Python/Rust drop them), U+2028/2029
  * are whitespace, supplementary CJK ideographs are not split (step 3).
+ * Lower-casing uses the final-sigma rule like Python's str.lower() (the Rust
+ * crate maps char by char: "ΟΔΟΣ" → "οδοσ" there, "οδος" here and in Python).
  * Unicode data: ICU 72 (Unicode 15.0) here vs the reference's ICU; characters
  * assigned after Unicode 15.0 may differ in category.
  */
