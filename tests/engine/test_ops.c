@@ -1,0 +1,251 @@
+/*
+ * test_ops.c — the CPU ops against naive double-precision references, at
+ * sizes large enough to take the parallel paths (GEMMs split over the pool,
+ * attention with T > 64), and the same results for 1, 2 and 3 threads.
+ * Tolerances: |a - b| <= 1e-5 * (1 + |b|) * sqrt(K) for products of length K
+ * (fp32 accumulation), 1e-5 elsewhere; GELU within 3e-7 * (1 + |x|) of erf GELU.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "rng.h"
+#include "test.h"
+#include "threads.h"
+
+static float *randn(size_t n, uint64_t seed, float scale)
+{
+    bft_rng r;
+    float *x = malloc(n * sizeof *x);
+    bft_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = scale * bft_rng_normal(&r);
+    return x;
+}
+
+static void test_gemm(void)
+{
+    int M = 301, N = 257, K = 129;
+    float *A = randn((size_t)M * K + 64, 1, 1.0f), *B = randn((size_t)K * N + 64, 2, 1.0f);
+    float *C = malloc((size_t)M * N * sizeof *C), *C0 = randn((size_t)M * N, 3, 1.0f);
+    for (int th = 1; th <= 3; th++) {
+        bft_threads_set(th);
+        for (int tA = 0; tA < 2; tA++)
+            for (int tB = 0; tB < 2; tB++) {
+                int lda = tA ? M : K, ldb = tB ? K : N;
+                memcpy(C, C0, (size_t)M * N * sizeof *C);
+                bft_gemm(tA, tB, M, N, K, 0.5f, A, lda, B, ldb, 1.0f, C, N);
+                double worst = 0.0;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        double s = 0.0;
+                        for (int k = 0; k < K; k++) {
+                            double a = tA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                            double b = tB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                            s += a * b;
+                        }
+                        s = 0.5 * s + C0[(size_t)i * N + j];
+                        worst = fmax(worst, fabs(C[(size_t)i * N + j] - s) / (1 + fabs(s)));
+                    }
+                CHECK(worst <= 1e-5 * sqrt(K), "gemm tA=%d tB=%d threads=%d: error %g", tA, tB, th, worst);
+            }
+    }
+    bft_threads_set(0);
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+/* attention forward/backward vs a double reference (no dropout), T = 100 */
+static void test_attention(void)
+{
+    int B = 2, T = 100, C = 64, NH = 4, hs = C / NH;
+    int32_t lens[2] = {100, 37};
+    size_t n = (size_t)B * T * C;
+    float *qkv = randn(3 * n, 4, 1.0f), *dctx = randn(n, 5, 1.0f);
+    float *ctx = malloc(n * sizeof *ctx), *att = malloc((size_t)B * NH * T * T * sizeof *att);
+    float *dqkv = malloc(3 * n * sizeof *dqkv);
+    double *P = malloc((size_t)T * T * sizeof *P), *dP = malloc((size_t)T * T * sizeof *dP);
+    double *ref = calloc(3 * n, sizeof *ref);
+    bft_dropout d0 = {0.0f, 0};
+    bft_op_attention_fwd(ctx, att, qkv, lens, B, T, C, NH, &d0);
+    bft_op_attention_bwd(dqkv, dctx, att, qkv, lens, B, T, C, NH, &d0);
+    double wf = 0.0, wb = 0.0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *Q = qkv + (size_t)b * T * 3 * C + h * hs, *Kp = Q + C, *V = Q + 2 * C;
+            for (int i = 0; i < T; i++) {
+                double mx = -1e300, sum = 0.0;
+                for (int j = 0; j < lens[b]; j++) {
+                    double s = 0.0;
+                    for (int k = 0; k < hs; k++)
+                        s += (double)Q[(size_t)i * 3 * C + k] * Kp[(size_t)j * 3 * C + k];
+                    P[i * T + j] = s / sqrt(hs);
+                    mx = fmax(mx, P[i * T + j]);
+                }
+                for (int j = 0; j < lens[b]; j++)
+                    sum += P[i * T + j] = exp(P[i * T + j] - mx);
+                for (int j = 0; j < T; j++)
+                    P[i * T + j] = j < lens[b] ? P[i * T + j] / sum : 0.0;
+                for (int k = 0; k < hs; k++) {
+                    double s = 0.0;
+                    for (int j = 0; j < T; j++)
+                        s += P[i * T + j] * V[(size_t)j * 3 * C + k];
+                    wf = fmax(wf, fabs(s - ctx[(size_t)(b * T + i) * C + h * hs + k]));
+                }
+            }
+            /* backward */
+            const float *dc = dctx + (size_t)b * T * C + h * hs;
+            double *rq = ref + (size_t)b * T * 3 * C + h * hs, *rk = rq + C, *rv = rq + 2 * C;
+            for (int i = 0; i < T; i++) {
+                double s = 0.0;
+                for (int j = 0; j < T; j++) {
+                    double g = 0.0;
+                    for (int k = 0; k < hs; k++)
+                        g += (double)dc[(size_t)i * C + k] * V[(size_t)j * 3 * C + k];
+                    dP[i * T + j] = g;
+                    s += g * P[i * T + j];
+                }
+                for (int j = 0; j < T; j++)
+                    dP[i * T + j] = P[i * T + j] * (dP[i * T + j] - s) / sqrt(hs);
+            }
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j < T; j++)
+                    for (int k = 0; k < hs; k++) {
+                        rq[(size_t)i * 3 * C + k] += dP[i * T + j] * Kp[(size_t)j * 3 * C + k];
+                        rk[(size_t)j * 3 * C + k] += dP[i * T + j] * Q[(size_t)i * 3 * C + k];
+                        rv[(size_t)j * 3 * C + k] += P[i * T + j] * dc[(size_t)i * C + k];
+                    }
+        }
+    for (size_t i = 0; i < 3 * n; i++)
+        wb = fmax(wb, fabs(dqkv[i] - ref[i]) / (1 + fabs(ref[i])));
+    CHECK(wf <= 1e-5, "attention forward error %g", wf);
+    CHECK(wb <= 1e-4, "attention backward error %g", wb);
+    free(qkv);
+    free(dctx);
+    free(ctx);
+    free(att);
+    free(dqkv);
+    free(P);
+    free(dP);
+    free(ref);
+}
+
+static void test_layernorm_gelu_xent(void)
+{
+    int N = 333, C = 200, K = 37;
+    float *x = randn((size_t)N * C, 6, 2.0f), *w = randn(C, 7, 0.5f), *b = randn(C, 8, 0.5f);
+    float *out = malloc((size_t)N * C * sizeof *out), *mean = malloc(N * sizeof *mean), *rstd = malloc(N * sizeof *rstd);
+    for (int c = 0; c < C; c++)
+        w[c] += 1.0f;
+    bft_op_layernorm_fwd(out, mean, rstd, x, w, b, N, C, 1e-12f);
+    double worst = 0.0;
+    for (int r = 0; r < N; r++) {
+        double m = 0.0, v = 0.0;
+        for (int c = 0; c < C; c++)
+            m += x[r * C + c];
+        m /= C;
+        for (int c = 0; c < C; c++)
+            v += (x[r * C + c] - m) * (x[r * C + c] - m);
+        v /= C;
+        for (int c = 0; c < C; c++) {
+            double y = (x[r * C + c] - m) / sqrt(v + 1e-12) * w[c] + b[c];
+            worst = fmax(worst, fabs(y - out[r * C + c]));
+        }
+    }
+    CHECK(worst <= 1e-5, "layernorm error %g", worst);
+    /* GELU vs erf */
+    double wg = 0.0;
+    for (int i = -8000; i <= 8000; i++) {
+        double v = i * 1e-3;
+        double ref = 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+        wg = fmax(wg, fabs(bft_gelu_ref((float)v) - ref) / (1 + fabs(v)));
+    }
+    CHECK(wg <= 3e-7, "GELU error %g", wg);
+    printf("  GELU max error %.2e (relative to 1+|x|), layernorm %.2e\n", wg, worst);
+    /* softmax cross-entropy */
+    float *lg = randn((size_t)N * K, 9, 3.0f), *pr = malloc((size_t)N * K * sizeof *pr);
+    float *ls = malloc(N * sizeof *ls), *dl = malloc((size_t)N * K * sizeof *dl);
+    int32_t *lab = malloc(N * sizeof *lab);
+    for (int r = 0; r < N; r++)
+        lab[r] = r % 5 == 0 ? -1 : (r * 7) % K;
+    bft_op_softmax_xent(pr, ls, dl, lg, lab, N, K, 0.5f);
+    double wx = 0.0;
+    for (int r = 0; r < N; r++) {
+        double mx = -1e300, s = 0.0;
+        for (int k = 0; k < K; k++)
+            mx = fmax(mx, lg[r * K + k]);
+        for (int k = 0; k < K; k++)
+            s += exp(lg[r * K + k] - mx);
+        for (int k = 0; k < K; k++) {
+            double p = exp(lg[r * K + k] - mx) / s;
+            wx = fmax(wx, fabs(pr[r * K + k] - p));
+            double g = lab[r] < 0 ? 0.0 : 0.5 * (p - (k == lab[r]));
+            wx = fmax(wx, fabs(dl[r * K + k] - g));
+        }
+        double l = lab[r] < 0 ? 0.0 : -(lg[r * K + lab[r]] - mx - log(s));
+        wx = fmax(wx, fabs(ls[r] - l) / (1 + l));
+    }
+    CHECK(wx <= 1e-6, "softmax-xent error %g", wx);
+    free(x);
+    free(w);
+    free(b);
+    free(out);
+    free(mean);
+    free(rstd);
+    free(lg);
+    free(pr);
+    free(ls);
+    free(dl);
+    free(lab);
+}
+
+static void test_adamw_sumsq(void)
+{
+    size_t n = 300001;
+    float *p = randn(n, 10, 1.0f), *g = randn(n, 11, 1.0f), *m = randn(n, 12, 0.1f), *v = randn(n, 13, 0.1f);
+    double *pd = malloc(n * sizeof *pd), *md = malloc(n * sizeof *md), *vd = malloc(n * sizeof *vd);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = v[i] * v[i];
+        pd[i] = p[i];
+        md[i] = m[i];
+        vd[i] = v[i];
+    }
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)g[i] * g[i];
+    double got = bft_op_sumsq(g, n);
+    CHECK(fabs(got - ss) <= 1e-6 * ss, "sumsq %.10g vs %.10g", got, ss);
+    float lr = 1e-3f, wd = 0.1f, gs = 0.7f;
+    int t = 3;
+    bft_op_adamw(p, g, m, v, n, lr, 0.9f, 0.999f, 1e-8f, wd, gs, t);
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double gi = (double)g[i] * gs;
+        pd[i] *= 1.0 - (double)lr * wd;
+        md[i] = 0.9 * md[i] + 0.1 * gi;
+        vd[i] = 0.999 * vd[i] + 0.001 * gi * gi;
+        double den = sqrt(vd[i]) / sqrt(1 - pow(0.999, t)) + 1e-8;
+        pd[i] -= lr / (1 - pow(0.9, t)) * md[i] / den;
+        worst = fmax(worst, fabs(p[i] - pd[i]));
+    }
+    CHECK(worst <= 2e-7 * 10, "AdamW error %g", worst);
+    free(p);
+    free(g);
+    free(m);
+    free(v);
+    free(pd);
+    free(md);
+    free(vd);
+}
+
+int main(void)
+{
+    RUN(test_gemm);
+    RUN(test_attention);
+    RUN(test_layernorm_gelu_xent);
+    RUN(test_adamw_sumsq);
+    return test_summary();
+}
