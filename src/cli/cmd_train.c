@@ -30,10 +30,15 @@ static void train_usage(FILE *f)
             "         [--seed S] [--no-shuffle] [--dropout P] [--num-labels K] [--validation-fraction F]\n"
             "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
             "         [--threads N] [--device cpu|cuda] [--verbose]\n"
+            "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
+            "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
             "  --validation-fraction F holds out a stratified fraction (from --seed) and\n"
             "  evaluates it after every epoch. --mlm-epochs N first pre-trains the MLM head\n"
-            "  and encoder on the CSV texts (the model needs cls.predictions.*).\n");
+            "  and encoder on the CSV texts (the model needs cls.predictions.*).\n"
+            "  --from-scratch instead of --model: a WordPiece vocabulary of V tokens is learned\n"
+            "  from the CSV texts (cased unless --lower) and a BERT of the given shape is\n"
+            "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n");
 }
 
 typedef struct progress_ctx {
@@ -234,16 +239,82 @@ static int subset(const cli_tokens *t, const int32_t *ids, const char *sel, int 
     return 0;
 }
 
+/* Shape of a from-scratch model. */
+typedef struct scratch_opts {
+    int vocab_size, lower, layers, hidden, heads, intermediate, max_positions;
+} scratch_opts;
+
+/* A fresh model with a vocabulary learned from the CSV texts. */
+static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int with_mlm, uint64_t seed)
+{
+    bft_tokenizer_opts to = bft_tokenizer_default_opts();
+    bft_config cfg = bft_config_default();
+    bft_parts parts = {1, 0, with_mlm};
+    bft_wp_trainer *tr;
+    bft_error err;
+    char *vocab;
+    size_t vlen, lines = 0;
+    bft_model *m;
+
+    to.do_lower_case = so->lower;
+    to.strip_accents = -1;
+    to.model_max_length = so->max_positions;
+    if (!(tr = bft_wp_trainer_new(&to, so->vocab_size, 0, &err))) {
+        cli_error("train", &err, "vocabulary trainer");
+        return NULL;
+    }
+    for (int64_t i = 0; i < csv->n; i++)
+        if (bft_wp_trainer_feed(tr, csv->text[i], csv->text_len[i], &err) != 0) {
+            cli_error("train", &err, "vocabulary trainer");
+            bft_wp_trainer_free(tr);
+            return NULL;
+        }
+    vocab = bft_wp_trainer_finish(tr, &vlen, &err);
+    bft_wp_trainer_free(tr);
+    if (!vocab) {
+        cli_error("train", &err, "vocabulary trainer");
+        return NULL;
+    }
+    for (size_t i = 0; i < vlen; i++)
+        lines += vocab[i] == '\n';
+    if (vlen && vocab[vlen - 1] != '\n')
+        lines++;
+    cfg.vocab_size = (int)lines;
+    cfg.num_hidden_layers = so->layers;
+    cfg.hidden_size = so->hidden;
+    cfg.num_attention_heads = so->heads;
+    cfg.intermediate_size = so->intermediate;
+    cfg.max_position_embeddings = so->max_positions;
+    cfg.tok = to;
+    m = bft_model_new(&cfg, vocab, vlen, parts, seed, &err);
+    if (!m)
+        cli_error("train", &err, "new model");
+    else
+        printf("from scratch: vocabulary %d tokens, %d layers, hidden %d, %zu parameters\n", cfg.vocab_size,
+               so->layers, so->hidden, m->num_params);
+    free(vocab);
+    return m;
+}
+
 int cmd_train(int argc, char **argv)
 {
     const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
     const char *device = "cpu";
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
-    int group = 0;
+    int group = 0, scratch = 0;
+    scratch_opts so = {8000, 0, 4, 256, 4, 1024, 512};
     float valid_frac = 0.0f, mlm_lr = 0.0f;
     bft_train_opts o = bft_train_default_opts();
     cli_opt opts[] = {
-        {"model", OPT_STR, &model_dir, 1, 0, 0, 0, 0, 0},
+        {"model", OPT_STR, &model_dir, 0, 0, 0, 0, 0, 0},
+        {"from-scratch", OPT_FLAG, &scratch, 0, 0, 0, 0, 0, 0},
+        {"vocab-size", OPT_INT, &so.vocab_size, 0, 100, 1 << 22, 0, 0, 0},
+        {"lower", OPT_FLAG, &so.lower, 0, 0, 0, 0, 0, 0},
+        {"layers", OPT_INT, &so.layers, 0, 1, 1024, 0, 0, 0},
+        {"hidden", OPT_INT, &so.hidden, 0, 1, 1 << 16, 0, 0, 0},
+        {"heads", OPT_INT, &so.heads, 0, 1, 1 << 16, 0, 0, 0},
+        {"intermediate", OPT_INT, &so.intermediate, 0, 1, 1 << 18, 0, 0, 0},
+        {"max-positions", OPT_INT, &so.max_positions, 0, 2, 1 << 20, 0, 0, 0},
         {"csv", OPT_STR, &csv_path, 1, 0, 0, 0, 0, 0},
         {"text-col", OPT_STR, &text_col, 1, 0, 0, 0, 0, 0},
         {"label-col", OPT_STR, &label_col, 1, 0, 0, 0, 0, 0},
@@ -298,14 +369,10 @@ int cmd_train(int argc, char **argv)
     pc.verbose = verbose;
     bft_set_threads(threads);
 
-    m = bft_model_load_dir(model_dir, &err);
-    if (!m) {
-        cli_error("train", &err, "loading %s", model_dir);
-        return 1;
-    }
-    if ((max_length = cli_max_length("train", m, max_length)) < 0) {
-        rc = 2;
-        goto out;
+    if (!model_dir == !scratch) {
+        fprintf(stderr, "bft-cli train: give exactly one of --model DIR and --from-scratch\n");
+        train_usage(stderr);
+        return 2;
     }
     if (cli_read_csv(csv_path, text_col, label_col, &csv, msg, sizeof msg) != 0) {
         fprintf(stderr, "bft-cli train: %s\n", msg);
@@ -313,6 +380,16 @@ int cmd_train(int argc, char **argv)
     }
     if (csv.n == 0) {
         fprintf(stderr, "bft-cli train: %s has no data rows\n", csv_path);
+        goto out;
+    }
+    if (scratch)
+        m = from_scratch(&csv, &so, mlm_epochs > 0, o.seed);
+    else if (!(m = bft_model_load_dir(model_dir, &err)))
+        cli_error("train", &err, "loading %s", model_dir);
+    if (!m)
+        goto out;
+    if ((max_length = cli_max_length("train", m, max_length)) < 0) {
+        rc = 2;
         goto out;
     }
     ids = malloc((size_t)csv.n * sizeof *ids);

@@ -153,6 +153,18 @@ check "train: --epochs 0 is a usage error" test $? -eq 2
 check_fail "train --mlm-epochs on an MLM model" $rc 0 $TMP/train7.out "^mlm epoch 1/1"
 check "train: MLM model gets a head, keeps cls.predictions" grep -q "cls.predictions.bias" $TMP/m7/model.safetensors
 
+# ---- train from scratch: learned vocabulary, MLM pre-training, fine-tuning
+"$CLI" train --from-scratch --vocab-size 120 --layers 1 --hidden 32 --heads 2 --intermediate 64 \
+    --max-positions 64 --csv $TMP/int.csv --text-col text --label-col label --epochs 1 --mlm-epochs 1 \
+    --out $TMP/fs >$TMP/fs.out 2>&1; rc=$?
+check_fail "train --from-scratch exits 0" $rc 0 $TMP/fs.out "^from scratch: vocabulary [0-9]+ tokens"
+check "from scratch: vocab.txt starts with the special tokens" \
+    test "$(head -5 $TMP/fs/vocab.txt | tr '\n' ' ')" = "[PAD] [UNK] [CLS] [SEP] [MASK] "
+printf 'the stock is up\n' | "$CLI" classify --model $TMP/fs >$TMP/fs.cls 2>&1
+check "from scratch: the model loads and classifies" grep -qE '"probs": \[[^,]+, [^,]+, [^,]+\]' $TMP/fs.cls
+"$CLI" train --model $CK/tiny --from-scratch --csv $TMP/int.csv --text-col text --label-col label --epochs 1 --out $TMP/x >/dev/null 2>&1
+check "train: --model and --from-scratch together is a usage error" test $? -eq 2
+
 # ---- export / info
 "$CLI" export --model $CK/tiny_legacy --out $TMP/exp >/dev/null 2>&1
 check "export legacy → F32 standard names" grep -q "bert.embeddings.LayerNorm.weight" $TMP/exp/model.safetensors
