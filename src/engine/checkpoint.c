@@ -504,9 +504,15 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        char bin[PATH_MAX];
+        char bin[PATH_MAX], idx[PATH_MAX];
         snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
-        if (e == ENOENT && access(bin, F_OK) == 0)
+        snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", dir);
+        if (e == ENOENT && access(idx, F_OK) == 0)
+            bft_set_error(err, BFT_EUNSUPPORTED,
+                          "%s: sharded checkpoints (model.safetensors.index.json) are not supported; "
+                          "save the model as one model.safetensors",
+                          dir);
+        else if (e == ENOENT && access(bin, F_OK) == 0)
             bft_set_error(err, BFT_EUNSUPPORTED,
                           "%s: only model.safetensors is read; this directory has pytorch_model.bin "
                           "(convert it with safetensors or save_pretrained(safe_serialization=True))",

@@ -1462,6 +1462,13 @@ static void test_load_dir_errors(void)
     m = bft_model_load_dir(dir, &err);
     CHECK(!m && err.code == BFT_EUNSUPPORTED && strstr(err.msg, "pytorch_model.bin"), "bin only: %s", err.msg);
     unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    fp = fopen(path, "w");
+    fputs("{}", fp);
+    fclose(fp);
+    m = bft_model_load_dir(dir, &err);
+    CHECK(!m && err.code == BFT_EUNSUPPORTED && strstr(err.msg, "sharded"), "sharded: %s", err.msg);
+    unlink(path);
     m = bft_model_load_dir(dir, &err);
     CHECK(!m && err.code == BFT_EIO && strstr(err.msg, "model.safetensors"), "no weights: %s", err.msg);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
