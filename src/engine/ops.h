@@ -134,9 +134,10 @@ void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const floa
 
 /* AdamW step as torch.optim.AdamW on n parameters (t = 1-based step):
  * g' = g·gscale; p *= 1 - lr·wd; m = b1·m + (1-b1)·g'; v = b2·v + (1-b2)·g'^2;
- * p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps). */
-void bft_op_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float gscale, int64_t t);
+ * p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps).
+ * zero_grad: also set g to 0 (saves a separate pass before the next backward). */
+void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
+                  float b2, float eps, float wd, float gscale, int64_t t, int zero_grad);
 
 /* Sum of squares of x (n), accumulated in double in a fixed order. */
 double bft_op_sumsq(const float *x, size_t n);

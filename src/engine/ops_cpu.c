@@ -944,16 +944,15 @@ void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const floa
 /* ---------------------------------------------------------------- optimizer */
 
 typedef struct {
-    float *p, *m, *v;
-    const float *g;
+    float *p, *m, *v, *g;
     float lr, b1, b2, eps, wd, gscale, step_size, bc2s;
+    int zero_grad;
 } adamw_job;
 
 static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     adamw_job *j = ctx;
-    float *p = j->p, *m = j->m, *v = j->v;
-    const float *g = j->g;
+    float *p = j->p, *m = j->m, *v = j->v, *g = j->g;
     float decay = 1.0f - j->lr * j->wd, b1 = j->b1, b2 = j->b2, c1 = 1.0f - b1, c2 = 1.0f - b2;
     float gs = j->gscale, ss = -j->step_size, bc2s = j->bc2s, eps = j->eps;
     (void)tid;
@@ -966,12 +965,14 @@ static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
         v[i] = vi;
         p[i] = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
     }
+    if (j->zero_grad)
+        memset(g + i0, 0, (size_t)(i1 - i0) * sizeof *g);
 }
 
-void bft_op_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float gscale, int64_t t)
+void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
+                  float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
 {
-    adamw_job j = {p, m, v, g, lr, b1, b2, eps, wd, gscale, 0.0f, 0.0f};
+    adamw_job j = {p, m, v, g, lr, b1, b2, eps, wd, gscale, 0.0f, 0.0f, zero_grad};
     double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
     j.step_size = (float)((double)lr / bc1);
     j.bc2s = (float)sqrt(bc2);

@@ -450,16 +450,9 @@ static double optimizer_step(trainer *t, double lr, int64_t step1)
         size_t off = t->tensors[i].offset;
         bft_op_adamw(t->m->params_mem + off, t->grad_mem + off, t->m_mem + off, t->v_mem + off,
                      t->tensors[i].numel, (float)lr, o->adam_beta1, o->adam_beta2, o->adam_eps,
-                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1);
+                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1, 1);
     }
     return norm;
-}
-
-static void zero_grads(trainer *t)
-{
-    for (int i = 0; i < t->ntensors; i++)
-        if (t->trainable[i])
-            bft_op_zero(t->grad_mem + t->tensors[i].offset, t->tensors[i].numel);
 }
 
 /* The epoch's example order: dataset order, a permutation, or HF's
@@ -610,7 +603,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     int Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n);
     t.Bmax = Bmax;
     t.Tmax = maxlen;
-    t.grad_mem = malloc(np * sizeof(float));
+    t.grad_mem = calloc(np, sizeof(float)); /* zeroed again by every AdamW step */
     t.m_mem = calloc(np, sizeof(float));
     t.v_mem = calloc(np, sizeof(float));
     t.tensors = bft_params_tensors(cfg, m->parts, &t.ntensors);
@@ -674,7 +667,6 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
             double lr = schedule_lr(o->learning_rate, step, total, warmup);
             float loss;
             dc.step = (uint64_t)step;
-            zero_grads(&t);
             if (task == TASK_CLS) {
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
                 bert_cls_backward(m, &t.g, &t.acts, &bt, &dc);
