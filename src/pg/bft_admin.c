@@ -86,6 +86,7 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 				 errmsg("permission denied to import a model from a server directory"),
 				 errdetail("Only superusers and members of pg_read_server_files may read server files."),
 				 errhint("Upload the weights with \\lo_import and use bft_import_model(name, config, vocab, weights).")));
+	bft_check_store_privileges();
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_import", ALLOCSET_DEFAULT_SIZES);
 	slot = model_holder(cxt);
 	bft_apply_threads();
@@ -141,6 +142,7 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 		tokcfg = JsonbToCString(NULL, &PG_GETARG_JSONB_P(4)->root, VARSIZE(PG_GETARG_JSONB_P(4)));
 
+	bft_check_store_privileges();
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_import", ALLOCSET_DEFAULT_SIZES);
 	slot = model_holder(cxt);
 	st = bft_read_lo_checked(loid, &st_len);

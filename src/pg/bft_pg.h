@@ -69,6 +69,7 @@ extern char **bft_model_label_names(const bft_model *m);
 extern char *bft_to_utf8(const char *s, int len, int *outlen);
 extern char *bft_from_utf8(const char *s, int len);
 extern void bft_lock_model_name(const char *name);
+extern void bft_check_store_privileges(void);
 extern void bft_free_model_cb(void *arg);
 
 /* bft_train.c: reading a table's (text, label) rows */

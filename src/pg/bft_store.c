@@ -28,6 +28,8 @@
 #include "miscadmin.h"
 #include "storage/large_object.h"
 #include "storage/proc.h"
+#include "catalog/namespace.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -573,6 +575,29 @@ bft_model_label_names(const bft_model *m)
 		names[i] = bft_from_utf8(s, strlen(s));
 	}
 	return names;
+}
+
+/*
+ * Fail fast, before any work, when the caller could not store a model:
+ * INSERT on bft.models and USAGE on its id sequence are needed.
+ */
+void
+bft_check_store_privileges(void)
+{
+	Oid			nsp = get_namespace_oid("bft", false);
+	Oid			rel = get_relname_relid("models", nsp);
+	Oid			seq = get_relname_relid("models_id_seq", nsp);
+
+	if (!OidIsValid(rel) ||
+		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT | ACL_SELECT) != ACLCHECK_OK ||
+		(OidIsValid(seq) && pg_class_aclcheck(seq, GetUserId(), ACL_USAGE) != ACLCHECK_OK))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to store models in bft.models"),
+				 errhint("An administrator can run: GRANT SELECT, INSERT ON bft.models TO %s; "
+						 "GRANT USAGE ON SEQUENCE bft.models_id_seq TO %s;",
+						 GetUserNameFromId(GetUserId(), false),
+						 GetUserNameFromId(GetUserId(), false))));
 }
 
 /* Serialise versions of one model name: the second training waits here. */

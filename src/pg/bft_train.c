@@ -782,6 +782,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		bad_option("max_length exceeds the architecture's max_position_embeddings");
 
 	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
+	bft_check_store_privileges();
 
 	/* ---- state, freed on error by a reset callback ---- */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_train", ALLOCSET_DEFAULT_SIZES);

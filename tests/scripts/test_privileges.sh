@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# test_privileges: bft runs as the calling user.  A non-superuser with only
+# the documented GRANTs trains on its own table and classifies; a role
+# without SELECT on a table cannot train on it; row-level security limits the
+# rows a training reads; SELECT on bft.models is what classification needs
+# (the weights' large object ACL is not); server files need the pg_*_server_files roles.
+#
+# Needs PGHOST/PGPORT/PGUSER (superuser) of a running cluster with bft.
+set -uo pipefail
+DB=bft_priv
+PASS=0; FAIL=0
+ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
+# as ROLE SQL: run SQL as ROLE, print the last output line (or the ERROR line)
+as() {
+    local out
+    out=$(psql -X -q -t -A -d "$DB" -U "$1" -c "SET client_min_messages = warning" -c "$2" 2>&1)
+    if echo "$out" | grep -q '^ERROR:'; then echo "$out" | grep '^ERROR:' | head -n 1; else echo "$out" | tail -n 1; fi
+}
+expect() {  # expect ROLE SQL PATTERN DESCRIPTION
+    local out; out=$(as "$1" "$2")
+    if echo "$out" | grep -Eq -- "$3"; then ok "$4"; else fail "$4 (got: $out)"; fi
+}
+TINY="architecture => '{\"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 32, \"vocab_size\": 200}'"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+
+psql -X -q -d postgres <<SQL || { echo "RESULT: 0 passed, 1 failed"; exit 1; }
+SET client_min_messages = warning;
+DROP DATABASE IF EXISTS $DB;
+DROP ROLE IF EXISTS bft_trainer; DROP ROLE IF EXISTS bft_reader;
+DROP ROLE IF EXISTS bft_outsider; DROP ROLE IF EXISTS bft_nobody;
+CREATE DATABASE $DB;
+CREATE ROLE bft_trainer LOGIN; CREATE ROLE bft_reader LOGIN;
+CREATE ROLE bft_outsider LOGIN; CREATE ROLE bft_nobody LOGIN;
+SQL
+psql -X -q -d "$DB" <<'SQL'
+CREATE EXTENSION bft;
+GRANT CREATE ON SCHEMA public TO bft_trainer;
+-- The documented GRANTs (README "Privileges"):
+-- to train: store models
+GRANT SELECT, INSERT ON bft.models TO bft_trainer, bft_outsider;
+GRANT USAGE ON SEQUENCE bft.models_id_seq TO bft_trainer, bft_outsider;
+-- to deploy/roll back and drop
+GRANT UPDATE (deployed_at), DELETE ON bft.models TO bft_trainer;
+-- to classify
+GRANT SELECT ON bft.models TO bft_reader;
+SQL
+
+# 1. A trainer with only those grants trains on its own table and classifies.
+as bft_trainer "CREATE TABLE mine (body text, tag text, owner name DEFAULT current_user);
+  INSERT INTO mine (body, tag, owner) SELECT CASE WHEN i % 2 = 0 THEN 'sunny warm day' ELSE 'cold rainy night' END,
+         CASE WHEN i % 2 = 0 THEN 'fine' ELSE 'bad' END,
+         CASE WHEN i <= 30 THEN 'bft_trainer' ELSE 'someone_else' END FROM generate_series(1, 40) i" >/dev/null
+expect bft_trainer "SELECT rows_used FROM bft_train('mine', 'body', 'tag', 20, batch_size => 4, learning_rate => 1e-3, $TINY)" '^40$' \
+    "non-superuser trains on its own table"
+expect bft_trainer "SELECT bft_classify('sunny warm day', 'mine')" '^fine$' "trainer classifies with its model"
+expect bft_trainer "SELECT created_by FROM bft.models WHERE name = 'mine'" '^bft_trainer$' "created_by is the trainer"
+expect bft_trainer "SELECT count(*) FROM bft.model_list" '^1$' "trainer sees the model list"
+expect bft_trainer "SELECT version FROM bft_train('mine', 'body', 'tag', 1, $TINY)" '^2$' "trainer trains a second version"
+expect bft_trainer "SELECT bft_deploy('mine', 1)" '^$' "trainer with UPDATE (deployed_at) rolls back"
+
+# 2. A reader with SELECT on bft.models classifies, though the weights' large
+#    object belongs to the trainer (no large-object grant).
+expect bft_reader "SELECT bft_classify('cold rainy night', 'mine')" '^bad$' "reader classifies"
+expect bft_reader "SELECT label FROM bft_predict('sunny warm day', 'mine')" '^fine$' "reader predicts"
+expect bft_reader "SELECT count(*) FROM bft_tokenize('sunny', 'mine')" '^3$' "reader tokenizes"
+expect bft_reader "SELECT lo_get(weights) IS NOT NULL FROM bft.models LIMIT 1" 'permission denied for large object' \
+    "reader cannot read the weights' large object directly"
+expect bft_reader "SELECT bft_train('mine', 'body', 'tag', 1)" 'permission denied (for table mine|to store models)' \
+    "reader cannot train on a table it cannot read"
+expect bft_reader "CREATE TEMP TABLE t AS SELECT 'a b'::text AS x, 'y'::text AS l; SELECT bft_train('t', 'x', 'l', 1)" \
+    'permission denied to store models in bft.models' "reader without INSERT cannot train (fails fast)"
+expect bft_reader "SELECT bft_deploy('mine', 2)" 'permission denied for table models' "reader cannot deploy"
+expect bft_reader "SELECT bft_drop_model('mine')" 'permission denied for table models' "reader cannot drop"
+expect bft_reader "SELECT count(*) FROM bft.models" '^2$' "nothing changed"
+
+# 3. A role with grants on bft.models but no SELECT on the table cannot train on it.
+expect bft_outsider "SELECT bft_train('mine', 'body', 'tag', 1, model => 'stolen')" 'permission denied for table mine' \
+    "no SELECT on the table: no training"
+expect bft_outsider "SELECT * FROM bft_evaluate('mine', 'mine', 'body', 'tag')" 'permission denied for table mine' \
+    "no SELECT on the table: no evaluation"
+expect bft_outsider "SELECT count(*) FROM bft.models WHERE name = 'stolen'" '^0$' "nothing stored"
+
+# 4. A role without SELECT on bft.models cannot classify.
+expect bft_nobody "SELECT bft_classify('sunny', 'mine')" 'permission denied for table models' \
+    "no SELECT on bft.models: no classification"
+expect bft_nobody "SELECT count(*) FROM bft.model_list" 'permission denied for table models' \
+    "model_list respects the caller's privileges (security_invoker)"
+
+# 5. Row-level security applies to the rows a training reads.
+as bft_trainer "ALTER TABLE mine ENABLE ROW LEVEL SECURITY; ALTER TABLE mine FORCE ROW LEVEL SECURITY;
+  CREATE POLICY own_rows ON mine USING (owner = current_user);
+  GRANT SELECT ON mine TO bft_outsider" >/dev/null
+expect bft_trainer "SELECT rows_used FROM bft_train('mine', 'body', 'tag', 1, model => 'rls', $TINY)" '^30$' \
+    "RLS: the trainer's training reads only its 30 visible rows"
+expect bft_outsider "SELECT bft_train('mine', 'body', 'tag', 1, model => 'rls_out', $TINY)" 'no rows with non-NULL text and label' \
+    "RLS: another role sees no rows, training fails cleanly"
+expect bft_trainer "SELECT rows FROM bft_evaluate('rls', 'mine', 'body', 'tag')" '^30$' "RLS applies to bft_evaluate"
+
+# 6. Server files need pg_read_server_files / pg_write_server_files.
+expect bft_trainer "SELECT * FROM bft_import_model('tiny', '$ROOT/tests/data/ckpt/tiny')" 'permission denied to import' \
+    "import from a server directory needs pg_read_server_files"
+expect bft_trainer "SELECT bft_export_model('mine', '${BFT_TMP:-/tmp}/bft_priv_export')" 'permission denied to export' \
+    "export to a server directory needs pg_write_server_files"
+psql -X -q -d "$DB" -c "GRANT pg_read_server_files TO bft_trainer"
+expect bft_trainer "SELECT version FROM bft_import_model('tiny', '$ROOT/tests/data/ckpt/tiny')" '^1$' \
+    "with pg_read_server_files the import works"
+
+# 7. Models are shared by name: the reader cannot see rows hidden from it.
+psql -X -q -d "$DB" -c "ALTER TABLE bft.models ENABLE ROW LEVEL SECURITY" \
+    -c "CREATE POLICY own_models ON bft.models FOR SELECT USING (created_by = current_user OR name = 'mine')" \
+    -c "CREATE POLICY ins ON bft.models FOR INSERT WITH CHECK (true)" \
+    -c "CREATE POLICY upd ON bft.models FOR UPDATE USING (true)" -c "CREATE POLICY del ON bft.models FOR DELETE USING (true)"
+expect bft_reader "SELECT bft_classify('sunny', 'rls')" 'model "rls" does not exist' \
+    "RLS on bft.models hides a model from classification"
+expect bft_reader "SELECT bft_classify('sunny warm day', 'mine')" '^fine$' "a visible model still classifies"
+
+psql -X -q -d postgres -c "DROP DATABASE $DB" -c "DROP ROLE bft_trainer, bft_reader, bft_outsider, bft_nobody"
+echo "RESULT: $PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
