@@ -158,3 +158,100 @@ CREATE VIEW bft.progress AS SELECT * FROM bft_progress();
 -- See the README's "Privileges" section.
 GRANT USAGE ON SCHEMA bft TO PUBLIC;
 GRANT SELECT ON bft.model_list, bft.progress TO PUBLIC;
+
+-- Background training jobs (issue 5) ---------------------------------------
+-- bft_train_async() queues a bft_train() call and returns a job id at once;
+-- a dynamic background worker (no shared_preload_libraries needed) runs it
+-- as the submitting role once the submitting transaction has committed.
+-- Users write to bft.train_jobs only through these functions (bookkeeping
+-- runs as the table owner) and read their own jobs through bft.jobs.
+
+CREATE TABLE bft.train_jobs (
+    id           bigserial PRIMARY KEY,
+    state        text NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    model        text NOT NULL,
+    relation     text NOT NULL,
+    args         jsonb NOT NULL,
+    settings     jsonb NOT NULL DEFAULT '{}',
+    userid       oid NOT NULL,
+    username     name NOT NULL,
+    submitted_at timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    pid          int,
+    version      int,
+    result       jsonb,
+    error        text
+);
+REVOKE ALL ON bft.train_jobs FROM PUBLIC;
+
+CREATE FUNCTION bft_train_async(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'bft_train_async_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_cancel_job(id bigint)
+RETURNS bool
+AS 'MODULE_PATHNAME', 'bft_cancel_job_sql'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+-- Is pid still the job's background worker (connected as userid here)?
+CREATE FUNCTION bft.job_worker_alive(pid int, userid oid)
+RETURNS bool
+AS 'MODULE_PATHNAME', 'bft_job_worker_alive_sql'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- One row per job of the roles the caller is a member of (all for
+-- superusers).  A queued/running job whose worker is gone shows as failed.
+CREATE VIEW bft.jobs WITH (security_barrier = true) AS
+SELECT j.id,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT bft.job_worker_alive(j.pid, j.userid)
+            THEN 'failed' ELSE j.state END AS state,
+       j.model,
+       j.version,
+       p.phase,
+       p.epoch,
+       p.epochs,
+       p.step,
+       p.steps,
+       CASE WHEN p.steps > 0 THEN round(100.0 * p.step / p.steps, 1) END AS percent,
+       p.loss,
+       p.eta,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT bft.job_worker_alive(j.pid, j.userid)
+            THEN 'the background worker exited without recording a result (server crash, restart or killed process)'
+            ELSE j.error END AS error,
+       j.username,
+       j.relation,
+       j.submitted_at,
+       j.started_at,
+       j.finished_at,
+       coalesce(j.finished_at, now()) - j.started_at AS runtime,
+       j.pid,
+       j.args,
+       j.result
+  FROM bft.train_jobs j
+  LEFT JOIN bft_progress() p ON p.pid = j.pid AND j.state = 'running'
+ WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                WHERE r.oid = j.userid AND pg_catalog.pg_has_role(r.oid, 'USAGE'));
+GRANT SELECT ON bft.jobs TO PUBLIC;

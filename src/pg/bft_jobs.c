@@ -1,0 +1,706 @@
+/*
+ * bft_jobs.c — background training jobs: bft_train_async() queues a
+ * bft_train() call and returns at once; a dynamic background worker runs it.
+ *
+ *   submitting backend                    background worker ("bft training job")
+ *   ------------------                    ---------------------------------------
+ *   INSERT bft.train_jobs (queued)
+ *   RegisterDynamicBackgroundWorker ───►  connect to the database as the submitting role
+ *   wait until the worker is connected     wait for the submitter's transaction (its xid)
+ *   RETURN job id;  ... COMMIT             row gone (rolled back)?  exit
+ *                                          row cancelled?           exit
+ *                                          mark running, commit
+ *                                          SELECT ... FROM bft_train(<args from the row>)
+ *                                            and mark succeeded — one transaction: the
+ *                                            model version and the job state commit together
+ *                                          on error: roll back, mark failed (error text)
+ *                                            or cancelled (SQLSTATE 57014), commit
+ *
+ * Nothing here needs shared_preload_libraries: dynamic workers can be
+ * registered from any backend, and the worker loads bft itself
+ * (bgw_library_name).  The arguments are kept as jsonb in the job row and
+ * turned back into a bft_train() call with one typed parameter, named
+ * arguments and casts built from bft_train_async's own signature — user
+ * text is never pasted into SQL.
+ *
+ * Bookkeeping writes to bft.train_jobs are made as the table's owner (the
+ * extension owner), so users need no privileges on it: they see their own
+ * jobs through the bft.jobs view and cancel them with bft_cancel_job().
+ * A worker that dies without recording an outcome (kill -9, a server crash,
+ * SIGTERM) shows as failed: bft.job_worker_alive() checks that its process
+ * is still a background worker of the job's role in this database.
+ */
+#include "bft_pg.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/wait_event.h"
+
+PG_FUNCTION_INFO_V1(bft_train_async_sql);
+PG_FUNCTION_INFO_V1(bft_cancel_job_sql);
+PG_FUNCTION_INFO_V1(bft_job_worker_alive_sql);
+
+PGDLLEXPORT void bft_job_main(Datum main_arg);
+
+/* What the worker needs before it can read its job row. */
+typedef struct BftJobExtra
+{
+	Oid			dbid;
+	Oid			userid;
+	TransactionId xid;			/* the submitting transaction */
+	int64		jobid;
+} BftJobExtra;
+
+/* ---- helpers ---- */
+
+/* Owner of bft.train_jobs: bookkeeping runs as this role. */
+static Oid
+jobs_table_owner(void)
+{
+	Oid			nsp = get_namespace_oid("bft", false);
+	Oid			relid = get_relname_relid("train_jobs", nsp);
+	HeapTuple	tp;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table bft.train_jobs does not exist"),
+				 errhint("ALTER EXTENSION bft UPDATE, or recreate the extension.")));
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+/*
+ * Run one bookkeeping statement on bft.train_jobs as the table's owner
+ * (inside an SPI connection the caller opened).  The previous user is
+ * restored; on error the transaction abort restores it.
+ */
+static int
+exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+			  long tcount)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			ret;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(jobs_table_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, tcount);
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (ret < 0)
+		elog(ERROR, "bft.train_jobs bookkeeping failed: %s", SPI_result_code_string(ret));
+	return ret;
+}
+
+/*
+ * Is pid a live background worker connected as role userid to this
+ * database?  (A job whose worker is gone shows as failed.)
+ */
+static bool
+job_worker_alive(int pid, Oid userid)
+{
+	PGPROC	   *proc;
+
+	if (pid <= 0)
+		return false;
+	proc = BackendPidGetProc(pid);
+	return proc != NULL && proc->isBackgroundWorker &&
+		proc->databaseId == MyDatabaseId &&
+		(!OidIsValid(userid) || proc->roleId == userid);
+}
+
+/*
+ * The extension's bft_train_async function (its OID) and its schema (quoted),
+ * read within an SPI connection the caller opened.
+ */
+static Oid
+extension_function(const char *proname, char **schema)
+{
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1];
+	bool		isnull;
+	int			ret;
+
+	v[0] = CStringGetTextDatum(proname);
+	ret = SPI_execute_with_args("SELECT p.oid, n.nspname FROM pg_catalog.pg_extension e"
+								" JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+								" JOIN pg_catalog.pg_proc p ON p.pronamespace = e.extnamespace"
+								" WHERE e.extname = 'bft' AND p.proname = $1",
+								1, t, v, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "function %s of extension bft not found", proname);
+	if (schema)
+		*schema = pstrdup(quote_identifier(SPI_getvalue(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 2)));
+	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Mark queued/running jobs of this database whose worker is gone as failed. */
+static void
+reap_dead_jobs(void)
+{
+	int			ret;
+	uint64		i,
+				n;
+	int64	   *ids;
+	Oid			types[1] = {INT8OID};
+
+	ret = exec_as_owner("SELECT id, pid, userid FROM bft.train_jobs WHERE state IN ('queued', 'running')",
+						0, NULL, NULL, NULL, 0);
+	if (ret != SPI_OK_SELECT)
+		return;
+	n = SPI_processed;
+	ids = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull,
+					pnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		Datum		p = SPI_getbinval(tup, td, 2, &pnull);
+		Oid			u = DatumGetObjectId(SPI_getbinval(tup, td, 3, &isnull));
+
+		ids[i] = (!pnull && job_worker_alive(DatumGetInt32(p), u)) ? 0 : id;
+	}
+	for (i = 0; i < n; i++)
+	{
+		Datum		v[1];
+
+		if (ids[i] == 0)
+			continue;
+		v[0] = Int64GetDatum(ids[i]);
+		exec_as_owner("UPDATE bft.train_jobs SET state = 'failed', finished_at = now(),"
+					  " error = coalesce(error, 'the background worker exited without recording a result"
+					  " (server crash, restart or killed process)')"
+					  " WHERE id = $1 AND state IN ('queued', 'running')",
+					  1, types, v, NULL, 0);
+	}
+	pfree(ids);
+}
+
+/* ---- bft_train_async ---- */
+
+/*
+ * bft_train_async(<the arguments of bft_train>) RETURNS bigint: queue a
+ * training job and return its id at once.  The job starts when the calling
+ * transaction commits (it is dropped if the transaction rolls back).
+ */
+Datum
+bft_train_async_sql(PG_FUNCTION_ARGS)
+{
+	Oid			fn_oid = fcinfo->flinfo->fn_oid;
+	HeapTuple	proctup;
+	Oid		   *argtypes;
+	char	  **argnames;
+	char	   *argmodes;
+	int			nargs;
+	int			i;
+	StringInfoData q;
+	Datum	   *values;
+	char	   *nulls;
+	Oid		   *types;
+	Oid			relid;
+	Oid			userid = GetUserId();
+	char	   *model;
+	BftSource	src;
+	int			ret;
+	bool		isnull;
+	Datum		argsjson;
+	int64		jobid;
+	BftJobExtra extra;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	BgwHandleStatus status;
+	pid_t		pid;
+	HeapTuple	roletup;
+	bool		canlogin;
+	const char *threads;
+	int			waited;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("relation, text_column and label_column must not be NULL")));
+	PreventCommandIfReadOnly("bft_train_async()");
+	PreventCommandDuringRecovery("bft_train_async()");
+	relid = PG_GETARG_OID(0);
+
+	/* Fail now, not in the background, on what can be checked now. */
+	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
+	if (pg_class_aclcheck(relid, userid, ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", src.relname)));
+	model = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (model == NULL || model[0] == '\0' || strlen(model) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must have 1 to 63 bytes")));
+	if (!PG_ARGISNULL(15))
+	{
+		char	   *d = text_to_cstring(PG_GETARG_TEXT_PP(15));
+
+		if (strcmp(d, "always") != 0 && strcmp(d, "if_better") != 0 && strcmp(d, "never") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", d)));
+	}
+	roletup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(userid));
+	if (!HeapTupleIsValid(roletup))
+		elog(ERROR, "cache lookup failed for role %u", userid);
+	canlogin = ((Form_pg_authid) GETSTRUCT(roletup))->rolcanlogin;
+	ReleaseSysCache(roletup);
+	if (!canlogin)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" cannot log in, so a background job cannot run as it",
+						GetUserNameFromId(userid, false)),
+				 errhint("Submit the job as a role with LOGIN, or call bft_train() directly.")));
+
+	/* The arguments as jsonb, keyed by this function's parameter names. */
+	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	if (!HeapTupleIsValid(proctup))
+		elog(ERROR, "cache lookup failed for function %u", fn_oid);
+	nargs = get_func_arg_info(proctup, &argtypes, &argnames, &argmodes);
+	ReleaseSysCache(proctup);
+	if (nargs != PG_NARGS() || argnames == NULL)
+		elog(ERROR, "bft_train_async: unexpected signature");
+	values = palloc(sizeof(Datum) * nargs);
+	nulls = palloc(nargs + 1);
+	types = palloc(sizeof(Oid) * nargs);
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT pg_catalog.jsonb_build_object(");
+	for (i = 0; i < nargs; i++)
+	{
+		types[i] = argtypes[i];
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		if (i > 0)
+			appendStringInfoString(&q, ", ");
+		/* a regclass is kept as its OID (immune to search_path and renames) */
+		appendStringInfo(&q, "%s, $%d%s", quote_literal_cstr(argnames[i]), i + 1,
+						 argtypes[i] == REGCLASSOID ? "::pg_catalog.oid" : "");
+	}
+	nulls[nargs] = '\0';
+	appendStringInfoChar(&q, ')');
+
+	SPI_connect();
+	ret = SPI_execute_with_args(q.data, nargs, types, values, nulls, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not encode the job's arguments");
+	argsjson = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+	reap_dead_jobs();
+
+	{
+		Oid			t[5] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID};
+		Datum		v[5];
+
+		threads = GetConfigOption("bft.threads", true, false);
+		v[0] = CStringGetTextDatum(model);
+		v[1] = argsjson;
+		v[2] = ObjectIdGetDatum(userid);
+		v[3] = CStringGetTextDatum(src.relname);
+		v[4] = CStringGetTextDatum(threads ? threads : "0");
+		ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
+							" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
+							" $4, pg_catalog.jsonb_build_object('bft.threads', $5)) RETURNING id",
+							5, t, v, NULL, 1);
+		if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+			elog(ERROR, "could not insert into bft.train_jobs");
+		jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+
+	/* Start the worker; it waits for this transaction to end. */
+	memset(&extra, 0, sizeof(extra));
+	extra.dbid = MyDatabaseId;
+	extra.userid = userid;
+	extra.xid = GetTopTransactionId();
+	extra.jobid = jobid;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bft");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bft_job_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "bft training job " INT64_FORMAT, jobid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "bft training job");
+	worker.bgw_main_arg = Int64GetDatum(jobid);
+	memcpy(worker.bgw_extra, &extra, sizeof(extra));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a background worker for the training job"),
+				 errdetail("All background worker slots are in use."),
+				 errhint("Raise max_worker_processes (it also serves parallel queries and pg_cron), "
+						 "or wait for running jobs to finish.")));
+	status = WaitForBackgroundWorkerStartup(handle, &pid);
+	if (status != BGWH_STARTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("the background worker for the training job could not be started"),
+				 errhint("See the server log.")));
+
+	/*
+	 * Wait (briefly) until it is connected, so that from now on a missing
+	 * worker process means a dead job.
+	 */
+	for (waited = 0;; waited++)
+	{
+		if (job_worker_alive(pid, userid))
+			break;
+		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the background worker for the training job exited while connecting"),
+					 errhint("See the server log (connection limits of the role or database?).")));
+		if (waited >= 3000)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the background worker for the training job did not connect within 30 s")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	{
+		Oid			t[2] = {INT8OID, INT4OID};
+		Datum		v[2];
+
+		v[0] = Int64GetDatum(jobid);
+		v[1] = Int32GetDatum((int32) pid);
+		exec_as_owner("UPDATE bft.train_jobs SET pid = $2 WHERE id = $1", 2, t, v, NULL, 0);
+	}
+	SPI_finish();
+	PG_RETURN_INT64(jobid);
+}
+
+/* ---- bft_cancel_job ---- */
+
+/*
+ * bft_cancel_job(id) RETURNS bool: a queued job is marked cancelled (its
+ * worker exits without training); a running job's worker gets a query
+ * cancel (SIGINT), rolls back and records 'cancelled'.  Returns false when
+ * the job had already finished.  Only the job's role (or a member of it, or
+ * a superuser) may cancel it.
+ */
+Datum
+bft_cancel_job_sql(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	Oid			t[1] = {INT8OID};
+	Datum		v[1];
+	int			ret;
+	bool		isnull,
+				pnull;
+	char	   *state;
+	int			pid = 0;
+	Oid			userid;
+	bool		result = false;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	id = PG_GETARG_INT64(0);
+	PreventCommandIfReadOnly("bft_cancel_job()");
+	v[0] = Int64GetDatum(id);
+	SPI_connect();
+	ret = exec_as_owner("SELECT state, pid, userid FROM bft.train_jobs WHERE id = $1 FOR UPDATE",
+						1, t, v, NULL, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("training job " INT64_FORMAT " does not exist", id)));
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	{
+		Datum		p = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &pnull);
+
+		if (!pnull)
+			pid = DatumGetInt32(p);
+	}
+	userid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (!has_privs_of_role(GetUserId(), userid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to cancel training job " INT64_FORMAT, id),
+				 errdetail("Only the role that submitted it (or a member of that role) may cancel it.")));
+
+	if (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)
+	{
+		if (strcmp(state, "queued") == 0)
+		{
+			exec_as_owner("UPDATE bft.train_jobs SET state = 'cancelled', finished_at = now(),"
+						  " error = 'cancelled before it started' WHERE id = $1", 1, t, v, NULL, 0);
+			result = true;
+		}
+		else if (job_worker_alive(pid, userid))
+		{
+			/* the worker rolls back and records the cancellation itself */
+			if (kill(pid, SIGINT) != 0)
+				ereport(WARNING,
+						(errmsg("could not send a cancel signal to process %d: %m", pid)));
+			else
+				result = true;
+		}
+		else
+			exec_as_owner("UPDATE bft.train_jobs SET state = 'failed', finished_at = now(),"
+						  " error = coalesce(error, 'the background worker exited without recording a result"
+						  " (server crash, restart or killed process)') WHERE id = $1", 1, t, v, NULL, 0);
+	}
+	else
+		ereport(NOTICE,
+				(errmsg("training job " INT64_FORMAT " has already finished (%s)", id, state)));
+	SPI_finish();
+	PG_RETURN_BOOL(result);
+}
+
+/* bft.job_worker_alive(pid, userid): used by the bft.jobs view. */
+Datum
+bft_job_worker_alive_sql(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(job_worker_alive(PG_GETARG_INT32(0),
+									PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1)));
+}
+
+/* ---- the worker ---- */
+
+/* Start a transaction with a snapshot and an SPI connection. */
+static void
+worker_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+worker_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * The bft_train() call for a job: named arguments, each taken from the
+ * args jsonb ($1) and cast to bft_train_async's parameter type.
+ */
+static char *
+build_train_call(void)
+{
+	HeapTuple	proctup;
+	Oid		   *argtypes;
+	char	  **argnames;
+	char	   *argmodes;
+	int			nargs;
+	int			i;
+	StringInfoData q;
+	char	   *schema;
+	Oid			fn = extension_function("bft_train_async", &schema);
+
+	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(proctup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	nargs = get_func_arg_info(proctup, &argtypes, &argnames, &argmodes);
+	ReleaseSysCache(proctup);
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT t.model, t.version, pg_catalog.to_jsonb(t) FROM %s.bft_train(", schema);
+	for (i = 0; i < nargs; i++)
+	{
+		const char *key = quote_literal_cstr(argnames[i]);
+
+		if (i > 0)
+			appendStringInfoString(&q, ", ");
+		appendStringInfo(&q, "%s => ", quote_identifier(argnames[i]));
+		if (argtypes[i] == REGCLASSOID)
+			appendStringInfo(&q, "($1::pg_catalog.jsonb->>%s)::pg_catalog.oid::pg_catalog.regclass", key);
+		else if (argtypes[i] == JSONBOID)
+			appendStringInfo(&q, "NULLIF($1::pg_catalog.jsonb->%s, 'null'::pg_catalog.jsonb)", key);
+		else
+			appendStringInfo(&q, "($1::pg_catalog.jsonb->>%s)::%s", key, format_type_be_qualified(argtypes[i]));
+	}
+	appendStringInfoString(&q, ") t");
+	return q.data;
+}
+
+static void
+record_outcome(int64 jobid, const char *state, const char *error)
+{
+	Oid			t[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		v[3];
+	char		n[4] = "   ";
+
+	v[0] = Int64GetDatum(jobid);
+	v[1] = CStringGetTextDatum(state);
+	if (error)
+		v[2] = CStringGetTextDatum(error);
+	else
+		n[2] = 'n';
+	exec_as_owner("UPDATE bft.train_jobs SET state = $2, error = $3, finished_at = now() WHERE id = $1",
+				  3, t, v, n, 0);
+}
+
+/* Entry point of a job's background worker. */
+void
+bft_job_main(Datum main_arg)
+{
+	BftJobExtra extra;
+	int64		jobid;
+	char	   *args = NULL;
+	char	   *settings_threads = NULL;
+	char	   *state;
+	char	   *call;
+	MemoryContext jobcxt;
+	ErrorData  *edata = NULL;
+	char		activity[64];
+
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	jobid = extra.jobid;
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, StatementCancelHandler);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(extra.dbid, extra.userid, 0);
+	jobcxt = AllocSetContextCreate(TopMemoryContext, "bft job", ALLOCSET_DEFAULT_SIZES);
+	snprintf(activity, sizeof(activity), "bft training job " INT64_FORMAT, jobid);
+
+	/* 1. Wait for the submitting transaction to end. */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, "waiting for the submitting transaction");
+	if (TransactionIdIsValid(extra.xid))
+		XactLockTableWait(extra.xid, NULL, NULL, XLTW_None);
+	CommitTransactionCommand();
+
+	/* 2. Claim the job: queued → running, committed. */
+	worker_begin(activity);
+	{
+		Oid			t[2] = {INT8OID, INT4OID};
+		Datum		v[2];
+		int			ret;
+
+		v[0] = Int64GetDatum(jobid);
+		v[1] = Int32GetDatum(MyProcPid);
+		ret = exec_as_owner("SELECT state, args::text, settings->>'bft.threads'"
+							" FROM bft.train_jobs WHERE id = $1 FOR UPDATE", 1, t, v, NULL, 1);
+		if (ret != SPI_OK_SELECT || SPI_processed == 0)
+		{
+			/* the submitting transaction rolled back: nothing to do */
+			worker_commit();
+			proc_exit(0);
+		}
+		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (strcmp(state, "queued") != 0)
+		{
+			/* cancelled before it started */
+			worker_commit();
+			proc_exit(0);
+		}
+		args = MemoryContextStrdup(jobcxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+		{
+			char	   *th = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+			if (th)
+				settings_threads = MemoryContextStrdup(jobcxt, th);
+		}
+		exec_as_owner("UPDATE bft.train_jobs SET state = 'running', started_at = now(), pid = $2"
+					  " WHERE id = $1", 2, t, v, NULL, 0);
+	}
+	worker_commit();
+
+	/* 3. Train and record success in one transaction. */
+	PG_TRY();
+	{
+		Oid			t[1] = {TEXTOID};
+		Datum		v[1];
+		int			ret;
+
+		worker_begin(activity);
+		if (settings_threads)
+			SetConfigOption("bft.threads", settings_threads, PGC_USERSET, PGC_S_SESSION);
+		call = build_train_call();
+		v[0] = CStringGetTextDatum(args);
+		ret = SPI_execute_with_args(call, 1, t, v, NULL, false, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "bft_train returned no row");
+		{
+			Oid			t2[4] = {INT8OID, TEXTOID, INT4OID, JSONBOID};
+			Datum		v2[4];
+			bool		isnull;
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+
+			v2[0] = Int64GetDatum(jobid);
+			v2[1] = SPI_getbinval(tup, td, 1, &isnull);
+			v2[2] = SPI_getbinval(tup, td, 2, &isnull);
+			v2[3] = SPI_getbinval(tup, td, 3, &isnull);
+			exec_as_owner("UPDATE bft.train_jobs SET state = 'succeeded', finished_at = now(),"
+						  " model = $2, version = $3, result = $4 WHERE id = $1",
+						  4, t2, v2, NULL, 0);
+		}
+		worker_commit();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(jobcxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+
+	/* 4. On error: record it (cancelled for a query cancel). */
+	if (edata)
+	{
+		bool		cancelled = edata->sqlerrcode == ERRCODE_QUERY_CANCELED;
+		StringInfoData msg;
+
+		initStringInfo(&msg);
+		appendStringInfoString(&msg, edata->message ? edata->message : "unknown error");
+		if (edata->detail)
+			appendStringInfo(&msg, " (%s)", edata->detail);
+		/* a cancel that arrives now must not stop the bookkeeping */
+		QueryCancelPending = false;
+		worker_begin(activity);
+		record_outcome(jobid, cancelled ? "cancelled" : "failed", msg.data);
+		worker_commit();
+	}
+	proc_exit(0);
+}
