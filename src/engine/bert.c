@@ -220,12 +220,13 @@ void bert_encoder_backward(const bft_model *m, const bft_params *g, bert_acts *a
                              la.res2, la.ln2_mean, la.ln2_rstd, p->ln2w + (size_t)l * C, N, C);
         /* dA = d (gelu · fcprojw^T) through the dropout; fcprojb grad */
         bft_op_dropout_bias_bwd(a->dA, g->fcprojb + (size_t)l * C, a->dB, N, C, &d_h2);
-        /* recompute gelu (B,T,I); dI = d gelu; fcprojw grad */
-        bft_op_gelu_fwd(a->gelu, la.fch, (size_t)N * I);
+        /* recompute gelu (B,T,I); fch becomes gelu'(fch) (no longer needed itself) */
+        bft_op_gelu_recompute(a->gelu, la.fch, (size_t)N * I);
+        /* dI = d gelu; fcprojw grad */
         bft_op_linear_bwd(a->dI, g->fcprojw + (size_t)l * C * I, NULL, a->dA, a->gelu,
                           p->fcprojw + (size_t)l * C * I, N, I, C, 0);
-        /* dI = d fch */
-        bft_op_gelu_bwd(a->dI, a->dI, la.fch, (size_t)N * I);
+        /* dI = d fch = d gelu * gelu'(fch) */
+        bft_op_mul(a->dI, la.fch, (size_t)N * I);
         /* dB += d ln1 through the intermediate dense; fcw, fcb grads */
         bft_op_linear_bwd(a->dB, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, a->dI, la.ln1,
                           p->fcw + (size_t)l * I * C, N, C, I, 1);

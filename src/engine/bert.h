@@ -86,7 +86,8 @@ float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                        const bert_dropout_cfg *dc);
 
 /* Backward of bert_cls_forward (after a training forward): accumulates every
- * parameter gradient into g (same layout as m->p; zero it before). */
+ * parameter gradient into g (same layout as m->p; zero it before). Consumes the
+ * forward's activations (a->fch is overwritten): one backward per forward. */
 void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
                        const bert_batch *bt, const bert_dropout_cfg *dc);
 

@@ -56,6 +56,13 @@ void bft_op_gelu_fwd(float *out, const float *inp, size_t n);
 /* dinp (n) = dout * gelu'(inp); dinp may alias dout. */
 void bft_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n);
 
+/* Backward helper: out (n) = gelu(x) and, in place, x = gelu'(x) (one erf/exp per
+ * element for both); then bft_op_mul finishes the GELU backward. */
+void bft_op_gelu_recompute(float *out, float *x, size_t n);
+
+/* In place x (n) *= y (n). */
+void bft_op_mul(float *x, const float *y, size_t n);
+
 /* Embeddings + LayerNorm + dropout (BertEmbeddings, token type 0):
  * x (B,T,C) = wte[ids] + wtt[0] + wpe[t]; out (B,T,C) = dropout(LN(x)·w + b);
  * mean, rstd (B,T) saved for the backward. */

@@ -392,6 +392,46 @@ static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] = j->dout[i] * gelu_grad1(j->inp[i]);
 }
 
+static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
+{
+    gelu_job *j = ctx;
+    float *x = (float *)j->inp;
+    (void)tid;
+    for (int64_t i = i0; i < i1; i++) {
+        /* erf(x/sqrt2) needs exp(-x^2/2), which is also the normal pdf's exponential */
+        float v = x[i];
+        float z = v * INV_SQRT2, az = fabsf(z);
+        float t = 1.0f / (1.0f + 0.3275911f * az);
+        float poly = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t +
+                      0.254829592f) * t;
+        float e = fexp(-az * az);
+        float erfv = copysignf(1.0f - poly * e, z);
+        float cdf = 0.5f * (1.0f + erfv);
+        j->out[i] = v * cdf;
+        x[i] = cdf + v * (INV_SQRT_2PI * e);
+    }
+}
+
+void bft_op_gelu_recompute(float *out, float *x, size_t n)
+{
+    gelu_job j = {out, x, NULL};
+    bft_parallel_for((int64_t)n, 8192, gelu_rec_part, &j);
+}
+
+static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
+{
+    gelu_job *j = ctx;
+    (void)tid;
+    for (int64_t i = i0; i < i1; i++)
+        j->out[i] *= j->inp[i];
+}
+
+void bft_op_mul(float *x, const float *y, size_t n)
+{
+    gelu_job j = {x, y, NULL};
+    bft_parallel_for((int64_t)n, 16384, mul_part, &j);
+}
+
 void bft_op_gelu_fwd(float *out, const float *inp, size_t n)
 {
     gelu_job j = {out, inp, NULL};

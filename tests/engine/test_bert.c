@@ -11,8 +11,12 @@
  *                          demanding more than fp32 can give. The attention key biases
  *                          have an analytically zero gradient — softmax is shift
  *                          invariant — so there we check |a| <= 1e-6 * max|grad| instead.)
- *   params after 10 steps  |a - b| <= 2e-5 * max(|b|, 0.05)
- *                          (bft_train: AdamW, weight decay 0.05, warmup 3 of 10 steps
+ *   params after 10 steps  |a - b| <= 2e-5 * max(|b|, 0.05) + 1e-3 * sum(lr)
+ *                          (Adam normalises every coordinate's update to about lr, so a
+ *                          coordinate with a tiny gradient turns an fp32 rounding of its
+ *                          gradient into an update error at the scale of lr: the second
+ *                          term allows 0.1% of the total step length sum(lr) = 1e-2.
+ *                          bft_train: AdamW, weight decay 0.05, warmup 3 of 10 steps
  *                          so update 1 uses lr 0, linear decay, clipping at 1.0 which
  *                          triggers in 7/10 and 10/10 steps; key biases excluded as above
  *                          since Adam normalises their rounding noise: checked to move
@@ -312,9 +316,10 @@ static void cls_golden(const char *name)
         int bad = 0;
         for (int64_t k = 0; k < r->numel && bad < 3; k++) {
             double e = fabs((double)x[k] - b[k]);
-            double tol = is_key_bias(ti[i].name) ? 3.0 * sum_lr : 2e-5 * fmax(fabs(b[k]), 0.05);
-            if (!is_key_bias(ti[i].name) && e / fmax(fabs(b[k]), 0.05) > worst)
-                worst = e / fmax(fabs(b[k]), 0.05);
+            double tol = is_key_bias(ti[i].name) ? 3.0 * sum_lr
+                                                 : 2e-5 * fmax(fabs(b[k]), 0.05) + 1e-3 * sum_lr;
+            if (!is_key_bias(ti[i].name) && e / tol > worst)
+                worst = e / tol;
             if (!(e <= tol)) {
                 CHECK(0, "%s after 10 steps %s[%lld]: engine %.8g, torch %.8g", name, ti[i].name,
                       (long long)k, x[k], b[k]);
@@ -323,7 +328,7 @@ static void cls_golden(const char *name)
         }
         compared++;
     }
-    printf("  %s: %d tensors after 10 AdamW steps compared, worst scaled error %.2e\n", name,
+    printf("  %s: %d tensors after 10 AdamW steps compared, worst error / tolerance %.2f\n", name,
            compared, worst);
     CHECK(compared >= n - 5, "only %d tensors compared", compared);
     free(ti);

@@ -164,6 +164,35 @@ static void test_layernorm_gelu_xent(void)
         wg = fmax(wg, fabs(bft_gelu_ref((float)v) - ref) / (1 + fabs(v)));
     }
     CHECK(wg <= 3e-7, "GELU error %g", wg);
+    /* recompute (gelu and gelu' in one pass) == gelu_fwd, gelu_bwd */
+    {
+        size_t n = 20001;
+        float *xs = malloc(n * sizeof *xs), *y1 = malloc(n * sizeof *y1), *y2 = malloc(n * sizeof *y2);
+        float *g1 = malloc(n * sizeof *g1), *ones = malloc(n * sizeof *ones);
+        double wd = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            xs[i] = (float)((double)i / n * 16.0 - 8.0);
+            ones[i] = 1.0f;
+        }
+        bft_op_gelu_fwd(y1, xs, n);
+        bft_op_gelu_bwd(g1, ones, xs, n);
+        for (size_t i = 0; i < n; i++) {
+            double v = xs[i], ref = 0.5 * (1.0 + erf(v / sqrt(2.0))) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI);
+            wd = fmax(wd, fabs(g1[i] - ref));
+        }
+        bft_op_gelu_recompute(y2, xs, n);
+        CHECK(memcmp(y1, y2, n * sizeof *y1) == 0, "recomputed GELU differs");
+        double wr = 0.0;
+        for (size_t i = 0; i < n; i++)
+            wr = fmax(wr, fabs(xs[i] - g1[i]));
+        CHECK(wr <= 3e-7, "recomputed GELU' differs by %g", wr);
+        CHECK(wd <= 5e-7, "GELU' error %g", wd);
+        free(xs);
+        free(y1);
+        free(y2);
+        free(g1);
+        free(ones);
+    }
     printf("  GELU max error %.2e (relative to 1+|x|), layernorm %.2e\n", wg, worst);
     /* softmax cross-entropy */
     float *lg = randn((size_t)N * K, 9, 3.0f), *pr = malloc((size_t)N * K * sizeof *pr);
