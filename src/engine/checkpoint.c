@@ -228,6 +228,18 @@ static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *
 
     if (bft_st_parse(st, st_len, &f, err) < 0)
         return err ? err->code : BFT_EFORMAT;
+    /* A BERT has 16 tensors per layer plus at most 20 others and 6 known
+     * extras; refusing more up front keeps the name matching below (quadratic
+     * in the tensor count) cheap whatever the file holds. */
+    {
+        long max = 16L * m->cfg.num_hidden_layers + 32;
+        if (f.n > max) {
+            rc = bft_set_error(err, BFT_EMISMATCH,
+                               ST ": %d tensors, more than a BERT with %d layers can have (%ld); first: \"%.200s\"",
+                               f.n, m->cfg.num_hidden_layers, max, f.t[0].name);
+            goto out;
+        }
+    }
     if (f.n > 0 && !(mp = calloc((size_t)f.n, sizeof *mp))) {
         rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
         goto out;

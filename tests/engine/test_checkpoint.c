@@ -1409,6 +1409,21 @@ static void test_corrupt_checkpoints(void)
         CHECK(!m && err.code == BFT_EFORMAT && strstr(err.msg, "do_lower_case"), "bad tokenizer_config: %s", err.msg);
         bft_model_free(m);
     }
+    /* far too many tensors: refused before any name matching */
+    {
+        char *h = malloc(70 * 64 + 16);
+        size_t at = 0;
+        at += (size_t)sprintf(h, "{");
+        for (int i = 0; i < 70; i++)
+            at += (size_t)sprintf(h + at, "%s\"t%d\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                                  i ? "," : "", i);
+        sprintf(h + at, "}");
+        b = make_st(h, NULL, 0, &len);
+        expect_fail(&f, b, len, BFT_EMISMATCH, "70 tensors, more than a BERT with 2 layers can have (64)",
+                    "too many tensors");
+        free(b);
+        free(h);
+    }
     /* random corruption of header bytes: refused or loaded, never a crash */
     {
         bft_rng r;
