@@ -623,6 +623,13 @@ static void test_vocab_learning(void)
     CHECK(v && strstr(v, "\nhug\n") && strstr(v, "\nhugs\n"), "merges hug, hugs");
     free(v);
     bft_wp_trainer_free(tr);
+    /* min_frequency 3: only (##u, ##g), seen 3 times, is merged */
+    tr = bft_wp_trainer_new(&o, 1000, 3, &err);
+    CHECK(tr && bft_wp_trainer_feed(tr, "hug hugs pug pun", 16, &err) == 0, "feed");
+    v = bft_wp_trainer_finish(tr, &len, &err);
+    CHECK(v && strcmp(v, TINY "##ug\n") == 0, "min_frequency vocab:\n%s", v ? v : "(null)");
+    free(v);
+    bft_wp_trainer_free(tr);
     for (size_t i = 0; i < nt; i++) free(texts[i]);
     free(texts);
 }
