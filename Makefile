@@ -31,6 +31,41 @@ ENGINE_SRCS = $(sort $(wildcard src/engine/*.c))
 ENGINE_OBJS = $(ENGINE_SRCS:src/engine/%.c=$(BUILD)/engine/%.o)
 ENGINE_LIB = $(BUILD)/libbftengine.a
 
+# ---- CUDA backend (owner: helper "cuda"; src/engine/cuda/) --------------------
+# make USE_CUDA=1 builds the cuBLAS/CUDA backend into the engine archive and links
+# cudart + cuBLAS into bft.so and bft-cli; the default is 1 when nvcc exists at
+# $(CUDA_HOME)/bin/nvcc, USE_CUDA=0 forces a CPU-only build. libcuda (the driver)
+# is never linked: cudart loads it at the first CUDA call, so a CUDA build still
+# loads and runs on a machine without a GPU or driver (device cuda then reports
+# "no CUDA device"). cuda_stub.c supplies the control functions otherwise.
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+ifeq ($(origin USE_CUDA),undefined)
+USE_CUDA := $(if $(wildcard $(NVCC)),1,0)
+endif
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -DBFT_WITH_CUDA -Isrc/engine -Isrc/engine/cuda \
+	-Xcompiler -fPIC,-Wall,-Wextra,-fno-exceptions,-fno-rtti,-fno-threadsafe-statics
+ENGINE_SRCS += src/engine/cuda/cuda_stub.c
+CUDA_STAMP = $(BUILD)/engine/cuda/.use_cuda_$(USE_CUDA)
+ifeq ($(USE_CUDA),1)
+ENGINE_OBJS += $(BUILD)/engine/cuda/ops_cuda.o
+ENGINE_LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart
+$(BUILD)/engine/cuda/cuda_stub.o: ENGINE_CFLAGS += -DBFT_WITH_CUDA
+endif
+# (the rules below must not become the default goal: restore it afterwards)
+BFT_SAVED_GOAL := $(.DEFAULT_GOAL)
+$(CUDA_STAMP):
+	@mkdir -p $(dir $@)
+	@rm -f $(dir $@).use_cuda_*
+	@touch $@
+$(BUILD)/engine/cuda/cuda_stub.o: $(CUDA_STAMP) $(wildcard src/engine/cuda/*.h)
+$(BUILD)/engine/cuda/%.o: src/engine/cuda/%.cu $(wildcard src/engine/cuda/*.h) $(wildcard src/engine/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+.DEFAULT_GOAL := $(BFT_SAVED_GOAL)
+# ---- end of the CUDA block ----------------------------------------------------
+
 CLI_SRCS = $(sort $(wildcard src/cli/*.c))
 CLI_OBJS = $(CLI_SRCS:src/cli/%.c=$(BUILD)/cli/%.o)
 CLI = $(BUILD)/bft-cli
