@@ -44,6 +44,9 @@ typedef struct BftModelEntry
 {
 	char	   *name;			/* model name (TopMemoryContext) */
 	int64		row_id;			/* bft.models.id of the loaded version */
+	TimestampTz row_created;	/* its created_at and weights: with the id, the */
+	Oid			row_weights;	/* row's identity (ids repeat after DROP/CREATE
+								 * EXTENSION or a restore into the database) */
 	int32		version;
 	int			max_length;		/* sequence length used when classifying */
 	bft_model  *model;			/* engine model (malloc'd) */

@@ -443,6 +443,8 @@ bft_get_model(const char *name)
 	int			ret;
 	int64		id;
 	int32		version;
+	TimestampTz created;
+	Oid			weights;
 	bool		isnull;
 	char	   *name_copy;
 	bft_model  *m;
@@ -473,7 +475,7 @@ bft_get_model(const char *name)
 	/* Which row is current for this name? */
 	values[0] = CStringGetTextDatum(name);
 	SPI_connect();
-	ret = SPI_execute_with_args("SELECT id, version FROM bft.models WHERE name = $1"
+	ret = SPI_execute_with_args("SELECT id, version, created_at, weights FROM bft.models WHERE name = $1"
 								" ORDER BY deployed_at DESC NULLS LAST, version DESC LIMIT 1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -485,9 +487,11 @@ bft_get_model(const char *name)
 				 errhint("SELECT * FROM bft.model_list shows the models you can see.")));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	created = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	weights = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	SPI_finish();
 
-	if (e && e->row_id == id)
+	if (e && e->row_id == id && e->row_created == created && e->row_weights == weights)
 	{
 		e->checked_ts = ts;
 		e->checked_lxid = lxid;
@@ -531,6 +535,8 @@ bft_get_model(const char *name)
 	e->name = name_copy;
 	e->model = m;
 	e->row_id = loaded_id;
+	e->row_created = created;
+	e->row_weights = weights;
 	e->version = loaded_version;
 	e->max_length = ml;
 	e->checked_ts = ts;

@@ -122,6 +122,26 @@ qb fromplain -f "$D/src.sql" >"$D/restore3.log" 2>&1; rc=$?
 check '[ $rc -eq 0 ]' "plain dump restored with psql into a second cluster" || tail -n 5 "$D/restore3.log"
 same_as_source "second cluster, plain format: restored models classify identically" "$(snapshot qb fromplain)"
 
+# A session that cached a model before the database's models were replaced
+# (DROP/CREATE EXTENSION and a new training, as before restoring another dump
+# into it): model ids start again at 1, yet its next statement uses the new model.
+cat >"$D/replace.sh" <<STEP
+psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$B" -p "$BP" -U postgres -d fromplain -c "SET client_min_messages = warning" \\
+  -c "DROP EXTENSION bft CASCADE" -c "CREATE EXTENSION bft" \\
+  -c "SELECT version FROM bft_train('docs', 'body', 'label', epochs => 15, model => 'topics', seed => 7, batch_size => 8,
+      learning_rate => 3e-3, max_length => 32, architecture => '\$1')" -c "SELECT 'id:' || id FROM bft.models"
+STEP
+stale=$(qb fromplain 2>&1 <<SQL
+SELECT 'before', bft_predict_proba(body, 'topics') FROM docs WHERE id = 1;
+\\! bash $D/replace.sh '$ARCH'
+SELECT 'after', bft_predict_proba(body, 'topics') FROM docs WHERE id = 1;
+SQL
+)
+fresh=$(qb fromplain -c "SELECT 'after', bft_predict_proba(body, 'topics') FROM docs WHERE id = 1")
+echo "$stale" | sed "s/^/    /"
+check '[ "$(echo "$stale" | grep -c "^id:1$")" = 1 ] && [ "$(echo "$stale" | grep "^after")" = "$fresh" ] && [ "$(echo "$stale" | grep "^before" | cut -d"|" -f2)" != "$(echo "$fresh" | cut -d"|" -f2)" ]' \
+    "a long-lived session notices that model id 1 is a different model after DROP/CREATE EXTENSION"
+
 # the restored database keeps working: a next version, and drops unlink large objects
 out=$(qb fromcustom -c "SET client_min_messages = warning" -c "SELECT version FROM bft_train('docs', 'body', 'label',
         epochs => 2, model => 'topics', seed => 3, batch_size => 8, max_length => 32, architecture => '$ARCH')" \
