@@ -564,6 +564,9 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 		SPI_cursor_fetch(portal, true, BFT_FETCH_ROWS);
 		if (SPI_processed == 0)
 			break;
+		/* the relation may be a view that classifies with other models */
+		e = classifier_model(model_name);
+		tok = e->model->tok;
 		for (r = 0; r < SPI_processed; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];

@@ -15,6 +15,10 @@
  */
 #include "bft_pg.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -451,6 +455,7 @@ bft_get_model(const char *name)
 	int64		loaded_id;
 	int32		loaded_version;
 	int			ml;
+	bool		evicted = false;
 
 	if (name == NULL || name[0] == '\0')
 		name = bft_resolve_default_model();
@@ -529,7 +534,10 @@ bft_get_model(const char *name)
 			e = freeslot;
 	}
 	if (e->model)
+	{
 		bft_model_free(e->model);
+		evicted = true;
+	}
 	if (e->name)
 		pfree(e->name);
 	e->name = name_copy;
@@ -561,7 +569,13 @@ bft_get_model(const char *name)
 		bft_model_free(lru->model);
 		pfree(lru->name);
 		memset(lru, 0, sizeof(BftModelEntry));
+		evicted = true;
 	}
+#ifdef __GLIBC__
+	/* give a replaced model's memory back to the OS */
+	if (evicted)
+		malloc_trim(0);
+#endif
 	return e;
 }
 
