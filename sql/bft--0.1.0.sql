@@ -31,9 +31,7 @@ CREATE INDEX models_deployed_idx ON bft.models (name, deployed_at);
 SELECT pg_catalog.pg_extension_config_dump('bft.models', '');
 SELECT pg_catalog.pg_extension_config_dump('bft.models_id_seq', '');
 
--- security_invoker (PostgreSQL 15+): the view shows what the caller may SELECT
--- from bft.models, nothing more.
-CREATE VIEW bft.model_list WITH (security_invoker = true) AS
+CREATE VIEW bft.model_list AS
 SELECT m.name,
        m.version,
        m.base,
@@ -46,6 +44,15 @@ SELECT m.name,
        pg_size_pretty(m.size) AS size
   FROM bft.models m
  ORDER BY m.name, m.version;
+-- security_invoker (PostgreSQL 15+): the view shows what the caller may
+-- SELECT from bft.models, nothing more.  (Before 15 it is granted only to
+-- the extension owner; grant it together with SELECT on bft.models.)
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        ALTER VIEW bft.model_list SET (security_invoker = true);
+    END IF;
+END $$;
 
 -- Training ---------------------------------------------------------------
 
@@ -157,7 +164,13 @@ CREATE VIEW bft.progress AS SELECT * FROM bft_progress();
 -- Training/importing also: INSERT on bft.models, USAGE on its sequence.
 -- See the README's "Privileges" section.
 GRANT USAGE ON SCHEMA bft TO PUBLIC;
-GRANT SELECT ON bft.model_list, bft.progress TO PUBLIC;
+GRANT SELECT ON bft.progress TO PUBLIC;
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        GRANT SELECT ON bft.model_list TO PUBLIC;
+    END IF;
+END $$;
 
 -- Background training jobs (issue 5) ---------------------------------------
 -- bft_train_async() queues a bft_train() call and returns a job id at once;

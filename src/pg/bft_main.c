@@ -42,7 +42,11 @@ _PG_init(void)
 							"Seconds between NOTICE progress messages of bft_train(); 0 disables them.",
 							NULL, &bft_progress_interval, 5, 0, 86400,
 							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("bft");
+#else
+	EmitWarningsOnPlaceholders("bft");
+#endif
 
 	/* Shared memory for bft.progress when preloaded; files otherwise. */
 	bft_progress_shmem_init();

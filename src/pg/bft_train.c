@@ -21,7 +21,6 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
@@ -271,6 +270,18 @@ check_engine_result(int rc, ProgressCtx *pc, const bft_error *err, const char *w
 	}
 	if (rc != 0)
 		bft_report_engine_error(err, what);
+}
+
+/* ---- a small deterministic RNG for the validation split (splitmix64) ---- */
+
+static uint64
+split_next(uint64 *state)
+{
+	uint64		z = (*state += UINT64CONST(0x9E3779B97F4A7C15));
+
+	z = (z ^ (z >> 30)) * UINT64CONST(0xBF58476D1CE4E5B9);
+	z = (z ^ (z >> 27)) * UINT64CONST(0x94D049BB133111EB);
+	return z ^ (z >> 31);
 }
 
 /* ---- rows ---- */
@@ -958,12 +969,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	/* ---- stratified validation split from the seed ---- */
 	if (vfrac > 0)
 	{
-		pg_prng_state prng;
+		uint64		prng = (uint64) (uint32) seed;
 		int64	   *idx = palloc(sizeof(int64) * rows.n);
 		int			c;
 
 		is_val = palloc0(sizeof(bool) * rows.n);
-		pg_prng_seed(&prng, (uint64) seed);
 		for (c = 0; c < K; c++)
 		{
 			int64		nc = 0;
@@ -977,7 +987,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 				continue;
 			for (j = nc - 1; j > 0; j--)
 			{
-				int64		r = (int64) pg_prng_uint64_range(&prng, 0, (uint64) j);
+				int64		r = (int64) (split_next(&prng) % (uint64) (j + 1));
 				int64		tmp = idx[j];
 
 				idx[j] = idx[r];
