@@ -1,0 +1,26 @@
+# Helpers shared by test_concurrency.sh and test_cron.sh (sourced, not a test).
+
+# classify_loop DB MODEL N OUTFILE: one session runs up to N statements; each
+# classifies every row of table probe with MODEL and prints one line
+#   statement_start|statement_end|rows|distinct labels|label
+# Once ctl.stop is true the remaining statements return no row at once.
+# Errors go to OUTFILE.err.
+classify_loop() {
+    local db="$1" model="$2" n="$3" out="$4" i
+    {
+        for i in $(seq 1 "$n"); do
+            echo "SELECT statement_timestamp(), clock_timestamp(), count(*), count(DISTINCT l), min(l)
+                    FROM (SELECT bft_classify(t, '$model') AS l FROM probe WHERE NOT (SELECT stop FROM ctl)) s
+                  HAVING count(*) > 0;"
+        done
+    } | psql -X -q -t -A -d "$db" >"$out" 2>"$out.err"
+}
+
+# loop_summary OUTFILE: "statements|max distinct labels per statement|label sequence without repeats|errors"
+loop_summary() {
+    local out="$1"
+    printf '%s|%s|%s|%s\n' "$(grep -c . "$out")" \
+        "$(cut -d'|' -f4 "$out" | sort -n | tail -n 1)" \
+        "$(cut -d'|' -f5 "$out" | uniq | paste -sd, -)" \
+        "$(grep -c . "$out.err")"
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_concurrency: (1) two trainings of the same model name at once: the
+# second waits for the first's transaction (advisory lock on the name) and
+# gets the next version — no duplicate, no gap; four at once likewise.
+# (2) eight sessions classify continuously while a training runs and deploys
+# a version that labels the probe text differently: every statement
+# succeeds, each statement sees one version only, and every session moves
+# from the old label to the new one exactly once.
+#
+# Needs PGHOST/PGPORT/PGUSER of a running cluster with bft installed.
+# Prints "RESULT: P passed, F failed" last; exits non-zero on failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source tests/scripts/ops_lib.sh
+DB=bft_concurrency
+TMP="${BFT_TMP:-/tmp}/concurrency"
+rm -rf "$TMP"; mkdir -p "$TMP"; chmod 777 "$TMP"
+PASS=0; FAIL=0
+ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
+check() { if eval "$1"; then ok "$2"; else fail "$2"; fi; }
+export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
+q() { psql -X -q -t -A -d "$DB" -c "$1" 2>&1; }
+
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null || { echo "RESULT: 0 passed, 1 failed"; exit 1; }
+q "CREATE EXTENSION bft" >/dev/null
+ARCH='{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 200}'
+# Two groups of texts; flip() swaps which group is 'up' and which is 'down'.
+q "CREATE TABLE h (t text, grp int, l text);
+   INSERT INTO h SELECT (ARRAY['shares rally as profit beats forecast', 'record quarter lifts the stock',
+                               'stocks fall on weak earnings', 'profit warning sinks the shares'])[1 + i % 4],
+                        (i % 4) / 2, CASE WHEN (i % 4) / 2 = 0 THEN 'up' ELSE 'down' END
+                   FROM generate_series(1, 48) i;
+   CREATE TABLE probe AS SELECT 'shares rally as profit beats forecast'::text AS t FROM generate_series(1, 100);
+   CREATE TABLE ctl (stop bool); INSERT INTO ctl VALUES (false)" >/dev/null
+TRAIN="SELECT version FROM bft_train('h', 't', 'l', epochs => 40, learning_rate => 3e-3, dropout => 0, architecture => '$ARCH'"
+
+# ---- 1. two trainings of one name at once ----
+psql -X -q -t -A -d "$DB" -c "BEGIN" -c "$TRAIN, model => 'race')" -c "SELECT pg_sleep(4)" -c "COMMIT" >"$TMP/a.out" 2>&1 &
+A=$!
+for _ in $(seq 1 300); do
+    [ -n "$(q "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)' AND state = 'active'")" ] && break
+    sleep 0.1
+done
+psql -X -q -t -A -d "$DB" -c "$TRAIN, model => 'race')" >"$TMP/b.out" 2>&1 &
+B=$!
+waiting=""
+for _ in $(seq 1 200); do
+    waiting=$(q "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                  WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%bft_train%race%'")
+    [ -n "$waiting" ] && break
+    sleep 0.1
+done
+check "[ -n '$waiting' ] && kill -0 $B 2>/dev/null" \
+    "the second training of 'race' waits on the model-name lock while the first's transaction is open"
+wait $A $B
+a=$(grep -E '^[0-9]+$' "$TMP/a.out"); b=$(grep -E '^[0-9]+$' "$TMP/b.out")
+echo "  first: $a, second: $b"
+check "[ '$a' = 1 ] && [ '$b' = 2 ] && [ \"\$(q \"SELECT string_agg(version::text, ',' ORDER BY version) FROM bft.models WHERE name = 'race'\")\" = '1,2' ]" \
+    "... then gets the next version (1 and 2, no duplicate, no gap)"
+
+for i in 1 2 3 4; do psql -X -q -t -A -d "$DB" -c "$TRAIN, model => 'race4', seed => $i)" >"$TMP/r$i.out" 2>&1 & done
+wait
+check "[ \"\$(cat $TMP/r?.out | sort -n | paste -sd, -)\" = '1,2,3,4' ] && [ \"\$(q \"SELECT count(*) || '|' || count(DISTINCT version) || '|' || max(version) FROM bft.models WHERE name = 'race4'\")\" = '4|4|4' ]" \
+    "four trainings of one name at once: versions 1-4, each once"
+check "[ \"\$(q \"SELECT count(*) FROM pg_largeobject_metadata WHERE oid NOT IN (SELECT weights FROM bft.models)\")\" = 0 ]" \
+    "no orphaned large objects"
+
+# ---- 2. eight sessions classify while a training runs and deploys ----
+q "$TRAIN, model => 'live')" >/dev/null
+v1=$(q "SELECT bft_classify('shares rally as profit beats forecast', 'live')")
+check "[ '$v1' = up ]" "version 1 labels the probe text 'up'"
+for s in 1 2 3 4 5 6 7 8; do classify_loop "$DB" live 3000 "$TMP/s$s.out" & done
+sleep 2
+q "UPDATE h SET l = CASE WHEN grp = 0 THEN 'down' ELSE 'up' END" >/dev/null
+t0=$(date +%s.%N)
+v=$(q "SELECT version FROM bft_train('h', 't', 'l', epochs => 400, learning_rate => 3e-3, dropout => 0, model => 'live', architecture => '$ARCH')")
+t1=$(date +%s.%N)
+echo "  training under load: version $v in $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.1f", b - a }') s"
+sleep 2
+q "UPDATE ctl SET stop = true" >/dev/null
+wait
+check "[ '$v' = 2 ] && [ \"\$(q \"SELECT bft_classify('shares rally as profit beats forecast', 'live')\")\" = down ]" \
+    "the new version (2) is deployed and labels the probe text 'down'"
+good=0
+for s in 1 2 3 4 5 6 7 8; do
+    sum=$(loop_summary "$TMP/s$s.out")
+    echo "  session $s: $sum   (statements|max labels per statement|label sequence|errors)"
+    [[ "$sum" =~ ^[0-9]+\|1\|up,down\|0$ ]] && good=$((good + 1))
+    [ -s "$TMP/s$s.out.err" ] && head -n 3 "$TMP/s$s.out.err"
+done
+check "[ $good = 8 ]" "8 sessions: no errors, one version per statement, old label then new label"
+check "[ \"\$(cat $TMP/s?.out | wc -l)\" -ge 80 ]" "they ran statements throughout ($(cat "$TMP"/s?.out | wc -l) in all)"
+
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
+echo "RESULT: $PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
