@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include <json.h>
+#include <pthread.h>
 
 #include "test.h"
 #include "tokenizer.h"
@@ -472,6 +473,37 @@ static void test_edge_strings(void)
     CHECK(m > 3, "100 chars split into %d pieces", m - 2);
 }
 
+/* ---- threads: one tokenizer shared by several threads ---- */
+
+static void *thread_encode(void *arg)
+{
+    size_t bad = 0, start = (size_t)(uintptr_t)arg;
+    for (size_t gi = start; gi < ngoldens; gi += 2) {
+        golden *g = &goldens[gi];
+        for (int which = 0; which < 2; which++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            bft_error err;
+            if (bft_encode_pieces(which ? tk_uncased : tk_cased, g->text, g->len, &ids, &n, &err) != 0 ||
+                n != g->n[which] || memcmp(ids, g->ids[which], n * sizeof *ids) != 0)
+                bad++;
+            free(ids);
+        }
+    }
+    return (void *)(uintptr_t)bad;
+}
+
+static void test_threads(void)
+{
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) CHECK(pthread_create(&th[i], NULL, thread_encode, (void *)(uintptr_t)(i % 2)) == 0, "create");
+    for (int i = 0; i < 4; i++) {
+        void *r = NULL;
+        pthread_join(th[i], &r);
+        CHECK((uintptr_t)r == 0, "thread %d: %zu differences", i, (size_t)(uintptr_t)r);
+    }
+}
+
 /* ---- vocabulary learning ---- */
 
 /* the text column of a simple RFC 4180 CSV (first field of each record) */
@@ -793,6 +825,7 @@ int main(void)
     RUN(test_vocab_errors);
     RUN(test_invalid_utf8);
     RUN(test_edge_strings);
+    RUN(test_threads);
     RUN(test_vocab_learning);
     RUN(test_trainer_matches_naive);
     for (size_t i = 0; i < ngoldens; i++) {
