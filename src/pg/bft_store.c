@@ -354,6 +354,11 @@ bft_load_model_row(const char *name, int32 version, int64 *row_id,
 		char	   *v8 = bft_to_utf8(vocab, strlen(vocab), &vocab_len);
 		char	   *t8 = tokcfg ? bft_to_utf8(tokcfg, strlen(tokcfg), &tlen) : NULL;
 
+		if (!LargeObjectExists(weights))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("weights of model \"%s\" (large object %u) do not exist", name, weights),
+					 errhint("A pg_dump made with -B (--no-blobs), or with -n/-t/-e but without -b (--blobs), restores models without their weights.")));
 		st = bft_read_lo_pages(weights, &st_len);
 		bft_apply_threads();
 		m = bft_model_load_mem(c8, clen, v8, vocab_len, t8, tlen, st, st_len, &err);

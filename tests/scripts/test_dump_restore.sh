@@ -11,6 +11,10 @@
 #    probability / fill-mask score / token are identical; the restored
 #    database trains a next version and drops models (unlinking their large
 #    objects) normally;
+#  - a partial dump (-e bft -t docs) with -b restores identically; one
+#    without large objects (-B) gives a clear 42704 error when classifying;
+#  - a long-lived session notices that model id 1 is another model after
+#    DROP/CREATE EXTENSION and a new training (ids restart);
 #  - bft_export_model to a server directory on the source and
 #    bft_import_model(name, directory) on the second cluster;
 #  - client-side: \lo_export of the weights + the row's config and vocabulary
@@ -121,6 +125,18 @@ same_as_source "second cluster, custom format: restored models classify identica
 qb fromplain -f "$D/src.sql" >"$D/restore3.log" 2>&1; rc=$?
 check '[ $rc -eq 0 ]' "plain dump restored with psql into a second cluster" || tail -n 5 "$D/restore3.log"
 same_as_source "second cluster, plain format: restored models classify identically" "$(snapshot qb fromplain)"
+
+# Partial dumps: -e bft -t docs needs -b for the weights; without them the
+# rows come back weightless and classification says so (42704), no crash.
+psql -X -q -h "$B" -p "$BP" -U postgres -d postgres -c "CREATE DATABASE partial" -c "CREATE DATABASE noblobs"
+pg_dump -h "$AH" -p "$AP" -U "$AU" -e bft -t docs -b -Fc $SRC 2>>"$D/dump.err" \
+    | pg_restore -h "$B" -p "$BP" -U postgres --exit-on-error -d partial >>"$D/restore4.log" 2>&1
+same_as_source "pg_dump -e bft -t docs -b (partial, with large objects): identical" "$(snapshot qb partial)"
+pg_dump -h "$AH" -p "$AP" -U "$AU" -B -Fc $SRC 2>>"$D/dump.err" \
+    | pg_restore -h "$B" -p "$BP" -U postgres --exit-on-error -d noblobs >>"$D/restore5.log" 2>&1
+out=$(psql -X -q -t -A -v VERBOSITY=verbose -h "$B" -p "$BP" -U postgres -d noblobs -c "SELECT bft_classify('x', 'topics')" 2>&1)
+check 'echo "$out" | grep -q "ERROR:  42704: weights of model \"topics\" (large object [0-9]*) do not exist" && [ "$(qb noblobs -c "SELECT 1")" = 1 ]' \
+    "pg_dump -B (no large objects): a clear 42704 error naming the missing weights"
 
 # A session that cached a model before the database's models were replaced
 # (DROP/CREATE EXTENSION and a new training, as before restoring another dump
