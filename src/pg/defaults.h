@@ -37,5 +37,6 @@
 #define BFT_MAX_LABEL_BYTES			255		/* longer text labels: an error */
 #define BFT_FETCH_ROWS				1000	/* rows per SPI cursor fetch */
 #define BFT_PREDICT_CHUNK			256		/* rows per engine call between interrupt checks */
+#define BFT_PREDICT_BATCH			16		/* rows per forward pass (length-sorted, so little padding) */
 
 #endif							/* BFT_DEFAULTS_H */
