@@ -838,10 +838,13 @@ static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     uint32_t th = act ? drop_thresh(j->d.p) : 0;
     float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
     size_t TT = (size_t)T * T;
+    /* Xt: a transposed (T, T) operand, so every product is NN or NT (OpenBLAS's
+     * small-matrix kernels, no packing); dP: (T, T) gradient of the probabilities */
     float *scratch = malloc(TT * sizeof(float) * 2);
     (void)tid;
     if (!scratch)
         return;
+    float *Xt = scratch, *dP = scratch + TT;
     for (int64_t pidx = p0; pidx < p1; pidx++) {
         int b = (int)(pidx / NH), h = (int)(pidx % NH);
         int len = j->lens[b];
@@ -850,31 +853,41 @@ static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
         float *dQ = j->dqkv + qo, *dK = dQ + C, *dV = dQ + 2 * C;
         const float *P = j->catt + (size_t)pidx * TT;
         const float *dctx = j->dctx + (size_t)b * T * C + (size_t)h * hs;
-        float *Pd = scratch, *dP = scratch + TT;
-        if (act)
-            for (int i = 0; i < T; i++)
-                drop_span(Pd + (size_t)i * T, P + (size_t)i * T, T, j->d.seed,
-                          (uint64_t)pidx * TT + (size_t)i * T, th, dscale);
-        else
-            Pd = (float *)P;
-        /* dV (len, hs) = Pd^T dctx; rows >= len get 0 */
-        gemm_raw(1, 0, len, hs, T, 1.0f, Pd, T, dctx, C, 0.0f, dV, C3);
+        uint64_t base = (uint64_t)pidx * TT;
+        /* Xt (len, T) = dropout(P)^T */
+        for (int i = 0; i < T; i++) {
+            const float *p = P + (size_t)i * T;
+            if (act)
+                for (int k = 0; k < len; k++)
+                    Xt[(size_t)k * T + i] =
+                        drop_bits(j->d.seed, base + (size_t)i * T + k) >= th ? p[k] * dscale : 0.0f;
+            else
+                for (int k = 0; k < len; k++)
+                    Xt[(size_t)k * T + i] = p[k];
+        }
+        /* dV (len, hs) = dropout(P)^T dctx; rows >= len get 0 */
+        gemm_raw(0, 0, len, hs, T, 1.0f, Xt, T, dctx, C, 0.0f, dV, C3);
         for (int t = len; t < T; t++)
             memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
-        /* dPd (T, len) = dctx V^T */
+        /* dP (T, len) = dctx V^T, through the dropout, then the softmax backward:
+         * dS = P * (dP - sum_k P dP) */
         gemm_raw(0, 1, T, len, hs, 1.0f, dctx, C, V, C3, 0.0f, dP, T);
         for (int i = 0; i < T; i++) {
             float *dp = dP + (size_t)i * T;
             const float *p = P + (size_t)i * T;
             if (act)
-                drop_span(dp, dp, len, j->d.seed, (uint64_t)pidx * TT + (size_t)i * T, th, dscale);
+                drop_span(dp, dp, len, j->d.seed, base + (size_t)i * T, th, dscale);
             float s = vdot(p, dp, len);
             for (int k = 0; k < len; k++)
                 dp[k] = p[k] * (dp[k] - s);
         }
-        /* dQ (T, hs) = dS K * scale; dK (len, hs) = dS^T Q * scale */
+        /* dQ (T, hs) = dS K / sqrt(hs) */
         gemm_raw(0, 0, T, hs, len, scale, dP, T, K, C3, 0.0f, dQ, C3);
-        gemm_raw(1, 0, len, hs, T, scale, dP, T, Q, C3, 0.0f, dK, C3);
+        /* dK (len, hs) = dS^T Q / sqrt(hs) */
+        for (int i = 0; i < T; i++)
+            for (int k = 0; k < len; k++)
+                Xt[(size_t)k * T + i] = dP[(size_t)i * T + k];
+        gemm_raw(0, 0, len, hs, T, scale, Xt, T, Q, C3, 0.0f, dK, C3);
         for (int t = len; t < T; t++)
             memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
     }
