@@ -13,7 +13,9 @@
 #    standby backend (its per-backend model cache notices the change);
 #  - bft_train, bft_import_model, bft_deploy and bft_drop_model fail on the
 #    standby with SQLSTATE 25006 (read-only), and the standby keeps running;
-#  - bft_export_model works on the standby (it only reads the database).
+#  - bft_export_model works on the standby (it only reads the database);
+#  - a model dropped on the primary is gone for the standby session's next
+#    statement (a clean error), and bft.progress is readable there.
 #
 # Uses BFT_TMP (tests/run_all.sh sets it) for its clusters.  Prints
 # "RESULT: P passed, F failed" last.
@@ -156,10 +158,12 @@ if [ "\$1" = train ]; then
     qp "SET client_min_messages = warning; SET bft.threads = 1;
         SELECT version FROM bft_train('docs', 'body', 'label', epochs => 15, model => 'topics', seed => 2,
                mlm_epochs => 1, batch_size => 8, learning_rate => 3e-3, max_length => 32, architecture => '\$ARCH')" >"$D/v2.txt"
-else
+elif [ "\$1" = rollback ]; then
     qp "SELECT bft_deploy('topics', 1)" >/dev/null
+else
+    qp "SELECT bft_drop_model('topics')" >"$D/dropped.txt"
 fi
-qp "$PROBA" >"$D/primary_\$1.txt"
+[ "\$1" = drop ] || qp "$PROBA" >"$D/primary_\$1.txt"
 lsn=\$(qp "SELECT pg_current_wal_lsn()")
 for i in \$(seq 1 300); do
     [ "\$(qs "SELECT pg_last_wal_replay_lsn() >= '\$lsn'::pg_lsn")" = t ] && exit 0
@@ -185,6 +189,12 @@ SELECT pg_backend_pid();
 $PROBA;
 \o $D/s_pid3.txt
 SELECT pg_backend_pid();
+\o
+\! bash $D/step.sh drop
+\o $D/s_drop.txt
+$PROBA;
+\o $D/s_alive.txt
+SELECT 'alive:' || pg_backend_pid();
 SQL
 cat "$D/session.txt"
 rd() { cat "$D/$1" 2>/dev/null; }
@@ -196,5 +206,8 @@ check '[ -s "$D/primary_train.txt" ] && [ "$(rd primary_train.txt)" != "$primary
 check '[ "$(rd s_v2.txt)" = "$(rd primary_train.txt)" ]' "after replay the standby's next statement uses v2 (identical probabilities)"
 check '[ "$(rd s_v1b.txt)" = "$primary_v1" ] && [ "$(rd primary_rollback.txt)" = "$primary_v1" ]' \
     "rollback with bft_deploy(topics, 1) on the primary: the standby's next statement uses v1 again"
+check '[ "$(rd dropped.txt)" = 2 ] && grep -q "ERROR:  model \"topics\" does not exist" "$D/session.txt" && [ "$(rd s_alive.txt)" = "alive:$(rd s_pid1.txt)" ]' \
+    "model dropped on the primary: the standby session's next statement says it does not exist, and the session goes on"
+check '[ "$(qs "SELECT count(*) FROM bft.progress")" = 0 ]' "bft.progress can be read on the standby"
 
 finish
