@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# test_cron: retraining with real pg_cron.  An every-minute cron job
+# `SELECT bft_train(...)` trains and deploys version 2 of a model whose
+# training labels were flipped (so versions 1 and 2 label the probe text
+# differently) while two other sessions classify continuously: zero errors,
+# every statement (3000 rows each) sees one version only — including the
+# statements that were running when the cron job committed — and each
+# session moves from the old label to the new one exactly once.
+#
+# Needs the cluster of tests/run_all.sh: shared_preload_libraries='pg_cron',
+# cron.database_name='bft_cron', cron.use_background_workers=on.
+# Bounded wait: at most 150 s for the cron run.
+# Prints "RESULT: P passed, F failed" last; exits non-zero on failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source tests/scripts/ops_lib.sh
+DB=bft_cron
+TMP="${BFT_TMP:-/tmp}/cron"
+rm -rf "$TMP"; mkdir -p "$TMP"; chmod 777 "$TMP"
+PASS=0; FAIL=0
+ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
+check() { if eval "$1"; then ok "$2"; else fail "$2"; fi; }
+export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
+q() { psql -X -q -t -A -d "$DB" -c "$1" 2>&1; }
+abort() { echo "FAIL - $*"; echo "RESULT: $PASS passed, $((FAIL + 1)) failed"; exit 1; }
+
+case "$(psql -X -t -A -d postgres -c 'SHOW shared_preload_libraries' 2>&1)" in
+    *pg_cron*) ;;
+    *) abort "pg_cron is not in shared_preload_libraries of this cluster" ;;
+esac
+[ "$(psql -X -t -A -d postgres -c 'SHOW cron.database_name')" = "$DB" ] || abort "cron.database_name is not $DB"
+# Never drop this database: pg_cron's launcher is connected to it once it
+# exists and, when terminated, is not restarted.  Reuse it, start clean.
+if [ -z "$(psql -X -t -A -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]; then
+    psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null || abort "cannot create $DB"
+fi
+q "CREATE EXTENSION IF NOT EXISTS pg_cron; DROP EXTENSION IF EXISTS bft CASCADE; CREATE EXTENSION bft;
+   DROP TABLE IF EXISTS tweets, probe, ctl; SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
+   SELECT cron.unschedule(jobid) FROM cron.job; DELETE FROM cron.job_run_details" >/dev/null
+check "[ \"\$(q \"SELECT count(*) FROM pg_extension WHERE extname IN ('pg_cron', 'bft')\")\" = 2 ]" "pg_cron and bft installed in $DB"
+
+ARCH='{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 200}'
+q "CREATE TABLE tweets (text text, grp int, label text);
+   INSERT INTO tweets
+   SELECT (ARRAY['shares rally as profit beats forecast', 'record quarter lifts the stock',
+                 'stocks fall on weak earnings', 'profit warning sinks the shares'])[1 + i % 4],
+          (i % 4) / 2, CASE WHEN (i % 4) / 2 = 0 THEN 'up' ELSE 'down' END
+     FROM generate_series(1, 48) i;
+   CREATE TABLE probe AS SELECT 'shares rally as profit beats forecast'::text AS t FROM generate_series(1, 3000);
+   CREATE TABLE ctl (stop bool); INSERT INTO ctl VALUES (false)" >/dev/null
+TRAIN="SELECT version FROM bft_train('tweets', 'text', 'label', epochs => 400, learning_rate => 3e-3, dropout => 0, model => 'topics', architecture => '$ARCH')"
+v1=$(q "$TRAIN")
+check "[ '$v1' = 1 ] && [ \"\$(q \"SELECT bft_classify('shares rally as profit beats forecast', 'topics')\")\" = up ]" \
+    "version 1 (trained by hand) labels the probe text 'up'"
+
+# New rows arrive: here the labels flip, so the next version says 'down'.
+q "UPDATE tweets SET label = CASE WHEN grp = 0 THEN 'down' ELSE 'up' END" >/dev/null
+jobid=$(q "SELECT cron.schedule('bft_retrain', '* * * * *', \$cron\$SET bft.threads = 1; $TRAIN\$cron\$)")
+check "[[ '$jobid' =~ ^[0-9]+$ ]]" "cron.schedule('bft_retrain', '* * * * *', 'SELECT bft_train(...)') (job $jobid)"
+
+classify_loop "$DB" topics 5000 "$TMP/s1.out" &
+classify_loop "$DB" topics 5000 "$TMP/s2.out" &
+t0=$(date +%s)
+status=""
+while [ $(( $(date +%s) - t0 )) -lt 150 ]; do
+    status=$(q "SELECT status FROM cron.job_run_details WHERE jobid = ${jobid:-0} AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1")
+    [ -n "$status" ] && break
+    sleep 1
+done
+waited=$(( $(date +%s) - t0 ))
+q "SELECT cron.unschedule('bft_retrain')" >/dev/null
+sleep 2
+q "UPDATE ctl SET stop = true" >/dev/null
+wait
+run=$(q "SELECT status || '|' || coalesce(return_message, '') FROM cron.job_run_details WHERE jobid = ${jobid:-0} ORDER BY runid LIMIT 1")
+echo "  cron run after ${waited} s: $run"
+check "[ '$status' = succeeded ]" "the cron job ran and succeeded within 150 s"
+check "[ \"\$(q \"SELECT string_agg(version || ':' || (deployed_at IS NOT NULL), ',' ORDER BY version) FROM bft.models WHERE name = 'topics'\")\" = '1:true,2:true' ]" \
+    "it stored and deployed version 2"
+check "[ \"\$(q \"SELECT bft_classify('shares rally as profit beats forecast', 'topics')\")\" = down ]" "version 2 labels the probe text 'down'"
+
+end_ts=$(q "SELECT end_time FROM cron.job_run_details WHERE jobid = ${jobid:-0} ORDER BY runid LIMIT 1")
+for s in 1 2; do
+    sum=$(loop_summary "$TMP/s$s.out")
+    echo "  session $s: $sum   (statements|max labels per statement|label sequence|errors)"
+    [ -s "$TMP/s$s.out.err" ] && head -n 3 "$TMP/s$s.out.err"
+    check "[[ '$sum' =~ ^[0-9]+\|1\|up,down\|0$ ]]" "session $s: no errors, one version per statement, 'up' then 'down'"
+done
+# Statements that saw version 1 but ended after the cron run had committed:
+# they were running across the deployment and still saw one version.
+# (timestamps of one time zone compare correctly as strings)
+straddle=$(cat "$TMP"/s?.out | awk -F'|' -v e="$end_ts" 'e != "" && $5 == "up" && $2 > e' | wc -l)
+echo "  statements running across the deployment's commit: $straddle"
+check "[ '$straddle' -ge 1 ]" "at least one 3000-row statement ran across the deployment and saw one version"
+
+q "SELECT cron.unschedule(jobid) FROM cron.job; DROP EXTENSION bft CASCADE; DROP TABLE tweets, probe, ctl;
+   SELECT lo_unlink(oid) FROM pg_largeobject_metadata" >/dev/null 2>&1
+echo "RESULT: $PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
