@@ -26,7 +26,7 @@
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with bft installed and
 # BFT_TMP (tests/run_all.sh sets both).  Prints "RESULT: P passed, F failed".
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 source tests/scripts/cluster.sh
 set +e
 : "${PGHOST:?}" "${PGPORT:?}"

@@ -15,7 +15,7 @@
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with bft installed
 # (tests/run_all.sh exports them).  Prints "RESULT: P passed, F failed".
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 DB=bft_readonly
 PASS=0; FAIL=0
 ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }

@@ -20,7 +20,7 @@
 # Uses BFT_TMP (tests/run_all.sh sets it) for its clusters.  Prints
 # "RESULT: P passed, F failed" last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 source tests/scripts/cluster.sh
 set +e
 
