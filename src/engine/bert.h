@@ -64,6 +64,13 @@ typedef struct bert_acts {
     float *dlogits;               /* (B,K) */
     float *dpool;                 /* (B,C) */
     int64_t *rows;                /* (B) [CLS] row indices */
+    /* cancellation: poll(poll_ctx) is called before every encoder layer of a
+     * forward (from the second on) and of a backward; once it returns nonzero,
+     * stopped is set and the remaining layers are skipped (the results are
+     * then garbage: the caller checks stopped and gives up). */
+    int (*poll)(void *ctx);
+    void *poll_ctx;
+    int stopped;
 } bert_acts;
 
 /* Allocate activations for batches up to (Bmax, Tmax); train: keep every layer
@@ -85,9 +92,11 @@ const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_b
 float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                        const bert_dropout_cfg *dc);
 
-/* Backward of bert_cls_forward (after a training forward): accumulates every
- * parameter gradient into g (same layout as m->p; zero it before). Consumes the
- * forward's activations (a->fch is overwritten): one backward per forward. */
+/* Backward of bert_cls_forward (after a training forward): writes every
+ * parameter gradient into g (same layout as m->p). Gradients are assigned,
+ * except the embedding tables (wte, wpe, wtt), which are accumulated and must be
+ * zero before. Consumes the forward's activations (a->fch is overwritten): one
+ * backward per forward. */
 void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
                        const bert_batch *bt, const bert_dropout_cfg *dc);
 
@@ -122,8 +131,9 @@ void bert_mlm_free(bert_mlm_ws *w);
 float bert_mlm_forward(const bft_model *m, bert_mlm_ws *w, const float *hidden,
                        const int64_t *rows, int M, const int32_t *labels);
 
-/* Backward of bert_mlm_forward (with labels): accumulates the head's and wte's
- * gradients into g and adds d hidden rows into dhidden (B*T,C). */
+/* Backward of bert_mlm_forward (with labels): writes the head's gradients into g,
+ * adds the tied decoder's gradient into g->wte (zero before) and adds d hidden
+ * rows into dhidden (B*T,C). */
 void bert_mlm_backward(const bft_model *m, const bft_params *g, bert_mlm_ws *w,
                        const int64_t *rows, int M, float *dhidden);
 

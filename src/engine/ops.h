@@ -42,10 +42,15 @@ void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float
                        int N, int IC, int OC);
 
 /* Linear backward for out = inp · w^T + b, given dout (N, OC):
- * dinp (N, IC) = dout · w (or += when accum_dinp), dw (OC, IC) += dout^T · inp,
- * dbias (OC) += column sums of dout. Any of dinp/dw/dbias may be NULL. */
+ * dinp (N, IC) = dout · w, dw (OC, IC) = dout^T · inp, dbias (OC) = column sums
+ * of dout; "=" becomes "+=" for dinp when accum_dinp, for dw and dbias when
+ * accum_dw. Any of dinp/dw/dbias may be NULL. */
 void bft_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp);
+                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
+                       int accum_dw);
+
+/* out (C) = column sums of x (N, C) (+= when accum). */
+void bft_op_colsum(float *out, const float *x, int N, int C, int accum);
 
 /* In place pre (N, OC) += bias (OC); then out (N, OC) = gelu(pre) (erf GELU) when out. */
 void bft_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC);
@@ -73,7 +78,8 @@ void bft_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const i
 
 /* Backward of bft_op_embed_ln_fwd given dout (B,T,C) (overwritten with scratch values):
  * dwte[ids] += (rows whose id is pad_id skipped, like nn.Embedding(padding_idx)),
- * dwpe[t] +=, dwtt[0] +=, dw, db (C) +=. dx (B,T,C) is scratch. */
+ * dwpe[t] +=, dwtt[0] += (the tables accumulate: zero them first), dw, db (C) =.
+ * dx (B,T,C) is scratch. */
 void bft_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
                          float *dout, float *dx, const float *x, const float *mean,
                          const float *rstd, const int32_t *ids, const float *w, int B, int T,
@@ -90,13 +96,14 @@ void bft_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, 
                           const float *b, int N, int C, float eps);
 
 /* LayerNorm backward: dx (N,C) = d LN / d x given dout (dx may alias dout);
- * dw, db (C) += (either may be NULL). */
+ * dw, db (C) = (+= when accum_w; either may be NULL). */
 void bft_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const float *w, int N, int C);
+                          const float *mean, const float *rstd, const float *w, int N, int C,
+                          int accum_w);
 
 /* Backward of the dropout(proj + bias) part of bft_op_residual_ln_fwd given dx (N,C),
  * the gradient at x: dproj (N,C) = dropout mask · dx (dproj may alias dx),
- * dbias (C) += column sums of dproj. */
+ * dbias (C) = column sums of dproj. */
 void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
                              const bft_dropout *d);
 

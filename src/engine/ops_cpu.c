@@ -276,9 +276,9 @@ void bft_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, 
 /* ---------------------------------------------------------------- column sums */
 
 typedef struct {
-    float *acc;        /* (C) += */
+    float *acc;        /* (C) = or += */
     const float *x;    /* (N, C) */
-    int N, C;
+    int N, C, accum;
 } colsum_job;
 
 static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
@@ -287,6 +287,8 @@ static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
     (void)tid;
     int w = (int)(c1 - c0);
     float *acc = j->acc + c0;
+    if (!j->accum)
+        memset(acc, 0, (size_t)w * sizeof *acc);
     for (int r = 0; r < j->N; r++) {
         const float *x = j->x + (size_t)r * j->C + c0;
         for (int c = 0; c < w; c++)
@@ -294,10 +296,9 @@ static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
     }
 }
 
-/* acc (C) += column sums of x (N, C). */
-static void colsum_add(float *acc, const float *x, int N, int C)
+void bft_op_colsum(float *out, const float *x, int N, int C, int accum)
 {
-    colsum_job j = {acc, x, N, C};
+    colsum_job j = {out, x, N, C, accum};
     bft_parallel_for(C, (int64_t)(N * C < 65536 ? C : 64), colsum_part, &j);
 }
 
@@ -330,12 +331,13 @@ void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float
 }
 
 void bft_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp)
+                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
+                       int accum_dw)
 {
     if (dbias)
-        colsum_add(dbias, dout, N, OC);
+        bft_op_colsum(dbias, dout, N, OC, accum_dw);
     if (dw)
-        bft_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC);
+        bft_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, accum_dw ? 1.0f : 0.0f, dw, IC);
     if (dinp)
         bft_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, accum_dinp ? 1.0f : 0.0f, dinp, IC);
 }
@@ -605,7 +607,7 @@ void bft_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const i
 typedef struct {
     float *dx, *dw, *db;
     const float *dout, *x, *mean, *rstd, *w;
-    int N, C;
+    int N, C, accum;
 } lnb_job;
 
 /* dw, db (columns c0..c1) += sum over rows of dout*xhat, dout */
@@ -614,6 +616,12 @@ static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
     lnb_job *j = ctx;
     int w = (int)(c1 - c0);
     (void)tid;
+    if (!j->accum) {
+        if (j->dw)
+            memset(j->dw + c0, 0, (size_t)w * sizeof(float));
+        if (j->db)
+            memset(j->db + c0, 0, (size_t)w * sizeof(float));
+    }
     for (int r = 0; r < j->N; r++) {
         const float *g = j->dout + (size_t)r * j->C + c0, *x = j->x + (size_t)r * j->C + c0;
         float mean = j->mean[r], rstd = j->rstd[r];
@@ -666,9 +674,10 @@ static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
 }
 
 void bft_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const float *w, int N, int C)
+                          const float *mean, const float *rstd, const float *w, int N, int C,
+                          int accum_w)
 {
-    lnb_job j = {dx, dw, db, dout, x, mean, rstd, w, N, C};
+    lnb_job j = {dx, dw, db, dout, x, mean, rstd, w, N, C, accum_w};
     if (dw || db)
         bft_parallel_for(C, (int64_t)(N * C < 65536 ? C : 64), lnb_cols_part, &j);
     bft_parallel_for(N, 4, lnb_rows_part, &j);
@@ -700,7 +709,7 @@ void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N,
         memcpy(dproj, dx, (size_t)N * C * sizeof *dproj);
     }
     if (dbias)
-        colsum_add(dbias, dproj, N, C);
+        bft_op_colsum(dbias, dproj, N, C, 0);
 }
 
 /* ---------------------------------------------------------------- embeddings backward */
@@ -741,7 +750,7 @@ void bft_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float
 {
     int N = B * T;
     bft_op_dropout_bwd(dout, dout, (size_t)N * C, d);
-    bft_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C);
+    bft_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, 0);
     emb_job j = {dwte, dwpe, dwtt, dx, ids, B, T, C, pad_id};
     bft_parallel_for(C, 16, emb_bwd_part, &j);
 }

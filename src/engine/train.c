@@ -165,7 +165,7 @@ static int64_t *order_by_length(const bft_dataset *ds)
 /* Eval-mode forward over ds in length-sorted batches: probs (n,K) and, when
  * losses is given (labeled ds), per-example cross-entropy (n). */
 static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
-                         float *losses, bft_error *err)
+                         float *losses, int (*poll)(void *), void *poll_ctx, bft_error *err)
 {
     const bft_config *cfg = &m->cfg;
     int K = cfg->num_labels, maxlen = 0, rc;
@@ -198,7 +198,17 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
         int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
         bert_batch bt;
         make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, losses ? labels : NULL, &bt);
+        a.poll = poll;
+        a.poll_ctx = poll_ctx;
         bert_cls_forward(m, &a, &bt, NULL);
+        if (a.stopped || (poll && poll(poll_ctx))) {
+            bert_acts_free(&a);
+            free(order);
+            free(ids);
+            free(lens);
+            free(labels);
+            return bft_set_error(err, BFT_ECANCEL, "inference cancelled");
+        }
         for (int b = 0; b < B; b++) {
             int64_t i = order[s + b];
             if (probs)
@@ -215,17 +225,38 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
     return BFT_OK;
 }
 
+int bft_predict_poll(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
+                     int (*poll)(void *ctx), void *poll_ctx, bft_error *err)
+{
+    bft_clear_error(err);
+    if (!m || !probs)
+        return bft_set_error(err, BFT_EINVAL, "bft_predict: NULL model or output");
+    return run_inference(m, ds, batch_size, probs, NULL, poll, poll_ctx, err);
+}
+
 int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
                 bft_error *err)
 {
     bft_clear_error(err);
     if (!m || !probs)
         return bft_set_error(err, BFT_EINVAL, "bft_predict: NULL model or output");
-    return run_inference(m, ds, batch_size, probs, NULL, err);
+    return run_inference(m, ds, batch_size, probs, NULL, NULL, NULL, err);
 }
+
+static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
+                       float *accuracy, float *macro_f1, int64_t *confusion,
+                       int (*poll)(void *), void *poll_ctx, bft_error *err);
 
 int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
                     float *accuracy, float *macro_f1, int64_t *confusion, bft_error *err)
+{
+    return evaluate_ds(m, ds, batch_size, loss, accuracy, macro_f1, confusion, NULL, NULL, err);
+}
+
+/* bft_evaluate_ds with a cancellation poll (the trainer's per-epoch evaluation). */
+static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
+                       float *accuracy, float *macro_f1, int64_t *confusion,
+                       int (*poll)(void *), void *poll_ctx, bft_error *err)
 {
     bft_clear_error(err);
     if (!m)
@@ -234,7 +265,7 @@ int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, f
         return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: dataset without labels");
     int K = m->cfg.num_labels;
     if (K < 1 || ds->n <= 0)
-        return run_inference(m, ds, batch_size, NULL, NULL, err);
+        return run_inference(m, ds, batch_size, NULL, NULL, poll, poll_ctx, err);
     float *probs = malloc((size_t)ds->n * K * sizeof *probs);
     float *losses = malloc((size_t)ds->n * sizeof *losses);
     int64_t *conf = calloc((size_t)K * K, sizeof *conf);
@@ -243,7 +274,7 @@ int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, f
         rc = bft_set_error(err, BFT_ENOMEM, "out of memory for evaluation");
         goto done;
     }
-    if ((rc = run_inference(m, ds, batch_size, probs, losses, err)) != 0)
+    if ((rc = run_inference(m, ds, batch_size, probs, losses, poll, poll_ctx, err)) != 0)
         goto done;
     double ls = 0.0;
     int64_t correct = 0;
@@ -386,6 +417,7 @@ typedef struct trainer {
     bft_tensor_info *tensors;
     int ntensors;
     unsigned char *trainable;        /* (ntensors) */
+    unsigned char *accumulated;      /* (ntensors) gradient accumulated (+=): zeroed by AdamW */
     bert_acts acts;
     bert_mlm_ws mlm;
     int32_t *ids, *lens, *labels, *mlm_labels; /* batch buffers */
@@ -402,6 +434,7 @@ static void trainer_free(trainer *t)
     free(t->v_mem);
     free(t->tensors);
     free(t->trainable);
+    free(t->accumulated);
     bert_acts_free(&t->acts);
     bert_mlm_free(&t->mlm);
     free(t->ids);
@@ -450,7 +483,8 @@ static double optimizer_step(trainer *t, double lr, int64_t step1)
         size_t off = t->tensors[i].offset;
         bft_op_adamw(t->m->params_mem + off, t->grad_mem + off, t->m_mem + off, t->v_mem + off,
                      t->tensors[i].numel, (float)lr, o->adam_beta1, o->adam_beta2, o->adam_eps,
-                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1, 1);
+                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1,
+                     t->accumulated[i]);
     }
     return norm;
 }
@@ -603,7 +637,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     int Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n);
     t.Bmax = Bmax;
     t.Tmax = maxlen;
-    t.grad_mem = calloc(np, sizeof(float)); /* zeroed again by every AdamW step */
+    t.grad_mem = calloc(np, sizeof(float)); /* embedding rows re-zeroed by every AdamW step */
     t.m_mem = calloc(np, sizeof(float));
     t.v_mem = calloc(np, sizeof(float));
     t.tensors = bft_params_tensors(cfg, m->parts, &t.ntensors);
@@ -624,8 +658,11 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
                              "out of memory for training (%zu parameters, batch %d x %d tokens)", np,
                              Bmax, maxlen);
     }
+    t.acts.poll = o->poll;
+    t.acts.poll_ctx = o->poll_ctx;
     t.trainable = calloc((size_t)t.ntensors, 1);
-    if (!t.trainable) {
+    t.accumulated = calloc((size_t)t.ntensors, 1);
+    if (!t.trainable || !t.accumulated) {
         trainer_free(&t);
         return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
     }
@@ -634,6 +671,8 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
         int head_mlm = is_prefix(nm, "cls.predictions.");
         int head_cls = is_prefix(nm, "pooler.") || is_prefix(nm, "classifier.");
         t.trainable[i] = task == TASK_CLS ? !head_mlm : !head_cls;
+        /* the backward assigns every gradient except the embedding tables' */
+        t.accumulated[i] = is_prefix(nm, "embeddings.") && strstr(nm, "_embeddings.weight") != NULL;
     }
     bft_params_assign(&t.g, t.grad_mem, cfg, m->parts);
 
@@ -681,11 +720,19 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
                         return bft_set_error(err, BFT_ENOMEM, "out of memory for the MLM head (%d rows)", M);
                     }
                     const float *top = bert_encoder_forward(m, &t.acts, &mb, &dc);
+                    if (t.acts.stopped)
+                        goto cancelled;
                     loss = bert_mlm_forward(m, &t.mlm, top, t.rows, M, t.mlm_labels);
                     bft_op_zero(t.acts.dA, (size_t)mb.B * mb.T * cfg->hidden_size);
                     bert_mlm_backward(m, &t.g, &t.mlm, t.rows, M, t.acts.dA);
                     bert_encoder_backward(m, &t.g, &t.acts, &mb, &dc);
                 }
+            }
+            if (t.acts.stopped) {
+            cancelled:
+                trainer_free(&t);
+                return bft_set_error(err, BFT_ECANCEL, "training cancelled in step %lld",
+                                     (long long)step + 1);
             }
             optimizer_step(&t, lr, step + 1);
             step++;
@@ -717,7 +764,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
         }
         float el = NAN, ea = NAN, ef = NAN;
         if (task == TASK_CLS && o->valid) {
-            rc = bft_evaluate_ds(m, o->valid, 32, &el, &ea, &ef, NULL, err);
+            rc = evaluate_ds(m, o->valid, 32, &el, &ea, &ef, NULL, o->poll, o->poll_ctx, err);
             if (rc != BFT_OK) {
                 trainer_free(&t);
                 return rc;
