@@ -15,7 +15,9 @@
 #    standby with SQLSTATE 25006 (read-only), and the standby keeps running;
 #  - bft_export_model works on the standby (it only reads the database);
 #  - a model dropped on the primary is gone for the standby session's next
-#    statement (a clean error), and bft.progress is readable there.
+#    statement (a clean error), and bft.progress is readable there;
+#  - after promotion (failover) the former standby trains, deploys and
+#    classifies like a primary.
 #
 # Uses BFT_TMP (tests/run_all.sh sets it) for its clusters.  Prints
 # "RESULT: P passed, F failed" last.
@@ -209,5 +211,16 @@ check '[ "$(rd s_v1b.txt)" = "$primary_v1" ] && [ "$(rd primary_rollback.txt)" =
 check '[ "$(rd dropped.txt)" = 2 ] && grep -q "ERROR:  model \"topics\" does not exist" "$D/session.txt" && [ "$(rd s_alive.txt)" = "alive:$(rd s_pid1.txt)" ]' \
     "model dropped on the primary: the standby session's next statement says it does not exist, and the session goes on"
 check '[ "$(qs "SELECT count(*) FROM bft.progress")" = 0 ]' "bft.progress can be read on the standby"
+
+# ---- failover: the promoted standby trains and deploys like a primary -------
+as_cluster_user "$PG_BINDIR/pg_ctl" -D "$S/data" -w -t 60 promote >/dev/null 2>&1
+check '[ "$(qs "SELECT pg_is_in_recovery()")" = f ]' "standby promoted"
+out=$(qs "SET client_min_messages = warning; SET bft.threads = 1;
+          SELECT version FROM bft_train('docs', 'body', 'label', epochs => 15, model => 'topics', seed => 3,
+                 batch_size => 8, learning_rate => 2e-3, max_length => 32, architecture => '$ARCH')" 2>&1)
+check '[ "$out" = 1 ] && [ "$(qs "SELECT count(*) FROM bft_evaluate('\''topics'\'', '\''docs'\'', '\''body'\'', '\''label'\'')")" = 1 ]' \
+    "after promotion, bft_train works there and the new model classifies (${out:0:80})"
+check '[ "$(qs "SELECT bft_predict_proba(body, '\''from_standby'\'') FROM docs WHERE id = 1")" = "$(qp "SELECT bft_predict_proba(body, '\''from_standby'\'') FROM docs WHERE id = 1")" ]' \
+    "models replicated before the failover classify identically on the promoted server"
 
 finish
