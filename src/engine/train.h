@@ -35,6 +35,14 @@ typedef struct bft_train_opts {
     uint64_t seed;           /* shuffling, dropout, fresh heads */
     const bft_dataset *valid;/* optional: evaluated after every epoch */
     float mlm_probability;   /* bft_pretrain_mlm only: default 0.15 (80/10/10) */
+    /* Optional cancellation poll, called on the calling thread between the
+     * encoder layers of every forward and backward pass (training steps and
+     * the per-epoch evaluation), i.e. many times per optimizer step: a BERT-base
+     * step on a CPU can take seconds, too long to wait for the progress
+     * callback. Nonzero stops the call like a progress callback returning
+     * nonzero (everything freed, BFT_ECANCEL). NULL (default): no polling. */
+    int (*poll)(void *ctx);
+    void *poll_ctx;
 } bft_train_opts;
 
 /* Trainer defaults as above. */
@@ -88,6 +96,11 @@ int bft_pretrain_mlm(bft_model *m, const bft_dataset *ds, const bft_train_opts *
  * output rows = dataset order. */
 int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size,
                 float *probs, bft_error *err);
+
+/* bft_predict with a cancellation poll (see bft_train_opts.poll): polled
+ * between encoder layers and batches; nonzero stops with BFT_ECANCEL. */
+int bft_predict_poll(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
+                     int (*poll)(void *ctx), void *poll_ctx, bft_error *err);
 
 /* Eval-mode mean cross-entropy, accuracy and macro-F1 over a labeled dataset;
  * confusion (K*K, row = true, col = predicted) filled when not NULL. */

@@ -110,6 +110,7 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 	float	   *cprob;
 	int64		maxlen = 0;
 	bft_error	err;
+	ErrorData  *edata = NULL;
 
 	if (n <= 0)
 		return;
@@ -147,8 +148,13 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 		ds.tokens = ctok;
 		ds.offsets = coff;
 		ds.labels = NULL;
-		if (bft_predict(m, &ds, BFT_PREDICT_BATCH, cprob, &err) != 0)
+		if (bft_predict_poll(m, &ds, BFT_PREDICT_BATCH, cprob, bft_poll_interrupts, &edata,
+							 &err) != 0)
+		{
+			if (edata)
+				ReThrowError(edata);
 			bft_report_engine_error(&err, "classification failed");
+		}
 		for (j = 0; j < cn; j++)
 			memcpy(probs + order[start + j].idx * K, cprob + j * K, sizeof(float) * K);
 	}

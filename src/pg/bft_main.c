@@ -148,6 +148,40 @@ bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
 	*tupdesc = td;
 }
 
+/*
+ * Cancellation poll handed to the engine (bft_train_opts.poll,
+ * bft_predict_poll): runs on the calling thread between encoder layers.
+ * When an interrupt is pending it runs CHECK_FOR_INTERRUPTS; if that raises
+ * an error (cancel, statement_timeout), the error is copied into *ctx (an
+ * ErrorData **), the error state flushed and 1 returned so the engine
+ * unwinds and frees its state; the caller re-throws it afterwards.
+ */
+int
+bft_poll_interrupts(void *ctx)
+{
+	ErrorData **edata = (ErrorData **) ctx;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile int stop = 0;
+
+	if (*edata != NULL)
+		return 1;
+	if (!InterruptPending)
+		return 0;
+	PG_TRY();
+	{
+		CHECK_FOR_INTERRUPTS();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		*edata = CopyErrorData();
+		FlushErrorState();
+		stop = 1;
+	}
+	PG_END_TRY();
+	return stop;
+}
+
 /* Monotonic seconds. */
 double
 bft_now_seconds(void)

@@ -35,6 +35,7 @@ extern void bft_json_key_float(StringInfo buf, const char *key, double v, bool c
 extern void bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
 								struct Tuplestorestate **tupstore);
 extern double bft_now_seconds(void);
+extern int	bft_poll_interrupts(void *ctx);
 
 /*
  * A model read from bft.models and loaded by the engine.  Entries of the

@@ -194,6 +194,8 @@ progress_cb(void *ctx, const bft_progress *p)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	volatile int stop = 0;
 
+	if (pc->edata)
+		return 1;
 	PG_TRY();
 	{
 		double		now = bft_now_seconds();
@@ -1048,6 +1050,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.shuffle = shuffle ? 1 : 0;
 	opts.group_by_length = group_by_length ? 1 : 0;
 	opts.seed = (uint64) seed;
+	/* cancel checks between encoder layers, not only after each step */
+	opts.poll = bft_poll_interrupts;
+	opts.poll_ctx = &pc.edata;
 
 	/* ---- MLM pre-training on the column's own text ---- */
 	memset(&mlm_res, 0, sizeof(mlm_res));
