@@ -225,32 +225,32 @@ void bert_encoder_backward(const bft_model *m, const bft_params *g, bert_acts *a
         bft_dropout d_h2 = site_drop(dc, 1, ph, SITE_LAYER0 + 3 * (uint64_t)l + 2);
         /* LN2: dB = d res2 (also d ln1 through the residual) */
         bft_op_layernorm_bwd(a->dB, g->ln2w + (size_t)l * C, g->ln2b + (size_t)l * C, a->dA,
-                             la.res2, la.ln2_mean, la.ln2_rstd, p->ln2w + (size_t)l * C, N, C);
+                             la.res2, la.ln2_mean, la.ln2_rstd, p->ln2w + (size_t)l * C, N, C, 0);
         /* dA = d (gelu · fcprojw^T) through the dropout; fcprojb grad */
         bft_op_dropout_bias_bwd(a->dA, g->fcprojb + (size_t)l * C, a->dB, N, C, &d_h2);
         /* recompute gelu (B,T,I); fch becomes gelu'(fch) (no longer needed itself) */
         bft_op_gelu_recompute(a->gelu, la.fch, (size_t)N * I);
         /* dI = d gelu; fcprojw grad */
         bft_op_linear_bwd(a->dI, g->fcprojw + (size_t)l * C * I, NULL, a->dA, a->gelu,
-                          p->fcprojw + (size_t)l * C * I, N, I, C, 0);
+                          p->fcprojw + (size_t)l * C * I, N, I, C, 0, 0);
         /* dI = d fch = d gelu * gelu'(fch) */
         bft_op_mul(a->dI, la.fch, (size_t)N * I);
         /* dB += d ln1 through the intermediate dense; fcw, fcb grads */
         bft_op_linear_bwd(a->dB, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, a->dI, la.ln1,
-                          p->fcw + (size_t)l * I * C, N, C, I, 1);
+                          p->fcw + (size_t)l * I * C, N, C, I, 1, 0);
         /* LN1: dA = d res1 (also d in through the residual) */
         bft_op_layernorm_bwd(a->dA, g->ln1w + (size_t)l * C, g->ln1b + (size_t)l * C, a->dB,
-                             la.res1, la.ln1_mean, la.ln1_rstd, p->ln1w + (size_t)l * C, N, C);
+                             la.res1, la.ln1_mean, la.ln1_rstd, p->ln1w + (size_t)l * C, N, C, 0);
         /* dB = d (ctx · attprojw^T) through the dropout; attprojb grad */
         bft_op_dropout_bias_bwd(a->dB, g->attprojb + (size_t)l * C, a->dA, N, C, &d_h1);
         /* dC = d ctx; attprojw grad */
         bft_op_linear_bwd(a->dC, g->attprojw + (size_t)l * CC, NULL, a->dB, la.ctx,
-                          p->attprojw + (size_t)l * CC, N, C, C, 0);
+                          p->attprojw + (size_t)l * CC, N, C, C, 0, 0);
         /* dqkv (B,T,3C) */
         bft_op_attention_bwd(a->dqkv, a->dC, la.att, la.qkv, bt->lens, B, T, C, NH, &d_att);
         /* dA += d in through Q, K, V; qkvw, qkvb grads */
         bft_op_linear_bwd(a->dA, g->qkvw + (size_t)l * 3 * CC, g->qkvb + (size_t)l * 3 * C, a->dqkv,
-                          la.in, p->qkvw + (size_t)l * 3 * CC, N, C, 3 * C, 1);
+                          la.in, p->qkvw + (size_t)l * 3 * CC, N, C, 3 * C, 1, 0);
     }
     /* embeddings: dA = d h0 */
     bft_dropout de = site_drop(dc, 1, ph, SITE_EMB);
@@ -303,12 +303,12 @@ void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
     bft_dropout dcl = site_drop(dc, 1, pc, SITE_CLS);
 
     /* classifier: dpool (B,C) = dlogits · clsw; clsw, clsb grads */
-    bft_op_linear_bwd(a->dpool, g->clsw, g->clsb, a->dlogits, a->pooled_d, p->clsw, B, C, K, 0);
+    bft_op_linear_bwd(a->dpool, g->clsw, g->clsb, a->dlogits, a->pooled_d, p->clsw, B, C, K, 0, 0);
     /* dropout, tanh */
     bft_op_dropout_bwd(a->dpool, a->dpool, (size_t)B * C, &dcl);
     bft_op_tanh_bwd(a->dpool, a->dpool, a->pooled, (size_t)B * C);
     /* pooler dense: d cls (B,C) into pooled_d (free now); poolw, poolb grads */
-    bft_op_linear_bwd(a->pooled_d, g->poolw, g->poolb, a->dpool, a->cls, p->poolw, B, C, C, 0);
+    bft_op_linear_bwd(a->pooled_d, g->poolw, g->poolb, a->dpool, a->cls, p->poolw, B, C, C, 0, 0);
     /* dA (B,T,C): zero except the [CLS] rows */
     bft_op_zero(a->dA, (size_t)B * T * C);
     bft_op_scatter_add_rows(a->dA, a->pooled_d, a->rows, B, C);
@@ -388,12 +388,13 @@ void bert_mlm_backward(const bft_model *m, const bft_params *g, bert_mlm_ws *w,
 {
     const bft_params *p = &m->p;
     int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
-    /* decoder: dh = dlogits · wte; wte (tied) and bias grads */
-    bft_op_linear_bwd(w->dh, g->wte, g->mlm_bias, w->dlogits, w->ln, p->wte, M, C, V, 0);
+    /* decoder: dh = dlogits · wte; wte (tied: accumulated) and bias grads */
+    bft_op_linear_bwd(w->dh, g->wte, NULL, w->dlogits, w->ln, p->wte, M, C, V, 0, 1);
+    bft_op_colsum(g->mlm_bias, w->dlogits, M, V, 0);
     /* LayerNorm, GELU, dense */
     bft_op_layernorm_bwd(w->dh, g->mlm_lnw, g->mlm_lnb, w->dh, w->g, w->mean, w->rstd, p->mlm_lnw,
-                         M, C);
+                         M, C, 0);
     bft_op_gelu_bwd(w->dh, w->dh, w->pre, (size_t)M * C);
-    bft_op_linear_bwd(w->dh2, g->mlm_w, g->mlm_b, w->dh, w->h, p->mlm_w, M, C, C, 0);
+    bft_op_linear_bwd(w->dh2, g->mlm_w, g->mlm_b, w->dh, w->h, p->mlm_w, M, C, C, 0, 0);
     bft_op_scatter_add_rows(dhidden, w->dh2, rows, M, C);
 }

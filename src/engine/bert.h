@@ -92,9 +92,11 @@ const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_b
 float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                        const bert_dropout_cfg *dc);
 
-/* Backward of bert_cls_forward (after a training forward): accumulates every
- * parameter gradient into g (same layout as m->p; zero it before). Consumes the
- * forward's activations (a->fch is overwritten): one backward per forward. */
+/* Backward of bert_cls_forward (after a training forward): writes every
+ * parameter gradient into g (same layout as m->p). Gradients are assigned,
+ * except the embedding tables (wte, wpe, wtt), which are accumulated and must be
+ * zero before. Consumes the forward's activations (a->fch is overwritten): one
+ * backward per forward. */
 void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
                        const bert_batch *bt, const bert_dropout_cfg *dc);
 
@@ -129,8 +131,9 @@ void bert_mlm_free(bert_mlm_ws *w);
 float bert_mlm_forward(const bft_model *m, bert_mlm_ws *w, const float *hidden,
                        const int64_t *rows, int M, const int32_t *labels);
 
-/* Backward of bert_mlm_forward (with labels): accumulates the head's and wte's
- * gradients into g and adds d hidden rows into dhidden (B*T,C). */
+/* Backward of bert_mlm_forward (with labels): writes the head's gradients into g,
+ * adds the tied decoder's gradient into g->wte (zero before) and adds d hidden
+ * rows into dhidden (B*T,C). */
 void bert_mlm_backward(const bft_model *m, const bft_params *g, bert_mlm_ws *w,
                        const int64_t *rows, int M, float *dhidden);
 

@@ -417,6 +417,7 @@ typedef struct trainer {
     bft_tensor_info *tensors;
     int ntensors;
     unsigned char *trainable;        /* (ntensors) */
+    unsigned char *accumulated;      /* (ntensors) gradient accumulated (+=): zeroed by AdamW */
     bert_acts acts;
     bert_mlm_ws mlm;
     int32_t *ids, *lens, *labels, *mlm_labels; /* batch buffers */
@@ -433,6 +434,7 @@ static void trainer_free(trainer *t)
     free(t->v_mem);
     free(t->tensors);
     free(t->trainable);
+    free(t->accumulated);
     bert_acts_free(&t->acts);
     bert_mlm_free(&t->mlm);
     free(t->ids);
@@ -481,7 +483,8 @@ static double optimizer_step(trainer *t, double lr, int64_t step1)
         size_t off = t->tensors[i].offset;
         bft_op_adamw(t->m->params_mem + off, t->grad_mem + off, t->m_mem + off, t->v_mem + off,
                      t->tensors[i].numel, (float)lr, o->adam_beta1, o->adam_beta2, o->adam_eps,
-                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1, 1);
+                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1,
+                     t->accumulated[i]);
     }
     return norm;
 }
@@ -634,7 +637,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     int Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n);
     t.Bmax = Bmax;
     t.Tmax = maxlen;
-    t.grad_mem = calloc(np, sizeof(float)); /* zeroed again by every AdamW step */
+    t.grad_mem = calloc(np, sizeof(float)); /* embedding rows re-zeroed by every AdamW step */
     t.m_mem = calloc(np, sizeof(float));
     t.v_mem = calloc(np, sizeof(float));
     t.tensors = bft_params_tensors(cfg, m->parts, &t.ntensors);
@@ -658,7 +661,8 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     t.acts.poll = o->poll;
     t.acts.poll_ctx = o->poll_ctx;
     t.trainable = calloc((size_t)t.ntensors, 1);
-    if (!t.trainable) {
+    t.accumulated = calloc((size_t)t.ntensors, 1);
+    if (!t.trainable || !t.accumulated) {
         trainer_free(&t);
         return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
     }
@@ -667,6 +671,8 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
         int head_mlm = is_prefix(nm, "cls.predictions.");
         int head_cls = is_prefix(nm, "pooler.") || is_prefix(nm, "classifier.");
         t.trainable[i] = task == TASK_CLS ? !head_mlm : !head_cls;
+        /* the backward assigns every gradient except the embedding tables' */
+        t.accumulated[i] = is_prefix(nm, "embeddings.") && strstr(nm, "_embeddings.weight") != NULL;
     }
     bft_params_assign(&t.g, t.grad_mem, cfg, m->parts);
 
