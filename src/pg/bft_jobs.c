@@ -35,6 +35,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
@@ -484,10 +485,16 @@ bft_cancel_job_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(result);
 }
 
-/* bft.job_worker_alive(pid, userid): used by the bft.jobs view. */
+/*
+ * bft.job_worker_alive(pid, userid): used by the bft.jobs view.  On a hot
+ * standby the workers run on the primary, so the replayed state is shown as
+ * recorded (true) rather than every queued/running job as failed.
+ */
 Datum
 bft_job_worker_alive_sql(PG_FUNCTION_ARGS)
 {
+	if (RecoveryInProgress())
+		PG_RETURN_BOOL(true);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(job_worker_alive(PG_GETARG_INT32(0),

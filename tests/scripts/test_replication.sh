@@ -13,6 +13,9 @@
 #    standby backend (its per-backend model cache notices the change);
 #  - bft_train, bft_import_model, bft_deploy and bft_drop_model fail on the
 #    standby with SQLSTATE 25006 (read-only), and the standby keeps running;
+#  - bft_train_async and bft_cancel_job are refused there too, and bft.jobs
+#    on the standby shows a job running on the primary as running, then as
+#    cancelled once replayed;
 #  - bft_export_model works on the standby (it only reads the database);
 #  - a model dropped on the primary is gone for the standby session's next
 #    statement (a clean error), and bft.progress is readable there;
@@ -139,6 +142,21 @@ refused "bft_deploy" "SELECT bft_deploy('topics', 1)"
 refused "bft_drop_model" "SELECT bft_drop_model('topics')"
 check '[ "$(qs "SELECT count(*) FROM bft.models")" = 1 ] && ! grep -Eq "terminated by signal|PANIC" "$S/server.log"' \
     "standby still up, no backend crashed, models unchanged"
+
+# Background jobs (bft_train_async): refused on the standby; a job running on
+# the primary shows as running there too (its worker is on the primary).
+refused "bft_train_async" "SELECT bft_train_async('docs', 'body', 'label', 1, model => 'x', architecture => '$ARCH')"
+job=$(qp "SELECT bft_train_async('docs', 'body', 'label', epochs => 100000, model => 'slowjob', batch_size => 8,
+                                  max_length => 32, architecture => '$ARCH')")
+for _ in $(seq 1 200); do [ "$(qp "SELECT state FROM bft.jobs WHERE id = ${job:-0}")" = running ] && break; sleep 0.1; done
+wait_replay
+check '[ -n "$job" ] && [ "$(qs "SELECT state FROM bft.jobs WHERE id = $job")" = running ]' \
+    "a job running on the primary shows as running on the standby (not as a dead worker)"
+refused "bft_cancel_job" "SELECT bft_cancel_job(${job:-0})"
+qp "SELECT bft_cancel_job(${job:-0})" >/dev/null
+for _ in $(seq 1 100); do [ "$(qp "SELECT state FROM bft.jobs WHERE id = ${job:-0}")" = cancelled ] && break; sleep 0.1; done
+wait_replay
+check '[ "$(qs "SELECT state FROM bft.jobs WHERE id = ${job:-0}")" = cancelled ]' "the job cancelled on the primary shows as cancelled on the standby"
 
 # Export works on the standby (it reads rows and writes server files only).
 check '[ "$(qs "SELECT bft_export_model('\''topics'\'', '\''$D/from_standby'\'')")" = 1 ] && [ -f "$D/from_standby/model.safetensors" ]' \
