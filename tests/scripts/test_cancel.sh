@@ -72,6 +72,35 @@ out=$(psql -X -q -t -A -d "$DB" -c "SET statement_timeout = '2s'" -c "$TRAIN" \
 check 'echo "$out" | tail -n 1 | grep -qx 1' "a training after a cancel in the same backend works"
 check '[ "$(q "SELECT count(*) FROM bft.models") $(q "SELECT count(*) FROM pg_largeobject_metadata")" = "1 1" ]' "exactly one model and one large object"
 
+# 4. A model whose optimizer steps take longer than a second (BERT-base-like
+#    width): the cancel is noticed between encoder layers, not after the step.
+q "CREATE TABLE long_rows AS SELECT repeat(text || ' ', 3) AS text, label FROM tweets LIMIT 200"
+BIG="SELECT * FROM bft_train('long_rows', 'text', 'label', 1, batch_size => 16, max_length => 128, model => 'big',
+     architecture => '{\"hidden_size\": 512, \"num_hidden_layers\": 8, \"num_attention_heads\": 8, \"intermediate_size\": 2048, \"vocab_size\": 4000}')"
+psql -X -q -d "$DB" -c "$BIG" >"${BFT_TMP:-/tmp}/cancel4.log" 2>&1 &
+BG=$!
+row=""
+for _ in $(seq 1 1200); do
+    row=$(q "SELECT pid, samples_per_s FROM bft.progress WHERE model = 'big' AND phase = 'training' AND step >= 1")
+    [ -n "$row" ] && break
+    sleep 0.1
+done
+pid=${row%%|*}
+step_s=$(awk -v sps="${row##*|}" 'BEGIN { printf "%.2f", (sps > 0 ? 16 / sps : 0) }')
+echo "big model: ${step_s} s per optimizer step"
+sleep 0.4
+t0=$(now)
+q "SELECT pg_cancel_backend(${pid:-0})" >/dev/null
+wait $BG
+t1=$(now)
+lat=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+printf 'cancel latency (big model): %.3f s\n' "$lat"
+check "awk -v s=$step_s 'BEGIN { exit !(s > 1.0) }'" "the big model's steps take over a second (${step_s} s), so the check is meaningful"
+check "awk -v l=$lat 'BEGIN { exit !(l <= 1.0) }'" "cancel inside a long step stops within 1 s ($lat s)"
+check 'grep -q "canceling statement due to user request" "${BFT_TMP:-/tmp}/cancel4.log"' "client sees the cancel error (big model)"
+nbig=$(q "SELECT count(*) FROM bft.models WHERE name = 'big'")
+check '[ "$nbig" = 0 ]' "nothing stored (big model)"
+
 psql -X -q -d postgres -c "DROP DATABASE $DB"
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
