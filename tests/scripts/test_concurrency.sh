@@ -36,16 +36,19 @@ q "CREATE TABLE h (t text, grp int, l text);
 TRAIN="SELECT version FROM bft_train('h', 't', 'l', epochs => 40, learning_rate => 3e-3, dropout => 0, architecture => '$ARCH'"
 
 # ---- 1. two trainings of one name at once ----
-psql -X -q -t -A -d "$DB" -c "BEGIN" -c "$TRAIN, model => 'race')" -c "SELECT pg_sleep(4)" -c "COMMIT" >"$TMP/a.out" 2>&1 &
+# The first training keeps its transaction open until the gate opens (bounded: 60 s).
+GATE="DO \$\$ BEGIN FOR i IN 1..1200 LOOP EXIT WHEN (SELECT go FROM gate); PERFORM pg_sleep(0.05); END LOOP; END \$\$"
+q "CREATE TABLE gate (go bool); INSERT INTO gate VALUES (false)" >/dev/null
+psql -X -q -t -A -d "$DB" -c "BEGIN" -c "$TRAIN, model => 'race')" -c "$GATE" -c "COMMIT" >"$TMP/a.out" 2>&1 &
 A=$!
-for _ in $(seq 1 300); do
-    [ -n "$(q "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)' AND state = 'active'")" ] && break
+for _ in $(seq 1 600); do
+    [ -n "$(q "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DO %gate%' AND state = 'active'")" ] && break
     sleep 0.1
 done
 psql -X -q -t -A -d "$DB" -c "$TRAIN, model => 'race')" >"$TMP/b.out" 2>&1 &
 B=$!
 waiting=""
-for _ in $(seq 1 200); do
+for _ in $(seq 1 600); do
     waiting=$(q "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
                   WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%bft_train%race%'")
     [ -n "$waiting" ] && break
@@ -53,6 +56,7 @@ for _ in $(seq 1 200); do
 done
 check "[ -n '$waiting' ] && kill -0 $B 2>/dev/null" \
     "the second training of 'race' waits on the model-name lock while the first's transaction is open"
+q "UPDATE gate SET go = true" >/dev/null
 wait $A $B
 a=$(grep -E '^[0-9]+$' "$TMP/a.out"); b=$(grep -E '^[0-9]+$' "$TMP/b.out")
 echo "  first: $a, second: $b"
