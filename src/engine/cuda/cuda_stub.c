@@ -7,6 +7,8 @@
  */
 #include "ops_cuda.h"
 
+#include "backend.h"
+
 #ifndef BFT_WITH_CUDA
 
 #define NO_CUDA_MSG "bft was built without CUDA (rebuild with make USE_CUDA=1 where nvcc is installed)"
@@ -42,6 +44,11 @@ void bft_cuda_release(void)
 const char *bft_cuda_device_name(void)
 {
     return "";
+}
+
+const bft_backend *bft_cuda_backend(void)
+{
+    return NULL;
 }
 
 #else

@@ -29,6 +29,7 @@
 #include <string.h>
 
 extern "C" {
+#include "backend.h"
 #include "bft_error.h"
 #include "ops.h"
 }
@@ -604,6 +605,10 @@ extern "C" void bft_cuda_gemm(int tA, int tB, int M, int N, int K, float alpha, 
 
 extern "C" void bft_cuda_set_weights(const float *w, size_t n)
 {
+    /* the same block again (a cached model): its mirror is current, since only
+     * bft_cuda_op_adamw changes registered weights and it updates the mirror */
+    if (w && G.mir && w == G.mir_src && n == G.mir_n && G.use_bf16)
+        return;
     if (G.mir)
         (void)cudaFree(G.mir);
     G.mir = NULL;
@@ -661,6 +666,22 @@ __global__ void k_gelu_bwd(float *dinp, const float *dout, const float *inp, siz
     GRID_STRIDE(i, n) dinp[i] = dout[i] * gelu_grad_d(inp[i]);
 }
 
+/* out = gelu(x); x = gelu'(x) */
+__global__ void k_gelu_recompute(float *out, float *x, size_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        float v = x[i];
+        out[i] = gelu_d(v);
+        x[i] = gelu_grad_d(v);
+    }
+}
+
+__global__ void k_mul(float *x, const float *y, size_t n)
+{
+    GRID_STRIDE(i, n) x[i] *= y[i];
+}
+
 __global__ void k_dropout(float *out, const float *inp, size_t n, dparam d)
 {
     GRID_STRIDE(i, n) out[i] = dkeep(d, i) ? inp[i] * d.scale : 0.0f;
@@ -700,13 +721,15 @@ __global__ void k_strided_rows(int64_t *rows, int n, int64_t stride)
     GRID_STRIDE(i, (size_t)n) rows[i] = (int64_t)i * stride;
 }
 
-__global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay,
+__global__ void k_adamw(float *p, float *g, float *m, float *v, size_t n, float decay,
                         float b1, float b2, float c1, float c2, float gs, float ss, float bc2s,
-                        float eps, bf16 *mir)
+                        float eps, bf16 *mir, int zero_grad)
 {
     GRID_STRIDE(i, n)
     {
         float gi = g[i] * gs;
+        if (zero_grad)
+            g[i] = 0.0f;
         float pi = p[i] * decay;
         float mi = m[i] * b1 + gi * c1;
         float vi = v[i] * b2 + gi * gi * c2;
@@ -870,9 +893,9 @@ __global__ void k_colsum_part(float *part0, float *part1, const float *a, const 
     }
 }
 
-/* Stage 2: acc0[c] += sum over chunks of part0 (and acc1 from part1). */
+/* Stage 2: acc0[c] (+)= sum over chunks of part0 (and acc1 from part1). */
 __global__ void k_colsum_final(float *acc0, float *acc1, const float *part0, const float *part1,
-                               int nchunks, int C)
+                               int nchunks, int C, int accum)
 {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C)
@@ -881,24 +904,33 @@ __global__ void k_colsum_final(float *acc0, float *acc1, const float *part0, con
         float s = 0.0f;
         for (int k = 0; k < nchunks; k++)
             s += part0[(size_t)k * C + c];
-        acc0[c] += s;
+        acc0[c] = accum ? acc0[c] + s : s;
     }
     if (acc1) {
         float s = 0.0f;
         for (int k = 0; k < nchunks; k++)
             s += part1[(size_t)k * C + c];
-        acc1[c] += s;
+        acc1[c] = accum ? acc1[c] + s : s;
     }
 }
 
-/* mode 0: acc0 (C) += column sums of a (N,C).
- * mode 1: acc0 (C) += sum_r a·(x - mean[r])·rstd[r], acc1 (C) += column sums of a;
- * acc0 or acc1 may be NULL. */
+/* mode 0: acc0 (C) = column sums of a (N,C).
+ * mode 1: acc0 (C) = sum_r a·(x - mean[r])·rstd[r], acc1 (C) = column sums of a;
+ * "=" is "+=" when accum; acc0 or acc1 may be NULL. */
 static void colsum(float *acc0, float *acc1, const float *a, const float *x, const float *mean,
-                   const float *rstd, int N, int C, int mode)
+                   const float *rstd, int N, int C, int mode, int accum)
 {
-    if (N <= 0 || C <= 0 || (!acc0 && !acc1))
+    if (C <= 0 || (!acc0 && !acc1))
         return;
+    if (N <= 0) {
+        if (!accum) {
+            if (acc0)
+                cuda_ok(cudaMemsetAsync(acc0, 0, (size_t)C * sizeof(float), G.stream), "zero");
+            if (acc1)
+                cuda_ok(cudaMemsetAsync(acc1, 0, (size_t)C * sizeof(float), G.stream), "zero");
+        }
+        return;
+    }
     int rpc = 64;
     if ((N + rpc - 1) / rpc > 256)
         rpc = (N + 255) / 256;
@@ -912,7 +944,7 @@ static void colsum(float *acc0, float *acc1, const float *a, const float *x, con
     if (!launched("column sums"))
         return;
     k_colsum_final<<<(unsigned)((C + NT - 1) / NT), NT, 0, G.stream>>>(
-        acc0, mode ? acc1 : NULL, part, part1, nchunks, C);
+        acc0, mode ? acc1 : NULL, part, part1, nchunks, C, accum);
     launched("column sums");
 }
 
@@ -1144,15 +1176,16 @@ extern "C" void bft_cuda_op_linear_fwd(float *out, const float *inp, const float
 
 extern "C" void bft_cuda_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
                                        const float *inp, const float *w, int N, int IC, int OC,
-                                       int accum_dinp)
+                                       int accum_dinp, int accum_dw)
 {
     if (!live() || N <= 0)
         return;
+    float bw = accum_dw ? 1.0f : 0.0f;
     if (dbias)
-        colsum(dbias, NULL, dout, NULL, NULL, NULL, N, OC, 0);
+        colsum(dbias, NULL, dout, NULL, NULL, NULL, N, OC, 0, accum_dw);
     if (!G.use_bf16) {
         if (dw)
-            gemm_t(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, CUDA_R_32F);
+            gemm_t(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, bw, dw, IC, CUDA_R_32F);
         if (dinp)
             gemm_t(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, accum_dinp ? 1.0f : 0.0f, dinp, IC,
                    CUDA_R_32F);
@@ -1166,7 +1199,7 @@ extern "C" void bft_cuda_op_linear_bwd(float *dinp, float *dw, float *dbias, con
         op16 x = as_bf16(inp, N, IC, IC, WS_CVT_B);
         if (!x.p)
             return;
-        gemm_t(1, 0, OC, IC, N, 1.0f, g.p, g.ld, x.p, x.ld, 1.0f, dw, IC, CUDA_R_16BF);
+        gemm_t(1, 0, OC, IC, N, 1.0f, g.p, g.ld, x.p, x.ld, bw, dw, IC, CUDA_R_16BF);
     }
     if (dinp) {
         op16 wt = as_bf16(w, OC, IC, IC, WS_CVT_B);
@@ -1200,6 +1233,22 @@ extern "C" void bft_cuda_op_gelu_bwd(float *dinp, const float *dout, const float
         return;
     k_gelu_bwd<<<grid_for(n, NT * 4), NT, 0, G.stream>>>(dinp, dout, inp, n);
     launched("GELU backward");
+}
+
+extern "C" void bft_cuda_op_gelu_recompute(float *out, float *x, size_t n)
+{
+    if (!live() || n == 0)
+        return;
+    k_gelu_recompute<<<grid_for(n, NT * 4), NT, 0, G.stream>>>(out, x, n);
+    launched("GELU recompute");
+}
+
+extern "C" void bft_cuda_op_mul(float *x, const float *y, size_t n)
+{
+    if (!live() || n == 0)
+        return;
+    k_mul<<<grid_for(n, NT * 4), NT, 0, G.stream>>>(x, y, n);
+    launched("multiply");
 }
 
 extern "C" void bft_cuda_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd,
@@ -1237,13 +1286,13 @@ extern "C" void bft_cuda_op_residual_ln_fwd(float *out, float *x, float *mean, f
 
 extern "C" void bft_cuda_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout,
                                           const float *x, const float *mean, const float *rstd,
-                                          const float *w, int N, int C)
+                                          const float *w, int N, int C, int accum_w)
 {
     if (!live() || N <= 0)
         return;
     /* weight gradients first: dx may overwrite dout */
     if (dw || db)
-        colsum(dw, db, dout, x, mean, rstd, N, C, 1);
+        colsum(dw, db, dout, x, mean, rstd, N, C, 1, accum_w);
     k_ln_bwd_rows<<<(unsigned)N, LNT, 0, G.stream>>>(dx, dout, x, mean, rstd, w, C);
     launched("LayerNorm backward");
 }
@@ -1275,7 +1324,14 @@ extern "C" void bft_cuda_op_dropout_bias_bwd(float *dproj, float *dbias, const f
         return;
     bft_cuda_op_dropout_fwd(dproj, dx, (size_t)N * C, d);
     if (dbias)
-        colsum(dbias, NULL, dproj, NULL, NULL, NULL, N, C, 0);
+        colsum(dbias, NULL, dproj, NULL, NULL, NULL, N, C, 0, 0);
+}
+
+extern "C" void bft_cuda_op_colsum(float *out, const float *x, int N, int C, int accum)
+{
+    if (!live())
+        return;
+    colsum(out, NULL, x, NULL, NULL, NULL, N, C, 0, accum);
 }
 
 extern "C" void bft_cuda_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw,
@@ -1288,13 +1344,13 @@ extern "C" void bft_cuda_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, 
         return;
     int N = B * T;
     bft_cuda_op_dropout_bwd(dout, dout, (size_t)N * C, d);
-    bft_cuda_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C);
+    bft_cuda_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, 0);
     if (!live())
         return;
     k_emb_pos_bwd<<<grid_for((size_t)T * C, NT), NT, 0, G.stream>>>(dwpe, dx, B, T, C);
     if (!launched("position embedding backward"))
         return;
-    colsum(dwtt, NULL, dx, NULL, NULL, NULL, N, C, 0);
+    colsum(dwtt, NULL, dx, NULL, NULL, NULL, N, C, 0, 1);
     k_emb_wte_bwd<<<(unsigned)N, LNT, 0, G.stream>>>(dwte, dx, ids, N, C, pad_id);
     launched("word embedding backward");
 }
@@ -1482,9 +1538,9 @@ extern "C" void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlo
     launched("softmax cross-entropy");
 }
 
-extern "C" void bft_cuda_op_adamw(float *p, const float *g, float *m, float *v, size_t n,
+extern "C" void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n,
                                   float lr, float b1, float b2, float eps, float wd, float gscale,
-                                  int64_t t)
+                                  int64_t t, int zero_grad)
 {
     if (!live() || n == 0)
         return;
@@ -1495,7 +1551,7 @@ extern "C" void bft_cuda_op_adamw(float *p, const float *g, float *m, float *v, 
         mir = G.mir + (p - G.mir_src);
     k_adamw<<<grid_for(n, NT * 4), NT, 0, G.stream>>>(p, g, m, v, n, 1.0f - lr * wd, b1, b2,
                                                       1.0f - b1, 1.0f - b2, gscale, -step_size,
-                                                      bc2s, eps, mir);
+                                                      bc2s, eps, mir, zero_grad);
     launched("AdamW");
 }
 
@@ -1536,4 +1592,56 @@ extern "C" float bft_cuda_op_mean(const float *x, int n)
     for (int i = 0; i < n; i++)
         s += host[i];
     return (float)(s / n);
+}
+
+/* ---------------------------------------------------------------- the backend table */
+
+static void *be_alloc(size_t bytes)
+{
+    return bft_cuda_alloc(bytes);
+}
+
+static const bft_backend cuda_backend = {
+    "cuda",
+    BFT_DEVICE_CUDA,
+    be_alloc,
+    bft_cuda_free,
+    bft_cuda_upload,
+    bft_cuda_download,
+    bft_cuda_check,
+    bft_cuda_set_weights,
+    bft_cuda_gemm,
+    bft_cuda_op_linear_fwd,
+    bft_cuda_op_linear_bwd,
+    bft_cuda_op_colsum,
+    bft_cuda_op_bias_gelu_fwd,
+    bft_cuda_op_gelu_fwd,
+    bft_cuda_op_gelu_bwd,
+    bft_cuda_op_gelu_recompute,
+    bft_cuda_op_mul,
+    bft_cuda_op_embed_ln_fwd,
+    bft_cuda_op_embed_ln_bwd,
+    bft_cuda_op_residual_ln_fwd,
+    bft_cuda_op_layernorm_fwd,
+    bft_cuda_op_layernorm_bwd,
+    bft_cuda_op_dropout_bias_bwd,
+    bft_cuda_op_attention_fwd,
+    bft_cuda_op_attention_bwd,
+    bft_cuda_op_gather_rows,
+    bft_cuda_op_scatter_add_rows,
+    bft_cuda_op_bias_tanh_fwd,
+    bft_cuda_op_tanh_bwd,
+    bft_cuda_op_dropout_fwd,
+    bft_cuda_op_dropout_bwd,
+    bft_cuda_op_softmax_xent,
+    bft_cuda_op_adamw,
+    bft_cuda_op_sumsq,
+    bft_cuda_op_zero,
+    bft_cuda_op_strided_rows,
+    bft_cuda_op_mean,
+};
+
+extern "C" const bft_backend *bft_cuda_backend(void)
+{
+    return &cuda_backend;
 }

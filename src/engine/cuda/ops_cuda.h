@@ -98,10 +98,13 @@ void bft_cuda_op_linear_fwd(float *out, const float *inp, const float *w, const 
                             int N, int IC, int OC);
 void bft_cuda_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
                             const float *inp, const float *w, int N, int IC, int OC,
-                            int accum_dinp);
+                            int accum_dinp, int accum_dw);
+void bft_cuda_op_colsum(float *out, const float *x, int N, int C, int accum);
 void bft_cuda_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC);
 void bft_cuda_op_gelu_fwd(float *out, const float *inp, size_t n);
 void bft_cuda_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n);
+void bft_cuda_op_gelu_recompute(float *out, float *x, size_t n);
+void bft_cuda_op_mul(float *x, const float *y, size_t n);
 void bft_cuda_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
                               const float *wte, const float *wpe, const float *wtt,
                               const float *w, const float *b, int B, int T, int C, float eps,
@@ -118,7 +121,7 @@ void bft_cuda_op_layernorm_fwd(float *out, float *mean, float *rstd, const float
                                const float *w, const float *b, int N, int C, float eps);
 void bft_cuda_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout,
                                const float *x, const float *mean, const float *rstd,
-                               const float *w, int N, int C);
+                               const float *w, int N, int C, int accum_w);
 void bft_cuda_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
                                   const bft_dropout *d);
 void bft_cuda_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
@@ -135,8 +138,9 @@ void bft_cuda_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_d
 void bft_cuda_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d);
 void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
                               const int32_t *labels, int N, int K, float dscale);
-void bft_cuda_op_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                       float b1, float b2, float eps, float wd, float gscale, int64_t t);
+void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr,
+                       float b1, float b2, float eps, float wd, float gscale, int64_t t,
+                       int zero_grad);
 /* Synchronises (the result is returned to the host); 0 after an error. */
 double bft_cuda_op_sumsq(const float *x, size_t n);
 void bft_cuda_op_zero(float *x, size_t n);

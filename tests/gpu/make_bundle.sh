@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build, on a machine WITHOUT a GPU (nvcc is enough), the binaries the GPU check
+# needs, so that a GPU machine lacking bft's build dependencies (json-c, ICU,
+# OpenBLAS, libcsv, pg_config) can still run tests/gpu/run_gpu_checks.sh:
+#
+#   bash tests/gpu/make_bundle.sh        → build/gpu-bundle/{bin,lib,data} (~45 MB)
+#   then, with the device tool:  run(command="bash tests/gpu/run_gpu_checks.sh",
+#                                    carry=["build/gpu-bundle"])
+#
+# bin/bft-cli and bin/test_cuda are the USE_CUDA=1 build for x86-64-v3 (AVX2; not
+# -march=native, the GPU host's CPU may differ) with OpenBLAS, json-c and libcsv
+# linked statically; ICU (libicuuc/libicudata 72) is copied into lib/ and found
+# through RPATH $ORIGIN/../lib; cudart and cuBLAS come from the GPU machine's
+# /usr/local/cuda/lib64 (or the nvidia-* pip packages next to PyTorch; the run
+# script adds those to LD_LIBRARY_PATH). data/ holds the training CSV and the
+# bert-base-cased vocabulary (../shared does not travel to the GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ -x /usr/local/cuda/bin/nvcc ] || { echo "make_bundle: nvcc not found at /usr/local/cuda/bin/nvcc"; exit 1; }
+BUILD=build/gpu
+OUTB=build/gpu-bundle
+MARCH="-march=x86-64-v3"
+make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD BFT_MARCH="$MARCH" $BUILD/bft-cli
+rm -rf "$OUTB"
+mkdir -p "$OUTB/bin" "$OUTB/lib" "$OUTB/data"
+CFLAGS="-std=c11 -O3 $MARCH -g -Wall -Wextra -D_GNU_SOURCE -fno-math-errno -Isrc/engine $(pkg-config --cflags json-c icu-uc)"
+LIBS="-Wl,-Bstatic -lopenblas -ljson-c -lcsv -Wl,-Bdynamic -licuuc -licudata -lm -lpthread -lgfortran
+      -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -Wl,-rpath,\$ORIGIN/../lib
+      -lcublas -lcublasLt -lcudart"
+# bft-cli: the CLI objects of the build above, relinked
+gcc -o "$OUTB/bin/bft-cli" $BUILD/cli/*.o $BUILD/libbftengine.a $LIBS
+gcc $CFLAGS -Itests/lib -o "$OUTB/bin/test_cuda" tests/engine/test_cuda.c $BUILD/libbftengine.a $LIBS
+for l in libicuuc.so.72 libicudata.so.72 libgfortran.so.5 libquadmath.so.0; do
+    cp -L "/usr/lib/x86_64-linux-gnu/$l" "$OUTB/lib/"
+done
+cp ../shared/data/topic_train.csv "$OUTB/data/"
+cp ../shared/data/vocab/bert-base-cased-vocab.txt "$OUTB/data/"
+strip --strip-debug "$OUTB/bin/"*
+du -sh "$OUTB"
+ldd "$OUTB/bin/bft-cli" | sed 's/^/  /'

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The CUDA backend's proof, run on a machine WITH an NVIDIA GPU (an H100 for the
+# benchmark numbers), from the repository root:
+#
+#   bash tests/gpu/run_gpu_checks.sh [--quick]
+#
+# Binaries: build/gpu-bundle (made on any machine with nvcc by
+# tests/gpu/make_bundle.sh and carried along) when present, else a USE_CUDA=1
+# build right here (needs bft's build dependencies and pg_config).
+#
+#  1. the device: nvidia-smi, driver, what bft_cuda_available says;
+#  2. build/tests/test_cuda: every op of ops.h on the GPU against the CPU
+#     backend (fp32 and bf16; identical dropout masks), the golden tests of
+#     test_bert (PyTorch float64 reference) run on the GPU in fp32 (test_bert's
+#     tolerances: probabilities 1e-5 absolute) and in bf16 (tolerances stated in
+#     test_cuda.c), and CPU-vs-GPU training with dropout;
+#  3. benchmark at BERT-base shape (12 layers, 768 hidden, 12 heads, 3072
+#     intermediate, vocab 28996), batch 32, sequence 64: bft-cli bench --device cuda
+#     (bf16 mixed precision) and PyTorch + transformers (bench_torch.py: bf16
+#     autocast, AdamW) on the same GPU in the same run; prints the ratios
+#     (goal: >= 1.2x PyTorch for training and for inference); also bft in fp32;
+#  4. one epoch of bft-cli train --device cuda over topic_train.csv (BERT-base
+#     shape from scratch with a learned 28996-token vocabulary, 10% held out),
+#     samples/s and held-out accuracy (skipped with --quick).
+# Every log also goes to $OUT (the device tool's output folder) or build/gpu-out.
+# Exit status: non-zero when test_cuda failed or a step could not run.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+O=${OUT:-$ROOT/build/gpu-out}
+mkdir -p "$O"
+STATUS=0
+say() { printf '\n==== %s\n' "$*" | tee -a "$O/summary.txt"; }
+note() { echo "$*" | tee -a "$O/summary.txt"; }
+
+say "1. device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$O/summary.txt"
+nproc | sed 's/^/cpus: /' | tee -a "$O/summary.txt"
+
+# CUDA runtime libraries: the toolkit's, else those of the nvidia-* pip packages
+PYLIBS=$(python3 - 2>/dev/null <<'PY'
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+dirs = set()
+for r in roots:
+    for pat in ("*/lib/libcublas.so*", "*/lib/libcudart.so*", "*/lib/libcublasLt.so*"):
+        for f in glob.glob(os.path.join(r, pat)):
+            dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PY
+)
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${PYLIBS:+:$PYLIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [ -x build/gpu-bundle/bin/test_cuda ] && [ -x build/gpu-bundle/bin/bft-cli ]; then
+    BIN=build/gpu-bundle/bin
+    DATA=build/gpu-bundle/data
+    note "binaries: build/gpu-bundle (prebuilt)"
+else
+    note "binaries: building with USE_CUDA=1 here"
+    if ! make -s -j"$(nproc)" USE_CUDA=1 BUILD=build/gpu build/gpu/bft-cli build/gpu/tests/test_cuda \
+            >"$O/build.log" 2>&1; then
+        note "BUILD FAILED (see build.log; no bundle carried?)"
+        tail -n 30 "$O/build.log"
+        exit 1
+    fi
+    mkdir -p build/gpu/bin
+    ln -sf ../bft-cli build/gpu/bin/bft-cli
+    ln -sf ../tests/test_cuda build/gpu/bin/test_cuda
+    BIN=build/gpu/bin
+    DATA=../shared/data
+    [ -f "$DATA/topic_train.csv" ] || DATA=build/gpu-bundle/data
+fi
+ldd "$BIN/bft-cli" | grep -E 'cublas|cudart|not found' | tee -a "$O/summary.txt"
+
+say "2. test_cuda (ops CUDA vs CPU, goldens fp32/bf16, CPU-vs-GPU training)"
+timeout 600 "$BIN/test_cuda" >"$O/test_cuda.log" 2>&1
+rc=$?
+cat "$O/test_cuda.log"
+grep -E '^RESULT|^skip' "$O/test_cuda.log" >>"$O/summary.txt"
+if [ $rc -ne 0 ]; then note "test_cuda FAILED (rc $rc)"; STATUS=1; fi
+if grep -q '^skip' "$O/test_cuda.log"; then note "test_cuda skipped the GPU cases: no usable GPU"; STATUS=1; fi
+
+say "3. benchmark: BERT-base shape, batch 32, seq 64"
+SHAPE="--layers 12 --hidden 768 --heads 12 --intermediate 3072 --vocab 28996 --batch 32 --seq 64"
+STEPS=60
+val() { grep -E "^$1:" "$2" | tail -n 1 | awk '{print $2}'; }
+"$BIN/bft-cli" bench $SHAPE --steps $STEPS --device cuda --precision bf16 >"$O/bench_bft_bf16.txt" 2>&1 \
+    || { note "bft-cli bench (bf16) failed"; STATUS=1; }
+cat "$O/bench_bft_bf16.txt"
+"$BIN/bft-cli" bench $SHAPE --steps $STEPS --device cuda --precision fp32 >"$O/bench_bft_fp32.txt" 2>&1 \
+    || { note "bft-cli bench (fp32) failed"; STATUS=1; }
+cat "$O/bench_bft_fp32.txt"
+PYTHONUNBUFFERED=1 python3 tests/gpu/bench_torch.py --batch 32 --seq 64 --steps $STEPS --dtype bf16 \
+    >"$O/bench_torch_bf16.txt" 2>&1 || { note "PyTorch baseline failed"; STATUS=1; }
+cat "$O/bench_torch_bf16.txt"
+bt=$(val train_samples_per_s "$O/bench_bft_bf16.txt"); bi=$(val infer_samples_per_s "$O/bench_bft_bf16.txt")
+ft=$(val train_samples_per_s "$O/bench_bft_fp32.txt"); fi_=$(val infer_samples_per_s "$O/bench_bft_fp32.txt")
+pt=$(val train_samples_per_s "$O/bench_torch_bf16.txt"); pi=$(val infer_samples_per_s "$O/bench_torch_bf16.txt")
+note "bft bf16:      train ${bt:-?} samples/s, inference ${bi:-?} samples/s"
+note "bft fp32:      train ${ft:-?} samples/s, inference ${fi_:-?} samples/s"
+note "PyTorch bf16:  train ${pt:-?} samples/s, inference ${pi:-?} samples/s"
+if [ -n "${bt:-}" ] && [ -n "${pt:-}" ] && [ -n "${bi:-}" ] && [ -n "${pi:-}" ]; then
+    note "$(awk -v a="$bt" -v b="$pt" -v c="$bi" -v d="$pi" \
+        'BEGIN { printf "ratio bft/PyTorch (bf16): training %.2fx, inference %.2fx (goal >= 1.20x each)", a/b, c/d }')"
+fi
+
+if [ $QUICK = 0 ]; then
+    say "4. one epoch over topic_train.csv on the GPU (BERT-base shape from scratch)"
+    CSV="$DATA/topic_train.csv"
+    if [ -f "$CSV" ]; then
+        rm -rf /tmp/bft-gpu-epoch
+        /usr/bin/time -v "$BIN/bft-cli" train --from-scratch --vocab-size 28996 --layers 12 --hidden 768 \
+            --heads 12 --intermediate 3072 --csv "$CSV" --text-col text --label-col label --epochs 1 \
+            --batch-size 32 --lr 1e-4 --warmup-ratio 0.06 --validation-fraction 0.1 --seed 42 \
+            --device cuda --out /tmp/bft-gpu-epoch >"$O/epoch.txt" 2>&1 || { note "epoch run failed"; STATUS=1; }
+        grep -vE '^\s+(Page|Voluntary|Involuntary|Swaps|File|Socket|Signals|Average|Exit|Minor|Major|Percent)' \
+            "$O/epoch.txt" | tail -n 25
+        grep -E '^epoch|^train_loss|Elapsed|Maximum resident' "$O/epoch.txt" >>"$O/summary.txt"
+    else
+        note "no $CSV: skipped (carry build/gpu-bundle, which holds it)"
+    fi
+fi
+
+say "summary"
+cat "$O/summary.txt" | grep -vE '^====' | tail -n 40
+exit $STATUS
