@@ -56,8 +56,10 @@ check "[ '$v1' = 1 ] && [ \"\$(q \"SELECT bft_classify('shares rally as profit b
 
 # New rows arrive: here the labels flip, so the next version says 'down'.
 q "UPDATE tweets SET label = CASE WHEN grp = 0 THEN 'down' ELSE 'up' END" >/dev/null
-jobid=$(q "SELECT cron.schedule('bft_retrain', '* * * * *', \$cron\$SET bft.threads = 1; $TRAIN\$cron\$)")
+jobid=$(q "SELECT cron.schedule('bft_retrain', '* * * * *', \$cron\$SET client_min_messages = warning; SET bft.threads = 1; $TRAIN\$cron\$)")
 check "[[ '$jobid' =~ ^[0-9]+$ ]]" "cron.schedule('bft_retrain', '* * * * *', 'SELECT bft_train(...)') (job $jobid)"
+# The same minute, a second cron job only submits a background training.
+ajob=$(q "SELECT cron.schedule('bft_retrain_async', '* * * * *', \$cron\$SELECT bft_train_async('tweets', 'text', 'label', epochs => 50, model => 'topics_async', architecture => '$ARCH')\$cron\$)")
 
 classify_loop "$DB" topics 5000 "$TMP/s1.out" &
 classify_loop "$DB" topics 5000 "$TMP/s2.out" &
@@ -69,28 +71,36 @@ while [ $(( $(date +%s) - t0 )) -lt 150 ]; do
     sleep 1
 done
 waited=$(( $(date +%s) - t0 ))
-q "SELECT cron.unschedule('bft_retrain')" >/dev/null
+run=$(q "SELECT status || '|' || coalesce(return_message, '') FROM cron.job_run_details WHERE jobid = ${jobid:-0} ORDER BY runid LIMIT 1")
+q "SELECT cron.unschedule('bft_retrain'); SELECT cron.unschedule('bft_retrain_async')" >/dev/null
 sleep 2
 q "UPDATE ctl SET stop = true" >/dev/null
 wait
-run=$(q "SELECT status || '|' || coalesce(return_message, '') FROM cron.job_run_details WHERE jobid = ${jobid:-0} ORDER BY runid LIMIT 1")
 echo "  cron run after ${waited} s: $run"
 check "[ '$status' = succeeded ]" "the cron job ran and succeeded within 150 s"
 check "[ \"\$(q \"SELECT string_agg(version || ':' || (deployed_at IS NOT NULL), ',' ORDER BY version) FROM bft.models WHERE name = 'topics'\")\" = '1:true,2:true' ]" \
     "it stored and deployed version 2"
 check "[ \"\$(q \"SELECT bft_classify('shares rally as profit beats forecast', 'topics')\")\" = down ]" "version 2 labels the probe text 'down'"
 
-end_ts=$(q "SELECT end_time FROM cron.job_run_details WHERE jobid = ${jobid:-0} ORDER BY runid LIMIT 1")
+for _ in $(seq 1 300); do
+    [ "$(q "SELECT state FROM bft.jobs WHERE model = 'topics_async'")" = succeeded ] && break
+    sleep 0.1
+done
+arun=$(q "SELECT status FROM cron.job_run_details WHERE jobid = ${ajob:-0} ORDER BY runid LIMIT 1")
+check "[ '$arun' = succeeded ] && [ \"\$(q \"SELECT state || ':' || version FROM bft.jobs WHERE model = 'topics_async'\")\" = 'succeeded:1' ]" \
+    "a cron job calling bft_train_async returns at once; the background job trains version 1 of topics_async"
 for s in 1 2; do
     sum=$(loop_summary "$TMP/s$s.out")
     echo "  session $s: $sum   (statements|max labels per statement|label sequence|errors)"
     [ -s "$TMP/s$s.out.err" ] && head -n 3 "$TMP/s$s.out.err"
     check "[[ '$sum' =~ ^[0-9]+\|1\|up,down\|0$ ]]" "session $s: no errors, one version per statement, 'up' then 'down'"
 done
-# Statements that saw version 1 but ended after the cron run had committed:
-# they were running across the deployment and still saw one version.
+# Statements that saw version 1 but ended after a statement of the other
+# session had already started and seen version 2: they were running while
+# the cron job committed, and still saw one version.
+first_down=$(cat "$TMP"/s?.out | awk -F'|' '$5 == "down" { print $1 }' | sort | head -n 1)
 # (timestamps of one time zone compare correctly as strings)
-straddle=$(cat "$TMP"/s?.out | awk -F'|' -v e="$end_ts" 'e != "" && $5 == "up" && $2 > e' | wc -l)
+straddle=$(cat "$TMP"/s?.out | awk -F'|' -v d="$first_down" 'd != "" && $5 == "up" && $2 > d' | wc -l)
 echo "  statements running across the deployment's commit: $straddle"
 check "[ '$straddle' -ge 1 ]" "at least one 3000-row statement ran across the deployment and saw one version"
 
