@@ -599,7 +599,9 @@ bft_job_main(Datum main_arg)
 	char		activity[64];
 
 	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
-	jobid = extra.jobid;
+	jobid = DatumGetInt64(main_arg);
+	if (jobid != extra.jobid)
+		elog(FATAL, "bft training job: inconsistent job id");
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGINT, StatementCancelHandler);
 	BackgroundWorkerUnblockSignals();
