@@ -611,7 +611,11 @@ bad_option(const char *msg)
 	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", msg)));
 }
 
-/* The deployed version of a name (0 when none). */
+/*
+ * The deployed version of a name (0 when none), read with a fresh snapshot
+ * (not read-only SPI) so that a deployment committed while this training ran
+ * is seen.
+ */
 static int32
 deployed_version(const char *name)
 {
@@ -624,7 +628,7 @@ deployed_version(const char *name)
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT version FROM bft.models WHERE name = $1 AND deployed_at IS NOT NULL"
 							  " ORDER BY deployed_at DESC, version DESC LIMIT 1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read bft.models");
 	if (SPI_processed == 1)
 		v = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -707,6 +711,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
 	Interval   *dur;
 	int			base_K = 0;
+	int32		deployed_now = 0;	/* if_better: deployed version at decision time */
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -1114,6 +1119,24 @@ bft_train_sql(PG_FUNCTION_ARGS)
 			old_acc = (double) correct / cds.n;
 			do_deploy = new_acc > old_acc;
 		}
+
+		/*
+		 * (ops) The deployed version may have changed while this one trained
+		 * (a rollback with bft_deploy, another training): then the scores
+		 * compared no longer concern the deployed version, so do not deploy.
+		 * The name lock, held until commit, keeps other trainings from
+		 * storing a version in between.
+		 */
+		bft_lock_model_name(model_name);
+		deployed_now = deployed_version(model_name);
+		if (deployed_now != cmp_version)
+		{
+			do_deploy = false;
+			ereport(NOTICE,
+					(errmsg("the deployed version of \"%s\" changed from %d to %d during training; the new version is not deployed",
+							model_name, cmp_version, deployed_now),
+					 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
+		}
 	}
 
 	/* ---- store ---- */
@@ -1189,6 +1212,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		}
 		else
 			appendStringInfoString(&metrics, ", \"compared_version\": null");
+		if (deployed_now != cmp_version)
+			appendStringInfo(&metrics, ", \"deployed_version_changed_to\": %d", deployed_now);
 	}
 	appendStringInfoString(&metrics, "}}");
 

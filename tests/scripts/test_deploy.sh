@@ -79,6 +79,21 @@ check "echo '$out' | grep -q 'model \"m\" version 99 does not exist'" "bft_deplo
 check "[ \"\$(q \"SELECT count(*) FROM bft.models WHERE name = 'm'\")|\$(q 'SELECT count(*) FROM pg_largeobject_metadata')\" = '5|5' ]" \
     "five versions, five large objects"
 
+# The deployed version changes while an if_better training runs: no deploy.
+q "SELECT bft_deploy('m', 1)" >/dev/null
+psql -X -q -t -A -d "$DB" -c "SELECT version FROM bft_train('h', 't', 'l', epochs => 1500, learning_rate => 3e-3, deploy => 'if_better',
+      model => 'm', validation_fraction => 0.25, dropout => 0, architecture => '$A')" >"${BFT_TMP:-/tmp}/deploy_bg.out" 2>&1 &
+for _ in $(seq 1 300); do
+    [ -n "$(q "SELECT 1 FROM bft.progress WHERE model = 'm' AND phase = 'training' AND step > 0")" ] && break
+    sleep 0.1
+done
+q "SELECT bft_deploy('m', 5)" >/dev/null
+wait
+d6=$(dec 6)
+echo "  v6 (deployed version changed from 1 to 5 during training): $d6|$(q "SELECT metrics->'deploy'->>'deployed_version_changed_to' FROM bft.models WHERE name = 'm' AND version = 6")"
+check "[ \"\$(deployed)\" = 5 ] && [[ '$d6' == if_better\|false\|1\|* ]] && [ \"\$(q \"SELECT metrics->'deploy'->>'deployed_version_changed_to' FROM bft.models WHERE name = 'm' AND version = 6\")\" = 5 ]" \
+    "if_better does not deploy when the deployed version changed during training (recorded)"
+
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
