@@ -140,8 +140,6 @@ train_state_cleanup(void *arg)
 		bft_wp_trainer_free(st->wp);
 	if (st->tok)
 		bft_tokenizer_free(st->tok);
-	if (st->model)
-		bft_model_free(st->model);
 	if (st->cmp)
 		bft_model_free(st->cmp);
 	if (st->vocab)
@@ -711,7 +709,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
 	Interval   *dur;
 	int			base_K = 0;
-	int32		deployed_now = 0;	/* if_better: deployed version at decision time */
+	int32		deployed_start = 0; /* if_better: deployed version when training started */
+	int32		deployed_now = 0;	/* ... and at decision time */
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -874,6 +873,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	if (strcmp(deploy, "if_better") == 0)
 	{
 		cmp_version = deployed_version(model_name);
+		deployed_start = cmp_version;
 		if (cmp_version > 0)
 		{
 			st->cmp = bft_load_model_row(model_name, cmp_version, NULL, NULL, &cmp_max_length);
@@ -1129,12 +1129,12 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		 */
 		bft_lock_model_name(model_name);
 		deployed_now = deployed_version(model_name);
-		if (deployed_now != cmp_version)
+		if (deployed_now != deployed_start)
 		{
 			do_deploy = false;
 			ereport(NOTICE,
 					(errmsg("the deployed version of \"%s\" changed from %d to %d during training; the new version is not deployed",
-							model_name, cmp_version, deployed_now),
+							model_name, deployed_start, deployed_now),
 					 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
 		}
 	}
@@ -1212,7 +1212,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		}
 		else
 			appendStringInfoString(&metrics, ", \"compared_version\": null");
-		if (deployed_now != cmp_version)
+		if (deployed_now != deployed_start)
 			appendStringInfo(&metrics, ", \"deployed_version_changed_to\": %d", deployed_now);
 	}
 	appendStringInfoString(&metrics, "}}");
