@@ -140,6 +140,8 @@ train_state_cleanup(void *arg)
 		bft_wp_trainer_free(st->wp);
 	if (st->tok)
 		bft_tokenizer_free(st->tok);
+	if (st->model)
+		bft_model_free(st->model);
 	if (st->cmp)
 		bft_model_free(st->cmp);
 	if (st->vocab)
