@@ -11,8 +11,8 @@
 # Needs PGHOST/PGPORT/PGUSER (superuser) of a running cluster with bft.
 set -uo pipefail
 DB=bft_failed
-N=${BFT_FAILED_N:-12}
-W=${BFT_FAILED_WARMUP:-4}
+N=${BFT_FAILED_N:-10}
+W=${BFT_FAILED_WARMUP:-6}
 PASS=0; FAIL=0
 ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
 fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
