@@ -8,8 +8,10 @@
 #                                    carry=["build/gpu-bundle"])
 #
 # bin/bft-cli and bin/test_cuda are the USE_CUDA=1 build for x86-64-v3 (AVX2; not
-# -march=native, the GPU host's CPU may differ) with OpenBLAS, json-c and libcsv
-# linked statically; ICU (libicuuc/libicudata 72) is copied into lib/ and found
+# -march=native, the GPU host's CPU may differ) with json-c, libcsv and the
+# reference BLAS (Debian's libblas.a: small; the CPU side of these checks only
+# runs tiny models, every GEMM of the GPU runs is cuBLAS) linked statically;
+# ICU (libicuuc/libicudata 72) and libgfortran are copied into lib/ and found
 # through RPATH $ORIGIN/../lib; cudart and cuBLAS come from the GPU machine's
 # /usr/local/cuda/lib64 (or the nvidia-* pip packages next to PyTorch; the run
 # script adds those to LD_LIBRARY_PATH). data/ holds the training CSV and the
@@ -24,7 +26,11 @@ make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD BFT_MARCH="$MARCH" $BUILD/bft-cli
 rm -rf "$OUTB"
 mkdir -p "$OUTB/bin" "$OUTB/lib" "$OUTB/data"
 CFLAGS="-std=c11 -O3 $MARCH -g -Wall -Wextra -D_GNU_SOURCE -fno-math-errno -Isrc/engine $(pkg-config --cflags json-c icu-uc)"
-LIBS="-Wl,-Bstatic -lopenblas -ljson-c -lcsv -Wl,-Bdynamic -licuuc -licudata -lm -lpthread -lgfortran
+# the engine asks OpenBLAS for one thread; the reference BLAS has no threads
+echo 'void openblas_set_num_threads(int n) { (void)n; }' >"$BUILD/refblas_stub.c"
+gcc -O2 -c -o "$BUILD/refblas_stub.o" "$BUILD/refblas_stub.c"
+LIBS="$BUILD/refblas_stub.o /usr/lib/x86_64-linux-gnu/blas/libblas.a
+      -Wl,-Bstatic -ljson-c -lcsv -Wl,-Bdynamic -licuuc -licudata -lgfortran -lm -lpthread
       -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -Wl,-rpath,\$ORIGIN/../lib
       -lcublas -lcublasLt -lcudart"
 # bft-cli: the CLI objects of the build above, relinked
