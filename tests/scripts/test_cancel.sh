@@ -101,6 +101,14 @@ check 'grep -q "canceling statement due to user request" "${BFT_TMP:-/tmp}/cance
 nbig=$(q "SELECT count(*) FROM bft.models WHERE name = 'big'")
 check '[ "$nbig" = 0 ]' "nothing stored (big model)"
 
+# 5. The postmaster never runs engine threads (they start lazily in backends).
+PGDATA_DIR=$(q "SHOW data_directory")
+PM=$(head -n 1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null)
+if [ -n "$PM" ] && [ -d "/proc/$PM/task" ]; then
+    nthr=$(ls "/proc/$PM/task" | wc -l)
+    check '[ "$nthr" = 1 ]' "postmaster has one thread after the trainings ($nthr)"
+fi
+
 psql -X -q -d postgres -c "DROP DATABASE $DB"
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
