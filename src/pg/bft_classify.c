@@ -124,9 +124,9 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 	}
 	qsort(order, n, sizeof(LenIdx), lenidx_cmp);
 	ctok = MemoryContextAllocHuge(CurrentMemoryContext,
-								  sizeof(int32) * maxlen * BFT_PREDICT_CHUNK);
-	coff = palloc(sizeof(int64) * (BFT_PREDICT_CHUNK + 1));
-	cprob = palloc(sizeof(float) * (Size) K * BFT_PREDICT_CHUNK);
+								  sizeof(int32) * maxlen * Min(n, BFT_PREDICT_CHUNK));
+	coff = palloc(sizeof(int64) * (Min(n, BFT_PREDICT_CHUNK) + 1));
+	cprob = palloc(sizeof(float) * (Size) K * Min(n, BFT_PREDICT_CHUNK));
 	bft_apply_threads();
 	for (start = 0; start < n; start += BFT_PREDICT_CHUNK)
 	{
