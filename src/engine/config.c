@@ -323,6 +323,43 @@ static int get_string_field(json_object *root, const char *key, const char **out
     return 0;
 }
 
+/* qsort comparator over an array of C strings. */
+static int cmp_strp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Two ids with the same name in names[0..n): 1 with *i < *j, 0 when all are
+ * distinct, -1 on OOM. O(n log n): label lists can be long. */
+static int find_duplicate_name(char *const *names, int n, int *i, int *j)
+{
+    const char **s;
+    const char *dup = NULL;
+    if (n < 2)
+        return 0;
+    if (!(s = malloc((size_t)n * sizeof *s)))
+        return -1;
+    memcpy(s, names, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_strp);
+    for (int k = 1; k < n && !dup; k++)
+        if (strcmp(s[k - 1], s[k]) == 0)
+            dup = s[k];
+    if (dup) {
+        *i = *j = -1;
+        for (int k = 0; k < n; k++)
+            if (strcmp(names[k], dup) == 0) {
+                if (*i < 0)
+                    *i = k;
+                else {
+                    *j = k;
+                    break;
+                }
+            }
+    }
+    free(s);
+    return dup != NULL;
+}
+
 /* "12" → 12; only decimal digits, value < MAX_LABELS. */
 static int parse_label_id(const char *s, int *out)
 {
@@ -418,14 +455,18 @@ static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
             }
         }
         /* n distinct ids in [0, n): every id is present. Names must be distinct. */
-        for (int i = 0; i < n; i++)
-            for (int j = i + 1; j < n; j++)
-                if (strcmp(names[i], names[j]) == 0) {
-                    bft_set_error(err, BFT_EMISMATCH,
-                                  "config: id2label gives the name \"%.100s\" to both %d and %d",
-                                  names[i], i, j);
-                    goto fail;
-                }
+        {
+            int i, j, d = find_duplicate_name(names, n, &i, &j);
+            if (d < 0) {
+                bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+                goto fail;
+            }
+            if (d > 0) {
+                bft_set_error(err, BFT_EMISMATCH, "config: id2label gives the name \"%.100s\" to both %d and %d",
+                              names[i], i, j);
+                goto fail;
+            }
+        }
         if (nl >= 0 && nl != n) {
             bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld but id2label has %d entries",
                           (long long)nl, n);

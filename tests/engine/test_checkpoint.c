@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "model.h"
@@ -425,6 +426,40 @@ static void test_config_accepts(void)
     CHECK(bft_config_parse(j3, strlen(j3), &c, &err) == 0 && c.hidden_size == 32 && c.layer_norm_eps == 1e-5f,
           "integral double, trailing whitespace: %s", err.msg);
     bft_config_release(&c);
+}
+
+/* Long label lists stay cheap (duplicate detection is n log n, not n^2). */
+static void test_config_many_labels(void)
+{
+    const int n = 200000;
+    size_t cap = (size_t)n * 48 + 256, at = 0;
+    char *j = malloc(cap);
+    bft_config c;
+    bft_error err;
+    double t0, t1;
+    struct timespec ts;
+    at += (size_t)snprintf(j, cap, "{" BASE ",\"id2label\":{");
+    for (int i = 0; i < n; i++)
+        at += (size_t)snprintf(j + at, cap - at, "%s\"%d\":\"label number %d\"", i ? "," : "", i, i);
+    snprintf(j + at, cap - at, "}}");
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t0 = ts.tv_sec + 1e-9 * ts.tv_nsec;
+    CHECK(bft_config_parse(j, strlen(j), &c, &err) == 0 && c.num_labels == n, "200k labels: %s", err.msg);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t1 = ts.tv_sec + 1e-9 * ts.tv_nsec;
+    CHECK(t1 - t0 < 5.0, "200k labels took %.1f s", t1 - t0);
+    if (c.num_labels == n)
+        CHECK(strcmp(c.id2label[n - 1], "label number 199999") == 0, "last label");
+    bft_config_release(&c);
+    /* the same name twice, far apart */
+    at = (size_t)snprintf(j, cap, "{" BASE ",\"id2label\":{");
+    for (int i = 0; i < n; i++)
+        at += (size_t)snprintf(j + at, cap - at, "%s\"%d\":\"x%d\"", i ? "," : "", i, i == n - 1 ? 7 : i);
+    snprintf(j + at, cap - at, "}}");
+    CHECK(bft_config_parse(j, strlen(j), &c, &err) == -1 && err.code == BFT_EMISMATCH &&
+              strstr(err.msg, "\"x7\" to both 7 and 199999"),
+          "far duplicate: %s", err.msg);
+    free(j);
 }
 
 static void test_tokenizer_config(void)
@@ -1509,6 +1544,7 @@ int main(void)
     RUN(test_config_defaults_and_parse);
     RUN(test_config_errors);
     RUN(test_config_accepts);
+    RUN(test_config_many_labels);
     RUN(test_tokenizer_config);
     RUN(test_config_json_round_trip);
     RUN(test_f16_bf16_conversion);

@@ -42,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size)
         memcpy(buf, data, size);
 
+    bft_clear_error(&err);
     if (bft_st_parse(buf, size, &f, &err) == 0) {
         for (int i = 0; i < f.n; i++) {
             const bft_st_tensor *t = &f.t[i];
