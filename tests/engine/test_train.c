@@ -16,6 +16,7 @@
  *   - invalid inputs are errors with messages.
  */
 #include <malloc.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,68 @@ static void test_mlm_pretraining(void)
     toy_free(&tr);
 }
 
+/* Two models trained at the same time from two threads (the engine is
+ * thread-safe for different models): both succeed and give the weights a
+ * sequential training gives (the pool is used by one, the other runs its loops
+ * itself; every op gives the same result for any split). */
+typedef struct {
+    bft_model *m;
+    toy *tr;
+    int rc;
+} thr_arg;
+
+static void *thr_train(void *p)
+{
+    thr_arg *a = p;
+    bft_train_opts o = bft_train_default_opts();
+    bft_error err;
+    o.epochs = 2;
+    o.batch_size = 8;
+    o.learning_rate = 1e-3f;
+    o.seed = 21;
+    a->rc = bft_train(a->m, &a->tr->ds, &o, NULL, NULL, NULL, &err);
+    return NULL;
+}
+
+static void test_concurrent_models(void)
+{
+    toy tr;
+    toy_make(&tr, 48, 20, 3);
+    /* hidden 128 / intermediate 512: large enough for the GEMMs to be split over the pool */
+    bft_model *tiny = load("tiny");
+    if (!tiny)
+        return;
+    bft_config cfg;
+    bft_error err;
+    CHECK(bft_config_copy(&cfg, &tiny->cfg) == 0, "config copy");
+    cfg.hidden_size = 128;
+    cfg.intermediate_size = 512;
+    bft_parts parts = {1, 1, 0};
+    bft_model *ref = bft_model_new(&cfg, tiny->vocab, tiny->vocab_len, parts, 5, &err);
+    bft_model *m1 = bft_model_new(&cfg, tiny->vocab, tiny->vocab_len, parts, 5, &err);
+    bft_model *m2 = bft_model_new(&cfg, tiny->vocab, tiny->vocab_len, parts, 5, &err);
+    bft_config_release(&cfg);
+    bft_model_free(tiny);
+    CHECK(ref && m1 && m2, "bft_model_new: %s", err.msg);
+    if (!ref || !m1 || !m2)
+        return;
+    thr_arg r = {ref, &tr, -1}, a1 = {m1, &tr, -1}, a2 = {m2, &tr, -1};
+    thr_train(&r);
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, thr_train, &a1);
+    pthread_create(&t2, NULL, thr_train, &a2);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    CHECK(r.rc == 0 && a1.rc == 0 && a2.rc == 0, "rc %d %d %d", r.rc, a1.rc, a2.rc);
+    size_t bytes = ref->num_params * sizeof(float);
+    CHECK(memcmp(ref->params_mem, m1->params_mem, bytes) == 0, "thread 1 weights differ from sequential");
+    CHECK(memcmp(ref->params_mem, m2->params_mem, bytes) == 0, "thread 2 weights differ from sequential");
+    bft_model_free(ref);
+    bft_model_free(m1);
+    bft_model_free(m2);
+    toy_free(&tr);
+}
+
 static void test_errors(void)
 {
     bft_model *m = load("tiny");
@@ -390,6 +453,7 @@ int main(void)
     RUN(test_partial_batch_and_schedule);
     RUN(test_predict_order_and_eval);
     RUN(test_mlm_pretraining);
+    RUN(test_concurrent_models);
     RUN(test_errors);
     return test_summary();
 }
