@@ -32,34 +32,43 @@ ENGINE_OBJS = $(ENGINE_SRCS:src/engine/%.c=$(BUILD)/engine/%.o)
 ENGINE_LIB = $(BUILD)/libbftengine.a
 
 # ---- CUDA backend (owner: helper "cuda"; src/engine/cuda/) --------------------
-# make USE_CUDA=1 builds the cuBLAS/CUDA backend into the engine archive and links
-# cudart + cuBLAS into bft.so and bft-cli; the default is 1 when nvcc exists at
-# $(CUDA_HOME)/bin/nvcc, USE_CUDA=0 forces a CPU-only build. libcuda (the driver)
-# is never linked: cudart loads it at the first CUDA call, so a CUDA build still
-# loads and runs on a machine without a GPU or driver (device cuda then reports
-# "no CUDA device"). cuda_stub.c supplies the control functions otherwise.
+# make USE_CUDA=1 builds the cuBLAS/CUDA backend as $(BUILD)/bft_cuda.so (the
+# kernels + cudart + cuBLAS), which the engine dlopen()s at the first CUDA
+# request (cuda_loader.c): bft.so and bft-cli do not link CUDA, so they load as
+# fast without a GPU as a CPU-only build. The default is 1 when nvcc exists at
+# $(CUDA_HOME)/bin/nvcc; USE_CUDA=0 forces a CPU-only build. libcuda (the driver)
+# is never linked: cudart loads it, so a CUDA build runs on machines without a
+# GPU or driver (device cuda then reports "no CUDA device"). make install puts
+# bft_cuda.so next to bft.so in $(pkglibdir).
 CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 ifeq ($(origin USE_CUDA),undefined)
 USE_CUDA := $(if $(wildcard $(NVCC)),1,0)
 endif
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
-NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -DBFT_WITH_CUDA -Isrc/engine -Isrc/engine/cuda \
-	-Xcompiler -fPIC,-Wall,-Wextra,-fno-exceptions,-fno-rtti,-fno-threadsafe-statics
-ENGINE_SRCS += src/engine/cuda/cuda_stub.c
+NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -DBFT_CUDA_MODULE -Isrc/engine -Isrc/engine/cuda \
+	-Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-fno-exceptions,-fno-rtti,-fno-threadsafe-statics
+CUDA_MODULE_LIBS = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lm
+ENGINE_SRCS += src/engine/cuda/cuda_loader.c
 CUDA_STAMP = $(BUILD)/engine/cuda/.use_cuda_$(USE_CUDA)
-ifeq ($(USE_CUDA),1)
-ENGINE_OBJS += $(BUILD)/engine/cuda/ops_cuda.o
-ENGINE_LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart
-$(BUILD)/engine/cuda/cuda_stub.o: ENGINE_CFLAGS += -DBFT_WITH_CUDA
-endif
 # (the rules below must not become the default goal: restore it afterwards)
 BFT_SAVED_GOAL := $(.DEFAULT_GOAL)
+ifeq ($(USE_CUDA),1)
+CUDA_MODULE = $(BUILD)/bft_cuda.so
+$(BUILD)/engine/cuda/cuda_loader.o: ENGINE_CFLAGS += -DBFT_WITH_CUDA
+$(CUDA_MODULE): $(BUILD)/engine/cuda/ops_cuda.o
+	$(CC) -shared -o $@ $< $(CUDA_MODULE_LIBS) -Wl,--no-undefined
+all unit $(BUILD)/bft-cli $(BUILD)/tests/test_cuda: $(CUDA_MODULE)
+install: install-bft-cuda
+install-bft-cuda: $(CUDA_MODULE)
+	$(INSTALL_SHLIB) $(CUDA_MODULE) '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
+.PHONY: install-bft-cuda
+endif
 $(CUDA_STAMP):
 	@mkdir -p $(dir $@)
 	@rm -f $(dir $@).use_cuda_*
 	@touch $@
-$(BUILD)/engine/cuda/cuda_stub.o: $(CUDA_STAMP) $(wildcard src/engine/cuda/*.h)
+$(BUILD)/engine/cuda/cuda_loader.o: $(CUDA_STAMP) $(wildcard src/engine/cuda/*.h)
 $(BUILD)/engine/cuda/%.o: src/engine/cuda/%.cu $(wildcard src/engine/cuda/*.h) $(wildcard src/engine/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@

@@ -12,7 +12,8 @@
 # reference BLAS (Debian's libblas.a: small; the CPU side of these checks only
 # runs tiny models, every GEMM of the GPU runs is cuBLAS) linked statically;
 # ICU (libicuuc/libicudata 72) and libgfortran are copied into lib/ and found
-# through RPATH $ORIGIN/../lib; cudart and cuBLAS come from the GPU machine's
+# through RPATH $ORIGIN/../lib; bin/bft_cuda.so (the CUDA module the engine
+# dlopen()s) needs cudart and cuBLAS 13 from the GPU machine's
 # /usr/local/cuda/lib64 (or the nvidia-* pip packages next to PyTorch; the run
 # script adds those to LD_LIBRARY_PATH). data/ holds the training CSV and the
 # bert-base-cased vocabulary (../shared does not travel to the GPU machine).
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/../.."
 BUILD=build/gpu
 OUTB=build/gpu-bundle
 MARCH="-march=x86-64-v3"
-make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD BFT_MARCH="$MARCH" $BUILD/bft-cli
+make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD BFT_MARCH="$MARCH" $BUILD/bft-cli $BUILD/bft_cuda.so
 rm -rf "$OUTB"
 mkdir -p "$OUTB/bin" "$OUTB/lib" "$OUTB/data"
 CFLAGS="-std=c11 -O3 $MARCH -g -Wall -Wextra -D_GNU_SOURCE -fno-math-errno -Isrc/engine $(pkg-config --cflags json-c icu-uc)"
@@ -31,11 +32,11 @@ echo 'void openblas_set_num_threads(int n) { (void)n; }' >"$BUILD/refblas_stub.c
 gcc -O2 -c -o "$BUILD/refblas_stub.o" "$BUILD/refblas_stub.c"
 LIBS="$BUILD/refblas_stub.o /usr/lib/x86_64-linux-gnu/blas/libblas.a
       -Wl,-Bstatic -ljson-c -lcsv -Wl,-Bdynamic -licuuc -licudata -lgfortran -lm -lpthread
-      -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -Wl,-rpath,\$ORIGIN/../lib
-      -lcublas -lcublasLt -lcudart"
+      -Wl,-rpath,\$ORIGIN/../lib"
 # bft-cli: the CLI objects of the build above, relinked
 gcc -o "$OUTB/bin/bft-cli" $BUILD/cli/*.o $BUILD/libbftengine.a $LIBS
 gcc $CFLAGS -Itests/lib -o "$OUTB/bin/test_cuda" tests/engine/test_cuda.c $BUILD/libbftengine.a $LIBS
+cp $BUILD/bft_cuda.so "$OUTB/bin/"
 for l in libicuuc.so.72 libicudata.so.72 libgfortran.so.5 libquadmath.so.0; do
     cp -L "/usr/lib/x86_64-linux-gnu/$l" "$OUTB/lib/"
 done
@@ -43,4 +44,4 @@ cp ../shared/data/topic_train.csv "$OUTB/data/"
 cp ../shared/data/vocab/bert-base-cased-vocab.txt "$OUTB/data/"
 strip --strip-debug "$OUTB/bin/"*
 du -sh "$OUTB"
-ldd "$OUTB/bin/bft-cli" | sed 's/^/  /'
+ldd "$OUTB/bin/bft-cli" "$OUTB/bin/bft_cuda.so" | sed 's/^/  /'

@@ -72,11 +72,12 @@ else
     mkdir -p build/gpu/bin
     ln -sf ../bft-cli build/gpu/bin/bft-cli
     ln -sf ../tests/test_cuda build/gpu/bin/test_cuda
+    export BFT_CUDA_MODULE=$ROOT/build/gpu/bft_cuda.so
     BIN=build/gpu/bin
     DATA=../shared/data
     [ -f "$DATA/topic_train.csv" ] || DATA=build/gpu-bundle/data
 fi
-ldd "$BIN/bft-cli" | grep -E 'cublas|cudart|not found' | tee -a "$O/summary.txt"
+ldd "$BIN/bft_cuda.so" "${BFT_CUDA_MODULE:-/dev/null}" 2>/dev/null | grep -E 'cublas|cudart|not found' | tee -a "$O/summary.txt"
 
 say "2. test_cuda (ops CUDA vs CPU, goldens fp32/bf16, CPU-vs-GPU training)"
 timeout 600 "$BIN/test_cuda" >"$O/test_cuda.log" 2>&1

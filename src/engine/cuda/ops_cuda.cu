@@ -133,9 +133,28 @@ static int live(void)
 
 /* ---------------------------------------------------------------- control */
 
-extern "C" int bft_cuda_built(void)
+/* bft_error without the engine's bft_error.c: this module links nothing of the
+ * engine, so it loads into bft.so and bft-cli alike. */
+static int seterr(bft_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int seterr(bft_error *err, int code, const char *fmt, ...)
 {
-    return 1;
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+static void clrerr(bft_error *err)
+{
+    if (err) {
+        err->code = BFT_OK;
+        err->msg[0] = '\0';
+    }
 }
 
 /* Why the runtime found no device, in words. */
@@ -146,14 +165,14 @@ static void no_device(bft_error *err, cudaError_t e)
         why = " (no NVIDIA driver is loaded, or it is older than the CUDA runtime bft was built with)";
     else if (e == cudaErrorNoDevice)
         why = " (the driver reports no GPU; check CUDA_VISIBLE_DEVICES)";
-    bft_set_error(err, BFT_EDEVICE, "no CUDA device: %s [%s]%s", cudaGetErrorString(e),
+    seterr(err, BFT_EDEVICE, "no CUDA device: %s [%s]%s", cudaGetErrorString(e),
                   cudaGetErrorName(e), why);
 }
 
-extern "C" int bft_cuda_available(bft_error *err)
+static int cu_available(bft_error *err)
 {
     int n = 0;
-    bft_clear_error(err);
+    clrerr(err);
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         no_device(err, e);
@@ -161,7 +180,7 @@ extern "C" int bft_cuda_available(bft_error *err)
         return 0;
     }
     if (n <= 0) {
-        bft_set_error(err, BFT_EDEVICE, "no CUDA device: the driver reports 0 GPUs");
+        seterr(err, BFT_EDEVICE, "no CUDA device: the driver reports 0 GPUs");
         return 0;
     }
     int best = 0;
@@ -172,7 +191,7 @@ extern "C" int bft_cuda_available(bft_error *err)
             best = major;
     }
     if (best < 8) {
-        bft_set_error(err, BFT_EDEVICE,
+        seterr(err, BFT_EDEVICE,
                       "no usable CUDA device: bft's CUDA kernels need compute capability 8.0 "
                       "(Ampere) or newer, the best of %d device(s) is %d.x",
                       n, best);
@@ -181,7 +200,7 @@ extern "C" int bft_cuda_available(bft_error *err)
     return 1;
 }
 
-extern "C" const char *bft_cuda_device_name(void)
+static const char *cu_device_name(void)
 {
     return G.ready ? G.name : "";
 }
@@ -215,7 +234,7 @@ static void release_locked(void)
     (void)cudaGetLastError();
 }
 
-extern "C" void bft_cuda_release(void)
+static void cu_release(void)
 {
     pthread_mutex_lock(&g_lock);
     release_locked();
@@ -224,13 +243,13 @@ extern "C" void bft_cuda_release(void)
     pthread_mutex_unlock(&g_lock);
 }
 
-extern "C" int bft_cuda_init(int index, int precision, bft_error *err)
+static int cu_init(int index, int precision, bft_error *err)
 {
-    bft_clear_error(err);
+    clrerr(err);
     if (precision != 0 && precision != 1)
-        return bft_set_error(err, BFT_EINVAL, "CUDA precision must be 0 (fp32) or 1 (bf16), got %d",
+        return seterr(err, BFT_EINVAL, "CUDA precision must be 0 (fp32) or 1 (bf16), got %d",
                              precision);
-    if (!bft_cuda_available(err))
+    if (!cu_available(err))
         return BFT_EDEVICE;
     pthread_mutex_lock(&g_lock);
     if (G.ready && G.index != index)
@@ -241,7 +260,7 @@ extern "C" int bft_cuda_init(int index, int precision, bft_error *err)
         cudaError_t e = cudaGetDeviceCount(&n);
         if (e == cudaSuccess && (index < 0 || index >= n)) {
             pthread_mutex_unlock(&g_lock);
-            return bft_set_error(err, BFT_EDEVICE, "CUDA device %d does not exist (%d visible)",
+            return seterr(err, BFT_EDEVICE, "CUDA device %d does not exist (%d visible)",
                                  index, n);
         }
         if (e == cudaSuccess)
@@ -250,7 +269,7 @@ extern "C" int bft_cuda_init(int index, int precision, bft_error *err)
             e = cudaGetDeviceProperties(&prop, index);
         if (e == cudaSuccess && prop.major < 8) {
             pthread_mutex_unlock(&g_lock);
-            return bft_set_error(err, BFT_EDEVICE,
+            return seterr(err, BFT_EDEVICE,
                                  "CUDA device %d (%s) has compute capability %d.%d; bft needs 8.0 or newer",
                                  index, prop.name, prop.major, prop.minor);
         }
@@ -259,7 +278,7 @@ extern "C" int bft_cuda_init(int index, int precision, bft_error *err)
         if (e != cudaSuccess) {
             release_locked();
             pthread_mutex_unlock(&g_lock);
-            return bft_set_error(err, e == cudaErrorMemoryAllocation ? BFT_ENOMEM : BFT_EDEVICE,
+            return seterr(err, e == cudaErrorMemoryAllocation ? BFT_ENOMEM : BFT_EDEVICE,
                                  "CUDA initialisation of device %d failed: %s (%s)", index,
                                  cudaGetErrorString(e), cudaGetErrorName(e));
         }
@@ -272,7 +291,7 @@ extern "C" int bft_cuda_init(int index, int precision, bft_error *err)
         if (s != CUBLAS_STATUS_SUCCESS) {
             release_locked();
             pthread_mutex_unlock(&g_lock);
-            return bft_set_error(err, BFT_EDEVICE, "cuBLAS initialisation failed: %s",
+            return seterr(err, BFT_EDEVICE, "cuBLAS initialisation failed: %s",
                                  cublas_name(s));
         }
         G.index = index;
@@ -288,14 +307,14 @@ extern "C" int bft_cuda_init(int index, int precision, bft_error *err)
     return BFT_OK;
 }
 
-extern "C" int bft_cuda_check(bft_error *err)
+static int cu_check(bft_error *err)
 {
     if (G.ready && !G.err_code)
         cuda_ok(cudaStreamSynchronize(G.stream), "a queued CUDA operation");
     if (!G.err_code)
         return BFT_OK;
     int code = G.err_code;
-    bft_set_error(err, code, "%s", G.err_msg);
+    seterr(err, code, "%s", G.err_msg);
     G.err_code = 0;
     G.err_msg[0] = '\0';
     return code;
@@ -1608,7 +1627,7 @@ static const bft_backend cuda_backend = {
     bft_cuda_free,
     bft_cuda_upload,
     bft_cuda_download,
-    bft_cuda_check,
+    cu_check,
     bft_cuda_set_weights,
     bft_cuda_gemm,
     bft_cuda_op_linear_fwd,
@@ -1641,7 +1660,13 @@ static const bft_backend cuda_backend = {
     bft_cuda_op_mean,
 };
 
-extern "C" const bft_backend *bft_cuda_backend(void)
+static const bft_cuda_api cuda_api = {
+    BFT_CUDA_ABI,    sizeof(bft_backend), cu_available, cu_init, cu_check,
+    cu_release,      cu_device_name,      &cuda_backend,
+};
+
+/* The module's one exported symbol (everything else is hidden). */
+extern "C" __attribute__((visibility("default"))) const bft_cuda_api *bft_cuda_module(void)
 {
-    return &cuda_backend;
+    return &cuda_api;
 }

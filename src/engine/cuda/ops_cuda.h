@@ -20,13 +20,18 @@
  * BFT_ENOMEM). Dropout masks come from the same counter-based hash as the CPU
  * backend (bft_dropout_keep), so both backends drop the same elements.
  *
- * Initialisation is lazy: nothing here runs at library load; the first
+ * Loading and initialisation are lazy. The CUDA code lives in a separate
+ * shared object, bft_cuda.so (this file's ops + cudart + cuBLAS), that
+ * cuda_loader.c dlopen()s at the first CUDA request: bft.so and bft-cli do not
+ * link the CUDA libraries, so loading them costs nothing on machines or in
+ * sessions that never use the GPU (linking cuBLAS directly added ~0.14 s and
+ * ~96 MB of private relocated memory to every process that loads bft.so).
+ * bft_cuda.so is looked for in $BFT_CUDA_MODULE, next to the object that holds
+ * the engine (bft.so in PostgreSQL's $libdir, or the bft-cli / test binary)
+ * and one directory up. Nothing runs at library load; the first
  * bft_cuda_available / bft_cuda_init call loads the driver through cudart.
  * The backend keeps one process-wide state (handles, stream, workspaces): it
  * is meant for one caller thread at a time (a PostgreSQL backend, bft-cli).
- *
- * Without CUDA (built with USE_CUDA=0) only the control functions exist
- * (cuda_stub.c): bft_cuda_available reports "bft was built without CUDA".
  */
 #ifndef BFT_OPS_CUDA_H
 #define BFT_OPS_CUDA_H
@@ -34,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "bft_error.h"
 #include "ops.h"
 
@@ -41,14 +47,15 @@
 extern "C" {
 #endif
 
-/* ---------------------------------------------------------------- control (always present) */
+/* ---------------------------------------------------------------- engine side (cuda_loader.c) */
+
+/* 1 when this build has the CUDA backend (USE_CUDA=1: bft_cuda.so was built). */
+int bft_cuda_built(void);
 
 /* 1 when a usable CUDA device (compute capability >= 8.0) is present, else 0
- * with err explaining why (built without CUDA, no driver, no device, too old). */
+ * with err explaining why (built without CUDA, bft_cuda.so or cuBLAS missing,
+ * no driver, no device, too old). */
 int bft_cuda_available(bft_error *err);
-
-/* 1 when this library was built with the CUDA backend. */
-int bft_cuda_built(void);
 
 /* Initialise the backend on device `index` (0 = first visible device): cuBLAS
  * handle, stream. Idempotent. precision: 0 fp32, 1 bf16 mixed precision.
@@ -63,10 +70,30 @@ int bft_cuda_check(bft_error *err);
  * the cuBLAS handle and stream; the next bft_cuda_init starts afresh. */
 void bft_cuda_release(void);
 
-/* "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or "" when not initialised. */
+/* "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)", or "" when not initialised. */
 const char *bft_cuda_device_name(void);
 
-#ifdef BFT_WITH_CUDA
+/* ---------------------------------------------------------------- the module's interface */
+
+/* Bumped whenever this struct or bft_backend changes: a bft_cuda.so of another
+ * build is refused instead of called with the wrong layout. */
+#define BFT_CUDA_ABI 1
+
+typedef struct bft_cuda_api {
+    int abi;                 /* BFT_CUDA_ABI */
+    size_t backend_size;     /* sizeof(bft_backend) */
+    int (*available)(bft_error *err);
+    int (*init)(int index, int precision, bft_error *err);
+    int (*check)(bft_error *err);
+    void (*release)(void);
+    const char *(*device_name)(void);
+    const bft_backend *backend;
+} bft_cuda_api;
+
+/* Exported by bft_cuda.so (the only symbol it exports). */
+const bft_cuda_api *bft_cuda_module(void);
+
+#ifdef BFT_CUDA_MODULE /* the module's own (hidden) functions */
 
 /* ---------------------------------------------------------------- memory */
 
@@ -152,7 +179,7 @@ void bft_cuda_op_strided_rows(int64_t *rows, int n, int64_t stride);
  * (the CPU backend's order): synchronises. */
 float bft_cuda_op_mean(const float *x, int n);
 
-#endif /* BFT_WITH_CUDA */
+#endif /* BFT_CUDA_MODULE */
 
 #ifdef __cplusplus
 }
