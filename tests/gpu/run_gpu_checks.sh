@@ -21,7 +21,10 @@
 #     (goal: >= 1.2x PyTorch for training and for inference); also bft in fp32;
 #  4. one epoch of bft-cli train --device cuda over topic_train.csv (BERT-base
 #     shape from scratch with a learned 28996-token vocabulary, 10% held out),
-#     samples/s and held-out accuracy (skipped with --quick).
+#     samples/s and held-out accuracy (skipped with --quick);
+#  5. a small BERT (2 layers, 256 hidden) from scratch, 3 epochs, on the GPU and
+#     on the CPU with the same seed: held-out accuracy side by side (--quick skips).
+# Budget: about 3 minutes with --quick, 6-8 without (plus the machine's start).
 # Every log also goes to $OUT (the device tool's output folder) or build/gpu-out.
 # Exit status: non-zero when test_cuda failed or a step could not run.
 set -uo pipefail
@@ -126,6 +129,20 @@ if [ $QUICK = 0 ]; then
     else
         note "no $CSV: skipped (carry build/gpu-bundle, which holds it)"
     fi
+fi
+
+if [ $QUICK = 0 ] && [ -f "$DATA/topic_train.csv" ]; then
+    say "5. same recipe on CPU and GPU: held-out accuracy (small BERT from scratch, 3 epochs)"
+    SMALL="--from-scratch --vocab-size 8000 --layers 2 --hidden 256 --heads 4 --intermediate 1024
+           --csv $DATA/topic_train.csv --text-col text --label-col label --epochs 3 --batch-size 32
+           --lr 5e-4 --warmup-ratio 0.06 --validation-fraction 0.1 --seed 7"
+    for dev in cuda cpu; do
+        rm -rf /tmp/bft-small-$dev
+        timeout 400 "$BIN/bft-cli" train $SMALL --device $dev --threads "$(nproc)" \
+            --out /tmp/bft-small-$dev >"$O/small_$dev.txt" 2>&1 || note "small run on $dev failed or timed out"
+        note "$dev: $(grep -E '^epoch 3/3' "$O/small_$dev.txt" | head -n 1)"
+    done
+    note "(same seed and split; dropout masks are the same hash on both, so the two runs differ only by rounding: bf16 on the GPU)"
 fi
 
 say "summary"
