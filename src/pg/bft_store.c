@@ -58,7 +58,11 @@ static void
 stmt_key(TimestampTz *ts, uint32 *lxid)
 {
 	*ts = GetCurrentStatementStartTimestamp();
+#if PG_VERSION_NUM >= 170000
+	*lxid = MyProc ? MyProc->vxid.lxid : 0;
+#else
 	*lxid = MyProc ? MyProc->lxid : 0;
+#endif
 }
 
 /* Server-encoding text → UTF-8 bytes (the engine's encoding). */
