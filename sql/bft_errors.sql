@@ -44,6 +44,13 @@ SELECT try($$SELECT bft_train('some_seq', 'body', 'tag')$$);
 SELECT try($$SELECT bft_train('empty_docs', 'body', 'tag')$$);
 SELECT try($$SELECT bft_train('null_docs', 'body', 'tag')$$);
 SELECT try($$SELECT bft_train('one_class', 'body', 'tag')$$);
+-- skipped rows are counted in a NOTICE
+CREATE TABLE null_one (body text, tag text);
+INSERT INTO null_one VALUES ('a', 'x'), (NULL, 'y'), ('b', NULL), ('c', 'x');
+SET client_min_messages = notice;
+SELECT bft_train('null_one', 'body', 'tag');
+SET client_min_messages = warning;
+DROP TABLE null_one;
 SELECT try($$SELECT bft_train('neg_labels', 'body', 'tag')$$);
 SELECT try($$SELECT bft_train('big_labels', 'body', 'tag')$$);
 -- nonsensical options
