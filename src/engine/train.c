@@ -25,6 +25,7 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -693,6 +694,10 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     int64_t samples = 0;
     bft_rng mrng;
     bft_rng_seed(&mrng, o->seed ^ 0x5DEECE66Dull);
+    /* BFT_PROFILE=1: phase times of every step after the first on stderr */
+    const char *penv = getenv("BFT_PROFILE");
+    int profile = penv && *penv && strcmp(penv, "0") != 0;
+    double prof[3] = {0.0, 0.0, 0.0};
 
     for (int epoch = 1; epoch <= o->epochs; epoch++) {
         double loss_epoch = 0.0;
@@ -707,8 +712,12 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
             float loss;
             dc.step = (uint64_t)step;
             if (task == TASK_CLS) {
+                double p0 = now_s();
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
+                double p1 = now_s();
                 bert_cls_backward(m, &t.g, &t.acts, &bt, &dc);
+                prof[0] += p1 - p0;
+                prof[1] += now_s() - p1;
             } else {
                 int M = mlm_mask(&t, &bt, &mrng, sp);
                 bert_batch mb = bt;
@@ -734,7 +743,14 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
                 return bft_set_error(err, BFT_ECANCEL, "training cancelled in step %lld",
                                      (long long)step + 1);
             }
+            double p2 = now_s();
             optimizer_step(&t, lr, step + 1);
+            prof[2] += now_s() - p2;
+            if (profile && step > 0)
+                fprintf(stderr, "bft profile: step %lld forward %.1f ms, backward %.1f ms, "
+                        "optimizer %.1f ms\n", (long long)step + 1, 1e3 * prof[0],
+                        1e3 * prof[1], 1e3 * prof[2]);
+            prof[0] = prof[1] = prof[2] = 0.0;
             step++;
             steps_epoch++;
             samples += B;
