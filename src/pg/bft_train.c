@@ -953,11 +953,10 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		qsort(sorted, K, sizeof(char *), cstr_cmp);
 		for (i = 0; i < K; i++)
 		{
-			int			j;
+			/* the temporary id of a name is in its hash entry */
+			LabelEnt   *le = hash_search(rows.labels, sorted[i], HASH_FIND, NULL);
 
-			for (j = 0; j < K; j++)
-				if (sorted[j] == rows.tmp_names[i])
-					remap[i] = j;
+			remap[le->tmp] = (int) i;
 		}
 		names = sorted;
 		for (i = 0; i < rows.n; i++)
