@@ -152,7 +152,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 -- Live progress of running trainings (any session) ------------------------
 
 CREATE FUNCTION bft_progress()
-RETURNS TABLE (pid int, usename name, model text, phase text, epoch int, epochs int,
+RETURNS TABLE (pid int, usename name, datname name, model text, phase text, epoch int, epochs int,
                step bigint, steps bigint, loss real, samples_per_s real,
                started timestamptz, eta interval)
 AS 'MODULE_PATHNAME', 'bft_progress_sql'

@@ -69,8 +69,8 @@ SELECT count(DISTINCT metrics->'train_loss') AS distinct_losses, count(DISTINCT 
        count(DISTINCT md5(lo_get(weights))) AS distinct_weights
   FROM bft.models WHERE name = 'repeat';
 
--- No training is running: the progress view is empty.
-SELECT count(*) FROM bft.progress;
+-- No training is running in this database: the progress view shows none.
+SELECT count(*) FROM bft.progress WHERE datname = current_database();
 
 -- The bft.models / large object pairs stay consistent.
 SELECT count(*) AS models, (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects FROM bft.models;

@@ -24,6 +24,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/acl.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
@@ -257,9 +258,10 @@ visible(const BftProgressRecord *r)
 static void
 put_row(Tuplestorestate *ts, TupleDesc td, const BftProgressRecord *r)
 {
-	Datum		values[12];
-	bool		nulls[12];
+	Datum		values[13];
+	bool		nulls[13];
 	char	   *user;
+	char	   *db;
 
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = Int32GetDatum(r->pid);
@@ -273,27 +275,37 @@ put_row(Tuplestorestate *ts, TupleDesc td, const BftProgressRecord *r)
 	}
 	else
 		nulls[1] = true;
-	values[2] = CStringGetTextDatum(r->info.model);
-	values[3] = CStringGetTextDatum(r->info.phase);
-	values[4] = Int32GetDatum(r->info.epoch);
-	values[5] = Int32GetDatum(r->info.epochs);
-	values[6] = Int64GetDatum(r->info.step);
-	values[7] = Int64GetDatum(r->info.steps);
-	values[8] = Float4GetDatum(r->info.loss);
-	values[9] = Float4GetDatum((float4) r->info.samples_per_s);
-	values[10] = TimestampTzGetDatum(r->info.started);
+	db = get_database_name(r->dbid);
+	if (db)
+	{
+		NameData   *n = palloc0(sizeof(NameData));
+
+		namestrcpy(n, db);
+		values[2] = NameGetDatum(n);
+	}
+	else
+		nulls[2] = true;
+	values[3] = CStringGetTextDatum(r->info.model);
+	values[4] = CStringGetTextDatum(r->info.phase);
+	values[5] = Int32GetDatum(r->info.epoch);
+	values[6] = Int32GetDatum(r->info.epochs);
+	values[7] = Int64GetDatum(r->info.step);
+	values[8] = Int64GetDatum(r->info.steps);
+	values[9] = Float4GetDatum(r->info.loss);
+	values[10] = Float4GetDatum((float4) r->info.samples_per_s);
+	values[11] = TimestampTzGetDatum(r->info.started);
 	if (r->info.eta_s >= 0 && r->info.eta_s < 1e9 && r->info.steps > 0)
 	{
 		Interval   *iv = palloc0(sizeof(Interval));
 
 		iv->time = (int64) (r->info.eta_s * USECS_PER_SEC);
-		values[11] = IntervalPGetDatum(iv);
+		values[12] = IntervalPGetDatum(iv);
 	}
 	else
-		nulls[11] = true;
+		nulls[12] = true;
 	if (r->info.steps == 0)
 	{
-		nulls[4] = nulls[5] = nulls[6] = nulls[7] = nulls[8] = nulls[9] = true;
+		nulls[5] = nulls[6] = nulls[7] = nulls[8] = nulls[9] = nulls[10] = true;
 	}
 	tuplestore_putvalues(ts, td, values, nulls);
 }
