@@ -69,6 +69,9 @@ static size_t acts_layout(bert_acts *a, const bft_config *cfg, int K, int Bmax, 
     if (base)
         a->rows = (int64_t *)(void *)(base + at);
     at += up(2 * B);
+    TAKE(hcls, B * C);
+    if (train)
+        TAKE(dhcls, B * C);
 #undef TAKE
     return at;
 }
@@ -184,6 +187,25 @@ const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_b
         /* qkv (B,T,3C) = in (B,T,C) · qkvw^T + qkvb */
         bft_op_linear_fwd(la.qkv, la.in, p->qkvw + (size_t)l * 3 * CC, p->qkvb + (size_t)l * 3 * C,
                           N, C, 3 * C);
+        if (a->cls_only && l == cfg->num_hidden_layers - 1) {
+            /* last layer of a classifier: only the [CLS] rows (B,...) from here on */
+            for (int b = 0; b < B; b++)
+                a->rows[b] = (int64_t)b * T;
+            bft_op_gather_rows(a->hcls, la.in, a->rows, B, C);
+            bft_op_attention_cls_fwd(la.ctx, train ? la.att : NULL, la.qkv, bt->lens, B, T, C, NH,
+                                     &d_att);
+            bft_op_linear_fwd(la.res1, la.ctx, p->attprojw + (size_t)l * CC, NULL, B, C, C);
+            bft_op_residual_ln_fwd(la.ln1, la.res1, la.ln1_mean, la.ln1_rstd, la.res1,
+                                   p->attprojb + (size_t)l * C, a->hcls, p->ln1w + (size_t)l * C,
+                                   p->ln1b + (size_t)l * C, B, C, eps, &d_h1);
+            bft_op_linear_fwd(la.fch, la.ln1, p->fcw + (size_t)l * I * C, NULL, B, C, I);
+            bft_op_bias_gelu_fwd(la.fch, a->gelu, p->fcb + (size_t)l * I, B, I);
+            bft_op_linear_fwd(la.res2, a->gelu, p->fcprojw + (size_t)l * C * I, NULL, B, I, C);
+            bft_op_residual_ln_fwd(la.ln2, la.res2, la.ln2_mean, la.ln2_rstd, la.res2,
+                                   p->fcprojb + (size_t)l * C, la.ln1, p->ln2w + (size_t)l * C,
+                                   p->ln2b + (size_t)l * C, B, C, eps, &d_h2);
+            break;
+        }
         /* ctx (B,T,C) = dropout(softmax(Q K^T / sqrt(hs) + mask)) V, att (B,NH,T,T) */
         bft_op_attention_fwd(la.ctx, train ? la.att : NULL, la.qkv, bt->lens, B, T, C, NH, &d_att);
         /* res1 = dropout(ctx · attprojw^T + attprojb) + in; ln1 = LN(res1) */
@@ -213,8 +235,42 @@ void bert_encoder_backward(const bft_model *m, const bft_params *g, bert_acts *a
     size_t CC = (size_t)C * C;
     float ph = dc ? dc->hidden : 0.0f, pa = dc ? dc->attn : 0.0f;
 
+    int top = cfg->num_hidden_layers - 1;
+    if (a->cls_only) {
+        /* the [CLS]-only last layer: a->dA holds d out (B,C) */
+        if (a->poll && (a->stopped || a->poll(a->poll_ctx))) {
+            a->stopped = 1;
+            return;
+        }
+        int l = top--;
+        layer_acts la = layer_slot(cfg, a, l);
+        bft_dropout d_att = site_drop(dc, 1, pa, SITE_LAYER0 + 3 * (uint64_t)l);
+        bft_dropout d_h1 = site_drop(dc, 1, ph, SITE_LAYER0 + 3 * (uint64_t)l + 1);
+        bft_dropout d_h2 = site_drop(dc, 1, ph, SITE_LAYER0 + 3 * (uint64_t)l + 2);
+        bft_op_layernorm_bwd(a->dB, g->ln2w + (size_t)l * C, g->ln2b + (size_t)l * C, a->dA,
+                             la.res2, la.ln2_mean, la.ln2_rstd, p->ln2w + (size_t)l * C, B, C, 0);
+        bft_op_dropout_bias_bwd(a->dA, g->fcprojb + (size_t)l * C, a->dB, B, C, &d_h2);
+        bft_op_gelu_recompute(a->gelu, la.fch, (size_t)B * I);
+        bft_op_linear_bwd(a->dI, g->fcprojw + (size_t)l * C * I, NULL, a->dA, a->gelu,
+                          p->fcprojw + (size_t)l * C * I, B, I, C, 0, 0);
+        bft_op_mul(a->dI, la.fch, (size_t)B * I);
+        bft_op_linear_bwd(a->dB, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, a->dI, la.ln1,
+                          p->fcw + (size_t)l * I * C, B, C, I, 1, 0);
+        /* dhcls = d res1 = d (input [CLS] rows) through the residual */
+        bft_op_layernorm_bwd(a->dhcls, g->ln1w + (size_t)l * C, g->ln1b + (size_t)l * C, a->dB,
+                             la.res1, la.ln1_mean, la.ln1_rstd, p->ln1w + (size_t)l * C, B, C, 0);
+        bft_op_dropout_bias_bwd(a->dB, g->attprojb + (size_t)l * C, a->dhcls, B, C, &d_h1);
+        bft_op_linear_bwd(a->dC, g->attprojw + (size_t)l * CC, NULL, a->dB, la.ctx,
+                          p->attprojw + (size_t)l * CC, B, C, C, 0, 0);
+        /* dqkv (B,T,3C): Q only at the [CLS] rows, K and V everywhere */
+        bft_op_attention_cls_bwd(a->dqkv, a->dC, la.att, la.qkv, bt->lens, B, T, C, NH, &d_att);
+        /* dA (B,T,C) = d in through Q, K, V, plus the residual at the [CLS] rows */
+        bft_op_linear_bwd(a->dA, g->qkvw + (size_t)l * 3 * CC, g->qkvb + (size_t)l * 3 * C, a->dqkv,
+                          la.in, p->qkvw + (size_t)l * 3 * CC, N, C, 3 * C, 0, 0);
+        bft_op_scatter_add_rows(a->dA, a->dhcls, a->rows, B, C);
+    }
     /* a->dA (B,T,C) holds d loss / d (layer output) throughout */
-    for (int l = cfg->num_hidden_layers - 1; l >= 0; l--) {
+    for (int l = top; l >= 0; l--) {
         if (a->poll && (a->stopped || a->poll(a->poll_ctx))) {
             a->stopped = 1;
             return;
@@ -267,12 +323,13 @@ float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
     const bft_params *p = &m->p;
     int B = bt->B, T = bt->T, C = m->cfg.hidden_size, K = m->cfg.num_labels;
     int train = a->train && dc;
+    a->cls_only = 1;
     const float *top = bert_encoder_forward(m, a, bt, dc);
+    (void)T;
 
-    /* cls (B,C) = top[:, 0]; pooled = tanh(cls · poolw^T + poolb) */
-    for (int b = 0; b < B; b++)
-        a->rows[b] = (int64_t)b * T;
-    bft_op_gather_rows(a->cls, top, a->rows, B, C);
+    /* cls (B,C) = top[:, 0] (the encoder computed only those rows in its last
+     * layer); pooled = tanh(cls · poolw^T + poolb) */
+    memcpy(a->cls, top, (size_t)B * C * sizeof *a->cls);
     bft_op_linear_fwd(a->pooled, a->cls, p->poolw, NULL, B, C, C);
     bft_op_bias_tanh_fwd(a->pooled, p->poolb, B, C);
     /* pooled_d = dropout(pooled); logits (B,K) = pooled_d · clsw^T + clsb */
@@ -307,11 +364,10 @@ void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
     /* dropout, tanh */
     bft_op_dropout_bwd(a->dpool, a->dpool, (size_t)B * C, &dcl);
     bft_op_tanh_bwd(a->dpool, a->dpool, a->pooled, (size_t)B * C);
-    /* pooler dense: d cls (B,C) into pooled_d (free now); poolw, poolb grads */
-    bft_op_linear_bwd(a->pooled_d, g->poolw, g->poolb, a->dpool, a->cls, p->poolw, B, C, C, 0, 0);
-    /* dA (B,T,C): zero except the [CLS] rows */
-    bft_op_zero(a->dA, (size_t)B * T * C);
-    bft_op_scatter_add_rows(a->dA, a->pooled_d, a->rows, B, C);
+    /* pooler dense: d cls (B,C) straight into dA, the gradient at the [CLS]-only
+     * last layer's output; poolw, poolb grads */
+    bft_op_linear_bwd(a->dA, g->poolw, g->poolb, a->dpool, a->cls, p->poolw, B, C, C, 0, 0);
+    (void)T;
     bert_encoder_backward(m, g, a, bt, dc);
 }
 

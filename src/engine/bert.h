@@ -64,6 +64,11 @@ typedef struct bert_acts {
     float *dlogits;               /* (B,K) */
     float *dpool;                 /* (B,C) */
     int64_t *rows;                /* (B) [CLS] row indices */
+    float *hcls, *dhcls;          /* (B,C) [CLS] rows of the last layer's input and its grad */
+    /* cls_only: the last encoder layer computes only the [CLS] rows (set by
+     * bert_cls_forward; the classifier needs nothing else): its activations are
+     * (B,...) instead of (B,T,...) and bert_encoder_forward returns (B,C) */
+    int cls_only;
     /* cancellation: poll(poll_ctx) is called before every encoder layer of a
      * forward (from the second on) and of a backward; once it returns nonzero,
      * stopped is set and the remaining layers are skipped (the results are
@@ -81,8 +86,9 @@ void bert_acts_free(bert_acts *a);
 /* Bytes bert_acts_alloc would take. */
 size_t bert_acts_bytes(const bft_config *cfg, int K, int Bmax, int Tmax, int train);
 
-/* Encoder forward: ids → a->ln2 of the last layer (returned pointer, (B,T,C)).
- * Dropout from dc when a->train (dc may be NULL: eval). */
+/* Encoder forward: ids → a->ln2 of the last layer (returned pointer, (B,T,C);
+ * (B,C) [CLS] rows only when a->cls_only). Dropout from dc when a->train (dc may
+ * be NULL: eval). */
 const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                                   const bert_dropout_cfg *dc);
 
@@ -101,7 +107,8 @@ void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
                        const bert_batch *bt, const bert_dropout_cfg *dc);
 
 /* Encoder backward given a->dA (B,T,C), the gradient at the last layer output
- * (a->dA and the other scratch buffers are overwritten). */
+ * ((B,C) at the [CLS] rows when a->cls_only); a->dA and the other scratch buffers
+ * are overwritten. */
 void bert_encoder_backward(const bft_model *m, const bft_params *g, bert_acts *a,
                            const bert_batch *bt, const bert_dropout_cfg *dc);
 

@@ -120,6 +120,20 @@ void bft_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_
 void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
                           const int32_t *lens, int B, int T, int C, int NH, const bft_dropout *d);
 
+/* Self-attention of the first query row ([CLS]) of every sequence only (the last
+ * layer of a classifier needs no other row): for each b, h,
+ * p = softmax(q_b0 K_b^T / sqrt(C/NH) + mask) over keys < lens[b], att (B,NH,T) = p
+ * (may be NULL when not training), ctx (B,C) row b = dropout(p) · V_b. Dropout
+ * element j of (b, h) is element (b, h, 0, j) of bft_op_attention_fwd. */
+void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                              int B, int T, int C, int NH, const bft_dropout *d);
+
+/* Backward of bft_op_attention_cls_fwd given dctx (B,C): dqkv (B,T,3C), every element
+ * written (Q rows t > 0 and K/V rows t >= lens[b] are 0). */
+void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
+                              const int32_t *lens, int B, int T, int C, int NH,
+                              const bft_dropout *d);
+
 /* Rows gather: out (n, C) = inp rows (rows[r] * C ...). */
 void bft_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C);
 

@@ -927,6 +927,139 @@ void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, cons
     bft_parallel_for((int64_t)B * NH, 1, att_bwd_part, &j);
 }
 
+/* ---------------------------------------------------------------- [CLS]-row attention */
+
+static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+{
+    att_job *j = ctx;
+    int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    int act = drop_active(&j->d);
+    uint32_t th = act ? drop_thresh(j->d.p) : 0;
+    float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
+    float *buf = malloc((size_t)T * sizeof(float));
+    (void)tid;
+    if (!buf)
+        return;
+    for (int64_t pidx = p0; pidx < p1; pidx++) {
+        int b = (int)(pidx / NH), h = (int)(pidx % NH), len = j->lens[b];
+        const float *q = j->qkv + (size_t)b * T * C3 + (size_t)h * hs;
+        const float *K = q + C, *V = q + 2 * C;
+        float *p = j->att ? j->att + (size_t)pidx * T : buf;
+        float *out = j->ctx + (size_t)b * C + (size_t)h * hs;
+        for (int k = 0; k < len; k++)
+            p[k] = vdot(q, K + (size_t)k * C3, hs) * scale;
+        float mx = vmax(p, len);
+        for (int k = 0; k < len; k++)
+            p[k] = fexp(p[k] - mx);
+        float inv = 1.0f / vsum(p, len);
+        for (int k = 0; k < len; k++)
+            p[k] *= inv;
+        for (int k = len; k < T; k++)
+            p[k] = 0.0f;
+        for (int c = 0; c < hs; c++)
+            out[c] = 0.0f;
+        uint64_t base = (uint64_t)pidx * T * T;
+        for (int k = 0; k < len; k++) {
+            float w = p[k];
+            if (act)
+                w = drop_bits(j->d.seed, base + (uint64_t)k) >= th ? w * dscale : 0.0f;
+            const float *v = V + (size_t)k * C3;
+            for (int c = 0; c < hs; c++)
+                out[c] += w * v[c];
+        }
+    }
+    free(buf);
+}
+
+void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                              int B, int T, int C, int NH, const bft_dropout *d)
+{
+    att_job j = {0};
+    j.ctx = ctx;
+    j.att = att;
+    j.qkv = qkv;
+    j.lens = lens;
+    j.B = B;
+    j.T = T;
+    j.C = C;
+    j.NH = NH;
+    if (d)
+        j.d = *d;
+    bft_parallel_for((int64_t)B * NH, 4, attc_fwd_part, &j);
+}
+
+static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+{
+    att_job *j = ctx;
+    int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    int act = drop_active(&j->d);
+    uint32_t th = act ? drop_thresh(j->d.p) : 0;
+    float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
+    float *buf = malloc((size_t)T * 2 * sizeof(float));
+    (void)tid;
+    if (!buf)
+        return;
+    float *keep = buf, *ds = buf + T;
+    for (int64_t pidx = p0; pidx < p1; pidx++) {
+        int b = (int)(pidx / NH), h = (int)(pidx % NH), len = j->lens[b];
+        size_t qo = (size_t)b * T * C3 + (size_t)h * hs;
+        const float *q = j->qkv + qo, *K = q + C, *V = q + 2 * C;
+        float *dq = j->dqkv + qo, *dK = dq + C, *dV = dq + 2 * C;
+        const float *p = j->catt + (size_t)pidx * T;
+        const float *dc = j->dctx + (size_t)b * C + (size_t)h * hs;
+        uint64_t base = (uint64_t)pidx * T * T;
+        /* keep[k]: dropout multiplier of key k; dp = keep * (dctx . v_k) */
+        for (int k = 0; k < len; k++)
+            keep[k] = act ? (drop_bits(j->d.seed, base + (uint64_t)k) >= th ? dscale : 0.0f) : 1.0f;
+        for (int k = 0; k < len; k++)
+            ds[k] = keep[k] * vdot(dc, V + (size_t)k * C3, hs);
+        float s = vdot(p, ds, len);
+        for (int k = 0; k < len; k++)
+            ds[k] = p[k] * (ds[k] - s) * scale;
+        /* dq = sum_k ds_k K_k; dK_k = ds_k q; dV_k = keep_k p_k dctx */
+        for (int c = 0; c < hs; c++)
+            dq[c] = 0.0f;
+        for (int k = 0; k < len; k++) {
+            const float *kk = K + (size_t)k * C3;
+            float *dk = dK + (size_t)k * C3, *dv = dV + (size_t)k * C3;
+            float wk = ds[k], wv = keep[k] * p[k];
+            for (int c = 0; c < hs; c++) {
+                dq[c] += wk * kk[c];
+                dk[c] = wk * q[c];
+                dv[c] = wv * dc[c];
+            }
+        }
+        for (int t = 1; t < T; t++)
+            memset(dq + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+        for (int t = len; t < T; t++) {
+            memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+            memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+        }
+    }
+    free(buf);
+}
+
+void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
+                              const int32_t *lens, int B, int T, int C, int NH,
+                              const bft_dropout *d)
+{
+    att_job j = {0};
+    j.dqkv = dqkv;
+    j.dctx = dctx;
+    j.catt = att;
+    j.qkv = qkv;
+    j.lens = lens;
+    j.B = B;
+    j.T = T;
+    j.C = C;
+    j.NH = NH;
+    if (d)
+        j.d = *d;
+    bft_parallel_for((int64_t)B * NH, 4, attc_bwd_part, &j);
+}
+
 /* ---------------------------------------------------------------- small ops */
 
 void bft_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C)

@@ -133,6 +133,50 @@ static void test_attention(void)
     free(ref);
 }
 
+/* [CLS]-row attention == row 0 of the full attention (forward, dropout, backward) */
+static void test_attention_cls(void)
+{
+    int B = 3, T = 37, C = 48, NH = 3;
+    int32_t lens[3] = {37, 20, 5};
+    size_t n = (size_t)B * T * C;
+    float *qkv = randn(3 * n, 14, 1.0f), *dctx = calloc(n, sizeof(float));
+    float *g1 = randn((size_t)B * C, 15, 1.0f);
+    float *ctx = malloc(n * sizeof *ctx), *att = malloc((size_t)B * NH * T * T * sizeof *att);
+    float *c1 = malloc((size_t)B * C * sizeof *c1), *a1 = malloc((size_t)B * NH * T * sizeof *a1);
+    float *dq = malloc(3 * n * sizeof *dq), *dq1 = malloc(3 * n * sizeof *dq1);
+    for (int k = 0; k < 2; k++) {
+        bft_dropout d = {k ? 0.3f : 0.0f, 99};
+        bft_op_attention_fwd(ctx, att, qkv, lens, B, T, C, NH, &d);
+        bft_op_attention_cls_fwd(c1, a1, qkv, lens, B, T, C, NH, &d);
+        double wf = 0.0, wb = 0.0;
+        for (int b = 0; b < B; b++) {
+            for (int c = 0; c < C; c++) {
+                wf = fmax(wf, fabs(c1[b * C + c] - ctx[(size_t)b * T * C + c]));
+                dctx[(size_t)b * T * C + c] = g1[b * C + c];
+            }
+            for (int h = 0; h < NH; h++)
+                for (int j = 0; j < T; j++)
+                    wf = fmax(wf, fabs(a1[(b * NH + h) * T + j] - att[((size_t)(b * NH + h) * T) * T + j]));
+        }
+        bft_op_attention_bwd(dq, dctx, att, qkv, lens, B, T, C, NH, &d);
+        memset(dq1, 0x7f, 3 * n * sizeof *dq1); /* every element must be written */
+        bft_op_attention_cls_bwd(dq1, g1, a1, qkv, lens, B, T, C, NH, &d);
+        for (size_t i = 0; i < 3 * n; i++)
+            wb = fmax(wb, fabs(dq1[i] - dq[i]) / (1 + fabs(dq[i])));
+        CHECK(wf <= 1e-6, "p=%d: [CLS] attention forward differs by %g", k, wf);
+        CHECK(wb <= 1e-5, "p=%d: [CLS] attention backward differs by %g", k, wb);
+    }
+    free(qkv);
+    free(dctx);
+    free(g1);
+    free(ctx);
+    free(att);
+    free(c1);
+    free(a1);
+    free(dq);
+    free(dq1);
+}
+
 static void test_layernorm_gelu_xent(void)
 {
     int N = 333, C = 200, K = 37;
@@ -279,6 +323,7 @@ int main(void)
 {
     RUN(test_gemm);
     RUN(test_attention);
+    RUN(test_attention_cls);
     RUN(test_layernorm_gelu_xent);
     RUN(test_adamw_sumsq);
     return test_summary();
