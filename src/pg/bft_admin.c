@@ -21,6 +21,9 @@ PG_FUNCTION_INFO_V1(bft_export_model_sql);
 PG_FUNCTION_INFO_V1(bft_deploy_sql);
 PG_FUNCTION_INFO_V1(bft_drop_model_sql);
 
+/* result columns of the import functions: (model text, version int) */
+static const Oid import_types[2] = {TEXTOID, INT4OID};
+
 static void
 check_model_name(const char *name)
 {
@@ -59,7 +62,7 @@ finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
 	appendStringInfo(&params, "{\"imported_from\": %s, \"parameters\": " UINT64_FORMAT "}",
 					 source_json, (uint64) (*slot)->num_params);
 	version = bft_store_model(name, NULL, *slot, params.data, "{}", true);
-	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, import_types, 2);
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
 	tuplestore_putvalues(ts, tupdesc, values, nulls);

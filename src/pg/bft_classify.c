@@ -32,6 +32,10 @@ PG_FUNCTION_INFO_V1(bft_fill_mask_sql);
 PG_FUNCTION_INFO_V1(bft_tokenize_sql);
 PG_FUNCTION_INFO_V1(bft_evaluate_sql);
 
+/* result columns: (label|token text, id int, score real) and bft_evaluate's */
+static const Oid label_score_types[3] = {TEXTOID, INT4OID, FLOAT4OID};
+static const Oid evaluate_types[4] = {FLOAT4OID, FLOAT4OID, INT8OID, JSONBOID};
+
 /* Optional text argument as a C string (NULL when SQL NULL). */
 static char *
 opt_text_arg(FunctionCallInfo fcinfo, int i)
@@ -272,7 +276,7 @@ bft_predict_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("top_k must be positive")));
-	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, label_score_types, 3);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	e = classifier_model(opt_text_arg(fcinfo, 1));
@@ -399,7 +403,7 @@ bft_fill_mask_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("top_k must be positive")));
-	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, label_score_types, 3);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	e = bft_get_model(opt_text_arg(fcinfo, 2));
@@ -453,7 +457,7 @@ bft_tokenize_sql(PG_FUNCTION_ARGS)
 	int			n;
 	int			i;
 
-	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, label_score_types, 2);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	e = bft_get_model(opt_text_arg(fcinfo, 1));
@@ -528,7 +532,7 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation, text_column and label_column must not be NULL")));
-	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, evaluate_types, 4);
 	bft_prepare_source(PG_GETARG_OID(1), PG_GETARG_NAME(2), PG_GETARG_NAME(3), &src);
 	e = classifier_model(model_name);
 	K = e->model->cfg.num_labels;

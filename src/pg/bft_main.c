@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "miscadmin.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/tuplestore.h"
@@ -124,11 +125,12 @@ bft_json_key_float(StringInfo buf, const char *key, double v, bool comma)
  */
 void
 bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
-					Tuplestorestate **tupstore)
+					Tuplestorestate **tupstore, const Oid *types, int natts)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext oldcxt;
 	TupleDesc	td;
+	int			i;
 
 	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
 		(rsinfo->allowedModes & SFRM_Materialize) == 0)
@@ -137,6 +139,15 @@ bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
 				 errmsg("set-valued function called in context that cannot accept a set")));
 	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	/* a stale SQL definition must give an error, never a crash */
+	for (i = 0; i < natts && td->natts == natts; i++)
+		if (TupleDescAttr(td, i)->atttypid != types[i])
+			break;
+	if (td->natts != natts || i < natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the SQL definition of this bft function does not match the bft library"),
+				 errhint("Run ALTER EXTENSION bft UPDATE, or reinstall bft.")));
 
 	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 	td = CreateTupleDescCopy(td);

@@ -33,7 +33,8 @@ extern void bft_report_engine_error(const bft_error *err, const char *what) pg_a
 extern int	bft_engine_errcode(int code);
 extern void bft_json_key_float(StringInfo buf, const char *key, double v, bool comma);
 extern void bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
-								struct Tuplestorestate **tupstore);
+								struct Tuplestorestate **tupstore,
+								const Oid *types, int natts);
 extern double bft_now_seconds(void);
 extern int	bft_poll_interrupts(void *ctx);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
@@ -317,7 +318,10 @@ bft_progress_sql(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Tuplestorestate *ts;
 
-	bft_srf_materialize(fcinfo, &tupdesc, &ts);
+	static const Oid types[13] = {INT4OID, NAMEOID, NAMEOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
+	INT8OID, INT8OID, FLOAT4OID, FLOAT4OID, TIMESTAMPTZOID, INTERVALOID};
+
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, types, 13);
 	if (use_shmem && shared)
 	{
 		BftProgressRecord *copy = palloc(sizeof(BftProgressRecord) * BFT_PROGRESS_SLOTS);

@@ -36,6 +36,10 @@
 
 PG_FUNCTION_INFO_V1(bft_train_sql);
 
+/* bft_train's result columns */
+static const Oid train_types[9] = {TEXTOID, INT4OID, INT8OID, INT4OID, FLOAT4OID, FLOAT4OID,
+FLOAT4OID, FLOAT4OID, INTERVALOID};
+
 /* ---- source relation ---- */
 
 static bool
@@ -719,7 +723,12 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation, text_column and label_column must not be NULL")));
-	bft_srf_materialize(fcinfo, &tupdesc, &tstore);
+	if (PG_NARGS() != 20)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the SQL definition of bft_train does not match the bft library"),
+				 errhint("Run ALTER EXTENSION bft UPDATE, or reinstall bft.")));
+	bft_srf_materialize(fcinfo, &tupdesc, &tstore, train_types, 9);
 	PreventCommandIfReadOnly("bft_train()");
 	PreventCommandDuringRecovery("bft_train()");
 	relid = PG_GETARG_OID(0);
