@@ -35,6 +35,16 @@ wait_state() {
     return 1
 }
 
+# no_worker: wait (at most 10 s) until no job worker is left in this cluster.
+no_worker() {
+    local i
+    for i in $(seq 1 100); do
+        [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'bft training job'")" = 0 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 setup_db() {
     psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB" \
         -c "CREATE DATABASE $DB" >/dev/null || return 1
@@ -86,8 +96,8 @@ basic_cycle "no preload"
 out=$(psql -X -q -t -A -d "$DB" <<SQL 2>&1
 BEGIN;
 SELECT 'id=' || bft_train_async('h', 't', 'l', epochs => 50, model => 'waits', architecture => '$ARCH');
-SELECT pg_sleep(1.5);
-\! psql -X -q -t -A -d $DB -c "SELECT 'during=' || wait_event_type || ':' || wait_event || ':' || (SELECT count(*) FROM bft.progress) FROM pg_stat_activity WHERE backend_type = 'bft training job'"
+SELECT pg_sleep(1);
+\! for i in \$(seq 1 100); do r=\$(psql -X -q -t -A -d $DB -c "SELECT 'during=' || wait_event_type || ':' || wait_event || ':' || (SELECT count(*) FROM bft.progress) FROM pg_stat_activity WHERE backend_type = 'bft training job'"); [ "\$r" = during=Lock:transactionid:0 ] && break; sleep 0.1; done; echo "\$r"
 COMMIT;
 SQL
 )
@@ -99,7 +109,7 @@ check "[ \"\$(q \"SELECT state FROM bft.jobs WHERE id = ${id:-0}\")\" = succeede
 
 # A rolled-back submission never runs.
 out=$(q "BEGIN; SELECT bft_train_async('h', 't', 'l', epochs => 5, model => 'rolled_back', architecture => '$ARCH'); ROLLBACK;")
-sleep 1.5
+no_worker
 check "[ \"\$(q \"SELECT count(*) FROM bft.train_jobs WHERE model = 'rolled_back'\")|\$(q \"SELECT count(*) FROM bft.models WHERE name = 'rolled_back'\")|\$(q \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'bft training job'\")\" = '0|0|0' ]" \
     "a rolled-back submission leaves no job, no model and no worker"
 
@@ -136,11 +146,11 @@ check "[ \"\$(q 'SELECT count(*) FROM bft.models')\" = '$nv' ] && [ \"\$(q \"SEL
 out=$(q "BEGIN; SELECT 'id=' || bft_train_async('h', 't', 'l', epochs => 5, model => 'never_runs', architecture => '$ARCH');
          SELECT 'state=' || state FROM bft.jobs WHERE model = 'never_runs';
          SELECT 'cancel=' || bft_cancel_job(currval('bft.train_jobs_id_seq')); COMMIT;")
-sleep 1.5
+no_worker
 echo "  $out" | tr '\n' ' '; echo
 check "echo '$out' | grep -q 'state=queued' && echo '$out' | grep -q 'cancel=true' && [ \"\$(q \"SELECT state || '|' || (SELECT count(*) FROM bft.models WHERE name = 'never_runs') FROM bft.jobs WHERE model = 'never_runs'\")\" = 'cancelled|0' ]" \
     "bft_cancel_job on a queued job: it never trains"
-check "[ \"\$(q \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'bft training job'\")\" = 0 ]" "no job worker is left behind"
+check "no_worker" "no job worker is left behind"
 
 # Hostile text in arguments is data, never SQL.
 evil="x'); DROP TABLE h; --"
@@ -177,10 +187,18 @@ SAVE_HOST=$PGHOST SAVE_PORT=$PGPORT
 source tests/scripts/cluster.sh; set +e +u
 CL2="$TMP/jobs_preload"
 rm -rf "$CL2"
-if cluster_start "$CL2" 54363 "shared_preload_libraries = 'bft'" >/dev/null 2>&1; then
+if cluster_start "$CL2" 54363 "shared_preload_libraries = 'bft'" "max_worker_processes = 3" >/dev/null 2>&1; then
     setup_db
-    echo "# second cluster: shared_preload_libraries = $(q 'SHOW shared_preload_libraries')"
+    echo "# second cluster: shared_preload_libraries = $(q 'SHOW shared_preload_libraries'), max_worker_processes = 3"
     basic_cycle "preloaded"
+    # Out of worker slots (the logical replication launcher holds one): a clear error, nothing queued.
+    j1=$(q "SELECT bft_train_async('h', 't', 'l', epochs => 90000, model => 'slot1', architecture => '$ARCH')")
+    j2=$(q "SELECT bft_train_async('h', 't', 'l', epochs => 90000, model => 'slot2', architecture => '$ARCH')")
+    out=$(psql -X -q -t -A -d "$DB" -v VERBOSITY=verbose -c "SELECT bft_train_async('h', 't', 'l', model => 'slot3')" 2>&1)
+    check "echo '$out' | grep -q '53400' && echo '$out' | grep -q 'could not start a background worker' && [ \"\$(q \"SELECT count(*) FROM bft.train_jobs WHERE model = 'slot3'\")\" = 0 ]" \
+        "no free worker slot: bft_train_async fails at once (53400) and queues nothing"
+    q "SELECT bft_cancel_job($j1), bft_cancel_job($j2)" >/dev/null
+    wait_state "$j2" cancelled 10
     cluster_stop "$CL2"
 else
     fail "could not start a cluster with bft preloaded"; cat "$CL2/server.log" 2>/dev/null | tail -5
