@@ -9,6 +9,7 @@
 #include "threads.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -112,19 +113,26 @@ static void stop_workers(void)
     atomic_store(&P.quit, 0);
 }
 
-/* Start size-1 workers; job_mu held. Returns the number started. */
+/* Start size-1 workers; job_mu held. Returns the number started. The workers
+ * block every signal: the host's handlers (PostgreSQL's SIGINT/SIGTERM/latch
+ * handlers) must only ever run on the host's own thread. */
 static int start_workers(int size)
 {
     pthread_attr_t attr;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 1 << 20);
     atomic_store(&P.gen, 0);
     for (int i = 1; i < size; i++) {
         if (pthread_create(&P.th[i], &attr, worker, (void *)(intptr_t)i) != 0)
             break;
+        pthread_setname_np(P.th[i], "bft-worker");
         P.nworkers++;
     }
     pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return P.nworkers;
 }
 

@@ -4,7 +4,8 @@
  *
  * Nothing is started at library load (bft.so is loaded in the postmaster):
  * the workers are created on the first parallel call. Workers only run engine
- * code; they never call back into the host. The pool is process-wide; when
+ * code; they never call back into the host, and they block every signal (the
+ * host's handlers run on its own thread only). The pool is process-wide; when
  * two threads of the host use the engine at once, the one that finds the pool
  * busy runs its loop on its own thread (results do not change: every loop of
  * the engine gives the same result for any split).

@@ -5,7 +5,11 @@
  * Tolerances: |a - b| <= 1e-5 * (1 + |b|) * sqrt(K) for products of length K
  * (fp32 accumulation), 1e-5 elsewhere; GELU within 3e-7 * (1 + |x|) of erf GELU.
  */
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,6 +323,55 @@ static void test_adamw_sumsq(void)
     free(vd);
 }
 
+/* The pool's workers block the host's signals (PostgreSQL's handlers must run on
+ * the backend's own thread): SigBlk of every thread but the main one in /proc. */
+static void test_workers_block_signals(void)
+{
+    float *x = randn(1 << 20, 16, 1.0f);
+    bft_threads_set(3);
+    bft_op_sumsq(x, 1 << 20); /* starts the workers */
+    DIR *d = opendir("/proc/self/task");
+    int checked = 0;
+    if (!d) {
+        printf("  /proc not available: skipped\n");
+        free(x);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == (int)getpid())
+            continue;
+        char path[300], line[256], name[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f)) {
+            if (!strncmp(line, "Name:", 5))
+                sscanf(line + 5, "%63s", name);
+            if (!strncmp(line, "SigBlk:", 7) && strcmp(name, "bft-worker") != 0) {
+                /* not ours: OpenBLAS's pthread build starts its own thread at load */
+                printf("  note: thread %s (%s) is not an engine worker; SigBlk%s", e->d_name, name,
+                       line + 7);
+                continue;
+            }
+            if (!strncmp(line, "SigBlk:", 7)) {
+                unsigned long long m = strtoull(line + 7, NULL, 16);
+                int sigs[7] = {SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGQUIT, SIGHUP};
+                for (int k = 0; k < 7; k++)
+                    CHECK(m & (1ULL << (sigs[k] - 1)), "thread %s does not block signal %d (SigBlk %llx)",
+                          e->d_name, sigs[k], m);
+                checked++;
+            }
+        }
+        fclose(f);
+    }
+    closedir(d);
+    CHECK(checked >= 2, "only %d worker threads found", checked);
+    bft_threads_set(0);
+    free(x);
+}
+
 int main(void)
 {
     RUN(test_gemm);
@@ -326,5 +379,6 @@ int main(void)
     RUN(test_attention_cls);
     RUN(test_layernorm_gelu_xent);
     RUN(test_adamw_sumsq);
+    RUN(test_workers_block_signals);
     return test_summary();
 }
