@@ -37,6 +37,7 @@ typedef struct bft_backend {
     void (*free)(void *p);
     void (*upload)(void *dst, const void *src_host, size_t bytes);
     void (*download)(void *dst_host, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);   /* within the backend's memory */
     int (*check)(bft_error *err);                  /* first failure since the last check */
     void (*set_weights)(const float *w, size_t n); /* parameter block hint (bf16 mirror) */
 
@@ -75,6 +76,11 @@ typedef struct bft_backend {
     void (*attention_bwd)(float *dqkv, const float *dctx, const float *att, const float *qkv,
                           const int32_t *lens, int B, int T, int C, int NH,
                           const bft_dropout *d);
+    void (*attention_cls_fwd)(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                              int B, int T, int C, int NH, const bft_dropout *d);
+    void (*attention_cls_bwd)(float *dqkv, const float *dctx, const float *att, const float *qkv,
+                              const int32_t *lens, int B, int T, int C, int NH,
+                              const bft_dropout *d);
     void (*gather_rows)(float *out, const float *inp, const int64_t *rows, int n, int C);
     void (*scatter_add_rows)(float *dinp, const float *dout, const int64_t *rows, int n, int C);
     void (*bias_tanh_fwd)(float *x, const float *bias, int N, int C);
@@ -120,6 +126,7 @@ void *bft_dev_alloc(size_t bytes);
 void bft_dev_free(void *p);
 void bft_dev_upload(void *dst, const void *src_host, size_t bytes);
 void bft_dev_download(void *dst_host, const void *src, size_t bytes);
+void bft_dev_copy(void *dst, const void *src, size_t bytes);
 
 /* The current backend's first failure since the last check (BFT_OK if none). */
 int bft_dev_check(bft_error *err);

@@ -27,6 +27,8 @@
 #define bft_op_dropout_bias_bwd bft_cpu_op_dropout_bias_bwd
 #define bft_op_attention_fwd bft_cpu_op_attention_fwd
 #define bft_op_attention_bwd bft_cpu_op_attention_bwd
+#define bft_op_attention_cls_fwd bft_cpu_op_attention_cls_fwd
+#define bft_op_attention_cls_bwd bft_cpu_op_attention_cls_bwd
 #define bft_op_gather_rows bft_cpu_op_gather_rows
 #define bft_op_scatter_add_rows bft_cpu_op_scatter_add_rows
 #define bft_op_bias_tanh_fwd bft_cpu_op_bias_tanh_fwd

@@ -1502,6 +1502,154 @@ extern "C" void bft_cuda_op_attention_bwd(float *dqkv, const float *dctx, const 
     launched("attention backward merge");
 }
 
+/* ---- [CLS]-row attention (the last layer of a classifier): one block per (b, h) */
+
+#define ATTC_T 128 /* threads */
+
+/* For (b, h) = blockIdx.x: p = softmax(q_b0 K_b^T / sqrt(hs)) over keys < lens[b]
+ * (0 beyond), att (B,NH,T) = p when att, ctx (B,C) head h of row b = dropout(p) V_b;
+ * dropout element j of (b, h) is element (b, h, 0, j) of the full attention. */
+__global__ void k_attc_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens, int T,
+                           int C, int NH, dparam d)
+{
+    extern __shared__ float sm[];
+    __shared__ float red[32];
+    int pidx = blockIdx.x, b = pidx / NH, h = pidx % NH, hs = C / NH;
+    size_t C3 = 3 * (size_t)C;
+    int len = lens[b];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    float *sp = sm, *sw = sm + T, *sq = sm + 2 * T;
+    const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *K = q + C, *V = q + 2 * (size_t)C;
+    float scale = 1.0f / sqrtf((float)hs);
+    uint64_t base = (uint64_t)pidx * T * T;
+    for (int c = threadIdx.x; c < hs; c += blockDim.x)
+        sq[c] = q[c];
+    __syncthreads();
+    for (int k = warp; k < len; k += nw) {
+        float s = 0.0f;
+        for (int c = lane; c < hs; c += 32)
+            s += sq[c] * K[(size_t)k * C3 + c];
+        s = warp_sum(s);
+        if (lane == 0)
+            sp[k] = s * scale;
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int k = threadIdx.x; k < len; k += blockDim.x)
+        mx = fmaxf(mx, sp[k]);
+    mx = block_max(mx, red);
+    float sum = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) {
+        float e = expf(sp[k] - mx);
+        sp[k] = e;
+        sum += e;
+    }
+    float inv = 1.0f / block_sum(sum, red);
+    for (int k = threadIdx.x; k < T; k += blockDim.x) {
+        float pk = k < len ? sp[k] * inv : 0.0f;
+        if (att)
+            att[(size_t)pidx * T + k] = pk;
+        sw[k] = k < len ? dapply(d, base + k, pk) : 0.0f;
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
+        float o = 0.0f;
+        for (int k = 0; k < len; k++)
+            o += sw[k] * V[(size_t)k * C3 + c];
+        ctx[(size_t)b * C + (size_t)h * hs + c] = o;
+    }
+}
+
+/* Backward of k_attc_fwd for (b, h) = blockIdx.x: writes every element of head h's
+ * columns of dqkv rows of batch b (Q rows t > 0 and K/V rows t >= len are 0). */
+__global__ void k_attc_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
+                           const int32_t *lens, int T, int C, int NH, dparam d)
+{
+    extern __shared__ float sm[];
+    __shared__ float red[32];
+    int pidx = blockIdx.x, b = pidx / NH, h = pidx % NH, hs = C / NH;
+    size_t C3 = 3 * (size_t)C;
+    int len = lens[b];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    float *skeep = sm, *sds = sm + T, *sq = sm + 2 * T, *sdc = sm + 2 * T + hs;
+    size_t qo = (size_t)b * T * C3 + (size_t)h * hs;
+    const float *q = qkv + qo, *K = q + C, *V = q + 2 * (size_t)C;
+    float *dq = dqkv + qo, *dK = dq + C, *dV = dq + 2 * (size_t)C;
+    const float *p = att + (size_t)pidx * T;
+    const float *dc = dctx + (size_t)b * C + (size_t)h * hs;
+    float scale = 1.0f / sqrtf((float)hs);
+    uint64_t base = (uint64_t)pidx * T * T;
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
+        sq[c] = q[c];
+        sdc[c] = dc[c];
+    }
+    for (int k = threadIdx.x; k < len; k += blockDim.x)
+        skeep[k] = d.active ? (dkeep(d, base + k) ? d.scale : 0.0f) : 1.0f;
+    __syncthreads();
+    /* ds_k = keep_k (dctx . v_k) */
+    for (int k = warp; k < len; k += nw) {
+        float s = 0.0f;
+        for (int c = lane; c < hs; c += 32)
+            s += sdc[c] * V[(size_t)k * C3 + c];
+        s = warp_sum(s);
+        if (lane == 0)
+            sds[k] = skeep[k] * s;
+    }
+    __syncthreads();
+    float dot = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x)
+        dot += p[k] * sds[k];
+    dot = block_sum(dot, red);
+    for (int k = threadIdx.x; k < len; k += blockDim.x)
+        sds[k] = p[k] * (sds[k] - dot) * scale;
+    __syncthreads();
+    /* dq (row 0) = sum_k ds_k K_k */
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
+        float o = 0.0f;
+        for (int k = 0; k < len; k++)
+            o += sds[k] * K[(size_t)k * C3 + c];
+        dq[c] = o;
+    }
+    /* dK_k = ds_k q, dV_k = keep_k p_k dctx for k < len; zeros elsewhere */
+    for (size_t i = threadIdx.x; i < (size_t)T * hs; i += blockDim.x) {
+        int t = (int)(i / hs), c = (int)(i % hs);
+        size_t o = (size_t)t * C3 + c;
+        if (t > 0)
+            dq[o] = 0.0f;
+        if (t < len) {
+            dK[o] = sds[t] * sq[c];
+            dV[o] = skeep[t] * p[t] * sdc[c];
+        } else {
+            dK[o] = 0.0f;
+            dV[o] = 0.0f;
+        }
+    }
+}
+
+extern "C" void bft_cuda_op_attention_cls_fwd(float *ctx, float *att, const float *qkv,
+                                              const int32_t *lens, int B, int T, int C, int NH,
+                                              const bft_dropout *d)
+{
+    if (!live() || B <= 0 || T <= 0)
+        return;
+    size_t shm = (2 * (size_t)T + (size_t)(C / NH)) * sizeof(float);
+    k_attc_fwd<<<(unsigned)(B * NH), ATTC_T, shm, G.stream>>>(ctx, att, qkv, lens, T, C, NH,
+                                                              mkdrop(d));
+    launched("[CLS] attention");
+}
+
+extern "C" void bft_cuda_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att,
+                                              const float *qkv, const int32_t *lens, int B, int T,
+                                              int C, int NH, const bft_dropout *d)
+{
+    if (!live() || B <= 0 || T <= 0)
+        return;
+    size_t shm = (2 * (size_t)T + 2 * (size_t)(C / NH)) * sizeof(float);
+    k_attc_bwd<<<(unsigned)(B * NH), ATTC_T, shm, G.stream>>>(dqkv, dctx, att, qkv, lens, T, C,
+                                                              NH, mkdrop(d));
+    launched("[CLS] attention backward");
+}
+
 /* ---- small ops */
 
 extern "C" void bft_cuda_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n,
@@ -1627,6 +1775,7 @@ static const bft_backend cuda_backend = {
     bft_cuda_free,
     bft_cuda_upload,
     bft_cuda_download,
+    bft_cuda_copy,
     cu_check,
     bft_cuda_set_weights,
     bft_cuda_gemm,
@@ -1646,6 +1795,8 @@ static const bft_backend cuda_backend = {
     bft_cuda_op_dropout_bias_bwd,
     bft_cuda_op_attention_fwd,
     bft_cuda_op_attention_bwd,
+    bft_cuda_op_attention_cls_fwd,
+    bft_cuda_op_attention_cls_bwd,
     bft_cuda_op_gather_rows,
     bft_cuda_op_scatter_add_rows,
     bft_cuda_op_bias_tanh_fwd,

@@ -77,7 +77,7 @@ const char *bft_cuda_device_name(void);
 
 /* Bumped whenever this struct or bft_backend changes: a bft_cuda.so of another
  * build is refused instead of called with the wrong layout. */
-#define BFT_CUDA_ABI 1
+#define BFT_CUDA_ABI 2
 
 typedef struct bft_cuda_api {
     int abi;                 /* BFT_CUDA_ABI */
@@ -156,6 +156,12 @@ void bft_cuda_op_attention_fwd(float *ctx, float *att, const float *qkv, const i
 void bft_cuda_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
                                const float *qkv, const int32_t *lens, int B, int T, int C,
                                int NH, const bft_dropout *d);
+void bft_cuda_op_attention_cls_fwd(float *ctx, float *att, const float *qkv,
+                                   const int32_t *lens, int B, int T, int C, int NH,
+                                   const bft_dropout *d);
+void bft_cuda_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att,
+                                   const float *qkv, const int32_t *lens, int B, int T, int C,
+                                   int NH, const bft_dropout *d);
 void bft_cuda_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C);
 void bft_cuda_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n,
                                   int C);
