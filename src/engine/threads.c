@@ -139,7 +139,7 @@ static int start_workers(int size)
 void bft_parallel_for(int64_t n, int64_t min_chunk, bft_range_fn fn, void *ctx)
 {
     int size = bft_threads_count();
-    int64_t parts;
+    int64_t parts, chunk;
     if (n <= 0)
         return;
     if (min_chunk < 1)
@@ -147,33 +147,42 @@ void bft_parallel_for(int64_t n, int64_t min_chunk, bft_range_fn fn, void *ctx)
     parts = n / min_chunk;
     if (parts > size)
         parts = size;
-    if (parts <= 1 || pthread_mutex_trylock(&P.job_mu) != 0) {
-        fn(ctx, 0, n, 0);
+    if (parts < 1)
+        parts = 1;
+    chunk = (n + parts - 1) / parts;
+    /* The split depends only on n, min_chunk and the pool size, never on whether
+     * the pool is free: a caller that finds it busy (another host thread) runs the
+     * same ranges itself, so results do not depend on what else is running. */
+    if (parts == 1 || pthread_mutex_trylock(&P.job_mu) != 0) {
+        for (int64_t p = 0; p < parts; p++) {
+            int64_t i0 = p * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+            if (i0 < i1)
+                fn(ctx, i0, i1, 0);
+        }
         return;
     }
     if (P.nworkers != size - 1) {
         stop_workers();
         start_workers(size);
     }
-    if (parts > P.nworkers + 1)
-        parts = P.nworkers + 1;
-    if (parts <= 1) {
-        pthread_mutex_unlock(&P.job_mu);
-        fn(ctx, 0, n, 0);
-        return;
-    }
     P.fn = fn;
     P.ctx = ctx;
     P.n = n;
-    P.chunk = (n + parts - 1) / parts;
-    P.nparts = (int)parts;
-    atomic_store(&P.pending, P.nworkers);
-    pthread_mutex_lock(&P.mu);
-    atomic_fetch_add(&P.gen, 1);
-    pthread_cond_broadcast(&P.cv_work);
-    pthread_mutex_unlock(&P.mu);
+    P.chunk = chunk;
+    /* workers run parts 1..nworkers; parts beyond that (workers that failed to
+     * start) are run by the caller after its own part 0 */
+    P.nparts = (int)(parts < P.nworkers + 1 ? parts : P.nworkers + 1);
+    if (P.nworkers > 0) {
+        atomic_store(&P.pending, P.nworkers);
+        pthread_mutex_lock(&P.mu);
+        atomic_fetch_add(&P.gen, 1);
+        pthread_cond_broadcast(&P.cv_work);
+        pthread_mutex_unlock(&P.mu);
+    }
 
     run_part(0);
+    for (int64_t p = P.nparts; p < parts; p++)
+        run_part((int)p);
 
     for (int s = 0; s < SPIN_ITERS && atomic_load(&P.pending) > 0; s++)
         CPU_RELAX();

@@ -7,8 +7,8 @@
  * code; they never call back into the host, and they block every signal (the
  * host's handlers run on its own thread only). The pool is process-wide; when
  * two threads of the host use the engine at once, the one that finds the pool
- * busy runs its loop on its own thread (results do not change: every loop of
- * the engine gives the same result for any split).
+ * busy runs the same ranges one after the other on its own thread, so results
+ * never depend on what else is running.
  */
 #ifndef BFT_THREADS_H
 #define BFT_THREADS_H
@@ -20,7 +20,8 @@ typedef void (*bft_range_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 
 /* Split [0, n) into at most bft_threads_count() contiguous ranges of at least
  * min_chunk items and run fn over each, the caller taking the first range.
- * Returns when every range is done. */
+ * Returns when every range is done. The ranges depend only on n, min_chunk and
+ * the pool size (a caller finding the pool busy runs the same ranges itself). */
 void bft_parallel_for(int64_t n, int64_t min_chunk, bft_range_fn fn, void *ctx);
 
 /* Number of threads parallel loops use (the pool's size, caller included). */
