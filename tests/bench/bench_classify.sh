@@ -65,11 +65,12 @@ declare -A SECS MD5 CPU
 run() {
     local name="$1" set="$2" query="$3" best="" out s m i c0 c1
     for i in $(seq 1 "$REPS"); do
+        sleep 1    # let the previous session's backend exit and be reaped
         c0=$(child_cpu)
         out=$(psql -X -q -t -A -d bench -c "SET bft.threads = 1" -c "$set" \
               -c "SELECT bft_classify('warm up the cache', 'bench')" \
               -c "SELECT m || '|' || extract(epoch FROM clock_timestamp() - statement_timestamp()) FROM ($query) x(m)" | tail -n 1)
-        sleep 0.2
+        sleep 1
         c1=$(child_cpu)
         m=${out%%|*}; s=${out#*|}
         if [ -z "$best" ] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then
