@@ -87,6 +87,8 @@ double cli_peak_rss_mb(void);
 /* 0 for "cpu" (or NULL); prints an error and returns 1 for "cuda" (no CUDA
  * backend in this build), 2 for anything else. */
 int cli_check_device(const char *cmd, const char *device);
+/* --precision auto|fp32|bf16 for the following cli_check_device (CUDA only). */
+int cli_set_precision(const char *cmd, const char *precision);
 
 /* The max_length to encode with: requested when > 0 (checked against
  * max_position_embeddings; -1 with a message when out of range), else

@@ -16,6 +16,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "train.h"
+
 /* ---- options -------------------------------------------------------------- */
 
 static int parse_i64(const char *s, long long lo, long long hi, long long *out)
@@ -274,17 +276,38 @@ double cli_peak_rss_mb(void)
 
 /* ---- model helpers -------------------------------------------------------- */
 
+static int cli_precision = BFT_PRECISION_AUTO;
+
+int cli_set_precision(const char *cmd, const char *precision)
+{
+    if (!precision || strcmp(precision, "auto") == 0)
+        cli_precision = BFT_PRECISION_AUTO;
+    else if (strcmp(precision, "fp32") == 0)
+        cli_precision = BFT_PRECISION_FP32;
+    else if (strcmp(precision, "bf16") == 0)
+        cli_precision = BFT_PRECISION_BF16;
+    else {
+        fprintf(stderr, "bft-cli %s: --precision must be auto, fp32 or bf16, got \"%s\"\n", cmd, precision);
+        return 2;
+    }
+    return 0;
+}
+
+/* Select the engine's device (bft_set_device: inference; training commands copy
+ * it into their options with bft_get_device). No fallback: cuda without a GPU fails. */
 int cli_check_device(const char *cmd, const char *device)
 {
-    if (!device || strcmp(device, "cpu") == 0)
-        return 0;
-    if (strcmp(device, "cuda") == 0) {
-        fprintf(stderr, "bft-cli %s: --device cuda: this build has no CUDA backend (BFT_EDEVICE); use --device cpu\n",
-                cmd);
+    bft_error err;
+    int dev = bft_device_parse(device ? device : "cpu");
+    if (dev < 0) {
+        fprintf(stderr, "bft-cli %s: --device must be cpu or cuda, got \"%s\"\n", cmd, device);
+        return 2;
+    }
+    if (bft_set_device(dev, cli_precision, &err) != 0) {
+        fprintf(stderr, "bft-cli %s: --device %s: %s (%s)\n", cmd, device, err.msg, bft_status_name(err.code));
         return 1;
     }
-    fprintf(stderr, "bft-cli %s: --device must be cpu or cuda, got \"%s\"\n", cmd, device);
-    return 2;
+    return 0;
 }
 
 int cli_max_length(const char *cmd, const bft_model *m, int requested)

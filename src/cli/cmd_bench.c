@@ -46,6 +46,7 @@ static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: bft-cli bench --layers L --hidden H --heads A --intermediate I --batch B --seq T --steps N\n"
                "                     [--threads N] [--vocab V] [--dropout P] [--seed S] [--skip-train] [--skip-infer]\n"
+               "                     [--device cpu|cuda] [--precision auto|fp32|bf16]\n"
                "  Random weights and tokens; prints train_samples_per_s: X and infer_samples_per_s: Y.\n");
 }
 
@@ -55,7 +56,7 @@ int cmd_bench(int argc, char **argv)
     int skip_train = 0, skip_infer = 0;
     float dropout = -1.0f;
     uint64_t seed = 1;
-    const char *device = "cpu";
+    const char *device = "cpu", *precision = "auto";
     cli_opt opts[] = {
         {"layers", OPT_INT, &L, 1, 1, 1024, 0, 0, 0},
         {"hidden", OPT_INT, &H, 1, 1, 1 << 16, 0, 0, 0},
@@ -71,6 +72,7 @@ int cmd_bench(int argc, char **argv)
         {"skip-train", OPT_FLAG, &skip_train, 0, 0, 0, 0, 0, 0},
         {"skip-infer", OPT_FLAG, &skip_infer, 0, 0, 0, 0, 0, 0},
         {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
+        {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
     };
     bft_config cfg = bft_config_default();
     bft_parts parts = {1, 1, 0};
@@ -92,7 +94,7 @@ int cmd_bench(int argc, char **argv)
         bench_usage(stderr);
         return 2;
     }
-    if ((rc = cli_check_device("bench", device)) != 0)
+    if ((rc = cli_set_precision("bench", precision)) != 0 || (rc = cli_check_device("bench", device)) != 0)
         return rc;
     rc = 1;
     bft_set_threads(threads);
@@ -135,6 +137,12 @@ int cmd_bench(int argc, char **argv)
     printf("shape: layers %d hidden %d heads %d intermediate %d vocab %d batch %d seq %d steps %d\n", L, H, A, I, V,
            B, T, steps);
     printf("params: %zu\n", m->num_params);
+    {
+        int dev = BFT_DEVICE_CPU, prec = BFT_PRECISION_AUTO;
+        bft_get_device(&dev, &prec);
+        printf("device: %s, %s\n", bft_device_name(dev),
+               dev == BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32 ? "fp32" : "bf16 mixed precision");
+    }
     fflush(stdout);
 
     if (!skip_train) {
@@ -148,6 +156,7 @@ int cmd_bench(int argc, char **argv)
         o.shuffle = 0;
         o.dropout = dropout;
         o.seed = seed;
+        bft_get_device(&o.device, &o.precision);
         if (bft_train(m, &ds, &o, bench_progress, &bc, &res, &err) != 0) {
             cli_error("bench", &err, "training");
             goto out;

@@ -29,7 +29,7 @@ static void train_usage(FILE *f)
             "         [--batch-size B] [--lr X] [--warmup-ratio R] [--weight-decay W] [--max-length N]\n"
             "         [--seed S] [--no-shuffle] [--dropout P] [--num-labels K] [--validation-fraction F]\n"
             "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
-            "         [--threads N] [--device cpu|cuda] [--verbose]\n"
+            "         [--threads N] [--device cpu|cuda] [--precision auto|fp32|bf16] [--verbose]\n"
             "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
             "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
@@ -299,7 +299,7 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
 int cmd_train(int argc, char **argv)
 {
     const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
-    const char *device = "cpu";
+    const char *device = "cpu", *precision = "auto";
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
     int group = 0, scratch = 0;
     scratch_opts so = {8000, 0, 4, 256, 4, 1024, 512};
@@ -336,6 +336,7 @@ int cmd_train(int argc, char **argv)
         {"mlm-lr", OPT_FLOAT, &mlm_lr, 0, 0, 0, 0.0, 10.0, 0},
         {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
         {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
+        {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
         {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
@@ -361,8 +362,9 @@ int cmd_train(int argc, char **argv)
         train_usage(stderr);
         return 2;
     }
-    if ((rc = cli_check_device("train", device)) != 0)
+    if ((rc = cli_set_precision("train", precision)) != 0 || (rc = cli_check_device("train", device)) != 0)
         return rc;
+    bft_get_device(&o.device, &o.precision); /* --device / --precision */
     rc = 1;
     o.shuffle = !no_shuffle;
     o.group_by_length = group;

@@ -6,6 +6,8 @@
  */
 #include "bert.h"
 
+#include "backend.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,7 +89,7 @@ int bert_acts_alloc(bert_acts *a, const bft_config *cfg, int K, int Bmax, int Tm
     memset(a, 0, sizeof *a);
     size_t n = acts_layout(a, cfg, K, Bmax, Tmax, train, NULL);
     /* no zeroing needed: every buffer is written before it is read */
-    a->mem = aligned_alloc(64, n * sizeof(float));
+    a->mem = bft_dev_alloc(n * sizeof(float)); /* on the current backend (backend.h) */
     if (!a->mem)
         return -1;
     acts_layout(a, cfg, K, Bmax, Tmax, train, a->mem);
@@ -103,7 +105,7 @@ int bert_acts_alloc(bert_acts *a, const bft_config *cfg, int K, int Bmax, int Tm
 void bert_acts_free(bert_acts *a)
 {
     if (a) {
-        free(a->mem);
+        bft_dev_free(a->mem);
         memset(a, 0, sizeof *a);
     }
 }
@@ -189,8 +191,7 @@ const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_b
                           N, C, 3 * C);
         if (a->cls_only && l == cfg->num_hidden_layers - 1) {
             /* last layer of a classifier: only the [CLS] rows (B,...) from here on */
-            for (int b = 0; b < B; b++)
-                a->rows[b] = (int64_t)b * T;
+            bft_op_strided_rows(a->rows, B, T);
             bft_op_gather_rows(a->hcls, la.in, a->rows, B, C);
             bft_op_attention_cls_fwd(la.ctx, train ? la.att : NULL, la.qkv, bt->lens, B, T, C, NH,
                                      &d_att);
@@ -329,7 +330,7 @@ float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
 
     /* cls (B,C) = top[:, 0] (the encoder computed only those rows in its last
      * layer); pooled = tanh(cls · poolw^T + poolb) */
-    memcpy(a->cls, top, (size_t)B * C * sizeof *a->cls);
+    bft_dev_copy(a->cls, top, (size_t)B * C * sizeof *a->cls);
     bft_op_linear_fwd(a->pooled, a->cls, p->poolw, NULL, B, C, C);
     bft_op_bias_tanh_fwd(a->pooled, p->poolb, B, C);
     /* pooled_d = dropout(pooled); logits (B,K) = pooled_d · clsw^T + clsb */
@@ -345,10 +346,7 @@ float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                         1.0f / (float)B);
     if (!bt->labels)
         return 0.0f;
-    double s = 0.0;
-    for (int b = 0; b < B; b++)
-        s += a->losses[b];
-    return (float)(s / B);
+    return bft_op_mean(a->losses, B);
 }
 
 void bert_cls_backward(const bft_model *m, const bft_params *g, bert_acts *a,
@@ -380,10 +378,10 @@ int bert_mlm_reserve(bert_mlm_ws *w, const bft_config *cfg, int M)
         return 0;
     size_t m = (size_t)M;
     size_t n = up(m * C) * 6 + up(m) * 3 + up(m * V) * 2;
-    float *mem = aligned_alloc(64, n * sizeof(float));
+    float *mem = bft_dev_alloc(n * sizeof(float));
     if (!mem)
         return -1;
-    free(w->mem);
+    bft_dev_free(w->mem);
     w->mem = mem;
     w->cap = M;
     size_t at = 0;
@@ -410,7 +408,7 @@ int bert_mlm_reserve(bert_mlm_ws *w, const bft_config *cfg, int M)
 void bert_mlm_free(bert_mlm_ws *w)
 {
     if (w) {
-        free(w->mem);
+        bft_dev_free(w->mem);
         memset(w, 0, sizeof *w);
     }
 }
@@ -433,10 +431,7 @@ float bert_mlm_forward(const bft_model *m, bert_mlm_ws *w, const float *hidden,
         return 0.0f;
     }
     bft_op_softmax_xent(NULL, w->losses, w->dlogits, w->logits, labels, M, V, 1.0f / (float)M);
-    double s = 0.0;
-    for (int r = 0; r < M; r++)
-        s += w->losses[r];
-    return (float)(s / M);
+    return bft_op_mean(w->losses, M);
 }
 
 void bert_mlm_backward(const bft_model *m, const bft_params *g, bert_mlm_ws *w,

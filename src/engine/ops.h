@@ -173,6 +173,12 @@ double bft_op_sumsq(const float *x, size_t n);
 /* x (n) = 0. */
 void bft_op_zero(float *x, size_t n);
 
+/* rows (n) = r * stride for r in [0, n) (e.g. the [CLS] row of each sequence). */
+void bft_op_strided_rows(int64_t *rows, int n, int64_t stride);
+
+/* Mean of x (n), summed in double in index order; returned to the host. */
+float bft_op_mean(const float *x, int n);
+
 /* Erf GELU of one value and its derivative (reference for tests). */
 float bft_gelu_ref(float x);
 

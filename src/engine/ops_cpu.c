@@ -14,6 +14,7 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 #pragma GCC target("prefer-vector-width=512")
 #endif
+#include "ops_cpu_names.h" /* this file is the CPU backend: its ops are bft_cpu_* */
 #include "ops.h"
 
 #include <cblas.h>

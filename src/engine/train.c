@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "bert.h"
 #include "ops.h"
 #include "rng.h"
@@ -161,6 +162,20 @@ static int64_t *order_by_length(const bft_dataset *ds)
     return order;
 }
 
+/* Copy a host batch into the device buffers ids (B*T), lens (B), labels (B)
+ * and point bt at them (plain copies on the CPU backend). */
+static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *labels)
+{
+    bft_dev_upload(ids, bt->ids, (size_t)bt->B * bt->T * sizeof *ids);
+    bft_dev_upload(lens, bt->lens, (size_t)bt->B * sizeof *lens);
+    bt->ids = ids;
+    bt->lens = lens;
+    if (bt->labels && labels) {
+        bft_dev_upload(labels, bt->labels, (size_t)bt->B * sizeof *labels);
+        bt->labels = labels;
+    }
+}
+
 /* ---------------------------------------------------------------- inference */
 
 /* Eval-mode forward over ds in length-sorted batches: probs (n,K) and, when
@@ -182,48 +197,80 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
         batch_size = (int)ds->n;
 
     bert_acts a;
+    int have_acts = 0;
     int64_t *order = order_by_length(ds);
     int32_t *ids = malloc((size_t)batch_size * maxlen * sizeof *ids);
     int32_t *lens = malloc((size_t)batch_size * sizeof *lens);
     int32_t *labels = malloc((size_t)batch_size * sizeof *labels);
-    if (!order || !ids || !lens || !labels ||
-        bert_acts_alloc(&a, cfg, K, batch_size, maxlen, 0) != 0) {
-        free(order);
-        free(ids);
-        free(lens);
-        free(labels);
-        return bft_set_error(err, BFT_ENOMEM, "out of memory for inference (batch %d x %d tokens)",
-                             batch_size, maxlen);
+    float *bprobs = malloc((size_t)batch_size * K * sizeof *bprobs);
+    float *blosses = malloc((size_t)batch_size * sizeof *blosses);
+    /* the batch on m's device (the current backend; host memory on the CPU) */
+    int32_t *d_ids = bft_dev_alloc((size_t)batch_size * maxlen * sizeof *d_ids);
+    int32_t *d_lens = bft_dev_alloc((size_t)batch_size * sizeof *d_lens);
+    int32_t *d_labels = bft_dev_alloc((size_t)batch_size * sizeof *d_labels);
+    if (order && ids && lens && labels && bprobs && blosses && d_ids && d_lens && d_labels &&
+        bert_acts_alloc(&a, cfg, K, batch_size, maxlen, 0) == 0)
+        have_acts = 1;
+    if (!have_acts) {
+        rc = bft_dev_check(err);
+        if (rc == BFT_OK)
+            rc = bft_set_error(err, BFT_ENOMEM, "out of memory for inference (batch %d x %d tokens)",
+                               batch_size, maxlen);
+        goto done;
     }
     for (int64_t s = 0; s < ds->n; s += batch_size) {
         int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
         bert_batch bt;
         make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, losses ? labels : NULL, &bt);
+        stage_batch(&bt, d_ids, d_lens, d_labels);
         a.poll = poll;
         a.poll_ctx = poll_ctx;
         bert_cls_forward(m, &a, &bt, NULL);
         if (a.stopped || (poll && poll(poll_ctx))) {
-            bert_acts_free(&a);
-            free(order);
-            free(ids);
-            free(lens);
-            free(labels);
-            return bft_set_error(err, BFT_ECANCEL, "inference cancelled");
+            rc = bft_set_error(err, BFT_ECANCEL, "inference cancelled");
+            goto done;
         }
+        bft_dev_download(bprobs, a.probs, (size_t)B * K * sizeof *bprobs);
+        if (losses)
+            bft_dev_download(blosses, a.losses, (size_t)B * sizeof *blosses);
+        if ((rc = bft_dev_check(err)) != BFT_OK)
+            goto done;
         for (int b = 0; b < B; b++) {
             int64_t i = order[s + b];
             if (probs)
-                memcpy(probs + (size_t)i * K, a.probs + (size_t)b * K, (size_t)K * sizeof *probs);
+                memcpy(probs + (size_t)i * K, bprobs + (size_t)b * K, (size_t)K * sizeof *probs);
             if (losses)
-                losses[i] = a.losses[b];
+                losses[i] = blosses[b];
         }
     }
-    bert_acts_free(&a);
+    rc = BFT_OK;
+done:
+    if (have_acts)
+        bert_acts_free(&a);
+    bft_dev_free(d_ids);
+    bft_dev_free(d_lens);
+    bft_dev_free(d_labels);
     free(order);
     free(ids);
     free(lens);
     free(labels);
-    return BFT_OK;
+    free(bprobs);
+    free(blosses);
+    return rc;
+}
+
+/* run_inference with m's weights on the inference device (bft_set_device). */
+static int infer_on_device(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
+                           int (*poll)(void *), void *poll_ctx, bft_error *err)
+{
+    bft_devmodel d;
+    int dev, prec, rc;
+    bft_get_device(&dev, &prec);
+    if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
+        return rc;
+    rc = run_inference(&d.dm, ds, batch_size, probs, NULL, poll, poll_ctx, err);
+    bft_devmodel_close(&d);
+    return rc;
 }
 
 int bft_predict_poll(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
@@ -232,7 +279,7 @@ int bft_predict_poll(const bft_model *m, const bft_dataset *ds, int batch_size, 
     bft_clear_error(err);
     if (!m || !probs)
         return bft_set_error(err, BFT_EINVAL, "bft_predict: NULL model or output");
-    return run_inference(m, ds, batch_size, probs, NULL, poll, poll_ctx, err);
+    return infer_on_device(m, ds, batch_size, probs, poll, poll_ctx, err);
 }
 
 int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float *probs,
@@ -241,7 +288,7 @@ int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float
     bft_clear_error(err);
     if (!m || !probs)
         return bft_set_error(err, BFT_EINVAL, "bft_predict: NULL model or output");
-    return run_inference(m, ds, batch_size, probs, NULL, NULL, NULL, err);
+    return infer_on_device(m, ds, batch_size, probs, NULL, NULL, err);
 }
 
 static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
@@ -251,7 +298,17 @@ static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size
 int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
                     float *accuracy, float *macro_f1, int64_t *confusion, bft_error *err)
 {
-    return evaluate_ds(m, ds, batch_size, loss, accuracy, macro_f1, confusion, NULL, NULL, err);
+    bft_devmodel d;
+    int dev, prec, rc;
+    bft_clear_error(err);
+    if (!m)
+        return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: NULL model");
+    bft_get_device(&dev, &prec);
+    if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
+        return rc;
+    rc = evaluate_ds(&d.dm, ds, batch_size, loss, accuracy, macro_f1, confusion, NULL, NULL, err);
+    bft_devmodel_close(&d);
+    return rc;
 }
 
 /* bft_evaluate_ds with a cancellation poll (the trainer's per-epoch evaluation). */
@@ -357,29 +414,45 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     if (M == 0)
         return BFT_OK;
 
+    bft_devmodel d;
+    int dev, prec, rc;
+    bft_get_device(&dev, &prec);
+    if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
+        return rc;
+    const bft_model *dm = &d.dm; /* m with its weights on the device */
     bert_acts a;
     bert_mlm_ws w;
+    memset(&a, 0, sizeof a);
     memset(&w, 0, sizeof w);
     int64_t *rows = malloc((size_t)M * sizeof *rows);
+    float *probs = malloc((size_t)M * V * sizeof *probs);
     int32_t len = n;
-    if (!rows || bert_acts_alloc(&a, cfg, 0, 1, n, 0) != 0) {
-        free(rows);
-        return bft_set_error(err, BFT_ENOMEM, "out of memory for fill-mask");
-    }
-    if (bert_mlm_reserve(&w, cfg, M) != 0) {
-        free(rows);
-        bert_acts_free(&a);
-        return bft_set_error(err, BFT_ENOMEM, "out of memory for fill-mask");
+    /* ids, length and mask rows on the device */
+    int32_t *d_ids = bft_dev_alloc((size_t)n * sizeof *d_ids);
+    int32_t *d_len = bft_dev_alloc(sizeof *d_len);
+    int64_t *d_rows = bft_dev_alloc((size_t)M * sizeof *d_rows);
+    if (!rows || !probs || !d_ids || !d_len || !d_rows ||
+        bert_acts_alloc(&a, cfg, 0, 1, n, 0) != 0 || bert_mlm_reserve(&w, cfg, M) != 0) {
+        rc = bft_dev_check(err);
+        if (rc == BFT_OK)
+            rc = bft_set_error(err, BFT_ENOMEM, "out of memory for fill-mask");
+        goto done;
     }
     for (int t = 0, j = 0; t < n && j < M; t++)
         if (ids[t] == mask_id)
             rows[j++] = t;
-    bert_batch bt = {1, n, ids, &len, NULL};
-    const float *top = bert_encoder_forward(m, &a, &bt, NULL);
-    bert_mlm_forward(m, &w, top, rows, M, NULL);
+    bft_dev_upload(d_ids, ids, (size_t)n * sizeof *d_ids);
+    bft_dev_upload(d_len, &len, sizeof len);
+    bft_dev_upload(d_rows, rows, (size_t)M * sizeof *d_rows);
+    bert_batch bt = {1, n, d_ids, d_len, NULL};
+    const float *top = bert_encoder_forward(dm, &a, &bt, NULL);
+    bert_mlm_forward(dm, &w, top, d_rows, M, NULL);
+    bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);
+    if ((rc = bft_dev_check(err)) != BFT_OK)
+        goto done;
     (void)C;
     for (int j = 0; j < M; j++) {
-        const float *p = w.dlogits + (size_t)j * V;
+        const float *p = probs + (size_t)j * V;
         int32_t *oi = out_ids + (size_t)j * top_k;
         float *os = out_scores + (size_t)j * top_k;
         int cnt = 0;
@@ -399,10 +472,17 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
         }
     }
     *n_masks = M;
+    rc = BFT_OK;
+done:
     bert_mlm_free(&w);
     bert_acts_free(&a);
+    bft_dev_free(d_ids);
+    bft_dev_free(d_len);
+    bft_dev_free(d_rows);
     free(rows);
-    return BFT_OK;
+    free(probs);
+    bft_devmodel_close(&d);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- training */
@@ -425,14 +505,21 @@ typedef struct trainer {
     int32_t *mlm_ids;
     int64_t *order, *rows;
     float *eval_probs;
+    int32_t *d_ids, *d_lens, *d_labels, *d_mlm_labels; /* the batch on the device */
+    int64_t *d_rows;
     int Bmax, Tmax;
 } trainer;
 
 static void trainer_free(trainer *t)
 {
-    free(t->grad_mem);
-    free(t->m_mem);
-    free(t->v_mem);
+    bft_dev_free(t->grad_mem);
+    bft_dev_free(t->m_mem);
+    bft_dev_free(t->v_mem);
+    bft_dev_free(t->d_ids);
+    bft_dev_free(t->d_lens);
+    bft_dev_free(t->d_labels);
+    bft_dev_free(t->d_mlm_labels);
+    bft_dev_free(t->d_rows);
     free(t->tensors);
     free(t->trainable);
     free(t->accumulated);
@@ -467,10 +554,10 @@ static double schedule_lr(double base, int64_t step, int64_t total, int64_t warm
 static double optimizer_step(trainer *t, double lr, int64_t step1)
 {
     const bft_train_opts *o = &t->o;
-    double ss = 0.0;
-    for (int i = 0; i < t->ntensors; i++)
-        if (t->trainable[i])
-            ss += bft_op_sumsq(t->grad_mem + t->tensors[i].offset, t->tensors[i].numel);
+    /* the gradients of the tensors a task does not train are never written and
+     * stay 0, so the norm over the whole block is the norm over the trainable
+     * tensors: one reduction (one device round trip on CUDA) per step */
+    double ss = bft_op_sumsq(t->grad_mem, t->m->num_params);
     double norm = sqrt(ss);
     float gscale = 1.0f;
     if (o->max_grad_norm > 0.0f) {
@@ -566,7 +653,7 @@ static int mlm_mask(trainer *t, const bert_batch *bt, bft_rng *r, bft_special_id
     return M;
 }
 
-static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
+static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
                         bft_progress_fn progress, void *ctx, bft_train_result *res,
                         bft_error *err)
 {
@@ -638,9 +725,13 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     int Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n);
     t.Bmax = Bmax;
     t.Tmax = maxlen;
-    t.grad_mem = calloc(np, sizeof(float)); /* embedding rows re-zeroed by every AdamW step */
-    t.m_mem = calloc(np, sizeof(float));
-    t.v_mem = calloc(np, sizeof(float));
+    /* on the compute device (backend.h), zeroed below */
+    t.grad_mem = bft_dev_alloc(np * sizeof(float)); /* embedding rows re-zeroed by AdamW */
+    t.m_mem = bft_dev_alloc(np * sizeof(float));
+    t.v_mem = bft_dev_alloc(np * sizeof(float));
+    t.d_ids = bft_dev_alloc((size_t)Bmax * maxlen * sizeof *t.d_ids);
+    t.d_lens = bft_dev_alloc((size_t)Bmax * sizeof *t.d_lens);
+    t.d_labels = bft_dev_alloc((size_t)Bmax * sizeof *t.d_labels);
     t.tensors = bft_params_tensors(cfg, m->parts, &t.ntensors);
     t.ids = malloc((size_t)Bmax * maxlen * sizeof *t.ids);
     t.lens = malloc((size_t)Bmax * sizeof *t.lens);
@@ -650,11 +741,20 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
         t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
         t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
         t.rows = malloc((size_t)Bmax * maxlen * sizeof *t.rows);
+        t.d_rows = bft_dev_alloc((size_t)Bmax * maxlen * sizeof *t.d_rows);
+        t.d_mlm_labels = bft_dev_alloc((size_t)Bmax * maxlen * sizeof *t.d_mlm_labels);
     }
     if (!t.grad_mem || !t.m_mem || !t.v_mem || !t.tensors || !t.ids || !t.lens || !t.labels ||
         !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
+        !t.d_ids || !t.d_lens || !t.d_labels ||
+        (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
         bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
+        bft_error de;
+        int drc = bft_dev_check(&de);
         trainer_free(&t);
+        if (drc != BFT_OK)
+            return bft_set_error(err, drc, "%s (training %zu parameters, batch %d x %d tokens)",
+                                 de.msg, np, Bmax, maxlen);
         return bft_set_error(err, BFT_ENOMEM,
                              "out of memory for training (%zu parameters, batch %d x %d tokens)", np,
                              Bmax, maxlen);
@@ -676,6 +776,9 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
         t.accumulated[i] = is_prefix(nm, "embeddings.") && strstr(nm, "_embeddings.weight") != NULL;
     }
     bft_params_assign(&t.g, t.grad_mem, cfg, m->parts);
+    bft_op_zero(t.grad_mem, np);
+    bft_op_zero(t.m_mem, np);
+    bft_op_zero(t.v_mem, np);
 
     bert_dropout_cfg dc;
     dc.hidden = o->dropout >= 0.0f ? o->dropout : cfg->hidden_dropout_prob;
@@ -712,6 +815,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
             float loss;
             dc.step = (uint64_t)step;
             if (task == TASK_CLS) {
+                stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels);
                 double p0 = now_s();
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
                 double p1 = now_s();
@@ -722,18 +826,21 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
                 int M = mlm_mask(&t, &bt, &mrng, sp);
                 bert_batch mb = bt;
                 mb.ids = t.mlm_ids;
+                stage_batch(&mb, t.d_ids, t.d_lens, NULL);
                 loss = 0.0f;
                 if (M > 0) {
                     if (bert_mlm_reserve(&t.mlm, cfg, M) != 0) {
                         trainer_free(&t);
                         return bft_set_error(err, BFT_ENOMEM, "out of memory for the MLM head (%d rows)", M);
                     }
+                    bft_dev_upload(t.d_rows, t.rows, (size_t)M * sizeof *t.d_rows);
+                    bft_dev_upload(t.d_mlm_labels, t.mlm_labels, (size_t)M * sizeof *t.d_mlm_labels);
                     const float *top = bert_encoder_forward(m, &t.acts, &mb, &dc);
                     if (t.acts.stopped)
                         goto cancelled;
-                    loss = bert_mlm_forward(m, &t.mlm, top, t.rows, M, t.mlm_labels);
+                    loss = bert_mlm_forward(m, &t.mlm, top, t.d_rows, M, t.d_mlm_labels);
                     bft_op_zero(t.acts.dA, (size_t)mb.B * mb.T * cfg->hidden_size);
-                    bert_mlm_backward(m, &t.g, &t.mlm, t.rows, M, t.acts.dA);
+                    bert_mlm_backward(m, &t.g, &t.mlm, t.d_rows, M, t.acts.dA);
                     bert_encoder_backward(m, &t.g, &t.acts, &mb, &dc);
                 }
             }
@@ -745,6 +852,10 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
             }
             double p2 = now_s();
             optimizer_step(&t, lr, step + 1);
+            if ((rc = bft_dev_check(err)) != BFT_OK) {
+                trainer_free(&t);
+                return rc;
+            }
             prof[2] += now_s() - p2;
             if (profile && step > 0)
                 fprintf(stderr, "bft profile: step %lld forward %.1f ms, backward %.1f ms, "
@@ -822,6 +933,36 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     }
     trainer_free(&t);
     return BFT_OK;
+}
+
+/* Training on opts->device: the weights go up once, every step runs there, and
+ * they come back at the end (also after a cancel, as the CPU trains in place). */
+static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
+                        bft_progress_fn progress, void *ctx, bft_train_result *res,
+                        bft_error *err)
+{
+    bft_devmodel d;
+    int rc;
+    if (!m || !ds)
+        return train_body(m, ds, opts, task, progress, ctx, res, err);
+    bft_clear_error(err);
+    if (res) {
+        memset(res, 0, sizeof *res);
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+    }
+    rc = bft_devmodel_open(&d, m, opts ? opts->device : BFT_DEVICE_CPU,
+                           opts ? opts->precision : BFT_PRECISION_AUTO, 1, err);
+    if (rc != BFT_OK)
+        return rc;
+    rc = train_body(&d.dm, ds, opts, task, progress, ctx, res, err);
+    if (rc == BFT_OK || rc == BFT_ECANCEL) {
+        bft_error e2;
+        int rc2 = bft_devmodel_download(&d, m, rc == BFT_OK ? err : &e2);
+        if (rc == BFT_OK)
+            rc = rc2;
+    }
+    bft_devmodel_close(&d);
+    return rc;
 }
 
 int bft_train(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts,

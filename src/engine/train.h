@@ -43,7 +43,19 @@ typedef struct bft_train_opts {
      * nonzero (everything freed, BFT_ECANCEL). NULL (default): no polling. */
     int (*poll)(void *ctx);
     void *poll_ctx;
+    int device;              /* BFT_DEVICE_CPU (default) or BFT_DEVICE_CUDA: where the whole
+                              * step runs; CUDA without a usable GPU is BFT_EDEVICE, never a
+                              * silent fallback */
+    int precision;           /* BFT_PRECISION_AUTO (default: bf16 mixed precision on CUDA,
+                              * fp32 on the CPU), _FP32 or _BF16 (CUDA only) */
 } bft_train_opts;
+
+/* Compute devices and precisions (bft_train_opts.device / .precision, bft_set_device). */
+#define BFT_DEVICE_CPU 0
+#define BFT_DEVICE_CUDA 1
+#define BFT_PRECISION_AUTO 0
+#define BFT_PRECISION_FP32 1
+#define BFT_PRECISION_BF16 2
 
 /* Trainer defaults as above. */
 bft_train_opts bft_train_default_opts(void);
@@ -115,6 +127,33 @@ int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size,
 int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k,
                   int max_masks, int *n_masks, int32_t *out_ids, float *out_scores,
                   bft_error *err);
+
+/* Device and precision of the inference calls (bft_predict, bft_evaluate_ds,
+ * bft_fill_mask) of this process: BFT_DEVICE_CPU (the default) or
+ * BFT_DEVICE_CUDA. Checks the device now (CUDA is initialised here, lazily,
+ * never at library load): BFT_EDEVICE with the reason when there is no usable
+ * GPU or bft was built without CUDA, and the setting is left unchanged.
+ * On CUDA the weights of the last model used stay on the GPU until another
+ * model is used or bft_device_release() is called. */
+int bft_set_device(int device, int precision, bft_error *err);
+
+/* BFT_OK when device can be used in this process (CUDA: initialised now), else
+ * BFT_EDEVICE with the reason ("bft was built without CUDA", "no CUDA device: ...").
+ * Changes no setting. */
+int bft_device_available(int device, bft_error *err);
+
+/* "cpu", or the CUDA device's name once initialised ("NVIDIA H100 80GB HBM3
+ * (sm_90, 79.1 GiB)"), else "cuda". */
+const char *bft_device_name(int device);
+
+/* The current inference device and precision (either may be NULL). */
+void bft_get_device(int *device, int *precision);
+
+/* Parse "cpu" / "cuda" (also "gpu", "cuda:0") into BFT_DEVICE_*; -1 if unknown. */
+int bft_device_parse(const char *name);
+
+/* Free the GPU copy of the weights kept for inference (no-op without one). */
+void bft_device_release(void);
 
 /* Threads used by BLAS and the engine's own loops (<= 0: number of CPUs).
  * Takes effect on the next call; threads are created lazily on first use. */

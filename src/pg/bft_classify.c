@@ -132,6 +132,7 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 	coff = palloc(sizeof(int64) * (Min(n, BFT_PREDICT_CHUNK) + 1));
 	cprob = palloc(sizeof(float) * (Size) K * Min(n, BFT_PREDICT_CHUNK));
 	bft_apply_threads();
+	bft_apply_device();
 	for (start = 0; start < n; start += BFT_PREDICT_CHUNK)
 	{
 		int64		cn = Min((int64) BFT_PREDICT_CHUNK, n - start);
@@ -429,6 +430,7 @@ bft_fill_mask_sql(PG_FUNCTION_ARGS)
 	out_ids = palloc(sizeof(int32) * top_k * nmask);
 	out_scores = palloc(sizeof(float) * top_k * nmask);
 	bft_apply_threads();
+	bft_apply_device();
 	if (bft_fill_mask(e->model, ids, n, top_k, nmask, &got, out_ids, out_scores, &err) != 0)
 		bft_report_engine_error(&err, "fill-mask failed");
 	for (i = 0; i < got * top_k; i++)

@@ -19,8 +19,21 @@ int			bft_threads = 0;
 int			bft_model_cache_size = 2;
 char	   *bft_default_model = NULL;
 int			bft_progress_interval = 5;
+char	   *bft_device = NULL;
 
 void		_PG_init(void);
+
+/* bft.device: only the name is checked here (no CUDA call: the postmaster may run this). */
+static bool
+check_bft_device(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || bft_device_parse(*newval) < 0)
+	{
+		GUC_check_errdetail("bft.device must be 'cpu' or 'cuda'.");
+		return false;
+	}
+	return true;
+}
 
 void
 _PG_init(void)
@@ -43,6 +56,13 @@ _PG_init(void)
 							"Seconds between NOTICE progress messages of bft_train(); 0 disables them.",
 							NULL, &bft_progress_interval, 5, 0, 86400,
 							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("bft.device",
+							   "Compute device of bft's engine: 'cpu' or 'cuda'.",
+							   "Classification always uses it; bft_train() when its device argument is NULL. "
+							   "'cuda' needs a CUDA build of bft and an NVIDIA GPU of compute capability 8.0 "
+							   "or newer; without one it is an ERROR, never a silent fallback to the CPU.",
+							   &bft_device, "cpu",
+							   PGC_USERSET, 0, check_bft_device, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("bft");
 #else
@@ -53,11 +73,47 @@ _PG_init(void)
 	bft_progress_shmem_init();
 }
 
+/*
+ * BFT_DEVICE_* for a device name (NULL: bft.device). ERROR when the name is
+ * unknown or the device unusable in this backend (CUDA is initialised here,
+ * lazily, never in the postmaster).
+ */
+int
+bft_resolve_device(const char *name)
+{
+	const char *n = name ? name : (bft_device ? bft_device : "cpu");
+	int			dev = bft_device_parse(n);
+	bft_error	err;
+
+	if (dev < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown device \"%s\"", n),
+				 errhint("Use 'cpu' or 'cuda'.")));
+	if (dev != BFT_DEVICE_CPU && bft_device_available(dev, &err) != BFT_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("device \"%s\" is not available", n),
+				 errdetail("%s", err.msg),
+				 errhint("Use device => 'cpu', or SET bft.device = 'cpu'.")));
+	return dev;
+}
+
 /* Apply bft.threads before an engine call (threads start lazily there). */
 void
 bft_apply_threads(void)
 {
 	bft_set_threads(bft_threads);
+}
+
+/* Apply bft.device before an inference call (bft_train takes its device from its argument). */
+void
+bft_apply_device(void)
+{
+	bft_error	err;
+
+	if (bft_set_device(bft_resolve_device(NULL), BFT_PRECISION_AUTO, &err) != BFT_OK)
+		bft_report_engine_error(&err, "could not select bft.device");
 }
 
 /* SQLSTATE for an engine status. */

@@ -29,6 +29,9 @@ extern int	bft_progress_interval;
 
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
+extern char *bft_device;
+extern int	bft_resolve_device(const char *name);
+extern void bft_apply_device(void);
 extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
 extern int	bft_engine_errcode(int code);
 extern void bft_json_key_float(StringInfo buf, const char *key, double v, bool comma);

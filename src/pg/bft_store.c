@@ -426,6 +426,7 @@ bft_cache_invalidate_all(void)
 
 	if (cache == NULL)
 		return;
+	bft_device_release();		/* the GPU copy of a cached model's weights */
 	for (i = 0; i < BFT_CACHE_MAX; i++)
 	{
 		if (cache[i].model)
@@ -580,6 +581,9 @@ bft_get_model(const char *name)
 		memset(lru, 0, sizeof(BftModelEntry));
 		evicted = true;
 	}
+	/* a replaced model's GPU copy (device cuda) goes back to the driver */
+	if (evicted)
+		bft_device_release();
 #ifdef __GLIBC__
 	/* give a replaced model's memory back to the OS */
 	if (evicted)

@@ -715,6 +715,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
 	Interval   *dur;
 	int			base_K = 0;
+	int			train_device;
 	int32		deployed_start = 0; /* if_better: deployed version when training started */
 	int32		deployed_now = 0;	/* ... and at decision time */
 
@@ -733,19 +734,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	PreventCommandDuringRecovery("bft_train()");
 	relid = PG_GETARG_OID(0);
 
-	if (device != NULL && pg_strcasecmp(device, "cpu") != 0)
-	{
-		if (pg_strcasecmp(device, "cuda") == 0 || pg_strncasecmp(device, "cuda:", 5) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("device \"%s\" is not supported by this build of bft", device),
-					 errdetail("This build has no CUDA backend; training runs on the CPU."),
-					 errhint("Leave device NULL or use device => 'cpu'.")));
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown device \"%s\"", device),
-				 errhint("Use 'cpu'.")));
-	}
+	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
+	train_device = bft_resolve_device(device);
 	if (strcmp(deploy, "always") != 0 && strcmp(deploy, "if_better") != 0 &&
 		strcmp(deploy, "never") != 0)
 		ereport(ERROR,
@@ -1068,6 +1058,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	/* cancel checks between encoder layers, not only after each step */
 	opts.poll = bft_poll_interrupts;
 	opts.poll_ctx = &pc.edata;
+	opts.device = train_device;
 
 	/* ---- MLM pre-training on the column's own text ---- */
 	memset(&mlm_res, 0, sizeof(mlm_res));
@@ -1179,8 +1170,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfo(&params, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
-	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"cpu\", \"threads\": %d",
-					 deploy, bft_threads);
+	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
+					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	if (scratch)
 		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
