@@ -8,6 +8,11 @@
  * row-major fp32 tensors; shapes use N rows (usually B*T tokens), C channels,
  * OC/IC output/input features, K classes, B batch, T tokens, NH heads.
  *
+ * The ops dispatch through backend.c to the calling thread's backend (backend.h):
+ * a new op needs an entry in backend.h's table, a dispatcher in backend.c, its
+ * CPU name in ops_cpu_names.h, the CPU table entry in backend_cpu.c and a CUDA
+ * implementation in cuda/ops_cuda.cu (bump BFT_CUDA_ABI).
+ *
  * Every op gives the same result for any thread count: parallel loops split
  * independent rows or columns, reductions run in a fixed order, and dropout
  * masks come from a counter-based hash of (seed, element index).
