@@ -62,7 +62,10 @@ all unit $(BUILD)/bft-cli $(BUILD)/tests/test_cuda: $(CUDA_MODULE)
 install: install-bft-cuda
 install-bft-cuda: $(CUDA_MODULE)
 	$(INSTALL_SHLIB) $(CUDA_MODULE) '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
-.PHONY: install-bft-cuda
+uninstall: uninstall-bft-cuda
+uninstall-bft-cuda:
+	rm -f '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
+.PHONY: install-bft-cuda uninstall-bft-cuda
 endif
 $(CUDA_STAMP):
 	@mkdir -p $(dir $@)
