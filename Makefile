@@ -36,14 +36,14 @@ ENGINE_LIB = $(BUILD)/libbftengine.a
 # kernels + cudart + cuBLAS), which the engine dlopen()s at the first CUDA
 # request (cuda_loader.c): bft.so and bft-cli do not link CUDA, so they load as
 # fast without a GPU as a CPU-only build. The default is 1 when nvcc exists at
-# $(CUDA_HOME)/bin/nvcc; USE_CUDA=0 forces a CPU-only build. libcuda (the driver)
+# $(CUDA_HOME)/bin/nvcc (and cuBLAS beside it); USE_CUDA=0 forces a CPU-only build. libcuda (the driver)
 # is never linked: cudart loads it, so a CUDA build runs on machines without a
 # GPU or driver (device cuda then reports "no CUDA device"). make install puts
 # bft_cuda.so next to bft.so in $(pkglibdir).
 CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 ifeq ($(origin USE_CUDA),undefined)
-USE_CUDA := $(if $(wildcard $(NVCC)),1,0)
+USE_CUDA := $(if $(and $(wildcard $(NVCC)),$(wildcard $(CUDA_HOME)/lib64/libcublas.so)),1,0)
 endif
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -DBFT_CUDA_MODULE -Isrc/engine -Isrc/engine/cuda \
