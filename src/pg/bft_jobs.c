@@ -101,8 +101,10 @@ jobs_table_owner(void)
 
 /*
  * Run one bookkeeping statement on bft.train_jobs as the table's owner
- * (inside an SPI connection the caller opened).  The previous user is
- * restored; on error the transaction abort restores it.
+ * (inside an SPI connection the caller opened), with search_path set to
+ * pg_catalog, pg_temp and as a security-restricted operation.  The previous
+ * user and search_path are restored; on error the transaction abort
+ * restores them.
  */
 static int
 exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
@@ -110,11 +112,22 @@ exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char 
 {
 	Oid			save_user;
 	int			save_sec;
+	int			save_nestlevel;
 	int			ret;
 
+	/*
+	 * Like a SECURITY DEFINER function with SET search_path: the caller's
+	 * search_path must not resolve an operator or function of the caller's
+	 * in a statement that runs with the owner's rights.
+	 */
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(jobs_table_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(jobs_table_owner(),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, tcount);
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_user, save_sec);
 	if (ret < 0)
 		elog(ERROR, "bft.train_jobs bookkeeping failed: %s", SPI_result_code_string(ret));

@@ -182,6 +182,26 @@ id=$(qu bft_alice "SELECT bft_train_async('h', 't', 'l', epochs => 20, model => 
 wait_state "$id" succeeded 60
 check "[ \"\$(q \"SELECT created_by FROM bft.models WHERE name = 'alice_model'\")\" = bft_alice ]" "the job trains as its submitter (created_by)"
 
+# The bookkeeping runs with the table owner's rights: the submitter's
+# search_path must not slip an operator of theirs into it.
+q "GRANT CREATE ON DATABASE $DB TO bft_alice" >/dev/null
+out=$(psql -X -q -t -A -U bft_alice -d "$DB" 2>&1 <<SQL
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.eq(bigint, bigint) RETURNS bool LANGUAGE plpgsql AS
+  \$\$ BEGIN EXECUTE 'ALTER ROLE bft_alice SUPERUSER'; RETURN \$1 OPERATOR(pg_catalog.=) \$2; END \$\$;
+CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.eq);
+SET search_path = evil, public, pg_catalog;
+SELECT 'job=' || bft_train_async('h', 't', 'l', epochs => 90000, model => 'alice_model', architecture => '$ARCH');
+SELECT pg_sleep(0.5);
+SELECT 'cancel=' || bft_cancel_job(max(id)) FROM bft.jobs;
+SQL
+)
+id=$(echo "$out" | sed -n 's/^job=//p')
+wait_state "${id:-0}" cancelled 30
+check "[ \"\$(q \"SELECT rolsuper FROM pg_roles WHERE rolname = 'bft_alice'\")\" = f ] && [ \"\$(q \"SELECT state FROM bft.jobs WHERE id = ${id:-0}\")\" = cancelled ]" \
+    "a submitter's operator in search_path never runs with the job table owner's rights"
+q "DROP SCHEMA evil CASCADE; REVOKE CREATE ON DATABASE $DB FROM bft_alice" >/dev/null
+
 # The same cycle with bft in shared_preload_libraries (progress in shared memory).
 SAVE_HOST=$PGHOST SAVE_PORT=$PGPORT
 source tests/scripts/cluster.sh; set +e +u
