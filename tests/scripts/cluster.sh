@@ -5,7 +5,7 @@
 #   source tests/scripts/cluster.sh; cluster_start DIR [extra postgres -c options...]
 #   ... PGHOST/PGPORT/PGUSER are exported ...
 #   cluster_stop DIR
-set -euo pipefail
+# (a library: sourced by scripts that choose their own shell options)
 
 PG_BINDIR="$(pg_config --bindir)"
 
