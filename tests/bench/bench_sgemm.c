@@ -4,7 +4,9 @@
  * measured against.
  *
  *   cc -O2 -Isrc/engine tests/bench/bench_sgemm.c build/libbftengine.a -lopenblas ... (see bench_engine.sh)
- *   bench_sgemm LAYERS HIDDEN INTERMEDIATE BATCH SEQ THREADS [REPEATS]
+ *   bench_sgemm LAYERS HIDDEN INTERMEDIATE BATCH SEQ THREADS [REPEATS [cpu]]
+ * ("cpu": time with the process CPU clock, rates x THREADS: robust on a loaded
+ * machine when THREADS = 1; names then end in _cpu)
  *
  * Shapes per layer, N = BATCH*SEQ tokens, row-major as the engine calls them:
  *   forward  out(N,O) = in(N,I) . W(O,I)^T      for (O,I) in (3C,C) (C,C) (I,C) (C,I)
@@ -19,6 +21,7 @@
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "ops.h"
@@ -26,10 +29,12 @@
 
 void openblas_set_num_threads(int num_threads);
 
+static clockid_t which_clock = CLOCK_MONOTONIC;
+
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(which_clock, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
@@ -72,6 +77,10 @@ int main(int argc, char **argv)
     }
     int L = atoi(argv[1]), C = atoi(argv[2]), Im = atoi(argv[3]), B = atoi(argv[4]);
     int T = atoi(argv[5]), th = atoi(argv[6]), rep = argc > 7 ? atoi(argv[7]) : 3;
+    int cpu = argc > 8 && !strcmp(argv[8], "cpu");
+    const char *sfx = cpu ? "_cpu" : "";
+    if (cpu)
+        which_clock = CLOCK_PROCESS_CPUTIME_ID;
     int Ntok = B * T, big = Im > 3 * C ? Im : 3 * C;
     float *in = malloc((size_t)Ntok * big * sizeof *in), *out = malloc((size_t)Ntok * big * sizeof *out);
     float *w = malloc((size_t)big * big * sizeof *w), *dw = malloc((size_t)big * big * sizeof *dw);
@@ -99,10 +108,11 @@ int main(int argc, char **argv)
             if (ta < best_a)
                 best_a = ta;
         }
-        printf("%s_train_gflops: %.1f\n", names[v], flops_all / best_a * 1e-9);
-        printf("%s_infer_gflops: %.1f\n", names[v], flops_fwd / best_f * 1e-9);
-        printf("%s_train_gemm_ceiling_samples_per_s: %.3f\n", names[v], B / best_a);
-        printf("%s_infer_gemm_ceiling_samples_per_s: %.3f\n", names[v], B / best_f);
+        double k = cpu ? th : 1.0;
+        printf("%s_train_gflops%s: %.1f\n", names[v], sfx, k * flops_all / best_a * 1e-9);
+        printf("%s_infer_gflops%s: %.1f\n", names[v], sfx, k * flops_fwd / best_f * 1e-9);
+        printf("%s_train_gemm_ceiling_samples_per_s%s: %.3f\n", names[v], sfx, k * B / best_a);
+        printf("%s_infer_gemm_ceiling_samples_per_s%s: %.3f\n", names[v], sfx, k * B / best_f);
         fflush(stdout);
     }
     free(in);

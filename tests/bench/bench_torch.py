@@ -13,6 +13,9 @@ inference batch are warm-up and not timed. Prints
     torch_train_samples_per_s: X
     torch_infer_samples_per_s: Y
     torch_peak_rss_mb: Z
+and the CPU-time rates (samples per CPU-second of the process x THREADS:
+robust on a loaded machine when THREADS is 1)
+    torch_train_samples_per_cpu_s_x_threads, torch_infer_samples_per_cpu_s_x_threads
 """
 import math
 import resource
@@ -96,10 +99,10 @@ def main():
                             lr=5e-5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (steps + 1 - s) / (steps + 1)))
     model.train()
-    t0 = None
+    t0 = c0 = None
     for s in range(steps + 1):
         if s == 1:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         loss = F.cross_entropy(model(ids[s], mask), labels[s])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -107,15 +110,19 @@ def main():
         sched.step()
         opt.zero_grad()
     train_rate = B * steps / (time.perf_counter() - t0)
-    print("torch_train_samples_per_s: %.3f" % train_rate, flush=True)
+    train_cpu = B * steps / (time.process_time() - c0) * threads
+    print("torch_train_samples_per_s: %.3f" % train_rate)
+    print("torch_train_samples_per_cpu_s_x_threads: %.3f" % train_cpu, flush=True)
     model.eval()
     with torch.no_grad():
         for s in range(steps + 1):
             if s == 1:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             F.softmax(model(ids[s], mask), dim=-1)
     infer_rate = B * steps / (time.perf_counter() - t0)
+    infer_cpu = B * steps / (time.process_time() - c0) * threads
     print("torch_infer_samples_per_s: %.3f" % infer_rate)
+    print("torch_infer_samples_per_cpu_s_x_threads: %.3f" % infer_cpu)
     print("torch_peak_rss_mb: %.1f" % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
     return 0
 
