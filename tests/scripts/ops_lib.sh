@@ -1,22 +1,25 @@
 # Helpers shared by test_concurrency.sh and test_cron.sh (sourced, not a test).
 
-# classify_loop DB MODEL N OUTFILE: one session runs up to N statements; each
-# classifies every row of table probe with MODEL and prints one line
+# classify_loop DB MODEL N OUTFILE [CONDITION]: one session runs up to N
+# statements; each classifies every row of table probe (that satisfies the
+# optional SQL CONDITION) with MODEL and prints one line
 #   statement_start|statement_end|rows|distinct labels|label
-# Once ctl.stop is true the remaining statements return no row at once.
+# The session ends once ctl.stop is true.
 # Errors go to OUTFILE.err.
 classify_loop() {
-    local db="$1" model="$2" n="$3" out="$4" i
+    local db="$1" model="$2" n="$3" out="$4" cond="${5:-true}" i
     {
         for i in $(seq 1 "$n"); do
             echo "SELECT statement_timestamp(), clock_timestamp(), count(*), count(DISTINCT l), min(l)
-                    FROM (SELECT bft_classify(t, '$model') AS l FROM probe WHERE NOT (SELECT stop FROM ctl)) s
+                    FROM (SELECT bft_classify(t, '$model') AS l FROM probe WHERE NOT (SELECT stop FROM ctl) AND $cond) s
                   HAVING count(*) > 0;"
+            printf '%s\n' 'SELECT stop AS stop_now FROM ctl \gset' '\if :stop_now' '\q' '\endif'
         done
     } | psql -X -q -t -A -d "$db" >"$out" 2>"$out.err"
 }
 
 # loop_summary OUTFILE: "statements|max distinct labels per statement|label sequence without repeats|errors"
+# (a statement's duration is field 2 minus field 1)
 loop_summary() {
     local out="$1"
     printf '%s|%s|%s|%s\n' "$(grep -c . "$out")" \
