@@ -28,7 +28,7 @@ else
     ARCH_SQL=""; ARCH_TXT="bft's default from-scratch architecture"
 fi
 source tests/scripts/cluster.sh; set +e +u
-TMPD=$(mktemp -d /tmp/bft-bench.XXXXXX); chmod 755 "$TMPD"
+TMPD=$(mktemp -d /tmp/bft-bench-classify.XXXXXX); chmod 755 "$TMPD"
 trap 'cluster_stop "$TMPD/cl"; [ "${KEEP:-0}" = 1 ] || rm -rf "$TMPD"' EXIT
 cluster_start "$TMPD/cl" 54391 >/dev/null || exit 1
 q() { psql -X -q -t -A -d bench -c "$1"; }
