@@ -25,7 +25,7 @@ BFT_MARCH ?= -march=native
 ENGINE_PKGS = json-c icu-uc
 ENGINE_CFLAGS = -std=c11 -O3 $(BFT_MARCH) -fPIC -g -Wall -Wextra -D_GNU_SOURCE \
 	-fno-math-errno -Isrc/engine $(shell pkg-config --cflags $(ENGINE_PKGS) 2>/dev/null)
-ENGINE_LIBS = -lopenblas $(shell pkg-config --libs $(ENGINE_PKGS) 2>/dev/null) -lm -lpthread
+ENGINE_LIBS = -ldl $(shell pkg-config --libs $(ENGINE_PKGS) 2>/dev/null) -lm -lpthread
 
 ENGINE_SRCS = $(sort $(wildcard src/engine/*.c))
 ENGINE_OBJS = $(ENGINE_SRCS:src/engine/%.c=$(BUILD)/engine/%.o)

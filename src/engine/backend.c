@@ -44,6 +44,8 @@ int bft_backend_open(int device, int precision, const bft_backend **out, bft_err
         if (precision == BFT_PRECISION_BF16)
             return bft_set_error(err, BFT_EUNSUPPORTED,
                                  "bf16 mixed precision needs the CUDA device; the CPU computes in fp32");
+        if (bft_cpu_blas_load(err) != BFT_OK)
+            return BFT_EDEVICE;
         *out = bft_cpu_backend();
         return BFT_OK;
     }

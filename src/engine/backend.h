@@ -100,6 +100,10 @@ typedef struct bft_backend {
 /* The CPU backend (always present). */
 const bft_backend *bft_cpu_backend(void);
 
+/* Load OpenBLAS (dlopen on first use, never at library load, with no threads
+ * of its own); BFT_EDEVICE with the reason when it cannot be loaded. */
+int bft_cpu_blas_load(bft_error *err);
+
 /* The CUDA backend, or NULL when bft was built without CUDA. Selecting it
  * does not initialise CUDA: bft_backend_open does. */
 const bft_backend *bft_cuda_backend(void);

@@ -18,14 +18,15 @@
 #include "ops.h"
 
 #include <cblas.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bft_error.h"
 #include "threads.h"
-
-void openblas_set_num_threads(int num_threads);
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -213,11 +214,61 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
 
 /* ---------------------------------------------------------------- GEMM */
 
+/*
+ * OpenBLAS is loaded with dlopen on the first GEMM, never at library load:
+ * Debian's default (pthread) OpenBLAS starts its worker threads in its
+ * constructor, and bft.so may be loaded into the postmaster
+ * (shared_preload_libraries), which must stay single-threaded. It is opened
+ * with OPENBLAS_NUM_THREADS=1, so it starts no thread at all: the engine's
+ * own pool splits large GEMMs (bft_gemm below). The pthread build's internal
+ * locking keeps concurrent calls from the pool's threads safe.
+ */
+typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
+                         const enum CBLAS_TRANSPOSE, const blasint, const blasint, const blasint,
+                         const float, const float *, const blasint, const float *, const blasint,
+                         const float, float *, const blasint);
+
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static sgemm_fn blas_sgemm;
+static char blas_error[256];
 
 static void blas_init(void)
 {
-    openblas_set_num_threads(1);
+    static const char *const names[] = {"libopenblas.so.0", "libopenblas.so"};
+    const char *prev = getenv("OPENBLAS_NUM_THREADS");
+    char *saved = prev ? strdup(prev) : NULL;
+    void *h = NULL;
+
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++)
+        h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (saved) {
+        setenv("OPENBLAS_NUM_THREADS", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("OPENBLAS_NUM_THREADS");
+    }
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(blas_error, sizeof blas_error,
+                 "cannot load OpenBLAS (libopenblas.so.0): %s; install libopenblas0",
+                 e ? e : "not found");
+        return;
+    }
+    blas_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
+    void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
+    if (set_threads)
+        set_threads(1);
+    if (!blas_sgemm)
+        snprintf(blas_error, sizeof blas_error, "OpenBLAS has no cblas_sgemm");
+}
+
+int bft_cpu_blas_load(bft_error *err)
+{
+    pthread_once(&blas_once, blas_init);
+    if (!blas_sgemm)
+        return bft_set_error(err, BFT_EDEVICE, "%s", blas_error);
+    return BFT_OK;
 }
 
 typedef struct {
@@ -233,8 +284,21 @@ typedef struct {
 static void gemm_raw(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc)
 {
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
-                M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (blas_sgemm) {
+        blas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                   M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* OpenBLAS could not be loaded (bft_cpu_blas_load reported why to the
+     * engine's entry points): a plain loop keeps results correct. */
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++)
+                acc += (tA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                       (tB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            C[(size_t)i * ldc + j] = alpha * acc + (beta != 0.0f ? beta * C[(size_t)i * ldc + j] : 0.0f);
+        }
 }
 
 static void gemm_part(void *ctx, int64_t i0, int64_t i1, int tid)
