@@ -21,7 +21,7 @@ SELECT model, version, rows_used, epochs, validation_accuracy >= 0.9 AS learned,
        samples_per_second > 0 AS sps_ok, duration > '0'::interval AS took_time
   FROM bft_train('reviews', 'body', 'sentiment', epochs => 25, batch_size => 8,
                  learning_rate => 1e-3, validation_fraction => 0.25,
-                 architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 mlm_epochs => 0, architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                    "intermediate_size": 64, "vocab_size": 200}');
 
 SELECT name, version, base, labels, rows, accuracy >= 0.9 AS accurate, deployed FROM bft.model_list;
@@ -80,7 +80,7 @@ SELECT (ARRAY['invoice payment refund', 'password login account', 'shipping deli
 SELECT model, version, rows_used, validation_accuracy IS NULL AS no_validation
   FROM bft_train('tickets', 'subject', 'category', epochs => 25, batch_size => 8,
                  learning_rate => 1e-3, model => 'helpdesk', shuffle => false,
-                 architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 mlm_epochs => 0, architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                    "intermediate_size": 64, "vocab_size": 150}');
 SELECT labels FROM bft.models WHERE name = 'helpdesk';
 SELECT bft_classify('refund my invoice', 'helpdesk') AS billing,
@@ -97,7 +97,7 @@ RESET bft.default_model;
 -- Versions: a second training of the same name is version 2 and is deployed;
 -- bft_deploy rolls back; the next statement uses the deployed version.
 SELECT model, version FROM bft_train('reviews', 'body', 'sentiment', epochs => 2, batch_size => 8,
-       architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+       mlm_epochs => 0, architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "intermediate_size": 64, "vocab_size": 200}', seed => 7);
 SELECT name, version, deployed FROM bft.model_list WHERE name = 'reviews';
 SELECT report->'version' AS used_version FROM bft_evaluate('reviews', 'reviews', 'body', 'sentiment');
@@ -106,7 +106,7 @@ SELECT name, version, deployed FROM bft.model_list WHERE name = 'reviews';
 SELECT report->'version' AS used_version FROM bft_evaluate('reviews', 'reviews', 'body', 'sentiment');
 -- deploy => 'never' stores a version without deploying it.
 SELECT version FROM bft_train('reviews', 'body', 'sentiment', epochs => 1, deploy => 'never',
-       architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+       mlm_epochs => 0, architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "intermediate_size": 64, "vocab_size": 200}');
 SELECT name, version, deployed FROM bft.model_list WHERE name = 'reviews';
 SELECT metrics->'deploy' FROM bft.models WHERE name = 'reviews' AND version = 3;

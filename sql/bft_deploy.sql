@@ -16,8 +16,8 @@ INSERT INTO shapes SELECT (ARRAY['red apple', 'green leaf'])[1 + i % 2], (ARRAY[
   FROM generate_series(1, 20) i;
 \set tiny '''{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 100}'''
 -- version 1 answers warm/cool, version 2 (deployed) round/flat
-SELECT version FROM bft_train('colours', 't', 'l', 20, model => 'm', batch_size => 4, learning_rate => 1e-2, architecture => :tiny);
-SELECT version FROM bft_train('shapes', 't', 'l', 20, model => 'm', batch_size => 4, learning_rate => 1e-2, architecture => :tiny);
+SELECT version FROM bft_train('colours', 't', 'l', 20, model => 'm', batch_size => 4, learning_rate => 1e-2, mlm_epochs => 0, architecture => :tiny);
+SELECT version FROM bft_train('shapes', 't', 'l', 20, model => 'm', batch_size => 4, learning_rate => 1e-2, mlm_epochs => 0, architecture => :tiny);
 SELECT bft_classify('red apple', 'm') AS v2;
 
 -- Another session deploys version 1 while this statement runs (row 2):
@@ -32,14 +32,14 @@ SELECT bft_classify('red apple', 'm') AS v1, bft_classify('green leaf', 'm') AS 
 SELECT dblink_exec(:'conn', 'DO $$ BEGIN PERFORM bft_deploy(''m'', 2); END $$');
 SELECT bft_classify('red apple', 'm') AS v2_again;
 -- a new version trained in the other session is picked up after its commit
-SELECT dblink_exec(:'conn', 'DO $$ BEGIN SET client_min_messages = warning; PERFORM bft_train(''colours'', ''t'', ''l'', 20, model => ''m'', batch_size => 4, learning_rate => 1e-2, architecture => ''{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 100}''); END $$');
+SELECT dblink_exec(:'conn', 'DO $$ BEGIN SET client_min_messages = warning; PERFORM bft_train(''colours'', ''t'', ''l'', 20, model => ''m'', batch_size => 4, learning_rate => 1e-2, mlm_epochs => 0, architecture => ''{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 100}''); END $$');
 SELECT bft_classify('green leaf', 'm') AS v3, (SELECT max(version) FROM bft.models WHERE name = 'm') AS latest;
 -- version 3 dropped in the other session: the next statement uses version 2 again
 SELECT dblink_exec(:'conn', 'DO $$ BEGIN PERFORM bft_drop_model(''m'', 3); END $$');
 SELECT bft_classify('green leaf', 'm') AS back_to_deployed_v2;
 
 -- A cache of one model, two models used alternately: always the right one.
-SELECT version FROM bft_train('colours', 't', 'l', 20, model => 'c', batch_size => 4, learning_rate => 1e-2, architecture => :tiny);
+SELECT version FROM bft_train('colours', 't', 'l', 20, model => 'c', batch_size => 4, learning_rate => 1e-2, mlm_epochs => 0, architecture => :tiny);
 SET bft.model_cache_size = 1;
 SELECT bft_classify('red apple', 'm') AS m, bft_classify('red apple', 'c') AS c,
        bft_classify('green leaf', 'm') AS m2, bft_classify('green leaf', 'c') AS c2;

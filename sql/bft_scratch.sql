@@ -41,7 +41,7 @@ SELECT count(*) AS ids FROM bft_tokenize(repeat('bank ', 100), 'news_topics');
 SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 1, batch_size => 64,
                               learning_rate => 1e-6, validation_fraction => 0.2, deploy => 'if_better',
                               model => 'news_topics',
-                              architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+                              mlm_epochs => 0, architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
                                                 "intermediate_size": 64, "vocab_size": 300}');
 SELECT version, deployed FROM bft.model_list WHERE name = 'news_topics';
 SELECT metrics->'deploy'->'policy' AS policy, metrics->'deploy'->'deployed' AS deployed,
@@ -51,7 +51,7 @@ SELECT metrics->'deploy'->'policy' AS policy, metrics->'deploy'->'deployed' AS d
 -- with nothing deployed under a new name, if_better deploys
 SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 1, validation_fraction => 0.2,
                               deploy => 'if_better', model => 'fresh',
-                              architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                              mlm_epochs => 0, architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                 "intermediate_size": 32, "vocab_size": 200}');
 SELECT version, deployed FROM bft.model_list WHERE name = 'fresh';
 SELECT metrics->'deploy'->'deployed' AS deployed, metrics->'deploy'->'compared_version' AS compared_version,
@@ -60,10 +60,10 @@ SELECT metrics->'deploy'->'deployed' AS deployed, metrics->'deploy'->'compared_v
 
 -- Same seed, same data, same threads: the same model.
 SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 2, model => 'repeat', seed => 3,
-                              architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                              mlm_epochs => 0, architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                 "intermediate_size": 32, "vocab_size": 200}');
 SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 2, model => 'repeat', seed => 3,
-                              architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                              mlm_epochs => 0, architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                 "intermediate_size": 32, "vocab_size": 200}');
 SELECT count(DISTINCT metrics->'train_loss') AS distinct_losses, count(DISTINCT vocab) AS distinct_vocabs,
        count(DISTINCT md5(lo_get(weights))) AS distinct_weights

@@ -23,7 +23,7 @@ q "CREATE TABLE tweets AS
           'earnings beat forecast','shares slump'])[1 + i % 6] || ' ' || md5((i * 7)::text) AS text,
           i % 6 AS label
      FROM generate_series(1, 3000) i"
-TRAIN="SELECT * FROM bft_train('tweets', 'text', 'label', epochs => 50, max_length => 64, model => 'cancel_me')"
+TRAIN="SELECT * FROM bft_train('tweets', 'text', 'label', epochs => 50, max_length => 64, model => 'cancel_me', mlm_epochs => 0)"
 
 # 1. pg_cancel_backend while training; watch bft.progress from this session.
 psql -X -q -d "$DB" -c "SET bft.progress_interval = 1" -c "$TRAIN" >"${BFT_TMP:-/tmp}/cancel1.log" 2>&1 &
@@ -68,7 +68,7 @@ check '[ "$(q "SELECT count(*) FROM bft.models") $(q "SELECT count(*) FROM pg_la
 out=$(psql -X -q -t -A -d "$DB" -c "SET statement_timeout = '2s'" -c "$TRAIN" \
       -c "RESET statement_timeout" -c "SET client_min_messages = warning" \
       -c "SELECT version FROM bft_train('tweets', 'text', 'label', epochs => 1, model => 'after',
-          architecture => '{\"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 32, \"vocab_size\": 300}')" 2>&1)
+          mlm_epochs => 0, architecture => '{\"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 32, \"vocab_size\": 300}')" 2>&1)
 check 'echo "$out" | tail -n 1 | grep -qx 1' "a training after a cancel in the same backend works"
 check '[ "$(q "SELECT count(*) FROM bft.models") $(q "SELECT count(*) FROM pg_largeobject_metadata")" = "1 1" ]' "exactly one model and one large object"
 
@@ -76,7 +76,7 @@ check '[ "$(q "SELECT count(*) FROM bft.models") $(q "SELECT count(*) FROM pg_la
 #    width): the cancel is noticed between encoder layers, not after the step.
 q "CREATE TABLE long_rows AS SELECT repeat(text || ' ', 3) AS text, label FROM tweets LIMIT 200"
 BIG="SELECT * FROM bft_train('long_rows', 'text', 'label', 1, batch_size => 16, max_length => 128, model => 'big',
-     architecture => '{\"hidden_size\": 512, \"num_hidden_layers\": 8, \"num_attention_heads\": 8, \"intermediate_size\": 2048, \"vocab_size\": 4000}')"
+     mlm_epochs => 0, architecture => '{\"hidden_size\": 512, \"num_hidden_layers\": 8, \"num_attention_heads\": 8, \"intermediate_size\": 2048, \"vocab_size\": 4000}')"
 psql -X -q -d "$DB" -c "$BIG" >"${BFT_TMP:-/tmp}/cancel4.log" 2>&1 &
 BG=$!
 row=""

@@ -39,11 +39,11 @@ CREATE TRIGGER fail_late BEFORE INSERT ON bft.models FOR EACH ROW EXECUTE FUNCTI
 -- a model with corrupt weights
 SET client_min_messages = warning;
 SELECT version FROM bft_train('small', 'text', 'label', 1, model => 'corrupt',
-  architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 200}');
+  mlm_epochs => 0, architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 200}');
 SELECT lo_put(weights, 0, '\xffffffffffffffff'::bytea) FROM bft.models WHERE name = 'corrupt';
 CREATE FUNCTION try_late() RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM bft_train('small', 'text', 'label', 1, model => 'fail_late');
+    PERFORM bft_train('small', 'text', 'label', 1, model => 'fail_late', mlm_epochs => 0);
     RETURN 'ok';
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE;
@@ -54,9 +54,9 @@ SQL
 round() {
     cat <<'SQL'
 SET statement_timeout = '1500ms';
-SELECT * FROM bft_train('big', 'text', 'label', 50, max_length => 64, model => 'timeout');
+SELECT * FROM bft_train('big', 'text', 'label', 50, max_length => 64, model => 'timeout', mlm_epochs => 0);
 RESET statement_timeout;
-SELECT * FROM bft_train('small', 'text', 'label', 1, model => 'fail_late');
+SELECT * FROM bft_train('small', 'text', 'label', 1, model => 'fail_late', mlm_epochs => 0);
 SELECT try_late();
 SELECT * FROM bft_train('one_class', 'text', 'label', 1);
 SELECT bft_classify('stocks rally', 'corrupt');

@@ -21,7 +21,7 @@ expect() {  # expect ROLE SQL PATTERN DESCRIPTION
     local out; out=$(as "$1" "$2")
     if echo "$out" | grep -Eq -- "$3"; then ok "$4"; else fail "$4 (got: $out)"; fi
 }
-TINY="architecture => '{\"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 32, \"vocab_size\": 200}'"
+TINY="mlm_epochs => 0, architecture => '{\"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 32, \"vocab_size\": 200}'"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
 psql -X -q -d postgres <<SQL || { echo "RESULT: 0 passed, 1 failed"; exit 1; }
