@@ -78,42 +78,6 @@ static void prefix_error(bft_error *err, const char *what)
 }
 
 /* qsort comparator over an array of C strings. */
-static int cmp_strp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Two ids with the same name in names[0..n): 1 with *i < *j, 0 when all are
- * distinct, -1 on OOM. O(n log n): label lists can be long. */
-static int find_duplicate_name(char *const *names, int n, int *i, int *j)
-{
-    const char **s;
-    const char *dup = NULL;
-    if (n < 2)
-        return 0;
-    if (!(s = malloc((size_t)n * sizeof *s)))
-        return -1;
-    memcpy(s, names, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_strp);
-    for (int k = 1; k < n && !dup; k++)
-        if (strcmp(s[k - 1], s[k]) == 0)
-            dup = s[k];
-    if (dup) {
-        *i = *j = -1;
-        for (int k = 0; k < n; k++)
-            if (strcmp(names[k], dup) == 0) {
-                if (*i < 0)
-                    *i = k;
-                else {
-                    *j = k;
-                    break;
-                }
-            }
-    }
-    free(s);
-    return dup != NULL;
-}
-
 /* ---- name mapping ------------------------------------------------------- */
 
 enum { USE_LOAD, USE_IGNORE };
@@ -700,7 +664,7 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
                                 : bft_set_error(err, BFT_EINVAL, "model: label name %d is NULL", i);
             }
         }
-        if ((d = find_duplicate_name(nnames, num_labels, &a, &b)) != 0) {
+        if ((d = bft_find_duplicate_name(nnames, num_labels, &a, &b)) != 0) {
             int rc = d < 0 ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
                            : bft_set_error(err, BFT_EINVAL, "model: label name \"%.100s\" given for %d and %d",
                                            nnames[a], a, b);

@@ -331,7 +331,7 @@ static int cmp_strp(const void *a, const void *b)
 
 /* Two ids with the same name in names[0..n): 1 with *i < *j, 0 when all are
  * distinct, -1 on OOM. O(n log n): label lists can be long. */
-static int find_duplicate_name(char *const *names, int n, int *i, int *j)
+int bft_find_duplicate_name(char *const *names, int n, int *i, int *j)
 {
     const char **s;
     const char *dup = NULL;
@@ -456,7 +456,7 @@ static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
         }
         /* n distinct ids in [0, n): every id is present. Names must be distinct. */
         {
-            int i, j, d = find_duplicate_name(names, n, &i, &j);
+            int i, j, d = bft_find_duplicate_name(names, n, &i, &j);
             if (d < 0) {
                 bft_set_error(err, BFT_ENOMEM, "config: out of memory");
                 goto fail;

@@ -64,6 +64,10 @@ int bft_config_copy(bft_config *dst, const bft_config *src);
 /* Free what a config owns (id2label); the struct itself is not freed. */
 void bft_config_release(bft_config *cfg);
 
+/* Two indices with the same string in names[0..n): returns 1 with *i < *j,
+ * 0 when all are distinct, -1 on OOM. O(n log n) (label lists can be long). */
+int bft_find_duplicate_name(char *const *names, int n, int *i, int *j);
+
 /* Label name i (id2label[i] or "LABEL_i" written into buf). */
 const char *bft_config_label(const bft_config *cfg, int i, char *buf, size_t buflen);
 
