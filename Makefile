@@ -120,7 +120,7 @@ $(BUILD)/cli/%.o: src/cli/%.c $(wildcard src/cli/*.h) $(wildcard src/engine/*.h)
 $(CLI): $(CLI_OBJS) $(ENGINE_LIB)
 	$(CC) -o $@ $(CLI_OBJS) $(ENGINE_LIB) $(ENGINE_LIBS) -lcsv
 
-$(BUILD)/tests/%: tests/engine/%.c tests/lib/test.h $(ENGINE_LIB)
+$(BUILD)/tests/%: tests/engine/%.c $(wildcard tests/lib/*.h) $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ENGINE_CFLAGS) -Itests/lib -o $@ $< $(ENGINE_LIB) $(ENGINE_LIBS)
 
