@@ -47,6 +47,17 @@ echo "== PostgreSQL tests (throwaway cluster)"
 source tests/scripts/cluster.sh
 TMPD=$(mktemp -d /tmp/bft-test.XXXXXX)
 chmod 755 "$TMPD"
+# The server reads test checkpoints (tests/data/ckpt) by absolute path as the
+# cluster's OS user; when that user cannot read this checkout (e.g. a clone
+# under /root), run the PostgreSQL tests from a readable copy of it.
+if [ "$(id -u)" -eq 0 ] && ! as_cluster_user test -r "$ROOT/tests/data/ckpt/tiny/config.json"; then
+    echo "(user postgres cannot read $ROOT: running the PostgreSQL tests from a copy in $TMPD/src)"
+    mkdir -p "$TMPD/src/build"
+    tar -C "$ROOT" --exclude=./.git --exclude=./build -cf - . | tar -C "$TMPD/src" -xf -
+    cp -a "$ROOT/build/bft-cli" "$TMPD/src/build/"
+    chmod -R a+rX "$TMPD/src"
+    cd "$TMPD/src"
+fi
 CL="$TMPD/main"
 cleanup() { cluster_stop "$CL"; for d in "$TMPD"/*/; do [ -f "$d/data/postmaster.pid" ] && cluster_stop "${d%/}"; done; rm -rf "$TMPD"; }
 trap cleanup EXIT
