@@ -24,8 +24,8 @@
 #define BFT_SCRATCH_VOCAB_SIZE		8000	/* V (learned WordPiece vocabulary) */
 #define BFT_SCRATCH_MAX_POSITIONS	128		/* P (raised to max_length when larger) */
 #define BFT_SCRATCH_LOWER_CASE		true	/* uncased vocabulary */
-#define BFT_SCRATCH_EPOCHS			8
-#define BFT_SCRATCH_MLM_EPOCHS		0		/* MLM pre-training epochs on the column */
+#define BFT_SCRATCH_EPOCHS			6
+#define BFT_SCRATCH_MLM_EPOCHS		16		/* MLM pre-training epochs on the column */
 #define BFT_SCRATCH_BATCH_SIZE		32
 #define BFT_SCRATCH_LEARNING_RATE	5e-4
 #define BFT_SCRATCH_WARMUP_RATIO	0.06
