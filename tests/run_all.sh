@@ -33,6 +33,7 @@ count() {
     printf '%-40s %4d passed, %d failed%s\n' "$name" "$p" "$f" \
         "$([ "$f" -ne 0 ] && echo "   (log: ${log#$ROOT/})")"
     if [ "$f" -ne 0 ]; then grep -E 'FAIL|not ok|ERROR' "$log" | head -n 20 | sed 's/^/    /'; fi
+    grep -E '^skip' "$log" | head -n 10 | sed 's/^/    /'
 }
 
 echo "== engine unit tests"

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <json.h>
@@ -808,6 +809,15 @@ static void test_trainer_matches_naive(void)
 
 int main(void)
 {
+    /* The bert-base vocabularies are shared data, not part of the repository
+     * (../shared/data/vocab). Outside CI, a checkout without them skips this
+     * test with a clear line; in CI (CI=true) their absence is a failure. */
+    if (access(data_dir(), R_OK) != 0 && !(getenv("CI") && strcmp(getenv("CI"), "true") == 0)) {
+        printf("skip - tokenizer goldens: %s not found (the bert-base vocabularies are shared data, "
+               "not in the repository)\n", data_dir());
+        printf("RESULT: 0 passed, 0 failed\n");
+        return 0;
+    }
     tk_cased = load_vocab("bert-base-cased", 0);
     tk_uncased = load_vocab("bert-base-uncased", 1);
     if (!tk_cased || !tk_uncased || load_goldens() != 0) {
