@@ -35,7 +35,7 @@ echo "== Classifying new headlines in a SELECT"
 psql -c "SELECT t AS text, bft_classify(t) AS topic
          FROM (VALUES ('Acme Corp announces new CEO'),
                       ('Globex shares fall 5% after weak guidance'),
-                      ('Initech to buy Penetrode in $2 billion deal')) AS v(t)"
+                      ('Initech to buy Penetrode in \$2 billion deal')) AS v(t)"
 psql -c "SELECT * FROM bft_predict('Acme Corp announces new CEO', top_k => 3)"
 echo "== Models"
 psql -c "SELECT * FROM bft.model_list"
