@@ -835,6 +835,23 @@ typedef struct {
     bft_dropout d;
 } att_job;
 
+/* Fill the shape/dropout fields common to every attention op and run part
+ * over the B*NH (batch, head) pairs, grain pairs per task. */
+static void att_run(att_job *j, const float *qkv, const int32_t *lens, int B, int T, int C,
+                    int NH, const bft_dropout *d, int64_t grain,
+                    void (*part)(void *, int64_t, int64_t, int))
+{
+    j->qkv = qkv;
+    j->lens = lens;
+    j->B = B;
+    j->T = T;
+    j->C = C;
+    j->NH = NH;
+    if (d)
+        j->d = *d;
+    bft_parallel_for((int64_t)B * NH, grain, part, j);
+}
+
 /* Rows of one (b, h): softmax over keys < len of S (T, T) in place. */
 static void softmax_rows(float *S, int T, int len)
 {
@@ -897,15 +914,7 @@ void bft_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_
     pthread_once(&blas_once, blas_init);
     j.ctx = ctx;
     j.att = att;
-    j.qkv = qkv;
-    j.lens = lens;
-    j.B = B;
-    j.T = T;
-    j.C = C;
-    j.NH = NH;
-    if (d)
-        j.d = *d;
-    bft_parallel_for((int64_t)B * NH, 1, att_fwd_part, &j);
+    att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_fwd_part);
 }
 
 static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
@@ -981,15 +990,7 @@ void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, cons
     j.dqkv = dqkv;
     j.dctx = dctx;
     j.catt = att;
-    j.qkv = qkv;
-    j.lens = lens;
-    j.B = B;
-    j.T = T;
-    j.C = C;
-    j.NH = NH;
-    if (d)
-        j.d = *d;
-    bft_parallel_for((int64_t)B * NH, 1, att_bwd_part, &j);
+    att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_bwd_part);
 }
 
 /* ---------------------------------------------------------------- [CLS]-row attention */
@@ -1043,15 +1044,7 @@ void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const in
     att_job j = {0};
     j.ctx = ctx;
     j.att = att;
-    j.qkv = qkv;
-    j.lens = lens;
-    j.B = B;
-    j.T = T;
-    j.C = C;
-    j.NH = NH;
-    if (d)
-        j.d = *d;
-    bft_parallel_for((int64_t)B * NH, 4, attc_fwd_part, &j);
+    att_run(&j, qkv, lens, B, T, C, NH, d, 4, attc_fwd_part);
 }
 
 static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
@@ -1114,15 +1107,7 @@ void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, 
     j.dqkv = dqkv;
     j.dctx = dctx;
     j.catt = att;
-    j.qkv = qkv;
-    j.lens = lens;
-    j.B = B;
-    j.T = T;
-    j.C = C;
-    j.NH = NH;
-    if (d)
-        j.d = *d;
-    bft_parallel_for((int64_t)B * NH, 4, attc_bwd_part, &j);
+    att_run(&j, qkv, lens, B, T, C, NH, d, 4, attc_bwd_part);
 }
 
 /* ---------------------------------------------------------------- small ops */
