@@ -1,4 +1,15 @@
-# Helpers shared by test_concurrency.sh and test_cron.sh (sourced, not a test).
+# Helpers shared by test_concurrency.sh, test_cron.sh, test_deploy.sh and
+# test_parallel.sh (sourced, not a test).
+
+# The check harness: PASS/FAIL counters, ok/fail/check, and q SQL (one
+# statement in database $DB, unaligned tuples, errors included in the output).
+# Classification sessions use one BLAS thread and show warnings only.
+PASS=0; FAIL=0
+ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
+check() { if eval "$1"; then ok "$2"; else fail "$2"; fi; }
+export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
+q() { psql -X -q -t -A -d "$DB" -c "$1" 2>&1; }
 
 # classify_loop DB MODEL N OUTFILE [CONDITION]: one session runs up to N
 # statements; each classifies every row of table probe (that satisfies the

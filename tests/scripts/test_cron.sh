@@ -18,12 +18,6 @@ source tests/scripts/ops_lib.sh
 DB=bft_cron
 TMP="${BFT_TMP:-/tmp}/cron"
 rm -rf "$TMP"; mkdir -p "$TMP"; chmod 777 "$TMP"
-PASS=0; FAIL=0
-ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
-check() { if eval "$1"; then ok "$2"; else fail "$2"; fi; }
-export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
-q() { psql -X -q -t -A -d "$DB" -c "$1" 2>&1; }
 abort() { echo "FAIL - $*"; echo "RESULT: $PASS passed, $((FAIL + 1)) failed"; exit 1; }
 
 case "$(psql -X -t -A -d postgres -c 'SHOW shared_preload_libraries' 2>&1)" in

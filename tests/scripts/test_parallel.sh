@@ -11,13 +11,8 @@
 # Prints "RESULT: P passed, F failed" last; exits non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tests/scripts/ops_lib.sh
 DB=bft_parallel
-PASS=0; FAIL=0
-ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
-check() { if eval "$1"; then ok "$2"; else fail "$2"; fi; }
-export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
-q() { psql -X -q -t -A -d "$DB" -c "$1" 2>&1; }
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null || { echo "RESULT: 0 passed, 1 failed"; exit 1; }
 q "CREATE EXTENSION bft" >/dev/null
