@@ -75,6 +75,30 @@ $(BUILD)/engine/cuda/cuda_loader.o: $(CUDA_STAMP) $(wildcard src/engine/cuda/*.h
 $(BUILD)/engine/cuda/%.o: src/engine/cuda/%.cu $(wildcard src/engine/cuda/*.h) $(wildcard src/engine/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+# The CUDA emulator (tests only, tests/cuda_emu): ops_cuda.cu rewritten by
+# convert.sed and compiled by the host C++ compiler against the emulator's
+# runtime/cuBLAS, as $(BUILD)/emu/bft_cuda.so; BFT_CUDA_MODULE=$(BUILD)/emu/bft_cuda.so
+# runs the CUDA backend's host code and kernels on the CPU. Never installed.
+EMU_MODULE = $(BUILD)/emu/bft_cuda.so
+EMU_CXXFLAGS = -std=c++17 -O2 -g -fPIC -Wall -Wextra -U_FORTIFY_SOURCE -fno-strict-aliasing \
+	-fvisibility=hidden -DBFT_CUDA_MODULE -Itests/cuda_emu/include -Isrc/engine -Isrc/engine/cuda
+$(BUILD)/emu/ops_cuda_emu.cpp: src/engine/cuda/ops_cuda.cu tests/cuda_emu/convert.sed
+	@mkdir -p $(dir $@)
+	( echo '#line 1 "$<"'; sed -E -f tests/cuda_emu/convert.sed $< ) > $@.tmp
+	@if grep -n '<<<' $@.tmp; then echo "convert.sed left a kernel launch unconverted"; exit 1; fi
+	mv $@.tmp $@
+$(BUILD)/emu/%.o: $(BUILD)/emu/%.cpp $(wildcard tests/cuda_emu/include/*.h) $(wildcard src/engine/cuda/*.h) $(wildcard src/engine/*.h)
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+$(BUILD)/emu/emu.o: tests/cuda_emu/emu.cpp $(wildcard tests/cuda_emu/include/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+$(EMU_MODULE): $(BUILD)/emu/ops_cuda_emu.o $(BUILD)/emu/emu.o
+	$(CXX) -shared -o $@ $^ -Wl,--no-undefined -lpthread -lm
+emu: $(EMU_MODULE)
+.PHONY: emu
+ifeq ($(USE_CUDA),1)
+unit: $(EMU_MODULE)
+endif
 .DEFAULT_GOAL := $(BFT_SAVED_GOAL)
 # ---- end of the CUDA block ----------------------------------------------------
 

@@ -939,13 +939,27 @@ static void test_train_cpu_vs_gpu(void)
     CHECK(bft_train(b, &d.ds, &o, NULL, NULL, &rb, &e) == BFT_OK, "cuda: %s", e.msg);
     CHECK_CLOSE(rb.train_loss, ra.train_loss, 1e-4, 1e-4, "train loss cpu %.7f cuda %.7f",
                 ra.train_loss, rb.train_loss);
-    double worst = 0.0;
-    for (size_t i = 0; i < a->num_params; i++)
-        worst = fmax(worst, fabs((double)a->params_mem[i] - b->params_mem[i]));
-    /* 10 Adam steps of lr 1e-3: rounding can flip tiny updates, bounded by the step sizes */
+    /* 10 Adam steps of lr 1e-3: rounding can flip tiny updates, bounded by the step
+     * sizes. The attention key biases have a gradient that is 0 in exact arithmetic
+     * (softmax ignores a per-row constant), i.e. pure rounding noise, which Adam
+     * scales up to steps of about lr: bounded by 3 sum(lr) as in the golden tests. */
+    double worst = 0.0, worst_kb = 0.0;
+    int nt = 0;
+    bft_tensor_info *ti = bft_params_tensors(&a->cfg, a->parts, &nt);
+    for (int t = 0; t < nt; t++)
+        for (size_t k = ti[t].offset; k < ti[t].offset + ti[t].numel; k++) {
+            double dw = fabs((double)a->params_mem[k] - b->params_mem[k]);
+            if (is_key_bias(ti[t].name))
+                worst_kb = fmax(worst_kb, dw);
+            else
+                worst = fmax(worst, dw);
+        }
+    free(ti);
+    CHECK(nt > 0, "no parameter tensors");
     CHECK(worst <= 1e-3 * 10 * 0.05, "max |w_cpu - w_gpu| %.3g", worst);
-    printf("  dropout 0.1, 10 steps: loss cpu %.7f gpu %.7f, max weight diff %.2e\n", ra.train_loss,
-           rb.train_loss, worst);
+    CHECK(worst_kb <= 3.0 * 10 * 1e-3, "key biases: max |w_cpu - w_gpu| %.3g", worst_kb);
+    printf("  dropout 0.1, 10 steps: loss cpu %.7f gpu %.7f, max weight diff %.2e (key biases "
+           "%.2e)\n", ra.train_loss, rb.train_loss, worst, worst_kb);
     float *pa = malloc((size_t)d.ds.n * a->cfg.num_labels * 4),
           *pb = malloc((size_t)d.ds.n * a->cfg.num_labels * 4);
     CHECK(bft_predict(a, &d.ds, 16, pa, &e) == BFT_OK, "predict cpu: %s", e.msg);
