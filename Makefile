@@ -82,11 +82,21 @@ $(BUILD)/engine/cuda/%.o: src/engine/cuda/%.cu $(wildcard src/engine/cuda/*.h) $
 EMU_MODULE = $(BUILD)/emu/bft_cuda.so
 EMU_CXXFLAGS = -std=c++17 -O2 -g -fPIC -Wall -Wextra -U_FORTIFY_SOURCE -fno-strict-aliasing \
 	-fvisibility=hidden -DBFT_CUDA_MODULE -Itests/cuda_emu/include -Isrc/engine -Isrc/engine/cuda
-$(BUILD)/emu/ops_cuda_emu.cpp: src/engine/cuda/ops_cuda.cu tests/cuda_emu/convert.sed
+define emu_convert
 	@mkdir -p $(dir $@)
 	( echo '#line 1 "$<"'; sed -E -f tests/cuda_emu/convert.sed $< ) > $@.tmp
 	@if grep -n '<<<' $@.tmp; then echo "convert.sed left a kernel launch unconverted"; exit 1; fi
 	mv $@.tmp $@
+endef
+$(BUILD)/emu/ops_cuda_emu.cpp: src/engine/cuda/ops_cuda.cu tests/cuda_emu/convert.sed
+	$(emu_convert)
+$(BUILD)/emu/test_emu.cpp: tests/cuda_emu/test_emu.cu tests/cuda_emu/convert.sed
+	$(emu_convert)
+# the emulator's own tests (no nvcc needed: built in every `make unit`)
+$(BUILD)/tests/test_emu: $(BUILD)/emu/test_emu.cpp $(BUILD)/emu/emu.o tests/lib/test.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -Itests/lib -o $@ $< $(BUILD)/emu/emu.o -lpthread -lm
+unit: $(BUILD)/tests/test_emu
 $(BUILD)/emu/%.o: $(BUILD)/emu/%.cpp $(wildcard tests/cuda_emu/include/*.h) $(wildcard src/engine/cuda/*.h) $(wildcard src/engine/*.h)
 	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
 $(BUILD)/emu/emu.o: tests/cuda_emu/emu.cpp $(wildcard tests/cuda_emu/include/*.h)

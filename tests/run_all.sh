@@ -44,6 +44,16 @@ for t in build/tests/test_*; do
     count "$n" "$LOGDIR/$n.log" $rc
 done
 
+# The CUDA backend's host code and kernels on the CPU (tests/cuda_emu): in a
+# CUDA build, test_cuda once more with the emulator as its bft_cuda.so.
+if [ -f build/emu/bft_cuda.so ] && [ -x build/tests/test_cuda ]; then
+    BFT_CUDA_MODULE="$ROOT/build/emu/bft_cuda.so" timeout 900 build/tests/test_cuda \
+        >"$LOGDIR/test_cuda_emulated.log" 2>&1; rc=$?
+    count "test_cuda (CUDA emulator)" "$LOGDIR/test_cuda_emulated.log" $rc
+else
+    echo "skip - test_cuda (CUDA emulator): not a CUDA build (USE_CUDA=0)"
+fi
+
 echo "== PostgreSQL tests (throwaway cluster)"
 source tests/scripts/cluster.sh
 TMPD=$(mktemp -d /tmp/bft-test.XXXXXX)

@@ -27,9 +27,10 @@
  *     memory, grid dimensions) of an sm_90 device;
  *   - a barrier that not every thread of the block reaches, a shuffle whose
  *     mask names lanes that do not take part, and deadlocks are launch errors;
- *   - threads of a block run in a different shuffled order in every phase
- *     between barriers, and blocks in a shuffled order, so code that depends
- *     on an order the hardware does not guarantee tends to give wrong results.
+ *   - warps run one at a time between block barriers, each as far as it can
+ *     go, in a shuffled order (lanes too, between warp synchronisations), and
+ *     blocks in a shuffled order, so code that depends on an order the
+ *     hardware does not guarantee (a missing barrier) tends to read poison.
  * What it cannot show: timing, occupancy, real cuBLAS/libdevice rounding,
  * races between concurrently running blocks or streams (blocks run one at a
  * time), and anything about the actual driver.
@@ -364,108 +365,140 @@ void block_fail(const char *kernel, const char *fmt, ...)
 extern "C" char __start_emu_shared[] __attribute__((weak));
 extern "C" char __stop_emu_shared[] __attribute__((weak));
 
+/* Warp w of a block of n threads: 1 when its lanes waiting in a shuffle or
+ * __syncwarp could all be released (done: outputs exchanged, lanes runnable),
+ * 0 when none waits, -1 when some wait for lanes that are not there (yet), -2
+ * after a launch error (inconsistent shuffles). */
+int release_warp(const char *kernel, unsigned w, unsigned n, int diagnose)
+{
+    unsigned lo = w * 32, hi = std::min(n, lo + 32), present = 0, waiting = 0;
+    thr *first = NULL;
+    for (unsigned i = lo; i < hi; i++) {
+        present |= 1u << (i - lo);
+        if (thrs[i]->state == T_WARP) {
+            waiting |= 1u << (i - lo);
+            if (!first)
+                first = thrs[i];
+        }
+    }
+    if (!waiting)
+        return 0;
+    unsigned mask = first->mask;
+    for (unsigned i = lo; i < hi; i++) {
+        thr *t = thrs[i];
+        if (t->state != T_WARP)
+            continue;
+        if (t->mask != mask || t->size != first->size || t->mode != first->mode ||
+            t->width != first->width) {
+            block_fail(kernel, "warp %u: lanes %u and %u are in different shuffles or syncs "
+                       "(masks %#x and %#x)", w, first->lin - lo, i - lo, first->mask, t->mask);
+            return -2;
+        }
+        if (!(mask & (1u << (i - lo)))) {
+            block_fail(kernel, "warp %u: lane %u takes part in a shuffle whose mask %#x does not "
+                       "include it", w, i - lo, mask);
+            return -2;
+        }
+    }
+    if (mask & ~present) {
+        block_fail(kernel, "warp %u: shuffle mask %#x names lanes that do not exist (block of %u "
+                   "threads)", w, mask, n);
+        return -2;
+    }
+    if (waiting != mask) {
+        if (!diagnose)
+            return -1;
+        for (unsigned i = lo; i < hi; i++) {
+            thr *t = thrs[i];
+            if ((mask & (1u << (i - lo))) && t->state != T_WARP) {
+                block_fail(kernel, "warp %u: lane %u %s while lanes %#x wait in a warp shuffle/sync "
+                           "with mask %#x", w, i - lo,
+                           t->state == T_DONE ? "has exited" : "waits at __syncthreads", waiting,
+                           mask);
+                return -2;
+            }
+        }
+        return -1;
+    }
+    int width = first->width;
+    for (unsigned i = lo; i < hi; i++) {
+        thr *t = thrs[i];
+        if (t->state != T_WARP)
+            continue;
+        int lane = (int)(i - lo), seg = lane / width * width, in = lane - seg, src;
+        switch (t->mode) {
+        case 0: src = in ^ t->arg; break;
+        case 1: src = t->arg % width; break;
+        case 2: src = in + t->arg < width ? in + t->arg : in; break;
+        default: src = in - t->arg >= 0 ? in - t->arg : in; break;
+        }
+        src += seg;
+        if (src < 0 || src >= (int)(hi - lo) || !(mask & (1u << src)))
+            src = lane; /* not a participant: own value (undefined on a GPU) */
+        if (t->size)
+            memcpy(t->out, thrs[lo + (unsigned)src]->in, t->size);
+    }
+    for (unsigned i = lo; i < hi; i++)
+        if (thrs[i]->state == T_WARP)
+            thrs[i]->state = T_RUN;
+    return 1;
+}
+
 /* Run one block of n threads; 0 when it failed (the coroutines of a failed
- * block are abandoned and restarted fresh). */
+ * block are abandoned and restarted fresh).
+ *
+ * Schedule: between two block barriers the warps run one at a time, in a
+ * shuffled order, each as far as it can go (through its shuffles) before the
+ * next starts; within a warp the lanes run in a shuffled order between two
+ * warp synchronisations. That is a legal GPU schedule and the most hostile
+ * one for missing barriers: a warp can reach the next phase's writes before
+ * another warp has started the current phase's reads. */
 int run_block(const char *kernel, unsigned n)
 {
     if (__start_emu_shared && __stop_emu_shared)
         memset(__start_emu_shared, 0xff, (size_t)(__stop_emu_shared - __start_emu_shared));
     if (dyn_smem)
         memset(dyn_smem, 0xff, (size_t)(dyn_base + dyn_cap - dyn_smem));
-    std::vector<unsigned> order(n);
+    unsigned nwarps = (n + 31) / 32;
+    std::vector<unsigned> worder(nwarps), lorder(32);
     for (unsigned i = 0; i < n; i++) {
         thr *t = get_thr(i);
         t->state = T_RUN;
         t->lin = i;
         t->idx = dim3(i % blockDim.x, (i / blockDim.x) % blockDim.y, i / (blockDim.x * blockDim.y));
-        order[i] = i;
     }
-    unsigned nwarps = (n + 31) / 32;
+    for (unsigned w = 0; w < nwarps; w++)
+        worder[w] = w;
     for (;;) {
-        for (unsigned i = n; i > 1; i--)
-            std::swap(order[i - 1], order[rnd(i)]);
-        for (unsigned i = 0; i < n; i++) {
-            thr *t = thrs[order[i]];
-            if (t->state == T_RUN)
-                resume(t);
-        }
-        int progress = 0, done = 0, bar = 0;
-        for (unsigned w = 0; w < nwarps && !block_error; w++) {
-            unsigned lo = w * 32, hi = std::min(n, lo + 32), present = 0, waiting = 0;
-            thr *first = NULL;
-            for (unsigned i = lo; i < hi; i++) {
-                present |= 1u << (i - lo);
-                if (thrs[i]->state == T_WARP) {
-                    waiting |= 1u << (i - lo);
-                    if (!first)
-                        first = thrs[i];
+        for (unsigned i = nwarps; i > 1; i--)
+            std::swap(worder[i - 1], worder[rnd(i)]);
+        for (unsigned wi = 0; wi < nwarps; wi++) {
+            unsigned w = worder[wi], lo = w * 32, hi = std::min(n, lo + 32);
+            for (;;) {
+                unsigned nl = hi - lo;
+                for (unsigned i = 0; i < nl; i++)
+                    lorder[i] = lo + i;
+                for (unsigned i = nl; i > 1; i--)
+                    std::swap(lorder[i - 1], lorder[rnd(i)]);
+                for (unsigned i = 0; i < nl; i++) {
+                    thr *t = thrs[lorder[i]];
+                    if (t->state == T_RUN)
+                        resume(t);
                 }
-            }
-            if (!waiting)
-                continue;
-            unsigned mask = first->mask;
-            for (unsigned i = lo; i < hi; i++) {
-                thr *t = thrs[i];
-                if (t->state != T_WARP)
-                    continue;
-                if (t->mask != mask || t->size != first->size || t->mode != first->mode ||
-                    t->width != first->width) {
-                    block_fail(kernel, "warp %u: lanes %u and %u are in different shuffles or "
-                               "syncs (masks %#x and %#x)", w, first->lin - lo, i - lo,
-                               first->mask, t->mask);
+                int r = release_warp(kernel, w, n, 0);
+                if (r == -2)
+                    return 0;
+                if (r != 1)
                     break;
-                }
-                if (!(mask & (1u << (i - lo)))) {
-                    block_fail(kernel, "warp %u: lane %u takes part in a shuffle whose mask %#x "
-                               "does not include it", w, i - lo, mask);
-                    break;
-                }
             }
-            if (block_error)
-                break;
-            if (mask & ~present) {
-                block_fail(kernel, "warp %u: shuffle mask %#x names lanes that do not exist "
-                           "(block of %u threads)", w, mask, n);
-                break;
-            }
-            if (waiting != mask) {
-                for (unsigned i = lo; i < hi; i++) {
-                    thr *t = thrs[i];
-                    if ((mask & (1u << (i - lo))) && t->state != T_WARP) {
-                        block_fail(kernel, "warp %u: lane %u %s while lanes %#x wait in a warp "
-                                   "shuffle/sync with mask %#x", w, i - lo,
-                                   t->state == T_DONE ? "has exited" : "waits at __syncthreads",
-                                   waiting, mask);
-                        break;
-                    }
-                }
-                break;
-            }
-            int width = first->width;
-            for (unsigned i = lo; i < hi; i++) {
-                thr *t = thrs[i];
-                int lane = (int)(i - lo), seg = lane / width * width, in = lane - seg, src;
-                switch (t->mode) {
-                case 0: src = in ^ t->arg; break;
-                case 1: src = t->arg % width; break;
-                case 2: src = in + t->arg < width ? in + t->arg : in; break;
-                default: src = in - t->arg >= 0 ? in - t->arg : in; break;
-                }
-                src += seg;
-                if (src < 0 || src >= (int)(hi - lo) || !(mask & (1u << src)))
-                    src = lane; /* out of range or not a participant: own value (undefined on a GPU) */
-                if (t->size)
-                    memcpy(t->out, thrs[lo + (unsigned)src]->in, t->size);
-            }
-            for (unsigned i = lo; i < hi; i++)
-                thrs[i]->state = T_RUN;
-            progress = 1;
         }
-        if (block_error)
-            return 0;
-        if (progress)
-            continue;
-        int kind = -1, count = 0, kinds_differ = 0;
+        int done = 0, bar = 0, kind = -1, count = 0, kinds_differ = 0;
+        for (unsigned w = 0; w < nwarps; w++)
+            if (release_warp(kernel, w, n, 1) != 0) {
+                if (!block_error)
+                    block_fail(kernel, "deadlock in warp %u", w);
+                return 0;
+            }
         for (unsigned i = 0; i < n; i++) {
             thr *t = thrs[i];
             if (t->state == T_DONE)
@@ -481,11 +514,6 @@ int run_block(const char *kernel, unsigned n)
         }
         if (done == (int)n)
             return 1;
-        if (bar + done != (int)n) {
-            block_fail(kernel, "deadlock: %d threads at __syncthreads, %d exited, %d in warp "
-                       "shuffles that cannot complete", bar, done, (int)n - bar - done);
-            return 0;
-        }
         if (done) {
             block_fail(kernel, "%d of %u threads exited while the others wait at __syncthreads "
                        "(a barrier in divergent code)", done, n);
