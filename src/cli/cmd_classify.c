@@ -17,7 +17,7 @@
 static void classify_usage(FILE *f)
 {
     fprintf(f, "usage: bft-cli classify --model DIR [--max-length N] [--batch-size B] [--threads N]\n"
-               "                        [--device cpu|cuda]\n"
+               "                        [--device cpu|cuda] [--precision auto|fp32|bf16]\n"
                "  Reads one text per line from stdin; prints one JSON object per line:\n"
                "  {\"label\": \"...\", \"label_id\": N, \"score\": P, \"probs\": [p0, p1, ...]}\n");
 }
@@ -64,7 +64,7 @@ static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_
 
 int cmd_classify(int argc, char **argv)
 {
-    const char *model_dir = NULL, *device = "cpu";
+    const char *model_dir = NULL, *device = "cpu", *precision = "auto";
     int max_length = 0, batch = 32, threads = 0, npos, rc = 0;
     cli_opt opts[] = {
         {"model", OPT_STR, &model_dir, 1, 0, 0, 0, 0, 0},
@@ -72,6 +72,7 @@ int cmd_classify(int argc, char **argv)
         {"batch-size", OPT_INT, &batch, 0, 1, 1 << 16, 0, 0, 0},
         {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
         {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
+        {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
     };
     bft_model *m;
     bft_error err;
@@ -84,11 +85,11 @@ int cmd_classify(int argc, char **argv)
         classify_usage(stdout);
         return 0;
     }
-    if (cli_parse_args("classify", argc, argv, opts, 5, NULL, 0, &npos) != 0) {
+    if (cli_parse_args("classify", argc, argv, opts, 6, NULL, 0, &npos) != 0) {
         classify_usage(stderr);
         return 2;
     }
-    if ((rc = cli_check_device("classify", device)) != 0)
+    if ((rc = cli_set_precision("classify", precision)) != 0 || (rc = cli_check_device("classify", device)) != 0)
         return rc;
     bft_set_threads(threads);
     m = bft_model_load_dir(model_dir, &err);

@@ -14,13 +14,14 @@
 
 static void fill_mask_usage(FILE *f)
 {
-    fprintf(f, "usage: bft-cli fill-mask --model DIR [--top-k K] [--max-length N] [--threads N] TEXT\n"
+    fprintf(f, "usage: bft-cli fill-mask --model DIR [--top-k K] [--max-length N] [--threads N]\n"
+               "                         [--device cpu|cuda] [--precision auto|fp32|bf16] TEXT\n"
                "  TEXT contains [MASK] one or more times; prints \"token id score\" lines.\n");
 }
 
 int cmd_fill_mask(int argc, char **argv)
 {
-    const char *model_dir = NULL, *device = "cpu";
+    const char *model_dir = NULL, *device = "cpu", *precision = "auto";
     int top_k = 5, max_length = 0, threads = 0, npos = 0, rc = 1, n, masks = 0, found = 0;
     char *pos[1];
     cli_opt opts[] = {
@@ -29,6 +30,7 @@ int cmd_fill_mask(int argc, char **argv)
         {"max-length", OPT_INT, &max_length, 0, 2, 1 << 20, 0, 0, 0},
         {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
         {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
+        {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
     };
     bft_model *m;
     bft_error err;
@@ -40,13 +42,13 @@ int cmd_fill_mask(int argc, char **argv)
         fill_mask_usage(stdout);
         return 0;
     }
-    if (cli_parse_args("fill-mask", argc, argv, opts, 5, pos, 1, &npos) != 0 || npos != 1) {
+    if (cli_parse_args("fill-mask", argc, argv, opts, 6, pos, 1, &npos) != 0 || npos != 1) {
         if (npos != 1)
             fprintf(stderr, "bft-cli fill-mask: give exactly one TEXT\n");
         fill_mask_usage(stderr);
         return 2;
     }
-    if ((rc = cli_check_device("fill-mask", device)) != 0)
+    if ((rc = cli_set_precision("fill-mask", precision)) != 0 || (rc = cli_check_device("fill-mask", device)) != 0)
         return rc;
     rc = 1;
     bft_set_threads(threads);
