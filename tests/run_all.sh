@@ -46,10 +46,16 @@ done
 
 # The CUDA backend's host code and kernels on the CPU (tests/cuda_emu): in a
 # CUDA build, test_cuda once more with the emulator as its bft_cuda.so.
+# The second run uses BERT-base's shapes (768 channels, 12 heads of 64, 3072)
+# and another thread schedule.
 if [ -f build/emu/bft_cuda.so ] && [ -x build/tests/test_cuda ]; then
     BFT_CUDA_MODULE="$ROOT/build/emu/bft_cuda.so" timeout 900 build/tests/test_cuda \
         >"$LOGDIR/test_cuda_emulated.log" 2>&1; rc=$?
     count "test_cuda (CUDA emulator)" "$LOGDIR/test_cuda_emulated.log" $rc
+    BFT_CUDA_MODULE="$ROOT/build/emu/bft_cuda.so" BFT_CUDA_EMU_SEED=2 \
+        BFT_TEST_CUDA_SHAPE=64,768,12,3072 timeout 900 build/tests/test_cuda \
+        >"$LOGDIR/test_cuda_emulated_base.log" 2>&1; rc=$?
+    count "test_cuda (CUDA emulator, BERT-base ops)" "$LOGDIR/test_cuda_emulated_base.log" $rc
 else
     echo "skip - test_cuda (CUDA emulator): not a CUDA build (USE_CUDA=0)"
 fi

@@ -263,12 +263,23 @@ static void op_suite(int bf16)
           "open: %s", e.msg);
     CPU = bft_cpu_backend();
     const char *mode = bf16 ? "bf16" : "fp32";
-    int B = 3, T = 37, C = 64, NH = 4, I = 256, K = 5, V = 97, N = B * T;
+    int B = 3, T = 37, C = 64, NH = 4, I = 256, K = 5, V = 97;
+    /* BFT_TEST_CUDA_SHAPE="T,C,NH,I": other shapes (the CUDA emulator run also
+     * uses C > 128 threads per row, head sizes that are not multiples of 32) */
+    const char *shape = getenv("BFT_TEST_CUDA_SHAPE");
+    if (shape && (sscanf(shape, "%d,%d,%d,%d", &T, &C, &NH, &I) != 4 || T < 3 || NH < 1 ||
+                  C % NH != 0 || I < 1)) {
+        CHECK(0, "BFT_TEST_CUDA_SHAPE=\"%s\": want T,C,NH,I with T >= 3 and NH dividing C", shape);
+        return;
+    }
+    if (shape)
+        printf("  %s shape T=%d C=%d NH=%d I=%d\n", bf16 ? "bf16" : "fp32", T, C, NH, I);
+    int N = B * T;
     int mm = bf16 ? 1 : 0;
     double tg = bf16 ? 1e-2 : 1e-5; /* product tolerance (scaled by sqrt(K) in fp32) */
     double te = 2e-6;               /* elementwise fp32 */
     char what[128];
-    int32_t lens_h[3] = {37, 20, 1};
+    int32_t lens_h[3] = {T, T * 20 / 37, 1};
     int32_t *ids_h = malloc((size_t)N * sizeof *ids_h), *lab_h = malloc((size_t)N * sizeof *lab_h);
     for (int i = 0; i < N; i++) {
         ids_h[i] = (i * 7919) % V;
@@ -461,7 +472,7 @@ static void op_suite(int bf16)
     }
     /* small ops */
     {
-        int64_t rows_h[3] = {0, 37, 74};
+        int64_t rows_h[3] = {0, T, 2 * (int64_t)T};
         int64_t *rows_d = GPU->alloc(sizeof rows_h);
         GPU->strided_rows(rows_d, 3, T);
         int64_t back[3];
