@@ -582,9 +582,13 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
     }
     int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
     int brows = tb == CUBLAS_OP_N ? k : n, bcols = tb == CUBLAS_OP_N ? n : k;
-    if (lda < std::max(1, arows) || ldb < std::max(1, brows) || ldc < std::max(1, m)) {
-        fprintf(stderr, "bft CUDA emulator: %s: leading dimension too small (lda %d < %d, ldb %d "
-                "< %d or ldc %d < %d)\n", fn, lda, arows, ldb, brows, ldc, m);
+    const char *which = lda < std::max(1, arows) ? "lda" : ldb < std::max(1, brows) ? "ldb"
+                        : ldc < std::max(1, m)    ? "ldc" : NULL;
+    if (which) {
+        fprintf(stderr, "bft CUDA emulator: %s: %s too small (m %d n %d k %d, op(A) %s, op(B) %s: "
+                "lda %d needs >= %d, ldb %d >= %d, ldc %d >= %d)\n", fn, which, m, n, k,
+                ta == CUBLAS_OP_N ? "N" : "T", tb == CUBLAS_OP_N ? "N" : "T", lda,
+                std::max(1, arows), ldb, std::max(1, brows), ldc, std::max(1, m));
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     int types_ok = ct == CUBLAS_COMPUTE_32F && Ct == CUDA_R_32F && At == Bt &&
