@@ -68,7 +68,6 @@ SELECT try($$SELECT bft_train('docs', 'body', 'tag', validation_fraction => 0.01
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => -1)$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', deploy => 'sometimes')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', deploy => 'if_better')$$);
-SELECT try($$SELECT bft_train('docs', 'body', 'tag', device => 'cuda')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', device => 'tpu')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', model => '')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '[1, 2]')$$);

@@ -72,6 +72,7 @@ if [ "$(id -u)" -eq 0 ] && ! as_cluster_user test -r "$ROOT/tests/data/ckpt/tiny
     mkdir -p "$TMPD/src/build"
     tar -C "$ROOT" --exclude=./.git --exclude=./build -cf - . | tar -C "$TMPD/src" -xf -
     cp -a "$ROOT/build/bft-cli" "$TMPD/src/build/"
+    [ -d "$ROOT/build/emu" ] && mkdir -p "$TMPD/src/build/emu" && cp -a "$ROOT/build/emu/bft_cuda.so" "$TMPD/src/build/emu/"
     chmod -R a+rX "$TMPD/src"
     cd "$TMPD/src"
 fi

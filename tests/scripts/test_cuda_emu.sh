@@ -13,7 +13,9 @@
 # the device, the out-of-memory and no-device errors. SQL (own cluster, port
 # 54371, BFT_CUDA_MODULE in the server's environment): bft_train(device =>
 # 'cuda'), bft.device = 'cuda' classification vs the CPU, a cancelled GPU
-# training leaves the session's GPU state usable.
+# training leaves the session's GPU state usable, and the pg_regress test
+# bft_cuda gives its with-a-GPU output (expected/bft_cuda_1.out; CI's
+# installcheck, without a GPU, matches expected/bft_cuda.out).
 # Skips (0 passed, 0 failed) in builds without CUDA (no build/emu/bft_cuda.so
 # or a loader built with USE_CUDA=0).
 set -uo pipefail
@@ -147,6 +149,13 @@ check 'grep -q "canceling statement due to statement timeout" <<<"$out"' "statem
 check 'grep -q "^cls:" <<<"$out" && grep -q "^ver:2$" <<<"$out"' \
     "after the cancel the same session classifies and trains on the GPU ($(tr '\n' ' ' <<<"$out" | head -c 200))"
 check '[ "$(q "SELECT count(*) FROM bft.models WHERE name = '"'m_long'"'")" = 0 ]' "the cancelled training left no model"
+# the pg_regress test bft_cuda must match its with-a-GPU output (expected/bft_cuda_1.out)
+RO="$DIR/regress"; mkdir -p "$RO"; chmod 777 "$RO"
+PGOPTIONS= "$(pg_config --pkglibdir)/pgxs/src/test/regress/pg_regress" --inputdir=. --outputdir="$RO" \
+    --bindir="$(pg_config --bindir)" --load-extension=bft --dbname=bft_cuda_regress bft_cuda \
+    >"$RO/pg_regress.log" 2>&1
+check 'cmp -s "$RO/results/bft_cuda.out" expected/bft_cuda_1.out' \
+    "pg_regress bft_cuda on the emulated GPU gives expected/bft_cuda_1.out ($(diff "$RO/results/bft_cuda.out" expected/bft_cuda_1.out 2>&1 | head -c 300 | tr '\n' ' '))"
 check '! grep -q "bft CUDA emulator" "$DIR/pg/server.log"' \
     "no emulator complaints in the server log ($(grep -m1 "bft CUDA emulator" "$DIR/pg/server.log" | head -c 200))"
 
