@@ -790,6 +790,19 @@ void emu_run(const emu_cfg &c, const char *kernel, void (*body)(void *), void *a
     cur_body = NULL;
 }
 
+/* ---------------------------------------------------------------- test hook */
+
+/* Bytes of device memory the process holds (as requested from cudaMalloc):
+ * lets the tests check that the backend gives device memory back. */
+extern "C" __attribute__((visibility("default"))) size_t bft_cuda_emu_bytes_in_use(void)
+{
+    std::lock_guard<std::recursive_mutex> g(big_lock);
+    size_t s = 0;
+    for (auto &kv : allocs)
+        s += kv.second.bytes;
+    return s;
+}
+
 /* ---------------------------------------------------------------- runtime API */
 
 static int device_count(void)
