@@ -5,11 +5,13 @@
  *
  * Training uploads the weights once, runs every step on the device and copies
  * them back at the end. Inference (bft_predict, bft_evaluate_ds,
- * bft_fill_mask) on CUDA keeps the last model's weights resident, so a caller
- * classifying row by row does not upload 400 MB per call: the cached copy is
- * reused while (model address, parameter block address, size, a sample of 64
- * weights, precision) match, and bft_device_release() drops it (the extension
- * calls it when its model cache drops a model; training also drops it).
+ * bft_fill_mask) on CUDA keeps the weights of the last DEV_CACHE_MAX models
+ * resident, so a caller classifying row by row (with one model or a few) does
+ * not upload 400 MB per call: a cached copy is reused while (model address,
+ * parameter block address, size, a sample of 64 weights, precision) match,
+ * the least recently used one makes room, and bft_device_release() drops them
+ * all (the extension calls it when its model cache drops a model; training
+ * and an out-of-memory upload also drop them).
  */
 #include "backend.h"
 
@@ -58,8 +60,12 @@ void bft_get_device(int *device, int *precision)
 /* ---------------------------------------------------------------- inference weight cache */
 
 #define FP_SAMPLES 64
+/* Models whose weights stay on the GPU at once: a statement that classifies
+ * with two models per row (comparing versions) must not upload one of them
+ * for every row. */
+#define DEV_CACHE_MAX 4
 
-static struct {
+typedef struct dev_entry {
     const bft_backend *be;
     const bft_model *m;
     const float *host;
@@ -67,7 +73,11 @@ static struct {
     int precision;
     float sample[FP_SAMPLES];
     float *dev;
-} cache;
+    uint64_t used; /* LRU clock */
+} dev_entry;
+
+static dev_entry cache[DEV_CACHE_MAX];
+static uint64_t cache_clock;
 
 static void sample_of(const float *p, size_t n, float *out)
 {
@@ -75,15 +85,64 @@ static void sample_of(const float *p, size_t n, float *out)
         out[i] = n ? p[(size_t)((double)i * (double)(n - 1) / (FP_SAMPLES - 1))] : 0.0f;
 }
 
-void bft_device_release(void)
+/* Free one entry's device copy. The backend's bf16 mirror is dropped too: it
+ * may belong to this block, whose address a later allocation can reuse. */
+static void entry_free(dev_entry *c)
 {
-    if (cache.dev && cache.be) {
-        const bft_backend *prev = bft_backend_use(cache.be);
-        cache.be->set_weights(NULL, 0);
-        bft_dev_free(cache.dev);
+    if (c->dev && c->be) {
+        const bft_backend *prev = bft_backend_use(c->be);
+        c->be->set_weights(NULL, 0);
+        bft_dev_free(c->dev);
         bft_backend_use(prev);
     }
-    memset(&cache, 0, sizeof cache);
+    memset(c, 0, sizeof *c);
+}
+
+void bft_device_release(void)
+{
+    for (int i = 0; i < DEV_CACHE_MAX; i++)
+        entry_free(&cache[i]);
+}
+
+/* The cached copy of m (same backend, model, parameter block, size, precision
+ * and sampled weights), or NULL. */
+static dev_entry *cache_find(const bft_backend *be, const bft_model *m, int precision,
+                             const float *sample)
+{
+    for (int i = 0; i < DEV_CACHE_MAX; i++) {
+        dev_entry *c = &cache[i];
+        if (c->dev && c->be == be && c->m == m && c->host == m->params_mem &&
+            c->n == m->num_params && c->precision == precision &&
+            memcmp(c->sample, sample, sizeof c->sample) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* A free entry, making room by dropping the least recently used one; a stale
+ * copy of the same model (its weights changed) is dropped first. */
+static dev_entry *cache_slot(const bft_model *m)
+{
+    dev_entry *lru = &cache[0];
+    for (int i = 0; i < DEV_CACHE_MAX; i++)
+        if (cache[i].dev && cache[i].m == m)
+            entry_free(&cache[i]);
+    for (int i = 0; i < DEV_CACHE_MAX; i++) {
+        if (!cache[i].dev)
+            return &cache[i];
+        if (cache[i].used < lru->used)
+            lru = &cache[i];
+    }
+    entry_free(lru);
+    return lru;
+}
+
+static int cache_count(void)
+{
+    int k = 0;
+    for (int i = 0; i < DEV_CACHE_MAX; i++)
+        k += cache[i].dev != NULL;
+    return k;
 }
 
 /* ---------------------------------------------------------------- bft_devmodel */
@@ -104,25 +163,35 @@ int bft_devmodel_open(bft_devmodel *d, const bft_model *m, int device, int preci
 
     size_t n = m->num_params;
     float sample[FP_SAMPLES];
+    dev_entry *slot = NULL;
     sample_of(m->params_mem, n, sample);
     if (training) {
-        /* the weights will change: never keep them cached */
+        /* the weights will change: never keep them cached; and training
+         * needs the memory more than idle copies do */
         bft_device_release();
-    } else if (cache.dev && cache.be == be && cache.m == m && cache.host == m->params_mem &&
-               cache.n == n && cache.precision == precision &&
-               memcmp(cache.sample, sample, sizeof sample) == 0) {
-        d->dm.params_mem = cache.dev;
-        bft_params_assign(&d->dm.p, cache.dev, &m->cfg, m->parts);
-        be->set_weights(cache.dev, n);
-        if ((rc = bft_dev_check(err)) != BFT_OK) {
-            bft_devmodel_close(d);
-            bft_device_release();
-        }
-        return rc;
     } else {
-        bft_device_release();
+        dev_entry *c = cache_find(be, m, precision, sample);
+        if (c) {
+            c->used = ++cache_clock;
+            d->dm.params_mem = c->dev;
+            bft_params_assign(&d->dm.p, c->dev, &m->cfg, m->parts);
+            be->set_weights(c->dev, n);
+            if ((rc = bft_dev_check(err)) != BFT_OK) {
+                bft_devmodel_close(d);
+                bft_device_release();
+            }
+            return rc;
+        }
+        slot = cache_slot(m);
     }
     float *dev = bft_dev_alloc(n * sizeof(float));
+    if (!dev && !training && cache_count() > 0) {
+        /* out of device memory with other models cached: drop them, retry */
+        bft_error ignored;
+        (void)bft_dev_check(&ignored);
+        bft_device_release();
+        dev = bft_dev_alloc(n * sizeof(float));
+    }
     if (!dev) {
         rc = bft_dev_check(err);
         if (rc == BFT_OK)
@@ -137,13 +206,14 @@ int bft_devmodel_open(bft_devmodel *d, const bft_model *m, int device, int preci
     if (training) {
         d->owned = dev;
     } else {
-        cache.be = be;
-        cache.m = m;
-        cache.host = m->params_mem;
-        cache.n = n;
-        cache.precision = precision;
-        memcpy(cache.sample, sample, sizeof sample);
-        cache.dev = dev;
+        slot->be = be;
+        slot->m = m;
+        slot->host = m->params_mem;
+        slot->n = n;
+        slot->precision = precision;
+        memcpy(slot->sample, sample, sizeof sample);
+        slot->dev = dev;
+        slot->used = ++cache_clock;
     }
     if ((rc = bft_dev_check(err)) != BFT_OK) {
         bft_devmodel_close(d);

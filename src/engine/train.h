@@ -133,8 +133,8 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k,
  * BFT_DEVICE_CUDA. Checks the device now (CUDA is initialised here, lazily,
  * never at library load): BFT_EDEVICE with the reason when there is no usable
  * GPU or bft was built without CUDA, and the setting is left unchanged.
- * On CUDA the weights of the last model used stay on the GPU until another
- * model is used or bft_device_release() is called. */
+ * On CUDA the weights of the last 4 models used stay on the GPU until they are
+ * displaced or bft_device_release() is called. */
 int bft_set_device(int device, int precision, bft_error *err);
 
 /* BFT_OK when device can be used in this process (CUDA: initialised now), else
@@ -152,7 +152,7 @@ void bft_get_device(int *device, int *precision);
 /* Parse "cpu" / "cuda" (also "gpu", "cuda:0") into BFT_DEVICE_*; -1 if unknown. */
 int bft_device_parse(const char *name);
 
-/* Free the GPU copy of the weights kept for inference (no-op without one). */
+/* Free the GPU copies of the weights kept for inference (no-op without any). */
 void bft_device_release(void);
 
 /* Threads used by BLAS and the engine's own loops (<= 0: number of CPUs).

@@ -803,6 +803,14 @@ extern "C" __attribute__((visibility("default"))) size_t bft_cuda_emu_bytes_in_u
     return s;
 }
 
+size_t h2d_bytes = 0;
+
+/* Bytes copied from host to device so far (uploads). */
+extern "C" __attribute__((visibility("default"))) size_t bft_cuda_emu_h2d_bytes(void)
+{
+    return h2d_bytes;
+}
+
 /* ---------------------------------------------------------------- runtime API */
 
 static int device_count(void)
@@ -972,6 +980,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
                         : "is device memory where host memory is expected");
     device_scope open;
     memmove(dst, src, bytes);
+    if (dd && !sd)
+        h2d_bytes += bytes;
     return cudaSuccess;
 }
 

@@ -1066,6 +1066,71 @@ static void test_device_memory_released(void)
     bft_model_free(m);
 }
 
+/* The inference weight cache keeps several models on the GPU: alternating
+ * between two models uploads no weights after the first call of each, and
+ * gives exactly the first results again (the bf16 mirror follows the model);
+ * cycling through more models than the cache holds still gives each model's
+ * own results. Upload volume is measured with the CUDA emulator's counter. */
+static void test_device_cache_models(void)
+{
+    size_t (*h2d)(void) = NULL;
+    const char *mod = getenv("BFT_CUDA_MODULE");
+    void *h = mod ? dlopen(mod, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    if (h)
+        h2d = (size_t(*)(void))dlsym(h, "bft_cuda_emu_h2d_bytes");
+    enum { NM = 5 };
+    bft_model *m[NM];
+    for (int i = 0; i < NM; i++) {
+        m[i] = load("tiny");
+        if (!m[i])
+            return;
+        m[i]->params_mem[m[i]->num_params - 1] += 0.3f * (float)i; /* the last classifier bias */
+    }
+    int K = m[0]->cfg.num_labels;
+    mini_ds d;
+    bft_error e;
+    mini_make(&d, 16, m[0]->cfg.vocab_size, 12, K, 8);
+    size_t np = (size_t)d.ds.n * K;
+    float *cpu = malloc(NM * np * sizeof(float)), *first = malloc(NM * np * sizeof(float)),
+          *p = malloc(np * sizeof(float));
+    for (int i = 0; i < NM; i++)
+        CHECK(bft_predict(m[i], &d.ds, 8, cpu + i * np, &e) == BFT_OK, "cpu %d: %s", i, e.msg);
+    CHECK(bft_set_device(BFT_DEVICE_CUDA, BFT_PRECISION_BF16, &e) == BFT_OK, "%s", e.msg);
+    for (int i = 0; i < 2; i++)
+        CHECK(bft_predict(m[i], &d.ds, 8, first + i * np, &e) == BFT_OK, "gpu %d: %s", i, e.msg);
+    size_t before = h2d ? h2d() : 0;
+    int same = 1;
+    for (int r = 0; r < 6; r++) {
+        int i = r % 2;
+        CHECK(bft_predict(m[i], &d.ds, 8, p, &e) == BFT_OK, "gpu %d again: %s", i, e.msg);
+        same &= memcmp(p, first + i * np, np * sizeof(float)) == 0;
+    }
+    size_t uploaded = h2d ? h2d() - before : 0, wbytes = m[0]->num_params * sizeof(float);
+    CHECK(same, "alternating two models changed their results");
+    if (h2d) {
+        CHECK(uploaded < wbytes / 4, "6 alternating calls uploaded %zu bytes (weights: %zu)",
+              uploaded, wbytes);
+        printf("  6 calls alternating 2 cached models: %zu bytes uploaded (one model: %zu)\n",
+               uploaded, wbytes);
+    }
+    double worst = 0.0;
+    for (int r = 0; r < 3 * NM; r++) { /* more models than the cache holds */
+        int i = (r * 2) % NM;
+        CHECK(bft_predict(m[i], &d.ds, 8, p, &e) == BFT_OK, "gpu cycle %d: %s", i, e.msg);
+        for (size_t k = 0; k < np; k++)
+            worst = fmax(worst, fabs((double)p[k] - cpu[i * np + k]));
+    }
+    CHECK(worst <= 1e-2, "cycling %d models: worst |gpu - cpu| %.3g (bf16 tolerance 1e-2)", NM, worst);
+    bft_set_device(BFT_DEVICE_CPU, BFT_PRECISION_AUTO, &e);
+    bft_device_release();
+    free(cpu);
+    free(first);
+    free(p);
+    mini_free(&d);
+    for (int i = 0; i < NM; i++)
+        bft_model_free(m[i]);
+}
+
 int main(void)
 {
     bft_error e;
@@ -1081,6 +1146,7 @@ int main(void)
         RUN(test_golden_bf16);
         RUN(test_train_cpu_vs_gpu);
         RUN(test_device_memory_released);
+        RUN(test_device_cache_models);
     } else {
         SKIP(test_ops_fp32);
         SKIP(test_ops_bf16);
@@ -1088,7 +1154,8 @@ int main(void)
         SKIP(test_golden_bf16);
         SKIP(test_train_cpu_vs_gpu);
         SKIP(test_device_memory_released);
-        printf("skipped: no GPU (%s): 6 GPU test cases not run, counted neither passed nor "
+        SKIP(test_device_cache_models);
+        printf("skipped: no GPU (%s): 7 GPU test cases not run, counted neither passed nor "
                "failed; tests/gpu/run_gpu_checks.sh runs them on a GPU machine\n",
                gpu_why);
     }
