@@ -286,6 +286,24 @@ char *dyn_smem = NULL; /* 48 KiB + guard page; the block's buffer ends at the gu
 char *dyn_base = NULL;
 size_t dyn_cap = 0;
 
+void set_seed(unsigned long long seed)
+{
+    rng_state = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+    if (!rng_state)
+        rng_state = 1;
+}
+
+/* The schedule's seed: BFT_CUDA_EMU_SEED, read at the first launch. */
+void seed_once(void)
+{
+    static int done = 0;
+    if (done)
+        return;
+    done = 1;
+    const char *s = getenv("BFT_CUDA_EMU_SEED");
+    set_seed(s && *s ? strtoull(s, NULL, 10) : 1);
+}
+
 unsigned rnd(unsigned n)
 {
     rng_state ^= rng_state << 13;
@@ -752,6 +770,7 @@ void emu_run(const emu_cfg &c, const char *kernel, void (*body)(void *), void *a
              kernel, c.grid.x, c.grid.y, c.grid.z, c.block.x, c.block.y, c.block.z, c.smem);
         return;
     }
+    seed_once();
     if (!dyn_base) {
         size_t ps = page_size();
         dyn_cap = round_up(48 * 1024, ps);
@@ -801,6 +820,15 @@ extern "C" __attribute__((visibility("default"))) size_t bft_cuda_emu_bytes_in_u
     for (auto &kv : allocs)
         s += kv.second.bytes;
     return s;
+}
+
+/* Restart the thread/block schedule from seed (tests: the same computation
+ * under two schedules must give bitwise the same result). */
+extern "C" __attribute__((visibility("default"))) void bft_cuda_emu_set_seed(unsigned long long seed)
+{
+    std::lock_guard<std::recursive_mutex> g(big_lock);
+    seed_once();
+    set_seed(seed);
 }
 
 size_t h2d_bytes = 0;

@@ -73,5 +73,25 @@ mutant adamw_mirror_not_updated \
             mir[i] = __float2bfloat16(pn);' \
 '        (void)mir;'
 
+# every row adds itself to its id's gradient (no first-occurrence owner): the
+# right sum in an order that depends on the block schedule (a race on a GPU);
+# only the determinism test (a second emulated schedule) can tell
+mutant wte_grad_order_dependent \
+'    int dup = 0;
+    for (int q = threadIdx.x; q < r; q += blockDim.x)
+        dup |= ids[q] == id;
+    if (__syncthreads_or(dup))
+        return;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float *dst = dwte + (size_t)id * C + c;
+        float s = *dst;
+        for (int q = r; q < N; q++)
+            if (ids[q] == id)
+                s += dx[(size_t)q * C + c];
+        *dst = s;
+    }' \
+'    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        dwte[(size_t)id * C + c] += dx[(size_t)r * C + c];'
+
 echo "$survived mutant(s) survived"
 [ "$survived" -eq 0 ]

@@ -1131,6 +1131,69 @@ static void test_device_cache_models(void)
         bft_model_free(m[i]);
 }
 
+/* Determinism: the same training twice on the GPU (dropout on) gives bitwise
+ * the same weights and probabilities, in fp32 and bf16 (ops_cuda.cu uses no
+ * floating-point atomics; cuBLAS is bitwise reproducible on one GPU). In the
+ * CUDA emulator the second run also uses another thread and block schedule,
+ * so a kernel whose result depends on the order of its threads or blocks (a
+ * race) shows up here. */
+static void test_gpu_deterministic(void)
+{
+    void (*set_seed)(unsigned long long) = NULL;
+    const char *mod = getenv("BFT_CUDA_MODULE");
+    void *h = mod ? dlopen(mod, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    if (h)
+        set_seed = (void (*)(unsigned long long))dlsym(h, "bft_cuda_emu_set_seed");
+    for (int prec = BFT_PRECISION_FP32; prec <= BFT_PRECISION_BF16; prec++) {
+        bft_model *a = load("tiny"), *b = load("tiny");
+        if (!a || !b) {
+            bft_model_free(a);
+            bft_model_free(b);
+            return;
+        }
+        mini_ds d;
+        bft_error e;
+        mini_make(&d, 24, a->cfg.vocab_size, 16, a->cfg.num_labels, 4);
+        bft_train_opts o = bft_train_default_opts();
+        o.epochs = 2;
+        o.batch_size = 8;
+        o.learning_rate = 1e-3f;
+        o.dropout = 0.1f;
+        o.device = BFT_DEVICE_CUDA;
+        o.precision = prec;
+        bft_train_result r;
+        if (set_seed)
+            set_seed(101);
+        CHECK(bft_train(a, &d.ds, &o, NULL, NULL, &r, &e) == BFT_OK, "train a: %s", e.msg);
+        if (set_seed)
+            set_seed(202);
+        CHECK(bft_train(b, &d.ds, &o, NULL, NULL, &r, &e) == BFT_OK, "train b: %s", e.msg);
+        size_t diff = 0;
+        for (size_t i = 0; i < a->num_params; i++)
+            diff += memcmp(&a->params_mem[i], &b->params_mem[i], sizeof(float)) != 0;
+        CHECK(diff == 0, "%s: %zu of %zu weights differ between two identical GPU trainings",
+              prec == BFT_PRECISION_BF16 ? "bf16" : "fp32", diff, a->num_params);
+        size_t np = (size_t)d.ds.n * a->cfg.num_labels;
+        float *pa = malloc(np * sizeof(float)), *pb = malloc(np * sizeof(float));
+        CHECK(bft_set_device(BFT_DEVICE_CUDA, prec, &e) == BFT_OK, "%s", e.msg);
+        CHECK(bft_predict(a, &d.ds, 8, pa, &e) == BFT_OK, "predict a: %s", e.msg);
+        if (set_seed)
+            set_seed(303);
+        CHECK(bft_predict(b, &d.ds, 8, pb, &e) == BFT_OK, "predict b: %s", e.msg);
+        CHECK(memcmp(pa, pb, np * sizeof(float)) == 0, "%s: probabilities differ",
+              prec == BFT_PRECISION_BF16 ? "bf16" : "fp32");
+        bft_set_device(BFT_DEVICE_CPU, BFT_PRECISION_AUTO, &e);
+        bft_device_release();
+        free(pa);
+        free(pb);
+        mini_free(&d);
+        bft_model_free(a);
+        bft_model_free(b);
+    }
+    if (set_seed)
+        printf("  two trainings under different emulated schedules: bitwise identical (fp32, bf16)\n");
+}
+
 int main(void)
 {
     bft_error e;
@@ -1147,6 +1210,7 @@ int main(void)
         RUN(test_train_cpu_vs_gpu);
         RUN(test_device_memory_released);
         RUN(test_device_cache_models);
+        RUN(test_gpu_deterministic);
     } else {
         SKIP(test_ops_fp32);
         SKIP(test_ops_bf16);
@@ -1155,7 +1219,8 @@ int main(void)
         SKIP(test_train_cpu_vs_gpu);
         SKIP(test_device_memory_released);
         SKIP(test_device_cache_models);
-        printf("skipped: no GPU (%s): 7 GPU test cases not run, counted neither passed nor "
+        SKIP(test_gpu_deterministic);
+        printf("skipped: no GPU (%s): 8 GPU test cases not run, counted neither passed nor "
                "failed; tests/gpu/run_gpu_checks.sh runs them on a GPU machine\n",
                gpu_why);
     }

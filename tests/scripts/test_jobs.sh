@@ -74,7 +74,8 @@ basic_cycle() {
         sleep 0.1
     done
     echo "  running row: $row"
-    check "[[ '$row' == running\|training\|* ]] && [[ '$row' == *\|t ]]" "$tag: bft.jobs shows the job running with progress (phase, step, percent)"
+    # (a model from scratch first pre-trains on the column: phase mlm, then training)
+    check "[[ '$row' == running\|training\|* || '$row' == running\|mlm\|* ]] && [[ '$row' == *\|t ]]" "$tag: bft.jobs shows the job running with progress (phase, step, percent: $row)"
     check "[ \"\$(q \"SELECT backend_type FROM pg_stat_activity WHERE pid = (SELECT pid FROM bft.jobs WHERE id = $id)\")\" = 'bft training job' ]" \
         "$tag: the job runs in a background worker (pg_stat_activity backend_type)"
     wait_state "$id" succeeded 120
