@@ -1001,6 +1001,15 @@ static void test_train_cpu_vs_gpu(void)
     bft_model_free(b);
 }
 
+/* A test hook of the CUDA emulator (tests/cuda_emu) when it is the loaded
+ * CUDA module ($BFT_CUDA_MODULE), else NULL (a real GPU). */
+static void *emu_hook(const char *name)
+{
+    const char *mod = getenv("BFT_CUDA_MODULE");
+    void *h = mod ? dlopen(mod, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    return h ? dlsym(h, name) : NULL;
+}
+
 /* Device memory comes back: the inference weight cache is dropped by
  * bft_device_release, a training frees everything it allocated, repeated
  * inference does not grow, and bft_cuda_release frees the rest. Measured with
@@ -1008,11 +1017,7 @@ static void test_train_cpu_vs_gpu(void)
  * per-process count to the test, so there only the sequence runs. */
 static void test_device_memory_released(void)
 {
-    size_t (*in_use)(void) = NULL;
-    const char *mod = getenv("BFT_CUDA_MODULE");
-    void *h = mod ? dlopen(mod, RTLD_NOW | RTLD_NOLOAD) : NULL;
-    if (h)
-        in_use = (size_t(*)(void))dlsym(h, "bft_cuda_emu_bytes_in_use");
+    size_t (*in_use)(void) = (size_t(*)(void))emu_hook("bft_cuda_emu_bytes_in_use");
     bft_model *m = load("tiny");
     if (!m)
         return;
@@ -1073,11 +1078,7 @@ static void test_device_memory_released(void)
  * own results. Upload volume is measured with the CUDA emulator's counter. */
 static void test_device_cache_models(void)
 {
-    size_t (*h2d)(void) = NULL;
-    const char *mod = getenv("BFT_CUDA_MODULE");
-    void *h = mod ? dlopen(mod, RTLD_NOW | RTLD_NOLOAD) : NULL;
-    if (h)
-        h2d = (size_t(*)(void))dlsym(h, "bft_cuda_emu_h2d_bytes");
+    size_t (*h2d)(void) = (size_t(*)(void))emu_hook("bft_cuda_emu_h2d_bytes");
     enum { NM = 5 };
     bft_model *m[NM];
     for (int i = 0; i < NM; i++) {
@@ -1139,11 +1140,7 @@ static void test_device_cache_models(void)
  * race) shows up here. */
 static void test_gpu_deterministic(void)
 {
-    void (*set_seed)(unsigned long long) = NULL;
-    const char *mod = getenv("BFT_CUDA_MODULE");
-    void *h = mod ? dlopen(mod, RTLD_NOW | RTLD_NOLOAD) : NULL;
-    if (h)
-        set_seed = (void (*)(unsigned long long))dlsym(h, "bft_cuda_emu_set_seed");
+    void (*set_seed)(unsigned long long) = (void (*)(unsigned long long))emu_hook("bft_cuda_emu_set_seed");
     for (int prec = BFT_PRECISION_FP32; prec <= BFT_PRECISION_BF16; prec++) {
         bft_model *a = load("tiny"), *b = load("tiny");
         if (!a || !b) {

@@ -22,11 +22,9 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 source tests/scripts/cluster.sh
+source tests/scripts/ops_lib.sh # ok / fail / check, PGOPTIONS, q (database $DB)
 set +e
-PASS=0; FAIL=0
-ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL - $*"; FAIL=$((FAIL + 1)); }
-check() { if eval "$1"; then ok "$2"; else fail "$2"; fi; }
+DB=postgres
 CLI="${BFT_CLI:-build/bft-cli}"
 CK=tests/data/ckpt
 EMU_SRC="$ROOT/build/emu/bft_cuda.so"
@@ -114,8 +112,6 @@ check '[ $rc != 0 ] && grep -q "no CUDA device" "$T/nodev.err"' \
 
 # ---------------------------------------------------------------- SQL
 cluster_start "$DIR/pg" "$PORT" >/dev/null || { echo "RESULT: $PASS passed, $((FAIL + 1)) failed"; exit 1; }
-q() { psql -X -q -t -A -d postgres -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
-export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
 q "CREATE EXTENSION bft" >/dev/null
 q "CREATE TABLE tw AS SELECT (ARRAY['stocks rally on earnings','bank cuts rates again','oil prices fall sharply'])[1 + i % 3]
    || ' ' || (ARRAY['today','this week','in asia','in europe','after hours'])[1 + i % 5] || ' ' || i AS text,
