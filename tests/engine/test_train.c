@@ -213,7 +213,11 @@ static void test_cancel_no_leak(void)
         cancelled += leak_round(m, &tr, &va, &err);
     struct mallinfo2 after = mallinfo2();
     CHECK(cancelled == 50, "%d of 50 trainings returned BFT_ECANCEL at the right step", cancelled);
-    CHECK(after.uordblks == before.uordblks,
+    /* A leak in the cancel, failure or success path repeats 50, 5 or 5 times:
+     * at least 5 chunks of >= 32 bytes (glibc's smallest), 160 bytes. glibc
+     * itself once showed 96 bytes more in the main arena (1 run in ~20:
+     * lazily made per-thread state), so 128 bytes of slack are allowed. */
+    CHECK(after.uordblks <= before.uordblks + 128 && before.uordblks <= after.uordblks + 128,
           "heap in use %zu -> %zu bytes after 50 cancels, 5 failures, 5 trainings, 5 predictions",
           before.uordblks, after.uordblks);
     toy_free(&tr);
