@@ -23,6 +23,8 @@
 #     (bf16 mixed precision) and PyTorch + transformers (bench_torch.py: bf16
 #     autocast, AdamW) on the same GPU in the same run; prints the ratios
 #     (goal: >= 1.2x PyTorch for training and for inference); also bft in fp32;
+#  3b. compute-sanitizer memcheck / initcheck / racecheck over test_cuda (the
+#     hardware counterpart of the CUDA emulator's checks), while time is left;
 #  4. one epoch of bft-cli train --device cuda over topic_train.csv (BERT-base
 #     shape from scratch with a learned 28996-token vocabulary, 10% held out),
 #     samples/s and held-out accuracy (skipped with --quick);
@@ -99,8 +101,10 @@ if [ $rc -ne 0 ]; then note "test_cuda FAILED (rc $rc)"; STATUS=1; fi
 if grep -q '^skip' "$O/test_cuda.log"; then note "test_cuda skipped the GPU cases: no usable GPU"; STATUS=1; fi
 
 say "3. benchmark: BERT-base shape, batch 32, seq 64"
-SHAPE="--layers 12 --hidden 768 --heads 12 --intermediate 3072 --vocab 28996 --batch 32 --seq 64"
-STEPS=60
+# (BFT_GPU_CHECK_SHAPE / _STEPS: a small shape for a rehearsal of this script
+# without a GPU, BFT_CUDA_MODULE=$PWD/build/emu/bft_cuda.so: the CUDA emulator)
+SHAPE=${BFT_GPU_CHECK_SHAPE:-"--layers 12 --hidden 768 --heads 12 --intermediate 3072 --vocab 28996 --batch 32 --seq 64"}
+STEPS=${BFT_GPU_CHECK_STEPS:-60}
 val() { grep -E "^$1:" "$2" | tail -n 1 | awk '{print $2}'; }
 timeout 150 "$BIN/bft-cli" bench $SHAPE --steps $STEPS --device cuda --precision bf16 >"$O/bench_bft_bf16.txt" 2>&1 \
     || { note "bft-cli bench (bf16) failed"; STATUS=1; }
@@ -121,6 +125,25 @@ if [ -n "${bt:-}" ] && [ -n "${pt:-}" ] && [ -n "${bi:-}" ] && [ -n "${pi:-}" ];
     note "$(awk -v a="$bt" -v b="$pt" -v c="$bi" -v d="$pi" \
         'BEGIN { printf "ratio bft/PyTorch (bf16): training %.2fx, inference %.2fx (goal >= 1.20x each)", a/b, c/d }')"
 fi
+fi
+
+# 3b. the real-hardware counterpart of the CUDA emulator's checks (tests/cuda_emu):
+# NVIDIA's compute-sanitizer over test_cuda (out-of-bounds and misaligned
+# accesses, uninitialised device memory, shared-memory races), if time is left
+if [ $EXTRA = 0 ] && time_left "step 3b (compute-sanitizer)"; then
+    say "3b. compute-sanitizer: memcheck, initcheck and racecheck of test_cuda"
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    if [ -x "$CS" ]; then
+        for tool in memcheck initcheck racecheck; do
+            time_left "compute-sanitizer $tool" || break
+            timeout 120 "$CS" --tool $tool --error-exitcode 3 "$BIN/test_cuda" >"$O/sanitize_$tool.log" 2>&1
+            rc=$?
+            note "$tool: rc $rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^RESULT' "$O/sanitize_$tool.log" | tr '\n' ' ')"
+            [ $rc -eq 3 ] && { STATUS=1; grep -m 5 -E '=========  (Invalid|Uninitialized|Race|Error)' "$O/sanitize_$tool.log"; }
+        done
+    else
+        note "no compute-sanitizer on this machine: skipped"
+    fi
 fi
 
 if [ $QUICK = 0 ] && time_left "step 4"; then
