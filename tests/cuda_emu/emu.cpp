@@ -15,7 +15,8 @@
  *   - device memory is mapped PROT_NONE except while a kernel, copy or GEMM
  *     runs, so host code that dereferences a device pointer faults at once
  *     (reported with the allocation it hit); each allocation ends at a guard
- *     page, so a kernel that reads or writes past the end faults too;
+ *     page, so a kernel that reads or writes past the end faults too (a write
+ *     into the allocation's 256-byte rounding is found after the kernel);
  *   - new device memory, shared memory (static and dynamic, before every
  *     block) are filled with all-one bits (NaN as float, -1 as int), so a
  *     read of memory nobody wrote shows up as NaN in the results;
@@ -169,6 +170,29 @@ const alloc *find_map(const void *p, uintptr_t *base)
             return &kv.second;
         }
     return NULL;
+}
+
+/* The bytes between an allocation's end and its 256-byte rounding (the guard
+ * page starts after the rounding) keep their poison unless a kernel wrote
+ * past the end: checked after every kernel. 0 when one was overwritten. */
+int check_slack(const char *kernel)
+{
+    int ok = 1;
+    for (auto &kv : allocs) {
+        const unsigned char *end = (const unsigned char *)kv.first + kv.second.bytes;
+        const unsigned char *lim = (const unsigned char *)kv.second.data + kv.second.data_len;
+        for (const unsigned char *q = end; q < lim; q++)
+            if (*q != 0xff) {
+                fail(cudaErrorIllegalAddress,
+                     "kernel %s wrote %td bytes past the end of the allocation of %zu bytes at %p "
+                     "(inside its 256-byte rounding: a GPU would not fault, but the bytes may "
+                     "belong to another allocation)",
+                     kernel, q - end + 1, kv.second.bytes, (void *)kv.first);
+                ok = 0;
+                break;
+            }
+    }
+    return ok;
 }
 
 void protect_all(int prot)
@@ -805,6 +829,8 @@ void emu_run(const emu_cfg &c, const char *kernel, void (*body)(void *), void *a
             break;
         }
     }
+    if (!block_error)
+        check_slack(kernel);
     running_kernel = NULL;
     cur_body = NULL;
 }

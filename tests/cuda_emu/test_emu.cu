@@ -446,6 +446,13 @@ static void kernel_oob(void)
     cudaStreamSynchronize(0);
 }
 
+static void kernel_small_overrun(void)
+{
+    float *d = dalloc(10); /* 40 bytes, rounded to 256: no fault, but the slack is watched */
+    k_write<<<1, 32>>>(d, 11);
+    _exit(cudaGetLastError() == cudaErrorIllegalAddress ? 7 : 1);
+}
+
 static void dyn_smem_oob(void)
 {
     float *d = dalloc(4);
@@ -538,6 +545,8 @@ static void test_mistakes_caught(void)
 {
     expect(host_deref, "host dereference of a device pointer", SIGSEGV, "HOST code touched device memory");
     expect(kernel_oob, "kernel writing past an allocation", SIGSEGV, "out of bounds");
+    expect(kernel_small_overrun, "kernel writing one element past an allocation", 0,
+           "bytes past the end");
     expect(dyn_smem_oob, "kernel writing past its dynamic shared memory", SIGSEGV, "k_dyn");
     expect(divergent_barrier, "barrier in divergent code", 0, "exited while the others wait");
     expect(partial_shuffle, "shuffle with absent lanes", 0, "wait in a warp shuffle");
