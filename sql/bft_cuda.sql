@@ -37,10 +37,21 @@ SELECT try_cuda($$SELECT * FROM bft_classify_batch(ARRAY['alpha beta 7', 'gamma 
 SELECT try_cuda($$SELECT * FROM bft_evaluate('c_cpu', 'cdocs', 'body', 'tag')$$);
 SELECT count(*) AS rows, max(abs(u.a - u.b)) < 0.02 AS within_bf16_tolerance
   FROM c_cpu_probs c JOIN c_gpu_probs g USING (body), unnest(c.p, g.p) AS u(a, b);
+-- exact fp32 on the device: the CPU's probabilities to rounding
+SET bft.cuda_precision = 'fp32';
+CREATE TABLE c_gpu32_probs (body text, p real[]);
+SELECT try_cuda($$INSERT INTO c_gpu32_probs SELECT body, bft_predict_proba(body, 'c_cpu') FROM cdocs$$);
+SELECT count(*) AS rows, max(abs(u.a - u.b)) < 1e-5 AS within_fp32_rounding
+  FROM c_cpu_probs c JOIN c_gpu32_probs g USING (body), unnest(c.p, g.p) AS u(a, b);
+SELECT try_cuda($$SELECT bft_train('cdocs', 'body', 'tag', epochs => 1, mlm_epochs => 0,
+       model => 'c_gpu', architecture => '$$ || :'tiny' || $$', device => 'cuda')$$);
+SELECT version, params->>'device' AS device, params->>'precision' AS precision
+  FROM bft.models WHERE name = 'c_gpu' ORDER BY version;
+RESET bft.cuda_precision;
 RESET bft.device;
 
 -- the CPU is unaffected either way
 SELECT bft_classify('alpha beta 7', 'c_cpu') IN ('a', 'g') AS cpu_works;
 SELECT bft_drop_model(name) FROM (SELECT DISTINCT name FROM bft.models WHERE name LIKE 'c\_%') s ORDER BY 1;
-DROP TABLE cdocs, c_cpu_probs, c_gpu_probs;
+DROP TABLE cdocs, c_cpu_probs, c_gpu_probs, c_gpu32_probs;
 DROP FUNCTION try_cuda(text);

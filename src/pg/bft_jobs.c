@@ -336,19 +336,25 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 	reap_dead_jobs();
 
 	{
-		Oid			t[5] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID};
-		Datum		v[5];
+		Oid			t[7] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		v[7];
+		const char *device = GetConfigOption("bft.device", true, false);
+		const char *precision = GetConfigOption("bft.cuda_precision", true, false);
 
+		/* the job trains with the submitting session's engine settings */
 		threads = GetConfigOption("bft.threads", true, false);
 		v[0] = CStringGetTextDatum(model);
 		v[1] = argsjson;
 		v[2] = ObjectIdGetDatum(userid);
 		v[3] = CStringGetTextDatum(src.relname);
 		v[4] = CStringGetTextDatum(threads ? threads : "0");
+		v[5] = CStringGetTextDatum(device ? device : "cpu");
+		v[6] = CStringGetTextDatum(precision ? precision : "bf16");
 		ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
 							" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
-							" $4, pg_catalog.jsonb_build_object('bft.threads', $5)) RETURNING id",
-							5, t, v, NULL, 1);
+							" $4, pg_catalog.jsonb_build_object('bft.threads', $5, 'bft.device', $6,"
+							" 'bft.cuda_precision', $7)) RETURNING id",
+							7, t, v, NULL, 1);
 		if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 			elog(ERROR, "could not insert into bft.train_jobs");
 		jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -604,7 +610,9 @@ bft_job_main(Datum main_arg)
 	BftJobExtra extra;
 	int64		jobid;
 	char	   *args = NULL;
-	char	   *settings_threads = NULL;
+	/* the engine settings of the submitting session (bft.train_jobs.settings) */
+	static const char *const setting_names[] = {"bft.threads", "bft.device", "bft.cuda_precision"};
+	char	   *settings[lengthof(setting_names)] = {NULL};
 	char	   *state;
 	char	   *call;
 	MemoryContext jobcxt;
@@ -639,7 +647,8 @@ bft_job_main(Datum main_arg)
 
 		v[0] = Int64GetDatum(jobid);
 		v[1] = Int32GetDatum(MyProcPid);
-		ret = exec_as_owner("SELECT state, args::text, settings->>'bft.threads'"
+		ret = exec_as_owner("SELECT state, args::text, settings->>'bft.threads', settings->>'bft.device',"
+							" settings->>'bft.cuda_precision'"
 							" FROM bft.train_jobs WHERE id = $1 FOR UPDATE", 1, t, v, NULL, 1);
 		if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		{
@@ -655,11 +664,12 @@ bft_job_main(Datum main_arg)
 			proc_exit(0);
 		}
 		args = MemoryContextStrdup(jobcxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+		for (int i = 0; i < (int) lengthof(setting_names); i++)
 		{
-			char	   *th = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+			char	   *val = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3 + i);
 
-			if (th)
-				settings_threads = MemoryContextStrdup(jobcxt, th);
+			if (val)
+				settings[i] = MemoryContextStrdup(jobcxt, val);
 		}
 		exec_as_owner("UPDATE bft.train_jobs SET state = 'running', started_at = now(), pid = $2"
 					  " WHERE id = $1", 2, t, v, NULL, 0);
@@ -674,8 +684,9 @@ bft_job_main(Datum main_arg)
 		int			ret;
 
 		worker_begin(activity);
-		if (settings_threads)
-			SetConfigOption("bft.threads", settings_threads, PGC_USERSET, PGC_S_SESSION);
+		for (int i = 0; i < (int) lengthof(setting_names); i++)
+			if (settings[i])
+				SetConfigOption(setting_names[i], settings[i], PGC_USERSET, PGC_S_SESSION);
 		call = build_train_call();
 		v[0] = CStringGetTextDatum(args);
 		ret = SPI_execute_with_args(call, 1, t, v, NULL, false, 0);

@@ -20,6 +20,13 @@ int			bft_model_cache_size = 2;
 char	   *bft_default_model = NULL;
 int			bft_progress_interval = 5;
 char	   *bft_device = NULL;
+int			bft_cuda_precision = BFT_PRECISION_BF16;
+
+static const struct config_enum_entry cuda_precision_options[] = {
+	{"bf16", BFT_PRECISION_BF16, false},
+	{"fp32", BFT_PRECISION_FP32, false},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 
@@ -63,6 +70,14 @@ _PG_init(void)
 							   "or newer; without one it is an ERROR, never a silent fallback to the CPU.",
 							   &bft_device, "cpu",
 							   PGC_USERSET, 0, check_bft_device, NULL, NULL);
+	DefineCustomEnumVariable("bft.cuda_precision",
+							 "Arithmetic of bft's engine on the CUDA device: 'bf16' or 'fp32'.",
+							 "bf16 (the default): matrix products with bf16 operands and fp32 "
+							 "accumulation, fp32 master weights, optimizer state and statistics. "
+							 "fp32: everything in fp32 (slower; agrees with the CPU to rounding). "
+							 "The CPU always computes in fp32.",
+							 &bft_cuda_precision, BFT_PRECISION_BF16, cuda_precision_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("bft");
 #else
@@ -106,13 +121,22 @@ bft_apply_threads(void)
 	bft_set_threads(bft_threads);
 }
 
+/* The engine precision for device: bft.cuda_precision on CUDA, fp32 (auto) on the CPU. */
+int
+bft_precision_for(int device)
+{
+	return device == BFT_DEVICE_CUDA ? bft_cuda_precision : BFT_PRECISION_AUTO;
+}
+
 /* Apply bft.device before an inference call (bft_train takes its device from its argument). */
 void
 bft_apply_device(void)
 {
 	bft_error	err;
 
-	if (bft_set_device(bft_resolve_device(NULL), BFT_PRECISION_AUTO, &err) != BFT_OK)
+	int			dev = bft_resolve_device(NULL);
+
+	if (bft_set_device(dev, bft_precision_for(dev), &err) != BFT_OK)
 		bft_report_engine_error(&err, "could not select bft.device");
 }
 

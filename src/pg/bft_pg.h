@@ -30,7 +30,9 @@ extern int	bft_progress_interval;
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
 extern char *bft_device;
+extern int	bft_cuda_precision;
 extern int	bft_resolve_device(const char *name);
+extern int	bft_precision_for(int device);
 extern void bft_apply_device(void);
 extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
 extern int	bft_engine_errcode(int code);

@@ -1059,6 +1059,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.poll = bft_poll_interrupts;
 	opts.poll_ctx = &pc.edata;
 	opts.device = train_device;
+	opts.precision = bft_precision_for(train_device);
 
 	/* ---- MLM pre-training on the column's own text ---- */
 	memset(&mlm_res, 0, sizeof(mlm_res));
@@ -1172,6 +1173,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
+	if (train_device == BFT_DEVICE_CUDA)
+		appendStringInfo(&params, ", \"precision\": \"%s\"",
+						 bft_cuda_precision == BFT_PRECISION_FP32 ? "fp32" : "bf16");
 	if (scratch)
 		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"

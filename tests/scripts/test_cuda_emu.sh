@@ -145,6 +145,19 @@ check 'grep -q "canceling statement due to statement timeout" <<<"$out"' "statem
 check 'grep -q "^cls:" <<<"$out" && grep -q "^ver:2$" <<<"$out"' \
     "after the cancel the same session classifies and trains on the GPU ($(tr '\n' ' ' <<<"$out" | head -c 200))"
 check '[ "$(q "SELECT count(*) FROM bft.models WHERE name = '"'m_long'"'")" = 0 ]' "the cancelled training left no model"
+# a background job trains with the submitter's bft.device and bft.cuda_precision
+jid=$(psql -X -q -t -A -d postgres -c "SET bft.device = 'cuda'" -c "SET bft.cuda_precision = 'fp32'" \
+      -c "SELECT bft_train_async($TRAIN, model => 'm_job')" 2>&1 | tail -n 1)
+st=""
+for _ in $(seq 1 600); do
+    st=$(q "SELECT state FROM bft.jobs WHERE id = ${jid:-0}")
+    [ "$st" = succeeded ] || [ "$st" = failed ] || [ "$st" = cancelled ] && break
+    sleep 0.2
+done
+jp=$(q "SELECT params->>'device' || '/' || (params->>'precision') FROM bft.models WHERE name = 'm_job'")
+check '[ "$st" = succeeded ] && [ "$jp" = cuda/fp32 ]' \
+    "bft_train_async under SET bft.device = 'cuda', bft.cuda_precision = 'fp32' trains on the GPU in fp32 (job $jid: $st, $jp $(q "SELECT error FROM bft.jobs WHERE id = ${jid:-0}"))"
+
 # the pg_regress test bft_cuda must match its with-a-GPU output (expected/bft_cuda_1.out)
 RO="$DIR/regress"; mkdir -p "$RO"; chmod 777 "$RO"
 PGOPTIONS= "$(pg_config --pkglibdir)/pgxs/src/test/regress/pg_regress" --inputdir=. --outputdir="$RO" \
