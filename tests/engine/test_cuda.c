@@ -928,22 +928,38 @@ static void test_golden_bf16(void)
 
 /* Training with dropout on CPU and GPU (fp32): same masks, same data order,
  * so the same weights within fp32 rounding; bft_predict agrees too. */
-static void test_train_cpu_vs_gpu(void)
+/* Two copies of the tiny model (0 when either failed to load: both freed). */
+static int two_tiny(bft_model **a, bft_model **b)
 {
-    bft_model *a = load("tiny"), *b = load("tiny");
-    if (!a || !b) {
-        bft_model_free(a);
-        bft_model_free(b);
-        return;
-    }
-    mini_ds d;
-    bft_error e;
-    mini_make(&d, 40, a->cfg.vocab_size, 20, a->cfg.num_labels, 9);
+    *a = load("tiny");
+    *b = load("tiny");
+    if (*a && *b)
+        return 1;
+    bft_model_free(*a);
+    bft_model_free(*b);
+    return 0;
+}
+
+/* 2 epochs, batch 8, lr 1e-3, dropout 0.1: short trainings to compare. */
+static bft_train_opts short_training(void)
+{
     bft_train_opts o = bft_train_default_opts();
     o.epochs = 2;
     o.batch_size = 8;
     o.learning_rate = 1e-3f;
     o.dropout = 0.1f;
+    return o;
+}
+
+static void test_train_cpu_vs_gpu(void)
+{
+    bft_model *a, *b;
+    if (!two_tiny(&a, &b))
+        return;
+    mini_ds d;
+    bft_error e;
+    mini_make(&d, 40, a->cfg.vocab_size, 20, a->cfg.num_labels, 9);
+    bft_train_opts o = short_training();
     bft_train_result ra, rb;
     CHECK(bft_train(a, &d.ds, &o, NULL, NULL, &ra, &e) == BFT_OK, "cpu: %s", e.msg);
     o.device = BFT_DEVICE_CUDA;
@@ -1142,20 +1158,13 @@ static void test_gpu_deterministic(void)
 {
     void (*set_seed)(unsigned long long) = (void (*)(unsigned long long))emu_hook("bft_cuda_emu_set_seed");
     for (int prec = BFT_PRECISION_FP32; prec <= BFT_PRECISION_BF16; prec++) {
-        bft_model *a = load("tiny"), *b = load("tiny");
-        if (!a || !b) {
-            bft_model_free(a);
-            bft_model_free(b);
+        bft_model *a, *b;
+        if (!two_tiny(&a, &b))
             return;
-        }
         mini_ds d;
         bft_error e;
         mini_make(&d, 24, a->cfg.vocab_size, 16, a->cfg.num_labels, 4);
-        bft_train_opts o = bft_train_default_opts();
-        o.epochs = 2;
-        o.batch_size = 8;
-        o.learning_rate = 1e-3f;
-        o.dropout = 0.1f;
+        bft_train_opts o = short_training();
         o.device = BFT_DEVICE_CUDA;
         o.precision = prec;
         bft_train_result r;
