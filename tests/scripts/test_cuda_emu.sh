@@ -135,6 +135,19 @@ cmp=$(psql -X -q -t -A -d postgres -c "SET bft.device = 'cuda'" \
 check 'awk -F"|" "{ exit !(\$1 == 720 && \$2 <= 0.02 && \$2 > 0) }" <<<"$cmp"' \
     "SET bft.device = 'cuda': bft_predict_proba of every row computed on the device, within bf16 tolerance 2e-2 of the CPU (values|max diff $cmp)"
 
+# parallel workers classify on the GPU too (each process opens the device):
+# identical to a serial GPU run (the kernels are deterministic)
+q "ANALYZE tw" >/dev/null
+PAR="SET bft.device = 'cuda'; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+     SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+     SET parallel_leader_participation = off;"
+SEL="SELECT text, bft_predict_proba(text, 'm_cpu') AS p FROM tw"
+an=$(q "$PAR EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $SEL")
+ser=$(q "SET bft.device = 'cuda'; SELECT md5(string_agg(text || ':' || p::text, ',' ORDER BY text)) FROM ($SEL) s")
+par=$(q "$PAR SELECT md5(string_agg(text || ':' || p::text, ',' ORDER BY text)) FROM ($SEL) s")
+check 'grep -q "Workers Launched: 2" <<<"$an" && [ -n "$ser" ] && [ "$ser" = "$par" ]' \
+    "2 parallel workers classify on the GPU, identical to a serial GPU run ($(grep -oE 'Workers Launched: [0-9]+' <<<"$an"))"
+
 # a GPU training cancelled by statement_timeout, then the same session uses the GPU again
 out=$(psql -X -q -t -A -d postgres -c "SET statement_timeout = '1500ms'" \
       -c "SELECT version FROM bft_train('tw', 'text', 'label', 50, model => 'm_long', mlm_epochs => 0, architecture => '$ARCH', device => 'cuda')" \
