@@ -95,7 +95,7 @@ $(BUILD)/emu/test_emu.cpp: tests/cuda_emu/test_emu.cu tests/cuda_emu/convert.sed
 # the emulator's own tests (no nvcc needed: built in every `make unit`)
 $(BUILD)/tests/test_emu: $(BUILD)/emu/test_emu.cpp $(BUILD)/emu/emu.o tests/lib/test.h
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_CXXFLAGS) -Itests/lib -o $@ $< $(BUILD)/emu/emu.o -lpthread -lm
+	$(CXX) $(EMU_CXXFLAGS) -Itests/lib -o $@ $< $(BUILD)/emu/emu.o -lopenblas -lpthread -lm
 unit: $(BUILD)/tests/test_emu
 $(BUILD)/emu/%.o: $(BUILD)/emu/%.cpp $(wildcard tests/cuda_emu/include/*.h) $(wildcard src/engine/cuda/*.h) $(wildcard src/engine/*.h)
 	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
@@ -103,7 +103,7 @@ $(BUILD)/emu/emu.o: tests/cuda_emu/emu.cpp $(wildcard tests/cuda_emu/include/*.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
 $(EMU_MODULE): $(BUILD)/emu/ops_cuda_emu.o $(BUILD)/emu/emu.o
-	$(CXX) -shared -o $@ $^ -Wl,--no-undefined -lpthread -lm
+	$(CXX) -shared -o $@ $^ -Wl,--no-undefined -lopenblas -lpthread -lm
 emu: $(EMU_MODULE)
 .PHONY: emu
 ifeq ($(USE_CUDA),1)

@@ -9,7 +9,7 @@
  * __syncwarp with their masks, static and dynamic shared memory, the runtime
  * calls (malloc/free/memcpy/memset/streams/errors) and cuBLAS GemmEx /
  * GemmStridedBatchedEx (column-major, fp32 and bf16 operands, fp32
- * accumulation in index order, beta = 0 does not read C).
+ * accumulation through OpenBLAS's sgemm, beta = 0 does not read C).
  *
  * What it checks, as a GPU would fault or silently misbehave:
  *   - device memory is mapped PROT_NONE except while a kernel, copy or GEMM
@@ -38,7 +38,9 @@
  *
  * Environment: BFT_CUDA_EMU_MEM (bytes of device memory, suffix K/M/G;
  * default 16G), BFT_CUDA_EMU_SEED (scheduling order; default 1),
- * BFT_CUDA_EMU_DEVICES (device count; default 1, 0 = no device).
+ * BFT_CUDA_EMU_DEVICES (device count; default 1, 0 = no device),
+ * BFT_CUDA_EMU_PROTECT=0 (device memory stays host-readable: faster, for long
+ * runs; host dereferences of device pointers then go unnoticed).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -60,6 +62,13 @@
 #include "cuda_runtime.h"
 
 dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+/* OpenBLAS's CBLAS single-precision GEMM (the emulated cuBLAS computes with it). */
+enum { CBLAS_COL_MAJOR = 102, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+extern "C" void openblas_set_num_threads(int n);
+extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha,
+                            const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                            int ldc);
 
 namespace {
 
@@ -195,8 +204,23 @@ int check_slack(const char *kernel)
     return ok;
 }
 
+/* BFT_CUDA_EMU_PROTECT=0 leaves device memory readable by the host (faster:
+ * two mprotect calls per allocation and device operation are saved; for long
+ * runs such as quality comparisons, not for the tests). */
+int protecting(void)
+{
+    static int p = -1;
+    if (p < 0) {
+        const char *s = getenv("BFT_CUDA_EMU_PROTECT");
+        p = !(s && strcmp(s, "0") == 0);
+    }
+    return p;
+}
+
 void protect_all(int prot)
 {
+    if (!protecting())
+        return;
     for (auto &kv : allocs)
         if (mprotect(kv.second.data, kv.second.data_len, prot) != 0) {
             perror("bft CUDA emulator: mprotect");
@@ -673,25 +697,42 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
             }
         }
     }
+    static int one_thread = 0;
+    if (!one_thread) { /* idle OpenBLAS threads spin: one thread, as the engine's CPU side */
+        openblas_set_num_threads(1);
+        one_thread = 1;
+    }
     device_scope open;
+    std::vector<float> abuf, bbuf;
     for (int b = 0; b < batch; b++) {
         const char *Ab = (const char *)A + (long long)b * sA * (long long)es;
         const char *Bb = (const char *)B + (long long)b * sB * (long long)es;
         float *Cb = (float *)C + (long long)b * sC;
-        for (int j = 0; j < n; j++)
-            for (int i = 0; i < m; i++) {
-                float s = 0.0f;
-                if (al != 0.0f)
-                    for (int l = 0; l < k; l++) {
-                        size_t ai = ta == CUBLAS_OP_N ? (size_t)i + (size_t)l * lda
-                                                      : (size_t)l + (size_t)i * lda;
-                        size_t bi = tb == CUBLAS_OP_N ? (size_t)l + (size_t)j * ldb
-                                                      : (size_t)j + (size_t)l * ldb;
-                        s += load(Ab, At, ai) * load(Bb, Bt, bi);
-                    }
-                float *c = Cb + (size_t)i + (size_t)j * ldc;
-                *c = be == 0.0f ? al * s : al * s + be * *c;
-            }
+        if (k == 0 || al == 0.0f) { /* C = beta C; beta = 0 does not read C */
+            for (int j = 0; j < n; j++)
+                for (int i = 0; i < m; i++) {
+                    float *c = Cb + (size_t)i + (size_t)j * ldc;
+                    *c = be == 0.0f ? 0.0f : be * *c;
+                }
+            continue;
+        }
+        /* bf16 operands are exact in fp32, so their products are too: an fp32
+         * GEMM of the widened operands is cuBLAS's bf16 GEMM with fp32
+         * accumulation (up to the order of the sums) */
+        const float *Af = (const float *)Ab, *Bf = (const float *)Bb;
+        if (At == CUDA_R_16BF) {
+            abuf.resize(ea);
+            bbuf.resize(eb);
+            for (size_t i = 0; i < ea; i++)
+                abuf[i] = load(Ab, At, i);
+            for (size_t i = 0; i < eb; i++)
+                bbuf[i] = load(Bb, Bt, i);
+            Af = abuf.data();
+            Bf = bbuf.data();
+        }
+        cblas_sgemm(CBLAS_COL_MAJOR, ta == CUBLAS_OP_N ? CBLAS_NO_TRANS : CBLAS_TRANS,
+                    tb == CUBLAS_OP_N ? CBLAS_NO_TRANS : CBLAS_TRANS, m, n, k, al, Af, lda, Bf, ldb,
+                    be, Cb, ldc);
     }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -979,7 +1020,7 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes)
         return last_err = cudaErrorMemoryAllocation;
     }
     memset(a.data, 0xff, data_len); /* uninitialised device memory reads as NaN / -1 */
-    if (!device_open)
+    if (!device_open && protecting())
         mprotect(a.data, data_len, PROT_NONE);
     char *p = a.data + data_len - rounded;
     allocs[(uintptr_t)p] = a;

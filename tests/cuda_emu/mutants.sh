@@ -27,7 +27,7 @@ mutant() {
         return
     fi
     sed -E -f tests/cuda_emu/convert.sed "$W/$name.cu" >"$W/$name.cpp"
-    g++ $FLAGS -c "$W/$name.cpp" -o "$W/$name.o" && g++ -shared -o "$W/$name.so" "$W/$name.o" build/emu/emu.o -lpthread -lm \
+    g++ $FLAGS -c "$W/$name.cpp" -o "$W/$name.o" && g++ -shared -o "$W/$name.so" "$W/$name.o" build/emu/emu.o -lopenblas -lpthread -lm \
         || { echo "ERROR  $name: does not compile"; survived=$((survived + 1)); return; }
     (BFT_CUDA_MODULE="$PWD/$W/$name.so" timeout 600 build/tests/test_cuda >"$W/$name.log" 2>&1) 2>/dev/null
     local rc=$?
