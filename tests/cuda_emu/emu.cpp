@@ -32,9 +32,12 @@
  *     go, in a shuffled order (lanes too, between warp synchronisations), and
  *     blocks in a shuffled order, so code that depends on an order the
  *     hardware does not guarantee (a missing barrier) tends to read poison.
- * What it cannot show: timing, occupancy, real cuBLAS/libdevice rounding,
- * races between concurrently running blocks or streams (blocks run one at a
- * time), and anything about the actual driver.
+ * Blocks run one at a time: a result that depends on the order of blocks
+ * shows up when two schedules (BFT_CUDA_EMU_SEED, bft_cuda_emu_set_seed) give
+ * different bits (test_cuda's determinism test), but updates lost between
+ * truly concurrent blocks (non-atomic read-modify-write) cannot happen here.
+ * What it cannot show either: timing, occupancy, real cuBLAS/libdevice
+ * rounding, streams running concurrently, and anything about the driver.
  *
  * Environment: BFT_CUDA_EMU_MEM (bytes of device memory, suffix K/M/G;
  * default 16G), BFT_CUDA_EMU_SEED (scheduling order; default 1),
