@@ -111,6 +111,12 @@ RETURNS TABLE (token text, token_id int, score real)
 AS 'MODULE_PATHNAME', 'bft_fill_mask_sql'
 LANGUAGE C STABLE PARALLEL SAFE ROWS 10;
 
+-- The compute devices as this backend sees them (asking initialises CUDA here).
+CREATE FUNCTION bft_devices()
+RETURNS TABLE (device text, available bool, name text, detail text)
+AS 'MODULE_PATHNAME', 'bft_devices_sql'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
 CREATE FUNCTION bft_tokenize(text text, model text DEFAULT NULL)
 RETURNS TABLE (token text, token_id int)
 AS 'MODULE_PATHNAME', 'bft_tokenize_sql'

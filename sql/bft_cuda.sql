@@ -14,6 +14,11 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
+-- what this backend sees (the detail of an unavailable device is its reason)
+SELECT device, available,
+       CASE WHEN available THEN detail ELSE 'reason given: ' || (detail <> '') END AS detail
+  FROM bft_devices() WHERE device = 'cuda';
+SELECT device, available FROM bft_devices() WHERE device = 'cpu';
 CREATE TABLE cdocs AS
   SELECT CASE WHEN i % 2 = 0 THEN 'alpha beta ' ELSE 'gamma delta ' END || i AS body,
          CASE WHEN i % 2 = 0 THEN 'a' ELSE 'g' END AS tag

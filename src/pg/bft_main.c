@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "miscadmin.h"
 #include "catalog/pg_type.h"
@@ -14,6 +15,8 @@
 #include "utils/tuplestore.h"
 
 PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(bft_devices_sql);
 
 int			bft_threads = 0;
 int			bft_model_cache_size = 2;
@@ -138,6 +141,48 @@ bft_apply_device(void)
 
 	if (bft_set_device(dev, bft_precision_for(dev), &err) != BFT_OK)
 		bft_report_engine_error(&err, "could not select bft.device");
+}
+
+/*
+ * bft_devices() -> (device, available, name, detail): the CPU and the CUDA
+ * device as this backend sees them; detail is the arithmetic used, or why the
+ * device cannot be used. Asking initialises CUDA in this backend (a context on
+ * the GPU for the rest of the session), never in the postmaster.
+ */
+Datum
+bft_devices_sql(PG_FUNCTION_ARGS)
+{
+	static const Oid types[4] = {TEXTOID, BOOLOID, TEXTOID, TEXTOID};
+	TupleDesc	tupdesc;
+	Tuplestorestate *ts;
+	bft_error	err;
+	int			devs[2] = {BFT_DEVICE_CPU, BFT_DEVICE_CUDA};
+	int			i;
+
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, types, 4);
+	for (i = 0; i < 2; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		bool		ok = bft_device_available(devs[i], &err) == BFT_OK;
+		char		detail[sizeof(err.msg) + 64];
+
+		if (!ok)
+			snprintf(detail, sizeof(detail), "%s", err.msg);
+		else if (devs[i] == BFT_DEVICE_CPU)
+			snprintf(detail, sizeof(detail), "fp32, %ld CPUs online, bft.threads = %d",
+					 sysconf(_SC_NPROCESSORS_ONLN), bft_threads);
+		else
+			snprintf(detail, sizeof(detail), "%s (bft.cuda_precision)",
+					 bft_cuda_precision == BFT_PRECISION_FP32 ? "fp32"
+					 : "bf16 mixed precision");
+		values[0] = CStringGetTextDatum(devs[i] == BFT_DEVICE_CPU ? "cpu" : "cuda");
+		values[1] = BoolGetDatum(ok);
+		values[2] = CStringGetTextDatum(bft_device_name(devs[i]));
+		values[3] = CStringGetTextDatum(detail);
+		tuplestore_putvalues(ts, tupdesc, values, nulls);
+	}
+	PG_RETURN_NULL();
 }
 
 /* SQLSTATE for an engine status. */

@@ -116,6 +116,9 @@ q "CREATE EXTENSION bft" >/dev/null
 q "CREATE TABLE tw AS SELECT (ARRAY['stocks rally on earnings','bank cuts rates again','oil prices fall sharply'])[1 + i % 3]
    || ' ' || (ARRAY['today','this week','in asia','in europe','after hours'])[1 + i % 5] || ' ' || i AS text,
    i % 3 AS label FROM generate_series(1, 240) i" >/dev/null
+dv=$(q "SELECT available || '|' || name || '|' || detail FROM bft_devices() WHERE device = 'cuda'")
+check '[[ "$dv" == "true|bft CUDA emulator (CPU) (sm_90, "*"|bf16 mixed precision (bft.cuda_precision)" ]]' \
+    "bft_devices() shows the (emulated) GPU with its name and precision ($dv)"
 ARCH='{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 200}'
 TRAIN="'tw', 'text', 'label', 8, mlm_epochs => 0, batch_size => 16, learning_rate => 5e-3, architecture => '$ARCH'"
 l_cpu=$(q "SELECT train_loss FROM bft_train($TRAIN, model => 'm_cpu', device => 'cpu')")
