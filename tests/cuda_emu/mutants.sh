@@ -29,7 +29,8 @@ mutant() {
     sed -E -f tests/cuda_emu/convert.sed "$W/$name.cu" >"$W/$name.cpp"
     g++ $FLAGS -c "$W/$name.cpp" -o "$W/$name.o" && g++ -shared -o "$W/$name.so" "$W/$name.o" build/emu/emu.o -lopenblas -lpthread -lm \
         || { echo "ERROR  $name: does not compile"; survived=$((survived + 1)); return; }
-    (BFT_CUDA_MODULE="$PWD/$W/$name.so" timeout 600 build/tests/test_cuda >"$W/$name.log" 2>&1) 2>/dev/null
+    # (in a subshell that reports the crash to /dev/null and exits with its status)
+    (BFT_CUDA_MODULE="$PWD/$W/$name.so" timeout 600 build/tests/test_cuda >"$W/$name.log" 2>&1; exit $?) 2>/dev/null
     local rc=$?
     if [ $rc -ne 0 ]; then
         echo "killed   $name (rc $rc): $(grep -m1 -E 'FAIL|bft CUDA emulator' "$W/$name.log" | cut -c1-150)"
