@@ -45,11 +45,8 @@
 /* ---------------------------------------------------------------- golden files */
 
 #include "golden.h"
+#include "golden_train.h"
 
-static int is_key_bias(const char *n)
-{
-    return strstr(n, "attention.self.key.bias") != NULL;
-}
 
 /* ---------------------------------------------------------------- checks */
 
@@ -86,7 +83,7 @@ static void check_grads(const golden *gd, const bft_model *m, const float *gmem,
             mt = fmax(mt, fabs(b[k]));
         int bad = 0;
         for (int64_t k = 0; k < r->numel && bad < 3; k++) {
-            if (is_key_bias(ti[i].name)) {
+            if (golden_is_key_bias(ti[i].name)) {
                 if (!(fabs(a[k]) <= 1e-6 * G)) {
                     CHECK(0, "%s[%lld] = %g: should be ~0 (analytically zero)", ti[i].name,
                           (long long)k, a[k]);
@@ -214,29 +211,11 @@ static void cls_golden(const char *name)
     free(gmem);
 
     /* 10 steps of bft_train on the same 4 examples */
-    const double *hp = NULL;
-    const rec *rh = gfind(&gd, "train/hparams");
-    float hpf[5];
-    memcpy(hpf, rh->data, sizeof hpf);
-    (void)hp;
-    int64_t *off = malloc((size_t)(B + 1) * sizeof *off);
-    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
-    off[0] = 0;
-    for (int b = 0; b < B; b++) {
-        memcpy(tok + off[b], ids + (size_t)b * T, (size_t)lens[b] * sizeof *tok);
-        off[b + 1] = off[b] + lens[b];
-    }
-    bft_dataset ds = {B, tok, off, labels};
-    bft_train_opts o = bft_train_default_opts();
-    o.learning_rate = hpf[0];
-    o.weight_decay = hpf[1];
-    o.warmup_ratio = hpf[2];
-    o.max_grad_norm = hpf[3];
-    o.epochs = (int)hpf[4];
-    o.batch_size = B;
-    o.shuffle = 0;
-    o.dropout = 0.0f;
-    lr_ctx lc = {gfind(&gd, "train/lrs")->data, (int)hpf[4], 0, 0};
+    int32_t *tok;
+    int64_t *off;
+    bft_dataset ds = golden_train_set(ids, lens, labels, B, T, &tok, &off);
+    bft_train_opts o = golden_train_opts(&gd, B);
+    lr_ctx lc = {gfind(&gd, "train/lrs")->data, o.epochs, 0, 0};
     bft_train_result res;
     int rc = bft_train(m, &ds, &o, lr_cb, &lc, &res, &err);
     CHECK(rc == 0, "bft_train: %s", err.msg);
@@ -247,38 +226,9 @@ static void cls_golden(const char *name)
                                  glosses[5] + glosses[6] + glosses[7] + glosses[8] + glosses[9]) / 10) <
               1e-4,
           "train loss %.6f", res.train_loss);
-    double sum_lr = 0.0;
-    for (int s = 0; s < 10; s++)
-        sum_lr += lc.lrs[s];
-    int n = 0, compared = 0;
-    double worst = 0.0;
-    bft_tensor_info *ti = bft_params_tensors(&m->cfg, m->parts, &n);
-    for (int i = 0; i < n; i++) {
-        char key[128];
-        snprintf(key, sizeof key, "param10/%s", ti[i].name);
-        const rec *r = gfind(&gd, key);
-        if (!r)
-            continue;
-        const float *b = r->data, *x = m->params_mem + ti[i].offset;
-        int bad = 0;
-        for (int64_t k = 0; k < r->numel && bad < 3; k++) {
-            double e = fabs((double)x[k] - b[k]);
-            double tol = is_key_bias(ti[i].name) ? 3.0 * sum_lr
-                                                 : 2e-5 * fmax(fabs(b[k]), 0.05) + 1e-3 * sum_lr;
-            if (!is_key_bias(ti[i].name) && e / tol > worst)
-                worst = e / tol;
-            if (!(e <= tol)) {
-                CHECK(0, "%s after 10 steps %s[%lld]: engine %.8g, torch %.8g", name, ti[i].name,
-                      (long long)k, x[k], b[k]);
-                bad++;
-            }
-        }
-        compared++;
-    }
+    golden_params10 p10 = golden_check_params10(&gd, m, name, 1e-3);
     printf("  %s: %d tensors after 10 AdamW steps compared, worst error / tolerance %.2f\n", name,
-           compared, worst);
-    CHECK(compared >= n - 5, "only %d tensors compared", compared);
-    free(ti);
+           p10.compared, p10.worst);
     free(off);
     free(tok);
     bft_model_free(m);

@@ -45,6 +45,7 @@
 #include "ops.h"
 #include "rng.h"
 #include "test.h"
+#include "testdata.h"
 #include "train.h"
 
 #define CKPT "tests/data/ckpt/"
@@ -60,16 +61,6 @@ static char gpu_why[512];      /* why not */
     } while (0)
 
 /* ---------------------------------------------------------------- helpers */
-
-static float *randn(size_t n, uint64_t seed, float scale)
-{
-    bft_rng r;
-    float *x = malloc(n * sizeof *x);
-    bft_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++)
-        x[i] = scale * bft_rng_normal(&r);
-    return x;
-}
 
 static bft_model *load(const char *name)
 {
@@ -577,11 +568,8 @@ static void test_ops_bf16(void)
 /* ---------------------------------------------------------------- GPU: goldens */
 
 #include "golden.h"
+#include "golden_train.h"
 
-static int is_key_bias(const char *n)
-{
-    return strstr(n, "attention.self.key.bias") != NULL;
-}
 
 static bft_model *golden_model(const char *name, const golden *gd)
 {
@@ -624,7 +612,7 @@ static void check_grads(const golden *gd, const bft_model *m, const float *gmem,
             continue;
         const float *b = r->data, *a = gmem + ti[i].offset;
         compared++;
-        if (is_key_bias(ti[i].name)) {
+        if (golden_is_key_bias(ti[i].name)) {
             double mx = 0.0;
             for (int64_t k = 0; k < r->numel; k++)
                 mx = fmax(mx, fabs(a[k]));
@@ -734,73 +722,25 @@ static void cls_golden_gpu(const char *name, int bf16)
     }
 
     /* 10 steps of bft_train on the device */
-    float hpf[5];
-    memcpy(hpf, gfind(&gd, "train/hparams")->data, sizeof hpf);
-    int64_t *off = malloc((size_t)(B + 1) * sizeof *off);
-    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
-    off[0] = 0;
-    for (int b = 0; b < B; b++) {
-        memcpy(tok + off[b], ids + (size_t)b * T, (size_t)lens[b] * sizeof *tok);
-        off[b + 1] = off[b] + lens[b];
-    }
-    bft_dataset ds = {B, tok, off, labels};
-    bft_train_opts o = bft_train_default_opts();
-    o.learning_rate = hpf[0];
-    o.weight_decay = hpf[1];
-    o.warmup_ratio = hpf[2];
-    o.max_grad_norm = hpf[3];
-    o.epochs = (int)hpf[4];
-    o.batch_size = B;
-    o.shuffle = 0;
-    o.dropout = 0.0f;
+    int32_t *tok;
+    int64_t *off;
+    bft_dataset ds = golden_train_set(ids, lens, labels, B, T, &tok, &off);
+    bft_train_opts o = golden_train_opts(&gd, B);
     o.device = BFT_DEVICE_CUDA;
     o.precision = prec;
     bft_train_result res;
     rc = bft_train(m, &ds, &o, NULL, NULL, &res, &err);
     CHECK(rc == 0, "bft_train on cuda: %s", err.msg);
     CHECK(res.steps == 10, "steps %lld", (long long)res.steps);
-    const float *lrs = gfind(&gd, "train/lrs")->data;
-    double sum_lr = 0.0, worst = 0.0, abs_sum = 0.0;
-    int64_t cnt = 0;
-    for (int s = 0; s < 10; s++)
-        sum_lr += lrs[s];
-    int n = 0, compared = 0;
-    bft_tensor_info *ti = bft_params_tensors(&m->cfg, m->parts, &n);
-    for (int i = 0; i < n; i++) {
-        char key[128];
-        snprintf(key, sizeof key, "param10/%s", ti[i].name);
-        const rec *r = gfind(&gd, key);
-        if (!r)
-            continue;
-        const float *b = r->data, *x = m->params_mem + ti[i].offset;
-        int bad = 0;
-        for (int64_t k = 0; k < r->numel && bad < 3; k++) {
-            double e = fabs((double)x[k] - b[k]);
-            double tol = is_key_bias(ti[i].name) ? 3.0 * sum_lr
-                         : bf16 ? 2e-5 * fmax(fabs(b[k]), 0.05) + 0.5 * sum_lr
-                                : 2e-5 * fmax(fabs(b[k]), 0.05) + 1e-3 * sum_lr;
-            if (!is_key_bias(ti[i].name)) {
-                worst = fmax(worst, e / tol);
-                abs_sum += e;
-                cnt++;
-            }
-            if (!(e <= tol)) {
-                CHECK(0, "%s after 10 steps %s[%lld]: gpu %.8g, torch %.8g", name, ti[i].name,
-                      (long long)k, x[k], b[k]);
-                bad++;
-            }
-        }
-        compared++;
-    }
-    double mean_err = cnt ? abs_sum / cnt : 0.0;
+    char what[64];
+    snprintf(what, sizeof what, "%s %s (gpu)", name, bf16 ? "bf16" : "fp32");
+    golden_params10 p10 = golden_check_params10(&gd, m, what, bf16 ? 0.5 : 1e-3);
     if (bf16)
-        CHECK(mean_err <= 0.05 * sum_lr, "mean |param error| %.3g > 0.05 sum(lr) = %.3g", mean_err,
-              0.05 * sum_lr);
+        CHECK(p10.mean_err <= 0.05 * p10.sum_lr, "mean |param error| %.3g > 0.05 sum(lr) = %.3g",
+              p10.mean_err, 0.05 * p10.sum_lr);
     printf("  %s %s: %d tensors after 10 AdamW steps on the GPU, worst error / tolerance %.2f, "
            "mean |error| %.2e (sum lr %.2e)\n",
-           name, bf16 ? "bf16" : "fp32", compared, worst, mean_err, sum_lr);
-    CHECK(compared >= n - 5, "only %d tensors compared", compared);
-    free(ti);
+           name, bf16 ? "bf16" : "fp32", p10.compared, p10.worst, p10.mean_err, p10.sum_lr);
     free(off);
     free(tok);
     bft_model_free(m);
@@ -977,7 +917,7 @@ static void test_train_cpu_vs_gpu(void)
     for (int t = 0; t < nt; t++)
         for (size_t k = ti[t].offset; k < ti[t].offset + ti[t].numel; k++) {
             double dw = fabs((double)a->params_mem[k] - b->params_mem[k]);
-            if (is_key_bias(ti[t].name))
+            if (golden_is_key_bias(ti[t].name))
                 worst_kb = fmax(worst_kb, dw);
             else
                 worst = fmax(worst, dw);

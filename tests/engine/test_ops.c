@@ -16,17 +16,8 @@
 #include "ops.h"
 #include "rng.h"
 #include "test.h"
+#include "testdata.h"
 #include "threads.h"
-
-static float *randn(size_t n, uint64_t seed, float scale)
-{
-    bft_rng r;
-    float *x = malloc(n * sizeof *x);
-    bft_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++)
-        x[i] = scale * bft_rng_normal(&r);
-    return x;
-}
 
 static void test_gemm(void)
 {
