@@ -223,6 +223,21 @@ reap_dead_jobs(void)
 
 /* ---- bft_train_async ---- */
 
+/* Argument types and names of function fn (palloc'ed); returns their number. */
+static int
+function_args(Oid fn, Oid **argtypes, char ***argnames)
+{
+	HeapTuple	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	char	   *argmodes;
+	int			nargs;
+
+	if (!HeapTupleIsValid(proctup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	nargs = get_func_arg_info(proctup, argtypes, argnames, &argmodes);
+	ReleaseSysCache(proctup);
+	return nargs;
+}
+
 /*
  * bft_train_async(<the arguments of bft_train>) RETURNS bigint: queue a
  * training job and return its id at once.  The job starts when the calling
@@ -231,11 +246,8 @@ reap_dead_jobs(void)
 Datum
 bft_train_async_sql(PG_FUNCTION_ARGS)
 {
-	Oid			fn_oid = fcinfo->flinfo->fn_oid;
-	HeapTuple	proctup;
 	Oid		   *argtypes;
 	char	  **argnames;
-	char	   *argmodes;
 	int			nargs;
 	int			i;
 	StringInfoData q;
@@ -301,11 +313,7 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 				 errhint("Submit the job as a role with LOGIN, or call bft_train() directly.")));
 
 	/* The arguments as jsonb, keyed by this function's parameter names. */
-	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
-	if (!HeapTupleIsValid(proctup))
-		elog(ERROR, "cache lookup failed for function %u", fn_oid);
-	nargs = get_func_arg_info(proctup, &argtypes, &argnames, &argmodes);
-	ReleaseSysCache(proctup);
+	nargs = function_args(fcinfo->flinfo->fn_oid, &argtypes, &argnames);
 	if (nargs != PG_NARGS() || argnames == NULL)
 		elog(ERROR, "bft_train_async: unexpected signature");
 	values = palloc(sizeof(Datum) * nargs);
@@ -550,21 +558,13 @@ worker_commit(void)
 static char *
 build_train_call(void)
 {
-	HeapTuple	proctup;
 	Oid		   *argtypes;
 	char	  **argnames;
-	char	   *argmodes;
-	int			nargs;
 	int			i;
 	StringInfoData q;
 	char	   *schema;
-	Oid			fn = extension_function("bft_train_async", &schema);
-
-	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	if (!HeapTupleIsValid(proctup))
-		elog(ERROR, "cache lookup failed for function %u", fn);
-	nargs = get_func_arg_info(proctup, &argtypes, &argnames, &argmodes);
-	ReleaseSysCache(proctup);
+	int			nargs = function_args(extension_function("bft_train_async", &schema),
+									  &argtypes, &argnames);
 
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT t.model, t.version, pg_catalog.to_jsonb(t) FROM %s.bft_train(", schema);
