@@ -46,6 +46,18 @@ CONF
     export PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
 }
 
+# poll TRIES SQL: the first non-empty output of the caller's q SQL, tried every
+# 0.1 s at most TRIES times (empty when it never answered).
+poll() {
+    local n="$1" sql="$2" out=""
+    for _ in $(seq 1 "$n"); do
+        out=$(q "$sql")
+        [ -n "$out" ] && break
+        sleep 0.1
+    done
+    printf '%s\n' "$out"
+}
+
 # cluster_stop DIR
 cluster_stop() {
     local dir="$1"

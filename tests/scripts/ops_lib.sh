@@ -1,6 +1,8 @@
 # Helpers shared by test_concurrency.sh, test_cron.sh, test_deploy.sh and
 # test_parallel.sh (sourced, not a test).
 
+source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" # poll
+
 # The check harness: PASS/FAIL counters, ok/fail/check, and q SQL (one
 # statement in database $DB, unaligned tuples, errors included in the output).
 # Classification sessions use one BLAS thread and show warnings only.

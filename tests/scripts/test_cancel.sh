@@ -6,6 +6,7 @@
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with bft installed
 # (tests/run_all.sh exports them).  Prints "RESULT: P passed, F failed".
 set -uo pipefail
+source "$(dirname "$0")/cluster.sh" # poll
 DB=bft_cancel
 PASS=0; FAIL=0
 ok()   { echo "ok   - $*"; PASS=$((PASS + 1)); }
@@ -28,12 +29,8 @@ TRAIN="SELECT * FROM bft_train('tweets', 'text', 'label', epochs => 50, max_leng
 # 1. pg_cancel_backend while training; watch bft.progress from this session.
 psql -X -q -d "$DB" -c "SET bft.progress_interval = 1" -c "$TRAIN" >"${BFT_TMP:-/tmp}/cancel1.log" 2>&1 &
 BG=$!
-pid=""; row=""
-for _ in $(seq 1 600); do
-    row=$(q "SELECT pid, phase, step, steps, epoch, epochs FROM bft.progress WHERE model = 'cancel_me' AND phase = 'training' AND step > 0")
-    [ -n "$row" ] && break
-    sleep 0.1
-done
+pid=""
+row=$(poll 600 "SELECT pid, phase, step, steps, epoch, epochs FROM bft.progress WHERE model = 'cancel_me' AND phase = 'training' AND step > 0")
 echo "progress row: $row"
 check '[ -n "$row" ]' "bft.progress shows the running training (pid|phase|step|steps|epoch|epochs)"
 pid=${row%%|*}
@@ -80,12 +77,7 @@ BIG="SELECT * FROM bft_train('long_rows', 'text', 'label', 1, batch_size => 32, 
      mlm_epochs => 0, architecture => '{\"hidden_size\": 768, \"num_hidden_layers\": 8, \"num_attention_heads\": 12, \"intermediate_size\": 3072, \"vocab_size\": 4000}')"
 psql -X -q -d "$DB" -c "$BIG" >"${BFT_TMP:-/tmp}/cancel4.log" 2>&1 &
 BG=$!
-row=""
-for _ in $(seq 1 1200); do
-    row=$(q "SELECT pid, samples_per_s FROM bft.progress WHERE model = 'big' AND phase = 'training' AND step >= 1")
-    [ -n "$row" ] && break
-    sleep 0.1
-done
+row=$(poll 1200 "SELECT pid, samples_per_s FROM bft.progress WHERE model = 'big' AND phase = 'training' AND step >= 1")
 pid=${row%%|*}
 step_s=$(awk -v sps="${row##*|}" 'BEGIN { printf "%.2f", (sps > 0 ? 32 / sps : 0) }')
 echo "big model: ${step_s} s per optimizer step"

@@ -35,19 +35,11 @@ GATE="DO \$\$ BEGIN FOR i IN 1..1200 LOOP EXIT WHEN (SELECT go FROM gate); PERFO
 q "CREATE TABLE gate (go bool); INSERT INTO gate VALUES (false)" >/dev/null
 psql -X -q -t -A -d "$DB" -c "BEGIN" -c "$TRAIN, model => 'race')" -c "$GATE" -c "COMMIT" >"$TMP/a.out" 2>&1 &
 A=$!
-for _ in $(seq 1 600); do
-    [ -n "$(q "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DO %gate%' AND state = 'active'")" ] && break
-    sleep 0.1
-done
+poll 600 "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DO %gate%' AND state = 'active'" >/dev/null
 psql -X -q -t -A -d "$DB" -c "$TRAIN, model => 'race')" >"$TMP/b.out" 2>&1 &
 B=$!
-waiting=""
-for _ in $(seq 1 600); do
-    waiting=$(q "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                  WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%bft_train%race%'")
-    [ -n "$waiting" ] && break
-    sleep 0.1
-done
+waiting=$(poll 600 "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                    WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%bft_train%race%'")
 check "[ -n '$waiting' ] && kill -0 $B 2>/dev/null" \
     "the second training of 'race' waits on the model-name lock while the first's transaction is open"
 q "UPDATE gate SET go = true" >/dev/null

@@ -83,12 +83,7 @@ check "[ \"\$(q 'SELECT count(*) FROM bft.progress')\" = 0 ]" "bft.progress show
 # 2. kill -9 after bft_train wrote the large object and row, before COMMIT.
 psql -X -q -d "$DB" -c "BEGIN" -c "SELECT version FROM bft_train('h', 't', 'l', epochs => 5, model => 'm', architecture => '$ARCH')" \
     -c "SELECT pg_sleep(60)" -c "COMMIT" >/dev/null 2>&1 &
-pid=""
-for _ in $(seq 1 300); do
-    pid=$(q "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
-    [ -n "$pid" ] && break
-    sleep 0.1
-done
+pid=$(poll 300 "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
 check "[ -n '$pid' ] && [ \"\$(q \"SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'relation' AND mode = 'RowExclusiveLock' AND relation IN ('pg_largeobject'::regclass, 'bft.models'::regclass)\")\" = 2 ]" \
     "a transaction has written a model large object and row, uncommitted (pid $pid)"
 kill -9 "$pid" 2>/dev/null

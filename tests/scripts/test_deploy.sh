@@ -78,10 +78,7 @@ check "[ \"\$(q \"SELECT count(*) FROM bft.models WHERE name = 'm'\")|\$(q 'SELE
 q "SELECT bft_deploy('m', 1)" >/dev/null
 psql -X -q -t -A -d "$DB" -c "SELECT version FROM bft_train('h', 't', 'l', epochs => 1500, learning_rate => 3e-3, deploy => 'if_better',
       model => 'm', validation_fraction => 0.25, dropout => 0, architecture => '$A')" >"${BFT_TMP:-/tmp}/deploy_bg.out" 2>&1 &
-for _ in $(seq 1 300); do
-    [ -n "$(q "SELECT 1 FROM bft.progress WHERE model = 'm' AND phase = 'training' AND step > 0")" ] && break
-    sleep 0.1
-done
+poll 300 "SELECT 1 FROM bft.progress WHERE model = 'm' AND phase = 'training' AND step > 0" >/dev/null
 q "SELECT bft_deploy('m', 5)" >/dev/null
 wait
 d6=$(dec 6)

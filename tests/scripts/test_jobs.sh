@@ -11,6 +11,7 @@
 # Prints "RESULT: P passed, F failed" last; exits non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tests/scripts/cluster.sh # cluster_start/stop, poll
 DB=bft_jobs
 TMP="${BFT_TMP:-/tmp}"
 export PGOPTIONS="-c client_min_messages=warning"
@@ -67,12 +68,7 @@ basic_cycle() {
     check "[[ '$id' =~ ^[0-9]+$ ]] && awk -v a=$t0 -v b=$t1 'BEGIN { exit !(b - a < 1.5) }'" \
         "$tag: bft_train_async returns a job id at once (id $id, $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.2f", b - a }') s)"
     [[ "$id" =~ ^[0-9]+$ ]] || return
-    row=""
-    for _ in $(seq 1 300); do
-        row=$(q "SELECT state, phase, step, steps, percent IS NOT NULL FROM bft.jobs WHERE id = $id AND state = 'running' AND step > 0")
-        [ -n "$row" ] && break
-        sleep 0.1
-    done
+    row=$(poll 300 "SELECT state, phase, step, steps, percent IS NOT NULL FROM bft.jobs WHERE id = $id AND state = 'running' AND step > 0")
     echo "  running row: $row"
     # (a model from scratch first pre-trains on the column: phase mlm, then training)
     check "[[ '$row' == running\|training\|* || '$row' == running\|mlm\|* ]] && [[ '$row' == *\|t ]]" "$tag: bft.jobs shows the job running with progress (phase, step, percent: $row)"
@@ -205,7 +201,7 @@ q "DROP SCHEMA evil CASCADE; REVOKE CREATE ON DATABASE $DB FROM bft_alice" >/dev
 
 # The same cycle with bft in shared_preload_libraries (progress in shared memory).
 SAVE_HOST=$PGHOST SAVE_PORT=$PGPORT
-source tests/scripts/cluster.sh; set +e +u
+set +e +u
 CL2="$TMP/jobs_preload"
 rm -rf "$CL2"
 if cluster_start "$CL2" 54363 "shared_preload_libraries = 'bft'" "max_worker_processes = 3" >/dev/null 2>&1; then

@@ -29,12 +29,7 @@ q "CREATE TABLE tw AS SELECT md5(i::text) || ' ' || (ARRAY['stocks rally','bank 
 psql -X -q -d postgres -c "SET bft.threads = 2" -c "SELECT version FROM bft_train('tw', 'text', 'label', 3, max_length => 32, mlm_epochs => 0)" \
     >"$DIR/train.log" 2>&1 &
 BG=$!
-row=""
-for _ in $(seq 1 600); do
-    row=$(q "SELECT pid, phase, step, steps FROM bft.progress WHERE model = 'tw' AND phase = 'training' AND step > 0")
-    [ -n "$row" ] && break
-    sleep 0.1
-done
+row=$(poll 600 "SELECT pid, phase, step, steps FROM bft.progress WHERE model = 'tw' AND phase = 'training' AND step > 0")
 check '[ -n "$row" ]' "bft.progress shows the training from another session ($row)"
 pid=${row%%|*}
 check '[ -n "$pid" ] && [ "$(threads "$pid")" -gt 1 ]' "the training backend started its worker threads ($( [ -n "$pid" ] && threads "$pid") threads)"
