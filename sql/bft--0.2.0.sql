@@ -1,0 +1,276 @@
+-- bft 0.2.0: BERT fine-tuning and text classification inside PostgreSQL.
+\echo Use "CREATE EXTENSION bft" to load this file. \quit
+
+CREATE SCHEMA IF NOT EXISTS bft;
+
+-- One row per model version.  weights: safetensors bytes in a large object
+-- (\lo_export gives a loadable model.safetensors).  A model name's deployed
+-- version is the one with the latest deployed_at; with none deployed, its
+-- latest version is used.
+CREATE TABLE bft.models (
+    id               bigserial PRIMARY KEY,
+    name             text NOT NULL CHECK (name <> ''),
+    version          int NOT NULL CHECK (version > 0),
+    base             text,
+    config           jsonb NOT NULL,
+    tokenizer_config jsonb,
+    labels           text[] NOT NULL DEFAULT '{}',
+    vocab            text NOT NULL,
+    weights          oid NOT NULL,
+    size             bigint,
+    params           jsonb NOT NULL DEFAULT '{}',
+    metrics          jsonb NOT NULL DEFAULT '{}',
+    has_mlm          bool NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    created_by       name NOT NULL DEFAULT current_user,
+    deployed_at      timestamptz,
+    UNIQUE (name, version)
+);
+CREATE INDEX models_deployed_idx ON bft.models (name, deployed_at);
+-- Models travel with pg_dump (their large objects too).
+SELECT pg_catalog.pg_extension_config_dump('bft.models', '');
+SELECT pg_catalog.pg_extension_config_dump('bft.models_id_seq', '');
+
+CREATE VIEW bft.model_list AS
+SELECT m.name,
+       m.version,
+       m.base,
+       cardinality(m.labels) AS labels,
+       (m.metrics->>'rows_used')::bigint AS rows,
+       round((m.metrics->>'validation_accuracy')::numeric, 4) AS accuracy,
+       (m.id = (SELECT d.id FROM bft.models d WHERE d.name = m.name
+                ORDER BY d.deployed_at DESC NULLS LAST, d.version DESC LIMIT 1)) AS deployed,
+       m.created_at,
+       pg_size_pretty(m.size) AS size
+  FROM bft.models m
+ ORDER BY m.name, m.version;
+-- security_invoker (PostgreSQL 15+): the view shows what the caller may
+-- SELECT from bft.models, nothing more.  (Before 15 it is granted only to
+-- the extension owner; grant it together with SELECT on bft.models.)
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        ALTER VIEW bft.model_list SET (security_invoker = true);
+    END IF;
+END $$;
+
+-- Training ---------------------------------------------------------------
+
+CREATE FUNCTION bft_train(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL)
+RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
+               validation_accuracy real, validation_macro_f1 real,
+               samples_per_second real, duration interval)
+AS 'MODULE_PATHNAME', 'bft_train_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Classification (read-only: usable on hot standbys and in read-only
+-- transactions; PARALLEL SAFE: each worker loads the model once) ---------
+
+CREATE FUNCTION bft_classify(text text, model text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'bft_classify_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_predict(text text, model text DEFAULT NULL, top_k int DEFAULT 1)
+RETURNS TABLE (label text, label_id int, score real)
+AS 'MODULE_PATHNAME', 'bft_predict_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+
+CREATE FUNCTION bft_predict_proba(text text, model text DEFAULT NULL)
+RETURNS real[]
+AS 'MODULE_PATHNAME', 'bft_predict_proba_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_classify_batch(texts text[], model text DEFAULT NULL)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'bft_classify_batch_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_fill_mask(text text, top_k int DEFAULT 10, model text DEFAULT NULL)
+RETURNS TABLE (token text, token_id int, score real)
+AS 'MODULE_PATHNAME', 'bft_fill_mask_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 10;
+
+-- The compute devices as this backend sees them (asking initialises CUDA here).
+CREATE FUNCTION bft_devices()
+RETURNS TABLE (device text, available bool, name text, detail text)
+AS 'MODULE_PATHNAME', 'bft_devices_sql'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION bft_tokenize(text text, model text DEFAULT NULL)
+RETURNS TABLE (token text, token_id int)
+AS 'MODULE_PATHNAME', 'bft_tokenize_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 32;
+
+CREATE FUNCTION bft_evaluate(model text, relation regclass, text_column name, label_column name)
+RETURNS TABLE (accuracy real, macro_f1 real, rows bigint, report jsonb)
+AS 'MODULE_PATHNAME', 'bft_evaluate_sql'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Model management --------------------------------------------------------
+
+CREATE FUNCTION bft_import_model(name text, directory text)
+RETURNS TABLE (model text, version int)
+AS 'MODULE_PATHNAME', 'bft_import_model_dir_sql'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_import_model(name text, config jsonb, vocab text, weights oid,
+                                 tokenizer_config jsonb DEFAULT NULL)
+RETURNS TABLE (model text, version int)
+AS 'MODULE_PATHNAME', 'bft_import_model_lo_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_export_model(name text, directory text, version int DEFAULT NULL)
+RETURNS int
+AS 'MODULE_PATHNAME', 'bft_export_model_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_deploy(name text, version int)
+RETURNS void
+AS 'MODULE_PATHNAME', 'bft_deploy_sql'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_drop_model(name text, version int DEFAULT NULL)
+RETURNS int
+AS 'MODULE_PATHNAME', 'bft_drop_model_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Live progress of running trainings (any session) ------------------------
+
+CREATE FUNCTION bft_progress()
+RETURNS TABLE (pid int, usename name, datname name, model text, phase text, epoch int, epochs int,
+               step bigint, steps bigint, loss real, samples_per_s real,
+               started timestamptz, eta interval)
+AS 'MODULE_PATHNAME', 'bft_progress_sql'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW bft.progress AS SELECT * FROM bft_progress();
+
+-- Reading and classifying need: USAGE on schema bft, SELECT on bft.models.
+-- Training/importing also: INSERT on bft.models, USAGE on its sequence.
+-- See the README's "Privileges" section.
+GRANT USAGE ON SCHEMA bft TO PUBLIC;
+GRANT SELECT ON bft.progress TO PUBLIC;
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        GRANT SELECT ON bft.model_list TO PUBLIC;
+    END IF;
+END $$;
+
+-- Background training jobs (issue 5) ---------------------------------------
+-- bft_train_async() queues a bft_train() call and returns a job id at once;
+-- a dynamic background worker (no shared_preload_libraries needed) runs it
+-- as the submitting role once the submitting transaction has committed.
+-- Users write to bft.train_jobs only through these functions (bookkeeping
+-- runs as the table owner) and read their own jobs through bft.jobs.
+
+CREATE TABLE bft.train_jobs (
+    id           bigserial PRIMARY KEY,
+    state        text NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    model        text NOT NULL,
+    relation     text NOT NULL,
+    args         jsonb NOT NULL,
+    settings     jsonb NOT NULL DEFAULT '{}',
+    userid       oid NOT NULL,
+    username     name NOT NULL,
+    submitted_at timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    pid          int,
+    version      int,
+    result       jsonb,
+    error        text
+);
+REVOKE ALL ON bft.train_jobs FROM PUBLIC;
+
+CREATE FUNCTION bft_train_async(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'bft_train_async_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_cancel_job(id bigint)
+RETURNS bool
+AS 'MODULE_PATHNAME', 'bft_cancel_job_sql'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+-- Is pid still the job's background worker (connected as userid here)?
+CREATE FUNCTION bft.job_worker_alive(pid int, userid oid)
+RETURNS bool
+AS 'MODULE_PATHNAME', 'bft_job_worker_alive_sql'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- One row per job of the roles the caller is a member of (all for
+-- superusers).  A queued/running job whose worker is gone shows as failed.
+CREATE VIEW bft.jobs WITH (security_barrier = true) AS
+SELECT j.id,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT bft.job_worker_alive(j.pid, j.userid)
+            THEN 'failed' ELSE j.state END AS state,
+       j.model,
+       j.version,
+       p.phase,
+       p.epoch,
+       p.epochs,
+       p.step,
+       p.steps,
+       CASE WHEN p.steps > 0 THEN round(100.0 * p.step / p.steps, 1) END AS percent,
+       p.loss,
+       p.eta,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT bft.job_worker_alive(j.pid, j.userid)
+            THEN 'the background worker exited without recording a result (server crash, restart or killed process)'
+            ELSE j.error END AS error,
+       j.username,
+       j.relation,
+       j.submitted_at,
+       j.started_at,
+       j.finished_at,
+       coalesce(j.finished_at, now()) - j.started_at AS runtime,
+       j.pid,
+       j.args,
+       j.result
+  FROM bft.train_jobs j
+  LEFT JOIN bft_progress() p ON p.pid = j.pid AND j.state = 'running'
+ WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                WHERE r.oid = j.userid AND pg_catalog.pg_has_role(r.oid, 'USAGE'));
+GRANT SELECT ON bft.jobs TO PUBLIC;
