@@ -31,7 +31,7 @@ ENGINE_SRCS = $(sort $(wildcard src/engine/*.c))
 ENGINE_OBJS = $(ENGINE_SRCS:src/engine/%.c=$(BUILD)/engine/%.o)
 ENGINE_LIB = $(BUILD)/libbftengine.a
 
-# ---- CUDA backend (owner: helper "cuda"; src/engine/cuda/) --------------------
+# ---- CUDA backend (src/engine/cuda/) ------------------------------------------
 # make USE_CUDA=1 builds the cuBLAS/CUDA backend as $(BUILD)/bft_cuda.so (the
 # kernels + cudart + cuBLAS), which the engine dlopen()s at the first CUDA
 # request (cuda_loader.c): bft.so and bft-cli do not link CUDA, so they load as

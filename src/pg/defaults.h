@@ -3,7 +3,7 @@
  * NULL because the right value depends on whether a base model is given
  * (fine-tuning) or a small BERT is trained from scratch.
  *
- * Everything the lead may tune after a quality run lives here, in one place.
+ * The defaults live here, in one place.
  * The README's SQL reference documents these values.
  */
 #ifndef BFT_DEFAULTS_H

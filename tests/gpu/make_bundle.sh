@@ -4,8 +4,8 @@
 # OpenBLAS, libcsv, pg_config) can still run tests/gpu/run_gpu_checks.sh:
 #
 #   bash tests/gpu/make_bundle.sh        → build/gpu-bundle/{bin,lib,data} (~45 MB)
-#   then, with the device tool:  run(command="bash tests/gpu/run_gpu_checks.sh",
-#                                    carry=["build/gpu-bundle"])
+#   then copy build/gpu-bundle to the GPU machine beside a checkout and run
+#   bash tests/gpu/run_gpu_checks.sh there
 #
 # bin/bft-cli and bin/test_cuda are the USE_CUDA=1 build for x86-64-v3 (AVX2; not
 # -march=native, the GPU host's CPU may differ) with json-c, libcsv and the
