@@ -17,6 +17,7 @@
  * detected from the tensors present; a part that is present must be complete.
  */
 #include "model.h"
+#include "resource.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -163,9 +164,13 @@ static int find_ignored(const mapped *m, int n, const char *name)
 static int alloc_params(bft_model *m, bft_error *err)
 {
     size_t n = bft_params_count(&m->cfg, m->parts);
+    int rc;
     if (n == 0 || n > SIZE_MAX / sizeof(float)) {
         return bft_set_error(err, BFT_EINVAL, "model: parameter count %zu is out of range", n);
     }
+    if ((rc = bft_memory_check(bft_mem_model_bytes(&m->cfg, m->parts, 0), "the model's parameters",
+                               err)) != BFT_OK)
+        return rc;
     m->params_mem = calloc(n, sizeof(float));
     if (!m->params_mem)
         return bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters (%zu MB)", n,
@@ -388,6 +393,10 @@ static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *
     }
     /* All checks passed: convert straight from the caller's buffer. */
     for (int k = 0; k < nlist; k++) {
+        if (bft_interrupted()) {
+            rc = bft_set_error(err, BFT_ECANCEL, ST ": loading interrupted");
+            goto out;
+        }
         if (bft_st_to_f32(mp[where[k]].t, m->params_mem + list[k].offset, err) < 0) {
             rc = err ? err->code : BFT_EUNSUPPORTED;
             goto out;
@@ -441,49 +450,98 @@ fail:
     return NULL;
 }
 
-/* Whole file into a malloc'd NUL-terminated buffer. Returns 0, 1 when the
- * file does not exist (and missing_ok), -1 with err. */
-static int read_file(const char *dir, const char *name, char **out, size_t *len, int missing_ok, bft_error *err)
+/* Open dir/name for reading without blocking (a FIFO or a device must not
+ * hang the caller) and only when it is a regular file; *size receives its
+ * size. Returns the descriptor, -2 when it does not exist (and missing_ok),
+ * or -1 with err. */
+static int open_regular(const char *dir, const char *name, int missing_ok, size_t *size, bft_error *err)
 {
     char path[PATH_MAX];
-    FILE *fp;
+    struct stat sb;
+    int fd;
+
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+        return bft_set_error(err, BFT_EINVAL, "%s: path too long", dir), -1;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        if (errno == ENOENT && missing_ok)
+            return -2;
+        return bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(errno)), -1;
+    }
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return bft_set_error(err, BFT_EIO, "%s: not a regular file", path), -1;
+    }
+    /* reads of a regular file never block: back to blocking mode */
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    *size = (size_t)sb.st_size;
+    return fd;
+}
+
+/* Whole regular file into a malloc'd NUL-terminated buffer, read in 1 MB
+ * pieces between interrupt checks and refused up front when larger than the
+ * memory budget (resource.h). Returns 0, 1 when the file does not exist (and
+ * missing_ok), -1 with err. */
+static int read_file(const char *dir, const char *name, char **out, size_t *len, int missing_ok, bft_error *err)
+{
     char *buf = NULL;
-    size_t cap = 0, n = 0;
+    size_t size = 0, n = 0, cap;
+    int fd, rc;
 
     *out = NULL;
     *len = 0;
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
-        return bft_set_error(err, BFT_EINVAL, "%s: path too long", dir), -1;
-    fp = fopen(path, "rb");
-    if (!fp) {
-        if (errno == ENOENT && missing_ok)
-            return 1;
-        return bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(errno)), -1;
+    fd = open_regular(dir, name, missing_ok, &size, err);
+    if (fd == -2)
+        return 1;
+    if (fd < 0)
+        return -1;
+    if ((rc = bft_memory_check(size, name, err)) != BFT_OK) {
+        close(fd);
+        return -1;
     }
+    /* the file may grow while it is read: never past the budget */
+    cap = size + 1 > 65536 ? size + 1 : 65536;
     for (;;) {
-        size_t got;
+        ssize_t got;
         if (n + 1 >= cap) {
-            size_t ncap = cap ? cap * 2 : 65536;
-            char *p = realloc(buf, ncap);
+            size_t ncap = cap * 2;
+            char *p;
+            if (bft_memory_check(ncap, name, err) != BFT_OK) {
+                free(buf);
+                close(fd);
+                return -1;
+            }
+            p = realloc(buf, ncap);
             if (!p) {
                 free(buf);
-                fclose(fp);
-                return bft_set_error(err, BFT_ENOMEM, "%s: out of memory", path), -1;
+                close(fd);
+                return bft_set_error(err, BFT_ENOMEM, "%s/%s: out of memory", dir, name), -1;
             }
             buf = p;
             cap = ncap;
+        } else if (!buf && !(buf = malloc(cap))) {
+            close(fd);
+            return bft_set_error(err, BFT_ENOMEM, "%s/%s: out of memory", dir, name), -1;
         }
-        got = fread(buf + n, 1, cap - n - 1, fp);
-        n += got;
+        if (bft_interrupted()) {
+            free(buf);
+            close(fd);
+            return bft_set_error(err, BFT_ECANCEL, "%s/%s: reading interrupted", dir, name), -1;
+        }
+        got = read(fd, buf + n, (cap - n - 1) < (1u << 20) ? cap - n - 1 : (1u << 20));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return bft_set_error(err, BFT_EIO, "%s/%s: read error: %s", dir, name, strerror(e)), -1;
+        }
         if (got == 0)
             break;
+        n += (size_t)got;
     }
-    if (ferror(fp)) {
-        free(buf);
-        fclose(fp);
-        return bft_set_error(err, BFT_EIO, "%s: read error", path), -1;
-    }
-    fclose(fp);
+    close(fd);
     buf[n] = '\0';
     *out = buf;
     *len = n;
@@ -514,7 +572,7 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EINVAL, "%s: path too long", dir);
         goto out;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int e = errno;
         char bin[PATH_MAX], idx[PATH_MAX];
@@ -543,6 +601,9 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EFORMAT, "%s: empty file", path);
         goto out;
     }
+    /* the mapped file, then parameters as F32 (twice its size from F16/BF16) */
+    if (bft_memory_check(st_len + 2 * st_len, ST, err) != BFT_OK)
+        goto out;
     st = mmap(NULL, st_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (st == MAP_FAILED) {
         bft_set_error(err, BFT_EIO, "%s: mmap: %s", path, strerror(errno));
@@ -563,8 +624,9 @@ out:
 
 /* ---- fresh models ------------------------------------------------------- */
 
-/* HF _init_weights for one tensor of the layout. */
-static void init_tensor(const bft_tensor_info *ti, float *base, const bft_config *cfg, bft_rng *rng)
+/* HF _init_weights for one tensor of the layout. Returns BFT_ECANCEL when
+ * interrupted (polled every 2^20 values), else BFT_OK. */
+static int init_tensor(const bft_tensor_info *ti, float *base, const bft_config *cfg, bft_rng *rng)
 {
     float *x = base + ti->offset;
     if (ends_with(ti->name, "LayerNorm.weight")) {
@@ -575,13 +637,17 @@ static void init_tensor(const bft_tensor_info *ti, float *base, const bft_config
         for (size_t i = 0; i < ti->numel; i++)
             x[i] = 0.0f;
     } else {
-        for (size_t i = 0; i < ti->numel; i++)
+        for (size_t i = 0; i < ti->numel; i++) {
+            if ((i & 0xFFFFF) == 0xFFFFF && bft_interrupted())
+                return BFT_ECANCEL;
             x[i] = bft_rng_normal(rng) * cfg->initializer_range;
+        }
         if (strcmp(ti->name, "embeddings.word_embeddings.weight") == 0 && cfg->pad_token_id >= 0 &&
             cfg->pad_token_id < cfg->vocab_size)
             memset(x + (size_t)cfg->pad_token_id * (size_t)cfg->hidden_size, 0,
                    (size_t)cfg->hidden_size * sizeof(float));
     }
+    return BFT_OK;
 }
 
 bft_model *bft_model_new(const bft_config *cfg, const char *vocab, size_t vocab_len, bft_parts parts,
@@ -627,7 +693,11 @@ bft_model *bft_model_new(const bft_config *cfg, const char *vocab, size_t vocab_
     }
     bft_rng_seed(&rng, seed);
     for (int k = 0; k < n; k++)
-        init_tensor(&list[k], m->params_mem, &m->cfg, &rng);
+        if (init_tensor(&list[k], m->params_mem, &m->cfg, &rng) != BFT_OK) {
+            free(list);
+            bft_set_error(err, BFT_ECANCEL, "model: initialisation interrupted");
+            goto fail;
+        }
     free(list);
     return m;
 fail:
@@ -692,6 +762,15 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
     nparts.pooler = 1;
     nparts.classifier = 1;
     count = bft_params_count(&ncfg, nparts);
+    if (bft_memory_check((count + m->num_params) * sizeof(float), "the model with its new classifier",
+                         err) != BFT_OK) {
+        if (nnames) {
+            for (int i = 0; i < num_labels; i++)
+                free(nnames[i]);
+            free(nnames);
+        }
+        return BFT_ENOMEM;
+    }
     olist = bft_params_tensors(&m->cfg, m->parts, &on);
     nlist = bft_params_tensors(&ncfg, nparts, &nn);
     mem = calloc(count, sizeof(float));
@@ -717,8 +796,17 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
                 found = 1;
                 break;
             }
-        if (!found)
-            init_tensor(ti, mem, &ncfg, &rng);
+        if (!found && init_tensor(ti, mem, &ncfg, &rng) != BFT_OK) {
+            free(olist);
+            free(nlist);
+            free(mem);
+            if (nnames) {
+                for (int i = 0; i < num_labels; i++)
+                    free(nnames[i]);
+                free(nnames);
+            }
+            return bft_set_error(err, BFT_ECANCEL, "model: initialisation interrupted");
+        }
     }
     free(olist);
     free(nlist);

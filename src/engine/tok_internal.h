@@ -14,6 +14,23 @@
 #define TOK_MAX_SPECIALS 8
 #define TOK_STACK_BYTES 2048
 
+/* Sections (text between special tokens) of up to TOK_STREAM_MIN bytes are
+ * normalized whole; longer ones stream through windows of about TOK_WINDOW
+ * cleaned bytes, so memory stays bounded whatever the text's size and a
+ * consumer that has enough tokens stops the work early (truncation before
+ * normalization). A window ends at a split point where the normalizer has no
+ * context across it (see tokenizer.c); TOK_FORCE bytes without one are split
+ * anyway. Words longer than TOK_MAX_WORD bytes (far above WordPiece's 100
+ * characters) reach the sink as long_word, not as bytes. */
+#define TOK_STREAM_MIN (64 * 1024)
+#define TOK_WINDOW (16 * 1024)
+#define TOK_FORCE (256 * 1024)
+#define TOK_MAX_WORD 4096
+
+/* Sections longer than this stream (TOK_STREAM_MIN; tests raise it to compare
+ * the streamed tokens with those of the whole-section path). */
+extern size_t tok_stream_min;
+
 /* Growable byte buffer; starts on caller-provided storage (no malloc for
  * short texts), moves to the heap when it outgrows it. */
 typedef struct tok_buf {
@@ -32,8 +49,9 @@ typedef struct tok_ubuf {
  * tok_ws_free(). */
 typedef struct tok_ws {
     tok_buf a, b;               /* normalized section / chunk transform scratch */
+    tok_buf w;                  /* streaming: the word continuing into the next window */
     tok_ubuf u1, u2;            /* UTF-16 scratch for ICU */
-    char sa[TOK_STACK_BYTES], sb[TOK_STACK_BYTES];
+    char sa[TOK_STACK_BYTES], sb[TOK_STACK_BYTES], sw[256];
 } tok_ws;
 
 /* Normalizer settings plus the special tokens that are split out of the raw
@@ -46,16 +64,20 @@ typedef struct tok_norm {
     const char *spec[TOK_MAX_SPECIALS];
     int spec_len[TOK_MAX_SPECIALS];
     uint8_t spec_first[256];    /* 1 where some special starts with that byte */
+    int spec_byte;              /* the first byte of every special when they share it, else -1 */
     uint8_t cls[256];           /* byte classes for the ASCII fast paths */
 } tok_norm;
 
 /* Receives the pre-tokenized stream: special tokens (index into tok_norm.spec)
  * and words (valid UTF-8, no whitespace; a punctuation character is a word of
- * its own). A nonzero return stops processing early (not an error). */
+ * its own); a word of more than TOK_MAX_WORD bytes in a streamed section comes
+ * as long_word (its bytes are not kept). A nonzero return stops processing
+ * early (not an error). */
 typedef struct tok_sink {
     int (*special)(void *ctx, int spec_index);
     int (*word)(void *ctx, const char *w, size_t len);
     void *ctx;
+    int (*long_word)(void *ctx);
 } tok_sink;
 
 void tok_ws_init(tok_ws *ws);
@@ -65,7 +87,9 @@ void tok_ws_free(tok_ws *ws);
 void tok_norm_finish(tok_norm *n);
 
 /* Run the BERT normalizer + pre-tokenizer over text[0..len) and feed the
- * sink. Returns 0, 1 if the sink stopped early, or -1 on out of memory. */
+ * sink. Returns 0, 1 if the sink stopped early, -1 on out of memory, or
+ * TOK_INTERRUPTED when bft_interrupted() (resource.h) asked to stop. */
+#define TOK_INTERRUPTED (-2)
 int tok_process(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
                 const tok_sink *sink);
 

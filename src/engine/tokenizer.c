@@ -56,6 +56,7 @@
 #include <unicode/unorm2.h>
 #include <unicode/ustring.h>
 
+#include "resource.h"
 #include "tok_internal.h"
 
 /* ------------------------------------------------------------------ */
@@ -103,6 +104,7 @@ void tok_ws_init(tok_ws *ws)
 {
     ws->a = (tok_buf){ws->sa, 0, sizeof ws->sa, 0};
     ws->b = (tok_buf){ws->sb, 0, sizeof ws->sb, 0};
+    ws->w = (tok_buf){ws->sw, 0, sizeof ws->sw, 0};
     ws->u1 = (tok_ubuf){NULL, 0};
     ws->u2 = (tok_ubuf){NULL, 0};
 }
@@ -111,6 +113,7 @@ void tok_ws_free(tok_ws *ws)
 {
     if (ws->a.heap) free(ws->a.p);
     if (ws->b.heap) free(ws->b.p);
+    if (ws->w.heap) free(ws->w.p);
     free(ws->u1.p);
     free(ws->u2.p);
     tok_ws_init(ws);
@@ -159,8 +162,15 @@ void tok_norm_finish(tok_norm *n)
         n->cls[c] = k;
     }
     memset(n->spec_first, 0, sizeof n->spec_first);
+    int first = -1, shared = 1;
     for (int i = 0; i < n->nspec; i++)
-        if (n->spec_len[i] > 0) n->spec_first[(uint8_t)n->spec[i][0]] = 1;
+        if (n->spec_len[i] > 0) {
+            uint8_t b = (uint8_t)n->spec[i][0];
+            n->spec_first[b] = 1;
+            if (first < 0) first = b;
+            else if (first != b) shared = 0;
+        }
+    n->spec_byte = shared ? first : -1;
 }
 
 /* Lower-case and/or NFD+strip-Mn one space-free chunk with ICU, appending
@@ -220,22 +230,24 @@ static int transform_chunk(const tok_norm *n, const char *s, size_t len, tok_ws 
     return 0;
 }
 
-/* Steps 2–5 for one section: raw bytes → normalized UTF-8 in ws->a. */
-static int normalize_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws)
+/* Step 2–3 (clean_text, CJK spacing) for raw bytes text[*pos..stop) of a
+ * section of len bytes, appended to a; a character that starts before stop
+ * is taken whole (the decoder sees the section's bytes up to len, as when the
+ * section is cleaned in one go). Sets *nonascii when a non-ASCII character
+ * was kept. Returns 0 or -1 (out of memory). */
+static int clean_into(const tok_norm *n, const char *text, size_t len, size_t *pos, size_t stop,
+                      tok_buf *a, int *nonascii)
 {
     const uint8_t *cls = n->cls;
     const uint8_t *s = (const uint8_t *)text;
-    tok_buf *a = &ws->a;
-    a->n = 0;
-    int nonascii = 0;
-    size_t i = 0;
-    while (i < len) {
+    size_t i = *pos;
+    while (i < stop) {
         /* worst case per input byte: 3-byte char → 5 bytes; reserve in blocks */
-        size_t block = len - i < 1024 ? len - i : 1024;
+        size_t block = stop - i < 1024 ? stop - i : 1024;
         if (tok_buf_reserve(a, block * 2 + 8)) return -1;
-        size_t stop = i + block;
+        size_t bstop = i + block;
         char *o = a->p + a->n;
-        while (i < stop) {
+        while (i < bstop) {
             uint8_t b = s[i];
             if (b < 0x80) {
                 uint8_t c = cls[b];
@@ -266,47 +278,69 @@ static int normalize_section(const tok_norm *n, const char *text, size_t len, to
             }
             memcpy(o, s + i - l, (size_t)l);
             o += l;
-            nonascii = 1;
+            *nonascii = 1;
         }
         a->n = (size_t)(o - a->p);
     }
-    if (!nonascii || !(n->lower || n->strip)) return 0;
+    *pos = i;
+    return 0;
+}
 
-    /* Per space-separated chunk: a space is neither cased nor case-ignorable
-     * and is an NFD starter, so chunk-wise lower-casing (incl. final sigma)
-     * and NFD equal the whole-string operations. ASCII chunks are done. */
-    tok_buf *b = &ws->b;
-    b->n = 0;
+/* Steps 4–5 over cleaned bytes src[0..len), appended to out. Per
+ * space-separated chunk: a space is neither cased nor case-ignorable and is
+ * an NFD starter, so chunk-wise lower-casing (incl. final sigma) and NFD
+ * equal the whole-string operations. ASCII chunks are done already. */
+static int transform_spaced(const tok_norm *n, const char *src, size_t len, tok_ws *ws,
+                            tok_buf *out)
+{
     size_t p = 0;
-    while (p < a->n) {
-        if (a->p[p] == ' ') {
-            if (tok_buf_reserve(b, 1)) return -1;
-            b->p[b->n++] = ' ';
+    while (p < len) {
+        if (src[p] == ' ') {
+            if (tok_buf_reserve(out, 1)) return -1;
+            out->p[out->n++] = ' ';
             p++;
             continue;
         }
         size_t q = p;
         int hi = 0;
-        while (q < a->n && a->p[q] != ' ') {
-            hi |= (uint8_t)a->p[q] >= 0x80;
+        while (q < len && src[q] != ' ') {
+            hi |= (uint8_t)src[q] >= 0x80;
             q++;
         }
         if (hi) {
-            if (transform_chunk(n, a->p + p, q - p, ws, b)) return -1;
+            if (transform_chunk(n, src + p, q - p, ws, out)) return -1;
         } else {
-            if (tok_buf_reserve(b, q - p)) return -1;
-            memcpy(b->p + b->n, a->p + p, q - p);
-            b->n += q - p;
+            if (tok_buf_reserve(out, q - p)) return -1;
+            memcpy(out->p + out->n, src + p, q - p);
+            out->n += q - p;
         }
         p = q;
     }
+    return 0;
+}
+
+/* Steps 2–5 for one section: raw bytes → normalized UTF-8 in ws->a. */
+static int normalize_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws)
+{
+    int nonascii = 0;
+    size_t i = 0;
+    ws->a.n = 0;
+    if (clean_into(n, text, len, &i, len, &ws->a, &nonascii)) return -1;
+    if (!nonascii || !(n->lower || n->strip)) return 0;
+    ws->b.n = 0;
+    if (transform_spaced(n, ws->a.p, ws->a.n, ws, &ws->b)) return -1;
     tok_buf t = ws->a; ws->a = ws->b; ws->b = t;
     return 0;
 }
 
-/* Step 7 over the normalized section in ws->a. */
-static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_sink *sink)
+/* Step 7 over normalized bytes s[0..n). tail == NULL: every word is given to
+ * the sink. Otherwise a word that runs up to the end of s is not (it may
+ * continue in the next window): *tail receives its start (n when there is
+ * none). */
+static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_sink *sink,
+                       size_t *tail)
 {
+    if (tail) *tail = n;
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
     while (i < n) {
@@ -345,16 +379,21 @@ static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_si
             if (is_js_space(cp) || u_ispunct((UChar32)cp)) break;
             i += (size_t)l;
         }
+        if (i > w && i == n && tail) {
+            *tail = w;
+            return 0;
+        }
         if (i > w && sink->word(sink->ctx, s + w, i - w)) return 1;
         if (i == w) i++;   /* defensive: never loop */
     }
     return 0;
 }
 
-static int process_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
-                           const tok_sink *sink)
+/* Whole-section path (sections up to TOK_STREAM_MIN bytes): normalize,
+ * step 6, pre-tokenize. */
+static int process_section_whole(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
+                                 const tok_sink *sink)
 {
-    if (len == 0) return 0;
     if (normalize_section(n, text, len, ws)) return -1;
     const char *a = ws->a.p;
     size_t an = ws->a.n;
@@ -362,16 +401,262 @@ static int process_section(const tok_norm *n, const char *text, size_t len, tok_
     for (int k = 0; k < n->nspec; k++)
         if ((size_t)n->spec_len[k] == an && memcmp(n->spec[k], a, an) == 0)
             return sink->special(sink->ctx, k) ? 1 : 0;
-    return pretokenize(n->cls, a, an, sink);
+    return pretokenize(n->cls, a, an, sink, NULL);
+}
+
+/* ---- streaming (sections longer than TOK_STREAM_MIN bytes) ---- */
+
+/* Is c a character next to which a window may end? Lower-casing has one
+ * context-dependent mapping, final sigma (U+03A3), whose context extends over
+ * case-ignorable characters; NFD reorders non-starters. So a split between x
+ * and y is exact when neither is U+03A3 nor case-ignorable (when
+ * lower-casing) and y (and its lower-case form) starts a new NFD segment
+ * (when stripping accents). */
+static int split_ok(const tok_norm *n, uint32_t x, uint32_t y)
+{
+    if (x < 0x80 && y < 0x80) {
+        /* ASCII: only ' . : ^ ` are case-ignorable; every ASCII character is a starter */
+        static const char ign[] = "'.:^`";
+        return !(n->lower && (strchr(ign, (int)x) || strchr(ign, (int)y)));
+    }
+    if (n->lower) {
+        if (x == 0x3A3 || y == 0x3A3) return 0;
+        if (u_hasBinaryProperty((UChar32)x, UCHAR_CASE_IGNORABLE) ||
+            u_hasBinaryProperty((UChar32)y, UCHAR_CASE_IGNORABLE))
+            return 0;
+    }
+    if (n->strip) {
+        UErrorCode st = U_ZERO_ERROR;
+        const UNormalizer2 *nfd = unorm2_getNFDInstance(&st);
+        if (U_FAILURE(st)) return 0;
+        if (!unorm2_hasBoundaryBefore(nfd, (UChar32)y)) return 0;
+        if (n->lower && !unorm2_hasBoundaryBefore(nfd, u_tolower((UChar32)y))) return 0;
+    }
+    return 1;
+}
+
+/* Code point ending at b[p] (p > 0, b valid UTF-8); *start receives its first byte. */
+static uint32_t cp_before(const char *b, size_t p, size_t *start)
+{
+    size_t q = p - 1;
+    while (q > 0 && ((uint8_t)b[q] & 0xC0) == 0x80) q--;
+    uint32_t cp;
+    if (tok_utf8_decode((const uint8_t *)b + q, p - q, &cp) == 0) cp = 0xFFFD;
+    *start = q;
+    return cp;
+}
+
+/* The last position p in (lo, a->n) where the cleaned bytes may be split
+ * (after a space, or between two characters split_ok accepts); 0 if none. */
+static size_t find_split(const tok_norm *n, const tok_buf *a, size_t lo)
+{
+    if (!n->lower && !n->strip) return a->n;    /* no context at all */
+    size_t p = a->n, ystart;
+    if (p == 0) return 0;
+    uint32_t y = cp_before(a->p, p, &ystart);
+    p = ystart;
+    while (p > lo) {
+        size_t xstart;
+        uint32_t x = cp_before(a->p, p, &xstart);
+        if (x == ' ' || y == ' ' || split_ok(n, x, y)) return p;
+        y = x;
+        p = xstart;
+    }
+    return 0;
+}
+
+typedef struct stream_st {
+    const tok_norm *n;
+    const tok_sink *sink;
+    tok_ws *ws;
+    size_t maxspec;      /* longest special token */
+    char hold[64];       /* step 6: the first normalized bytes while they could still be a special */
+    size_t nhold;
+    int released;        /* more than maxspec bytes came out: no longer a special */
+    int longw;           /* the word in ws->w is longer than TOK_MAX_WORD (bytes dropped) */
+} stream_st;
+
+/* Append to the continuing word (or just count it once it is too long). */
+static int carry_add(stream_st *st, const char *p, size_t len)
+{
+    tok_buf *w = &st->ws->w;
+    if (st->longw) return 0;
+    if (w->n + len > TOK_MAX_WORD) {
+        st->longw = 1;
+        w->n = 0;
+        return 0;
+    }
+    if (tok_buf_reserve(w, len)) return -1;
+    memcpy(w->p + w->n, p, len);
+    w->n += len;
+    return 0;
+}
+
+/* Give the continuing word to the sink. */
+static int carry_emit(stream_st *st)
+{
+    tok_buf *w = &st->ws->w;
+    int r = 0;
+    if (st->longw)
+        r = st->sink->long_word ? st->sink->long_word(st->sink->ctx) : 0;
+    else if (w->n > 0)
+        r = st->sink->word(st->sink->ctx, w->p, w->n);
+    st->longw = 0;
+    w->n = 0;
+    return r ? 1 : 0;
+}
+
+/* Length of the word characters at the start of s[0..n) (up to the first
+ * space or punctuation character). */
+static size_t word_prefix(const uint8_t *cls, const char *s, size_t n)
+{
+    const uint8_t *u = (const uint8_t *)s;
+    size_t i = 0;
+    while (i < n) {
+        if (u[i] < 0x80) {
+            if (cls[u[i]] != C_WORD) break;
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        int l = tok_utf8_decode(u + i, n - i, &cp);
+        if (l == 0 || is_js_space(cp) || u_ispunct((UChar32)cp)) break;
+        i += (size_t)l;
+    }
+    return i;
+}
+
+/* Pre-tokenize normalized bytes s[0..len) that follow what came before;
+ * final: nothing follows. */
+static int stream_pretok(stream_st *st, const char *s, size_t len, int final)
+{
+    const uint8_t *cls = st->n->cls;
+    if (st->longw || st->ws->w.n > 0) {
+        size_t e = word_prefix(cls, s, len);
+        if (carry_add(st, s, e)) return -1;
+        s += e;
+        len -= e;
+        if (len == 0 && !final) return 0;
+        int r = carry_emit(st);
+        if (r) return r;
+    }
+    size_t tail;
+    int r = pretokenize(cls, s, len, st->sink, final ? NULL : &tail);
+    if (r) return r;
+    if (!final && tail < len && carry_add(st, s + tail, len - tail)) return -1;
+    return 0;
+}
+
+/* Normalized bytes of one window: held for step 6 while they could still be
+ * a special token, then pre-tokenized. */
+static int stream_out(stream_st *st, const char *s, size_t len, int final)
+{
+    if (!st->released) {
+        if (st->nhold + len <= st->maxspec) {
+            memcpy(st->hold + st->nhold, s, len);
+            st->nhold += len;
+            if (!final) return 0;
+            if (st->nhold == 0) return 0;
+            for (int k = 0; k < st->n->nspec; k++)
+                if ((size_t)st->n->spec_len[k] == st->nhold &&
+                    memcmp(st->n->spec[k], st->hold, st->nhold) == 0)
+                    return st->sink->special(st->sink->ctx, k) ? 1 : 0;
+            return pretokenize(st->n->cls, st->hold, st->nhold, st->sink, NULL);
+        }
+        st->released = 1;
+        if (st->nhold > 0) {
+            int r = stream_pretok(st, st->hold, st->nhold, 0);
+            if (r) return r;
+        }
+    }
+    return stream_pretok(st, s, len, final);
+}
+
+/* Normalize cleaned bytes a[0..p) (steps 4–5) and pass them on. */
+static int stream_flush(stream_st *st, size_t p, int final)
+{
+    tok_ws *ws = st->ws;
+    const tok_norm *n = st->n;
+    int r;
+    if (n->lower || n->strip) {
+        ws->b.n = 0;
+        if (transform_spaced(n, ws->a.p, p, ws, &ws->b)) return -1;
+        r = stream_out(st, ws->b.p, ws->b.n, final);
+    } else {
+        r = stream_out(st, ws->a.p, p, final);
+    }
+    if (r) return r;
+    memmove(ws->a.p, ws->a.p + p, ws->a.n - p);
+    ws->a.n -= p;
+    return 0;
+}
+
+static int process_section_stream(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
+                                  const tok_sink *sink)
+{
+    stream_st st;
+    memset(&st, 0, sizeof st);
+    st.n = n;
+    st.sink = sink;
+    st.ws = ws;
+    for (int k = 0; k < n->nspec; k++)
+        if ((size_t)n->spec_len[k] > st.maxspec) st.maxspec = (size_t)n->spec_len[k];
+    if (st.maxspec >= sizeof st.hold) st.maxspec = sizeof st.hold - 1;
+    ws->a.n = 0;
+    ws->w.n = 0;
+    size_t i = 0;
+    int nonascii = 0, r;
+    size_t searched = 0;
+    while (i < len) {
+        size_t stop = len - i < TOK_WINDOW ? len : i + TOK_WINDOW;
+        if (clean_into(n, text, len, &i, stop, &ws->a, &nonascii)) return -1;
+        if (i < len && ws->a.n < TOK_WINDOW) continue;   /* most of it was dropped */
+        if (i >= len) break;
+        /* positions up to 'searched' were refused before */
+        size_t p = find_split(n, &ws->a, searched > 0 ? searched - 1 : 0);
+        searched = ws->a.n;
+        if (p == 0) {
+            if (ws->a.n < TOK_FORCE) continue;
+            p = ws->a.n;    /* no split point in TOK_FORCE bytes: split anyway (tokenizer.c) */
+        }
+        if ((r = stream_flush(&st, p, 0)) != 0) return r;
+        searched = ws->a.n;
+        if (bft_interrupted()) return TOK_INTERRUPTED;
+    }
+    return stream_flush(&st, ws->a.n, 1);
+}
+
+size_t tok_stream_min = TOK_STREAM_MIN;
+
+static int process_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
+                           const tok_sink *sink)
+{
+    if (len == 0) return 0;
+    if (len <= tok_stream_min) return process_section_whole(n, text, len, ws, sink);
+    return process_section_stream(n, text, len, ws, sink);
 }
 
 int tok_process(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
                 const tok_sink *sink)
 {
-    size_t start = 0, i = 0;
+    size_t start = 0, i = 0, next_poll = (size_t)1 << 20;
     if (n->nspec > 0) {
         while (i < len) {
-            if (!n->spec_first[(uint8_t)text[i]]) { i++; continue; }
+            if (i >= next_poll) {
+                if (bft_interrupted()) return TOK_INTERRUPTED;
+                next_poll = i + ((size_t)1 << 20);
+            }
+            if (!n->spec_first[(uint8_t)text[i]]) {
+                if (n->spec_byte >= 0) {
+                    /* every special starts with one byte ('['): jump to it */
+                    size_t upto = next_poll < len ? next_poll : len;
+                    const char *q = memchr(text + i, n->spec_byte, upto - i);
+                    i = q ? (size_t)(q - text) : upto;
+                } else {
+                    i++;
+                }
+                continue;
+            }
             int best = -1, best_len = 0;
             for (int k = 0; k < n->nspec; k++) {
                 int l = n->spec_len[k];
@@ -683,6 +968,14 @@ static int enc_word(void *ctx, const char *w, size_t len)
     return c->n >= c->limit;
 }
 
+/* A streamed word of more than TOK_MAX_WORD bytes (> 100 characters): [UNK]. */
+static int enc_long_word(void *ctx)
+{
+    enc_ctx *c = ctx;
+    if (enc_push(c, c->t->sp.unk)) return 1;
+    return c->n >= c->limit;
+}
+
 /* Run the pipeline; pieces end up in c->ids[0..c->n). */
 static int encode_into(const bft_tokenizer *t, const char *text, size_t len, enc_ctx *c,
                        bft_error *err)
@@ -698,13 +991,16 @@ static int encode_into(const bft_tokenizer *t, const char *text, size_t len, enc
     }
     tok_ws ws;
     tok_ws_init(&ws);
-    tok_sink sink = {enc_special, enc_word, c};
+    tok_sink sink = {enc_special, enc_word, c, enc_long_word};
     int r = len ? tok_process(&t->norm, text, len, &ws, &sink) : 0;
     tok_ws_free(&ws);
     if (r < 0 || c->oom) {
         if (c->ids != c->stack) free(c->ids);
         c->ids = c->stack;
-        bft_set_error(err, BFT_ENOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+        if (r == TOK_INTERRUPTED)
+            bft_set_error(err, BFT_ECANCEL, "tokenizer: interrupted");
+        else
+            bft_set_error(err, BFT_ENOMEM, "tokenizer: out of memory encoding %zu bytes", len);
         return -1;
     }
     return 0;

@@ -56,7 +56,10 @@ bft_special_ids bft_tokenizer_special(const bft_tokenizer *tok);
  * is handled as documented in tokenizer.c) as [CLS] pieces… [SEP], truncating
  * the pieces so the total is at most max_length (max_length >= 2).
  * out_ids must hold max_length ids. Returns the number of ids written
- * (2..max_length), or -1 with err set (e.g. out of memory). */
+ * (2..max_length), or -1 with err set (e.g. out of memory; BFT_ECANCEL when
+ * interrupted, resource.h). Work stops once max_length ids are out, so a
+ * huge text costs memory and time bounded by max_length (plus a scan for
+ * special tokens), not by its size. */
 int bft_encode(const bft_tokenizer *tok, const char *text, size_t len,
                int max_length, int32_t *out_ids, bft_error *err);
 
@@ -83,11 +86,25 @@ typedef struct bft_wp_trainer bft_wp_trainer;
 bft_wp_trainer *bft_wp_trainer_new(const bft_tokenizer_opts *opts, int vocab_size,
                                    int min_frequency, bft_error *err);
 
-/* Feed one training text. Returns 0 or -1 with err. */
+/* Bound the memory of learning (the word table and bft_wp_trainer_finish) to
+ * about bytes (0: unbounded). When the table of distinct words would exceed
+ * it, the words seen fewest times are dropped (counts of words seen again
+ * later start over), so a huge column still learns a vocabulary of its
+ * frequent words. */
+void bft_wp_trainer_set_memory(bft_wp_trainer *tr, size_t bytes);
+
+/* Distinct words in the table; *pruned: distinct words dropped so far;
+ * *min_count: the last pruning dropped words seen fewer times than this. */
+size_t bft_wp_trainer_stats(const bft_wp_trainer *tr, size_t *pruned, long long *min_count);
+
+/* Feed one training text (words longer than 4096 bytes are not learned
+ * from). Returns 0 or -1 with err (BFT_ECANCEL when interrupted,
+ * resource.h). */
 int bft_wp_trainer_feed(bft_wp_trainer *tr, const char *text, size_t len, bft_error *err);
 
 /* Learn the vocabulary; returns malloc'd vocab.txt bytes (caller frees, length in *out_len)
- * or NULL with err. The trainer stays valid and must still be freed. */
+ * or NULL with err (BFT_ECANCEL when interrupted, resource.h). The trainer
+ * stays valid and must still be freed. */
 char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err);
 
 /* Free a trainer (NULL is fine). */

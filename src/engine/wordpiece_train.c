@@ -17,7 +17,9 @@
  * Determinism: unique words are processed in byte order, ties between equal
  * pair counts go to the pair with the smaller (left id, right id) — HF's rule;
  * HF's own hash-map iteration order (which decides its "##c" ids) is replaced
- * by code point order. The result does not depend on the order of feeding.
+ * by code point order. The result does not depend on the order of feeding,
+ * unless the word table outgrew its memory bound (bft_wp_trainer_set_memory)
+ * and rare words were pruned: then which ones depends on when it happened.
  * If the specials plus the alphabet alone exceed vocab_size, all of them are
  * kept (as HF does without limit_alphabet), so the vocabulary is larger.
  *
@@ -29,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "resource.h"
 #include "tok_internal.h"
 
 static const char *const SPECIALS[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
@@ -138,7 +141,60 @@ struct bft_wp_trainer {
     int min_frequency;
     strmap words;
     int oom;
+    size_t mem_limit;      /* bytes for the table and bft_wp_trainer_finish (0: none) */
+    size_t pruned;         /* distinct words dropped by pruning */
+    int64_t prune_below;   /* the last pruning dropped words seen fewer times than this */
 };
+
+/* Bytes bft_wp_trainer_finish needs for a table of n words with arena_n
+ * bytes, table included: per word its entry, order, start, length, count and
+ * stamp (~80 bytes); per byte (>= per character) the alphabet lists, the
+ * symbol array and, at worst, one pair with its heap entry and occurrence
+ * (~72 bytes). */
+static size_t finish_bytes(size_t n, size_t arena_n)
+{
+    return n * 80 + arena_n * 72;
+}
+
+/* Keep the table within mem_limit: drop the words seen fewest times (all
+ * words with a count below the smallest threshold that frees half the
+ * budget). Returns 0 or -1 (out of memory). */
+static int prune_words(bft_wp_trainer *tr)
+{
+    strmap *m = &tr->words;
+    int64_t below = 2;
+    for (;;) {
+        size_t n = 0, bytes = 0;
+        for (int i = 0; i < m->n; i++)
+            if (m->count[i] >= below) {
+                n++;
+                bytes += (size_t)(m->off[i] & 0xFFFFFF);
+            }
+        if (finish_bytes(n, bytes) <= tr->mem_limit / 2 || n == 0)
+            break;
+        below = below < ((int64_t)1 << 40) ? below * 2 : below + 1;
+    }
+    strmap k;
+    if (strmap_init(&k)) return -1;
+    for (int i = 0; i < m->n; i++) {
+        if (m->count[i] < below) {
+            tr->pruned++;
+            continue;
+        }
+        size_t l;
+        const char *p = strmap_str(m, i, &l);
+        int j = strmap_get(&k, p, l, 1);
+        if (j < 0) {
+            strmap_free(&k);
+            return -1;
+        }
+        k.count[j] = m->count[i];
+    }
+    strmap_free(m);
+    *m = k;
+    tr->prune_below = below;
+    return 0;
+}
 
 static int tr_special(void *ctx, int k)
 {
@@ -150,14 +206,32 @@ static int tr_special(void *ctx, int k)
 static int tr_word(void *ctx, const char *w, size_t len)
 {
     bft_wp_trainer *tr = ctx;
-    if (len >= 0xFFFFFF) return 0;   /* a 16 MB "word" ([UNK] anyway) is not learned from */
+    if (len > TOK_MAX_WORD) return 0;   /* a > 4 KB "word" ([UNK] anyway) is not learned from */
     int i = strmap_get(&tr->words, w, len, 1);
     if (i < 0) {
         tr->oom = 1;
         return 1;
     }
     tr->words.count[i]++;
+    if (tr->mem_limit && tr->words.count[i] == 1 &&
+        finish_bytes((size_t)tr->words.n, tr->words.arena_n) > tr->mem_limit && prune_words(tr)) {
+        tr->oom = 1;
+        return 1;
+    }
     return 0;
+}
+
+void bft_wp_trainer_set_memory(bft_wp_trainer *tr, size_t bytes)
+{
+    if (tr)
+        tr->mem_limit = bytes;
+}
+
+size_t bft_wp_trainer_stats(const bft_wp_trainer *tr, size_t *pruned, long long *min_count)
+{
+    if (pruned) *pruned = tr ? tr->pruned : 0;
+    if (min_count) *min_count = tr ? (long long)tr->prune_below : 0;
+    return tr ? (size_t)tr->words.n : 0;
 }
 
 bft_wp_trainer *bft_wp_trainer_new(const bft_tokenizer_opts *opts, int vocab_size,
@@ -204,9 +278,13 @@ int bft_wp_trainer_feed(bft_wp_trainer *tr, const char *text, size_t len, bft_er
     }
     tok_ws ws;
     tok_ws_init(&ws);
-    tok_sink sink = {tr_special, tr_word, tr};
+    tok_sink sink = {tr_special, tr_word, tr, NULL};
     int r = tok_process(&tr->norm, text, len, &ws, &sink);
     tok_ws_free(&ws);
+    if (r == TOK_INTERRUPTED) {
+        bft_set_error(err, BFT_ECANCEL, "wordpiece trainer: interrupted");
+        return -1;
+    }
     if (r < 0 || tr->oom) {
         tr->oom = 0;
         bft_set_error(err, BFT_ENOMEM, "wordpiece trainer: out of memory");
@@ -460,6 +538,7 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
         nsym += l;   /* bytes >= chars */
     }
     qsort_r(order, (size_t)nw, sizeof *order, cmp_words, (void *)W);
+    if (bft_interrupted()) goto cancel;
     plain = malloc((nsym + 1) * sizeof *plain);
     cont = malloc((nsym + 1) * sizeof *cont);
     if (!plain || !cont) goto oom;
@@ -475,9 +554,12 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
             if (j > 0) cont[nc++] = cp;
             j += (size_t)cl;
         }
+        if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
     }
+    if (bft_interrupted()) goto cancel;
     qsort(plain, np, sizeof *plain, cmp_u32);
     qsort(cont, nc, sizeof *cont, cmp_u32);
+    if (bft_interrupted()) goto cancel;
     for (size_t i = 0; i < np; i++)
         if ((i == 0 || plain[i] != plain[i - 1]) && char_token(&s, plain[i], 0, 1) < 0) goto oom;
     for (size_t i = 0; i < nc; i++)
@@ -514,6 +596,7 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
         const int32_t *q = s.sym + s.wstart[k];
         for (int32_t j = 0; j + 1 < s.wlen[k]; j++)
             if (pair_delta(&s, q[j], q[j + 1], s.wcount[k], k)) goto oom;
+        if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
     }
     for (int32_t i = 0; i < s.npairs; i++)
         if (s.pairs[i].count > 0 &&
@@ -523,7 +606,9 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
 
     int64_t minf = tr->min_frequency > 1 ? tr->min_frequency : 1;
     int merge_no = 0;
+    unsigned polls = 0;
     while (s.toks.n < tr->vocab_size && s.nheap > 0) {
+        if ((++polls & 0xFF) == 0 && bft_interrupted()) goto cancel;
         heapent top = heap_pop(&s);
         int32_t pi = pair_get(&s, top.a, top.b);
         if (pi < 0) goto oom;
@@ -624,5 +709,13 @@ oom:
     free(out);
     state_free(&s);
     bft_set_error(err, BFT_ENOMEM, "wordpiece trainer: out of memory");
+    return NULL;
+cancel:
+    free(order);
+    free(plain);
+    free(cont);
+    free(out);
+    state_free(&s);
+    bft_set_error(err, BFT_ECANCEL, "wordpiece trainer: interrupted");
     return NULL;
 }

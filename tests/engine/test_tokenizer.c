@@ -17,7 +17,11 @@
 #include <json.h>
 #include <pthread.h>
 
+#include <sys/resource.h>
+
+#include "resource.h"
 #include "test.h"
+#include "tok_internal.h"   /* tok_stream_min: the whole-section reference */
 #include "tokenizer.h"
 
 static const char *data_dir(void)
@@ -807,6 +811,223 @@ static void test_trainer_matches_naive(void)
     free(texts);
 }
 
+
+/* ---- long texts: streamed windows give exactly the whole text's tokens ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* append s (len bytes) to a growing buffer */
+static void app(char **b, size_t *n, size_t *cap, const char *s, size_t len)
+{
+    if (*n + len + 1 > *cap) {
+        while (*n + len + 1 > *cap) *cap = *cap ? *cap * 2 : 1 << 16;
+        *b = realloc(*b, *cap);
+    }
+    memcpy(*b + *n, s, len);
+    *n += len;
+    (*b)[*n] = '\0';
+}
+
+static void app_rep(char **b, size_t *n, size_t *cap, const char *s, size_t times)
+{
+    for (size_t i = 0; i < times; i++) app(b, n, cap, s, strlen(s));
+}
+
+/* Texts of 0.3-2 MB that stress the window split rules: every golden text
+ * (all scripts, invalid UTF-8, specials) joined by spaces and newlines; Greek
+ * capitals with final sigma next to case-ignorable marks; combining marks,
+ * dotted capital I, CJK, Hangul; long runs without any space (accented
+ * letters, ASCII, a 300 KB word) that force windows to split inside words. */
+static char *stress_text(int kind, size_t *len)
+{
+    char *b = NULL;
+    size_t n = 0, cap = 0;
+    switch (kind) {
+    case 0:
+        for (int rep = 0; rep < 3; rep++)
+            for (size_t i = 0; i < ngoldens; i++) {
+                app(&b, &n, &cap, goldens[i].text, goldens[i].len);
+                app(&b, &n, &cap, i % 3 ? " " : "\n", 1);
+            }
+        break;
+    case 1:
+        for (int i = 0; i < 20000; i++) {
+            app(&b, &n, &cap, "ΟΔΟΣ ΣΑΣ. Σ.Σ ΑΣ'Β ΑΣ\xCC\x81Β ΌΣΟΣ: ", strlen("ΟΔΟΣ ΣΑΣ. Σ.Σ ΑΣ'Β ΑΣ\xCC\x81Β ΌΣΟΣ: "));
+            if (i % 1000 == 999) app_rep(&b, &n, &cap, "ΑΣΑΣ.Σ:Β'Σ", 3000);   /* 60 KB, no split point */
+        }
+        break;
+    case 2:
+        for (int i = 0; i < 15000; i++)
+            app(&b, &n, &cap, "Ame\xCC\x81lie\xCC\xA7\xCC\x81 \xC4\xB0STANBUL \xC4\xB0\xCC\x87i \xE4\xB8\xAD\xE6\x96\x87\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4 caf\xC3\xA9! \xF0\x9F\x98\x80x ",
+                strlen("Ame\xCC\x81lie\xCC\xA7\xCC\x81 \xC4\xB0STANBUL \xC4\xB0\xCC\x87i \xE4\xB8\xAD\xE6\x96\x87\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4 caf\xC3\xA9! \xF0\x9F\x98\x80x "));
+        break;
+    case 3:
+        app_rep(&b, &n, &cap, "\xC3\xA9", 60000);           /* 120 KB of é, no space */
+        app(&b, &n, &cap, " word ", 6);
+        app_rep(&b, &n, &cap, "Abc", 100000);                /* a 300 KB word */
+        app(&b, &n, &cap, ". ", 2);
+        app_rep(&b, &n, &cap, "x,", 100000);                 /* 100,000 one-letter words, no space */
+        app(&b, &n, &cap, " \xC3\x89T\xC3\x89 ", strlen(" \xC3\x89T\xC3\x89 "));
+        app_rep(&b, &n, &cap, "e\xCC\x81", 50000);           /* e + combining acute, no space */
+        app(&b, &n, &cap, " end [MASK] [SEP] tail", strlen(" end [MASK] [SEP] tail"));
+        break;
+    }
+    *len = n;
+    return b;
+}
+
+static bft_tokenizer *settings_tokenizer(const char *name, int lower, int strip, int chinese)
+{
+    char path[1024];
+    size_t n;
+    snprintf(path, sizeof path, "%s/vocab/%s-vocab.txt", data_dir(), name);
+    char *v = read_file(path, &n);
+    if (!v) return NULL;
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    o.do_lower_case = lower;
+    o.strip_accents = strip;
+    o.tokenize_chinese_chars = chinese;
+    bft_error err;
+    bft_tokenizer *t = bft_tokenizer_new(v, n, &o, &err);
+    free(v);
+    return t;
+}
+
+static void test_streaming_equals_whole(void)
+{
+    bft_tokenizer *ts[4] = {tk_cased, tk_uncased, settings_tokenizer("bert-base-uncased", 1, 0, 0),
+                            settings_tokenizer("bert-base-cased", 0, 1, 1)};
+    size_t compared = 0;
+    for (int kind = 0; kind < 4; kind++) {
+        size_t len;
+        char *text = stress_text(kind, &len);
+        CHECK(len > TOK_STREAM_MIN * 4, "stress text %d has %zu bytes", kind, len);
+        for (int t = 0; t < 4; t++) {
+            int32_t *whole = NULL, *streamed = NULL;
+            size_t nw = 0, ns = 0;
+            bft_error err;
+            tok_stream_min = SIZE_MAX;
+            int rw = bft_encode_pieces(ts[t], text, len, &whole, &nw, &err);
+            tok_stream_min = TOK_STREAM_MIN;
+            int rs = bft_encode_pieces(ts[t], text, len, &streamed, &ns, &err);
+            CHECK(rw == 0 && rs == 0, "text %d tokenizer %d: encode failed", kind, t);
+            CHECK(nw == ns && nw > 0 && memcmp(whole, streamed, nw * sizeof *whole) == 0,
+                  "text %d tokenizer %d: streamed %zu tokens vs whole %zu", kind, t, ns, nw);
+            if (nw != ns || (nw && memcmp(whole, streamed, nw * sizeof *whole) != 0)) {
+                size_t i = 0;
+                while (i < nw && i < ns && whole[i] == streamed[i]) i++;
+                fprintf(stderr, "  first difference at token %zu: %d vs %d\n", i,
+                        i < nw ? whole[i] : -1, i < ns ? streamed[i] : -1);
+            }
+            /* truncation of a long text: the first max_length - 2 pieces */
+            int32_t out[512];
+            int m = bft_encode(ts[t], text, len, 512, out, &err);
+            size_t keep = nw < 510 ? nw : 510;
+            CHECK(m == (int)keep + 2 && memcmp(out + 1, whole, keep * sizeof *out) == 0,
+                  "text %d tokenizer %d: truncated encode differs", kind, t);
+            compared += nw;
+            free(whole);
+            free(streamed);
+        }
+        free(text);
+    }
+    printf("# streamed == whole-section tokens: %zu tokens over 4 texts x 4 settings\n", compared);
+    bft_tokenizer_free(ts[2]);
+    bft_tokenizer_free(ts[3]);
+}
+
+static long max_rss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static int polls_left;
+static int countdown_hook(void *ctx)
+{
+    (void)ctx;
+    return --polls_left < 0;
+}
+
+/* bft_classify(repeat('é ', N)): truncation before normalization, so time
+ * and memory do not grow with the text; and a text that must be read to its
+ * end (encode_pieces) can be interrupted. */
+static void test_huge_text(void)
+{
+    size_t len = (size_t)256 << 20;
+    char *text = malloc(len);
+    CHECK(text != NULL, "malloc");
+    if (!text) return;
+    for (size_t i = 0; i + 3 <= len; i += 3) { text[i] = (char)0xC3; text[i + 1] = (char)0xA9; text[i + 2] = ' '; }
+    len -= len % 3;
+    long rss0 = max_rss_kb();
+    int32_t out[128];
+    bft_error err;
+    double t0 = now_s();
+    int m = bft_encode(tk_uncased, text, len, 128, out, &err);
+    double dt = now_s() - t0;
+    long grew = max_rss_kb() - rss0;
+    CHECK(m == 128, "encoded %d ids", m);
+    CHECK(out[1] == bft_tokenizer_token_id(tk_uncased, "e") && out[126] == out[1], "ids %d %d", out[1], out[126]);
+    CHECK(grew < 16 * 1024, "peak RSS grew by %ld kB for a %zu MB text", grew, len >> 20);
+    CHECK(dt < 2.0, "took %.3f s", dt);
+    printf("# %zu MB text, max_length 128: %.3f s, peak RSS +%ld kB\n", len >> 20, dt, grew);
+
+    /* the whole text must be read: interrupted after a few polls */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    polls_left = 20;
+    bft_set_interrupt_hook(countdown_hook, NULL);
+    t0 = now_s();
+    int r = bft_encode_pieces(tk_uncased, text, 64u << 20, &ids, &n, &err);
+    dt = now_s() - t0;
+    bft_set_interrupt_hook(NULL, NULL);
+    CHECK(r == -1 && err.code == BFT_ECANCEL, "interrupt: r %d code %d (%s)", r, err.code, err.msg);
+    CHECK(dt < 1.0, "interrupt took %.3f s", dt);
+    free(ids);
+    free(text);
+}
+
+/* The word table stays within its memory bound: rare words are pruned, the
+ * frequent ones still make the vocabulary; learning can be interrupted. */
+static void test_trainer_bounds(void)
+{
+    bft_tokenizer_opts o = bft_tokenizer_default_opts();
+    bft_error err;
+    bft_wp_trainer *tr = bft_wp_trainer_new(&o, 300, 0, &err);
+    CHECK(tr != NULL, "trainer");
+    if (!tr) return;
+    size_t limit = 4u << 20;
+    bft_wp_trainer_set_memory(tr, limit);
+    char buf[64];
+    for (unsigned i = 0; i < 300000; i++) {
+        int l = snprintf(buf, sizeof buf, "w%uq%x frequent common", i, i * 7919u);
+        CHECK(bft_wp_trainer_feed(tr, buf, (size_t)l, &err) == 0, "feed: %s", err.msg);
+    }
+    size_t pruned = 0;
+    long long below = 0;
+    size_t words = bft_wp_trainer_stats(tr, &pruned, &below);
+    CHECK(pruned > 100000 && words * 80 < limit, "words %zu pruned %zu below %lld", words, pruned, below);
+    size_t vlen;
+    char *v = bft_wp_trainer_finish(tr, &vlen, &err);
+    CHECK(v && strstr(v, "\nfrequent\n") && strstr(v, "\ncommon\n"), "frequent words missing");
+    printf("# bounded table: %zu words kept, %zu pruned (last pruning: counts below %lld)\n", words, pruned, below);
+    free(v);
+    polls_left = 2;
+    bft_set_interrupt_hook(countdown_hook, NULL);
+    v = bft_wp_trainer_finish(tr, &vlen, &err);
+    bft_set_interrupt_hook(NULL, NULL);
+    CHECK(v == NULL && err.code == BFT_ECANCEL, "finish not interrupted (%s)", err.msg);
+    free(v);
+    bft_wp_trainer_free(tr);
+}
+
 int main(void)
 {
     /* The bert-base vocabularies are shared data, not part of the repository
@@ -838,6 +1059,9 @@ int main(void)
     RUN(test_threads);
     RUN(test_vocab_learning);
     RUN(test_trainer_matches_naive);
+    RUN(test_streaming_equals_whole);
+    RUN(test_huge_text);
+    RUN(test_trainer_bounds);
     for (size_t i = 0; i < ngoldens; i++) {
         free(goldens[i].text);
         for (int k = 0; k < 4; k++) free(goldens[i].ids[k]);
