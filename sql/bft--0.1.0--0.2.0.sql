@@ -3,3 +3,111 @@
 -- checks that an updated 0.1.0 installation and a fresh 0.2.0 one have the
 -- same catalog.
 \echo Use "ALTER EXTENSION bft UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Weights made under 0.1.0 belong to the role that trained or imported them.
+-- They become the extension owner's, and rows must name distinct objects.
+-- A row whose object belongs to another role than its creator may have been
+-- written by hand (0.1.0 let any role with INSERT name any object): its
+-- object is left alone, with a WARNING; bft will not read it until a
+-- superuser adopts it (ALTER LARGE OBJECT ... OWNER TO the extension owner).
+DO $$
+DECLARE
+    r record;
+    extowner name := (SELECT rolname FROM pg_catalog.pg_roles
+                       WHERE oid = (SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'bft'));
+BEGIN
+    FOR r IN SELECT weights, pg_catalog.string_agg(name || ' version ' || version, ', ') AS rows
+               FROM bft.models GROUP BY weights HAVING pg_catalog.count(*) > 1
+    LOOP
+        RAISE EXCEPTION 'bft.models rows % name the same large object %', r.rows, r.weights
+            USING HINT = 'At most one of them can hold its weights: DELETE the others (a superuser), then update again.';
+    END LOOP;
+    FOR r IN SELECT m.name, m.version, m.weights, m.created_by, o.rolname AS owner
+               FROM bft.models m
+               JOIN pg_catalog.pg_largeobject_metadata l ON l.oid = m.weights
+               JOIN pg_catalog.pg_roles o ON o.oid = l.lomowner
+    LOOP
+        IF r.owner = r.created_by THEN
+            IF r.owner <> extowner THEN
+                EXECUTE pg_catalog.format('ALTER LARGE OBJECT %s OWNER TO %I', r.weights, extowner);
+            END IF;
+        ELSE
+            RAISE WARNING 'model "%" version %: large object % belongs to %, not to its creator %; it was left alone',
+                r.name, r.version, r.weights, r.owner, r.created_by
+                USING HINT = pg_catalog.format('If it really holds these weights: ALTER LARGE OBJECT %s OWNER TO %I;',
+                                               r.weights, extowner);
+        END IF;
+    END LOOP;
+END $$;
+
+-- Security of the model store ----------------------------------------------
+-- bft reads weights without large-object permission checks, so no user may
+-- decide which object a row names: rows are written only by bft's own C code
+-- (superusers excepted, e.g. pg_restore), weights belong to the extension's
+-- owner, every object belongs to exactly one row, and deleting a row,
+-- TRUNCATE or DROP EXTENSION unlinks the weights (and nothing else).
+ALTER TABLE bft.models ADD UNIQUE (weights);
+
+CREATE FUNCTION bft.models_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bft_models_guard'
+LANGUAGE C;
+
+CREATE TRIGGER models_guard BEFORE INSERT OR UPDATE ON bft.models
+    FOR EACH ROW EXECUTE FUNCTION bft.models_guard();
+
+CREATE FUNCTION bft.models_unlink()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bft_models_unlink'
+LANGUAGE C;
+
+CREATE TRIGGER models_unlink AFTER DELETE ON bft.models
+    FOR EACH ROW EXECUTE FUNCTION bft.models_unlink();
+
+CREATE FUNCTION bft.models_truncate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bft_models_truncate'
+LANGUAGE C;
+
+CREATE TRIGGER models_truncate BEFORE TRUNCATE ON bft.models
+    FOR EACH STATEMENT EXECUTE FUNCTION bft.models_truncate();
+
+CREATE FUNCTION bft.drop_guard()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'bft_drop_guard'
+LANGUAGE C;
+
+-- DROP EXTENSION bft (also through DROP SCHEMA ... CASCADE of its schema or
+-- DROP OWNED BY its owner) unlinks the weights first.
+CREATE EVENT TRIGGER bft_drop_weights ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION bft.drop_guard();
+
+-- A copy of a version's weights as a new large object owned by the caller,
+-- for \lo_export (the stored objects belong to the extension's owner).
+CREATE FUNCTION bft_copy_weights(name text, version int DEFAULT NULL)
+RETURNS oid
+AS 'MODULE_PATHNAME', 'bft_copy_weights_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Who may run what.  PUBLIC keeps the read-only functions (classification
+-- also needs SELECT on bft.models, which nobody has by default), bft_progress,
+-- bft_devices and bft_cancel_job (own jobs only).  Everything that stores,
+-- deploys, drops, exports or copies models is granted explicitly (README,
+-- "Privileges"), on top of the privileges on bft.models it also checks.
+REVOKE EXECUTE ON FUNCTION
+    bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+              bool, int, float8, text, text, jsonb, int, bool),
+    bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+                    bool, int, float8, text, text, jsonb, int, bool),
+    bft_import_model(text, text),
+    bft_import_model(text, jsonb, text, oid, jsonb),
+    bft_export_model(text, text, int),
+    bft_deploy(text, int),
+    bft_drop_model(text, int),
+    bft_copy_weights(text, int),
+    bft.models_guard(),
+    bft.models_unlink(),
+    bft.models_truncate(),
+    bft.drop_guard()
+FROM PUBLIC;

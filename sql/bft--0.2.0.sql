@@ -166,9 +166,11 @@ LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW bft.progress AS SELECT * FROM bft_progress();
 
--- Reading and classifying need: USAGE on schema bft, SELECT on bft.models.
--- Training/importing also: INSERT on bft.models, USAGE on its sequence.
--- See the README's "Privileges" section.
+-- Classifying needs SELECT on bft.models (at least its columns id, name,
+-- version and deployed_at); tokenize, fill-mask, fine-tuning from a base and
+-- exports need SELECT on all its columns; training and importing also INSERT
+-- and USAGE on its sequence, and EXECUTE on the functions (revoked from
+-- PUBLIC below).  See the README's "Privileges" and "Security" sections.
 GRANT USAGE ON SCHEMA bft TO PUBLIC;
 GRANT SELECT ON bft.progress TO PUBLIC;
 DO $$
@@ -274,3 +276,75 @@ SELECT j.id,
  WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                 WHERE r.oid = j.userid AND pg_catalog.pg_has_role(r.oid, 'USAGE'));
 GRANT SELECT ON bft.jobs TO PUBLIC;
+
+-- Security of the model store ----------------------------------------------
+-- bft reads weights without large-object permission checks, so no user may
+-- decide which object a row names: rows are written only by bft's own C code
+-- (superusers excepted, e.g. pg_restore), weights belong to the extension's
+-- owner, every object belongs to exactly one row, and deleting a row,
+-- TRUNCATE or DROP EXTENSION unlinks the weights (and nothing else).
+ALTER TABLE bft.models ADD UNIQUE (weights);
+
+CREATE FUNCTION bft.models_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bft_models_guard'
+LANGUAGE C;
+
+CREATE TRIGGER models_guard BEFORE INSERT OR UPDATE ON bft.models
+    FOR EACH ROW EXECUTE FUNCTION bft.models_guard();
+
+CREATE FUNCTION bft.models_unlink()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bft_models_unlink'
+LANGUAGE C;
+
+CREATE TRIGGER models_unlink AFTER DELETE ON bft.models
+    FOR EACH ROW EXECUTE FUNCTION bft.models_unlink();
+
+CREATE FUNCTION bft.models_truncate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bft_models_truncate'
+LANGUAGE C;
+
+CREATE TRIGGER models_truncate BEFORE TRUNCATE ON bft.models
+    FOR EACH STATEMENT EXECUTE FUNCTION bft.models_truncate();
+
+CREATE FUNCTION bft.drop_guard()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'bft_drop_guard'
+LANGUAGE C;
+
+-- DROP EXTENSION bft (also through DROP SCHEMA ... CASCADE of its schema or
+-- DROP OWNED BY its owner) unlinks the weights first.
+CREATE EVENT TRIGGER bft_drop_weights ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION bft.drop_guard();
+
+-- A copy of a version's weights as a new large object owned by the caller,
+-- for \lo_export (the stored objects belong to the extension's owner).
+CREATE FUNCTION bft_copy_weights(name text, version int DEFAULT NULL)
+RETURNS oid
+AS 'MODULE_PATHNAME', 'bft_copy_weights_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Who may run what.  PUBLIC keeps the read-only functions (classification
+-- also needs SELECT on bft.models, which nobody has by default), bft_progress,
+-- bft_devices and bft_cancel_job (own jobs only).  Everything that stores,
+-- deploys, drops, exports or copies models is granted explicitly (README,
+-- "Privileges"), on top of the privileges on bft.models it also checks.
+REVOKE EXECUTE ON FUNCTION
+    bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+              bool, int, float8, text, text, jsonb, int, bool),
+    bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+                    bool, int, float8, text, text, jsonb, int, bool),
+    bft_import_model(text, text),
+    bft_import_model(text, jsonb, text, oid, jsonb),
+    bft_export_model(text, text, int),
+    bft_deploy(text, int),
+    bft_drop_model(text, int),
+    bft_copy_weights(text, int),
+    bft.models_guard(),
+    bft.models_unlink(),
+    bft.models_truncate(),
+    bft.drop_guard()
+FROM PUBLIC;

@@ -1,6 +1,8 @@
 /*
  * bft_admin.c — model management: import (server directory or client large
- * object), export, deploy, drop.
+ * object), export, deploy, drop.  Storing goes through bft_store_model (the
+ * only writer of bft.models rows); dropping deletes rows as the caller and
+ * the store's AFTER DELETE trigger unlinks exactly their weights.
  */
 #include "bft_pg.h"
 
@@ -83,16 +85,19 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 
 	check_model_name(name);
 	PreventCommandIfReadOnly("bft_import_model()");
+	PreventCommandDuringRecovery("bft_import_model()");
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to import a model from a server directory"),
 				 errdetail("Only superusers and members of pg_read_server_files may read server files."),
 				 errhint("Upload the weights with \\lo_import and use bft_import_model(name, config, vocab, weights).")));
-	bft_check_store_privileges();
+	bft_check_store(name);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_import", ALLOCSET_DEFAULT_SIZES);
 	slot = model_holder(cxt);
 	bft_apply_threads();
+	/* files over bft.max_memory are refused before they are read */
+	bft_engine_budget();
 	*slot = bft_model_load_dir(dir, &err);
 	if (*slot == NULL)
 	{
@@ -145,7 +150,8 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 		tokcfg = JsonbToCString(NULL, &PG_GETARG_JSONB_P(4)->root, VARSIZE(PG_GETARG_JSONB_P(4)));
 
-	bft_check_store_privileges();
+	PreventCommandDuringRecovery("bft_import_model()");
+	bft_check_store(name);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_import", ALLOCSET_DEFAULT_SIZES);
 	slot = model_holder(cxt);
 	st = bft_read_lo_checked(loid, &st_len);
@@ -154,6 +160,7 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 	if (tokcfg)
 		t8 = bft_to_utf8(tokcfg, strlen(tokcfg), &tlen);
 	bft_apply_threads();
+	bft_engine_budget();
 	*slot = bft_model_load_mem(c8, clen, v8, vlen, t8, tlen, st, st_len, &err);
 	pfree(st);
 	if (*slot == NULL)
@@ -190,7 +197,8 @@ bft_export_model_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to export a model to a server directory"),
 				 errdetail("Only superusers and members of pg_write_server_files may write server files."),
-				 errhint("\\lo_export of bft.models.weights gives the model.safetensors file.")));
+				 errhint("bft_copy_weights() gives a large object to \\lo_export as model.safetensors.")));
+	bft_require_model_read("bft_export_model()");
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_export", ALLOCSET_DEFAULT_SIZES);
 	slot = model_holder(cxt);
 	*slot = bft_load_model_row(name, version, NULL, &got, NULL);
@@ -217,8 +225,8 @@ bft_deploy_sql(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	SPI_connect();
-	ret = SPI_execute_with_args("UPDATE bft.models SET deployed_at = clock_timestamp()"
-								" WHERE name = $1 AND version = $2",
+	ret = SPI_execute_with_args("UPDATE bft.models SET deployed_at = pg_catalog.clock_timestamp()"
+								" WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 								2, argtypes, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not update bft.models");
@@ -232,8 +240,9 @@ bft_deploy_sql(PG_FUNCTION_ARGS)
 
 /*
  * bft_drop_model(name, version): delete one version (or all versions when
- * version is NULL) and unlink their large objects.  Returns the number of
- * versions dropped.
+ * version is NULL) as the caller (DELETE privilege and row-level security
+ * decide which rows go); the AFTER DELETE trigger on bft.models unlinks
+ * exactly their weights.  Returns the number of versions dropped.
  */
 Datum
 bft_drop_model_sql(PG_FUNCTION_ARGS)
@@ -244,8 +253,6 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 	int			ret;
 	char	   *name;
 	uint64		n;
-	uint64		i;
-	Oid		   *loids;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -257,10 +264,10 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		nulls[1] = 'n';
 	SPI_connect();
-	ret = SPI_execute_with_args("DELETE FROM bft.models WHERE name = $1"
-								" AND ($2::int IS NULL OR version = $2) RETURNING weights",
+	ret = SPI_execute_with_args("DELETE FROM bft.models WHERE name OPERATOR(pg_catalog.=) $1"
+								" AND ($2::pg_catalog.int4 IS NULL OR version OPERATOR(pg_catalog.=) $2)",
 								2, argtypes, values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE_RETURNING)
+	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from bft.models");
 	n = SPI_processed;
 	if (n == 0)
@@ -272,27 +279,6 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" version %d does not exist", name, PG_GETARG_INT32(1))));
-	}
-	loids = palloc(sizeof(Oid) * n);
-	for (i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		loids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1,
-												  &isnull));
-	}
-	for (i = 0; i < n; i++)
-	{
-		Oid			t[1] = {OIDOID};
-		Datum		v[1];
-
-		/* unlink unless another row still refers to it */
-		v[0] = ObjectIdGetDatum(loids[i]);
-		ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = $1"
-									" AND NOT EXISTS (SELECT 1 FROM bft.models WHERE weights = $1)",
-									1, t, v, NULL, false, 1);
-		if (ret == SPI_OK_SELECT && SPI_processed == 1)
-			inv_drop(loids[i]);
 	}
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);

@@ -23,6 +23,7 @@
 #include "utils/tuplestore.h"
 
 #include "defaults.h"
+#include "resource.h"
 
 PG_FUNCTION_INFO_V1(bft_classify_sql);
 PG_FUNCTION_INFO_V1(bft_predict_sql);
@@ -57,6 +58,7 @@ bft_encode_text(const bft_tokenizer *tok, const char *s, int len, int max_length
 	int32	   *ids = palloc(sizeof(int32) * max_length);
 	bft_error	err;
 
+	/* stops after max_length ids: a huge text costs no more than a short one */
 	*n = bft_encode(tok, u, ulen, max_length, ids, &err);
 	if (*n < 0)
 		bft_report_engine_error(&err, "could not tokenize text");
@@ -119,6 +121,14 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 	if (n <= 0)
 		return;
 	order = palloc(sizeof(LenIdx) * n);
+	maxlen = 0;
+	for (i = 0; i < n; i++)
+		maxlen = Max(maxlen, offsets[i + 1] - offsets[i]);
+	/* activations of one batch and the chunk's buffers, beside the cached model */
+	bft_memory_require(bft_mem_infer_bytes(&m->cfg, K, BFT_PREDICT_BATCH, (int) maxlen) +
+					   (Size) Min(n, BFT_PREDICT_CHUNK) * (maxlen * 4 + K * 4 + 8),
+					   "classification", "Lower bft.model_cache_size; a superuser can raise bft.max_memory.");
+	maxlen = 0;
 	for (i = 0; i < n; i++)
 	{
 		order[i].len = offsets[i + 1] - offsets[i];
@@ -341,6 +351,8 @@ bft_classify_batch_sql(PG_FUNCTION_ARGS)
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
 	e = classifier_model(opt_text_arg(fcinfo, 1));
 	K = e->model->cfg.num_labels;
+	bft_memory_require((Size) nelems * (e->max_length * 4 + K * 4 + 16), "classifying this array",
+					   "Classify fewer texts per call (a few thousand), or lower bft.model_cache_size.");
 
 	tokens = MemoryContextAllocHuge(CurrentMemoryContext,
 									sizeof(int32) * (Size) e->max_length * nelems);
@@ -407,6 +419,7 @@ bft_fill_mask_sql(PG_FUNCTION_ARGS)
 	bft_srf_materialize(fcinfo, &tupdesc, &ts, label_score_types, 3);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
+	bft_require_model_read("bft_fill_mask()");
 	e = bft_get_model(opt_text_arg(fcinfo, 2));
 	if (!e->model->parts.mlm)
 		ereport(ERROR,
@@ -462,6 +475,7 @@ bft_tokenize_sql(PG_FUNCTION_ARGS)
 	bft_srf_materialize(fcinfo, &tupdesc, &ts, label_score_types, 2);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
+	bft_require_model_read("bft_tokenize()");
 	e = bft_get_model(opt_text_arg(fcinfo, 1));
 	t = PG_GETARG_TEXT_PP(0);
 	ids = bft_encode_text(e->model->tok, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), e->max_length, &n);
@@ -675,6 +689,10 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
+		/* the tokens kept so far and the probabilities to come */
+		bft_memory_require(tok_cap * sizeof(int32) + off_cap * 12 + (Size) n * K * sizeof(float),
+						   "the rows to evaluate",
+						   "Evaluate fewer rows at once (a view with a WHERE clause), or lower bft.model_cache_size.");
 	}
 	SPI_cursor_close(portal);
 	SPI_finish();

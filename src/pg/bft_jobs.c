@@ -29,6 +29,14 @@
  * A worker that dies without recording an outcome (kill -9, a server crash,
  * SIGTERM) shows as failed: bft.job_worker_alive() checks that its process
  * is still a background worker of the job's role in this database.
+ *
+ * Limits: a submission is checked for everything bft_train would check on
+ * bft.models (EXECUTE on bft_train, the store privileges, the model name) and
+ * refused when the server already runs bft.max_jobs job workers or the role
+ * bft.max_jobs_per_role (counted from the live workers, under a cluster-wide
+ * lock held from the count until the new worker is connected).  Finished
+ * jobs older than bft.job_retention are deleted at each submission and
+ * completion.
  */
 #include "bft_pg.h"
 
@@ -48,6 +56,8 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
@@ -177,6 +187,32 @@ extension_function(const char *proname, char **schema)
 	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* Delete finished jobs older than bft.job_retention (0: keep them). */
+static void
+prune_finished_jobs(void)
+{
+	Oid			t[1] = {INT4OID};
+	Datum		v[1];
+
+	if (bft_job_retention <= 0)
+		return;
+	v[0] = Int32GetDatum(bft_job_retention);
+	exec_as_owner("DELETE FROM bft.train_jobs WHERE state IN ('succeeded', 'failed', 'cancelled')"
+				  " AND finished_at < now() - make_interval(secs => $1)", 1, t, v, NULL, 0);
+}
+
+/* OID of the extension's function proname (the only one of that name in its schema). */
+static Oid
+extension_function_oid(const char *proname)
+{
+	Oid			oid;
+
+	SPI_connect();
+	oid = extension_function(proname, NULL);
+	SPI_finish();
+	return oid;
+}
+
 /* Mark queued/running jobs of this database whose worker is gone as failed. */
 static void
 reap_dead_jobs(void)
@@ -219,6 +255,80 @@ reap_dead_jobs(void)
 					  1, types, v, NULL, 0);
 	}
 	pfree(ids);
+	prune_finished_jobs();
+}
+
+#define BFT_JOB_TYPE "bft training job"
+
+/*
+ * Live job workers in the whole server, and those of role userid. Every
+ * job, queued or running, holds one background worker until it ends.
+ */
+static void
+count_job_workers(Oid userid, int *total, int *mine)
+{
+	int			cap = ProcGlobal->allProcCount;
+	int		   *pids = palloc(sizeof(int) * cap);
+	Oid		   *roles = palloc(sizeof(Oid) * cap);
+	int			n = 0,
+				i;
+
+	LWLockAcquire(ProcArrayLock, LW_SHARED);
+	for (i = 0; i < (int) ProcGlobal->allProcCount; i++)
+	{
+		PGPROC	   *p = &ProcGlobal->allProcs[i];
+
+		if (p->pid != 0 && p->isBackgroundWorker && n < cap)
+		{
+			pids[n] = p->pid;
+			roles[n] = p->roleId;
+			n++;
+		}
+	}
+	LWLockRelease(ProcArrayLock);
+	*total = *mine = 0;
+	for (i = 0; i < n; i++)
+	{
+		const char *type = GetBackgroundWorkerTypeByPid(pids[i]);
+
+		if (type && strcmp(type, BFT_JOB_TYPE) == 0)
+		{
+			(*total)++;
+			if (roles[i] == userid)
+				(*mine)++;
+		}
+	}
+	pfree(pids);
+	pfree(roles);
+}
+
+/* The cluster-wide lock that serialises job submissions (count → connected). */
+static void
+job_slot_locktag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, InvalidOid, 0x62667400, 0x6a6f6273, 3);
+}
+
+/* Refuse a submission over bft.max_jobs or bft.max_jobs_per_role (53400). */
+static void
+check_job_caps(Oid userid)
+{
+	int			total,
+				mine;
+
+	count_job_workers(userid, &total, &mine);
+	if (total >= bft_max_jobs)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many background training jobs: %d running or queued, bft.max_jobs is %d",
+						total, bft_max_jobs),
+				 errhint("Wait for a job to finish, cancel one with bft_cancel_job(), or ask an administrator to raise bft.max_jobs.")));
+	if (mine >= bft_max_jobs_per_role)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many background training jobs for role \"%s\": %d running or queued, bft.max_jobs_per_role is %d",
+						GetUserNameFromId(userid, false), mine, bft_max_jobs_per_role),
+				 errhint("Wait for one of your jobs to finish, or cancel one with bft_cancel_job().")));
 }
 
 /* ---- bft_train_async ---- */
@@ -271,6 +381,7 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 	bool		canlogin;
 	const char *threads;
 	int			waited;
+	LOCKTAG		slot_tag;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -300,6 +411,15 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", d)));
 	}
+	/* what bft_train would check on bft.models, now rather than in the background */
+	if (pg_proc_aclcheck(extension_function_oid("bft_train"), userid, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function bft_train"),
+				 errdetail("A background job calls bft_train() as the submitting role.")));
+	bft_check_store(model);
+	if (!PG_ARGISNULL(5))
+		bft_require_model_read("bft_train(base => ...)");
 	roletup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(userid));
 	if (!HeapTupleIsValid(roletup))
 		elog(ERROR, "cache lookup failed for role %u", userid);
@@ -341,95 +461,107 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not encode the job's arguments");
 	argsjson = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
-	reap_dead_jobs();
-
+	/* one submission at a time in the server: count, then start and connect */
+	job_slot_locktag(&slot_tag);
+	(void) LockAcquire(&slot_tag, ExclusiveLock, true, false);
+	PG_TRY();
 	{
-		Oid			t[7] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-		Datum		v[7];
-		const char *device = GetConfigOption("bft.device", true, false);
-		const char *precision = GetConfigOption("bft.cuda_precision", true, false);
+		check_job_caps(userid);
+		reap_dead_jobs();
 
-		/* the job trains with the submitting session's engine settings */
-		threads = GetConfigOption("bft.threads", true, false);
-		v[0] = CStringGetTextDatum(model);
-		v[1] = argsjson;
-		v[2] = ObjectIdGetDatum(userid);
-		v[3] = CStringGetTextDatum(src.relname);
-		v[4] = CStringGetTextDatum(threads ? threads : "0");
-		v[5] = CStringGetTextDatum(device ? device : "cpu");
-		v[6] = CStringGetTextDatum(precision ? precision : "bf16");
-		ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
-							" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
-							" $4, pg_catalog.jsonb_build_object('bft.threads', $5, 'bft.device', $6,"
-							" 'bft.cuda_precision', $7)) RETURNING id",
-							7, t, v, NULL, 1);
-		if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-			elog(ERROR, "could not insert into bft.train_jobs");
-		jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+		{
+			Oid			t[7] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+			Datum		v[7];
+			const char *device = GetConfigOption("bft.device", true, false);
+			const char *precision = GetConfigOption("bft.cuda_precision", true, false);
 
-	/* Start the worker; it waits for this transaction to end. */
-	memset(&extra, 0, sizeof(extra));
-	extra.dbid = MyDatabaseId;
-	extra.userid = userid;
-	extra.xid = GetTopTransactionId();
-	extra.jobid = jobid;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bft");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bft_job_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "bft training job " INT64_FORMAT, jobid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "bft training job");
-	worker.bgw_main_arg = Int64GetDatum(jobid);
-	memcpy(worker.bgw_extra, &extra, sizeof(extra));
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start a background worker for the training job"),
-				 errdetail("All background worker slots are in use."),
-				 errhint("Raise max_worker_processes (it also serves parallel queries and pg_cron), "
-						 "or wait for running jobs to finish.")));
-	status = WaitForBackgroundWorkerStartup(handle, &pid);
-	if (status != BGWH_STARTED)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("the background worker for the training job could not be started"),
-				 errhint("See the server log.")));
+			/* the job trains with the submitting session's engine settings */
+			threads = GetConfigOption("bft.threads", true, false);
+			v[0] = CStringGetTextDatum(model);
+			v[1] = argsjson;
+			v[2] = ObjectIdGetDatum(userid);
+			v[3] = CStringGetTextDatum(src.relname);
+			v[4] = CStringGetTextDatum(threads ? threads : "0");
+			v[5] = CStringGetTextDatum(device ? device : "cpu");
+			v[6] = CStringGetTextDatum(precision ? precision : "bf16");
+			ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
+								" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
+								" $4, pg_catalog.jsonb_build_object('bft.threads', $5, 'bft.device', $6,"
+								" 'bft.cuda_precision', $7)) RETURNING id",
+								7, t, v, NULL, 1);
+			if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+				elog(ERROR, "could not insert into bft.train_jobs");
+			jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
 
-	/*
-	 * Wait (briefly) until it is connected, so that from now on a missing
-	 * worker process means a dead job.
-	 */
-	for (waited = 0;; waited++)
-	{
-		if (job_worker_alive(pid, userid))
-			break;
-		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+		/* Start the worker; it waits for this transaction to end. */
+		memset(&extra, 0, sizeof(extra));
+		extra.dbid = MyDatabaseId;
+		extra.userid = userid;
+		extra.xid = GetTopTransactionId();
+		extra.jobid = jobid;
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = BGW_NEVER_RESTART;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "bft");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "bft_job_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "bft training job " INT64_FORMAT, jobid);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "bft training job");
+		worker.bgw_main_arg = Int64GetDatum(jobid);
+		memcpy(worker.bgw_extra, &extra, sizeof(extra));
+		worker.bgw_notify_pid = MyProcPid;
+		if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("the background worker for the training job exited while connecting"),
-					 errhint("See the server log (connection limits of the role or database?).")));
-		if (waited >= 3000)
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start a background worker for the training job"),
+					 errdetail("All background worker slots are in use."),
+					 errhint("Raise max_worker_processes (it also serves parallel queries and pg_cron), "
+							 "or wait for running jobs to finish.")));
+		status = WaitForBackgroundWorkerStartup(handle, &pid);
+		if (status != BGWH_STARTED)
 			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("the background worker for the training job did not connect within 30 s")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("the background worker for the training job could not be started"),
+					 errhint("See the server log.")));
 
+		/*
+		 * Wait (briefly) until it is connected, so that from now on a missing
+		 * worker process means a dead job.
+		 */
+		for (waited = 0;; waited++)
+		{
+			if (job_worker_alive(pid, userid))
+				break;
+			if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("the background worker for the training job exited while connecting"),
+						 errhint("See the server log (connection limits of the role or database?).")));
+			if (waited >= 3000)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("the background worker for the training job did not connect within 30 s")));
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+
+		{
+			Oid			t[2] = {INT8OID, INT4OID};
+			Datum		v[2];
+
+			v[0] = Int64GetDatum(jobid);
+			v[1] = Int32GetDatum((int32) pid);
+			exec_as_owner("UPDATE bft.train_jobs SET pid = $2 WHERE id = $1", 2, t, v, NULL, 0);
+		}
+	}
+	PG_FINALLY();
 	{
-		Oid			t[2] = {INT8OID, INT4OID};
-		Datum		v[2];
-
-		v[0] = Int64GetDatum(jobid);
-		v[1] = Int32GetDatum((int32) pid);
-		exec_as_owner("UPDATE bft.train_jobs SET pid = $2 WHERE id = $1", 2, t, v, NULL, 0);
+		LockRelease(&slot_tag, ExclusiveLock, true);
 	}
+	PG_END_TRY();
 	SPI_finish();
 	PG_RETURN_INT64(jobid);
 }
@@ -441,7 +573,8 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
  * worker exits without training); a running job's worker gets a query
  * cancel (SIGINT), rolls back and records 'cancelled'.  Returns false when
  * the job had already finished.  Only the job's role (or a member of it, or
- * a superuser) may cancel it.
+ * a superuser) may cancel it; to everyone else it does not exist (the same
+ * error as an unknown id, so the call reveals nothing about other roles).
  */
 Datum
 bft_cancel_job_sql(PG_FUNCTION_ARGS)
@@ -454,7 +587,8 @@ bft_cancel_job_sql(PG_FUNCTION_ARGS)
 				pnull;
 	char	   *state;
 	int			pid = 0;
-	Oid			userid;
+	Oid			userid = InvalidOid;
+	bool		mine = false;
 	bool		result = false;
 
 	if (PG_ARGISNULL(0))
@@ -465,10 +599,17 @@ bft_cancel_job_sql(PG_FUNCTION_ARGS)
 	SPI_connect();
 	ret = exec_as_owner("SELECT state, pid, userid FROM bft.train_jobs WHERE id = $1 FOR UPDATE",
 						1, t, v, NULL, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+	/* a job of another role looks exactly like one that does not exist */
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		userid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		mine = has_privs_of_role(GetUserId(), userid);
+	}
+	if (!mine)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("training job " INT64_FORMAT " does not exist", id)));
+				 errmsg("training job " INT64_FORMAT " does not exist", id),
+				 errhint("bft.jobs lists the jobs of the roles you are a member of; only those can be cancelled.")));
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	{
 		Datum		p = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &pnull);
@@ -476,12 +617,6 @@ bft_cancel_job_sql(PG_FUNCTION_ARGS)
 		if (!pnull)
 			pid = DatumGetInt32(p);
 	}
-	userid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	if (!has_privs_of_role(GetUserId(), userid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to cancel training job " INT64_FORMAT, id),
-				 errdetail("Only the role that submitted it (or a member of that role) may cancel it.")));
 
 	if (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)
 	{
@@ -575,12 +710,17 @@ build_train_call(void)
 		if (i > 0)
 			appendStringInfoString(&q, ", ");
 		appendStringInfo(&q, "%s => ", quote_identifier(argnames[i]));
+		/* operators schema-qualified: the role's search_path plays no part */
 		if (argtypes[i] == REGCLASSOID)
-			appendStringInfo(&q, "($1::pg_catalog.jsonb->>%s)::pg_catalog.oid::pg_catalog.regclass", key);
+			appendStringInfo(&q, "($1::pg_catalog.jsonb OPERATOR(pg_catalog.->>) %s)::pg_catalog.oid::pg_catalog.regclass",
+							 key);
 		else if (argtypes[i] == JSONBOID)
-			appendStringInfo(&q, "NULLIF($1::pg_catalog.jsonb->%s, 'null'::pg_catalog.jsonb)", key);
+			appendStringInfo(&q, "CASE WHEN pg_catalog.jsonb_typeof($1::pg_catalog.jsonb OPERATOR(pg_catalog.->) %s)"
+							 " OPERATOR(pg_catalog.=) 'null' THEN NULL"
+							 " ELSE $1::pg_catalog.jsonb OPERATOR(pg_catalog.->) %s END", key, key);
 		else
-			appendStringInfo(&q, "($1::pg_catalog.jsonb->>%s)::%s", key, format_type_be_qualified(argtypes[i]));
+			appendStringInfo(&q, "($1::pg_catalog.jsonb OPERATOR(pg_catalog.->>) %s)::%s", key,
+							 format_type_be_qualified(argtypes[i]));
 	}
 	appendStringInfoString(&q, ") t");
 	return q.data;
@@ -601,6 +741,7 @@ record_outcome(int64 jobid, const char *state, const char *error)
 		n[2] = 'n';
 	exec_as_owner("UPDATE bft.train_jobs SET state = $2, error = $3, finished_at = now() WHERE id = $1",
 				  3, t, v, n, 0);
+	prune_finished_jobs();
 }
 
 /* Entry point of a job's background worker. */
@@ -706,6 +847,7 @@ bft_job_main(Datum main_arg)
 			exec_as_owner("UPDATE bft.train_jobs SET state = 'succeeded', finished_at = now(),"
 						  " model = $2, version = $3, result = $4 WHERE id = $1",
 						  4, t2, v2, NULL, 0);
+			prune_finished_jobs();
 		}
 		worker_commit();
 	}

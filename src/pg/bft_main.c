@@ -4,12 +4,16 @@
  */
 #include "bft_pg.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "catalog/pg_type.h"
+#include "resource.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/tuplestore.h"
@@ -24,6 +28,13 @@ char	   *bft_default_model = NULL;
 int			bft_progress_interval = 5;
 char	   *bft_device = NULL;
 int			bft_cuda_precision = BFT_PRECISION_BF16;
+int			bft_max_memory_kb = 0;
+int			bft_max_jobs = 4;
+int			bft_max_jobs_per_role = 2;
+int			bft_job_retention = 30 * 86400;
+
+/* An interrupt (cancel, statement_timeout) caught by the engine's hook. */
+static ErrorData *engine_interrupt = NULL;
 
 static const struct config_enum_entry cuda_precision_options[] = {
 	{"bf16", BFT_PRECISION_BF16, false},
@@ -43,6 +54,78 @@ check_bft_device(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Default of bft.max_memory: a quarter of the memory this server may use —
+ * physical RAM, or the cgroup's limit when it is lower — so that one backend
+ * asking for too much fails with an error instead of waking the OOM killer
+ * (which makes the postmaster restart every session).
+ */
+static int
+default_max_memory_kb(void)
+{
+	double		bytes = (double) sysconf(_SC_PHYS_PAGES) * (double) sysconf(_SC_PAGESIZE);
+	FILE	   *f;
+
+	f = fopen("/sys/fs/cgroup/memory.max", "r");	/* cgroup v2 */
+	if (f == NULL)
+		f = fopen("/sys/fs/cgroup/memory/memory.limit_in_bytes", "r");	/* v1 */
+	if (f != NULL)
+	{
+		double		lim;
+
+		if (fscanf(f, "%lf", &lim) == 1 && lim > 0 && lim < bytes)
+			bytes = lim;
+		fclose(f);
+	}
+	if (!(bytes > 0))
+		bytes = 4.0 * 1024 * 1024 * 1024;
+	bytes /= 4;
+	if (bytes / 1024 > INT_MAX)
+		return INT_MAX;
+	if (bytes < 64.0 * 1024 * 1024)
+		bytes = 64.0 * 1024 * 1024;
+	return (int) (bytes / 1024);
+}
+
+/*
+ * The engine's interrupt hook (resource.h): called on this backend's thread
+ * from long engine loops. It runs CHECK_FOR_INTERRUPTS; an error (cancel,
+ * statement_timeout) is kept and 1 returned so that the engine unwinds and
+ * frees its state; bft_engine_interrupt_rethrow() raises it afterwards.
+ */
+static int
+engine_poll(void *ctx)
+{
+	return bft_poll_interrupts(&engine_interrupt);
+}
+
+/* A caught interrupt never outlives its transaction (its memory does not). */
+static void
+engine_interrupt_xact_cb(XactEvent event, void *arg)
+{
+	engine_interrupt = NULL;
+}
+
+static void
+engine_interrupt_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		engine_interrupt = NULL;
+}
+
+void
+bft_engine_interrupt_rethrow(void)
+{
+	if (engine_interrupt != NULL)
+	{
+		ErrorData  *ed = engine_interrupt;
+
+		engine_interrupt = NULL;
+		ReThrowError(ed);
+	}
 }
 
 void
@@ -81,6 +164,30 @@ _PG_init(void)
 							 "The CPU always computes in fp32.",
 							 &bft_cuda_precision, BFT_PRECISION_BF16, cuda_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.max_memory",
+							"Memory bft's engine may use in one backend: cached models plus the current operation.",
+							"A model, batch, vocabulary or architecture that would need more fails up front "
+							"(SQLSTATE 53200) instead of risking the OOM killer. Default: a quarter of the "
+							"server's memory (RAM or cgroup limit).",
+							&bft_max_memory_kb, default_max_memory_kb(), 16 * 1024, INT_MAX,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.max_jobs",
+							"Background training jobs (queued or running) allowed at once in the whole server.",
+							"Each job holds one of max_worker_processes until it ends.",
+							&bft_max_jobs, 4, 0, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.max_jobs_per_role",
+							"Background training jobs (queued or running) one role may have at once.",
+							NULL, &bft_max_jobs_per_role, 2, 0, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.job_retention",
+							"How long finished background jobs stay in bft.train_jobs; 0 keeps them.",
+							"Older finished jobs are deleted when a job is submitted or finishes.",
+							&bft_job_retention, 30 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	bft_set_interrupt_hook(engine_poll, NULL);
+	RegisterXactCallback(engine_interrupt_xact_cb, NULL);
+	RegisterSubXactCallback(engine_interrupt_subxact_cb, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("bft");
 #else
@@ -221,12 +328,14 @@ bft_report_engine_error(const bft_error *err, const char *what)
 	int			code = err ? err->code : BFT_EINVAL;
 	const char *msg = (err && err->msg[0]) ? err->msg : "unknown engine error";
 
+	/* the engine stopped because of a cancel or timeout: raise that one */
+	bft_engine_interrupt_rethrow();
 	ereport(ERROR,
 			(errcode(bft_engine_errcode(code)),
 			 errmsg("%s", what),
 			 errdetail("%s", msg),
 			 code == BFT_ENOMEM ?
-			 errhint("Use a smaller batch_size, max_length or model, or give the server more memory.") :
+			 errhint("Use a smaller batch_size, max_length or model, or raise bft.max_memory if the server has the memory.") :
 			 (code == BFT_EMISMATCH || code == BFT_EFORMAT) ?
 			 errhint("The model's config, vocabulary and weights must come from the same checkpoint.") : 0));
 }
@@ -316,6 +425,46 @@ bft_poll_interrupts(void *ctx)
 	}
 	PG_END_TRY();
 	return stop;
+}
+
+/* bft.max_memory in bytes. */
+Size
+bft_memory_limit(void)
+{
+	return (Size) bft_max_memory_kb * 1024;
+}
+
+/*
+ * Refuse, before any work, an operation that needs more than bft.max_memory
+ * leaves beside the models this backend has cached (cached models not used by
+ * the current statement are evicted first). SQLSTATE 53200, with a hint
+ * naming what to lower.
+ */
+void
+bft_memory_require(Size need, const char *what, const char *hint)
+{
+	Size		limit = bft_memory_limit();
+	Size		cached = bft_cache_make_room(need > limit ? limit : limit - need);
+
+	if (need <= limit && cached <= limit - need)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("%s needs %zu MB, more than bft.max_memory allows", what,
+					(need + (1 << 20) - 1) >> 20),
+			 errdetail("bft.max_memory is %zu MB; models cached by this session use %zu MB.",
+					   limit >> 20, cached >> 20),
+			 errhint("%s", hint)));
+}
+
+/* Give the engine what bft.max_memory leaves beside the cached models. */
+void
+bft_engine_budget(void)
+{
+	Size		limit = bft_memory_limit();
+	Size		cached = bft_cache_bytes();
+
+	bft_set_memory_budget(cached >= limit ? 1 : limit - cached);
 }
 
 /* Monotonic seconds. */

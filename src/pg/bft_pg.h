@@ -26,6 +26,10 @@ extern int	bft_threads;
 extern int	bft_model_cache_size;
 extern char *bft_default_model;
 extern int	bft_progress_interval;
+extern int	bft_max_memory_kb;
+extern int	bft_max_jobs;
+extern int	bft_max_jobs_per_role;
+extern int	bft_job_retention;
 
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
@@ -42,6 +46,10 @@ extern void bft_srf_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc,
 								const Oid *types, int natts);
 extern double bft_now_seconds(void);
 extern int	bft_poll_interrupts(void *ctx);
+extern void bft_engine_interrupt_rethrow(void);
+extern Size bft_memory_limit(void);
+extern void bft_memory_require(Size need, const char *what, const char *hint);
+extern void bft_engine_budget(void);
 
 /*
  * A model read from bft.models and loaded by the engine.  Entries of the
@@ -59,19 +67,47 @@ typedef struct BftModelEntry
 	bft_model  *model;			/* engine model (malloc'd) */
 	TimestampTz checked_ts;		/* statement start of the last revalidation */
 	uint32		checked_lxid;	/* ... and its local transaction id */
+	Oid			checked_user;	/* ... and the role it was done as */
 	uint64		last_used;		/* LRU clock */
+	Size		bytes;			/* memory the loaded model takes */
 } BftModelEntry;
 
+/* One row of bft.models as bft reads it (bft_model_row_read). */
+typedef struct BftModelRow
+{
+	int64		id;
+	int32		version;
+	Oid			weights;
+	TimestampTz created_at;
+	int			nlabels;
+	int64		size;			/* -1 when NULL */
+	bool		has_mlm;
+	/* full reads only (palloc'd, server encoding; NULL when SQL NULL): */
+	char	   *name;
+	char	   *config;
+	char	   *tokenizer_config;
+	char	   *vocab;
+	int			max_length;		/* params->>'max_length', 0 when absent */
+} BftModelRow;
+
 /* bft_store.c: the model store */
+extern Oid	bft_models_relid(void);
+extern Oid	bft_extension_owner(void);
 extern BftModelEntry *bft_get_model(const char *name);
 extern char *bft_resolve_default_model(void);
 extern void bft_cache_invalidate_all(void);
+extern Size bft_cache_bytes(void);
+extern Size bft_cache_make_room(Size target);
 extern char *bft_read_lo_pages(Oid loid, Size *len);
 extern char *bft_read_lo_checked(Oid loid, Size *len);
 extern Oid	bft_write_lo(const char *data, Size len);
 extern int	bft_model_max_length(const bft_model *m, int stored);
+extern int64 bft_find_model(const char *name, int32 version, int32 *version_out);
+extern bool bft_model_row_read(int64 id, bool full, BftModelRow *row);
+extern bft_model *bft_load_model_id(int64 id, const char *name, Size extra, int *max_length);
 extern bft_model *bft_load_model_row(const char *name, int32 version, int64 *row_id,
 									 int32 *version_out, int *max_length);
+extern int32 bft_next_version(const char *name);
 extern int32 bft_store_model(const char *name, const char *base, bft_model *m,
 							 const char *params_json, const char *metrics_json,
 							 bool deploy);
@@ -79,7 +115,9 @@ extern char **bft_model_label_names(const bft_model *m);
 extern char *bft_to_utf8(const char *s, int len, int *outlen);
 extern char *bft_from_utf8(const char *s, int len);
 extern void bft_lock_model_name(const char *name);
+extern void bft_check_store(const char *name);
 extern void bft_check_store_privileges(void);
+extern void bft_require_model_read(const char *what);
 extern void bft_free_model_cb(void *arg);
 
 /* bft_train.c: reading a table's (text, label) rows */

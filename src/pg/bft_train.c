@@ -33,6 +33,7 @@
 #include "utils/tuplestore.h"
 
 #include "defaults.h"
+#include "resource.h"
 
 PG_FUNCTION_INFO_V1(bft_train_sql);
 
@@ -319,7 +320,18 @@ typedef struct Rows
 	int			ntmp;
 	int			tmp_cap;
 	int64		skipped;
+	Size		mem_base;		/* bytes the model and its training need besides the rows */
 } Rows;
+
+/* Memory the collected rows take now, and again as train/validation copies. */
+static Size
+rows_bytes(const Rows *rows)
+{
+	Size		b = rows->tok_cap * sizeof(int32) + rows->ctok_cap * sizeof(int32) +
+		rows->cap * sizeof(int64) * (rows->coffsets ? 3 : 2);
+
+	return b * 2;
+}
 
 static void
 append_ids(int32 **arr, Size *cap, int64 *total, const int32 *ids, int n)
@@ -465,6 +477,10 @@ scan_rows(BftSource *src, bft_wp_trainer *wp, const bft_tokenizer *tok, int max_
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
+		if (wp == NULL)
+			bft_memory_require(rows->mem_base + rows_bytes(rows), "training on these rows",
+							   "Lower max_length, batch_size or the model's size, or train on fewer rows "
+							   "(a view with a WHERE clause); a superuser can raise bft.max_memory.");
 	}
 	SPI_cursor_close(portal);
 	SPI_finish();
@@ -555,13 +571,13 @@ parse_architecture(Datum jsonb, Arch *a)
 
 	values[0] = jsonb;
 	SPI_connect();
-	ret = SPI_execute_with_args("SELECT jsonb_typeof($1)", 1, argtypes, values, NULL, true, 1);
+	ret = SPI_execute_with_args("SELECT pg_catalog.jsonb_typeof($1)", 1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT ||
 		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "object") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("architecture must be a JSON object")));
-	ret = SPI_execute_with_args("SELECT key, value FROM jsonb_each_text($1) ORDER BY key",
+	ret = SPI_execute_with_args("SELECT key, value FROM pg_catalog.jsonb_each_text($1) ORDER BY key",
 								1, argtypes, values, NULL, true, 0);
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -630,8 +646,8 @@ deployed_version(const char *name)
 
 	values[0] = CStringGetTextDatum(name);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT version FROM bft.models WHERE name = $1 AND deployed_at IS NOT NULL"
-							  " ORDER BY deployed_at DESC, version DESC LIMIT 1",
+	if (SPI_execute_with_args("SELECT version FROM bft.models WHERE name OPERATOR(pg_catalog.=) $1"
+							  " AND deployed_at IS NOT NULL ORDER BY deployed_at DESC, version DESC LIMIT 1",
 							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read bft.models");
 	if (SPI_processed == 1)
@@ -716,6 +732,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	Interval   *dur;
 	int			base_K = 0;
 	int			train_device;
+	Size		train_mem = 0;	/* model + training state, without the rows */
 	int32		deployed_start = 0; /* if_better: deployed version when training started */
 	int32		deployed_now = 0;	/* ... and at decision time */
 
@@ -800,7 +817,28 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		bad_option("max_length exceeds the architecture's max_position_embeddings");
 
 	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
-	bft_check_store_privileges();
+	/* every check before any work: store privileges, the name, the base, memory */
+	bft_check_store(model_name);
+	if (!scratch)
+		bft_require_model_read("bft_train(base => ...)");
+	if (scratch)
+	{
+		bft_config ec = bft_config_default();
+		bft_parts ep = {1, 1, mlm_epochs > 0};
+
+		ec.vocab_size = arch.vocab_size;
+		ec.hidden_size = arch.hidden_size;
+		ec.num_hidden_layers = arch.num_hidden_layers;
+		ec.num_attention_heads = arch.num_attention_heads;
+		ec.intermediate_size = arch.intermediate_size;
+		ec.max_position_embeddings = arch.max_position_embeddings;
+		ec.num_labels = 2;
+		train_mem = bft_mem_model_bytes(&ec, ep, (Size) arch.vocab_size * 8) +
+			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0);
+		bft_memory_require(train_mem, "training this architecture",
+						   "Lower batch_size, max_length or the architecture's hidden_size, num_hidden_layers, "
+						   "intermediate_size or vocab_size; a superuser can raise bft.max_memory.");
+	}
 
 	/* ---- state, freed on error by a reset callback ---- */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_train", ALLOCSET_DEFAULT_SIZES);
@@ -837,6 +875,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
+		train_mem = bft_mem_model_bytes(&st->model->cfg, st->model->parts, st->model->vocab_len) +
+			bft_mem_train_bytes(&st->model->cfg, st->model->parts, Max(st->model->cfg.num_labels, 2),
+								batch_size, max_length, mlm_epochs > 0);
+		bft_memory_require(train_mem, "fine-tuning this model",
+						   "Lower batch_size or max_length, or use a smaller base model; a superuser can raise bft.max_memory.");
 		if (st->model->parts.classifier)
 			base_K = st->model->cfg.num_labels;
 		tok = st->model->tok;
@@ -853,10 +896,22 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		st->wp = bft_wp_trainer_new(&topts, arch.vocab_size, 0, &err);
 		if (st->wp == NULL)
 			bft_report_engine_error(&err, "could not start vocabulary learning");
+		/* the word table gets what bft.max_memory leaves (rare words are pruned) */
+		bft_wp_trainer_set_memory(st->wp, bft_memory_limit() - Min(bft_cache_make_room(0), bft_memory_limit()));
 		PushActiveSnapshot(GetTransactionSnapshot());
 		memset(&rows, 0, sizeof(rows));
 		scan_rows(&src, st->wp, NULL, max_length, NULL, 0, &rows);
 		bft_progress_begin(model_name, "vocabulary");
+		{
+			size_t		pruned;
+			long long	below;
+			size_t		kept = bft_wp_trainer_stats(st->wp, &pruned, &below);
+
+			if (pruned > 0)
+				ereport(NOTICE,
+						(errmsg("vocabulary learned from the %zu most frequent distinct words; %zu rarer ones were dropped to stay within bft.max_memory",
+								kept, pruned)));
+		}
 		v = bft_wp_trainer_finish(st->wp, &vlen, &err);
 		if (v == NULL)
 			bft_report_engine_error(&err, "could not learn the vocabulary");
@@ -895,6 +950,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		PushActiveSnapshot(GetTransactionSnapshot());
 	memset(&rows, 0, sizeof(rows));
 	rows.cxt = cxt;
+	rows.mem_base = train_mem;
 	rows.cap = 1024;
 	rows.offsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
 	rows.raw = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
@@ -1026,6 +1082,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	{
 		bft_config cfg = bft_config_default();
 		bft_parts parts;
+		Size		need;
 
 		cfg.vocab_size = bft_tokenizer_vocab_size(st->tok);
 		cfg.hidden_size = arch.hidden_size;
@@ -1039,10 +1096,18 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		parts.pooler = 1;
 		parts.classifier = 1;
 		parts.mlm = mlm_epochs > 0 ? 1 : 0;
+		/* the learned vocabulary and the labels are known now */
+		need = bft_mem_model_bytes(&cfg, parts, strlen(st->vocab)) +
+			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0);
+		bft_memory_require(need + rows_bytes(&rows), "training this architecture on these rows",
+						   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
+						   "a superuser can raise bft.max_memory.");
+		bft_engine_budget();
 		st->model = bft_model_new(&cfg, st->vocab, strlen(st->vocab), parts, (uint64) seed, &err);
 		if (st->model == NULL)
 			bft_report_engine_error(&err, "could not create the model");
 	}
+	bft_engine_budget();
 	if (bft_model_set_labels(st->model, K, (const char *const *) names, (uint64) seed, &err) != 0)
 		bft_report_engine_error(&err, "could not set the model's labels");
 

@@ -161,13 +161,16 @@ check "[ \"\$(q \"SELECT settings->>'bft.threads' FROM bft.train_jobs WHERE id =
 q "DROP ROLE IF EXISTS bft_alice; DROP ROLE IF EXISTS bft_bob; DROP ROLE IF EXISTS bft_group;
    CREATE ROLE bft_alice LOGIN; CREATE ROLE bft_bob LOGIN; CREATE ROLE bft_group NOLOGIN;
    GRANT SELECT ON h TO bft_alice, bft_group; GRANT SELECT, INSERT, UPDATE ON bft.models TO bft_alice, bft_group;
-   GRANT USAGE ON SEQUENCE bft.models_id_seq TO bft_alice, bft_group; GRANT bft_group TO bft_bob" >/dev/null
+   GRANT USAGE ON SEQUENCE bft.models_id_seq TO bft_alice, bft_group; GRANT bft_group TO bft_bob;
+   GRANT EXECUTE ON FUNCTION bft_train, bft_train_async TO bft_alice, bft_group" >/dev/null
 id=$(qu bft_alice "SELECT bft_train_async('h', 't', 'l', epochs => 90000, model => 'alice_model', architecture => '$ARCH')")
 wait_state "$id" running 30
 check "[ \"\$(qu bft_bob \"SELECT count(*) FROM bft.jobs WHERE id = $id\")|\$(qu bft_alice \"SELECT count(*) FROM bft.jobs WHERE id = $id\")\" = '0|1' ]" \
     "bft.jobs shows a job to its submitter only"
 out=$(qu bft_bob "SELECT bft_cancel_job($id)")
-check "echo '$out' | grep -q 'permission denied to cancel training job'" "another role cannot cancel it"
+out2=$(qu bft_bob "SELECT bft_cancel_job(999999)")
+check "echo '$out' | grep -q 'training job $id does not exist' && [ \"\$(echo '$out2' | sed 's/999999/$id/')\" = '$out' ]" \
+    "another role cannot cancel it, and learns nothing: the same error as for a job that does not exist"
 out=$(qu bft_alice "SELECT bft_cancel_job($id)")
 wait_state "$id" cancelled 10
 check "[ '$out' = t ] && [ \"\$(q \"SELECT state FROM bft.jobs WHERE id = $id\")\" = cancelled ]" "its submitter can"
@@ -204,7 +207,8 @@ SAVE_HOST=$PGHOST SAVE_PORT=$PGPORT
 set +e +u
 CL2="$TMP/jobs_preload"
 rm -rf "$CL2"
-if cluster_start "$CL2" 54363 "shared_preload_libraries = 'bft'" "max_worker_processes = 3" >/dev/null 2>&1; then
+if cluster_start "$CL2" 54363 "shared_preload_libraries = 'bft'" "max_worker_processes = 3" "bft.max_jobs = 8" \
+        "bft.max_jobs_per_role = 8" >/dev/null 2>&1; then
     setup_db
     echo "# second cluster: shared_preload_libraries = $(q 'SHOW shared_preload_libraries'), max_worker_processes = 3"
     basic_cycle "preloaded"

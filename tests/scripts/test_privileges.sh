@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # test_privileges: bft runs as the calling user.  A non-superuser with only
-# the documented GRANTs trains on its own table and classifies; a role
-# without SELECT on a table cannot train on it; row-level security limits the
-# rows a training reads; SELECT on bft.models is what classification needs
-# (the weights' large object ACL is not); server files need the pg_*_server_files roles.
+# the documented GRANTs (README "Privileges": table privileges on bft.models
+# plus EXECUTE on the functions revoked from PUBLIC) trains on its own table
+# and classifies; a role without SELECT on a table cannot train on it;
+# row-level security limits the rows a training reads; SELECT on bft.models
+# is what classification needs (the weights' large object ACL is not); server
+# files need the pg_*_server_files roles.  (Attacks: test_security.sh.)
 #
 # Needs PGHOST/PGPORT/PGUSER (superuser) of a running cluster with bft.
 set -uo pipefail
@@ -40,8 +42,13 @@ GRANT CREATE ON SCHEMA public TO bft_trainer;
 -- to train: store models
 GRANT SELECT, INSERT ON bft.models TO bft_trainer, bft_outsider;
 GRANT USAGE ON SEQUENCE bft.models_id_seq TO bft_trainer, bft_outsider;
+GRANT EXECUTE ON FUNCTION bft_train, bft_train_async, bft_import_model(text, text),
+      bft_import_model(text, jsonb, text, oid, jsonb) TO bft_trainer, bft_outsider;
 -- to deploy/roll back and drop
 GRANT UPDATE (deployed_at), DELETE ON bft.models TO bft_trainer;
+GRANT EXECUTE ON FUNCTION bft_deploy, bft_drop_model TO bft_trainer;
+-- to export (with pg_write_server_files) and copy weights
+GRANT EXECUTE ON FUNCTION bft_export_model, bft_copy_weights TO bft_trainer;
 -- to classify
 GRANT SELECT ON bft.models TO bft_reader;
 SQL
@@ -60,18 +67,30 @@ expect bft_trainer "SELECT version FROM bft_train('mine', 'body', 'tag', 1, $TIN
 expect bft_trainer "SELECT bft_deploy('mine', 1)" '^$' "trainer with UPDATE (deployed_at) rolls back"
 
 # 2. A reader with SELECT on bft.models classifies, though the weights' large
-#    object belongs to the trainer (no large-object grant).
+#    object belongs to the extension's owner (no large-object grant).
 expect bft_reader "SELECT bft_classify('cold rainy night', 'mine')" '^bad$' "reader classifies"
 expect bft_reader "SELECT label FROM bft_predict('sunny warm day', 'mine')" '^fine$' "reader predicts"
 expect bft_reader "SELECT count(*) FROM bft_tokenize('sunny', 'mine')" '^3$' "reader tokenizes"
 expect bft_reader "SELECT lo_get(weights) IS NOT NULL FROM bft.models LIMIT 1" 'permission denied for large object' \
     "reader cannot read the weights' large object directly"
-expect bft_reader "SELECT bft_train('mine', 'body', 'tag', 1)" 'permission denied (for table mine|to store models)' \
-    "reader cannot train on a table it cannot read"
+expect bft_trainer "SELECT lo_get(weights) IS NOT NULL FROM bft.models LIMIT 1" 'permission denied for large object' \
+    "nor can the trainer: the weights belong to the extension's owner"
+expect bft_trainer "SELECT r.rolname FROM bft.models m JOIN pg_largeobject_metadata l ON l.oid = m.weights
+                      JOIN pg_roles r ON r.oid = l.lomowner WHERE m.name = 'mine' GROUP BY 1" '^postgres$' \
+    "weights are owned by the extension's owner"
+expect bft_trainer "CREATE TEMP TABLE c AS SELECT bft_copy_weights('mine', 1) AS o;
+                    SELECT length(lo_get(o)) = (SELECT size FROM bft.models WHERE name = 'mine' AND version = 1) FROM c" '^t$' \
+    "bft_copy_weights gives the trainer its own copy to \\lo_export"
+expect bft_reader "SELECT bft_train('mine', 'body', 'tag', 1)" 'permission denied for function bft_train' \
+    "reader without EXECUTE cannot train"
+expect bft_reader "SELECT bft_deploy('mine', 2)" 'permission denied for function bft_deploy' "reader cannot deploy"
+expect bft_reader "SELECT bft_drop_model('mine')" 'permission denied for function bft_drop_model' "reader cannot drop"
+psql -X -q -d "$DB" -c "GRANT EXECUTE ON FUNCTION bft_train, bft_deploy, bft_drop_model TO bft_reader"
 expect bft_reader "CREATE TEMP TABLE t AS SELECT 'a b'::text AS x, 'y'::text AS l; SELECT bft_train('t', 'x', 'l', 1)" \
-    'permission denied to store models in bft.models' "reader without INSERT cannot train (fails fast)"
-expect bft_reader "SELECT bft_deploy('mine', 2)" 'permission denied for table models' "reader cannot deploy"
-expect bft_reader "SELECT bft_drop_model('mine')" 'permission denied for table models' "reader cannot drop"
+    'permission denied to store models in bft.models' "reader with EXECUTE but without INSERT cannot train (fails fast)"
+expect bft_reader "SELECT bft_deploy('mine', 2)" 'permission denied for table models' "... nor deploy (no UPDATE)"
+expect bft_reader "SELECT bft_drop_model('mine')" 'permission denied for table models' "... nor drop (no DELETE)"
+psql -X -q -d "$DB" -c "REVOKE EXECUTE ON FUNCTION bft_train, bft_deploy, bft_drop_model FROM bft_reader"
 expect bft_reader "SELECT count(*) FROM bft.models" '^2$' "nothing changed"
 
 # 3. A role with grants on bft.models but no SELECT on the table cannot train on it.
