@@ -148,9 +148,8 @@ struct bft_wp_trainer {
 
 /* Bytes bft_wp_trainer_finish needs for a table of n words with arena_n
  * bytes, table included: per word its entry, order, start, length, count and
- * stamp (~80 bytes); per byte (>= per character) the alphabet lists, the
- * symbol array and, at worst, one pair with its heap entry and occurrence
- * (~72 bytes). */
+ * stamp (~80 bytes); per byte (>= per character) the symbol array and, at
+ * worst, one pair with its heap entry and occurrence (~72 bytes). */
 static size_t finish_bytes(size_t n, size_t arena_n)
 {
     return n * 80 + arena_n * 72;
@@ -473,10 +472,41 @@ static int cmp_words(const void *x, const void *y, void *m_)
     return lx < ly ? -1 : lx > ly;
 }
 
-static int cmp_u32(const void *x, const void *y)
+/* Sort word indices in byte order (a bottom-up merge sort, polling the
+ * interrupt hook: a million words take a while). Returns 1 when interrupted,
+ * else 0 (sorted; without memory for the merge buffer, by qsort_r). */
+static int sort_words(int *order, int n, const strmap *m)
 {
-    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
-    return a < b ? -1 : a > b;
+    int *tmp = malloc((size_t)(n ? n : 1) * sizeof *tmp);
+    long work = 0;
+    if (!tmp) {
+        qsort_r(order, (size_t)n, sizeof *order, cmp_words, (void *)m);
+        return 0;
+    }
+    int *src = order, *dst = tmp;
+    for (int width = 1; width < n; width *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * width) {
+            int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                dst[k++] = cmp_words(&src[i], &src[j], (void *)m) <= 0 ? src[i++] : src[j++];
+            while (i < mid) dst[k++] = src[i++];
+            while (j < hi) dst[k++] = src[j++];
+            work += hi - lo;
+            if (work >= (1 << 18)) {
+                work = 0;
+                if (bft_interrupted()) {
+                    free(tmp);
+                    return 1;
+                }
+            }
+        }
+        int *t = src; src = dst; dst = t;
+    }
+    if (src != order)
+        memcpy(order, src, (size_t)n * sizeof *order);
+    free(tmp);
+    return 0;
 }
 
 static void state_free(trainer_state *s)
@@ -513,7 +543,7 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
     trainer_state s;
     memset(&s, 0, sizeof s);
     int *order = NULL;
-    uint32_t *plain = NULL, *cont = NULL;
+    uint32_t *plain = NULL, *cont = NULL;   /* bitmaps over code points */
     char *out = NULL;
     const strmap *W = &tr->words;
     int nw = W->n;
@@ -537,12 +567,12 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
         strmap_str(W, i, &l);
         nsym += l;   /* bytes >= chars */
     }
-    qsort_r(order, (size_t)nw, sizeof *order, cmp_words, (void *)W);
-    if (bft_interrupted()) goto cancel;
-    plain = malloc((nsym + 1) * sizeof *plain);
-    cont = malloc((nsym + 1) * sizeof *cont);
+    if (sort_words(order, nw, W)) goto cancel;
+    /* the alphabet: code points seen (plain) and seen inside a word (##), in
+     * code point order */
+    plain = calloc(0x110000 / 32, sizeof *plain);
+    cont = calloc(0x110000 / 32, sizeof *cont);
     if (!plain || !cont) goto oom;
-    size_t np = 0, nc = 0;
     for (int i = 0; i < nw; i++) {
         size_t l;
         const uint8_t *p = (const uint8_t *)strmap_str(W, i, &l);
@@ -550,20 +580,16 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
             uint32_t cp;
             int cl = tok_utf8_decode(p + j, l - j, &cp);
             if (cl == 0) { j++; continue; }   /* cannot happen */
-            plain[np++] = cp;
-            if (j > 0) cont[nc++] = cp;
+            plain[cp >> 5] |= 1u << (cp & 31);
+            if (j > 0) cont[cp >> 5] |= 1u << (cp & 31);
             j += (size_t)cl;
         }
         if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
     }
-    if (bft_interrupted()) goto cancel;
-    qsort(plain, np, sizeof *plain, cmp_u32);
-    qsort(cont, nc, sizeof *cont, cmp_u32);
-    if (bft_interrupted()) goto cancel;
-    for (size_t i = 0; i < np; i++)
-        if ((i == 0 || plain[i] != plain[i - 1]) && char_token(&s, plain[i], 0, 1) < 0) goto oom;
-    for (size_t i = 0; i < nc; i++)
-        if ((i == 0 || cont[i] != cont[i - 1]) && char_token(&s, cont[i], 1, 1) < 0) goto oom;
+    for (uint32_t cp = 0; cp < 0x110000; cp++)
+        if ((plain[cp >> 5] >> (cp & 31)) & 1 && char_token(&s, cp, 0, 1) < 0) goto oom;
+    for (uint32_t cp = 0; cp < 0x110000; cp++)
+        if ((cont[cp >> 5] >> (cp & 31)) & 1 && char_token(&s, cp, 1, 1) < 0) goto oom;
 
     /* symbol sequences */
     s.sym = malloc((nsym + 1) * sizeof *s.sym);
@@ -591,6 +617,7 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
         }
         s.wlen[k] = n;
         at += (size_t)n;
+        if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
     }
     for (int k = 0; k < nw; k++) {
         const int32_t *q = s.sym + s.wstart[k];
@@ -598,17 +625,18 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
             if (pair_delta(&s, q[j], q[j + 1], s.wcount[k], k)) goto oom;
         if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
     }
-    for (int32_t i = 0; i < s.npairs; i++)
+    for (int32_t i = 0; i < s.npairs; i++) {
         if (s.pairs[i].count > 0 &&
             heap_push(&s, (heapent){s.pairs[i].count, s.pairs[i].a, s.pairs[i].b}))
             goto oom;
+        if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
+    }
     s.nchanged = 0;
 
     int64_t minf = tr->min_frequency > 1 ? tr->min_frequency : 1;
     int merge_no = 0;
-    unsigned polls = 0;
     while (s.toks.n < tr->vocab_size && s.nheap > 0) {
-        if ((++polls & 0xFF) == 0 && bft_interrupted()) goto cancel;
+        if (bft_interrupted()) goto cancel;
         heapent top = heap_pop(&s);
         int32_t pi = pair_get(&s, top.a, top.b);
         if (pi < 0) goto oom;
@@ -641,6 +669,10 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
         pp->nwhere = pp->capwhere = 0;
         for (int32_t wi = 0; wi < nwhere; wi++) {
             int32_t w = where[wi];
+            if ((wi & 0xFFF) == 0xFFF && bft_interrupted()) {
+                free(where);
+                goto cancel;
+            }
             if (s.stamp[w] == merge_no) continue;
             s.stamp[w] = merge_no;
             int32_t *q = s.sym + s.wstart[w];

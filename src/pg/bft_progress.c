@@ -143,7 +143,7 @@ publish(void)
 
 		file_path(tmp, sizeof(tmp), MyProcPid, true);
 		file_path(path, sizeof(path), MyProcPid, false);
-		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY, S_IRUSR | S_IWUSR);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | PG_BINARY, S_IRUSR | S_IWUSR);
 		if (fd < 0)
 			return;
 		if (write(fd, &current, sizeof(current)) != sizeof(current))

@@ -1103,6 +1103,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 						   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
 						   "a superuser can raise bft.max_memory.");
 		bft_engine_budget();
+		bft_progress_begin(model_name, "initialising");
 		st->model = bft_model_new(&cfg, st->vocab, strlen(st->vocab), parts, (uint64) seed, &err);
 		if (st->model == NULL)
 			bft_report_engine_error(&err, "could not create the model");

@@ -27,8 +27,29 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+/*
+ * The CUDA runtime and driver start threads of their own when they are
+ * loaded and when a context is created; a thread inherits its creator's
+ * signal mask. Every signal is blocked around those calls, so that the host's
+ * handlers (PostgreSQL's SIGINT for cancel, SIGALRM for statement_timeout,
+ * SIGTERM, SIGUSR1 for latches and procsignals, ...) only ever run on the
+ * host's own thread, as with the engine's worker threads (threads.c).
+ */
+static void block_signals(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+static void restore_signals(const sigset_t *old)
+{
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+}
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static const bft_cuda_api *api;
@@ -94,7 +115,10 @@ static void load(void)
 
 static const bft_cuda_api *module(bft_error *err)
 {
+    sigset_t old;
+    block_signals(&old);
     pthread_once(&load_once, load);
+    restore_signals(&old);
     if (!api)
         bft_set_error(err, BFT_EDEVICE,
                       "no CUDA device: bft's CUDA module could not be loaded (%s); it is built with "
@@ -112,13 +136,27 @@ int bft_cuda_built(void)
 int bft_cuda_available(bft_error *err)
 {
     const bft_cuda_api *a = module(err);
-    return a ? a->available(err) : 0;
+    sigset_t old;
+    int r;
+    if (!a)
+        return 0;
+    block_signals(&old);   /* cuInit and the first context start the driver's threads */
+    r = a->available(err);
+    restore_signals(&old);
+    return r;
 }
 
 int bft_cuda_init(int index, int precision, bft_error *err)
 {
     const bft_cuda_api *a = module(err);
-    return a ? a->init(index, precision, err) : BFT_EDEVICE;
+    sigset_t old;
+    int r;
+    if (!a)
+        return BFT_EDEVICE;
+    block_signals(&old);
+    r = a->init(index, precision, err);
+    restore_signals(&old);
+    return r;
 }
 
 int bft_cuda_check(bft_error *err)
