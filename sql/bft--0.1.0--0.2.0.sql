@@ -31,6 +31,12 @@ BEGIN
             IF r.owner <> extowner THEN
                 EXECUTE pg_catalog.format('ALTER LARGE OBJECT %s OWNER TO %I', r.weights, extowner);
             END IF;
+        ELSIF r.owner = extowner THEN
+            RAISE WARNING 'model "%" version %: large object % belongs to the extension owner %, not to its creator %',
+                r.name, r.version, r.weights, r.owner, r.created_by
+                USING HINT = 'bft reads it. It was stored by the bft 0.2.0 library before this update, or the row '
+                             'names an object of the extension owner''s own: check the row before trusting it '
+                             '(deleting it unlinks the object).';
         ELSE
             RAISE WARNING 'model "%" version %: large object % belongs to %, not to its creator %; it was left alone',
                 r.name, r.version, r.weights, r.owner, r.created_by

@@ -265,11 +265,27 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 		nulls[1] = 'n';
 	SPI_connect();
 	ret = SPI_execute_with_args("DELETE FROM bft.models WHERE name OPERATOR(pg_catalog.=) $1"
-								" AND ($2::pg_catalog.int4 IS NULL OR version OPERATOR(pg_catalog.=) $2)",
+								" AND ($2::pg_catalog.int4 IS NULL OR version OPERATOR(pg_catalog.=) $2)"
+								" RETURNING weights",
 								2, argtypes, values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE)
+	if (ret != SPI_OK_DELETE_RETURNING)
 		elog(ERROR, "could not delete from bft.models");
 	n = SPI_processed;
+	if (n > 0 && !bft_store_secured())
+	{
+		/* the 0.1.0 SQL has no unlink trigger */
+		Oid		   *loids = palloc(sizeof(Oid) * n);
+		uint64		i;
+
+		for (i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			loids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1,
+													  &isnull));
+		}
+		bft_unlink_dropped_weights(loids, (int) n);
+	}
 	if (n == 0)
 	{
 		if (PG_ARGISNULL(1))

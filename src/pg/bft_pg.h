@@ -93,6 +93,8 @@ typedef struct BftModelRow
 /* bft_store.c: the model store */
 extern Oid	bft_models_relid(void);
 extern Oid	bft_extension_owner(void);
+extern bool bft_store_secured(void);
+extern void bft_unlink_dropped_weights(const Oid *loids, int n);
 extern BftModelEntry *bft_get_model(const char *name);
 extern char *bft_resolve_default_model(void);
 extern void bft_cache_invalidate_all(void);

@@ -164,9 +164,15 @@ bft_models_relid(void)
 	return rel;
 }
 
-/* The owner of extension bft: weights belong to this role. */
-Oid
-bft_extension_owner(void)
+/*
+ * The owner of extension bft (weights belong to this role) and whether the
+ * installed SQL has the secured store (0.2.0 on: the guard triggers).  Under
+ * the 0.1.0 SQL definitions this library keeps 0.1.0's model: weights belong
+ * to the role that stored them, and bft_drop_model unlinks them itself (only
+ * those its caller could lo_unlink).
+ */
+static Oid
+extension_info(bool *secured)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -180,7 +186,14 @@ bft_extension_owner(void)
 	sd = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(sd);
 	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		v = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+
 		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+		if (secured)
+			*secured = isnull || strcmp(TextDatumGetCString(v), "0.1.0") != 0;
+	}
 	systable_endscan(sd);
 	table_close(rel, AccessShareLock);
 	if (!OidIsValid(owner))
@@ -188,6 +201,23 @@ bft_extension_owner(void)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("extension \"bft\" is not installed in this database")));
 	return owner;
+}
+
+/* The owner of extension bft: weights belong to this role. */
+Oid
+bft_extension_owner(void)
+{
+	return extension_info(NULL);
+}
+
+/* Is the store secured (the SQL of bft 0.2.0 or later installed)? */
+bool
+bft_store_secured(void)
+{
+	bool		secured;
+
+	(void) extension_info(&secured);
+	return secured;
 }
 
 /* Owner of large object loid as of snapshot snap (NULL: catalog snapshot);
@@ -620,11 +650,46 @@ write_lo_as(const char *data, Size len, Oid owner)
 	return loid;
 }
 
-/* Write weights into a new large object owned by the extension's owner. */
+/* Write weights into a new large object owned by the extension's owner
+ * (under the 0.1.0 SQL: by the current user, as 0.1.0 did). */
 Oid
 bft_write_lo(const char *data, Size len)
 {
-	return write_lo_as(data, len, bft_extension_owner());
+	bool		secured;
+	Oid			owner = extension_info(&secured);
+
+	return write_lo_as(data, len, secured ? owner : InvalidOid);
+}
+
+/*
+ * Under the 0.1.0 SQL (no unlink trigger): unlink the weights of rows
+ * bft_drop_model deleted, but only objects the caller could lo_unlink
+ * itself (its own, or any for a superuser) and no other row names.
+ */
+void
+bft_unlink_dropped_weights(const Oid *loids, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		Oid			owner;
+		Oid		   *refs;
+		int			k,
+					nrefs,
+					still = 0;
+
+		if (!lo_owner(loids[i], NULL, &owner))
+			continue;
+		if (owner != GetUserId() && !superuser())
+			continue;
+		nrefs = scan_versions(NULL, GetLatestSnapshot(), NULL, &refs);
+		for (k = 0; k < nrefs; k++)
+			if (refs[k] == loids[i])
+				still = 1;
+		if (!still)
+			inv_drop(loids[i]);
+	}
 }
 
 /* Sequence length used for classification with this model. */
@@ -749,7 +814,7 @@ check_weights(const BftModelRow *row, const char *name)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("weights of model \"%s\" (large object %u) do not exist", name, row->weights),
 				 errhint("A pg_dump made with -B (--no-blobs), or with -n/-t/-e but without -b (--blobs), restores models without their weights.")));
-	if (owner != extowner && !superuser_arg(owner))
+	if (owner != extowner && !superuser_arg(owner) && bft_store_secured())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("weights of model \"%s\" version %d (large object %u) do not belong to the owner of extension bft",

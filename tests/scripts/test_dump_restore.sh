@@ -17,7 +17,7 @@
 #    DROP/CREATE EXTENSION and a new training (ids restart);
 #  - bft_export_model to a server directory on the source and
 #    bft_import_model(name, directory) on the second cluster;
-#  - client-side: \lo_export of the weights + the row's config and vocabulary
+#  - client-side: \lo_export of bft_copy_weights() + the row's config and vocabulary
 #    into files, then the four psql lines (\lo_import, two \set, one SELECT
 #    bft_import_model) on the second cluster; and the same files as a
 #    directory for bft_import_model(name, directory);
@@ -187,8 +187,9 @@ lo_export_files() {   # lo_export_files MODEL DIR: what a client can do with psq
     local row="FROM bft.models WHERE name = '$1' ORDER BY deployed_at DESC NULLS LAST, version DESC LIMIT 1"
     mkdir -p "$2"
     qa $SRC >/dev/null <<SQL
-SELECT weights AS w $row \\gset
+SELECT bft_copy_weights('$1') AS w \\gset
 \\lo_export :w '$2/model.safetensors'
+\\lo_unlink :w
 SQL
     qa $SRC -c "SELECT config $row" >"$2/config.json"
     qa $SRC -c "SELECT vocab $row" | head -c -1 >"$2/vocab.txt"   # psql adds a newline after the value

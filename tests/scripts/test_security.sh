@@ -34,7 +34,7 @@ rm -rf "$TMP"; mkdir -p "$TMP"; chmod 755 "$TMP"
 LOG="$TMP/all_output.log"   # everything any attack printed (checked for leaks at the end)
 : >"$LOG"
 export PGOPTIONS="-c client_min_messages=warning -c bft.threads=1"
-ROLES="sec_trainer sec_trainer2 sec_reader sec_classifier sec_nobody sec_victim sec_ins sec_sel"
+ROLES="sec_trainer sec_trainer2 sec_reader sec_classifier sec_nobody sec_victim sec_ins sec_sel sec_super"
 
 # q SQL: as the superuser, unaligned tuples, errors included.
 q() { psql -X -q -t -A -d "$DB" -c "$1" 2>&1; }
@@ -60,6 +60,7 @@ within() { awk -v l="$1" -v m="$2" 'BEGIN { exit !(l <= m) }'; }
 psql -X -q -d postgres <<SQL >/dev/null 2>&1
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS $DB;
+DROP DATABASE IF EXISTS ${DB}2;
 $(for r in $ROLES; do echo "DROP ROLE IF EXISTS $r;"; done)
 SQL
 psql -X -q -d postgres -v ON_ERROR_STOP=1 <<SQL || { echo "RESULT: 0 passed, 1 failed"; exit 1; }
@@ -477,6 +478,25 @@ NLO=$(nlo)
 q "DROP EXTENSION bft CASCADE" >/dev/null
 check '[ "$(nlo)" = $((NLO - NW)) ] && [ "$(nlo)" = 2 ] && secrets_intact' \
     "DROP EXTENSION unlinks the $NW models' weights and nothing else ($(nlo) large objects left: the two secrets)"
+# DROP SCHEMA <the extension's schema> CASCADE and DROP OWNED BY <its owner>
+# drop bft as well: the weights go first there too
+psql -X -q -d postgres -c "CREATE DATABASE ${DB}2" -c "ALTER ROLE sec_super SUPERUSER" >/dev/null
+q2() { psql -X -q -t -A -d "${DB}2" "$@" 2>&1; }
+q2 -c "SET client_min_messages = warning" -c "CREATE SCHEMA s1" -c "CREATE EXTENSION bft SCHEMA s1" \
+   -c "CREATE TABLE docs AS SELECT * FROM (VALUES ('oil prices fall', 'markets'), ('team wins', 'sports')) v(body, label), generate_series(1, 10)" \
+   -c "SELECT version FROM s1.bft_train('docs', 'body', 'label', 1, model => 'x', $TINY)" >/dev/null
+n1=$(q2 -c "SELECT count(*) FROM pg_largeobject_metadata")
+q2 -c "DROP SCHEMA s1 CASCADE" >/dev/null
+check '[ "$n1" = 1 ] && [ "$(q2 -c "SELECT count(*) FROM pg_largeobject_metadata")" = 0 ] && [ "$(q2 -c "SELECT count(*) FROM pg_extension WHERE extname = '"'bft'"'")" = 0 ]' \
+    "DROP SCHEMA <bft's schema> CASCADE drops the extension and its weights"
+psql -X -q -t -A -U sec_super -d "${DB}2" -c "SET client_min_messages = warning" -c "CREATE EXTENSION bft" \
+   -c "SELECT version FROM bft_train('docs', 'body', 'label', 1, model => 'x', $TINY)" >/dev/null 2>&1
+n1=$(q2 -c "SELECT count(*) FROM pg_largeobject_metadata")
+q2 -c "DROP OWNED BY sec_super" >/dev/null
+check '[ "$n1" = 1 ] && [ "$(q2 -c "SELECT count(*) FROM pg_largeobject_metadata")" = 0 ] && [ "$(q2 -c "SELECT count(*) FROM pg_extension WHERE extname = '"'bft'"'")" = 0 ]' \
+    "DROP OWNED BY <bft's owner> drops the extension and its weights"
+psql -X -q -d postgres -c "DROP DATABASE ${DB}2" >/dev/null 2>&1
+
 check '! grep -q "TOP-SECRET" "$LOG"' "no output of any attack showed a secret large object's bytes"
 check '[ "$(q "SELECT pg_postmaster_start_time()")" = "$START" ] && [ "$(q "SELECT 1")" = 1 ]' \
     "the server stayed up: the postmaster never restarted"

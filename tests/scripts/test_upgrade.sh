@@ -9,7 +9,12 @@
 #    object of the extension) differ only in OIDs;
 #  - the comparison itself is shown to catch a difference (a changed
 #    function in a scratch database is reported);
-#  - the updated database trains a new version.
+#  - the updated database trains a new version;
+#  - weights a non-superuser trained under 0.1.0 (owned by that role) become
+#    the extension owner's and classify as before; a row that role wrote by
+#    hand naming another role's large object (0.1.0 allowed it) gets a
+#    WARNING, is refused when classifying (42501) and its object survives
+#    bft_drop_model; rows sharing one object stop the update with an error.
 #
 # Needs PGHOST/PGPORT/PGUSER (superuser) of a running cluster with bft
 # installed.  Prints "RESULT: P passed, F failed".
@@ -17,11 +22,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 source tests/scripts/ops_lib.sh
 set +e
-OLD=bft_up_old; NEW=bft_up_new; BAD=bft_up_bad
+OLD=bft_up_old; NEW=bft_up_new; BAD=bft_up_bad; SEC=bft_up_sec; DUP=bft_up_dup
 TMP=$(mktemp -d /tmp/bft-upgrade.XXXXXX)
 cleanup() {
     psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $OLD" \
-        -c "DROP DATABASE IF EXISTS $NEW" -c "DROP DATABASE IF EXISTS $BAD" >/dev/null 2>&1
+        -c "DROP DATABASE IF EXISTS $NEW" -c "DROP DATABASE IF EXISTS $BAD" -c "DROP DATABASE IF EXISTS $SEC" \
+        -c "DROP DATABASE IF EXISTS $DUP" -c "DROP ROLE IF EXISTS bft_up_trainer" \
+        -c "DROP ROLE IF EXISTS bft_up_victim" >/dev/null 2>&1
     rm -rf "$TMP"
 }
 [ -n "${BFT_KEEP:-}" ] || trap cleanup EXIT
@@ -113,6 +120,60 @@ v3=$(q "SELECT version FROM bft_train('docs', 'body', 'label', 3, model => 'topi
 label=$(q "SELECT bft_classify('oil prices fall', 'topics')")
 check '[ "$v3" = 3 ] && echo "$label" | grep -qE "^(economy|markets|sports)$"' \
     "the updated database trains version 3 and classifies with it (got: $v3, $label)"
+
+# 0.1.0 weights owned by a trainer, and a row it forged by hand.
+psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $SEC" \
+    -c "DROP DATABASE IF EXISTS $DUP" -c "DROP ROLE IF EXISTS bft_up_trainer" -c "DROP ROLE IF EXISTS bft_up_victim" \
+    -c "CREATE DATABASE $SEC" -c "CREATE DATABASE $DUP" -c "CREATE ROLE bft_up_trainer LOGIN" \
+    -c "CREATE ROLE bft_up_victim LOGIN" >/dev/null
+DB=$SEC
+psql -X -q -v ON_ERROR_STOP=1 -d $SEC >"$TMP/sec.log" 2>&1 <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION bft VERSION '0.1.0';
+CREATE TABLE docs AS SELECT * FROM (VALUES ('oil prices fall', 'markets'), ('team wins the final', 'sports')) v(body, label),
+       generate_series(1, 10);
+GRANT SELECT ON docs TO bft_up_trainer;
+GRANT SELECT, INSERT, DELETE ON bft.models TO bft_up_trainer;
+GRANT USAGE ON SEQUENCE bft.models_id_seq TO bft_up_trainer;
+GRANT CREATE ON SCHEMA public TO bft_up_victim;
+SET SESSION AUTHORIZATION bft_up_victim;
+CREATE TABLE victim AS SELECT lo_from_bytea(0, convert_to('VICTIM-DATA', 'UTF8')) AS o;
+GRANT SELECT ON victim TO bft_up_trainer;
+SET SESSION AUTHORIZATION bft_up_trainer;
+SELECT version FROM bft_train('docs', 'body', 'label', 5, model => 'mine', mlm_epochs => 0, max_length => 32, architecture => '$ARCH');
+INSERT INTO bft.models (name, version, config, vocab, weights, labels)
+SELECT 'forged', 1, config, vocab, (SELECT o FROM victim), labels FROM bft.models WHERE name = 'mine';
+RESET SESSION AUTHORIZATION;
+-- the 0.1.0 library created weights as the training role (this one creates
+-- them as the extension's owner)
+DO \$\$ BEGIN EXECUTE format('ALTER LARGE OBJECT %s OWNER TO bft_up_trainer',
+                             (SELECT weights FROM bft.models WHERE name = 'mine')); END \$\$;
+SQL
+rc=$?
+[ $rc -eq 0 ] || cat "$TMP/sec.log"
+check '[ $rc -eq 0 ] && [ "$(q "SELECT r.rolname FROM bft.models m JOIN pg_largeobject_metadata l ON l.oid = m.weights JOIN pg_roles r ON r.oid = l.lomowner WHERE m.name = '"'mine'"'")" = bft_up_trainer ]' \
+    "0.1.0: a trainer's weights belong to the trainer, and it could write a row naming another role's object"
+before=$(q "SELECT bft_predict_proba('oil prices fall', 'mine')")
+q "ALTER EXTENSION bft UPDATE" >"$TMP/sec_update.log" 2>&1
+sed 's/^/    /' "$TMP/sec_update.log"
+check 'grep -q "WARNING:  model \"forged\" version 1: large object [0-9]* belongs to bft_up_victim, not to its creator bft_up_trainer" "$TMP/sec_update.log" && [ "$(q "SELECT extversion FROM pg_extension WHERE extname = '"'bft'"'")" = "$DEFAULT" ]' \
+    "the update warns about the row naming another role's object"
+check '[ "$(q "SELECT r.rolname FROM bft.models m JOIN pg_largeobject_metadata l ON l.oid = m.weights JOIN pg_roles r ON r.oid = l.lomowner WHERE m.name = '"'mine'"'")" = postgres ] && [ "$(q "SELECT bft_predict_proba('"'oil prices fall'"', '"'mine'"')")" = "$before" ]' \
+    "the trainer's weights now belong to the extension owner and classify as before"
+out=$(q "SELECT bft_classify('x', 'forged')")
+check 'echo "$out" | grep -q "do not belong to the owner of extension bft" && [ "$(q "SELECT convert_from(lo_get(o), '"'UTF8'"') FROM victim")" = VICTIM-DATA ]' \
+    "the forged row is refused when classifying; the victim's object is untouched"
+q "SELECT bft_drop_model('forged')" >/dev/null
+check '[ "$(q "SELECT convert_from(lo_get(o), '"'UTF8'"') FROM victim")" = VICTIM-DATA ] && [ "$(q "SELECT count(*) FROM bft.models")" = 1 ]' \
+    "dropping the forged row leaves the victim's object alone"
+DB=$DUP
+q "CREATE EXTENSION bft VERSION '0.1.0'" >/dev/null
+q "SET client_min_messages = warning; CREATE TABLE docs AS SELECT * FROM (VALUES ('oil prices fall', 'markets'), ('team wins', 'sports')) v(body, label), generate_series(1, 10);
+   SELECT version FROM bft_train('docs', 'body', 'label', 1, model => 'a', mlm_epochs => 0, max_length => 32, architecture => '$ARCH');
+   INSERT INTO bft.models (name, version, config, vocab, weights) SELECT 'b', 1, config, vocab, weights FROM bft.models" >/dev/null
+out=$(q "ALTER EXTENSION bft UPDATE")
+check 'echo "$out" | grep -q "rows .* name the same large object" && [ "$(q "SELECT extversion FROM pg_extension WHERE extname = '"'bft'"'")" = 0.1.0 ]' \
+    "rows sharing one large object stop the update with an error naming them (still 0.1.0)"
 
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
