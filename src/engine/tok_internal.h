@@ -27,9 +27,12 @@
 #define TOK_FORCE (256 * 1024)
 #define TOK_MAX_WORD 4096
 
-/* Sections longer than this stream (TOK_STREAM_MIN; tests raise it to compare
- * the streamed tokens with those of the whole-section path). */
-extern size_t tok_stream_min;
+/* The streaming sizes in use (TOK_STREAM_MIN, TOK_WINDOW, TOK_FORCE): tests
+ * and the fuzzer change them to compare streamed tokens with those of the
+ * whole-section path on small inputs; tok_stream_forced counts windows that
+ * were split without a split point. Not thread-safe to change. */
+extern size_t tok_stream_min, tok_stream_window, tok_stream_force;
+extern unsigned long tok_stream_forced;
 
 /* Growable byte buffer; starts on caller-provided storage (no malloc for
  * short texts), moves to the heap when it outgrows it. */

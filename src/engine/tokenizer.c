@@ -608,16 +608,17 @@ static int process_section_stream(const tok_norm *n, const char *text, size_t le
     int nonascii = 0, r;
     size_t searched = 0;
     while (i < len) {
-        size_t stop = len - i < TOK_WINDOW ? len : i + TOK_WINDOW;
+        size_t stop = len - i < tok_stream_window ? len : i + tok_stream_window;
         if (clean_into(n, text, len, &i, stop, &ws->a, &nonascii)) return -1;
-        if (i < len && ws->a.n < TOK_WINDOW) continue;   /* most of it was dropped */
+        if (i < len && ws->a.n < tok_stream_window) continue;   /* most of it was dropped */
         if (i >= len) break;
         /* positions up to 'searched' were refused before */
         size_t p = find_split(n, &ws->a, searched > 0 ? searched - 1 : 0);
         searched = ws->a.n;
         if (p == 0) {
-            if (ws->a.n < TOK_FORCE) continue;
-            p = ws->a.n;    /* no split point in TOK_FORCE bytes: split anyway (tokenizer.c) */
+            if (ws->a.n < tok_stream_force) continue;
+            p = ws->a.n;    /* no split point in TOK_FORCE bytes: split anyway */
+            tok_stream_forced++;
         }
         if ((r = stream_flush(&st, p, 0)) != 0) return r;
         searched = ws->a.n;
@@ -626,7 +627,8 @@ static int process_section_stream(const tok_norm *n, const char *text, size_t le
     return stream_flush(&st, ws->a.n, 1);
 }
 
-size_t tok_stream_min = TOK_STREAM_MIN;
+size_t tok_stream_min = TOK_STREAM_MIN, tok_stream_window = TOK_WINDOW, tok_stream_force = TOK_FORCE;
+unsigned long tok_stream_forced;
 
 static int process_section(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
                            const tok_sink *sink)

@@ -1,7 +1,9 @@
 /*
  * fuzz_tokenizer.c — libFuzzer target: arbitrary bytes through bft_encode,
  * bft_encode_pieces and bft_decode (bert-base-cased and -uncased settings),
- * plus the WordPiece trainer on small inputs.
+ * plus the WordPiece trainer on small inputs. Differential: the streaming
+ * normalizer, run with tiny windows, gives exactly the tokens of the
+ * whole-section path unless it had to split a window without a split point.
  *
  *   make fuzz BUILD=build/fuzzdir
  *   build/fuzzdir/fuzz/fuzz_tokenizer -max_total_time=600
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tok_internal.h"
 #include "tokenizer.h"
 
 static bft_tokenizer *tk[2];
@@ -65,6 +68,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (bft_encode_pieces(t, text, size, &pieces, &np, &err) != 0) die("encode_pieces failed");
     for (size_t i = 0; i < np; i++)
         if (pieces[i] < 0 || pieces[i] >= vs) die("piece id out of range");
+
+    /* the same text streamed through 8..71-byte windows */
+    {
+        int32_t *sp = NULL;
+        size_t sn = 0;
+        unsigned long forced = tok_stream_forced;
+        tok_stream_min = 0;
+        tok_stream_window = 8 + (size > 3 ? data[3] % 64 : 0);
+        tok_stream_force = 4 * tok_stream_window;
+        int r = bft_encode_pieces(t, text, size, &sp, &sn, &err);
+        tok_stream_min = TOK_STREAM_MIN;
+        tok_stream_window = TOK_WINDOW;
+        tok_stream_force = TOK_FORCE;
+        if (r != 0) die("streamed encode_pieces failed");
+        if (tok_stream_forced == forced && (sn != np || memcmp(sp, pieces, np * sizeof *sp) != 0))
+            die("streamed tokens differ from the whole-section tokens");
+        free(sp);
+    }
 
     int max_length = 2 + (size > 1 ? data[1] % 64 : 0);
     int32_t ids[66];
