@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench_tokenizer.sh — tokens per second over ../shared/data/topic_train.csv:
+# bench_tokenizer.sh — tokens per second over topic_train.csv ($BFT_SHARED_DATA,
+# see tests/lib/shared_data.sh):
 # `bft-cli tokenize` vs @huggingface/tokenizers (tokenizers.js) on node, same
 # run, same input (the text column, one text per line, repeated REPEAT times),
 # for bert-base-cased and bert-base-uncased. Also checks that both produce
@@ -13,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
-DATA="${BFT_SHARED_DATA:-$ROOT/../shared/data}"
+source tests/lib/shared_data.sh
+shared_data_need bench_tokenizer topic_train.csv vocab/bert-base-cased-tokenizer.json vocab/bert-base-uncased-tokenizer.json
+DATA="$BFT_SHARED_DATA"
 CLI="${BFT_CLI:-$ROOT/build/bft-cli}"
 REPEAT="${REPEAT:-10}"
 ROUNDS="${ROUNDS:-3}"

@@ -3,9 +3,8 @@
  * cases, plus WordPiece vocabulary learning.
  *
  * Goldens: tests/data/tok/goldens.jsonl (regenerate: cd tests/ref && npm ci &&
- * node tok_goldens.mjs). Vocabularies and tweets are read from
- * ../shared/data (override the directory with BFT_SHARED_DATA). Run from the
- * repository root.
+ * node tok_goldens.mjs). Vocabularies and tweets are read from the shared data:
+ * $BFT_SHARED_DATA, default ../shared/data (run from the repository root).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -1031,11 +1030,11 @@ static void test_trainer_bounds(void)
 int main(void)
 {
     /* The bert-base vocabularies are shared data, not part of the repository
-     * (../shared/data/vocab). Outside CI, a checkout without them skips this
+     * ($BFT_SHARED_DATA/vocab). Outside CI, a checkout without them skips this
      * test with a clear line; in CI (CI=true) their absence is a failure. */
     if (access(data_dir(), R_OK) != 0 && !(getenv("CI") && strcmp(getenv("CI"), "true") == 0)) {
         printf("skip - tokenizer goldens: %s not found (the bert-base vocabularies are shared data, "
-               "not in the repository)\n", data_dir());
+               "not in the repository; set BFT_SHARED_DATA)\n", data_dir());
         printf("RESULT: 0 passed, 0 failed\n");
         return 0;
     }

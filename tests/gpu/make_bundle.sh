@@ -16,12 +16,15 @@
 # dlopen()s) needs cudart and cuBLAS 13 from the GPU machine's
 # /usr/local/cuda/lib64 (or the nvidia-* pip packages next to PyTorch; the run
 # script adds those to LD_LIBRARY_PATH). data/ holds the training CSV and the
-# bert-base-cased vocabulary (../shared does not travel to the GPU machine).
+# bert-base-cased vocabulary from $BFT_SHARED_DATA (see tests/lib/shared_data.sh),
+# so that the GPU machine needs no copy of the shared data.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -x /usr/local/cuda/bin/nvcc ] || { echo "make_bundle: nvcc not found at /usr/local/cuda/bin/nvcc"; exit 1; }
 BUILD=build/gpu
 OUTB=build/gpu-bundle
+source tests/lib/shared_data.sh
+shared_data_need make_bundle topic_train.csv vocab/bert-base-cased-vocab.txt
 MARCH="-march=x86-64-v3"
 make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD BFT_MARCH="$MARCH" $BUILD/bft-cli $BUILD/bft_cuda.so
 rm -rf "$OUTB"
@@ -40,8 +43,8 @@ cp $BUILD/bft_cuda.so "$OUTB/bin/"
 for l in libicuuc.so.72 libicudata.so.72 libgfortran.so.5 libquadmath.so.0; do
     cp -L "/usr/lib/x86_64-linux-gnu/$l" "$OUTB/lib/"
 done
-cp ../shared/data/topic_train.csv "$OUTB/data/"
-cp ../shared/data/vocab/bert-base-cased-vocab.txt "$OUTB/data/"
+cp "$BFT_SHARED_DATA/topic_train.csv" "$OUTB/data/"
+cp "$BFT_SHARED_DATA/vocab/bert-base-cased-vocab.txt" "$OUTB/data/"
 strip --strip-debug "$OUTB/bin/"*
 du -sh "$OUTB"
 ldd "$OUTB/bin/bft-cli" "$OUTB/bin/bft_cuda.so" | sed 's/^/  /'

@@ -4,8 +4,9 @@
 //   cd tests/ref && npm ci && node tok_goldens.mjs
 //
 // Reference: @huggingface/tokenizers (tokenizers.js, pinned in package.json)
-// loading ../shared/data/vocab/bert-base-{cased,uncased}-tokenizer.json.
-// Inputs: every 6th tweet of ../shared/data/topic_train.csv plus an
+// loading vocab/bert-base-{cased,uncased}-tokenizer.json of the shared data
+// ($BFT_SHARED_DATA, default ../shared/data beside the repository).
+// Inputs: every 6th tweet of topic_train.csv (shared data) plus an
 // adversarial list written here (hand-picked cases + seeded random mixes).
 // Output: tests/data/tok/goldens.jsonl, one JSON object per line:
 //   t   the text (or b: the input bytes in hex, invalid UTF-8 included)
@@ -17,7 +18,7 @@
 //   x   uncased vocab, strip_accents=false, tokenize_chinese_chars=false (adversarial lines)
 //   y   cased vocab, strip_accents=true                                    (adversarial lines)
 // The vocabularies themselves are not copied: the C test reads them from
-// ../shared/data/vocab/.
+// $BFT_SHARED_DATA/vocab/.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -26,7 +27,7 @@ import { parseCsv } from "./csv.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
-const shared = path.resolve(root, "../shared/data");
+const shared = process.env.BFT_SHARED_DATA || path.resolve(root, "../shared/data");
 
 function load(name, normalizerChanges = {}) {
   const json = JSON.parse(readFileSync(path.join(shared, "vocab", `${name}-tokenizer.json`), "utf8"));
