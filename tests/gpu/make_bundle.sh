@@ -7,8 +7,8 @@
 #   then copy build/gpu-bundle to the GPU machine beside a checkout and run
 #   bash tests/gpu/run_gpu_checks.sh there
 #
-# bin/bft-cli and bin/test_cuda are the USE_CUDA=1 build for x86-64-v3 (AVX2; not
-# -march=native, the GPU host's CPU may differ) with json-c, libcsv and the
+# bin/bft-cli and bin/test_cuda are the portable USE_CUDA=1 build (any x86-64;
+# the GPU host's CPU may differ from this one) with json-c, libcsv and the
 # reference BLAS (Debian's libblas.a: small; the CPU side of these checks only
 # runs tiny models, every GEMM of the GPU runs is cuBLAS) linked statically;
 # ICU (libicuuc/libicudata 72) and libgfortran are copied into lib/ and found
@@ -25,11 +25,10 @@ BUILD=build/gpu
 OUTB=build/gpu-bundle
 source tests/lib/shared_data.sh
 shared_data_need make_bundle topic_train.csv vocab/bert-base-cased-vocab.txt
-MARCH="-march=x86-64-v3"
-make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD BFT_MARCH="$MARCH" $BUILD/bft-cli $BUILD/bft_cuda.so
+make -s -j"$(nproc)" USE_CUDA=1 BUILD=$BUILD $BUILD/bft-cli $BUILD/bft_cuda.so
 rm -rf "$OUTB"
 mkdir -p "$OUTB/bin" "$OUTB/lib" "$OUTB/data"
-CFLAGS="-std=c11 -O3 $MARCH -g -Wall -Wextra -D_GNU_SOURCE -fno-math-errno -Isrc/engine $(pkg-config --cflags json-c icu-uc)"
+CFLAGS="-std=c11 -O3 -g -Wall -Wextra -D_GNU_SOURCE -fno-math-errno -Isrc/engine $(pkg-config --cflags json-c icu-uc)"
 # the engine asks OpenBLAS for one thread; the reference BLAS has no threads
 echo 'void openblas_set_num_threads(int n) { (void)n; }' >"$BUILD/refblas_stub.c"
 gcc -O2 -c -o "$BUILD/refblas_stub.o" "$BUILD/refblas_stub.c"
