@@ -1,6 +1,7 @@
 # bft — BERT fine-tuning inside PostgreSQL.
 #
 #   make                 build bft.so (extension) and build/bft-cli
+#   make engine cli      build/libbftengine.a and build/bft-cli only (no pg_config needed)
 #   make install         install the extension into the server found by pg_config
 #   make unit            build the engine's C unit tests (build/tests/)
 #   make installcheck    pg_regress against a running server (tests/run_all.sh does it all)
@@ -20,6 +21,8 @@ REGRESS_OPTS = --inputdir=. --load-extension=bft
 EXTRA_CLEAN = build
 
 BUILD ?= build
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 # The default build runs on any x86-64: no -march; the CPU backend's
 # elementwise loops (src/engine/ops_cpu.c) carry AVX-512, AVX2 and baseline
 # versions chosen at run time (gcc target_clones). BFT_MARCH=-march=native
@@ -62,12 +65,14 @@ $(BUILD)/engine/cuda/cuda_loader.o: ENGINE_CFLAGS += -DBFT_WITH_CUDA
 $(CUDA_MODULE): $(BUILD)/engine/cuda/ops_cuda.o
 	$(CC) -shared -o $@ $< $(CUDA_MODULE_LIBS) -Wl,--no-undefined
 all unit $(BUILD)/bft-cli $(BUILD)/tests/test_cuda: $(CUDA_MODULE)
+ifneq ($(PGXS),)
 install: install-bft-cuda
 install-bft-cuda: $(CUDA_MODULE)
 	$(INSTALL_SHLIB) $(CUDA_MODULE) '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
 uninstall: uninstall-bft-cuda
 uninstall-bft-cuda:
 	rm -f '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
+endif
 .PHONY: install-bft-cuda uninstall-bft-cuda
 endif
 $(CUDA_STAMP):
@@ -128,14 +133,23 @@ FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 PG_CPPFLAGS = -Isrc/engine
 SHLIB_LINK += $(ENGINE_LIB) $(ENGINE_LIBS)
 
-PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
-ifeq ($(PGXS),)
-$(error pg_config not found: install postgresql-server-dev-15 (tests/install_deps.sh does))
-endif
+ifneq ($(PGXS),)
 include $(PGXS)
-
 all: $(CLI)
+else
+# Without pg_config (no PostgreSQL server headers) the engine, bft-cli and the
+# unit tests still build: make engine cli unit. The extension's targets say
+# what is missing.
+all: $(CLI)
+	@echo "pg_config not found: built the engine and $(CLI) only; for the extension install postgresql-server-dev-15 (tests/install_deps.sh does) or pass PG_CONFIG=/path/to/pg_config"
+install installcheck installdirs uninstall bft.so:
+	@echo "make $@: pg_config not found: install postgresql-server-dev-15 (tests/install_deps.sh does) or pass PG_CONFIG=/path/to/pg_config"; exit 1
+clean:
+	rm -rf $(BUILD)
+endif
+
+engine: $(ENGINE_LIB)
+cli: $(CLI)
 
 # bft.so needs the engine archive.
 $(shlib): $(ENGINE_LIB)
@@ -179,4 +193,4 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(ENGINE_SRCS) $(wildcard src/engine/*.h)
 
 fuzz: $(FUZZ_BINS)
 
-.PHONY: unit fuzz
+.PHONY: unit fuzz engine cli
