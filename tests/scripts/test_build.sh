@@ -7,7 +7,8 @@
 #     `make install` fails with a message naming what is missing;
 #   - in that build, the only machine code using AVX/AVX-512 registers is in
 #     the run-time-chosen versions of the CPU backend's loops (*.arch_x86_64_v3 /
-#     *.arch_x86_64_v4), so the rest runs on any x86-64.
+#     *.arch_x86_64_v4), so the rest runs on any x86-64;
+#   - bft.control, META.json, debian/changelog and CHANGELOG.md name one version.
 # Ends with "RESULT: P passed, F failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,6 +41,15 @@ check "'$T/build/bft-cli' info --model tests/data/ckpt/tiny 2>&1 | grep -qi 'hid
 out=$($NOPG make -s BUILD="$T/build" install 2>&1); rc=$?
 check "[ $rc -ne 0 ] && echo '$out' | grep -q 'pg_config not found'" "make install without pg_config fails and says why"
 
+# one version everywhere: bft.control, META.json, debian/changelog, CHANGELOG.md
+v=$(sed -n "s/^default_version = '\(.*\)'/\1/p" bft.control)
+vm=$(grep -m1 '"version"' META.json | sed 's/.*: *"\(.*\)".*/\1/')
+vp=$(sed -n '/"provides"/,/"prereqs"/p' META.json | grep '"version"' | sed 's/.*: *"\(.*\)".*/\1/')
+vd=$(head -n 1 debian/changelog | sed 's/.*(\(.*\)-[^-]*).*/\1/')
+vc=$(grep -m1 '^## ' CHANGELOG.md | awk '{print $2}')
+check "[ -n '$v' ] && [ '$vm' = '$v' ] && [ '$vp' = '$v' ] && [ '$vd' = '$v' ] && [ '$vc' = '$v' ] && [ -f 'sql/bft--$v.sql' ]" \
+    "one version ($v) in bft.control, META.json ($vm, provides $vp), debian/changelog ($vd), CHANGELOG.md ($vc), sql/bft--$v.sql"
+
 # AVX registers (ymm/zmm) only in the run-time-chosen clones
 objdump -d --no-show-raw-insn "$T/build/libbftengine.a" >"$T/dis.txt"
 awk '/^[0-9a-f]+ <.*>:$/ { fn = $2; next } /%[yz]mm/ { print fn }' "$T/dis.txt" | sort -u >"$T/avx_fns.txt"
@@ -49,3 +59,4 @@ check "[ -z '$bad' ] && [ $n -gt 10 ]" "AVX/AVX-512 code only in the $n run-time
 
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
+
