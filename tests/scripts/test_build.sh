@@ -59,4 +59,3 @@ check "[ -z '$bad' ] && [ $n -gt 10 ]" "AVX/AVX-512 code only in the $n run-time
 
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
-
