@@ -5,6 +5,7 @@
 #   make install         install the extension into the server found by pg_config
 #   make unit            build the engine's C unit tests (build/tests/)
 #   make installcheck    pg_regress against a running server (tests/run_all.sh does it all)
+#   make prove_installcheck  the TAP tests (tests/t) in clusters of their own
 #   make fuzz            build libFuzzer targets (clang-14) into build/fuzz/
 #
 # Engine objects are compiled with the project's own C11 flags (no Postgres
@@ -136,6 +137,21 @@ SHLIB_LINK += $(ENGINE_LIB) $(ENGINE_LIBS)
 ifneq ($(PGXS),)
 include $(PGXS)
 all: $(CLI)
+
+# TAP tests (tests/t/*.pl on PostgreSQL::Test::Cluster): each starts its own
+# clusters of the installed server (pg_config's bindir) with bft installed
+# (make install first), on free ports. Run as a non-root user (initdb refuses
+# root). TAP_TESTDIR: where tmp_check/ (data directories, logs) goes.
+# PROVE_TESTS picks tests, PROVE_FLAGS adds prove options (e.g. -v).
+PROVE_TESTS ?= tests/t/*.pl
+TAP_TESTDIR ?= $(CURDIR)
+prove_installcheck:
+	rm -rf '$(TAP_TESTDIR)'/tmp_check
+	$(MKDIR_P) '$(TAP_TESTDIR)'/tmp_check
+	TESTDIR='$(TAP_TESTDIR)' PATH="$(bindir):$$PATH" PGPORT='6$(DEF_PGPORT)' \
+	    PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
+	    $(PROVE) $(PG_PROVE_FLAGS) -I tests/t $(PROVE_FLAGS) $(PROVE_TESTS)
+.PHONY: prove_installcheck
 else
 # Without pg_config (no PostgreSQL server headers) the engine, bft-cli and the
 # unit tests still build: make engine cli unit. The extension's targets say
