@@ -19,7 +19,10 @@ PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(PG_SRCS:.c=.o)
 REGRESS = $(sort $(filter-out bft--%,$(basename $(notdir $(wildcard sql/*.sql)))))
 REGRESS_OPTS = --inputdir=. --load-extension=bft
-EXTRA_CLEAN = build
+# isolation specs (pg_isolation_regress): tests/isolation/specs, expected/
+ISOLATION = $(sort $(basename $(notdir $(wildcard tests/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=tests/isolation --load-extension=bft
+EXTRA_CLEAN = build output_iso
 
 BUILD ?= build
 PG_CONFIG ?= pg_config

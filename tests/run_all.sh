@@ -90,6 +90,7 @@ if cluster_start "$CL" 54329 "shared_preload_libraries = 'pg_cron'" "cron.databa
     echo "RESULT: $((total - nfail)) passed, $nfail failed" >>"$LOGDIR/pg_regress.log"
     count "pg_regress" "$LOGDIR/pg_regress.log" $rc
     [ "$nfail" -ne 0 ] && [ -f regression.diffs ] && head -n 60 regression.diffs | sed 's/^/    /'
+    [ "$nfail" -ne 0 ] && [ -f output_iso/regression.diffs ] && head -n 60 output_iso/regression.diffs | sed 's/^/    /'
 
     for s in tests/scripts/test_*.sh; do
         [ -f "$s" ] || continue
