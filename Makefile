@@ -149,6 +149,7 @@ all: $(CLI)
 PROVE_TESTS ?= tests/t/*.pl
 TAP_TESTDIR ?= $(CURDIR)
 prove_installcheck:
+	@if [ "$$(id -u)" = 0 ]; then echo "make prove_installcheck: initdb refuses root; run it as another user (tests/run_all.sh runs it as postgres)"; exit 1; fi
 	rm -rf '$(TAP_TESTDIR)'/tmp_check
 	$(MKDIR_P) '$(TAP_TESTDIR)'/tmp_check
 	TESTDIR='$(TAP_TESTDIR)' PATH="$(bindir):$$PATH" PGPORT='6$(DEF_PGPORT)' \

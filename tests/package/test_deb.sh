@@ -14,7 +14,9 @@
 #      pg_buildext installcheck, i.e. the pg_regress tests (sql/, expected/)
 #      in a throwaway cluster of the installed server with the installed
 #      extension (the test depends, as debian/tests/control says, on
-#      postgresql-server-dev-all and make, installed from the mirror).
+#      postgresql-server-dev-all and make, installed from the mirror);
+#   4. there too, debian/tests/tap: the TAP tests (tests/t, make
+#      prove_installcheck) against the installed package, as user postgres.
 #
 # Usage (as root, on Debian 12): bash tests/package/test_deb.sh
 #   KEEP=1              keep the work directory (root, build) for inspection
@@ -122,6 +124,17 @@ unshare --net sh -c "ip link set lo up 2>/dev/null || true
         sh -c 'cd /srv/bft/src && debian/tests/installcheck'" >"$W/installcheck.log" 2>&1; rc=$?
 sed -n '/^test \|^ok \|^not ok \|tests passed\|failed/p' "$W/installcheck.log" | sed 's/^/  /'
 [ $rc -ne 0 ] && tail -n 40 "$W/installcheck.log"
-check "[ $rc -eq 0 ] && grep -qE 'All [0-9]+ tests passed' '$W/installcheck.log'" \
-    "pg_buildext installcheck in the fresh root: $(grep -oE 'All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed' "$W/installcheck.log" | head -n 1)"
+check "[ $rc -eq 0 ] && grep -qE 'All [0-9]+ tests passed' '$W/installcheck.log' && ! grep -qE 'tests? failed' '$W/installcheck.log'" \
+    "pg_buildext installcheck (pg_regress and isolation) in the fresh root: $(grep -oE 'All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed' "$W/installcheck.log" | paste -sd, -)"
+
+# ---- 4. the TAP tests against the installed package ---------------------------
+in_root apt-get install -y --no-install-recommends libipc-run-perl >>"$W/apt.log" 2>&1
+unshare --net sh -c "ip link set lo up 2>/dev/null || true
+    chroot '$R' /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+        sh -c 'cd /srv/bft/src && debian/tests/tap'" >"$W/tap.log" 2>&1; rc=$?
+p=$(grep -cE '^ok [0-9]+' "$W/tap.log" || true); f=$(grep -cE '^not ok [0-9]+' "$W/tap.log" || true)
+grep -E '^tests/t/.*\.\. |^Files=|^Result' "$W/tap.log" | sed 's/^/  /'
+[ $rc -ne 0 ] && grep -E '^not ok|Bail|Dubious' "$W/tap.log" | head -n 20
+check "[ $rc -eq 0 ] && [ $p -gt 0 ] && [ $f -eq 0 ]" \
+    "the TAP tests (debian/tests/tap: make prove_installcheck) in the fresh root: $p ok, $f not ok"
 finish
