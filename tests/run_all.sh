@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bft: run every test — engine/tokenizer C unit tests, pg_regress and the
 # cluster scripts against a throwaway cluster started here, and the TAP
-# tests (tests/t: preload, ...) in clusters of their own.
+# tests (tests/t: preload, read-only, crash, privileges, dump/restore,
+# replication, pg_cron) in clusters of their own.
 # Ends with "N passed, N failed"; exits non-zero when anything failed.
 #
 # Usage: bash tests/run_all.sh            (installs missing Debian packages)
