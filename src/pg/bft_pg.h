@@ -89,6 +89,7 @@ extern void bft_shcache_lock_key(const BftShKey *k);
 extern void bft_shcache_unlock_key(const BftShKey *k);
 extern void bft_shcache_unlink_key(const BftShKey *k);
 extern void bft_shcache_forget_at_commit(Oid weights);
+extern void bft_shcache_sweep_dropped_databases(void);
 
 /*
  * A model read from bft.models and loaded by the engine.  Entries of the

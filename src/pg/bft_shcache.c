@@ -67,13 +67,15 @@
 #include "storage/fd.h"
 #include "storage/lock.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #define SH_PARENT "base/pgsql_tmp"
 #define SH_DIR SH_PARENT "/pgsql_tmp_bft_shared"
 #define SH_DIRLOCK SH_DIR "/.lock"
 #define SH_HEADER 4096
 #define SH_MAGIC "bftshw1"
-#define SH_ADVISORY_KIND 0xBF70	/* locktag field4: not one SQL can make */
+#define SH_ADVISORY_KIND 16966	/* locktag field4 (pg_locks.objsubid): not
+								 * one SQL's advisory locks use (1, 2) */
 
 int			bft_shared_cache_size_kb = 0;
 
@@ -544,6 +546,52 @@ forget_files(Oid db, Oid weights)
 		/* mapped or not: a backend using it keeps its pages until it lets go */
 		if (unlink(path) < 0 && errno != ENOENT)
 			elog(LOG, "could not remove \"%s\": %m", path);
+	}
+	closedir(dir);
+}
+
+/*
+ * Unlink the copies of databases that no longer exist (DROP DATABASE runs no
+ * trigger of bft's; nobody can map them any more).  Called before a publish.
+ */
+void
+bft_shcache_sweep_dropped_databases(void)
+{
+	DIR		   *dir = opendir(SH_DIR);
+	struct dirent *de;
+	Oid			known[16];
+	bool		exists[16];
+	int			nknown = 0;
+
+	if (dir == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL)
+	{
+		char		path[MAXPGPATH];
+		char	   *end;
+		unsigned long db = strtoul(de->d_name, &end, 10);
+		bool		there = true;
+		int			i;
+
+		if (end == de->d_name || *end != '_' || !has_suffix(de->d_name, ".w") || db == MyDatabaseId)
+			continue;
+		for (i = 0; i < nknown && known[i] != (Oid) db; i++)
+			;
+		if (i < nknown)
+			there = exists[i];
+		else
+		{
+			there = SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum((Oid) db));
+			if (nknown < lengthof(known))
+			{
+				known[nknown] = (Oid) db;
+				exists[nknown++] = there;
+			}
+		}
+		if (there)
+			continue;
+		snprintf(path, sizeof(path), SH_DIR "/%s", de->d_name);
+		(void) unlink(path);
 	}
 	closedir(dir);
 }

@@ -1060,6 +1060,7 @@ load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
 		bft_shcache_unlock_key(&k);
 		return m;
 	}
+	bft_shcache_sweep_dropped_databases();
 	m = bft_load_model_id(id, name, 0, max_length);
 	PG_TRY();
 	{

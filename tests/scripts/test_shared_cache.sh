@@ -11,7 +11,8 @@
 #     gone from the directory at commit, the session lets go at its next
 #     statement, and then gets 42704;
 #  5. bft.shared_cache_size bounds the copies: a full cache of copies in use
-#     makes a backend load a private copy; unmapped copies are evicted;
+#     makes a backend load a private copy; unmapped copies are evicted; four
+#     sessions that start on an unpublished version at once load it once;
 #  6. a role that cannot see a model's row gets 42704 although its copy is
 #     published, and a model it can see is shared with it;
 #  7. parallel workers map the same copy and give the serial private result;
@@ -196,6 +197,34 @@ b2=$(q "$(probe mid2)")
 check "[ '$b2' = '$b' ] && [ \"\$(ncopies)\" = 1 ] && ls '$SHDIR' | grep -q '_$(q "SELECT weights FROM bft.models WHERE name = 'mid2'")_'" \
     "once unmapped, mid's copy is evicted for mid2's (same probabilities as the private copy)"
 setting bft.shared_cache_size 1GB
+
+# ---- 5b. sessions that need an unpublished version at once: one loads, the others wait ----------
+# (and a dropped database's copies go at the next publication)
+psql -X -q -d postgres -c "CREATE DATABASE ${DB}_2" >/dev/null
+psql -X -q -t -A -d "${DB}_2" -c "CREATE EXTENSION bft" -c "CREATE TABLE h AS SELECT 'team wins' AS t, 'sports' AS l UNION ALL SELECT 'stocks fall', 'markets'" \
+    -c "SELECT version FROM bft_train('h', 't', 'l', epochs => 1, mlm_epochs => 0, architecture => '$TOY')" \
+    -c "SELECT bft_classify('team wins', 'h')" >/dev/null 2>&1
+d2=$(q "SELECT oid FROM pg_database WHERE datname = '${DB}_2'")
+psql -X -q -d postgres -c "DROP DATABASE ${DB}_2" >/dev/null
+check "[ \"\$(ls $SHDIR | grep -c '^${d2}_')\" = 1 ]" "a dropped database's copy stays until the next publication"
+check "[ -z \"\$(ls $SHDIR | grep _$(q "SELECT weights FROM bft.models WHERE name = 'mid'")_)\" ]" "mid is not published (evicted above)"
+cpids=""
+for i in 1 2 3 4; do
+    psql -X -q -t -A -d "$DB" -c "$(probe mid)" >"$CL/c$i.out" 2>&1 &
+    cpids="$cpids $!"
+done
+waits=0
+for _ in $(seq 1 300); do
+    l=$(q "SELECT count(*) FILTER (WHERE NOT granted) || ' ' || count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 16966")
+    [ "${l% *}" -gt "$waits" ] && waits=${l% *}
+    [ "${l#* }" = 0 ] && [ "$waits" -gt 0 ] && break
+    sleep 0.05
+done
+wait $cpids
+same=$(cat "$CL"/c[1-4].out | sort -u)
+check "[ '$waits' -ge 1 ] && [ '$same' = '$on_mid' ] && [ \"\$(ls $SHDIR | grep -c _$(q "SELECT weights FROM bft.models WHERE name = 'mid'")_)\" = 1 ]" \
+    "4 sessions start on it at once: up to $waits wait for the one that loads it (pg_locks), one copy, identical probabilities"
+check "[ \"\$(ls $SHDIR | grep -c '^${d2}_')\" = 0 ]" "which removes the dropped database's copy"
 
 # ---- 6. visibility -----------------------------------------------------------------------------
 q "SELECT version FROM bft_train('h', 't', 'l', epochs => 30, learning_rate => 2e-3, model => 'hidden', mlm_epochs => 0,
