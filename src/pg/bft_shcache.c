@@ -66,7 +66,11 @@
 #include "common/file_perm.h"
 #include "storage/fd.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/procsignal.h"
+#include "storage/sinvaladt.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 #define SH_PARENT "base/pgsql_tmp"
@@ -108,6 +112,7 @@ static PendingForget *pending = NULL;
 static int	npending = 0;
 static int	cap_pending = 0;
 static bool xact_cb_registered = false;
+static bool wake_at_commit = false;
 
 static void
 key_name(const BftShKey *k, const char *suffix, char *buf, size_t len)
@@ -607,13 +612,42 @@ shcache_xact_cb(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 		npending = 0;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_at_commit = false;
+}
+
+/*
+ * After a commit that unlinked copies, once its invalidation messages are
+ * sent (they are sent after the commit callbacks, before the locks go): ask
+ * the other backends of this database to read them now, as PostgreSQL asks
+ * a backend that falls behind, so that idle sessions let go of the dropped
+ * copies (bft's relcache callback) instead of at their next statement.
+ */
+static void
+shcache_release_cb(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
+{
+	int			id;
+
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel || !wake_at_commit)
+		return;
+	wake_at_commit = false;
+	if (!isCommit)
+		return;
+	for (id = 1; id <= MaxBackends; id++)
+	{
+		PGPROC	   *proc = BackendIdGetProc(id);
+
+		if (proc != NULL && proc->pid != 0 && proc->pid != MyProcPid && proc->databaseId == MyDatabaseId)
+			(void) SendProcSignal(proc->pid, PROCSIG_CATCHUP_INTERRUPT, id);
+	}
 }
 
 /*
  * When this transaction commits, unlink the shared copies of weights object
  * weights of this database (InvalidOid: of every model of this database):
  * the rows are being deleted.  Backends that map one keep their copy until
- * they let go of it.
+ * they let go of it: a statement using it finishes with it; the others let
+ * go when they read the commit's invalidation (woken to do so at once).
  */
 void
 bft_shcache_forget_at_commit(Oid weights)
@@ -621,8 +655,10 @@ bft_shcache_forget_at_commit(Oid weights)
 	if (!xact_cb_registered)
 	{
 		RegisterXactCallback(shcache_xact_cb, NULL);
+		RegisterResourceReleaseCallback(shcache_release_cb, NULL);
 		xact_cb_registered = true;
 	}
+	wake_at_commit = true;
 	if (npending == cap_pending)
 	{
 		int			ncap = cap_pending ? cap_pending * 2 : 16;

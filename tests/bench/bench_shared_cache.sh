@@ -4,7 +4,7 @@
 # for 1 and SESSIONS (default 32) sessions, on a BERT-base-size model and on
 # bft's default small from-scratch model:
 #   - first-call latency: a new session's first bft_classify (median and max
-#     over the sessions), and its extra cost over the session's second call;
+#     over the sessions), beside the session's second call (the inference);
 #   - memory: RSS and PSS summed over the sessions' backends while all of them
 #     hold the model (PSS counts a page shared by n processes 1/n in each, so
 #     its sum is what the sessions really cost; "bft" is PSS without the
@@ -120,11 +120,11 @@ sessions() {
 }
 med() { sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'; }
 mx() { sort -n | tail -n 1; }
-# summary TAG: "first_median first_max extra_median rss_MB pss_MB bft_MB sessions" (ms, MB)
+# summary TAG: "first_median first_max second_median rss_MB pss_MB bft_MB sessions" (ms, MB)
 summary() {
     local t="$1"
     printf '%.0f %.0f %.0f %s\n' "$(cut -d' ' -f1 "$TMPD/$t.lat" | med)" "$(cut -d' ' -f1 "$TMPD/$t.lat" | mx)" \
-        "$(awk '{print $1 - $2}' "$TMPD/$t.lat" | med)" \
+        "$(cut -d' ' -f2 "$TMPD/$t.lat" | med)" \
         "$(awk '{printf "%.0f %.0f %.0f %d", $1 / 1024, $2 / 1024, ($2 - $3) / 1024, $4}' "$TMPD/$t.mem")"
 }
 avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
@@ -147,7 +147,7 @@ for m in bert_base small; do
 done
 
 echo
-echo "First call of a new session: ms, median / max over the sessions (+ median extra over the session's second call);"
+echo "First call of a new session: ms, median / max over the sessions (median of the session's second call: the inference alone);"
 echo "memory of all the sessions' backends while they hold the model: PSS in MB, summed (bft: without shared buffers)."
 fmt='%-10s %-8s | %-20s %-20s %-7s | %-8s %-8s %-7s | %-8s %-8s %-7s\n'
 printf "$fmt" model sessions "first call, off" "first call, on" off/on "PSS off" "PSS on" off/on "bft off" "bft on" off/on
@@ -159,7 +159,7 @@ for r in "${rows[@]}"; do
         read -r fm fx fe frss fpss fbft fn <<<"$(summary "${m}_off$n")"
         read -r nm nx ne nrss npss nbft nn <<<"$(summary "${m}_on$n")"
         printf "$fmt" "$m" "$( [ "$fn" = "$nn" ] && echo "$nn" || echo "$fn/$nn")" \
-            "$fm / $fx (+$fe)" "$nm / $nx (+$ne)" "$(ratio "$fm" "$nm")" \
+            "$fm / $fx ($fe)" "$nm / $nx ($ne)" "$(ratio "$fm" "$nm")" \
             "$fpss" "$npss" "$(ratio "$fpss" "$npss")" "$fbft" "$nbft" "$(ratio "$fbft" "$nbft")"
     done
     echo "  $m: $mb MB of weights; the publishing load (first session with the cache on, nothing published yet) took $pm ms;" \
