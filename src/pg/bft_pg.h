@@ -88,6 +88,7 @@ extern bool bft_shcache_unlinked(const BftShMap *map);
 extern void bft_shcache_lock_key(const BftShKey *k);
 extern void bft_shcache_unlock_key(const BftShKey *k);
 extern void bft_shcache_unlink_key(const BftShKey *k);
+extern void bft_shcache_discard(const BftShKey *k);
 extern void bft_shcache_forget_at_commit(Oid weights);
 extern void bft_shcache_sweep_dropped_databases(void);
 

@@ -513,6 +513,18 @@ bft_shcache_publish(const BftShKey *k, const bft_model *m, uint64 layout, BftShM
 	return true;
 }
 
+/* Unlink k's copy: it exists but this backend cannot use it (a damaged
+ * file, or another build's parameter layout).  A backend mapping it keeps
+ * its pages; the copy this backend publishes takes the name. */
+void
+bft_shcache_discard(const BftShKey *k)
+{
+	char		path[MAXPGPATH];
+
+	key_name(k, ".w", path, sizeof(path));
+	(void) unlink(path);
+}
+
 /* Unlink the published files of k's row if they are still there (the row
  * turned out to be gone). */
 void

@@ -1060,6 +1060,8 @@ load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
 		bft_shcache_unlock_key(&k);
 		return m;
 	}
+	/* a copy this backend could not use would stand in the way of its own */
+	bft_shcache_discard(&k);
 	bft_shcache_sweep_dropped_databases();
 	m = bft_load_model_id(id, name, 0, max_length);
 	PG_TRY();
@@ -1144,8 +1146,8 @@ release_unlinked(void)
 }
 
 /*
- * bft.models changed (a drop commits a relcache invalidation of it): this
- * backend lets go of the copies that went, from its next transaction on,
+ * bft.models changed (a drop commits a relcache invalidation of it, and wakes
+ * idle backends to read it): this backend lets go of the copies that went,
  * even if it never classifies again.
  */
 static void

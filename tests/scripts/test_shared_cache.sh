@@ -2,7 +2,8 @@
 # test_shared_cache: the server-wide shared read-only copy of a model's
 # weights (bft.shared_cache_size).
 #  1. shared and private copies give bit-identical probabilities (a toy model
-#     and a ~100 MB one), and the private session maps no copy;
+#     and a ~100 MB one), and the private session maps no copy; a damaged
+#     copy is replaced, never used;
 #  2. a new session's first call maps the published copy (no load): it takes
 #     at most 100 ms, where a private load takes longer (both printed);
 #  3. a deployment is seen by a session's next statement;
@@ -124,6 +125,12 @@ check "[[ '$on_m' == *'=sports:'* ]] && [[ '$on_mid' == *'=markets:'* || '$on_mi
 on2_m=$(q "$(probe m)"); on2_mid=$(q "$(probe mid)")
 check "[ '$on2_m' = '$on_m' ] && [ '$on2_mid' = '$on_mid' ] && [ \"\$(ncopies)\" = 2 ]" \
     "a second session maps the copies: identical probabilities, nothing published again"
+mw=$(ls "$SHDIR" | grep "_$(q "SELECT weights FROM bft.models WHERE name = 'm'")_")
+printf 'damaged!' | dd of="$SHDIR/$mw" conv=notrunc status=none
+r=$(q "$(probe m)")
+# (nothing writes into a published file: a valid header again means a new copy)
+check "[ '$r' = '$on_m' ] && [ -f '$SHDIR/$mw' ] && [ \"\$(head -c 7 $SHDIR/$mw)\" = bftshw1 ]" \
+    "a damaged copy is not used: the next session loads the model and publishes a new copy"
 setting bft.shared_cache_size 0
 sess_start 1
 p1=$(sess 1 "SELECT pg_backend_pid()")
@@ -139,10 +146,10 @@ t_off=$(first_call "$FIRST")
 setting bft.shared_cache_size 1GB
 t_on=""; for i in 1 2 3; do t_on="$t_on $(first_call "$FIRST")"; done
 echo "  first call of a new session on mid (~$mb MB): private load $t_off ms; mapping the shared copy:$t_on ms"
-check "for t in $t_on; do awk -v t=\$t 'BEGIN { exit !(t <= 100) }' || exit 1; done" \
-    "with the copy published, each new session's first call takes <= 100 ms"
-check "for t in $t_on; do awk -v t=\$t -v o='$t_off' 'BEGIN { exit !(t < o) }' || exit 1; done" \
-    "... less than a private load ($t_off ms)"
+med_on=$(printf '%s\n' $t_on | sort -n | sed -n 2p)
+check "awk -v t='$med_on' 'BEGIN { exit !(t > 0 && t <= 100) }'" \
+    "with the copy published, a new session's first call takes <= 100 ms (median of 3: $med_on ms)"
+check "awk -v t='$med_on' -v o='$t_off' 'BEGIN { exit !(t < o) }'" "... less than a private load ($t_off ms)"
 
 # ---- 3. deploy ---------------------------------------------------------------------------------
 sess_start 1
