@@ -121,6 +121,7 @@ key_name(const BftShKey *k, const char *suffix, char *buf, size_t len)
 			 (unsigned long long) k->created, suffix);
 }
 
+/* Is sharing on (bft.shared_cache_size > 0)? */
 bool
 bft_shcache_enabled(void)
 {
@@ -249,6 +250,8 @@ key_locktag(const BftShKey *k, LOCKTAG *tag)
 	SET_LOCKTAG_ADVISORY(*tag, k->db, k->weights, (uint32) k->id, SH_ADVISORY_KIND);
 }
 
+/* Take k's build lock (waits while another backend loads and publishes k;
+ * released by bft_shcache_unlock_key or at the end of the transaction). */
 void
 bft_shcache_lock_key(const BftShKey *k)
 {
@@ -258,6 +261,7 @@ bft_shcache_lock_key(const BftShKey *k)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
+/* Release k's build lock. */
 void
 bft_shcache_unlock_key(const BftShKey *k)
 {
