@@ -99,6 +99,7 @@ sessions() {
     : >"$TMPD/$tag.lat"
     for i in $(seq 1 "$n"); do
         f="$TMPD/$tag.$i.out"
+        : >"$f"
         # (line-buffered: the second call's time must show while the session holds)
         PGAPPNAME="bench_$tag" stdbuf -oL psql -X -q -t -A -d "$DB" -c '\timing on' -c "SET bft.threads = 1" \
             -c "SELECT bft_classify($TEXT, '$m')" -c "SELECT bft_classify($TEXT, '$m')" \
