@@ -946,6 +946,8 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     if (!m || !ds)
         return train_body(m, ds, opts, task, progress, ctx, res, err);
     bft_clear_error(err);
+    if (m->params_external)
+        return bft_set_error(err, BFT_EINVAL, "training: the model's parameters are read-only (shared)");
     if (res) {
         memset(res, 0, sizeof *res);
         res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;

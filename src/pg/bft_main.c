@@ -171,6 +171,15 @@ _PG_init(void)
 							"server's memory (RAM or cgroup limit).",
 							&bft_max_memory_kb, default_max_memory_kb(), 16 * 1024, INT_MAX,
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.shared_cache_size",
+							"Memory for the one copy of each model's weights that all backends share; 0 turns sharing off.",
+							"The first backend that classifies with a model version publishes its weights, and every "
+							"other backend and parallel worker maps them read-only instead of loading its own copy. "
+							"Copies nobody maps are evicted, least recently used first, to stay within this size; "
+							"when copies in use fill it a backend loads a private copy as with 0. Default: a quarter "
+							"of the server's memory (RAM or cgroup limit).",
+							&bft_shared_cache_size_kb, default_max_memory_kb(), 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.max_jobs",
 							"Background training jobs (queued or running) allowed at once in the whole server.",
 							"Each job holds one of max_worker_processes until it ends.",
@@ -186,6 +195,7 @@ _PG_init(void)
 							&bft_job_retention, 30 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	bft_set_interrupt_hook(engine_poll, NULL);
+	bft_cache_register_callbacks();
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);
 	RegisterSubXactCallback(engine_interrupt_subxact_cb, NULL);
 #if PG_VERSION_NUM >= 150000

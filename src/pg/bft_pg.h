@@ -51,9 +51,51 @@ extern Size bft_memory_limit(void);
 extern void bft_memory_require(Size need, const char *what, const char *hint);
 extern void bft_engine_budget(void);
 
+/* bft_shcache.c: the server-wide shared read-only copy of a model's weights */
+typedef struct BftShKey
+{
+	Oid			db;				/* MyDatabaseId */
+	Oid			weights;		/* the row's identity: weights object, */
+	int64		id;				/* id and created_at */
+	TimestampTz created;
+} BftShKey;
+
+/* A mapping of a shared copy (addr NULL: none). */
+typedef struct BftShMap
+{
+	int			fd;				/* held with flock(LOCK_SH) while mapped */
+	char	   *addr;
+	Size		len;
+} BftShMap;
+
+/* What a shared copy's header says. */
+typedef struct BftShHeader
+{
+	uint64		num_params;
+	uint64		layout;			/* hash of the parameter layout */
+	bft_parts	parts;
+	int			num_labels;
+	const float *params;		/* num_params floats, read-only */
+} BftShHeader;
+
+extern int	bft_shared_cache_size_kb;
+extern bool bft_shcache_enabled(void);
+extern bool bft_shcache_attach(const BftShKey *k, BftShMap *map, BftShHeader *h);
+extern bool bft_shcache_publish(const BftShKey *k, const bft_model *m, uint64 layout,
+								BftShMap *map, BftShHeader *h);
+extern void bft_shcache_detach(BftShMap *map);
+extern bool bft_shcache_unlinked(const BftShMap *map);
+extern void bft_shcache_lock_key(const BftShKey *k);
+extern void bft_shcache_unlock_key(const BftShKey *k);
+extern void bft_shcache_unlink_key(const BftShKey *k);
+extern void bft_shcache_discard(const BftShKey *k);
+extern void bft_shcache_forget_at_commit(Oid weights);
+extern void bft_shcache_sweep_dropped_databases(void);
+
 /*
  * A model read from bft.models and loaded by the engine.  Entries of the
- * per-backend cache own their bft_model (malloc'd by the engine).
+ * per-backend cache own their bft_model (malloc'd by the engine); its
+ * parameters may be a mapping of the shared copy (shared.addr set).
  */
 typedef struct BftModelEntry
 {
@@ -70,6 +112,7 @@ typedef struct BftModelEntry
 	Oid			checked_user;	/* ... and the role it was done as */
 	uint64		last_used;		/* LRU clock */
 	Size		bytes;			/* memory the loaded model takes */
+	BftShMap	shared;			/* the shared copy its parameters point into */
 } BftModelEntry;
 
 /* One row of bft.models as bft reads it (bft_model_row_read). */
@@ -98,6 +141,7 @@ extern void bft_unlink_dropped_weights(const Oid *loids, int n);
 extern BftModelEntry *bft_get_model(const char *name);
 extern char *bft_resolve_default_model(void);
 extern void bft_cache_invalidate_all(void);
+extern void bft_cache_register_callbacks(void);
 extern Size bft_cache_bytes(void);
 extern Size bft_cache_make_room(Size target);
 extern char *bft_read_lo_pages(Oid loid, Size *len);

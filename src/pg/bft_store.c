@@ -68,6 +68,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -94,6 +95,7 @@ static int	trusted_update_depth = 0;
 
 static BftModelEntry *cache = NULL;	/* BFT_CACHE_MAX slots in TopMemoryContext */
 static uint64 cache_clock = 0;
+static Oid	models_relid_seen = InvalidOid;	/* bft.models, last looked up */
 
 /* Default-model resolution, remembered for one statement and role. */
 static char default_name[NAMEDATALEN * 4];
@@ -156,6 +158,8 @@ bft_models_relid(void)
 	Oid			nsp = get_namespace_oid("bft", true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
 
+	if (OidIsValid(rel))
+		models_relid_seen = rel;
 	if (!OidIsValid(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -362,8 +366,8 @@ row_from_tuple(HeapTuple tup, TupleDesc td, const ModelsAtts *a, bool full, BftM
  * without privilege checks or row-level security: callers decide first,
  * as the calling user, that the row is theirs to use.  false if absent.
  */
-bool
-bft_model_row_read(int64 id, bool full, BftModelRow *row)
+static bool
+model_row_read_snap(int64 id, bool full, BftModelRow *row, Snapshot snap)
 {
 	Oid			relid = bft_models_relid();
 	const ModelsAtts *a = get_models_atts(relid);
@@ -373,7 +377,6 @@ bft_model_row_read(int64 id, bool full, BftModelRow *row)
 	SysScanDesc sd;
 	HeapTuple	tup;
 	bool		found = false;
-	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 
 	rel = table_open(relid, AccessShareLock);
 	pk = RelationGetPrimaryKeyIndex(rel);
@@ -388,6 +391,13 @@ bft_model_row_read(int64 id, bool full, BftModelRow *row)
 	systable_endscan(sd);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+bool
+bft_model_row_read(int64 id, bool full, BftModelRow *row)
+{
+	return model_row_read_snap(id, full, row,
+							   ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
 }
 
 /*
@@ -679,6 +689,7 @@ bft_unlink_dropped_weights(const Oid *loids, int n)
 					nrefs,
 					still = 0;
 
+		bft_shcache_forget_at_commit(loids[i]);
 		if (!lo_owner(loids[i], NULL, &owner))
 			continue;
 		if (owner != GetUserId() && !superuser())
@@ -690,6 +701,7 @@ bft_unlink_dropped_weights(const Oid *loids, int n)
 		if (!still)
 			inv_drop(loids[i]);
 	}
+	CacheInvalidateRelcacheByRelid(bft_models_relid());
 }
 
 /* Sequence length used for classification with this model. */
@@ -909,6 +921,183 @@ bft_load_model_row(const char *name, int32 version, int64 *row_id,
 	return bft_load_model_id(id, name, 0, max_length);
 }
 
+/* FNV-1a of the parameter layout (names, shapes, offsets): a shared copy is
+ * used only by a build of bft that lays the parameters out the same way. */
+static uint64
+layout_hash(const bft_config *cfg, bft_parts parts)
+{
+	int			n = 0,
+				i;
+	bft_tensor_info *list = bft_params_tensors(cfg, parts, &n);
+	uint64		h = UINT64CONST(14695981039346656037);
+
+	if (list == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	for (i = 0; i < n; i++)
+	{
+		const unsigned char *p = (const unsigned char *) list[i].name;
+		uint64		v[4] = {list[i].offset, list[i].numel, (uint64) list[i].shape[0], (uint64) list[i].shape[1]};
+		const unsigned char *q = (const unsigned char *) v;
+		size_t		j;
+
+		for (; *p; p++)
+			h = (h ^ *p) * UINT64CONST(1099511628211);
+		for (j = 0; j < sizeof(v); j++)
+			h = (h ^ q[j]) * UINT64CONST(1099511628211);
+	}
+	free(list);
+	return h;
+}
+
+/*
+ * The model of row (read in full) from its shared copy, if one is published:
+ * mapped read-only, checked against bft.max_memory like a private copy of the
+ * same model (sharing changes what the server spends, not what a session may
+ * use).  NULL when there is no usable copy (the caller loads one).
+ */
+static bft_model *
+map_shared(const BftShKey *k, const BftModelRow *row, const char *name, int *max_length, BftShMap *map)
+{
+	BftShHeader h;
+	bft_model  *volatile m = NULL;
+	bft_error	err;
+
+	if (!bft_shcache_attach(k, map, &h))
+		return NULL;
+	err.code = BFT_OK;
+	PG_TRY();
+	{
+		int			clen,
+					vlen,
+					tlen = 0;
+		char	   *c8,
+				   *v8,
+				   *t8 = NULL;
+
+		bft_memory_require((Size) h.num_params * sizeof(float) + strlen(row->vocab) * 3,
+						   psprintf("model \"%s\"", name),
+						   "Lower bft.model_cache_size or use a smaller model; a superuser can raise bft.max_memory.");
+		c8 = bft_to_utf8(row->config, strlen(row->config), &clen);
+		v8 = bft_to_utf8(row->vocab, strlen(row->vocab), &vlen);
+		if (row->tokenizer_config)
+			t8 = bft_to_utf8(row->tokenizer_config, strlen(row->tokenizer_config), &tlen);
+		bft_apply_threads();
+		bft_engine_budget();
+		m = bft_model_wrap_params(c8, clen, v8, vlen, t8, tlen, h.parts, h.num_labels, h.params,
+								  h.num_params, &err);
+		if (m && layout_hash(&m->cfg, m->parts) != h.layout)
+		{
+			bft_model_free(m);
+			m = NULL;
+		}
+	}
+	PG_CATCH();
+	{
+		if (m)
+			bft_model_free(m);
+		bft_shcache_detach(map);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (m == NULL)
+	{
+		bft_shcache_detach(map);
+		bft_engine_interrupt_rethrow();
+		if (err.code == BFT_ENOMEM || err.code == BFT_ECANCEL)
+			bft_report_engine_error(&err, psprintf("could not load model \"%s\"", name));
+		/* not a copy of this row as this build reads it: load a private one */
+		return NULL;
+	}
+	*max_length = bft_model_max_length(m, row->max_length);
+	return m;
+}
+
+/*
+ * The model of bft.models row id (found with bft_find_model: the caller's
+ * right to use it is already established) for the per-backend cache: its
+ * server-wide shared copy mapped read-only when there is one, else loaded
+ * (bft_load_model_id) and then published as the shared copy for every other
+ * backend.  While one backend loads a version the others needing it wait for
+ * its copy.  A private copy when the shared cache is off
+ * (bft.shared_cache_size = 0) or full of models in use.  *map receives the
+ * mapping the model points into (addr NULL: private).
+ */
+static bft_model *
+load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
+{
+	BftModelRow row;
+	BftShKey	k;
+	bft_model  *volatile m;
+	BftShHeader h;
+	bool		published = false;
+
+	map->addr = NULL;
+	map->fd = -1;
+	map->len = 0;
+	if (!bft_shcache_enabled())
+		return bft_load_model_id(id, name, 0, max_length);
+	if (!bft_model_row_read(id, true, &row))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" does not exist", name)));
+	if (row.config == NULL || row.vocab == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model \"%s\" has no config or vocabulary", name)));
+	/* the checks a load makes, whether or not the bytes come from a copy */
+	(void) check_weights(&row, name);
+	k.db = MyDatabaseId;
+	k.weights = row.weights;
+	k.id = id;
+	k.created = row.created_at;
+	if ((m = map_shared(&k, &row, name, max_length, map)) != NULL)
+		return m;
+
+	/* one backend loads and publishes it; the others wait, then map it */
+	bft_shcache_lock_key(&k);
+	if ((m = map_shared(&k, &row, name, max_length, map)) != NULL)
+	{
+		bft_shcache_unlock_key(&k);
+		return m;
+	}
+	/* a copy this backend could not use would stand in the way of its own */
+	bft_shcache_discard(&k);
+	bft_shcache_sweep_dropped_databases();
+	m = bft_load_model_id(id, name, 0, max_length);
+	PG_TRY();
+	{
+		bft_error	err;
+		uint64		layout = layout_hash(&m->cfg, m->parts);
+
+		if (bft_shcache_publish(&k, m, layout, map, &h))
+		{
+			published = h.num_params == m->num_params && h.layout == layout &&
+				bft_model_share_params(m, h.params, h.num_params, &err) == 0;
+			if (!published)
+				bft_shcache_detach(map);
+		}
+		bft_shcache_unlock_key(&k);
+
+		/*
+		 * A drop that committed while this backend was loading has already
+		 * unlinked the copies of the row; the one just published would
+		 * outlive it.  (A parallel operation cannot take a new snapshot; its
+		 * copy goes when the cache needs the room.)
+		 */
+		if (published && !IsInParallelMode() &&
+			!model_row_read_snap(id, false, &row, GetLatestSnapshot()))
+			bft_shcache_unlink_key(&k);
+	}
+	PG_CATCH();
+	{
+		bft_model_free(m);
+		bft_shcache_detach(map);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return m;
+}
+
 /* A cache entry used by the current statement must stay. */
 static bool
 entry_pinned(const BftModelEntry *e)
@@ -925,9 +1114,55 @@ evict(BftModelEntry *e)
 {
 	if (e->model)
 		bft_model_free(e->model);
+	bft_shcache_detach(&e->shared);
 	if (e->name)
 		pfree(e->name);
 	memset(e, 0, sizeof(BftModelEntry));
+}
+
+/*
+ * Let go of shared copies that were unlinked (their model dropped, or the
+ * copy evicted) unless the current statement uses them.  Returns whether any
+ * went.
+ */
+static bool
+release_unlinked(void)
+{
+	bool		any = false;
+	int			i;
+
+	if (cache == NULL)
+		return false;
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (cache[i].name && cache[i].shared.addr && !entry_pinned(&cache[i]) &&
+			bft_shcache_unlinked(&cache[i].shared))
+		{
+			evict(&cache[i]);
+			any = true;
+		}
+	if (any)
+		bft_device_release();
+	return any;
+}
+
+/*
+ * bft.models changed (a drop commits a relcache invalidation of it, and wakes
+ * idle backends to read it): this backend lets go of the copies that went,
+ * even if it never classifies again.
+ */
+static void
+models_inval_cb(Datum arg, Oid relid)
+{
+	if (OidIsValid(relid) && relid != models_relid_seen)
+		return;
+	(void) release_unlinked();
+}
+
+/* Called once from _PG_init. */
+void
+bft_cache_register_callbacks(void)
+{
+	CacheRegisterRelcacheCallback(models_inval_cb, (Datum) 0);
 }
 
 /* Bytes of the models this backend has cached. */
@@ -1075,6 +1310,7 @@ bft_get_model(const char *name)
 	BftModelRow row;
 	char	   *name_copy;
 	bft_model  *m;
+	BftShMap	map;
 	int			ml;
 	bool		evicted = false;
 
@@ -1082,6 +1318,7 @@ bft_get_model(const char *name)
 		name = bft_resolve_default_model();
 	if (cache == NULL)
 		cache = MemoryContextAllocZero(TopMemoryContext, sizeof(BftModelEntry) * BFT_CACHE_MAX);
+	evicted = release_unlinked();
 	if (n > BFT_CACHE_MAX)
 		n = BFT_CACHE_MAX;
 	stmt_key(&ts, &lxid);
@@ -1121,7 +1358,7 @@ bft_get_model(const char *name)
 		evicted = true;
 	}
 	name_copy = MemoryContextStrdup(TopMemoryContext, name);
-	m = bft_load_model_id(id, name, 0, &ml);
+	m = load_model_cached(id, name, &ml, &map);
 
 	if (e == NULL || e->name != NULL)
 	{
@@ -1148,10 +1385,12 @@ bft_get_model(const char *name)
 		bft_model_free(e->model);
 		evicted = true;
 	}
+	bft_shcache_detach(&e->shared);
 	if (e->name)
 		pfree(e->name);
 	e->name = name_copy;
 	e->model = m;
+	e->shared = map;
 	e->bytes = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len);
 	e->row_id = id;
 	e->row_created = row.created_at;
@@ -1560,7 +1799,12 @@ bft_models_unlink(PG_FUNCTION_ARGS)
 	a = get_models_atts(RelationGetRelid(td->tg_relation));
 	d = heap_getattr(td->tg_trigtuple, a->weights, RelationGetDescr(td->tg_relation), &isnull);
 	if (!isnull)
+	{
 		unlink_weights(DatumGetObjectId(d), bft_extension_owner());
+		/* its shared copy goes at commit; other backends let go of theirs */
+		bft_shcache_forget_at_commit(DatumGetObjectId(d));
+		CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
+	}
 	return PointerGetDatum(NULL);
 }
 
@@ -1573,6 +1817,7 @@ bft_models_truncate(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		elog(ERROR, "bft.models_truncate() must be a TRUNCATE trigger");
 	unlink_all_weights();
+	bft_shcache_forget_at_commit(InvalidOid);
 	return PointerGetDatum(NULL);
 }
 
@@ -1648,7 +1893,10 @@ bft_drop_guard(PG_FUNCTION_ARGS)
 	else if (IsA(pt, DropOwnedStmt))
 		drops = roles_include(((DropOwnedStmt *) pt)->roles, bft_extension_owner());
 	if (drops)
+	{
 		unlink_all_weights();
+		bft_shcache_forget_at_commit(InvalidOid);
+	}
 	PG_RETURN_VOID();
 }
 

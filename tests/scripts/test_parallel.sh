@@ -4,7 +4,8 @@
 # ANALYZE shows 2 workers launched, each classifying rows) with results
 # identical to a serial run; bft_classify_batch gives the same labels as the
 # per-row form; bft.model_cache_size bounds the models a backend keeps
-# (backend RSS with 4 models of ~38 MB each cycled through, cache size 1 vs 4).
+# (backend RSS with 4 models of ~38 MB each cycled through, cache size 1 vs 4;
+# whether the models are private or mapped copies of the shared cache).
 #
 # Needs PGHOST/PGPORT/PGUSER (superuser: reads /proc/<pid>/status with
 # pg_read_file) of a running cluster with bft installed.
@@ -67,7 +68,10 @@ for m in 1 2 3 4; do
                            \"intermediate_size\": 2048, \"vocab_size\": 300, \"max_position_embeddings\": 16}')" >/dev/null
 done
 size=$(q "SELECT round(avg(size) / 1048576) FROM bft.models WHERE name LIKE 'c_'")
-RSS="SELECT (regexp_match(pg_read_file('/proc/' || pg_backend_pid() || '/status'), 'VmRSS:\s+(\d+)'))[1]::int / 1024"
+# RSS without RssShmem (the shared buffers this backend read, e.g. the weights'
+# pages while loading): its own memory plus the files it maps (a shared copy).
+RSS="SELECT ((regexp_match(s, 'RssAnon:\s+(\d+)'))[1]::int + (regexp_match(s, 'RssFile:\s+(\d+)'))[1]::int) / 1024
+       FROM pg_read_file('/proc/' || pg_backend_pid() || '/status') s"
 # passes CACHE_SIZE: RSS (MB) after one pass over c1..c4 and after two more passes.
 passes() {
     local one="SELECT bft_classify('team wins', 'c1'); SELECT bft_classify('team wins', 'c2');
