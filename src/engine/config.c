@@ -9,6 +9,7 @@
  * relative position embeddings, decoders, regression heads) → BFT_EUNSUPPORTED.
  */
 #include "model.h"
+#include "engine_util.h"
 
 #include <json-c/json.h>
 #include <limits.h>
@@ -825,4 +826,11 @@ char *bft_tokenizer_config_to_json(const bft_config *cfg)
         return NULL;
     }
     return dump(root);
+}
+
+/* ---- for the other engine modules (engine_util.h) ------------------------ */
+
+json_object *bft_json_parse(const char *json, size_t len, const char *what, bft_error *err)
+{
+    return parse_json(json, len, what, err);
 }
