@@ -354,6 +354,18 @@ row_from_tuple(HeapTuple tup, TupleDesc td, const ModelsAtts *a, bool full, BftM
 			v.type == jbvNumeric)
 			row->max_length = DatumGetInt32(DirectFunctionCall1(numeric_int4,
 																NumericGetDatum(v.val.numeric)));
+		/* the embedding pooling stored at import: {"modes": ...} or {"unsupported": why} */
+		if (getKeyJsonValueFromContainer(&jb->root, "pooling", strlen("pooling"), &v) != NULL &&
+			v.type == jbvBinary)
+		{
+			JsonbValue	w;
+
+			if (getKeyJsonValueFromContainer(v.val.binary.data, "unsupported", strlen("unsupported"), &w) != NULL &&
+				w.type == jbvString)
+				row->pooling = psprintf("unsupported:%.*s", w.val.string.len, w.val.string.val);
+			else
+				row->pooling = JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
+		}
 	}
 }
 
@@ -833,7 +845,7 @@ check_weights(const BftModelRow *row, const char *name)
  * caller must free; *max_length receives its classification length.
  */
 bft_model *
-bft_load_model_id(int64 id, const char *name, Size extra, int *max_length)
+bft_load_model_id(int64 id, const char *name, Size extra, int *max_length, char **pooling)
 {
 	BftModelRow row;
 	int64		size;
@@ -886,6 +898,8 @@ bft_load_model_id(int64 id, const char *name, Size extra, int *max_length)
 	}
 	if (max_length)
 		*max_length = bft_model_max_length(m, row.max_length);
+	if (pooling)
+		*pooling = row.pooling;
 	return m;
 }
 
@@ -906,7 +920,7 @@ bft_load_model_row(const char *name, int32 version, int64 *row_id,
 		*row_id = id;
 	if (version_out)
 		*version_out = v;
-	return bft_load_model_id(id, name, 0, max_length);
+	return bft_load_model_id(id, name, 0, max_length, NULL);
 }
 
 /* A cache entry used by the current statement must stay. */
@@ -927,6 +941,8 @@ evict(BftModelEntry *e)
 		bft_model_free(e->model);
 	if (e->name)
 		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
 	memset(e, 0, sizeof(BftModelEntry));
 }
 
@@ -1076,6 +1092,7 @@ bft_get_model(const char *name)
 	char	   *name_copy;
 	bft_model  *m;
 	int			ml;
+	char	   *pooling = NULL;
 	bool		evicted = false;
 
 	if (name == NULL || name[0] == '\0')
@@ -1121,7 +1138,9 @@ bft_get_model(const char *name)
 		evicted = true;
 	}
 	name_copy = MemoryContextStrdup(TopMemoryContext, name);
-	m = bft_load_model_id(id, name, 0, &ml);
+	m = bft_load_model_id(id, name, 0, &ml, &pooling);
+	if (pooling)
+		pooling = MemoryContextStrdup(TopMemoryContext, pooling);
 
 	if (e == NULL || e->name != NULL)
 	{
@@ -1150,7 +1169,10 @@ bft_get_model(const char *name)
 	}
 	if (e->name)
 		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
 	e->name = name_copy;
+	e->pooling = pooling;
 	e->model = m;
 	e->bytes = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len);
 	e->row_id = id;

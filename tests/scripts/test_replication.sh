@@ -7,7 +7,8 @@
 #    with bit-identical probabilities (bft_predict_proba arrays compared as
 #    text, which is the exact float4 value), also inside parallel workers;
 #  - bft_classify, bft_predict, bft_predict_proba, bft_classify_batch,
-#    bft_fill_mask, bft_tokenize and bft_evaluate give the primary's results;
+#    bft_fill_mask, bft_tokenize, bft_evaluate, bft_embed and bft_embed_batch
+#    give the primary's results;
 #  - a new version deployed on the primary (and a rollback with bft_deploy)
 #    is used by the standby's next statement once replayed, in the same
 #    standby backend (its per-backend model cache notices the change);
@@ -115,6 +116,8 @@ same "bft_classify_batch" "SELECT bft_classify_batch(array_agg(body ORDER BY id)
 same "bft_fill_mask" "SELECT token, token_id, score FROM bft_fill_mask('central bank [MASK] interest rates', 5, 'topics')"
 same "bft_tokenize" "SELECT token, token_id FROM bft_tokenize('Team wins the Championship!', 'topics')"
 same "bft_evaluate" "SELECT accuracy, macro_f1, rows, report FROM bft_evaluate('topics', 'docs', 'body', 'label')"
+same "bft_embed" "SELECT id, bft_embed(body, 'topics') FROM docs ORDER BY id"
+same "bft_embed_batch" "SELECT idx, embedding FROM bft_embed_batch((SELECT array_agg(body ORDER BY id) FROM docs), 'topics', 'max+normalize')"
 learned=$(qp "SELECT accuracy >= 0.9 FROM bft_evaluate('topics', 'docs', 'body', 'label')")
 check '[ "$learned" = t ]' "the model learned its table (accuracy >= 0.9), so probabilities are not uniform"
 
@@ -133,7 +136,7 @@ check '[ -n "$par_p" ] && [ "$par_s" = "$par_p" ]' "parallel classification on t
 refused() {  # refused NAME QUERY
     local out
     out=$(psql -X -q -t -A -v VERBOSITY=verbose -h "$S" -p "$SP" -U postgres -d "$DB" -c "$2" 2>&1)
-    if echo "$out" | grep -q "ERROR:  25006"; then ok "$1 refused on the standby: $(echo "$out" | grep -m1 ERROR | cut -c1-90)"
+    if grep -q "ERROR:  25006" <<<"$out"; then ok "$1 refused on the standby: $(grep -m1 ERROR <<<"$out" | cut -c1-90)"
     else fail "$1 refused with 25006"; echo "  got: $(echo "$out" | head -c 300)"; fi
 }
 refused "bft_train" "SELECT * FROM bft_train('docs', 'body', 'label', 1, model => 'x', architecture => '$ARCH')"
