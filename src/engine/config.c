@@ -9,7 +9,6 @@
  * relative position embeddings, decoders, regression heads) → BFT_EUNSUPPORTED.
  */
 #include "model.h"
-#include "engine_util.h"
 
 #include <json-c/json.h>
 #include <limits.h>
@@ -17,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine_util.h"
 
 /* Upper bounds that keep every size product far from overflow. */
 #define MAX_DIM (1 << 24)
