@@ -117,3 +117,20 @@ REVOKE EXECUTE ON FUNCTION
     bft.models_truncate(),
     bft.drop_guard()
 FROM PUBLIC;
+
+-- Sentence embeddings ------------------------------------------------------
+-- Read-only like classification (hot standbys, read-only transactions,
+-- parallel workers); EXECUTE stays with PUBLIC and the caller needs SELECT
+-- (id, name, version, deployed_at) on bft.models, as for bft_classify.  The
+-- pooling is the model's (stored at import from sentence-transformers'
+-- modules.json; mean without it) unless pooling names one, e.g.
+-- 'mean+normalize' or 'cls'.
+CREATE FUNCTION bft_embed(text text, model text DEFAULT NULL, pooling text DEFAULT NULL)
+RETURNS real[]
+AS 'MODULE_PATHNAME', 'bft_embed_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_embed_batch(texts text[], model text DEFAULT NULL, pooling text DEFAULT NULL)
+RETURNS TABLE (idx int, embedding real[])
+AS 'MODULE_PATHNAME', 'bft_embed_batch_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 100;

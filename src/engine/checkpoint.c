@@ -20,6 +20,7 @@
 #include "resource.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "engine_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1033,4 +1034,12 @@ out:
 int bft_model_save_dir(const bft_model *m, const char *dir, bft_error *err)
 {
     return save_dir(m, dir, err) == BFT_OK ? 0 : -1;
+}
+
+/* ---- for the other engine modules (engine_util.h) ---------------------- */
+
+int bft_read_dir_file(const char *dir, const char *name, char **out, size_t *len, int missing_ok,
+                      bft_error *err)
+{
+    return read_file(dir, name, out, len, missing_ok, err);
 }

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_util.h"
+
 /* Upper bounds that keep every size product far from overflow. */
 #define MAX_DIM (1 << 24)
 #define MAX_LAYERS 1024
@@ -825,4 +827,11 @@ char *bft_tokenizer_config_to_json(const bft_config *cfg)
         return NULL;
     }
     return dump(root);
+}
+
+/* ---- for the other engine modules (engine_util.h) ------------------------ */
+
+json_object *bft_json_parse(const char *json, size_t len, const char *what, bft_error *err)
+{
+    return parse_json(json, len, what, err);
 }

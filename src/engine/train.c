@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "embed.h"
 #include "bert.h"
 #include "ops.h"
 #include "rng.h"
@@ -289,6 +290,74 @@ int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float
     if (!m || !probs)
         return bft_set_error(err, BFT_EINVAL, "bft_predict: NULL model or output");
     return infer_on_device(m, ds, batch_size, probs, NULL, NULL, err);
+}
+
+/* Sentence embeddings and hidden states (embed.c) run the encoder here. */
+int bft_encoder_run(const bft_model *m, const bft_dataset *ds, int batch_size,
+                    void (*fn)(void *ctx, const float *hidden, const int32_t *lens,
+                               const int64_t *idx, int B, int T),
+                    void *ctx, int (*poll)(void *ctx), void *poll_ctx, bft_error *err)
+{
+    const bft_config *cfg = &m->cfg;
+    int C = cfg->hidden_size, maxlen = 0, rc, dev, prec;
+    if ((rc = check_dataset(m, ds, 0, 0, "input", &maxlen, err)) != 0)
+        return rc;
+    if (batch_size <= 0)
+        batch_size = 32;
+    if (batch_size > ds->n)
+        batch_size = (int)ds->n;
+    bft_devmodel d;
+    bft_get_device(&dev, &prec);
+    if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
+        return rc;
+    bert_acts a;
+    memset(&a, 0, sizeof a);
+    int have_acts = 0;
+    int64_t *order = order_by_length(ds);
+    int32_t *ids = malloc((size_t)batch_size * maxlen * sizeof *ids);
+    int32_t *lens = malloc((size_t)batch_size * sizeof *lens);
+    float *hidden = malloc((size_t)batch_size * maxlen * C * sizeof *hidden);
+    int32_t *d_ids = bft_dev_alloc((size_t)batch_size * maxlen * sizeof *d_ids);
+    int32_t *d_lens = bft_dev_alloc((size_t)batch_size * sizeof *d_lens);
+    if (order && ids && lens && hidden && d_ids && d_lens &&
+        bert_acts_alloc(&a, cfg, 0, batch_size, maxlen, 0) == 0)
+        have_acts = 1;
+    if (!have_acts) {
+        rc = bft_dev_check(err);
+        if (rc == BFT_OK)
+            rc = bft_set_error(err, BFT_ENOMEM, "out of memory for inference (batch %d x %d tokens)",
+                               batch_size, maxlen);
+        goto done;
+    }
+    for (int64_t s = 0; s < ds->n; s += batch_size) {
+        int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
+        bert_batch bt;
+        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, NULL, &bt);
+        stage_batch(&bt, d_ids, d_lens, NULL);   /* lens stays the host copy */
+        a.poll = poll;
+        a.poll_ctx = poll_ctx;
+        const float *top = bert_encoder_forward(&d.dm, &a, &bt, NULL);
+        if (a.stopped || (poll && poll(poll_ctx))) {
+            rc = bft_set_error(err, BFT_ECANCEL, "inference cancelled");
+            goto done;
+        }
+        bft_dev_download(hidden, top, (size_t)B * bt.T * C * sizeof *hidden);
+        if ((rc = bft_dev_check(err)) != BFT_OK)
+            goto done;
+        fn(ctx, hidden, lens, order + s, B, bt.T);
+    }
+    rc = BFT_OK;
+done:
+    if (have_acts)
+        bert_acts_free(&a);
+    bft_dev_free(d_ids);
+    bft_dev_free(d_lens);
+    free(order);
+    free(ids);
+    free(lens);
+    free(hidden);
+    bft_devmodel_close(&d);
+    return rc;
 }
 
 static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,

@@ -17,6 +17,8 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "embed.h"
+
 PG_FUNCTION_INFO_V1(bft_import_model_dir_sql);
 PG_FUNCTION_INFO_V1(bft_import_model_lo_sql);
 PG_FUNCTION_INFO_V1(bft_export_model_sql);
@@ -48,10 +50,11 @@ model_holder(MemoryContext cxt)
 	return slot;
 }
 
-/* Store an imported model as a new (deployed) version; returns (name, version). */
+/* Store an imported model as a new (deployed) version; returns (name, version).
+ * pooling_json: the embedding pooling for params->'pooling', or NULL. */
 static Datum
 finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
-			  const char *source_json, MemoryContext cxt)
+			  const char *source_json, const char *pooling_json, MemoryContext cxt)
 {
 	TupleDesc	tupdesc;
 	Tuplestorestate *ts;
@@ -61,8 +64,11 @@ finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
 	StringInfoData params;
 
 	initStringInfo(&params);
-	appendStringInfo(&params, "{\"imported_from\": %s, \"parameters\": " UINT64_FORMAT "}",
+	appendStringInfo(&params, "{\"imported_from\": %s, \"parameters\": " UINT64_FORMAT,
 					 source_json, (uint64) (*slot)->num_params);
+	if (pooling_json)
+		appendStringInfo(&params, ", \"pooling\": %s", pooling_json);
+	appendStringInfoChar(&params, '}');
 	version = bft_store_model(name, NULL, *slot, params.data, "{}", true);
 	bft_srf_materialize(fcinfo, &tupdesc, &ts, import_types, 2);
 	values[0] = CStringGetTextDatum(name);
@@ -70,6 +76,53 @@ finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
 	tuplestore_putvalues(ts, tupdesc, values, nulls);
 	MemoryContextDelete(cxt);
 	PG_RETURN_NULL();
+}
+
+/*
+ * The embedding pooling of a sentence-transformers directory (modules.json,
+ * the Pooling module's config.json, sentence_bert_config.json) as JSON for
+ * params->'pooling'; NULL without modules.json.  A pipeline bft cannot
+ * compute (a Dense module, ...) is recorded as {"unsupported": why}, with a
+ * WARNING: the model still imports (for fine-tuning), and bft_embed asks for
+ * a pooling argument.
+ */
+static char *
+import_pooling(const char *name, const char *dir)
+{
+	bft_pooling p;
+	bft_error	err;
+	int			found;
+	int			rc = bft_pooling_load_dir(dir, &p, &found, &err);
+	char	   *s;
+	char	   *out;
+	StringInfoData buf;
+
+	if (rc == BFT_EUNSUPPORTED)
+	{
+		ereport(WARNING,
+				(errmsg("model \"%s\": bft_embed cannot compute its sentence-transformers pipeline", name),
+				 errdetail("%s", err.msg),
+				 errhint("bft_embed() on it needs a pooling argument.")));
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"unsupported\": ");
+		escape_json(&buf, bft_from_utf8(err.msg, strlen(err.msg)));
+		appendStringInfoChar(&buf, '}');
+		return buf.data;
+	}
+	if (rc != BFT_OK)
+	{
+		char	   *msg = psprintf("could not import model \"%s\" from \"%s\"", name, dir);
+
+		bft_report_engine_error(&err, msg);
+	}
+	if (!found)
+		return NULL;
+	s = bft_pooling_to_json(&p);
+	if (s == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	out = pstrdup(s);
+	free(s);
+	return out;
 }
 
 /* bft_import_model(name, directory): an HF directory on the server. */
@@ -82,6 +135,7 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 	bft_model **slot;
 	bft_error	err;
 	StringInfoData src;
+	char	   *pooling;
 
 	check_model_name(name);
 	PreventCommandIfReadOnly("bft_import_model()");
@@ -105,9 +159,10 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 
 		bft_report_engine_error(&err, msg);
 	}
+	pooling = import_pooling(name, dir);
 	initStringInfo(&src);
 	escape_json(&src, dir);
-	return finish_import(fcinfo, name, slot, src.data, cxt);
+	return finish_import(fcinfo, name, slot, src.data, pooling, cxt);
 }
 
 /*
@@ -171,7 +226,7 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 	}
 	initStringInfo(&src);
 	appendStringInfo(&src, "\"large object %u\"", loid);
-	return finish_import(fcinfo, name, slot, src.data, cxt);
+	return finish_import(fcinfo, name, slot, src.data, NULL, cxt);
 }
 
 /* bft_export_model(name, directory, version): an HF directory on the server. */

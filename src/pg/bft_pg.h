@@ -113,6 +113,9 @@ typedef struct BftModelEntry
 	uint64		last_used;		/* LRU clock */
 	Size		bytes;			/* memory the loaded model takes */
 	BftShMap	shared;			/* the shared copy its parameters point into */
+	char	   *pooling;		/* its stored embedding pooling (bft_pooling JSON;
+								 * "unsupported:<why>"), NULL when none
+								 * (TopMemoryContext) */
 } BftModelEntry;
 
 /* One row of bft.models as bft reads it (bft_model_row_read). */
@@ -131,6 +134,7 @@ typedef struct BftModelRow
 	char	   *tokenizer_config;
 	char	   *vocab;
 	int			max_length;		/* params->>'max_length', 0 when absent */
+	char	   *pooling;		/* params->'pooling' as in BftModelEntry, or NULL */
 } BftModelRow;
 
 /* bft_store.c: the model store */
@@ -150,7 +154,8 @@ extern Oid	bft_write_lo(const char *data, Size len);
 extern int	bft_model_max_length(const bft_model *m, int stored);
 extern int64 bft_find_model(const char *name, int32 version, int32 *version_out);
 extern bool bft_model_row_read(int64 id, bool full, BftModelRow *row);
-extern bft_model *bft_load_model_id(int64 id, const char *name, Size extra, int *max_length);
+extern bft_model *bft_load_model_id(int64 id, const char *name, Size extra, int *max_length,
+								   char **pooling);
 extern bft_model *bft_load_model_row(const char *name, int32 version, int64 *row_id,
 									 int32 *version_out, int *max_length);
 extern int32 bft_next_version(const char *name);

@@ -358,6 +358,18 @@ row_from_tuple(HeapTuple tup, TupleDesc td, const ModelsAtts *a, bool full, BftM
 			v.type == jbvNumeric)
 			row->max_length = DatumGetInt32(DirectFunctionCall1(numeric_int4,
 																NumericGetDatum(v.val.numeric)));
+		/* the embedding pooling stored at import: {"modes": ...} or {"unsupported": why} */
+		if (getKeyJsonValueFromContainer(&jb->root, "pooling", strlen("pooling"), &v) != NULL &&
+			v.type == jbvBinary)
+		{
+			JsonbValue	w;
+
+			if (getKeyJsonValueFromContainer(v.val.binary.data, "unsupported", strlen("unsupported"), &w) != NULL &&
+				w.type == jbvString)
+				row->pooling = psprintf("unsupported:%.*s", w.val.string.len, w.val.string.val);
+			else
+				row->pooling = JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
+		}
 	}
 }
 
@@ -845,7 +857,7 @@ check_weights(const BftModelRow *row, const char *name)
  * caller must free; *max_length receives its classification length.
  */
 bft_model *
-bft_load_model_id(int64 id, const char *name, Size extra, int *max_length)
+bft_load_model_id(int64 id, const char *name, Size extra, int *max_length, char **pooling)
 {
 	BftModelRow row;
 	int64		size;
@@ -898,6 +910,8 @@ bft_load_model_id(int64 id, const char *name, Size extra, int *max_length)
 	}
 	if (max_length)
 		*max_length = bft_model_max_length(m, row.max_length);
+	if (pooling)
+		*pooling = row.pooling;
 	return m;
 }
 
@@ -918,7 +932,7 @@ bft_load_model_row(const char *name, int32 version, int64 *row_id,
 		*row_id = id;
 	if (version_out)
 		*version_out = v;
-	return bft_load_model_id(id, name, 0, max_length);
+	return bft_load_model_id(id, name, 0, max_length, NULL);
 }
 
 /* FNV-1a of the parameter layout (names, shapes, offsets): a shared copy is
@@ -1020,10 +1034,11 @@ map_shared(const BftShKey *k, const BftModelRow *row, const char *name, int *max
  * backend.  While one backend loads a version the others needing it wait for
  * its copy.  A private copy when the shared cache is off
  * (bft.shared_cache_size = 0) or full of models in use.  *map receives the
- * mapping the model points into (addr NULL: private).
+ * mapping the model points into (addr NULL: private), *pooling the row's stored
+ * embedding pooling (NULL when none).
  */
 static bft_model *
-load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
+load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map, char **pooling)
 {
 	BftModelRow row;
 	BftShKey	k;
@@ -1034,8 +1049,9 @@ load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
 	map->addr = NULL;
 	map->fd = -1;
 	map->len = 0;
+	*pooling = NULL;
 	if (!bft_shcache_enabled())
-		return bft_load_model_id(id, name, 0, max_length);
+		return bft_load_model_id(id, name, 0, max_length, pooling);
 	if (!bft_model_row_read(id, true, &row))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -1046,6 +1062,7 @@ load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
 				 errmsg("model \"%s\" has no config or vocabulary", name)));
 	/* the checks a load makes, whether or not the bytes come from a copy */
 	(void) check_weights(&row, name);
+	*pooling = row.pooling;
 	k.db = MyDatabaseId;
 	k.weights = row.weights;
 	k.id = id;
@@ -1063,7 +1080,7 @@ load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map)
 	/* a copy this backend could not use would stand in the way of its own */
 	bft_shcache_discard(&k);
 	bft_shcache_sweep_dropped_databases();
-	m = bft_load_model_id(id, name, 0, max_length);
+	m = bft_load_model_id(id, name, 0, max_length, pooling);
 	PG_TRY();
 	{
 		bft_error	err;
@@ -1117,6 +1134,8 @@ evict(BftModelEntry *e)
 	bft_shcache_detach(&e->shared);
 	if (e->name)
 		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
 	memset(e, 0, sizeof(BftModelEntry));
 }
 
@@ -1312,6 +1331,7 @@ bft_get_model(const char *name)
 	bft_model  *m;
 	BftShMap	map;
 	int			ml;
+	char	   *pooling = NULL;
 	bool		evicted = false;
 
 	if (name == NULL || name[0] == '\0')
@@ -1358,7 +1378,9 @@ bft_get_model(const char *name)
 		evicted = true;
 	}
 	name_copy = MemoryContextStrdup(TopMemoryContext, name);
-	m = load_model_cached(id, name, &ml, &map);
+	m = load_model_cached(id, name, &ml, &map, &pooling);
+	if (pooling)
+		pooling = MemoryContextStrdup(TopMemoryContext, pooling);
 
 	if (e == NULL || e->name != NULL)
 	{
@@ -1388,7 +1410,10 @@ bft_get_model(const char *name)
 	bft_shcache_detach(&e->shared);
 	if (e->name)
 		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
 	e->name = name_copy;
+	e->pooling = pooling;
 	e->model = m;
 	e->shared = map;
 	e->bytes = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len);
