@@ -348,3 +348,12 @@ REVOKE EXECUTE ON FUNCTION
     bft.models_truncate(),
     bft.drop_guard()
 FROM PUBLIC;
+
+-- Addressable versions -------------------------------------------------------
+-- Every function that takes a model name also takes 'name@N' (version N) and
+-- 'name@latest' (the highest version); a plain name means the deployed
+-- version.  bft_deploy('topics@3') needs no version argument.
+CREATE OR REPLACE FUNCTION bft_deploy(name text, version int DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'bft_deploy_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;

@@ -58,6 +58,7 @@ extern void bft_engine_budget(void);
 typedef struct BftModelEntry
 {
 	char	   *name;			/* model name (TopMemoryContext) */
+	int32		want;			/* the version asked for: BFT_VERSION_* or N */
 	int64		row_id;			/* bft.models.id of the loaded version */
 	TimestampTz row_created;	/* its created_at and weights: with the id, the */
 	Oid			row_weights;	/* row's identity (ids repeat after DROP/CREATE
@@ -91,6 +92,11 @@ typedef struct BftModelRow
 } BftModelRow;
 
 /* bft_store.c: the model store */
+#define BFT_VERSION_DEPLOYED	0	/* "name": the deployed version (latest when none is) */
+#define BFT_VERSION_LATEST		(-1)	/* "name@latest": the highest version */
+extern char *bft_parse_model_ref(const char *ref, int32 *version);
+extern int32 bft_ref_version(const char *ref, int32 ref_version, bool arg_null, int32 arg);
+extern void bft_check_model_name(const char *name);
 extern Oid	bft_models_relid(void);
 extern Oid	bft_extension_owner(void);
 extern bool bft_store_secured(void);
@@ -132,6 +138,15 @@ typedef struct BftSource
 } BftSource;
 
 extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
+
+/* deploy => policies and if_better metrics (bft_parse_deploy) */
+#define BFT_DEPLOY_ALWAYS		0
+#define BFT_DEPLOY_NEVER		1
+#define BFT_DEPLOY_IF_BETTER	2
+#define BFT_METRIC_ACCURACY		0
+#define BFT_METRIC_MACRO_F1		1
+#define BFT_METRIC_LOSS			2
+extern int	bft_parse_deploy(const char *deploy, int *metric);
 
 /* bft_classify.c: batched inference helpers */
 extern int32 *bft_encode_text(const bft_tokenizer *tok, const char *s, int len, int max_length,

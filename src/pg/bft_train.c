@@ -656,6 +656,130 @@ deployed_version(const char *name)
 	return v;
 }
 
+/*
+ * deploy => 'always', 'never', 'if_better' (by validation accuracy) or
+ * 'if_better:accuracy' | 'if_better:macro_f1' | 'if_better:loss'.  Returns
+ * BFT_DEPLOY_*; *metric receives BFT_METRIC_* (accuracy unless named).
+ */
+int
+bft_parse_deploy(const char *deploy, int *metric)
+{
+	*metric = BFT_METRIC_ACCURACY;
+	if (strcmp(deploy, "always") == 0)
+		return BFT_DEPLOY_ALWAYS;
+	if (strcmp(deploy, "never") == 0)
+		return BFT_DEPLOY_NEVER;
+	if (strcmp(deploy, "if_better") == 0 || strcmp(deploy, "if_better:accuracy") == 0)
+		return BFT_DEPLOY_IF_BETTER;
+	if (strcmp(deploy, "if_better:macro_f1") == 0)
+	{
+		*metric = BFT_METRIC_MACRO_F1;
+		return BFT_DEPLOY_IF_BETTER;
+	}
+	if (strcmp(deploy, "if_better:loss") == 0)
+	{
+		*metric = BFT_METRIC_LOSS;
+		return BFT_DEPLOY_IF_BETTER;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", deploy),
+			 errhint("'if_better' compares validation accuracy; 'if_better:macro_f1' and 'if_better:loss' compare those.")));
+	return BFT_DEPLOY_NEVER;	/* not reached */
+}
+
+static const char *const metric_names[] = {"accuracy", "macro_f1", "loss"};
+
+/*
+ * Scores of the deployed version cmp on the validation rows: its class
+ * probabilities probs (n, CK) against the true label names truth[] (n), by
+ * label name.  Accuracy; macro-F1 over the label names present in the truth
+ * or the predictions (as scikit-learn); mean cross-entropy, a true label the
+ * deployed version does not know counting as probability 1e-7.
+ */
+static void
+compare_scores(char **cnames, int CK, const float *probs, char *const *truth, int64 n,
+			   double *acc, double *f1, double *loss)
+{
+	HASHCTL		hctl;
+	HTAB	   *ids;
+	int			ncls = 0;
+	int			cap = CK + 16;
+	int		   *tid = palloc(sizeof(int) * n);
+	int		   *pid = palloc(sizeof(int) * n);
+	int		   *cmp_id = palloc(sizeof(int) * CK);
+	int64	   *tp,
+			   *fp,
+			   *fn;
+	int64		correct = 0;
+	double		lsum = 0,
+				fsum = 0;
+	int			nf = 0;
+	int64		i;
+	int			c;
+
+	memset(&hctl, 0, sizeof(hctl));
+	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
+	hctl.entrysize = sizeof(LabelEnt);
+	hctl.hcxt = CurrentMemoryContext;
+	ids = hash_create("bft compared labels", cap, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+#define CLASS_ID(nm, out) \
+	do { \
+		bool found_; \
+		LabelEnt *le_; \
+		char key_[BFT_MAX_LABEL_BYTES + 1]; \
+		strlcpy(key_, (nm), sizeof(key_)); \
+		le_ = hash_search(ids, key_, HASH_ENTER, &found_); \
+		if (!found_) \
+			le_->tmp = ncls++; \
+		(out) = le_->tmp; \
+	} while (0)
+	for (c = 0; c < CK; c++)
+		CLASS_ID(cnames[c], cmp_id[c]);
+	for (i = 0; i < n; i++)
+	{
+		const float *p = probs + i * CK;
+		int			b = 0;
+		int			j;
+		double		pt = 0;
+
+		for (j = 1; j < CK; j++)
+			if (p[j] > p[b])
+				b = j;
+		CLASS_ID(truth[i], tid[i]);
+		pid[i] = cmp_id[b];
+		for (j = 0; j < CK; j++)
+			if (cmp_id[j] == tid[i])
+				pt += p[j];
+		lsum += -log(Max(pt, 1e-7));
+		if (pid[i] == tid[i])
+			correct++;
+	}
+#undef CLASS_ID
+	tp = palloc0(sizeof(int64) * ncls);
+	fp = palloc0(sizeof(int64) * ncls);
+	fn = palloc0(sizeof(int64) * ncls);
+	for (i = 0; i < n; i++)
+	{
+		if (pid[i] == tid[i])
+			tp[tid[i]]++;
+		else
+		{
+			fp[pid[i]]++;
+			fn[tid[i]]++;
+		}
+	}
+	for (c = 0; c < ncls; c++)
+		if (tp[c] + fp[c] + fn[c] > 0)
+		{
+			fsum += 2.0 * tp[c] / (double) (2 * tp[c] + fp[c] + fn[c]);
+			nf++;
+		}
+	*acc = (double) correct / n;
+	*f1 = nf > 0 ? fsum / nf : 0.0;
+	*loss = lsum / n;
+}
+
 #define ARG_INT(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_INT32(i))
 #define ARG_F8(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_FLOAT8(i))
 #define ARG_BOOL(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_BOOL(i))
@@ -693,6 +817,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	int			seed = ARG_INT(13, 42);
 	double		vfrac = ARG_F8(14, 0.0);
 	char	   *deploy = PG_ARGISNULL(15) ? "always" : text_to_cstring(PG_GETARG_TEXT_PP(15));
+	int			policy;
+	int			metric;
 	char	   *device = PG_ARGISNULL(16) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(16));
 	bool		group_by_length;
 	Arch		arch;
@@ -722,8 +848,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	double		t0 = bft_now_seconds();
 	double		seconds;
 	bool		do_deploy;
-	double		new_acc = NAN,
-				old_acc = NAN;
+	double		new_score[3] = {NAN, NAN, NAN},	/* by BFT_METRIC_* */
+				old_score[3] = {NAN, NAN, NAN};
 	StringInfoData params,
 				metrics;
 	int32		version;
@@ -753,19 +879,14 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	train_device = bft_resolve_device(device);
-	if (strcmp(deploy, "always") != 0 && strcmp(deploy, "if_better") != 0 &&
-		strcmp(deploy, "never") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", deploy)));
+	policy = bft_parse_deploy(deploy, &metric);
 
 	model_name = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
 	if (model_name == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	if (model_name[0] == '\0' || strlen(model_name) >= NAMEDATALEN)
-		bad_option("model name must have 1 to 63 bytes");
+	bft_check_model_name(model_name);
 	if (!PG_ARGISNULL(5))
 		base = text_to_cstring(PG_GETARG_TEXT_PP(5));
 	scratch = (base == NULL);
@@ -796,7 +917,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		bad_option("dropout must be at least 0 and below 1");
 	if (!(vfrac >= 0 && vfrac < 1))
 		bad_option("validation_fraction must be at least 0 and below 1");
-	if (strcmp(deploy, "if_better") == 0 && vfrac == 0)
+	if (policy == BFT_DEPLOY_IF_BETTER && vfrac == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("deploy => 'if_better' needs a validation_fraction above 0"),
@@ -862,8 +983,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	if (!scratch)
 	{
 		int			ml;
+		int32		base_version;
+		char	   *base_name = bft_parse_model_ref(base, &base_version);
 
-		st->model = bft_load_model_row(base, 0, NULL, NULL, &ml);
+		/* 'name' (deployed), 'name@N' or 'name@latest' */
+		st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
 		if (!max_length_given)
 			max_length = Min(max_length, st->model->cfg.max_position_embeddings);
 		if (max_length > st->model->cfg.max_position_embeddings)
@@ -926,7 +1050,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	}
 
 	/* ---- deployed version to beat ---- */
-	if (strcmp(deploy, "if_better") == 0)
+	if (policy == BFT_DEPLOY_IF_BETTER)
 	{
 		cmp_version = deployed_version(model_name);
 		deployed_start = cmp_version;
@@ -1153,11 +1277,13 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_progress_begin(model_name, "training");
 	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
 	check_engine_result(rc, &pc, &err, "training failed");
-	new_acc = res.eval_accuracy;
+	new_score[BFT_METRIC_ACCURACY] = res.eval_accuracy;
+	new_score[BFT_METRIC_MACRO_F1] = res.eval_macro_f1;
+	new_score[BFT_METRIC_LOSS] = res.eval_loss;
 
 	/* ---- deployment decision ---- */
-	do_deploy = strcmp(deploy, "always") == 0;
-	if (strcmp(deploy, "if_better") == 0)
+	do_deploy = policy == BFT_DEPLOY_ALWAYS;
+	if (policy == BFT_DEPLOY_IF_BETTER)
 	{
 		if (st->cmp == NULL)
 			do_deploy = true;
@@ -1168,24 +1294,20 @@ bft_train_sql(PG_FUNCTION_ARGS)
 			float	   *probs;
 			int			CK = st->cmp->cfg.num_labels;
 			char	  **cnames = bft_model_label_names(st->cmp);
-			int64		correct = 0;
+			char	  **truth;
 
 			subset(rows.ctokens, rows.coffsets, NULL, rows.n, is_val, true, &cds);
 			probs = MemoryContextAllocHuge(cxt, sizeof(float) * (Size) CK * cds.n);
 			bft_predict_encoded(st->cmp, cds.n, cds.tokens, cds.offsets, probs);
+			truth = palloc(sizeof(char *) * cds.n);
 			for (i = 0; i < cds.n; i++)
-			{
-				int			b = 0,
-							j;
-
-				for (j = 1; j < CK; j++)
-					if (probs[i * CK + j] > probs[i * CK + b])
-						b = j;
-				if (strcmp(cnames[b], names[val_ds.labels[i]]) == 0)
-					correct++;
-			}
-			old_acc = (double) correct / cds.n;
-			do_deploy = new_acc > old_acc;
+				truth[i] = names[val_ds.labels[i]];
+			compare_scores(cnames, CK, probs, truth, cds.n, &old_score[BFT_METRIC_ACCURACY],
+						   &old_score[BFT_METRIC_MACRO_F1], &old_score[BFT_METRIC_LOSS]);
+			if (metric == BFT_METRIC_LOSS)
+				do_deploy = new_score[metric] < old_score[metric];
+			else
+				do_deploy = new_score[metric] > old_score[metric];
 		}
 
 		/*
@@ -1272,14 +1394,19 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		appendStringInfoChar(&metrics, '}');
 	}
 	appendStringInfo(&metrics, ", \"deploy\": {\"policy\": \"%s\", \"deployed\": %s",
-					 deploy, do_deploy ? "true" : "false");
-	if (strcmp(deploy, "if_better") == 0)
+					 policy == BFT_DEPLOY_IF_BETTER ? "if_better" : deploy, do_deploy ? "true" : "false");
+	if (policy == BFT_DEPLOY_IF_BETTER)
 	{
-		bft_json_key_float(&metrics, "new_accuracy", new_acc, true);
+		int			k;
+
+		appendStringInfo(&metrics, ", \"metric\": \"%s\"", metric_names[metric]);
+		for (k = 0; k < 3; k++)
+			bft_json_key_float(&metrics, psprintf("new_%s", metric_names[k]), new_score[k], true);
 		if (cmp_version > 0)
 		{
 			appendStringInfo(&metrics, ", \"compared_version\": %d", cmp_version);
-			bft_json_key_float(&metrics, "compared_accuracy", old_acc, true);
+			for (k = 0; k < 3; k++)
+				bft_json_key_float(&metrics, psprintf("compared_%s", metric_names[k]), old_score[k], true);
 		}
 		else
 			appendStringInfoString(&metrics, ", \"compared_version\": null");
@@ -1289,12 +1416,12 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfoString(&metrics, "}}");
 
 	version = bft_store_model(model_name, base, st->model, params.data, metrics.data, do_deploy);
-	if (strcmp(deploy, "if_better") == 0)
+	if (policy == BFT_DEPLOY_IF_BETTER)
 		ereport(NOTICE,
-				(errmsg(do_deploy ? "version %d deployed (validation accuracy %.4f, deployed version %s)"
-						: "version %d not deployed (validation accuracy %.4f, deployed version %s)",
-						version, new_acc,
-						cmp_version > 0 ? psprintf("%d: %.4f", cmp_version, old_acc) : "none")));
+				(errmsg(do_deploy ? "version %d deployed (validation %s %.4f, deployed version %s)"
+						: "version %d not deployed (validation %s %.4f, deployed version %s)",
+						version, metric_names[metric], new_score[metric],
+						cmp_version > 0 ? psprintf("%d: %.4f", cmp_version, old_score[metric]) : "none")));
 
 	/* ---- result row ---- */
 	dur = palloc0(sizeof(Interval));
