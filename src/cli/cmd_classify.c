@@ -38,6 +38,8 @@ static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_
     ds.tokens = t.tokens;
     ds.offsets = t.offsets;
     ds.labels = NULL;
+    ds.label_offsets = NULL;
+    ds.label_ids = NULL;
     if (bft_predict(m, &ds, batch, probs, &err) != 0) {
         cli_error("classify", &err, NULL);
         cli_tokens_free(&t);

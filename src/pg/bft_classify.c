@@ -163,6 +163,8 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 		ds.tokens = ctok;
 		ds.offsets = coff;
 		ds.labels = NULL;
+		ds.label_offsets = NULL;
+		ds.label_ids = NULL;
 		if (bft_predict_poll(m, &ds, BFT_PREDICT_BATCH, cprob, bft_poll_interrupts, &edata,
 							 &err) != 0)
 		{

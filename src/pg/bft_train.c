@@ -531,6 +531,8 @@ subset(const int32 *tokens, const int64 *offsets, const int32 *labels, int64 n,
 	ds->tokens = t;
 	ds->offsets = o;
 	ds->labels = l;
+	ds->label_offsets = NULL;
+	ds->label_ids = NULL;
 }
 
 /* ---- options ---- */
