@@ -32,6 +32,7 @@ int			bft_max_memory_kb = 0;
 int			bft_max_jobs = 4;
 int			bft_max_jobs_per_role = 2;
 int			bft_job_retention = 30 * 86400;
+double		bft_multilabel_threshold = 0.5;
 
 /* An interrupt (cancel, statement_timeout) caught by the engine's hook. */
 static ErrorData *engine_interrupt = NULL;
@@ -185,6 +186,13 @@ _PG_init(void)
 							"Older finished jobs are deleted when a job is submitted or finishes.",
 							&bft_job_retention, 30 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	/* multi-label classifiers */
+	DefineCustomRealVariable("bft.multilabel_threshold",
+							 "Probability from which a multi-label classifier assigns a label.",
+							 "bft_predict, bft_classify_labels and bft_evaluate of multi-label models "
+							 "return every label whose sigmoid probability is at least this.",
+							 &bft_multilabel_threshold, 0.5, 0.0, 1.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 	bft_set_interrupt_hook(engine_poll, NULL);
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);
 	RegisterSubXactCallback(engine_interrupt_subxact_cb, NULL);

@@ -30,6 +30,7 @@ extern int	bft_max_memory_kb;
 extern int	bft_max_jobs;
 extern int	bft_max_jobs_per_role;
 extern int	bft_job_retention;
+extern double bft_multilabel_threshold;
 
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
@@ -133,8 +134,9 @@ typedef struct BftSource
 {
 	Oid			relid;
 	char	   *relname;		/* qualified, quoted */
-	char	   *query;			/* SELECT text::text, label::int8|text FROM rel */
-	bool		label_is_int;
+	char	   *query;			/* SELECT text::text, label::int8|text|int8[]|text[] FROM rel */
+	bool		label_is_int;	/* integer labels (class ids) */
+	bool		label_is_array; /* label sets: a multi-label classifier */
 } BftSource;
 
 extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
@@ -147,6 +149,29 @@ extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSour
 #define BFT_METRIC_MACRO_F1		1
 #define BFT_METRIC_LOSS			2
 extern int	bft_parse_deploy(const char *deploy, int *metric);
+
+/*
+ * bft_classify.c: encoded texts — windows of token ids ([CLS] … [SEP]) and,
+ * per text, its windows first[i] .. first[i+1] (one when truncating).
+ */
+typedef struct BftEncoded
+{
+	int64		ntext;
+	int64		nwin;
+	int32	   *tokens;			/* window w at tokens[offsets[w] .. offsets[w+1]) */
+	Size		tok_cap;
+	int64		total;
+	int64	   *offsets;		/* (nwin + 1) */
+	Size		off_cap;
+	int64	   *first;			/* (ntext + 1) */
+	Size		first_cap;
+} BftEncoded;
+
+extern void bft_encoded_init(BftEncoded *enc);
+extern void bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length,
+							const char *s, int len);
+extern Size bft_encoded_bytes(const BftEncoded *enc);
+extern void bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs);
 
 /* bft_classify.c: batched inference helpers */
 extern int32 *bft_encode_text(const bft_tokenizer *tok, const char *s, int len, int max_length,
