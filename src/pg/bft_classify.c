@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "chunk.h"
 #include "defaults.h"
 #include "resource.h"
 
@@ -293,18 +294,75 @@ encoded_window(BftEncoded *enc, const int32 *ids, int n)
 	enc->offsets[++enc->nwin] = enc->total;
 }
 
+/* Free the engine's window buffers: a memory context reset callback. */
+typedef struct WindowBufs
+{
+	int32	   *ids;
+	int64	   *offsets;
+} WindowBufs;
+
+static void
+free_window_bufs(void *arg)
+{
+	WindowBufs *w = arg;
+
+	free(w->ids);
+	free(w->offsets);
+	w->ids = NULL;
+	w->offsets = NULL;
+}
+
 /*
- * Encode one server-encoded text into enc as [CLS] … [SEP] truncated to
- * max_length ids (one window).
+ * Encode one server-encoded text into enc: [CLS] … [SEP] truncated to
+ * max_length ids (one window) when bft.long_text is 'truncate'; otherwise
+ * every window of max_length ids over the whole text, consecutive windows
+ * sharing bft.chunk_stride tokens (chunk.h).
  */
 void
 bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length, const char *s, int len)
 {
-	int			n;
-	int32	   *ids = bft_encode_text(tok, s, len, max_length, &n);
+	if (bft_long_text == BFT_LONG_TEXT_TRUNCATE)
+	{
+		int			n;
+		int32	   *ids = bft_encode_text(tok, s, len, max_length, &n);
 
-	encoded_window(enc, ids, n);
-	pfree(ids);
+		encoded_window(enc, ids, n);
+		pfree(ids);
+	}
+	else
+	{
+		int			ulen;
+		char	   *u;
+		bft_error	err;
+		int64		nwin;
+		int64		w;
+		MemoryContext cxt;
+		MemoryContextCallback *cb;
+		WindowBufs *bufs;
+
+		/*
+		 * The whole text is tokenized: at most about one piece per byte, and
+		 * windows repeat at most half of them.
+		 */
+		bft_memory_require(bft_encoded_bytes(enc) + (Size) len * 16, "the windows of a long text",
+						   "Classify shorter texts, or set bft.long_text = 'truncate'.");
+		cxt = AllocSetContextCreate(CurrentMemoryContext, "bft windows", ALLOCSET_SMALL_SIZES);
+		bufs = MemoryContextAllocZero(cxt, sizeof(WindowBufs));
+		cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
+		cb->func = free_window_bufs;
+		cb->arg = bufs;
+		MemoryContextRegisterResetCallback(cxt, cb);
+		u = bft_to_utf8(s, len, &ulen);
+		if (bft_encode_windows(tok, u, ulen, max_length, bft_chunk_stride, &bufs->ids, &bufs->offsets,
+							   &nwin, &err) != 0)
+			bft_report_engine_error(&err, "could not tokenize text");
+		for (w = 0; w < nwin; w++)
+			encoded_window(enc, bufs->ids + bufs->offsets[w],
+						   (int) (bufs->offsets[w + 1] - bufs->offsets[w]));
+		MemoryContextDelete(cxt);
+		if (u != s)
+			pfree(u);
+	}
 	if ((Size) enc->ntext + 2 > enc->first_cap)
 	{
 		enc->first_cap *= 2;
@@ -315,12 +373,32 @@ bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length, const
 
 /*
  * Class probabilities (enc->ntext, K) of the encoded texts: those of their
- * single window, or of all their windows pooled.
+ * single window, or their windows' pooled as bft.long_text says (mean, or
+ * max; a single-label model's maxima rescaled to sum 1).
  */
 void
 bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs)
 {
-	bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, probs);
+	int			K = m->cfg.num_labels;
+	float	   *wprobs;
+	int64		i;
+
+	if (enc->nwin == enc->ntext)
+	{
+		bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, probs);
+		return;
+	}
+	bft_memory_require((Size) enc->nwin * K * sizeof(float), "the probabilities of a long text's windows",
+					   "Classify shorter texts, or set bft.long_text = 'truncate'.");
+	wprobs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) K * enc->nwin);
+	bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, wprobs);
+	for (i = 0; i < enc->ntext; i++)
+		bft_pool_windows(wprobs + (Size) enc->first[i] * K, enc->first[i + 1] - enc->first[i], K,
+						 bft_long_text == BFT_LONG_TEXT_MAX ? BFT_POOL_MAX : BFT_POOL_MEAN,
+						 bft_long_text == BFT_LONG_TEXT_MAX &&
+						 m->cfg.problem_type != BFT_PROBLEM_MULTI_LABEL,
+						 probs + (Size) i * K);
+	pfree(wprobs);
 }
 
 /* Probabilities for one text. */

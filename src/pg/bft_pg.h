@@ -31,6 +31,13 @@ extern int	bft_max_jobs;
 extern int	bft_max_jobs_per_role;
 extern int	bft_job_retention;
 extern double bft_multilabel_threshold;
+extern int	bft_long_text;
+extern int	bft_chunk_stride;
+
+/* bft.long_text */
+#define BFT_LONG_TEXT_TRUNCATE	0
+#define BFT_LONG_TEXT_MEAN		1
+#define BFT_LONG_TEXT_MAX		2
 
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
