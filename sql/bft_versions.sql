@@ -84,6 +84,7 @@ SELECT bft_deploy('vm@2', 1);
 SELECT bft_classify('red apple', 'vm@99');
 SELECT bft_classify('red apple', 'nosuch@latest');
 SELECT bft_classify('red apple', 'vm@0');
+SELECT bft_classify('red apple', 'vm@99999999999');
 SELECT bft_deploy('vm@99');
 SELECT bft_drop_model('vm@99');
 SELECT * FROM bft_train('colours', 't', 'l', 1, model => 'vm@4', architecture => :tiny);

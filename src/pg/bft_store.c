@@ -719,8 +719,8 @@ bft_parse_model_ref(const char *ref, int32 *version)
 			const char *d = s;
 			int64		v = 0;
 
-			while (*d >= '0' && *d <= '9' && v <= PG_INT32_MAX)
-				v = v * 10 + (*d++ - '0');
+			for (; *d >= '0' && *d <= '9'; d++)
+				v = Min(v * 10 + (*d - '0'), (int64) PG_INT32_MAX + 1);
 			if (*d == '\0')
 			{
 				if (v < 1 || v > PG_INT32_MAX)
