@@ -140,7 +140,7 @@ AS 'MODULE_PATHNAME', 'bft_classify_labels_sql'
 LANGUAGE C STABLE PARALLEL SAFE;
 
 CREATE FUNCTION bft_classify_labels_batch(texts text[], model text DEFAULT NULL)
-RETURNS TABLE (ord int, labels text[])
+RETURNS TABLE (idx int, labels text[])
 AS 'MODULE_PATHNAME', 'bft_classify_labels_batch_sql'
 LANGUAGE C STABLE PARALLEL SAFE;
 

@@ -74,7 +74,7 @@ SET bft.chunk_stride = 4;
 -- batch calls and bft_evaluate pool the same way, texts of any length mixed
 SELECT bft_classify_batch(ARRAY[body, 'red apple', NULL, body], 'lt')
        = ARRAY[bft_classify(body, 'lt'), bft_classify('red apple', 'lt'), NULL, bft_classify(body, 'lt')] AS batch,
-       (SELECT array_agg(labels ORDER BY ord) FROM bft_classify_labels_batch(ARRAY[body, 'green leaf'], 'lt_multi'))
+       (SELECT array_agg(labels ORDER BY idx) FROM bft_classify_labels_batch(ARRAY[body, 'green leaf'], 'lt_multi'))
        = ARRAY[bft_classify_labels(body, 'lt_multi'), bft_classify_labels('green leaf', 'lt_multi')] AS labels_batch
   FROM doc;
 CREATE VIEW docs AS SELECT body, bft_classify(body, 'lt') AS l FROM doc UNION ALL SELECT t, l FROM colours;

@@ -54,10 +54,10 @@ RESET bft.multilabel_threshold;
 -- probabilities are independent sigmoids
 SELECT array_length(p, 1) AS k, bool_and(x BETWEEN 0 AND 1) AS in_range, sum(x) > 1.5 AS not_a_softmax
   FROM (SELECT bft_predict_proba('apple bus', 'tagger') AS p) s, unnest(p) x GROUP BY p;
--- the batch form: one row per non-NULL element, ord = its subscript
+-- the batch form: one row per non-NULL element, idx = its subscript
 SELECT * FROM bft_classify_labels_batch(ARRAY['pear', NULL, 'car', 'the'], 'tagger');
 SELECT count(*) FROM bft_classify_labels_batch('{}'::text[], 'tagger');
-SELECT count(*) AS rows, bool_and(b.labels = bft_classify_labels(g.a[b.ord], 'tagger')) AS batch_matches
+SELECT count(*) AS rows, bool_and(b.labels = bft_classify_labels(g.a[b.idx], 'tagger')) AS batch_matches
   FROM (SELECT array_agg(body ORDER BY id) AS a FROM docs WHERE body IS NOT NULL) g,
        LATERAL bft_classify_labels_batch(g.a, 'tagger') b;
 -- single-label functions refuse a multi-label model

@@ -655,9 +655,9 @@ bft_classify_labels_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * bft_classify_labels_batch(texts[], model) → (ord, labels text[]): the
+ * bft_classify_labels_batch(texts[], model) → (idx, labels text[]): the
  * label sets of a whole array (as bft_classify_labels) in one engine call;
- * ord is the element's subscript, NULL elements give no row.
+ * idx is the element's subscript, NULL elements give no row.
  */
 Datum
 bft_classify_labels_batch_sql(PG_FUNCTION_ARGS)
