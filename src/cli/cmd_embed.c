@@ -64,6 +64,8 @@ static int embed_chunk(const bft_model *m, char **lines, size_t *lens, int64_t n
     ds.tokens = t.tokens;
     ds.offsets = t.offsets;
     ds.labels = NULL;
+    ds.label_offsets = NULL;
+    ds.label_ids = NULL;
     out = malloc((size_t)(hidden ? t.offsets[n] : n) * (hidden ? C : D) * sizeof *out);
     if (!out) {
         fprintf(stderr, "bft-cli embed: out of memory\n");

@@ -251,6 +251,12 @@ void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const floa
     BE->softmax_xent(probs, losses, dlogits, logits, labels, N, K, dscale);
 }
 
+void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale)
+{
+    BE->sigmoid_bce(probs, losses, dlogits, logits, targets, N, K, dscale);
+}
+
 void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
                   float eps, float wd, float gscale, int64_t t, int zero_grad)
 {

@@ -32,8 +32,16 @@ typedef struct bft_config {
     char hidden_act[32];         /* only "gelu" (erf) is supported */
     int num_labels;              /* K; 0 when the model has no classifier */
     char **id2label;             /* K malloc'd names, or NULL (then "LABEL_i") */
+    int problem_type;            /* BFT_PROBLEM_SINGLE_LABEL (softmax, cross-entropy) or
+                                  * BFT_PROBLEM_MULTI_LABEL (a sigmoid per label, binary
+                                  * cross-entropy): config.json's problem_type */
     bft_tokenizer_opts tok;      /* tokenizer_config.json (HF defaults when absent) */
 } bft_config;
+
+/* bft_config.problem_type: Hugging Face's "single_label_classification" (the
+ * default) and "multi_label_classification". */
+#define BFT_PROBLEM_SINGLE_LABEL 0
+#define BFT_PROBLEM_MULTI_LABEL 1
 
 /* A config with BertConfig defaults (bert-base shape, V=30522, K=0). */
 bft_config bft_config_default(void);

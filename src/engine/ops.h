@@ -165,6 +165,14 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
 void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
                          const int32_t *labels, int N, int K, float dscale);
 
+/* Sigmoid + binary cross-entropy (multi-label classification, HF's
+ * BCEWithLogitsLoss with mean reduction): probs (N,K) = sigmoid(logits) (may be
+ * NULL); with targets (N,K) multi-hot in {0,1}: losses[r] = (1/K) sum_k
+ * [max(x,0) - x y + log(1 + exp(-|x|))] (may be NULL) and dlogits (N,K) =
+ * (sigmoid(x) - y) · dscale / K (may be NULL). targets NULL: probs only. */
+void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale);
+
 /* AdamW step as torch.optim.AdamW on n parameters (t = 1-based step):
  * g' = g·gscale; p *= 1 - lr·wd; m = b1·m + (1-b1)·g'; v = b2·v + (1-b2)·g'^2;
  * p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps).

@@ -1206,6 +1206,52 @@ void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const floa
     bft_parallel_for(N, K >= 4096 ? 1 : 64, xent_part, &j);
 }
 
+/* ---------------------------------------------------------------- sigmoid binary cross-entropy */
+
+typedef struct {
+    float *probs, *losses, *dlogits;
+    const float *logits, *targets;
+    int K;
+    float dscale;
+} bce_job;
+
+static void bce_part(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    bce_job *j = ctx;
+    int K = j->K;
+    float dk = j->dscale / (float)K;
+    (void)tid;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *lg = j->logits + (size_t)r * K;
+        const float *y = j->targets ? j->targets + (size_t)r * K : NULL;
+        double ls = 0.0;
+        for (int k = 0; k < K; k++) {
+            float x = lg[k];
+            /* sigmoid without overflow: exp of -|x| only */
+            float e = expf(-fabsf(x));
+            float p = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+            if (j->probs)
+                j->probs[(size_t)r * K + k] = p;
+            if (y) {
+                ls += (double)fmaxf(x, 0.0f) - (double)x * y[k] + log1p((double)e);
+                if (j->dlogits)
+                    j->dlogits[(size_t)r * K + k] = (p - y[k]) * dk;
+            }
+        }
+        if (y && j->losses)
+            j->losses[r] = (float)(ls / K);
+    }
+}
+
+void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale)
+{
+    bce_job j = {probs, losses, dlogits, logits, targets, K, dscale};
+    if (!probs && !(targets && (losses || dlogits)))
+        return;
+    bft_parallel_for(N, K >= 4096 ? 1 : 64, bce_part, &j);
+}
+
 /* ---------------------------------------------------------------- optimizer */
 
 typedef struct {

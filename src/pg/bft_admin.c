@@ -28,15 +28,6 @@ PG_FUNCTION_INFO_V1(bft_drop_model_sql);
 /* result columns of the import functions: (model text, version int) */
 static const Oid import_types[2] = {TEXTOID, INT4OID};
 
-static void
-check_model_name(const char *name)
-{
-	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("model name must have 1 to 63 bytes")));
-}
-
 /* A context whose reset frees *slot (an engine model). */
 static bft_model **
 model_holder(MemoryContext cxt)
@@ -137,7 +128,7 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 	StringInfoData src;
 	char	   *pooling;
 
-	check_model_name(name);
+	bft_check_model_name(name);
 	PreventCommandIfReadOnly("bft_import_model()");
 	PreventCommandDuringRecovery("bft_import_model()");
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
@@ -197,7 +188,7 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name, config, vocab and weights must not be NULL")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	check_model_name(name);
+	bft_check_model_name(name);
 	PreventCommandIfReadOnly("bft_import_model()");
 	config = JsonbToCString(NULL, &PG_GETARG_JSONB_P(1)->root, VARSIZE(PG_GETARG_JSONB_P(1)));
 	vocab = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -229,13 +220,17 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 	return finish_import(fcinfo, name, slot, src.data, NULL, cxt);
 }
 
-/* bft_export_model(name, directory, version): an HF directory on the server. */
+/*
+ * bft_export_model(model, directory, version): an HF directory on the
+ * server.  model may name the version ('topics@3'); version => agrees.
+ */
 Datum
 bft_export_model_sql(PG_FUNCTION_ARGS)
 {
+	char	   *ref;
 	char	   *name;
 	char	   *dir;
-	int32		version = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	int32		version;
 	int32		got;
 	MemoryContext cxt;
 	bft_model **slot;
@@ -245,7 +240,9 @@ bft_export_model_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name and directory must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2));
 	dir = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
 		ereport(ERROR,
@@ -267,18 +264,40 @@ bft_export_model_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(got);
 }
 
-/* bft_deploy(name, version): make this version the one classification uses. */
+/*
+ * bft_deploy(model, version): make this version the one classification
+ * uses.  The version comes from the reference ('topics@3', 'topics@latest')
+ * or the argument (both given: they must agree).
+ */
 Datum
 bft_deploy_sql(PG_FUNCTION_ARGS)
 {
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
 	int			ret;
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	int32		version = PG_GETARG_INT32(1);
+	char	   *ref;
+	char	   *name;
+	int32		version;
 
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name must not be NULL")));
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_NARGS() < 2 || PG_ARGISNULL(1),
+							  PG_NARGS() < 2 || PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1));
+	if (version == BFT_VERSION_DEPLOYED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("bft_deploy needs a version"),
+				 errhint("bft_deploy('%s', 3), bft_deploy('%s@3') or bft_deploy('%s@latest').",
+						 name, name, name)));
+	if (version == BFT_VERSION_LATEST)
+		(void) bft_find_model(name, BFT_VERSION_LATEST, &version);
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
 	SPI_connect();
 	ret = SPI_execute_with_args("UPDATE bft.models SET deployed_at = pg_catalog.clock_timestamp()"
 								" WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
@@ -306,17 +325,24 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	int			ret;
+	char	   *ref;
 	char	   *name;
+	int32		version;
 	uint64		n;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
-	if (PG_ARGISNULL(1))
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1));
+	/* 'name@latest': the highest version the caller sees */
+	if (version == BFT_VERSION_LATEST)
+		(void) bft_find_model(name, BFT_VERSION_LATEST, &version);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
+	if (version == BFT_VERSION_DEPLOYED)
 		nulls[1] = 'n';
 	SPI_connect();
 	ret = SPI_execute_with_args("DELETE FROM bft.models WHERE name OPERATOR(pg_catalog.=) $1"
@@ -343,13 +369,13 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 	}
 	if (n == 0)
 	{
-		if (PG_ARGISNULL(1))
+		if (version == BFT_VERSION_DEPLOYED)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("model \"%s\" does not exist", name)));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" version %d does not exist", name, PG_GETARG_INT32(1))));
+				 errmsg("model \"%s\" version %d does not exist", name, version)));
 	}
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);

@@ -96,6 +96,8 @@ embed_encoded(const BftModelEntry *e, const bft_pooling *p, int64 n, const int32
 	ds.tokens = tokens;
 	ds.offsets = offsets;
 	ds.labels = NULL;
+	ds.label_offsets = NULL;
+	ds.label_ids = NULL;
 	bft_apply_threads();
 	bft_apply_device();
 	if (bft_embed(m, &ds, B, p, out, bft_poll_interrupts, &edata, &err) != BFT_OK)

@@ -32,6 +32,9 @@ int			bft_max_memory_kb = 0;
 int			bft_max_jobs = 4;
 int			bft_max_jobs_per_role = 2;
 int			bft_job_retention = 30 * 86400;
+double		bft_multilabel_threshold = 0.5;
+int			bft_long_text = BFT_LONG_TEXT_TRUNCATE;
+int			bft_chunk_stride = 32;
 
 /* An interrupt (cancel, statement_timeout) caught by the engine's hook. */
 static ErrorData *engine_interrupt = NULL;
@@ -39,6 +42,13 @@ static ErrorData *engine_interrupt = NULL;
 static const struct config_enum_entry cuda_precision_options[] = {
 	{"bf16", BFT_PRECISION_BF16, false},
 	{"fp32", BFT_PRECISION_FP32, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry long_text_options[] = {
+	{"truncate", BFT_LONG_TEXT_TRUNCATE, false},
+	{"mean", BFT_LONG_TEXT_MEAN, false},
+	{"max", BFT_LONG_TEXT_MAX, false},
 	{NULL, 0, false}
 };
 
@@ -194,6 +204,27 @@ _PG_init(void)
 							"Older finished jobs are deleted when a job is submitted or finishes.",
 							&bft_job_retention, 30 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	/* multi-label classifiers */
+	DefineCustomRealVariable("bft.multilabel_threshold",
+							 "Probability from which a multi-label classifier assigns a label.",
+							 "bft_predict, bft_classify_labels and bft_evaluate of multi-label models "
+							 "return every label whose sigmoid probability is at least this.",
+							 &bft_multilabel_threshold, 0.5, 0.0, 1.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	/* texts longer than max_length */
+	DefineCustomEnumVariable("bft.long_text",
+							 "How classification treats texts longer than the model's max_length.",
+							 "'truncate' (the default) keeps the first max_length tokens; 'mean' and 'max' "
+							 "classify every window of max_length tokens (consecutive windows sharing "
+							 "bft.chunk_stride tokens) and average the windows' probabilities or take "
+							 "each label's largest.",
+							 &bft_long_text, BFT_LONG_TEXT_TRUNCATE, long_text_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.chunk_stride",
+							"Tokens consecutive windows of a long text share (bft.long_text 'mean' or 'max').",
+							"At most half a window is shared, so windows always advance.",
+							&bft_chunk_stride, 32, 0, 8192,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	bft_set_interrupt_hook(engine_poll, NULL);
 	bft_cache_register_callbacks();
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);

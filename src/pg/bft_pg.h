@@ -30,6 +30,14 @@ extern int	bft_max_memory_kb;
 extern int	bft_max_jobs;
 extern int	bft_max_jobs_per_role;
 extern int	bft_job_retention;
+extern double bft_multilabel_threshold;
+extern int	bft_long_text;
+extern int	bft_chunk_stride;
+
+/* bft.long_text */
+#define BFT_LONG_TEXT_TRUNCATE	0
+#define BFT_LONG_TEXT_MEAN		1
+#define BFT_LONG_TEXT_MAX		2
 
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
@@ -100,6 +108,7 @@ extern void bft_shcache_sweep_dropped_databases(void);
 typedef struct BftModelEntry
 {
 	char	   *name;			/* model name (TopMemoryContext) */
+	int32		want;			/* the version asked for: BFT_VERSION_* or N */
 	int64		row_id;			/* bft.models.id of the loaded version */
 	TimestampTz row_created;	/* its created_at and weights: with the id, the */
 	Oid			row_weights;	/* row's identity (ids repeat after DROP/CREATE
@@ -138,6 +147,11 @@ typedef struct BftModelRow
 } BftModelRow;
 
 /* bft_store.c: the model store */
+#define BFT_VERSION_DEPLOYED	0	/* "name": the deployed version (latest when none is) */
+#define BFT_VERSION_LATEST		(-1)	/* "name@latest": the highest version */
+extern char *bft_parse_model_ref(const char *ref, int32 *version);
+extern int32 bft_ref_version(const char *ref, int32 ref_version, bool arg_null, int32 arg);
+extern void bft_check_model_name(const char *name);
 extern Oid	bft_models_relid(void);
 extern Oid	bft_extension_owner(void);
 extern bool bft_store_secured(void);
@@ -176,11 +190,44 @@ typedef struct BftSource
 {
 	Oid			relid;
 	char	   *relname;		/* qualified, quoted */
-	char	   *query;			/* SELECT text::text, label::int8|text FROM rel */
-	bool		label_is_int;
+	char	   *query;			/* SELECT text::text, label::int8|text|int8[]|text[] FROM rel */
+	bool		label_is_int;	/* integer labels (class ids) */
+	bool		label_is_array; /* label sets: a multi-label classifier */
 } BftSource;
 
 extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
+
+/* deploy => policies and if_better metrics (bft_parse_deploy) */
+#define BFT_DEPLOY_ALWAYS		0
+#define BFT_DEPLOY_NEVER		1
+#define BFT_DEPLOY_IF_BETTER	2
+#define BFT_METRIC_ACCURACY		0
+#define BFT_METRIC_MACRO_F1		1
+#define BFT_METRIC_LOSS			2
+extern int	bft_parse_deploy(const char *deploy, int *metric);
+
+/*
+ * bft_classify.c: encoded texts — windows of token ids ([CLS] … [SEP]) and,
+ * per text, its windows first[i] .. first[i+1] (one when truncating).
+ */
+typedef struct BftEncoded
+{
+	int64		ntext;
+	int64		nwin;
+	int32	   *tokens;			/* window w at tokens[offsets[w] .. offsets[w+1]) */
+	Size		tok_cap;
+	int64		total;
+	int64	   *offsets;		/* (nwin + 1) */
+	Size		off_cap;
+	int64	   *first;			/* (ntext + 1) */
+	Size		first_cap;
+} BftEncoded;
+
+extern void bft_encoded_init(BftEncoded *enc);
+extern void bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length,
+							const char *s, int len);
+extern Size bft_encoded_bytes(const BftEncoded *enc);
+extern void bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs);
 
 /* bft_classify.c: batched inference helpers */
 extern int32 *bft_encode_text(const bft_tokenizer *tok, const char *s, int len, int max_length,

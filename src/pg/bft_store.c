@@ -716,6 +716,87 @@ bft_unlink_dropped_weights(const Oid *loids, int n)
 	CacheInvalidateRelcacheByRelid(bft_models_relid());
 }
 
+/*
+ * A model reference: "name" (the deployed version, or the latest when none
+ * is deployed), "name@N" (version N) or "name@latest" (the highest version
+ * the caller can see).  The suffix is split off only when it is one of
+ * those; "a@b" is the name "a@b".  Returns the palloc'd name; *version
+ * receives BFT_VERSION_DEPLOYED, BFT_VERSION_LATEST or N.
+ */
+char *
+bft_parse_model_ref(const char *ref, int32 *version)
+{
+	const char *at = strrchr(ref, '@');
+
+	*version = BFT_VERSION_DEPLOYED;
+	if (at && at > ref)
+	{
+		const char *s = at + 1;
+
+		if (strcmp(s, "latest") == 0)
+		{
+			*version = BFT_VERSION_LATEST;
+			return pnstrdup(ref, at - ref);
+		}
+		if (*s >= '0' && *s <= '9')
+		{
+			const char *d = s;
+			int64		v = 0;
+
+			for (; *d >= '0' && *d <= '9'; d++)
+				v = Min(v * 10 + (*d - '0'), (int64) PG_INT32_MAX + 1);
+			if (*d == '\0')
+			{
+				if (v < 1 || v > PG_INT32_MAX)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("invalid model version in \"%s\"", ref),
+							 errhint("Versions are positive integers: 'name@3', or 'name@latest'.")));
+				*version = (int32) v;
+				return pnstrdup(ref, at - ref);
+			}
+		}
+	}
+	return pstrdup(ref);
+}
+
+/*
+ * The version a function with both a model reference and a version
+ * argument uses: the argument when the reference names none, the
+ * reference's when the argument is NULL; both must agree otherwise.
+ */
+int32
+bft_ref_version(const char *ref, int32 ref_version, bool arg_null, int32 arg)
+{
+	if (arg_null)
+		return ref_version;
+	if (arg <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("version must be positive")));
+	if (ref_version != BFT_VERSION_DEPLOYED && ref_version != arg)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model \"%s\" names another version than version => %d", ref, arg)));
+	return arg;
+}
+
+/* A name under which new versions may be stored: no '@' (see bft_parse_model_ref). */
+void
+bft_check_model_name(const char *name)
+{
+	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must have 1 to 63 bytes")));
+	if (strchr(name, '@'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name \"%s\" contains '@'", name),
+				 errdetail("'name@N' and 'name@latest' refer to versions of a model."),
+				 errhint("New versions are stored under the plain name; bft_train returns their number.")));
+}
+
 /* Sequence length used for classification with this model. */
 int
 bft_model_max_length(const bft_model *m, int stored)
@@ -745,8 +826,9 @@ bft_free_model_cb(void *arg)
 }
 
 /*
- * The row that name (and version; 0: the deployed version, or the latest when
- * none is deployed) means to the calling user: SPI as the caller, so SELECT
+ * The row that name (and version: BFT_VERSION_DEPLOYED, the deployed version
+ * or the latest when none is deployed; BFT_VERSION_LATEST, the highest; or a
+ * version number) means to the calling user: SPI as the caller, so SELECT
  * on bft.models' id, name, version and deployed_at, and row-level security,
  * decide.  Raises undefined_object when the caller sees no such model.
  * Returns the row's id; *version_out receives its version.
@@ -765,8 +847,9 @@ bft_find_model(const char *name, int32 version, int32 *version_out)
 	SPI_connect();
 	ret = SPI_execute_with_args("SELECT id, version FROM bft.models"
 								" WHERE name OPERATOR(pg_catalog.=) $1"
-								" AND ($2 OPERATOR(pg_catalog.=) 0 OR version OPERATOR(pg_catalog.=) $2)"
-								" ORDER BY deployed_at DESC NULLS LAST, version DESC LIMIT 1",
+								" AND ($2 OPERATOR(pg_catalog.<=) 0 OR version OPERATOR(pg_catalog.=) $2)"
+								" ORDER BY CASE WHEN $2 OPERATOR(pg_catalog.=) 0 THEN deployed_at END DESC NULLS LAST,"
+								" version DESC LIMIT 1",
 								2, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
@@ -1126,12 +1209,42 @@ entry_pinned(const BftModelEntry *e)
 	return e->checked_ts == ts && e->checked_lxid == lxid;
 }
 
+/*
+ * Another cache entry holding the same engine model as e (two references to
+ * one version, e.g. 'topics' and 'topics@3' while 3 is deployed, share it).
+ */
+static BftModelEntry *
+model_sharer(const BftModelEntry *e)
+{
+	int			i;
+
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (&cache[i] != e && cache[i].name && cache[i].model == e->model)
+			return &cache[i];
+	return NULL;
+}
+
+/* Drop e's reference to its model (and to the shared copy it maps), freeing it
+ * unless another entry shares it. */
+static void
+release_model(BftModelEntry *e)
+{
+	/* the shared copy's mapping goes with the last entry using the model */
+	if (e->model && model_sharer(e) == NULL)
+	{
+		bft_model_free(e->model);
+		bft_shcache_detach(&e->shared);
+	}
+	e->model = NULL;
+	e->shared.addr = NULL;
+	e->shared.fd = -1;
+	e->shared.len = 0;
+}
+
 static void
 evict(BftModelEntry *e)
 {
-	if (e->model)
-		bft_model_free(e->model);
-	bft_shcache_detach(&e->shared);
+	release_model(e);
 	if (e->name)
 		pfree(e->name);
 	if (e->pooling)
@@ -1184,18 +1297,27 @@ bft_cache_register_callbacks(void)
 	CacheRegisterRelcacheCallback(models_inval_cb, (Datum) 0);
 }
 
-/* Bytes of the models this backend has cached. */
+/* Bytes of the models this backend has cached (a shared model counted once). */
 Size
 bft_cache_bytes(void)
 {
 	Size		total = 0;
-	int			i;
+	int			i,
+				j;
 
 	if (cache == NULL)
 		return 0;
 	for (i = 0; i < BFT_CACHE_MAX; i++)
-		if (cache[i].name)
+	{
+		bool		seen = false;
+
+		if (!cache[i].name)
+			continue;
+		for (j = 0; j < i && !seen; j++)
+			seen = cache[j].name && cache[j].model == cache[i].model;
+		if (!seen)
 			total += cache[i].bytes;
+	}
 	return total;
 }
 
@@ -1220,8 +1342,8 @@ bft_cache_make_room(Size target)
 				lru = &cache[i];
 		if (lru == NULL)
 			break;
-		total -= lru->bytes;
 		evict(lru);
+		total = bft_cache_bytes();
 		evicted = true;
 	}
 	if (evicted)
@@ -1309,15 +1431,18 @@ bft_cache_invalidate_all(void)
 
 /*
  * The model to classify with: the cached copy when it is still the row the
- * calling user's name resolves to, checked once per statement and role (a
- * SECURITY DEFINER function or SET ROLE inside a statement is checked
- * again); otherwise (re)loaded.  name NULL or empty: the default model.  A
- * deployment made by another session is seen from the next statement on,
- * never in the middle of one.
+ * calling user's reference resolves to, checked once per statement and role
+ * (a SECURITY DEFINER function or SET ROLE inside a statement is checked
+ * again); otherwise (re)loaded.  ref: "name", "name@N" or "name@latest"
+ * (bft_parse_model_ref); NULL or empty: the default model.  A deployment
+ * made by another session is seen from the next statement on, never in the
+ * middle of one.
  */
 BftModelEntry *
-bft_get_model(const char *name)
+bft_get_model(const char *ref)
 {
+	char	   *name;
+	int32		want;
 	TimestampTz ts;
 	uint32		lxid;
 	Oid			user = GetUserId();
@@ -1333,9 +1458,11 @@ bft_get_model(const char *name)
 	int			ml;
 	char	   *pooling = NULL;
 	bool		evicted = false;
+	BftModelEntry *other = NULL;
 
-	if (name == NULL || name[0] == '\0')
-		name = bft_resolve_default_model();
+	if (ref == NULL || ref[0] == '\0')
+		ref = bft_resolve_default_model();
+	name = bft_parse_model_ref(ref, &want);
 	if (cache == NULL)
 		cache = MemoryContextAllocZero(TopMemoryContext, sizeof(BftModelEntry) * BFT_CACHE_MAX);
 	evicted = release_unlinked();
@@ -1344,7 +1471,7 @@ bft_get_model(const char *name)
 	stmt_key(&ts, &lxid);
 
 	for (i = 0; i < BFT_CACHE_MAX; i++)
-		if (cache[i].name && strcmp(cache[i].name, name) == 0)
+		if (cache[i].name && cache[i].want == want && strcmp(cache[i].name, name) == 0)
 		{
 			e = &cache[i];
 			break;
@@ -1355,8 +1482,8 @@ bft_get_model(const char *name)
 		return e;
 	}
 
-	/* Which row is current for this name, as this user sees it? */
-	id = bft_find_model(name, 0, &version);
+	/* Which row is current for this reference, as this user sees it? */
+	id = bft_find_model(name, want, &version);
 	if (!bft_model_row_read(id, false, &row))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -1373,14 +1500,33 @@ bft_get_model(const char *name)
 	/* Load it; nothing can fail between the load and the cache insert. */
 	if (e)
 	{
-		/* the stale copy of this name goes first */
+		/* the stale copy of this reference goes first */
 		evict(e);
 		evicted = true;
 	}
+	/* another reference to the same row (e.g. 'x' and 'x@3') shares its model */
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (cache[i].name && cache[i].row_id == id && cache[i].row_created == row.created_at &&
+			cache[i].row_weights == row.weights)
+		{
+			other = &cache[i];
+			break;
+		}
 	name_copy = MemoryContextStrdup(TopMemoryContext, name);
-	m = load_model_cached(id, name, &ml, &map, &pooling);
-	if (pooling)
-		pooling = MemoryContextStrdup(TopMemoryContext, pooling);
+	if (other)
+	{
+		m = other->model;
+		ml = other->max_length;
+		map = other->shared;
+		pooling = other->pooling ? MemoryContextStrdup(TopMemoryContext, other->pooling) : NULL;
+		other->last_used = ++cache_clock;	/* not the one evicted for room below */
+	}
+	else
+	{
+		m = load_model_cached(id, name, &ml, &map, &pooling);
+		if (pooling)
+			pooling = MemoryContextStrdup(TopMemoryContext, pooling);
+	}
 
 	if (e == NULL || e->name != NULL)
 	{
@@ -1402,18 +1548,18 @@ bft_get_model(const char *name)
 		/* Evict the least recently used (repeat while over the limit). */
 		e = (used >= n || freeslot == NULL) ? lru : freeslot;
 	}
-	if (e->model)
+	if (e->model && e->model != m)
 	{
-		bft_model_free(e->model);
+		release_model(e);
 		evicted = true;
 	}
-	bft_shcache_detach(&e->shared);
 	if (e->name)
 		pfree(e->name);
 	if (e->pooling)
 		pfree(e->pooling);
 	e->name = name_copy;
 	e->pooling = pooling;
+	e->want = want;
 	e->model = m;
 	e->shared = map;
 	e->bytes = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len);
@@ -1934,8 +2080,9 @@ bft_drop_guard(PG_FUNCTION_ARGS)
 Datum
 bft_copy_weights_sql(PG_FUNCTION_ARGS)
 {
+	char	   *ref;
 	char	   *name;
-	int32		version = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+	int32		version;
 	int64		id;
 	BftModelRow row;
 	int64		size;
@@ -1946,7 +2093,9 @@ bft_copy_weights_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1));
 	PreventCommandIfReadOnly("bft_copy_weights()");
 	bft_require_model_read("bft_copy_weights()");
 	id = bft_find_model(name, version, &version);

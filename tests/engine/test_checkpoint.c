@@ -529,8 +529,28 @@ static void test_config_json_round_trip(void)
     CHECK(bft_config_parse(j, strlen(j), &d, &err) == 0, "reparse: %s", err.msg);
     d.tok = c.tok;
     CHECK(same_cfg(&c, &d), "config round trip exact (floats bit-equal, labels)");
+    CHECK(d.problem_type == BFT_PROBLEM_SINGLE_LABEL && strstr(j, "\"single_label_classification\""),
+          "single-label problem type written and read");
     bft_config_release(&d);
     free(j);
+
+    /* multi-label: problem_type written and read back (1 label allowed there) */
+    c.problem_type = BFT_PROBLEM_MULTI_LABEL;
+    j = bft_config_to_json(&c, 1, 0);
+    CHECK(j && strstr(j, "\"problem_type\": \"multi_label_classification\""), "multi-label json: %s",
+          j ? j : "(null)");
+    CHECK(bft_config_parse(j, strlen(j), &d, &err) == 0, "reparse multi-label: %s", err.msg);
+    CHECK(d.problem_type == BFT_PROBLEM_MULTI_LABEL && d.num_labels == 3, "multi-label round trip");
+    bft_config_release(&d);
+    free(j);
+    c.num_labels = 1;
+    j = bft_config_to_json(&c, 1, 0);
+    CHECK(j && bft_config_parse(j, strlen(j), &d, &err) == 0 && d.num_labels == 1,
+          "one label is fine for multi-label: %s", err.msg);
+    bft_config_release(&d);
+    free(j);
+    c.num_labels = 3;
+    c.problem_type = BFT_PROBLEM_SINGLE_LABEL;
 
     /* tokenizer_config.json round trip, including "no limit" */
     j = bft_tokenizer_config_to_json(&c);

@@ -522,6 +522,21 @@ static void op_suite(int bf16)
         pcmp(&dl, 1e-6, 0, "softmax_xent dlogits");
         float mc = CPU->mean(ls.h, NN), mg = GPU->mean(ls.d, NN);
         CHECK_CLOSE(mg, mc, 1e-6, 1e-5, "mean %g vs %g", mg, mc);
+        /* sigmoid + binary cross-entropy (multi-label), multi-hot targets */
+        pair tg = pnew((size_t)NN * KK, 0, 0);
+        for (size_t i = 0; i < tg.n; i++)
+            tg.h[i] = (float)((i * 13 + i / KK) % 4 == 0);
+        GPU->upload(tg.d, tg.h, tg.n * sizeof(float));
+        CPU->sigmoid_bce(pr.h, ls.h, dl.h, lg.h, tg.h, NN, KK, 1.0f / NN);
+        GPU->sigmoid_bce(pr.d, ls.d, dl.d, lg.d, tg.d, NN, KK, 1.0f / NN);
+        pcmp(&pr, 1e-6, 0, "sigmoid_bce probs");
+        pcmp(&ls, 1e-5, 0, "sigmoid_bce losses");
+        pcmp(&dl, 1e-6, 0, "sigmoid_bce dlogits");
+        /* probs only (no targets) */
+        GPU->zero(pr.d, pr.n);
+        GPU->sigmoid_bce(pr.d, NULL, NULL, lg.d, NULL, NN, KK, 0.0f);
+        pcmp(&pr, 1e-6, 0, "sigmoid_bce probs only");
+        pfree(&tg);
         pfree(&lg);
         pfree(&pr);
         pfree(&ls);
@@ -650,23 +665,29 @@ static void check_grads(const golden *gd, const bft_model *m, const float *gmem,
     free(ti);
 }
 
-static void cls_golden_gpu(const char *name, int bf16)
+/* The golden gname.bin on checkpoint ckpt (a golden with "targets": multi-label). */
+static void cls_golden_gpu_on(const char *ckpt, const char *gname, int bf16)
 {
     golden gd;
     bft_error err;
     char path[256];
-    snprintf(path, sizeof path, GOLD "%s.bin", name);
+    const char *name = gname;
+    snprintf(path, sizeof path, GOLD "%s.bin", gname);
     CHECK(golden_load(&gd, path) == 0, "cannot read %s", path);
     if (!gd.n)
         return;
-    bft_model *m = golden_model(name, &gd);
+    bft_model *m = golden_model(ckpt, &gd);
     if (!m) {
         golden_free(&gd);
         return;
     }
     const rec *rids = gfind(&gd, "ids"), *rlens = gfind(&gd, "lens"), *rlab = gfind(&gd, "labels");
+    const rec *rtg = gfind(&gd, "targets");
     int B = (int)rids->dims[0], T = (int)rids->dims[1], K = m->cfg.num_labels;
-    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab->data;
+    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab ? rlab->data : NULL;
+    const float *targets = rtg ? rtg->data : NULL;
+    if (targets)
+        m->cfg.problem_type = BFT_PROBLEM_MULTI_LABEL;
     int prec = bf16 ? BFT_PRECISION_BF16 : BFT_PRECISION_FP32;
     double tp = bf16 ? 1e-2 : 1e-5, tl = bf16 ? 3e-2 : 1e-5;
 
@@ -679,10 +700,14 @@ static void cls_golden_gpu(const char *name, int bf16)
         CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
         int32_t *d_ids = bft_dev_alloc((size_t)B * T * 4), *d_lens = bft_dev_alloc((size_t)B * 4),
                 *d_lab = bft_dev_alloc((size_t)B * 4);
+        float *d_tg = bft_dev_alloc((size_t)B * K * 4);
         bft_dev_upload(d_ids, ids, (size_t)B * T * 4);
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
-        bft_dev_upload(d_lab, labels, (size_t)B * 4);
-        bert_batch bt = {B, T, d_ids, d_lens, d_lab};
+        if (labels)
+            bft_dev_upload(d_lab, labels, (size_t)B * 4);
+        if (targets)
+            bft_dev_upload(d_tg, targets, (size_t)B * K * 4);
+        bert_batch bt = {B, T, d_ids, d_lens, labels ? d_lab : NULL, targets ? d_tg : NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         float loss = bert_cls_forward(&dv.dm, &a, &bt, &dc);
         float *pr = malloc((size_t)B * K * 4), *lg = malloc((size_t)B * K * 4);
@@ -717,14 +742,17 @@ static void cls_golden_gpu(const char *name, int bf16)
         bft_dev_free(d_ids);
         bft_dev_free(d_lens);
         bft_dev_free(d_lab);
+        bft_dev_free(d_tg);
         bert_acts_free(&a);
         bft_devmodel_close(&dv);
     }
 
     /* 10 steps of bft_train on the device */
-    int32_t *tok;
-    int64_t *off;
+    int32_t *tok, *lids = NULL;
+    int64_t *off, *loff = NULL;
     bft_dataset ds = golden_train_set(ids, lens, labels, B, T, &tok, &off);
+    if (targets)
+        golden_label_sets(&ds, targets, B, K, &loff, &lids);
     bft_train_opts o = golden_train_opts(&gd, B);
     o.device = BFT_DEVICE_CUDA;
     o.precision = prec;
@@ -743,9 +771,13 @@ static void cls_golden_gpu(const char *name, int bf16)
            name, bf16 ? "bf16" : "fp32", p10.compared, p10.worst, p10.mean_err, p10.sum_lr);
     free(off);
     free(tok);
+    free(loff);
+    free(lids);
     bft_model_free(m);
     golden_free(&gd);
 }
+
+static void cls_golden_gpu(const char *name, int bf16) { cls_golden_gpu_on(name, name, bf16); }
 
 static void mlm_golden_gpu(int bf16)
 {
@@ -786,7 +818,7 @@ static void mlm_golden_gpu(int bf16)
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)M * 4);
         bft_dev_upload(d_rows, rows, (size_t)M * 8);
-        bert_batch bt = {B, T, d_ids, d_lens, NULL};
+        bert_batch bt = {B, T, d_ids, d_lens, NULL, NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         const float *top = bert_encoder_forward(&dv.dm, &a, &bt, &dc);
         bert_mlm_forward(&dv.dm, &w, top, d_rows, M, NULL);
@@ -856,6 +888,7 @@ static void test_golden_fp32(void)
 {
     cls_golden_gpu("tiny_f16", 0);
     cls_golden_gpu("tiny_legacy", 0);
+    cls_golden_gpu_on("tiny_legacy", "tiny_multilabel", 0);
     mlm_golden_gpu(0);
 }
 
@@ -863,6 +896,7 @@ static void test_golden_bf16(void)
 {
     cls_golden_gpu("tiny_f16", 1);
     cls_golden_gpu("tiny_legacy", 1);
+    cls_golden_gpu_on("tiny_legacy", "tiny_multilabel", 1);
     mlm_golden_gpu(1);
 }
 

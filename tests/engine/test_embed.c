@@ -206,7 +206,7 @@ static void test_embed_tiny(void)
         CHECK(k > 0, "encode");
         off[i + 1] = off[i] + k;
     }
-    bft_dataset ds = {n, tok, off, NULL};
+    bft_dataset ds = {n, tok, off, NULL, NULL, NULL};
     float *hid = malloc(sizeof(float) * off[n] * C);
     CHECK(bft_hidden_states(m, &ds, 2, hid, NULL, NULL, &err) == BFT_OK, "hidden: %s", err.msg);
     bft_pooling p = bft_pooling_default();
