@@ -229,7 +229,7 @@ static void test_embed_tiny(void)
     /* batches pad to their longest row: padding must not change a row */
     CHECK(worst <= 1e-5, "embed vs pooled hidden states: %g", worst);
     /* the hidden states of a text alone equal those inside a batch */
-    bft_dataset one = {1, tok + off[2], off + 2, NULL};
+    bft_dataset one = {1, tok + off[2], off + 2, NULL, NULL, NULL};
     int64_t off1[2] = {0, off[3] - off[2]};
     one.offsets = off1;
     float *h1 = malloc(sizeof(float) * off1[1] * C);
@@ -242,7 +242,7 @@ static void test_embed_tiny(void)
     bft_pooling bad = p;
     bad.nmodes = 0;
     CHECK(bft_embed(m, &ds, 4, &bad, e1, NULL, NULL, &err) == BFT_EINVAL, "no modes refused");
-    bft_dataset empty = {0, tok, off, NULL};
+    bft_dataset empty = {0, tok, off, NULL, NULL, NULL};
     CHECK(bft_embed(m, &empty, 4, &p, e1, NULL, NULL, &err) == BFT_EINVAL, "empty dataset refused");
     free(hid);
     free(e1);
