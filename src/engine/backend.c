@@ -251,8 +251,8 @@ void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const floa
     BE->softmax_xent(probs, losses, dlogits, logits, labels, N, K, dscale);
 }
 
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, float gscale, int64_t t, int zero_grad)
+void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad)
 {
     BE->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, gscale, t, zero_grad);
 }

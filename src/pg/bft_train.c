@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/shortest_dec.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
@@ -244,7 +245,21 @@ progress_cb(void *ctx, const bft_progress *p)
 			appendStringInfoChar(&pc->epochs, '}');
 			pc->last_notice = now;
 		}
-		else if (bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
+		else
+		{
+			/* every optimizer step at DEBUG1 (Trainer's logging_steps=1) */
+			if (message_level_is_interesting(DEBUG1))
+			{
+				char		lr[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+				double_to_shortest_decimal_buf(p->lr, lr);
+				ereport(DEBUG1,
+						(errmsg_internal("%s step " INT64_FORMAT "/" INT64_FORMAT " epoch %d loss %.9g lr %s",
+										 pc->phase, p->step, p->total_steps, p->epoch,
+										 (double) p->step_loss, lr)));
+			}
+		}
+		if (p->phase == 0 && bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
 		{
 			ereport(NOTICE,
 					(errmsg("%s epoch %d/%d, step " INT64_FORMAT "/" INT64_FORMAT ": loss %.4f, %.1f samples/s, ETA %s",
@@ -1114,9 +1129,10 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	opts = bft_train_default_opts();
 	opts.batch_size = batch_size;
-	opts.learning_rate = (float) lr;
-	opts.warmup_ratio = (float) warmup;
-	opts.weight_decay = (float) weight_decay;
+	/* doubles, as Trainer's: ceil(steps * warmup_ratio) must match */
+	opts.learning_rate = lr;
+	opts.warmup_ratio = warmup;
+	opts.weight_decay = weight_decay;
 	opts.dropout = PG_ARGISNULL(11) ? -1.0f : (float) dropout;
 	opts.shuffle = shuffle ? 1 : 0;
 	opts.group_by_length = group_by_length ? 1 : 0;
@@ -1254,8 +1270,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	initStringInfo(&metrics);
 	appendStringInfo(&metrics, "{\"rows_used\": " INT64_FORMAT ", \"rows_skipped\": " INT64_FORMAT
 					 ", \"train_rows\": " INT64_FORMAT ", \"validation_rows\": " INT64_FORMAT
-					 ", \"classes\": %d, \"steps\": " INT64_FORMAT,
-					 rows.n, rows.skipped, train_ds.n, nval, K, res.steps);
+					 ", \"classes\": %d, \"steps\": " INT64_FORMAT ", \"warmup_steps\": " INT64_FORMAT,
+					 rows.n, rows.skipped, train_ds.n, nval, K, res.steps, res.warmup_steps);
 	bft_json_key_float(&metrics, "train_loss", res.train_loss, true);
 	bft_json_key_float(&metrics, "validation_loss", nval > 0 ? res.eval_loss : NAN, true);
 	bft_json_key_float(&metrics, "validation_accuracy", nval > 0 ? res.eval_accuracy : NAN, true);
