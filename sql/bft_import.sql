@@ -12,6 +12,7 @@ SET client_min_messages = warning;
 \set f16dir :ckpt '/tiny_f16'
 \set bf16dir :ckpt '/tiny_bf16'
 \set noprefixdir :ckpt '/tiny_noprefix'
+\set saveddir :abs_srcdir '/tests/data/hf/tiny_saved'
 
 CREATE FUNCTION try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -85,6 +86,20 @@ SELECT bft_predict_proba('good news', 'tiny') = bft_predict_proba('good news', '
 -- the stored copy is independent of the client's large object
 SELECT lo_unlink(:weights_oid);
 SELECT bft_classify('good news', 'tiny_lo');
+
+-- A transformers 5 save_pretrained directory (tests/data/hf/tiny_saved: the
+-- weights of tiny, tokenizer.json and no vocab.txt), in both import forms;
+-- for the large-object form tokenizer.json's text goes in as the vocabulary.
+SELECT * FROM bft_import_model('tiny_saved', :'saveddir');
+SELECT lo_import(:'saveddir' || '/model.safetensors') AS saved_oid \gset
+SELECT * FROM bft_import_model('tiny_saved_lo', pg_read_file(:'saveddir' || '/config.json')::jsonb,
+                               pg_read_file(:'saveddir' || '/tokenizer.json'), :saved_oid,
+                               pg_read_file(:'saveddir' || '/tokenizer_config.json')::jsonb);
+SELECT lo_unlink(:saved_oid);
+SELECT name, vocab = (SELECT vocab FROM bft.models WHERE name = 'tiny') AS same_vocab,
+       tokenizer_config->>'do_lower_case' AS lower_case,
+       bft_predict_proba('Hello, the café works!', name) = bft_predict_proba('Hello, the café works!', 'tiny') AS same_probs
+  FROM bft.models WHERE name IN ('tiny_saved', 'tiny_saved_lo') ORDER BY name;
 
 -- Corrupt, truncated and mismatched weights: clean errors, nothing stored.
 SELECT count(*) AS models_before FROM bft.models;

@@ -190,10 +190,14 @@ static int attach_vocab(bft_model *m, const char *vocab, size_t vocab_len, bft_e
     if (lines != (size_t)m->cfg.vocab_size)
         return bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %zu lines but config.json has vocab_size %d",
                              lines, m->cfg.vocab_size);
-    m->vocab = malloc(vocab_len + 1);
+    /* kept with a final line break (psql's `cat vocab.txt` strips it), so the
+     * same vocabulary is stored and exported as the same bytes */
+    m->vocab = malloc(vocab_len + 2);
     if (!m->vocab)
         return bft_set_error(err, BFT_ENOMEM, "vocab.txt: out of memory");
     memcpy(m->vocab, vocab, vocab_len);
+    if (vocab_len > 0 && vocab[vocab_len - 1] != '\n')
+        m->vocab[vocab_len++] = '\n';
     m->vocab[vocab_len] = '\0';
     m->vocab_len = vocab_len;
     m->tok = bft_tokenizer_new(m->vocab, m->vocab_len, &m->cfg.tok, err);
@@ -416,6 +420,8 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
                               size_t st_len, bft_error *err)
 {
     bft_model *m = calloc(1, sizeof *m);
+    char *tj_vocab = NULL;
+    size_t i = 0;
     if (!m) {
         bft_set_error(err, BFT_ENOMEM, "model: out of memory");
         return NULL;
@@ -423,12 +429,22 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
     bft_clear_error(err);
     if (bft_config_parse(config_json, config_len, &m->cfg, err) < 0)
         goto fail;
-    if (tokenizer_config && bft_tokenizer_config_parse(tokenizer_config, tokcfg_len, &m->cfg, err) < 0)
-        goto fail;
     if (!vocab) {
         bft_set_error(err, BFT_EINVAL, "vocab.txt: no data");
         goto fail;
     }
+    /* tokenizer.json instead of vocab.txt: its vocabulary and normalizer
+     * (tokenizer_config.json, when given, overrides the normalizer's settings
+     * as BertTokenizerFast does) */
+    while (i < vocab_len && (vocab[i] == ' ' || vocab[i] == '\t' || vocab[i] == '\n' || vocab[i] == '\r'))
+        i++;
+    if (i < vocab_len && vocab[i] == '{') {
+        if (bft_tokenizer_json_parse(vocab, vocab_len, &m->cfg, &tj_vocab, &vocab_len, err) < 0)
+            goto fail;
+        vocab = tj_vocab;
+    }
+    if (tokenizer_config && bft_tokenizer_config_parse(tokenizer_config, tokcfg_len, &m->cfg, err) < 0)
+        goto fail;
     if (count_lines(vocab, vocab_len) != (size_t)m->cfg.vocab_size) {
         bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %zu lines but config.json has vocab_size %d",
                       count_lines(vocab, vocab_len), m->cfg.vocab_size);
@@ -442,10 +458,12 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
         goto fail;
     if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK)
         goto fail;
+    free(tj_vocab);
     return m;
 fail:
     if (err && err->code == BFT_OK)
         bft_set_error(err, BFT_EFORMAT, "model: load failed");
+    free(tj_vocab);
     bft_model_free(m);
     return NULL;
 }
@@ -564,10 +582,17 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EINVAL, "model directory: NULL");
         return NULL;
     }
+    /* vocab.txt, or tokenizer.json when a checkpoint ships only that */
+    int rv;
     if (read_file(dir, "config.json", &config, &config_len, 0, err) < 0 ||
-        read_file(dir, "vocab.txt", &vocab, &vocab_len, 0, err) < 0 ||
+        (rv = read_file(dir, "vocab.txt", &vocab, &vocab_len, 1, err)) < 0 ||
+        (rv == 1 && read_file(dir, "tokenizer.json", &vocab, &vocab_len, 1, err) < 0) ||
         read_file(dir, "tokenizer_config.json", &tokcfg, &tokcfg_len, 1, err) < 0)
         goto out;
+    if (!vocab) {
+        bft_set_error(err, BFT_EIO, "%s: neither vocab.txt nor tokenizer.json exists", dir);
+        goto out;
+    }
     if ((size_t)snprintf(path, sizeof path, "%s/" ST, dir) >= sizeof path) {
         bft_set_error(err, BFT_EINVAL, "%s: path too long", dir);
         goto out;
