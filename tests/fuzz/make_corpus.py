@@ -108,6 +108,11 @@ def main():
         for f in ("config.json", "tokenizer_config.json"):
             with open(os.path.join(ck, name, f), "rb") as fp:
                 write(t, name + "_" + f, fp.read())
+    # tokenizer.json as transformers writes it (tests/hf/make_test_files.py)
+    hf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "hf", "tokenizer")
+    for case in ("uncased", "cased"):
+        with open(os.path.join(hf, case, "tokenizer.json"), "rb") as fp:
+            write(t, "tokenizer_json_" + case, fp.read())
     write(t, "bert_base_cased.json", json.dumps({
         "architectures": ["BertForMaskedLM"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
