@@ -13,6 +13,8 @@ SET client_min_messages = warning;
 \set bf16dir :ckpt '/tiny_bf16'
 \set noprefixdir :ckpt '/tiny_noprefix'
 \set saveddir :abs_srcdir '/tests/data/hf/tiny_saved'
+\set bindir :abs_srcdir '/tests/data/hf/tiny_bin'
+\set evilbin :abs_srcdir '/tests/data/hf/bin/evil_os_system.bin'
 
 CREATE FUNCTION try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -100,6 +102,24 @@ SELECT name, vocab = (SELECT vocab FROM bft.models WHERE name = 'tiny') AS same_
        tokenizer_config->>'do_lower_case' AS lower_case,
        bft_predict_proba('Hello, the café works!', name) = bft_predict_proba('Hello, the café works!', 'tiny') AS same_probs
   FROM bft.models WHERE name IN ('tiny_saved', 'tiny_saved_lo') ORDER BY name;
+
+-- pytorch_model.bin (torch.save's zip; tests/data/hf/tiny_bin has no
+-- model.safetensors), in both import forms: the same weights as tiny.
+SELECT * FROM bft_import_model('tiny_bin', :'bindir');
+SELECT lo_import(:'bindir' || '/pytorch_model.bin') AS bin_oid \gset
+SELECT * FROM bft_import_model('tiny_bin_lo', pg_read_file(:'bindir' || '/config.json')::jsonb,
+                               pg_read_file(:'bindir' || '/vocab.txt'), :bin_oid,
+                               pg_read_file(:'bindir' || '/tokenizer_config.json')::jsonb);
+SELECT lo_unlink(:bin_oid);
+SELECT name, md5(lo_get(weights)) = (SELECT md5(lo_get(weights)) FROM bft.models WHERE name = 'tiny') AS same_weights
+  FROM bft.models WHERE name IN ('tiny_bin', 'tiny_bin_lo') ORDER BY name;
+-- a pickle that would run os.system under Python: refused, nothing stored
+SELECT lo_import(:'evilbin') AS evil_oid \gset
+SELECT regexp_replace(try(format($$SELECT bft_import_model('evil', %L::jsonb, %L, %s)$$,
+                  pg_read_file(:'tinydir' || '/config.json'), pg_read_file(:'tinydir' || '/vocab.txt'), :evil_oid)),
+                      'object [0-9]+', 'object N') AS refused;
+SELECT lo_unlink(:evil_oid);
+SELECT count(*) AS evil_models FROM bft.models WHERE name = 'evil';
 
 -- Corrupt, truncated and mismatched weights: clean errors, nothing stored.
 SELECT count(*) AS models_before FROM bft.models;

@@ -19,6 +19,7 @@
 #include "model.h"
 #include "resource.h"
 #include "rng.h"
+#include "ptbin.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -454,7 +455,18 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
         bft_set_error(err, BFT_EINVAL, ST ": no data");
         goto fail;
     }
-    if (load_weights(m, safetensors, st_len, err) != BFT_OK)
+    if (bft_pt_detect(safetensors, st_len)) {
+        /* pytorch_model.bin: its tensors as safetensors bytes, nothing executed */
+        size_t conv_len = 0;
+        void *conv = bft_pt_to_safetensors(safetensors, st_len, &conv_len, err);
+        int lrc;
+        if (!conv)
+            goto fail;
+        lrc = load_weights(m, conv, conv_len, err);
+        free(conv);
+        if (lrc != BFT_OK)
+            goto fail;
+    } else if (load_weights(m, safetensors, st_len, err) != BFT_OK)
         goto fail;
     if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK)
         goto fail;
@@ -597,22 +609,29 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EINVAL, "%s: path too long", dir);
         goto out;
     }
+    /* model.safetensors when it exists, else pytorch_model.bin */
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT) {
+        char bin[PATH_MAX];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        fd = open(bin, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd >= 0 || errno != ENOENT)
+            memcpy(path, bin, sizeof path);
+        else
+            errno = ENOENT;
+    }
     if (fd < 0) {
         int e = errno;
-        char bin[PATH_MAX], idx[PATH_MAX];
-        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        char idx[PATH_MAX], bidx[PATH_MAX];
         snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", dir);
-        if (e == ENOENT && access(idx, F_OK) == 0)
+        snprintf(bidx, sizeof bidx, "%s/pytorch_model.bin.index.json", dir);
+        if (e == ENOENT && (access(idx, F_OK) == 0 || access(bidx, F_OK) == 0))
             bft_set_error(err, BFT_EUNSUPPORTED,
-                          "%s: sharded checkpoints (model.safetensors.index.json) are not supported; "
+                          "%s: sharded checkpoints (%s) are not supported; "
                           "save the model as one model.safetensors",
-                          dir);
-        else if (e == ENOENT && access(bin, F_OK) == 0)
-            bft_set_error(err, BFT_EUNSUPPORTED,
-                          "%s: only model.safetensors is read; this directory has pytorch_model.bin "
-                          "(convert it with safetensors or save_pretrained(safe_serialization=True))",
-                          dir);
+                          dir, access(idx, F_OK) == 0 ? "model.safetensors.index.json" : "pytorch_model.bin.index.json");
+        else if (e == ENOENT)
+            bft_set_error(err, BFT_EIO, "%s: neither model.safetensors nor pytorch_model.bin exists", dir);
         else
             bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(e));
         goto out;
@@ -626,12 +645,20 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EFORMAT, "%s: empty file", path);
         goto out;
     }
-    /* the mapped file, then parameters as F32 (twice its size from F16/BF16) */
-    if (bft_memory_check(st_len + 2 * st_len, ST, err) != BFT_OK)
+    /* the mapped file, then parameters as F32 (twice its size from F16/BF16);
+     * a pytorch_model.bin is first converted to safetensors bytes (about its
+     * size again) */
+    if (bft_memory_check(st_len + 2 * st_len + (strstr(path, "/pytorch_model.bin") ? st_len : 0), ST, err) !=
+        BFT_OK)
         goto out;
     st = mmap(NULL, st_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (st == MAP_FAILED) {
         bft_set_error(err, BFT_EIO, "%s: mmap: %s", path, strerror(errno));
+        goto out;
+    }
+    if (strstr(path, "/pytorch_model.bin") && !bft_pt_detect(st, st_len)) {
+        bft_set_error(err, BFT_EFORMAT, "%s: not a PyTorch checkpoint (neither torch.save's zip archive nor its "
+                      "legacy format)", path);
         goto out;
     }
     m = bft_model_load_mem(config, config_len, vocab, vocab_len, tokcfg, tokcfg ? tokcfg_len : 0, st, st_len,

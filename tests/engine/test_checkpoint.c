@@ -1510,7 +1510,8 @@ static void test_load_dir_errors(void)
     fputs("x", fp);
     fclose(fp);
     m = bft_model_load_dir(dir, &err);
-    CHECK(!m && err.code == BFT_EUNSUPPORTED && strstr(err.msg, "pytorch_model.bin"), "bin only: %s", err.msg);
+    CHECK(!m && err.code == BFT_EFORMAT && strstr(err.msg, "pytorch_model.bin: not a PyTorch checkpoint"),
+          "a pytorch_model.bin that is not one: %s", err.msg);
     unlink(path);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     fp = fopen(path, "w");

@@ -16,6 +16,25 @@ Run from the repository root with the reference virtual environment
                        tests/data/ckpt/tiny, save_pretrained: what a Trainer
                        leaves (config.json, model.safetensors, tokenizer.json,
                        tokenizer_config.json; no vocab.txt)
+  tiny_bin/            tests/data/ckpt/tiny as config.json, vocab.txt,
+                       tokenizer_config.json and pytorch_model.bin (torch.save of
+                       the state dict, zip format) - no model.safetensors
+  bin/synth_zip.bin, bin/synth_legacy.bin
+                       one state dict of every storage type, views (transposed,
+                       sliced with an offset), two names for one tensor, a
+                       scalar and an empty tensor, saved in the zip format and
+                       in the legacy (torch < 1.6) format;
+  bin/synth_expected.safetensors
+                       the same tensors written by safetensors.torch (dense):
+                       what bft's reader must produce, tensor for tensor
+  bin/synth_params.bin nn.Parameter values (torch._utils._rebuild_parameter)
+  bin/nested.bin       {"model": {"w": tensor}}: not a flat state dict
+  bin/evil_*.bin       pickles that run code when Python unpickles them
+                       (os.system / posix.system / builtins.eval via GLOBAL,
+                       STACK_GLOBAL, REDUCE; INST): each creates the file
+                       /tmp/bft-pickle-ran-<name> there; bft must refuse them
+                       without running anything. evil_newobj.bin builds an
+                       object with NEWOBJ (harmless class, refused opcode).
 """
 import json
 import os
@@ -53,6 +72,98 @@ def saved():
     print("%s: %s" % (out, sorted(os.listdir(out))))
 
 
+def synth_dict():
+    import collections
+    import torch
+    sd = collections.OrderedDict()
+    sd["f32"] = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) * 0.5 + 1
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4) - 5.25
+    sd["f32_t"] = base.t()                 # non-contiguous view
+    sd["f32_slice"] = base[1:, 1:3]        # storage offset and strides
+    sd["f16"] = torch.arange(6, dtype=torch.float16) * 0.25
+    sd["bf16"] = torch.arange(6, dtype=torch.bfloat16) - 2
+    sd["f64"] = torch.arange(3, dtype=torch.float64) / 3
+    sd["i64"] = torch.arange(5, dtype=torch.int64) * 1000000007
+    sd["i32"] = torch.arange(4, dtype=torch.int32) - 2
+    sd["i16"] = torch.arange(4, dtype=torch.int16) * 300
+    sd["i8"] = torch.arange(4, dtype=torch.int8) - 100
+    sd["u8"] = torch.arange(4, dtype=torch.uint8) + 250
+    sd["bool"] = torch.tensor([True, False, True])
+    sd["tied_a"] = torch.arange(8, dtype=torch.float32).reshape(2, 4) / 7
+    sd["tied_b"] = sd["tied_a"]            # one storage, two names
+    sd["scalar"] = torch.tensor(3.5)
+    sd["empty"] = torch.zeros(0, 4)
+    sd._metadata = collections.OrderedDict({"": {"version": 1}})
+    return sd
+
+
+# Pickles that run code when Python unpickles them; the C tests check that the
+# marker file is never created.
+class Ran:
+    def __init__(self, fn, arg):
+        self.fn, self.arg = fn, arg
+
+    def __reduce__(self):
+        return (self.fn, (self.arg,))
+
+
+def marker(name):
+    return "touch /tmp/bft-pickle-ran-" + name
+
+
+def zip_like_torch(path, pkl):
+    """data.pkl in torch.save's zip layout, stored uncompressed."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+
+
+def bins():
+    import os as _os
+    import pickle
+    import struct
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForSequenceClassification
+
+    # a full model as pytorch_model.bin only
+    src = os.path.join(CKPT, "tiny")
+    out = fresh(os.path.join(OUT, "tiny_bin"))
+    for f in ("config.json", "vocab.txt", "tokenizer_config.json"):
+        shutil.copy(os.path.join(src, f), out)
+    model = AutoModelForSequenceClassification.from_pretrained(src)
+    torch.save(model.state_dict(), os.path.join(out, "pytorch_model.bin"))
+
+    d = fresh(os.path.join(OUT, "bin"))
+    sd = synth_dict()
+    torch.save(sd, os.path.join(d, "synth_zip.bin"))
+    torch.save(sd, os.path.join(d, "synth_legacy.bin"), _use_new_zipfile_serialization=False)
+    dense = {k: v.contiguous().clone() for k, v in sd.items()}
+    save_file(dense, os.path.join(d, "synth_expected.safetensors"))
+    params = {"w": torch.nn.Parameter(torch.arange(6, dtype=torch.float32).reshape(2, 3)),
+              "b": torch.nn.Parameter(torch.ones(3), requires_grad=False)}
+    torch.save(params, os.path.join(d, "synth_params.bin"))
+    torch.save({"model": {"w": torch.ones(2)}}, os.path.join(d, "nested.bin"))
+
+    # evil pickles
+    torch.save({"x": Ran(_os.system, marker("posix_system"))}, os.path.join(d, "evil_posix_system.bin"))
+    torch.save({"x": Ran(eval, "__import__('os').system('%s')" % marker("builtins_eval"))},
+               os.path.join(d, "evil_builtins_eval_legacy.bin"), _use_new_zipfile_serialization=False)
+    zip_like_torch(os.path.join(d, "evil_stack_global.bin"),
+                   pickle.dumps(Ran(_os.system, marker("stack_global")), protocol=4))
+    text = marker("os_system").encode()
+    zip_like_torch(os.path.join(d, "evil_os_system.bin"),
+                   b"\x80\x02cos\nsystem\nq\x00X" + struct.pack("<I", len(text)) + text + b"\x85R.")
+    text = marker("inst").encode()
+    zip_like_torch(os.path.join(d, "evil_inst.bin"),
+                   b"(X" + struct.pack("<I", len(text)) + text + b"ios\nsystem\n.")
+    zip_like_torch(os.path.join(d, "evil_newobj.bin"), b"\x80\x02ccollections\nOrderedDict\n)\x81.")
+    for f in sorted(os.listdir(d)):
+        print("%s: %d bytes" % (os.path.join(d, f), os.path.getsize(os.path.join(d, f))))
+
+
 def readable(top):
     """safetensors writes 0600 files: the server's OS user reads these in tests"""
     for d, _, names in os.walk(top):
@@ -64,6 +175,7 @@ def readable(top):
 def main():
     tokenizers()
     saved()
+    bins()
     readable(OUT)
 
 
