@@ -3,8 +3,9 @@
  * tests/data/hf written by the real torch (tests/hf/make_test_files.py):
  *   - one state dict of every storage type, views (transposed, sliced with an
  *     offset), two names for one tensor, a scalar and an empty tensor, in the
- *     zip and the legacy format: every tensor equals what safetensors.torch
- *     wrote for the same dict (name, dtype, shape, bytes);
+ *     zip format (also rewritten with ZIP64 records) and the legacy format:
+ *     every tensor equals what safetensors.torch wrote for the same dict
+ *     (name, dtype, shape, bytes);
  *   - nn.Parameter values (_rebuild_parameter);
  *   - a whole checkpoint directory with pytorch_model.bin only loads with the
  *     same parameters as tests/data/ckpt/tiny (directory and in-memory forms);
@@ -85,11 +86,11 @@ static void test_synthetic_both_formats(void)
 {
     size_t wl = 0;
     unsigned char *want = read_all(HF "bin/synth_expected.safetensors", &wl);
-    static const char *files[] = {HF "bin/synth_zip.bin", HF "bin/synth_legacy.bin"};
+    static const char *files[] = {HF "bin/synth_zip.bin", HF "bin/synth_legacy.bin", HF "bin/synth_zip64.bin"};
     CHECK(want != NULL, "expected file (run from the repository root)");
     if (!want)
         return;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         size_t len = 0, out_len = 0;
         unsigned char *bin = read_all(files[k], &len);
         bft_error err;

@@ -24,6 +24,7 @@ Run from the repository root with the reference virtual environment
                        sliced with an offset), two names for one tensor, a
                        scalar and an empty tensor, saved in the zip format and
                        in the legacy (torch < 1.6) format;
+  bin/synth_zip64.bin  synth_zip.bin's members rewritten with ZIP64 records
   bin/synth_expected.safetensors
                        the same tensors written by safetensors.torch (dense):
                        what bft's reader must produce, tensor for tensor
@@ -44,6 +45,9 @@ import sys
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 CKPT = os.path.join(ROOT, "tests", "data", "ckpt")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
+
+
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip members written here: the same bytes every run
 
 
 def fresh(path):
@@ -115,9 +119,27 @@ def zip_like_torch(path, pkl):
     """data.pkl in torch.save's zip layout, stored uncompressed."""
     import zipfile
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
-        z.writestr("archive/version", "3\n")
+        z.writestr(zipfile.ZipInfo("archive/data.pkl", FIXED_TIME), pkl)
+        z.writestr(zipfile.ZipInfo("archive/byteorder", FIXED_TIME), "little")
+        z.writestr(zipfile.ZipInfo("archive/version", FIXED_TIME), "3\n")
+
+
+def rezip64(src, dst):
+    """The members of a torch.save zip rewritten with ZIP64 records (sizes,
+    offsets and the end record), as torch writes files over 4 GB: zipfile's
+    limits lowered so a small file gets them."""
+    import zipfile
+    saved = zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = 16, 2
+    try:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                zout.writestr(zipfile.ZipInfo(info.filename, FIXED_TIME), zin.read(info.filename))
+    finally:
+        zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = saved
+    with open(dst, "rb") as f:
+        data = f.read()
+    assert b"PK\x06\x06" in data and b"PK\x06\x07" in data, "no ZIP64 end record"
 
 
 def bins():
@@ -140,6 +162,7 @@ def bins():
     sd = synth_dict()
     torch.save(sd, os.path.join(d, "synth_zip.bin"))
     torch.save(sd, os.path.join(d, "synth_legacy.bin"), _use_new_zipfile_serialization=False)
+    rezip64(os.path.join(d, "synth_zip.bin"), os.path.join(d, "synth_zip64.bin"))
     dense = {k: v.contiguous().clone() for k, v in sd.items()}
     save_file(dense, os.path.join(d, "synth_expected.safetensors"))
     params = {"w": torch.nn.Parameter(torch.arange(6, dtype=torch.float32).reshape(2, 3)),
