@@ -30,6 +30,9 @@ Run from the repository root with the reference virtual environment
                        what bft's reader must produce, tensor for tensor
   bin/synth_params.bin nn.Parameter values (torch._utils._rebuild_parameter)
   bin/nested.bin       {"model": {"w": tensor}}: not a flat state dict
+  parity_input/        train.csv (40 rows, 3 classes) and eval.txt (8 texts) in
+                       the words of the tiny vocabulary, the input of
+                       tests/hf/trainer_parity.py's committed goldens
   bin/evil_*.bin       pickles that run code when Python unpickles them
                        (os.system / posix.system / builtins.eval via GLOBAL,
                        STACK_GLOBAL, REDUCE; INST): each creates the file
@@ -187,6 +190,30 @@ def bins():
         print("%s: %d bytes" % (os.path.join(d, f), os.path.getsize(os.path.join(d, f))))
 
 
+def parity_input():
+    import random
+    rng = random.Random(11)
+    up = ["up", "good", "great", "buy"]
+    down = ["down", "bad", "sell"]
+    neutral = ["the bank", "the company", "shares", "the price", "news"]
+    subj = ["the stock", "the market", "shares", "the price", "the company", "bank"]
+    out = fresh(os.path.join(OUT, "parity_input"))
+    with open(os.path.join(out, "train.csv"), "w") as f:
+        f.write("text,label\n")
+        for i in range(40):
+            k = rng.randrange(3)
+            w = [rng.choice(subj), "is", rng.choice(down if k == 0 else neutral if k == 1 else up)]
+            if rng.random() < 0.5:
+                w += ["and", rng.choice(subj), "was", rng.choice(down if k == 0 else up if k == 2 else neutral)]
+            if rng.random() < 0.3:
+                w.append(rng.choice([".", "!", "today", "at the bank"]))
+            f.write("\"%s\",%d\n" % (" ".join(w), k))
+    with open(os.path.join(out, "eval.txt"), "w") as f:
+        f.write("the stock is up today\nthe market was down .\nthe bank is the bank\nsell sell sell !\n"
+                "Hello, the café works!\nshares of the company are great\nthe price is bad and down\n"
+                "news at the bank\n")
+
+
 def readable(top):
     """safetensors writes 0600 files: the server's OS user reads these in tests"""
     for d, _, names in os.walk(top):
@@ -199,6 +226,7 @@ def main():
     tokenizers()
     saved()
     bins()
+    parity_input()
     readable(OUT)
 
 
