@@ -20,7 +20,10 @@
 # Prints accuracy, macro-F1, training wall time and training samples/s of both
 # and bft's ratios. Both sides use THREADS threads (default 2); bft runs
 # OpenBLAS sgemm with the kernels OPENBLAS_CORETYPE selects (Haswell here),
-# PyTorch its own CPU kernels. Not part of the test suite: minutes to hours.
+# PyTorch its own CPU kernels (MKL/oneDNN) with OMP_WAIT_POLICY=PASSIVE unless
+# set: on a machine whose cores are busy with other work, OpenMP's default
+# spin-waiting made PyTorch's 2-thread training steps 5-10x slower than with
+# passive waits. Not part of the test suite: minutes to hours.
 #
 # Usage (from the repository root, with bft installed in the pg_config server
 # and the virtual environment of tests/hf/requirements.txt):
@@ -40,6 +43,7 @@ TRAIN_OPTS="${TRAIN_OPTS:-}"
 THREADS="${THREADS:-2}"
 SIDES="${SIDES:-bft hf}"
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source tests/scripts/cluster.sh; set +e +u
 TMPD=$(mktemp -d /tmp/bft-quality-pre.XXXXXX); chmod 755 "$TMPD"
 trap 'cluster_stop "$TMPD/cl"; rm -rf "$TMPD"' EXIT
@@ -63,7 +67,7 @@ q <<SQL
 CREATE TABLE ranked AS
 SELECT t.*, row_number() OVER w AS rn, count(*) OVER (PARTITION BY label) AS n
   FROM tweets t WINDOW w AS (PARTITION BY label ORDER BY md5(id::text));
-CREATE TABLE test_all  AS SELECT id, text, label, rn, n FROM ranked WHERE rn <= round(n * 0.2);
+CREATE TABLE test_all  AS SELECT id, text, label, rn, round(n * 0.2) AS n FROM ranked WHERE rn <= round(n * 0.2);
 CREATE TABLE train_all AS SELECT id, text, label, rn - round(n * 0.2) AS rn, n - round(n * 0.2) AS n
                             FROM ranked WHERE rn > round(n * 0.2);
 -- stratified subsamples: the first share of each label in md5 order
@@ -73,7 +77,8 @@ CREATE TABLE test AS SELECT id, text, label FROM test_all
  WHERE $TEST_ROWS = 0 OR rn <= greatest(1, round(n * $TEST_ROWS::float8 / (SELECT count(*) FROM test_all)));
 SQL
 NTR=$(q -t -A -c 'SELECT count(*) FROM train'); NTE=$(q -t -A -c 'SELECT count(*) FROM test')
-echo "rows: train $NTR, test $NTE (stratified, 20 labels); threads $THREADS; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"
+echo "rows: train $NTR, test $NTE (stratified, 20 labels); threads $THREADS; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE," \
+     "OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 q -c "\\copy (SELECT text, label FROM train ORDER BY id) TO '$TMPD/train.csv' CSV HEADER"
 q -c "\\copy (SELECT text, label FROM test ORDER BY id) TO '$TMPD/test.csv' CSV HEADER"
 q -c "SET client_min_messages = warning" -c "SELECT * FROM bft_import_model('base', '$TMPD/base')" >/dev/null || exit 1
