@@ -68,6 +68,9 @@ SELECT bft_classify('market down bad news', 'news_tiny') AS bad, bft_classify('s
 SELECT try($$SELECT bft_train('news', 'headline', 'sentiment', 1, base => 'tiny', mlm_epochs => 1)$$);
 SELECT model, version FROM bft_train('news', 'headline', 'sentiment', 1, base => 'tiny_mlm', mlm_epochs => 1, model => 'news_mlm');
 SELECT labels, has_mlm FROM bft.models WHERE name = 'news_mlm';
+-- a small base (hidden size <= 512) gets the small-encoder defaults; given values win
+SELECT name, params->'learning_rate' AS lr, params->'warmup_ratio' AS warmup
+  FROM bft.models WHERE name IN ('news_mlm', 'news_tiny') ORDER BY name;
 SELECT count(*) FROM bft_fill_mask('stock price [MASK]', 3, 'news_mlm');
 -- max_length above the base's positions
 SELECT try($$SELECT bft_train('news', 'headline', 'sentiment', 1, base => 'tiny', max_length => 512)$$);

@@ -699,6 +699,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	int			mlm_epochs;
 	int			batch_size;
 	double		lr;
+	bool		lr_given = !PG_ARGISNULL(7);
+	bool		warmup_given = !PG_ARGISNULL(9);
 	int			max_length = ARG_INT(8, BFT_DEFAULT_MAX_LENGTH);
 	bool		max_length_given = !PG_ARGISNULL(8);
 	double		warmup;
@@ -879,6 +881,14 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		int			ml;
 
 		st->model = bft_load_model_row(base, 0, NULL, NULL, &ml);
+		/* small encoders: their own learning rate and warmup defaults */
+		if (st->model->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN)
+		{
+			if (!lr_given)
+				lr = BFT_SMALL_BASE_LEARNING_RATE;
+			if (!warmup_given)
+				warmup = BFT_SMALL_BASE_WARMUP_RATIO;
+		}
 		if (!max_length_given)
 			max_length = Min(max_length, st->model->cfg.max_position_embeddings);
 		if (max_length > st->model->cfg.max_position_embeddings)
