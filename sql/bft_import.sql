@@ -12,6 +12,9 @@ SET client_min_messages = warning;
 \set f16dir :ckpt '/tiny_f16'
 \set bf16dir :ckpt '/tiny_bf16'
 \set noprefixdir :ckpt '/tiny_noprefix'
+\set saveddir :abs_srcdir '/tests/data/hf/tiny_saved'
+\set bindir :abs_srcdir '/tests/data/hf/tiny_bin'
+\set evilbin :abs_srcdir '/tests/data/hf/bin/evil_os_system.bin'
 
 CREATE FUNCTION try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -65,6 +68,9 @@ SELECT bft_classify('market down bad news', 'news_tiny') AS bad, bft_classify('s
 SELECT try($$SELECT bft_train('news', 'headline', 'sentiment', 1, base => 'tiny', mlm_epochs => 1)$$);
 SELECT model, version FROM bft_train('news', 'headline', 'sentiment', 1, base => 'tiny_mlm', mlm_epochs => 1, model => 'news_mlm');
 SELECT labels, has_mlm FROM bft.models WHERE name = 'news_mlm';
+-- a small base (hidden size <= 512) gets the small-encoder defaults; given values win
+SELECT name, params->'learning_rate' AS lr, params->'warmup_ratio' AS warmup
+  FROM bft.models WHERE name IN ('news_mlm', 'news_tiny') ORDER BY name;
 SELECT count(*) FROM bft_fill_mask('stock price [MASK]', 3, 'news_mlm');
 -- max_length above the base's positions
 SELECT try($$SELECT bft_train('news', 'headline', 'sentiment', 1, base => 'tiny', max_length => 512)$$);
@@ -85,6 +91,38 @@ SELECT bft_predict_proba('good news', 'tiny') = bft_predict_proba('good news', '
 -- the stored copy is independent of the client's large object
 SELECT lo_unlink(:weights_oid);
 SELECT bft_classify('good news', 'tiny_lo');
+
+-- A transformers 5 save_pretrained directory (tests/data/hf/tiny_saved: the
+-- weights of tiny, tokenizer.json and no vocab.txt), in both import forms;
+-- for the large-object form tokenizer.json's text goes in as the vocabulary.
+SELECT * FROM bft_import_model('tiny_saved', :'saveddir');
+SELECT lo_import(:'saveddir' || '/model.safetensors') AS saved_oid \gset
+SELECT * FROM bft_import_model('tiny_saved_lo', pg_read_file(:'saveddir' || '/config.json')::jsonb,
+                               pg_read_file(:'saveddir' || '/tokenizer.json'), :saved_oid,
+                               pg_read_file(:'saveddir' || '/tokenizer_config.json')::jsonb);
+SELECT lo_unlink(:saved_oid);
+SELECT name, vocab = (SELECT vocab FROM bft.models WHERE name = 'tiny') AS same_vocab,
+       tokenizer_config->>'do_lower_case' AS lower_case,
+       bft_predict_proba('Hello, the café works!', name) = bft_predict_proba('Hello, the café works!', 'tiny') AS same_probs
+  FROM bft.models WHERE name IN ('tiny_saved', 'tiny_saved_lo') ORDER BY name;
+
+-- pytorch_model.bin (torch.save's zip; tests/data/hf/tiny_bin has no
+-- model.safetensors), in both import forms: the same weights as tiny.
+SELECT * FROM bft_import_model('tiny_bin', :'bindir');
+SELECT lo_import(:'bindir' || '/pytorch_model.bin') AS bin_oid \gset
+SELECT * FROM bft_import_model('tiny_bin_lo', pg_read_file(:'bindir' || '/config.json')::jsonb,
+                               pg_read_file(:'bindir' || '/vocab.txt'), :bin_oid,
+                               pg_read_file(:'bindir' || '/tokenizer_config.json')::jsonb);
+SELECT lo_unlink(:bin_oid);
+SELECT name, md5(lo_get(weights)) = (SELECT md5(lo_get(weights)) FROM bft.models WHERE name = 'tiny') AS same_weights
+  FROM bft.models WHERE name IN ('tiny_bin', 'tiny_bin_lo') ORDER BY name;
+-- a pickle that would run os.system under Python: refused, nothing stored
+SELECT lo_import(:'evilbin') AS evil_oid \gset
+SELECT regexp_replace(try(format($$SELECT bft_import_model('evil', %L::jsonb, %L, %s)$$,
+                  pg_read_file(:'tinydir' || '/config.json'), pg_read_file(:'tinydir' || '/vocab.txt'), :evil_oid)),
+                      'object [0-9]+', 'object N') AS refused;
+SELECT lo_unlink(:evil_oid);
+SELECT count(*) AS evil_models FROM bft.models WHERE name = 'evil';
 
 -- Corrupt, truncated and mismatched weights: clean errors, nothing stored.
 SELECT count(*) AS models_before FROM bft.models;

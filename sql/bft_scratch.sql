@@ -69,6 +69,24 @@ SELECT count(DISTINCT metrics->'train_loss') AS distinct_losses, count(DISTINCT 
        count(DISTINCT md5(lo_get(weights))) AS distinct_weights
   FROM bft.models WHERE name = 'repeat';
 
+-- Warmup steps are Trainer's math.ceil(steps * warmup_ratio) in double
+-- precision, also where steps x ratio is an integer: 20 x 0.1 -> 2 (a float
+-- ratio gave 3), 30 x 0.1 -> 3, 40 x 0.05 -> 2, and 100 x 0.07 -> 8 (Python's
+-- 100 * 0.07 is 7.000000000000001).
+CREATE TEMP TABLE warm (steps int, ratio float8, batch int, epochs int);
+INSERT INTO warm VALUES (20, 0.1, 3, 1), (30, 0.1, 2, 1), (40, 0.05, 3, 2), (100, 0.07, 3, 5);
+SELECT t.model, t.version
+  FROM warm w,
+       LATERAL bft_train('headlines', 'title', 'topic', epochs => w.epochs, batch_size => w.batch,
+                         warmup_ratio => w.ratio, model => 'warm_' || w.steps, mlm_epochs => 0,
+                         architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                           "intermediate_size": 32, "vocab_size": 200}') t
+ ORDER BY w.steps;
+SELECT w.steps, w.ratio, m.metrics->'steps' AS trained_steps, m.metrics->'warmup_steps' AS warmup_steps,
+       m.params->'warmup_ratio' AS stored_ratio
+  FROM warm w JOIN bft.models m ON m.name = 'warm_' || w.steps
+ ORDER BY w.steps;
+
 -- No training is running in this database: the progress view shows none.
 SELECT count(*) FROM bft.progress WHERE datname = current_database();
 

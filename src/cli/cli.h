@@ -41,10 +41,12 @@ int cmd_export(int argc, char **argv);
 
 /* ---- option parsing ---- */
 
-typedef enum cli_opt_type { OPT_FLAG, OPT_INT, OPT_U64, OPT_FLOAT, OPT_STR } cli_opt_type;
+typedef enum cli_opt_type { OPT_FLAG, OPT_INT, OPT_U64, OPT_FLOAT, OPT_DOUBLE, OPT_STR } cli_opt_type;
 
 /* One --name option. dst: int* (FLAG/INT), uint64_t* (U64), float* (FLOAT),
- * const char ** (STR). lo/hi bound INT, flo/fhi bound FLOAT. */
+ * double* (DOUBLE: optimizer hyper-parameters, kept as the decimal's double
+ * like Python's floats), const char ** (STR). lo/hi bound INT, flo/fhi bound
+ * FLOAT and DOUBLE. */
 typedef struct cli_opt {
     const char *name;
     cli_opt_type type;

@@ -121,14 +121,18 @@ int cli_parse_args(const char *cmd, int argc, char **argv, cli_opt *opts, int no
             *(uint64_t *)o->dst = (uint64_t)v;
             break;
         }
-        case OPT_FLOAT: {
+        case OPT_FLOAT:
+        case OPT_DOUBLE: {
             double v;
             if (parse_double(val, &v) < 0 || v < o->flo || v > o->fhi) {
                 fprintf(stderr, "bft-cli %s: --%s wants a number in [%g, %g], got \"%s\"\n", cmd, name, o->flo,
                         o->fhi, val);
                 return 2;
             }
-            *(float *)o->dst = (float)v;
+            if (o->type == OPT_DOUBLE)
+                *(double *)o->dst = v;
+            else
+                *(float *)o->dst = (float)v;
             break;
         }
         case OPT_STR:

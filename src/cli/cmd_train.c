@@ -30,6 +30,7 @@ static void train_usage(FILE *f)
             "         [--seed S] [--no-shuffle] [--dropout P] [--num-labels K] [--validation-fraction F]\n"
             "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
             "         [--threads N] [--device cpu|cuda] [--precision auto|fp32|bf16] [--verbose]\n"
+            "         [--log-steps]\n"
             "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
             "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
@@ -38,14 +39,28 @@ static void train_usage(FILE *f)
             "  and encoder on the CSV texts (the model needs cls.predictions.*).\n"
             "  --from-scratch instead of --model: a WordPiece vocabulary of V tokens is learned\n"
             "  from the CSV texts (cased unless --lower) and a BERT of the given shape is\n"
-            "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n");
+            "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n"
+            "  --log-steps prints \"step S/T epoch E loss L lr X\" after every optimizer step\n"
+            "  (the batch's loss and the learning rate it used; Trainer's logging_steps=1).\n");
 }
 
 typedef struct progress_ctx {
     const char *what;
     int verbose;
     double last_print;
+    int log_steps;
 } progress_ctx;
+
+/* x as the shortest decimal that reads back as the same double (Python's repr). */
+static const char *shortest(char *buf, size_t len, double x)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            break;
+    }
+    return buf;
+}
 
 static int on_progress(void *ctx, const bft_progress *p)
 {
@@ -58,9 +73,14 @@ static int on_progress(void *ctx, const bft_progress *p)
                    (double)p->eval_accuracy, (double)p->eval_macro_f1);
         putchar('\n');
         fflush(stdout);
+    } else if (c->log_steps) {
+        char lr[32];
+        printf("%sstep %lld/%lld epoch %d loss %.9g lr %s\n", c->what, (long long)p->step,
+               (long long)p->total_steps, p->epoch, (double)p->step_loss,
+               shortest(lr, sizeof lr, p->lr));
     } else if (c->verbose && p->elapsed_s - c->last_print >= 5.0) {
         fprintf(stderr, "%sstep %lld/%lld epoch %d loss %.4f lr %.3g samples_per_s %.2f eta %.0fs\n", c->what,
-                (long long)p->step, (long long)p->total_steps, p->epoch, (double)p->loss, (double)p->lr,
+                (long long)p->step, (long long)p->total_steps, p->epoch, (double)p->loss, p->lr,
                 p->samples_per_s, p->eta_s);
         c->last_print = p->elapsed_s;
     }
@@ -305,8 +325,10 @@ int cmd_train(int argc, char **argv)
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
     int group = 0, scratch = 0;
     scratch_opts so = {8000, 0, 4, 256, 4, 1024, 512};
-    float valid_frac = 0.0f, mlm_lr = 0.0f;
+    float valid_frac = 0.0f;
+    double mlm_lr = 0.0;
     bft_train_opts o = bft_train_default_opts();
+    progress_ctx pc = {"", 0, 0, 0};
     cli_opt opts[] = {
         {"model", OPT_STR, &model_dir, 0, 0, 0, 0, 0, 0},
         {"from-scratch", OPT_FLAG, &scratch, 0, 0, 0, 0, 0, 0},
@@ -323,9 +345,9 @@ int cmd_train(int argc, char **argv)
         {"epochs", OPT_INT, &o.epochs, 1, 1, 100000, 0, 0, 0},
         {"out", OPT_STR, &out_dir, 1, 0, 0, 0, 0, 0},
         {"batch-size", OPT_INT, &o.batch_size, 0, 1, 1 << 16, 0, 0, 0},
-        {"lr", OPT_FLOAT, &o.learning_rate, 0, 0, 0, 0.0, 10.0, 0},
-        {"warmup-ratio", OPT_FLOAT, &o.warmup_ratio, 0, 0, 0, 0.0, 1.0, 0},
-        {"weight-decay", OPT_FLOAT, &o.weight_decay, 0, 0, 0, 0.0, 10.0, 0},
+        {"lr", OPT_DOUBLE, &o.learning_rate, 0, 0, 0, 0.0, 10.0, 0},
+        {"warmup-ratio", OPT_DOUBLE, &o.warmup_ratio, 0, 0, 0, 0.0, 1.0, 0},
+        {"weight-decay", OPT_DOUBLE, &o.weight_decay, 0, 0, 0, 0.0, 10.0, 0},
         {"max-grad-norm", OPT_FLOAT, &o.max_grad_norm, 0, 0, 0, 0.0, 1e30, 0},
         {"max-length", OPT_INT, &max_length, 0, 2, 1 << 20, 0, 0, 0},
         {"seed", OPT_U64, &o.seed, 0, 0, 0, 0, 0, 0},
@@ -335,11 +357,12 @@ int cmd_train(int argc, char **argv)
         {"num-labels", OPT_INT, &num_labels, 0, 2, 1000000, 0, 0, 0},
         {"validation-fraction", OPT_FLOAT, &valid_frac, 0, 0, 0, 0.0, 0.9, 0},
         {"mlm-epochs", OPT_INT, &mlm_epochs, 0, 0, 100000, 0, 0, 0},
-        {"mlm-lr", OPT_FLOAT, &mlm_lr, 0, 0, 0, 0.0, 10.0, 0},
+        {"mlm-lr", OPT_DOUBLE, &mlm_lr, 0, 0, 0, 0.0, 10.0, 0},
         {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
         {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
         {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
         {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
+        {"log-steps", OPT_FLAG, &pc.log_steps, 0, 0, 0, 0, 0, 0},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     cli_csv csv = {0};
@@ -354,7 +377,6 @@ int cmd_train(int argc, char **argv)
     int K = 0;
     bft_dataset train_ds, valid_ds;
     bft_train_result res;
-    progress_ctx pc = {"", 0, 0};
 
     if (cli_wants_help(argc, argv)) {
         train_usage(stdout);
@@ -451,8 +473,9 @@ int cmd_train(int argc, char **argv)
         cli_error("train", &err, NULL);
         goto out;
     }
-    printf("train_loss %.6f steps %lld seconds %.1f samples_per_s %.2f", (double)res.train_loss,
-           (long long)res.steps, res.seconds, res.samples_per_s);
+    printf("train_loss %.6f steps %lld warmup_steps %lld seconds %.1f samples_per_s %.2f",
+           (double)res.train_loss, (long long)res.steps, (long long)res.warmup_steps, res.seconds,
+           res.samples_per_s);
     if (!isnan(res.eval_accuracy))
         printf(" eval_loss %.6f eval_accuracy %.4f eval_macro_f1 %.4f", (double)res.eval_loss,
                (double)res.eval_accuracy, (double)res.eval_macro_f1);

@@ -257,8 +257,8 @@ void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float
     BE->sigmoid_bce(probs, losses, dlogits, logits, targets, N, K, dscale);
 }
 
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, float gscale, int64_t t, int zero_grad)
+void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad)
 {
     BE->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, gscale, t, zero_grad);
 }

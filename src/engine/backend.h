@@ -91,8 +91,8 @@ typedef struct bft_backend {
                          const int32_t *labels, int N, int K, float dscale);
     void (*sigmoid_bce)(float *probs, float *losses, float *dlogits, const float *logits,
                         const float *targets, int N, int K, float dscale);
-    void (*adamw)(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float gscale, int64_t t, int zero_grad);
+    void (*adamw)(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad);
     double (*sumsq)(const float *x, size_t n);
     void (*zero)(float *x, size_t n);
     void (*strided_rows)(int64_t *rows, int n, int64_t stride);

@@ -36,6 +36,7 @@ const char *bft_status_name(int code)
     case BFT_ECANCEL: return "BFT_ECANCEL";
     case BFT_EDEVICE: return "BFT_EDEVICE";
     case BFT_EUNSUPPORTED: return "BFT_EUNSUPPORTED";
+    case BFT_EUNSAFE: return "BFT_EUNSAFE";
     default: return "BFT_E?";
     }
 }

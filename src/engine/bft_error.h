@@ -19,7 +19,8 @@ typedef enum bft_status {
     BFT_EIO = 5,       /* file system error */
     BFT_ECANCEL = 6,   /* a callback asked to stop */
     BFT_EDEVICE = 7,   /* compute device unavailable or failed */
-    BFT_EUNSUPPORTED = 8 /* valid input the engine does not implement */
+    BFT_EUNSUPPORTED = 8, /* valid input the engine does not implement */
+    BFT_EUNSAFE = 9    /* input that asks to run code (a pickle naming os.system, ...): refused */
 } bft_status;
 
 typedef struct bft_error {

@@ -19,6 +19,7 @@
 #include "model.h"
 #include "resource.h"
 #include "rng.h"
+#include "ptbin.h"
 #include "safetensors.h"
 #include "engine_util.h"
 
@@ -191,10 +192,14 @@ static int attach_vocab(bft_model *m, const char *vocab, size_t vocab_len, bft_e
     if (lines != (size_t)m->cfg.vocab_size)
         return bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %zu lines but config.json has vocab_size %d",
                              lines, m->cfg.vocab_size);
-    m->vocab = malloc(vocab_len + 1);
+    /* kept with a final line break (psql's `cat vocab.txt` strips it), so the
+     * same vocabulary is stored and exported as the same bytes */
+    m->vocab = malloc(vocab_len + 2);
     if (!m->vocab)
         return bft_set_error(err, BFT_ENOMEM, "vocab.txt: out of memory");
     memcpy(m->vocab, vocab, vocab_len);
+    if (vocab_len > 0 && vocab[vocab_len - 1] != '\n')
+        m->vocab[vocab_len++] = '\n';
     m->vocab[vocab_len] = '\0';
     m->vocab_len = vocab_len;
     m->tok = bft_tokenizer_new(m->vocab, m->vocab_len, &m->cfg.tok, err);
@@ -434,6 +439,8 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
                               size_t st_len, bft_error *err)
 {
     bft_model *m = calloc(1, sizeof *m);
+    char *tj_vocab = NULL;
+    size_t i = 0;
     if (!m) {
         bft_set_error(err, BFT_ENOMEM, "model: out of memory");
         return NULL;
@@ -441,12 +448,22 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
     bft_clear_error(err);
     if (bft_config_parse(config_json, config_len, &m->cfg, err) < 0)
         goto fail;
-    if (tokenizer_config && bft_tokenizer_config_parse(tokenizer_config, tokcfg_len, &m->cfg, err) < 0)
-        goto fail;
     if (!vocab) {
         bft_set_error(err, BFT_EINVAL, "vocab.txt: no data");
         goto fail;
     }
+    /* tokenizer.json instead of vocab.txt: its vocabulary and normalizer
+     * (tokenizer_config.json, when given, overrides the normalizer's settings
+     * as BertTokenizerFast does) */
+    while (i < vocab_len && (vocab[i] == ' ' || vocab[i] == '\t' || vocab[i] == '\n' || vocab[i] == '\r'))
+        i++;
+    if (i < vocab_len && vocab[i] == '{') {
+        if (bft_tokenizer_json_parse(vocab, vocab_len, &m->cfg, &tj_vocab, &vocab_len, err) < 0)
+            goto fail;
+        vocab = tj_vocab;
+    }
+    if (tokenizer_config && bft_tokenizer_config_parse(tokenizer_config, tokcfg_len, &m->cfg, err) < 0)
+        goto fail;
     if (count_lines(vocab, vocab_len) != (size_t)m->cfg.vocab_size) {
         bft_set_error(err, BFT_EMISMATCH, "vocab.txt has %zu lines but config.json has vocab_size %d",
                       count_lines(vocab, vocab_len), m->cfg.vocab_size);
@@ -456,14 +473,27 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
         bft_set_error(err, BFT_EINVAL, ST ": no data");
         goto fail;
     }
-    if (load_weights(m, safetensors, st_len, err) != BFT_OK)
+    if (bft_pt_detect(safetensors, st_len)) {
+        /* pytorch_model.bin: its tensors as safetensors bytes, nothing executed */
+        size_t conv_len = 0;
+        void *conv = bft_pt_to_safetensors(safetensors, st_len, &conv_len, err);
+        int lrc;
+        if (!conv)
+            goto fail;
+        lrc = load_weights(m, conv, conv_len, err);
+        free(conv);
+        if (lrc != BFT_OK)
+            goto fail;
+    } else if (load_weights(m, safetensors, st_len, err) != BFT_OK)
         goto fail;
     if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK)
         goto fail;
+    free(tj_vocab);
     return m;
 fail:
     if (err && err->code == BFT_OK)
         bft_set_error(err, BFT_EFORMAT, "model: load failed");
+    free(tj_vocab);
     bft_model_free(m);
     return NULL;
 }
@@ -635,30 +665,44 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EINVAL, "model directory: NULL");
         return NULL;
     }
+    /* vocab.txt, or tokenizer.json when a checkpoint ships only that */
+    int rv;
     if (read_file(dir, "config.json", &config, &config_len, 0, err) < 0 ||
-        read_file(dir, "vocab.txt", &vocab, &vocab_len, 0, err) < 0 ||
+        (rv = read_file(dir, "vocab.txt", &vocab, &vocab_len, 1, err)) < 0 ||
+        (rv == 1 && read_file(dir, "tokenizer.json", &vocab, &vocab_len, 1, err) < 0) ||
         read_file(dir, "tokenizer_config.json", &tokcfg, &tokcfg_len, 1, err) < 0)
         goto out;
+    if (!vocab) {
+        bft_set_error(err, BFT_EIO, "%s: neither vocab.txt nor tokenizer.json exists", dir);
+        goto out;
+    }
     if ((size_t)snprintf(path, sizeof path, "%s/" ST, dir) >= sizeof path) {
         bft_set_error(err, BFT_EINVAL, "%s: path too long", dir);
         goto out;
     }
+    /* model.safetensors when it exists, else pytorch_model.bin */
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT) {
+        char bin[PATH_MAX];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        fd = open(bin, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd >= 0 || errno != ENOENT)
+            memcpy(path, bin, sizeof path);
+        else
+            errno = ENOENT;
+    }
     if (fd < 0) {
         int e = errno;
-        char bin[PATH_MAX], idx[PATH_MAX];
-        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        char idx[PATH_MAX], bidx[PATH_MAX];
         snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", dir);
-        if (e == ENOENT && access(idx, F_OK) == 0)
+        snprintf(bidx, sizeof bidx, "%s/pytorch_model.bin.index.json", dir);
+        if (e == ENOENT && (access(idx, F_OK) == 0 || access(bidx, F_OK) == 0))
             bft_set_error(err, BFT_EUNSUPPORTED,
-                          "%s: sharded checkpoints (model.safetensors.index.json) are not supported; "
+                          "%s: sharded checkpoints (%s) are not supported; "
                           "save the model as one model.safetensors",
-                          dir);
-        else if (e == ENOENT && access(bin, F_OK) == 0)
-            bft_set_error(err, BFT_EUNSUPPORTED,
-                          "%s: only model.safetensors is read; this directory has pytorch_model.bin "
-                          "(convert it with safetensors or save_pretrained(safe_serialization=True))",
-                          dir);
+                          dir, access(idx, F_OK) == 0 ? "model.safetensors.index.json" : "pytorch_model.bin.index.json");
+        else if (e == ENOENT)
+            bft_set_error(err, BFT_EIO, "%s: neither model.safetensors nor pytorch_model.bin exists", dir);
         else
             bft_set_error(err, BFT_EIO, "%s: %s", path, strerror(e));
         goto out;
@@ -672,12 +716,20 @@ bft_model *bft_model_load_dir(const char *dir, bft_error *err)
         bft_set_error(err, BFT_EFORMAT, "%s: empty file", path);
         goto out;
     }
-    /* the mapped file, then parameters as F32 (twice its size from F16/BF16) */
-    if (bft_memory_check(st_len + 2 * st_len, ST, err) != BFT_OK)
+    /* the mapped file, then parameters as F32 (twice its size from F16/BF16);
+     * a pytorch_model.bin is first converted to safetensors bytes (about its
+     * size again) */
+    if (bft_memory_check(st_len + 2 * st_len + (strstr(path, "/pytorch_model.bin") ? st_len : 0), ST, err) !=
+        BFT_OK)
         goto out;
     st = mmap(NULL, st_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (st == MAP_FAILED) {
         bft_set_error(err, BFT_EIO, "%s: mmap: %s", path, strerror(errno));
+        goto out;
+    }
+    if (strstr(path, "/pytorch_model.bin") && !bft_pt_detect(st, st_len)) {
+        bft_set_error(err, BFT_EFORMAT, "%s: not a PyTorch checkpoint (neither torch.save's zip archive nor its "
+                      "legacy format)", path);
         goto out;
     }
     m = bft_model_load_mem(config, config_len, vocab, vocab_len, tokcfg, tokcfg ? tokcfg_len : 0, st, st_len,

@@ -9,6 +9,7 @@
  * relative position embeddings, decoders, regression heads) → BFT_EUNSUPPORTED.
  */
 #include "model.h"
+#include "resource.h"
 
 #include <json-c/json.h>
 #include <limits.h>
@@ -682,6 +683,175 @@ int bft_tokenizer_config_parse(const char *json, size_t len, bft_config *cfg, bf
     cfg->tok = t;
     rc = 0;
 out:
+    json_object_put(root);
+    return rc;
+}
+
+/* ---- tokenizer.json (the "fast" tokenizer's file) ----------------------- */
+
+#define TJ "tokenizer.json"
+
+/* Place token s (l bytes) at id in the table; checks text and uniqueness. */
+static int tj_put(const char **table, int n, int64_t id, const char *s, size_t l, bft_error *err)
+{
+    if (id < 0 || id >= n) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": token \"%.100s\" has id %lld outside [0, %d)", s,
+                      (long long)id, n);
+        return -1;
+    }
+    if (l == 0 || strlen(s) != l || strpbrk(s, "\n\r")) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": token %lld is empty or contains a NUL or line break",
+                      (long long)id);
+        return -1;
+    }
+    if (table[id] && strcmp(table[id], s) != 0) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": id %lld is both \"%.100s\" and \"%.100s\"", (long long)id,
+                      table[id], s);
+        return -1;
+    }
+    table[id] = s;
+    return 0;
+}
+
+int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char **vocab,
+                             size_t *vocab_len, bft_error *err)
+{
+    json_object *root = NULL, *model, *v, *vmap, *added, *norm;
+    const char **table = NULL;
+    bft_tokenizer_opts t = cfg->tok;
+    char *out = NULL;
+    size_t total = 0;
+    int n = 0, rc = -1;
+
+    *vocab = NULL;
+    *vocab_len = 0;
+    /* json-c's objects take a few tens of bytes per byte of a vocabulary */
+    if (bft_memory_check(len * 16, TJ, err) != BFT_OK)
+        return -1;
+    if (!(root = parse_json(json, len, TJ, err)))
+        return -1;
+    if (!json_object_is_type(root, json_type_object) ||
+        !json_object_object_get_ex(root, "model", &model) || !model ||
+        !json_object_is_type(model, json_type_object)) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": no \"model\" object");
+        goto out;
+    }
+    if (!json_object_object_get_ex(model, "type", &v) || !v || !json_object_is_type(v, json_type_string) ||
+        strcmp(json_object_get_string(v), "WordPiece") != 0) {
+        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": model type %s is not supported (bft reads BERT's WordPiece)",
+                      v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(none)");
+        goto out;
+    }
+    if (json_object_object_get_ex(model, "continuing_subword_prefix", &v) && v &&
+        (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "##") != 0)) {
+        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": continuing_subword_prefix must be \"##\"");
+        goto out;
+    }
+    if (json_object_object_get_ex(model, "max_input_chars_per_word", &v) && v &&
+        (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 100)) {
+        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": max_input_chars_per_word must be 100 (BERT's)");
+        goto out;
+    }
+    if (!json_object_object_get_ex(model, "vocab", &vmap) || !vmap ||
+        !json_object_is_type(vmap, json_type_object)) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": model.vocab must be an object (token -> id)");
+        goto out;
+    }
+    n = json_object_object_length(vmap);
+    if (json_object_object_get_ex(root, "added_tokens", &added) && added &&
+        !json_object_is_type(added, json_type_array)) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens must be an array");
+        goto out;
+    }
+    /* added tokens past the vocabulary extend it (ids must stay dense) */
+    if (added)
+        for (size_t i = 0; i < json_object_array_length(added); i++) {
+            json_object *a = json_object_array_get_idx(added, i), *id;
+            if (a && json_object_object_get_ex(a, "id", &id) && id && json_object_is_type(id, json_type_int) &&
+                json_object_get_int64(id) >= n && json_object_get_int64(id) < MAX_DIM)
+                n = (int)json_object_get_int64(id) + 1;
+        }
+    if (n < 1 || n > MAX_DIM) {
+        bft_set_error(err, BFT_EFORMAT, TJ ": %d tokens", n);
+        goto out;
+    }
+    if (!(table = calloc((size_t)n, sizeof *table))) {
+        bft_set_error(err, BFT_ENOMEM, TJ ": out of memory");
+        goto out;
+    }
+    json_object_object_foreach(vmap, key, val)
+    {
+        if (!val || !json_object_is_type(val, json_type_int)) {
+            bft_set_error(err, BFT_EFORMAT, TJ ": the id of \"%.100s\" must be an integer", key);
+            goto out;
+        }
+        if (tj_put(table, n, json_object_get_int64(val), key, strlen(key), err) < 0)
+            goto out;
+    }
+    if (added)
+        for (size_t i = 0; i < json_object_array_length(added); i++) {
+            json_object *a = json_object_array_get_idx(added, i), *id, *content;
+            if (!a || !json_object_is_type(a, json_type_object) ||
+                !json_object_object_get_ex(a, "id", &id) || !id || !json_object_is_type(id, json_type_int) ||
+                !json_object_object_get_ex(a, "content", &content) || !content ||
+                !json_object_is_type(content, json_type_string)) {
+                bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens[%zu] needs an integer id and a string content", i);
+                goto out;
+            }
+            if (tj_put(table, n, json_object_get_int64(id), json_object_get_string(content),
+                       (size_t)json_object_get_string_len(content), err) < 0)
+                goto out;
+        }
+    for (int i = 0; i < n; i++) {
+        if (!table[i]) {
+            bft_set_error(err, BFT_EFORMAT, TJ ": no token has id %d (ids must be 0..%d)", i, n - 1);
+            goto out;
+        }
+        total += strlen(table[i]) + 1;
+    }
+    /* the normalizer decides the casing and accents, as BertTokenizerFast's */
+    if (json_object_object_get_ex(root, "normalizer", &norm) && norm) {
+        const char *type = NULL;
+        if (!json_object_is_type(norm, json_type_object) ||
+            !json_object_object_get_ex(norm, "type", &v) || !v || !json_object_is_type(v, json_type_string)) {
+            bft_set_error(err, BFT_EFORMAT, TJ ": normalizer must be an object with a type");
+            goto out;
+        }
+        type = json_object_get_string(v);
+        if (strcmp(type, "BertNormalizer") != 0) {
+            bft_set_error(err, BFT_EUNSUPPORTED, TJ ": normalizer %s is not supported (bft implements BertNormalizer)",
+                          type);
+            goto out;
+        }
+        if (get_bool_field(norm, TJ, "lowercase", &t.do_lower_case, 0, 0, err) < 0 ||
+            get_bool_field(norm, TJ, "strip_accents", &t.strip_accents, 1, -1, err) < 0 ||
+            get_bool_field(norm, TJ, "handle_chinese_chars", &t.tokenize_chinese_chars, 0, 0, err) < 0)
+            goto out;
+    }
+    if (json_object_object_get_ex(root, "pre_tokenizer", &v) && v &&
+        (!json_object_is_type(v, json_type_object) || !json_object_object_get_ex(v, "type", &v) || !v ||
+         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "BertPreTokenizer") != 0)) {
+        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": only the BertPreTokenizer is supported");
+        goto out;
+    }
+    if (!(out = malloc(total + 1))) {
+        bft_set_error(err, BFT_ENOMEM, TJ ": out of memory");
+        goto out;
+    }
+    total = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(table[i]);
+        memcpy(out + total, table[i], l);
+        out[total + l] = '\n';
+        total += l + 1;
+    }
+    out[total] = '\0';
+    *vocab = out;
+    *vocab_len = total;
+    cfg->tok = t;
+    rc = 0;
+out:
+    free(table);
     json_object_put(root);
     return rc;
 }

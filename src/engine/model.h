@@ -59,6 +59,15 @@ int bft_config_validate(const bft_config *cfg, bft_error *err);
 /* Apply tokenizer_config.json bytes to cfg->tok. Returns 0 or -1 with err. */
 int bft_tokenizer_config_parse(const char *json, size_t len, bft_config *cfg, bft_error *err);
 
+/* tokenizer.json bytes (a checkpoint that ships no vocab.txt): the WordPiece
+ * vocabulary as vocab.txt text (one token per line, line = id; model.vocab and
+ * added_tokens, ids dense from 0) in *vocab (malloc'd, caller frees) and the
+ * BertNormalizer's lowercase / strip_accents / handle_chinese_chars in cfg->tok.
+ * Other models, normalizers or pre-tokenizers are BFT_EUNSUPPORTED. Returns 0
+ * or -1 with err. */
+int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char **vocab,
+                             size_t *vocab_len, bft_error *err);
+
 /* config.json text for cfg (architectures BertForSequenceClassification or
  * BertForMaskedLM, model_type bert, id2label/label2id). malloc'd, caller frees. */
 char *bft_config_to_json(const bft_config *cfg, int has_classifier, int has_mlm);

@@ -174,11 +174,14 @@ void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float
                         const float *targets, int N, int K, float dscale);
 
 /* AdamW step as torch.optim.AdamW on n parameters (t = 1-based step):
- * g' = g·gscale; p *= 1 - lr·wd; m = b1·m + (1-b1)·g'; v = b2·v + (1-b2)·g'^2;
+ * g' = g·gscale; p *= 1 - lr·wd; m = lerp(m, g', 1-b1); v = b2·v + (1-b2)·g'^2;
  * p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps).
+ * The hyper-parameters are doubles, as Python floats are in torch: every
+ * scalar (1 - lr·wd, 1 - b1, 1 - b2, lr/(1-b1^t), sqrt(1-b2^t)) is computed in
+ * double and rounded once to float, like torch's scalar arguments.
  * zero_grad: also set g to 0 (saves a separate pass before the next backward). */
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float gscale, int64_t t, int zero_grad);
+void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad);
 
 /* Sum of squares of x (n), accumulated in double in a fixed order. */
 double bft_op_sumsq(const float *x, size_t n);

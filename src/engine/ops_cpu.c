@@ -1256,7 +1256,7 @@ void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float
 
 typedef struct {
     float *p, *m, *v, *g;
-    float lr, b1, b2, eps, wd, gscale, step_size, bc2s;
+    float decay, b2, c1, c2, eps, gscale, step_size, bc2s;
     int zero_grad;
 } adamw_job;
 
@@ -1264,14 +1264,14 @@ BFT_HOT static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     adamw_job *j = ctx;
     float *p = j->p, *m = j->m, *v = j->v, *g = j->g;
-    float decay = 1.0f - j->lr * j->wd, b1 = j->b1, b2 = j->b2, c1 = 1.0f - b1, c2 = 1.0f - b2;
+    float decay = j->decay, b2 = j->b2, c1 = j->c1, c2 = j->c2;
     float gs = j->gscale, ss = -j->step_size, bc2s = j->bc2s, eps = j->eps;
     (void)tid;
     for (int64_t i = i0; i < i1; i++) {
         float gi = g[i] * gs;
         float pi = p[i] * decay;
-        float mi = m[i] * b1 + gi * c1;
-        float vi = v[i] * b2 + gi * gi * c2;
+        float mi = m[i] + c1 * (gi - m[i]); /* torch's lerp_ (weight < 0.5) */
+        float vi = v[i] * b2 + c2 * gi * gi; /* mul_(b2).addcmul_(g, g, value=1-b2) */
         m[i] = mi;
         v[i] = vi;
         p[i] = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
@@ -1280,13 +1280,13 @@ BFT_HOT static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
         memset(g + i0, 0, (size_t)(i1 - i0) * sizeof *g);
 }
 
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
+void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad)
 {
-    adamw_job j = {p, m, v, g, lr, b1, b2, eps, wd, gscale, 0.0f, 0.0f, zero_grad};
-    double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
-    j.step_size = (float)((double)lr / bc1);
-    j.bc2s = (float)sqrt(bc2);
+    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    adamw_job j = {p, m, v, g, (float)(1.0 - lr * wd), (float)b2, (float)(1.0 - b1),
+                   (float)(1.0 - b2), (float)eps, gscale, (float)(lr / bc1), (float)sqrt(bc2),
+                   zero_grad};
     bft_parallel_for((int64_t)n, 32768, adamw_part, &j);
 }
 

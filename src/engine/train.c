@@ -43,13 +43,13 @@ bft_train_opts bft_train_default_opts(void)
     memset(&o, 0, sizeof o);
     o.epochs = 3;
     o.batch_size = 8;
-    o.learning_rate = 5e-5f;
-    o.warmup_ratio = 0.0f;
-    o.weight_decay = 0.0f;
+    o.learning_rate = 5e-5;
+    o.warmup_ratio = 0.0;
+    o.weight_decay = 0.0;
     o.max_grad_norm = 1.0f;
-    o.adam_beta1 = 0.9f;
-    o.adam_beta2 = 0.999f;
-    o.adam_eps = 1e-8f;
+    o.adam_beta1 = 0.9;
+    o.adam_beta2 = 0.999;
+    o.adam_eps = 1e-8;
     o.dropout = -1.0f;
     o.shuffle = 1;
     o.group_by_length = 0;
@@ -709,11 +709,12 @@ static int is_prefix(const char *s, const char *p)
     return strncmp(s, p, strlen(p)) == 0;
 }
 
-/* lr of update number step (0-based) under get_linear_schedule_with_warmup. */
+/* lr of update number step (0-based) under get_linear_schedule_with_warmup:
+ * LambdaLR's base_lr * lambda(step), rounded as in Python. */
 static double schedule_lr(double base, int64_t step, int64_t total, int64_t warmup)
 {
     if (step < warmup)
-        return base * (double)step / (double)(warmup > 1 ? warmup : 1);
+        return base * ((double)step / (double)(warmup > 1 ? warmup : 1));
     double r = (double)(total - step) / (double)(total - warmup > 1 ? total - warmup : 1);
     return base * (r > 0.0 ? r : 0.0);
 }
@@ -738,8 +739,8 @@ static double optimizer_step(trainer *t, double lr, int64_t step1)
             continue;
         size_t off = t->tensors[i].offset;
         bft_op_adamw(t->m->params_mem + off, t->grad_mem + off, t->m_mem + off, t->v_mem + off,
-                     t->tensors[i].numel, (float)lr, o->adam_beta1, o->adam_beta2, o->adam_eps,
-                     t->tensors[i].decay ? o->weight_decay : 0.0f, gscale, step1,
+                     t->tensors[i].numel, lr, o->adam_beta1, o->adam_beta2, o->adam_eps,
+                     t->tensors[i].decay ? o->weight_decay : 0.0, gscale, step1,
                      t->accumulated[i]);
     }
     return norm;
@@ -849,15 +850,17 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
         return bft_set_error(err, BFT_EINVAL, "epochs must be > 0 (got %d)", o->epochs);
     if (o->batch_size <= 0)
         return bft_set_error(err, BFT_EINVAL, "batch_size must be > 0 (got %d)", o->batch_size);
-    if (!(o->learning_rate >= 0.0f) || !(o->warmup_ratio >= 0.0f && o->warmup_ratio <= 1.0f) ||
-        !(o->weight_decay >= 0.0f) || !(o->adam_beta1 >= 0.0f && o->adam_beta1 < 1.0f) ||
-        !(o->adam_beta2 >= 0.0f && o->adam_beta2 < 1.0f) || !(o->adam_eps >= 0.0f) ||
+    if (!(o->learning_rate >= 0.0 && o->learning_rate <= 1e6) ||
+        !(o->warmup_ratio >= 0.0 && o->warmup_ratio <= 1.0) ||
+        !(o->weight_decay >= 0.0 && o->weight_decay <= 1e6) ||
+        !(o->adam_beta1 >= 0.0 && o->adam_beta1 < 1.0) ||
+        !(o->adam_beta2 >= 0.0 && o->adam_beta2 < 1.0) || !(o->adam_eps >= 0.0 && o->adam_eps <= 1e6) ||
         !(o->dropout < 1.0f) || isnan(o->max_grad_norm))
         return bft_set_error(err, BFT_EINVAL,
                              "invalid optimizer options (lr %g, warmup_ratio %g, weight_decay %g, "
                              "betas %g/%g, eps %g, dropout %g)",
                              o->learning_rate, o->warmup_ratio, o->weight_decay, o->adam_beta1,
-                             o->adam_beta2, o->adam_eps, o->dropout);
+                             o->adam_beta2, o->adam_eps, (double)o->dropout);
     if (task == TASK_CLS) {
         if (!m->parts.classifier || !m->p.clsw || K < 1)
             return bft_set_error(err, BFT_EINVAL, "the model has no classifier (set the labels first)");
@@ -964,7 +967,8 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
 
     int64_t steps_per_epoch = (ds->n + o->batch_size - 1) / o->batch_size;
     int64_t total = steps_per_epoch * o->epochs;
-    int64_t warmup = (int64_t)ceil((double)total * (double)o->warmup_ratio);
+    /* Trainer: math.ceil(num_training_steps * warmup_ratio), Python floats */
+    int64_t warmup = (int64_t)ceil((double)total * o->warmup_ratio);
     int64_t step = 0;
     double t0 = now_s(), loss_all = 0.0;
     int64_t samples = 0;
@@ -1050,7 +1054,8 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                 pr.step = step;
                 pr.total_steps = total;
                 pr.loss = (float)(loss_epoch / steps_epoch);
-                pr.lr = (float)lr;
+                pr.step_loss = loss;
+                pr.lr = lr;
                 pr.elapsed_s = el;
                 pr.samples_per_s = el > 0 ? samples / el : 0.0;
                 pr.eta_s = el / step * (total - step);
@@ -1073,6 +1078,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
         double elapsed = now_s() - t0;
         if (res) {
             res->steps = step;
+            res->warmup_steps = warmup;
             res->epochs = epoch;
             res->train_loss = (float)(loss_all / step);
             res->last_epoch_loss = (float)(loss_epoch / steps_epoch);
@@ -1091,7 +1097,8 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             pr.step = step;
             pr.total_steps = total;
             pr.loss = (float)(loss_epoch / steps_epoch);
-            pr.lr = (float)schedule_lr(o->learning_rate, step - 1, total, warmup);
+            pr.step_loss = NAN;
+            pr.lr = schedule_lr(o->learning_rate, step - 1, total, warmup);
             pr.elapsed_s = elapsed;
             pr.samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
             pr.eta_s = elapsed / step * (total - step);

@@ -29,11 +29,14 @@ typedef struct bft_dataset {
 typedef struct bft_train_opts {
     int epochs;              /* > 0 */
     int batch_size;          /* default 8 */
-    float learning_rate;     /* default 5e-5 */
-    float warmup_ratio;      /* default 0; warmup steps = ceil(total_steps * ratio) */
-    float weight_decay;      /* default 0; never on biases / LayerNorm weights */
+    /* The optimizer's hyper-parameters are doubles, as Trainer's Python floats:
+     * warmup steps = ceil(total_steps * warmup_ratio) in double gives Trainer's
+     * count (20 steps x 0.1 -> 2; in float, 0.1f makes it 3). */
+    double learning_rate;    /* default 5e-5 */
+    double warmup_ratio;     /* default 0; warmup steps = ceil(total_steps * ratio) */
+    double weight_decay;     /* default 0; never on biases / LayerNorm weights */
     float max_grad_norm;     /* default 1.0; <= 0 disables clipping */
-    float adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 1e-8 */
+    double adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 1e-8 */
     float dropout;           /* < 0: keep the config's probabilities; else overrides all */
     int shuffle;             /* 1: reshuffle every epoch from seed; 0: dataset order */
     int group_by_length;     /* 1: length-grouped batches (HF group_by_length) */
@@ -72,7 +75,9 @@ typedef struct bft_progress {
     int64_t step;            /* optimizer steps done, over all epochs */
     int64_t total_steps;
     float loss;              /* mean loss over the steps of this epoch so far */
-    float lr;                /* learning rate of the last step */
+    float step_loss;         /* phase 0: the loss of this step's batch (Trainer's
+                              * per-step log with logging_steps=1) */
+    double lr;               /* learning rate of the last step */
     double samples_per_s;
     double elapsed_s;
     double eta_s;
@@ -87,6 +92,7 @@ typedef int (*bft_progress_fn)(void *ctx, const bft_progress *p);
 
 typedef struct bft_train_result {
     int64_t steps;
+    int64_t warmup_steps;    /* ceil(total steps * warmup_ratio), as Trainer */
     int epochs;
     float train_loss;        /* mean over all steps (HF train_loss) */
     float last_epoch_loss;

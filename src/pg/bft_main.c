@@ -354,6 +354,9 @@ bft_engine_errcode(int code)
 			return ERRCODE_SYSTEM_ERROR;
 		case BFT_EUNSUPPORTED:
 			return ERRCODE_FEATURE_NOT_SUPPORTED;
+		case BFT_EUNSAFE:
+			/* a checkpoint asking to run code: refused, never executed */
+			return ERRCODE_INSUFFICIENT_PRIVILEGE;
 		default:
 			return ERRCODE_INTERNAL_ERROR;
 	}
@@ -378,7 +381,9 @@ bft_report_engine_error(const bft_error *err, const char *what)
 			 code == BFT_ENOMEM ?
 			 errhint("Use a smaller batch_size, max_length or model, or raise bft.max_memory if the server has the memory.") :
 			 (code == BFT_EMISMATCH || code == BFT_EFORMAT) ?
-			 errhint("The model's config, vocabulary and weights must come from the same checkpoint.") : 0));
+			 errhint("The model's config, vocabulary and weights must come from the same checkpoint.") :
+			 code == BFT_EUNSAFE ?
+			 errhint("Only the tensors of a state dict saved with torch.save are read; convert other files to model.safetensors with a trusted tool.") : 0));
 }
 
 /* Append "key": v to a JSON object being built (null for NaN/inf). */

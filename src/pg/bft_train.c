@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/shortest_dec.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
@@ -257,7 +258,21 @@ progress_cb(void *ctx, const bft_progress *p)
 			appendStringInfoChar(&pc->epochs, '}');
 			pc->last_notice = now;
 		}
-		else if (bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
+		else
+		{
+			/* every optimizer step at DEBUG1 (Trainer's logging_steps=1) */
+			if (message_level_is_interesting(DEBUG1))
+			{
+				char		lr[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+				double_to_shortest_decimal_buf(p->lr, lr);
+				ereport(DEBUG1,
+						(errmsg_internal("%s step " INT64_FORMAT "/" INT64_FORMAT " epoch %d loss %.9g lr %s",
+										 pc->phase, p->step, p->total_steps, p->epoch,
+										 (double) p->step_loss, lr)));
+			}
+		}
+		if (p->phase == 0 && bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
 		{
 			ereport(NOTICE,
 					(errmsg("%s epoch %d/%d, step " INT64_FORMAT "/" INT64_FORMAT ": loss %.4f, %.1f samples/s, ETA %s",
@@ -1013,6 +1028,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	int			mlm_epochs;
 	int			batch_size;
 	double		lr;
+	bool		lr_given = !PG_ARGISNULL(7);
+	bool		warmup_given = !PG_ARGISNULL(9);
 	int			max_length = ARG_INT(8, BFT_DEFAULT_MAX_LENGTH);
 	bool		max_length_given = !PG_ARGISNULL(8);
 	double		warmup;
@@ -1197,6 +1214,14 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 		/* 'name' (deployed), 'name@N' or 'name@latest' */
 		st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
+		/* small encoders: their own learning rate and warmup defaults */
+		if (st->model->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN)
+		{
+			if (!lr_given)
+				lr = BFT_SMALL_BASE_LEARNING_RATE;
+			if (!warmup_given)
+				warmup = BFT_SMALL_BASE_WARMUP_RATIO;
+		}
 		if (!max_length_given)
 			max_length = Min(max_length, st->model->cfg.max_position_embeddings);
 		if (max_length > st->model->cfg.max_position_embeddings)
@@ -1546,9 +1571,10 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	opts = bft_train_default_opts();
 	opts.batch_size = batch_size;
-	opts.learning_rate = (float) lr;
-	opts.warmup_ratio = (float) warmup;
-	opts.weight_decay = (float) weight_decay;
+	/* doubles, as Trainer's: ceil(steps * warmup_ratio) must match */
+	opts.learning_rate = lr;
+	opts.warmup_ratio = warmup;
+	opts.weight_decay = weight_decay;
 	opts.dropout = PG_ARGISNULL(11) ? -1.0f : (float) dropout;
 	opts.shuffle = shuffle ? 1 : 0;
 	opts.group_by_length = group_by_length ? 1 : 0;
@@ -1705,8 +1731,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	initStringInfo(&metrics);
 	appendStringInfo(&metrics, "{\"rows_used\": " INT64_FORMAT ", \"rows_skipped\": " INT64_FORMAT
 					 ", \"train_rows\": " INT64_FORMAT ", \"validation_rows\": " INT64_FORMAT
-					 ", \"classes\": %d, \"steps\": " INT64_FORMAT,
-					 rows.n, rows.skipped, train_ds.n, nval, K, res.steps);
+					 ", \"classes\": %d, \"steps\": " INT64_FORMAT ", \"warmup_steps\": " INT64_FORMAT,
+					 rows.n, rows.skipped, train_ds.n, nval, K, res.steps, res.warmup_steps);
 	bft_json_key_float(&metrics, "train_loss", res.train_loss, true);
 	bft_json_key_float(&metrics, "validation_loss", nval > 0 ? res.eval_loss : NAN, true);
 	bft_json_key_float(&metrics, "validation_accuracy", nval > 0 ? res.eval_accuracy : NAN, true);

@@ -1532,7 +1532,8 @@ static void test_load_dir_errors(void)
     fputs("x", fp);
     fclose(fp);
     m = bft_model_load_dir(dir, &err);
-    CHECK(!m && err.code == BFT_EUNSUPPORTED && strstr(err.msg, "pytorch_model.bin"), "bin only: %s", err.msg);
+    CHECK(!m && err.code == BFT_EFORMAT && strstr(err.msg, "pytorch_model.bin: not a PyTorch checkpoint"),
+          "a pytorch_model.bin that is not one: %s", err.msg);
     unlink(path);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     fp = fopen(path, "w");
@@ -1663,6 +1664,164 @@ static void test_shared_params(void)
     CHECK(memcmp(ro, ref->params_mem, bytes) == 0, "the block outlives its models, unchanged");
     munmap(ro, bytes);
     bft_model_free(ref);
+
+/* ---- tokenizer.json (checkpoints without vocab.txt) --------------------- */
+
+static void write_text(const char *dir, const char *name, const char *text, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "wb");
+    if (fp) {
+        fwrite(text, 1, len, fp);
+        fclose(fp);
+    }
+}
+
+/* ids of text under m's tokenizer == want (n ids) */
+static int encodes_as(const bft_model *m, const char *text, const int32_t *want, int n)
+{
+    int32_t ids[64];
+    bft_error err;
+    int got = bft_encode(m->tok, text, strlen(text), 64, ids, &err);
+    if (got != n)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (ids[i] != want[i])
+            return 0;
+    return 1;
+}
+
+/* A model directory holding only config.json, model.safetensors and the
+ * tokenizer.json (+ tokenizer_config.json) that transformers 5's
+ * save_pretrained writes (tests/hf/make_test_files.py): the vocabulary and the
+ * BertNormalizer come from tokenizer.json; ids equal the Python tokenizers'. */
+static void test_tokenizer_json(void)
+{
+    /* ids from tokenizers.Tokenizer.from_file(...).encode(text).ids */
+    static const int32_t unc1[] = {2, 82, 97, 99, 5, 124, 32, 56, 61, 60, 7, 3};
+    static const int32_t unc2[] = {2, 115, 113, 6, 1, 17, 107, 3};
+    static const int32_t cas1[] = {2, 129, 1, 99, 5, 131, 1, 7, 3};
+    static const int32_t cas2[] = {2, 132, 113, 6, 1, 17, 107, 3};
+    const char *t1 = "The Cat sat. Hello Caf\xc3\xa9!", *t2 = "Bank shares, 42% up";
+    char tmpl[] = "/tmp/bft-tokjson-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    bft_error err;
+    size_t n;
+    files f = load_files("tiny");
+    char *tj = read_all("tests/data/hf/tokenizer/uncased/tokenizer.json", &n);
+    size_t tj_len = n, tc_len = 0, cj_len = 0;
+    char *tc = read_all("tests/data/hf/tokenizer/uncased/tokenizer_config.json", &tc_len);
+    char *cj = read_all("tests/data/hf/tokenizer/cased/tokenizer.json", &cj_len);
+    CHECK(dir && tj && tc && cj && f.config && f.st, "test files (run from the repository root)");
+    if (!dir || !tj || !tc || !cj || !f.config || !f.st)
+        goto out;
+    write_text(dir, "config.json", f.config, f.config_len);
+    write_text(dir, "model.safetensors", f.st, f.st_len);
+    write_text(dir, "tokenizer.json", tj, tj_len);
+    bft_model *m = bft_model_load_dir(dir, &err);
+    CHECK(m != NULL, "load with tokenizer.json only: %s", err.msg);
+    if (m) {
+        CHECK(m->vocab_len == f.vocab_len && memcmp(m->vocab, f.vocab, f.vocab_len) == 0,
+              "vocabulary from tokenizer.json == tiny's vocab.txt");
+        CHECK(m->cfg.tok.do_lower_case == 1 && m->cfg.tok.strip_accents == -1 &&
+                  m->cfg.tok.tokenize_chinese_chars == 1, "BertNormalizer settings");
+        CHECK(encodes_as(m, t1, unc1, 12) && encodes_as(m, t2, unc2, 8), "uncased ids == tokenizers'");
+        bft_model_free(m);
+    }
+    /* with the tokenizer_config.json save_pretrained writes beside it */
+    write_text(dir, "tokenizer_config.json", tc, tc_len);
+    m = bft_model_load_dir(dir, &err);
+    CHECK(m && m->cfg.tok.do_lower_case == 1 && m->cfg.tok.model_max_length == 512,
+          "with tokenizer_config.json: %s", m ? "" : err.msg);
+    bft_model_free(m);
+    /* cased: lowercase false in the normalizer, no tokenizer_config.json */
+    {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+        unlink(path);
+    }
+    write_text(dir, "tokenizer.json", cj, cj_len);
+    m = bft_model_load_dir(dir, &err);
+    CHECK(m != NULL, "cased tokenizer.json: %s", err.msg);
+    if (m) {
+        CHECK(m->cfg.tok.do_lower_case == 0, "lowercase false -> cased");
+        CHECK(encodes_as(m, t1, cas1, 9) && encodes_as(m, t2, cas2, 8), "cased ids == tokenizers'");
+        bft_model_free(m);
+    }
+    /* tokenizer_config.json overrides the normalizer (as BertTokenizerFast) */
+    m = bft_model_load_mem(f.config, f.config_len, cj, cj_len, "{\"do_lower_case\": true}", 23, f.st,
+                           f.st_len, &err);
+    CHECK(m && m->cfg.tok.do_lower_case == 1 && encodes_as(m, t1, unc1, 12),
+          "tokenizer.json as the vocab argument, do_lower_case from tokenizer_config: %s", m ? "" : err.msg);
+    bft_model_free(m);
+    /* vocab.txt wins when both exist */
+    write_text(dir, "vocab.txt", f.vocab, f.vocab_len);
+    m = bft_model_load_dir(dir, &err);
+    CHECK(m && m->cfg.tok.do_lower_case == 1, "vocab.txt preferred (HF defaults: uncased): %s", m ? "" : err.msg);
+    bft_model_free(m);
+
+    /* malformed or unsupported tokenizer.json: clear errors */
+    static const struct {
+        const char *json;
+        int code;
+        const char *msg;
+    } bad[] = {
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}", BFT_EUNSUPPORTED, "BPE"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": 2}}}", BFT_EFORMAT, "id 2 outside"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": 0}}}", BFT_EFORMAT, "both"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\\nb\": 1}}}", BFT_EFORMAT, "line break"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": \"1\"}}}", BFT_EFORMAT, "integer"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"continuing_subword_prefix\": \"@@\", \"vocab\": {}}}",
+         BFT_EUNSUPPORTED, "##"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": 1}}, "
+         "\"normalizer\": {\"type\": \"Sequence\"}}", BFT_EUNSUPPORTED, "Sequence"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": 1}}, "
+         "\"added_tokens\": [{\"id\": 3, \"content\": \"[X]\"}]}", BFT_EFORMAT, "no token has id 2"},
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": 1}}, "
+         "\"pre_tokenizer\": {\"type\": \"Whitespace\"}}", BFT_EUNSUPPORTED, "BertPreTokenizer"},
+        {"{\"model\": 3}", BFT_EFORMAT, "model"},
+        {"{\"model\": {\"type\": \"WordPiece\"", BFT_EFORMAT, "invalid JSON"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        bft_config cfg = bft_config_default();
+        char *v = NULL;
+        size_t vl = 0;
+        int rc = bft_tokenizer_json_parse(bad[k].json, strlen(bad[k].json), &cfg, &v, &vl, &err);
+        CHECK(rc == -1 && !v && err.code == bad[k].code && strstr(err.msg, bad[k].msg),
+              "bad tokenizer.json %zu: rc %d %s %s", k, rc, bft_status_name(err.code), err.msg);
+        free(v);
+    }
+    /* added tokens past model.vocab extend it; a JSON vocab of the wrong size is a mismatch */
+    {
+        const char *j = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"a\": 1}}, "
+                        "\"added_tokens\": [{\"id\": 2, \"content\": \"[NEW]\"}]}";
+        bft_config cfg = bft_config_default();
+        char *v = NULL;
+        size_t vl = 0;
+        CHECK(bft_tokenizer_json_parse(j, strlen(j), &cfg, &v, &vl, &err) == 0 && v &&
+                  strcmp(v, "[UNK]\na\n[NEW]\n") == 0, "added token appended: %s", v ? v : err.msg);
+        free(v);
+        m = bft_model_load_mem(f.config, f.config_len, j, strlen(j), NULL, 0, f.st, f.st_len, &err);
+        CHECK(!m && err.code == BFT_EMISMATCH, "3-token tokenizer.json for V=140: %s", err.msg);
+        bft_model_free(m);
+    }
+    {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/vocab.txt", dir);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        unlink(path);
+        m = bft_model_load_dir(dir, &err);
+        CHECK(!m && err.code == BFT_EIO && strstr(err.msg, "neither vocab.txt nor tokenizer.json"),
+              "no vocabulary file: %s", err.msg);
+    }
+out:
+    if (dir)
+        rm_dir(dir);
+    free(tj);
+    free(tc);
+    free(cj);
     free_files(&f);
 }
 
@@ -1688,5 +1847,7 @@ int main(void)
     RUN(test_corrupt_checkpoints);
     RUN(test_load_dir_errors);
     RUN(test_shared_params);
+
+    RUN(test_tokenizer_json);
     return test_summary();
 }

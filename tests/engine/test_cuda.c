@@ -551,8 +551,8 @@ static void op_suite(int bf16)
         double sc = CPU->sumsq(g.h, n), sg = GPU->sumsq(g.d, n);
         /* the CPU sums float partials of 4096 elements, the GPU in double */
         CHECK(fabs(sg - sc) <= 1e-6 * sc, "sumsq %.12g vs %.12g", sg, sc);
-        CPU->adamw(p.h, g.h, m1.h, v.h, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.7f, 3, 1);
-        GPU->adamw(p.d, g.d, m1.d, v.d, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.7f, 3, 1);
+        CPU->adamw(p.h, g.h, m1.h, v.h, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, 0.7f, 3, 1);
+        GPU->adamw(p.d, g.d, m1.d, v.d, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, 0.7f, 3, 1);
         pcmp(&p, 1e-6, 0, "adamw p");
         pcmp(&m1, 1e-6, 0, "adamw m");
         pcmp(&v, 1e-6, 0, "adamw v");
@@ -920,7 +920,7 @@ static bft_train_opts short_training(void)
     bft_train_opts o = bft_train_default_opts();
     o.epochs = 2;
     o.batch_size = 8;
-    o.learning_rate = 1e-3f;
+    o.learning_rate = 1e-3;
     o.dropout = 0.1f;
     return o;
 }

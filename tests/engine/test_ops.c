@@ -286,9 +286,10 @@ static void test_adamw_sumsq(void)
         ss += (double)g[i] * g[i];
     double got = bft_op_sumsq(g, n);
     CHECK(fabs(got - ss) <= 1e-6 * ss, "sumsq %.10g vs %.10g", got, ss);
-    float lr = 1e-3f, wd = 0.1f, gs = 0.7f;
+    double lr = 1e-3, wd = 0.1;
+    float gs = 0.7f;
     int t = 3;
-    bft_op_adamw(p, g, m, v, n, lr, 0.9f, 0.999f, 1e-8f, wd, gs, t, 0);
+    bft_op_adamw(p, g, m, v, n, lr, 0.9, 0.999, 1e-8, wd, gs, t, 0);
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         double gi = (double)g[i] * gs;
@@ -300,7 +301,7 @@ static void test_adamw_sumsq(void)
         worst = fmax(worst, fabs(p[i] - pd[i]));
     }
     CHECK(worst <= 2e-7 * 10, "AdamW error %g", worst);
-    bft_op_adamw(p, g, m, v, n, lr, 0.9f, 0.999f, 1e-8f, wd, gs, t + 1, 1);
+    bft_op_adamw(p, g, m, v, n, lr, 0.9, 0.999, 1e-8, wd, gs, t + 1, 1);
     size_t nonzero = 0;
     for (size_t i = 0; i < n; i++)
         nonzero += g[i] != 0.0f;

@@ -8,7 +8,9 @@
  *     statistics before/after, many times);
  *   - the last partial batch is kept (steps = ceil(n / batch) per epoch);
  *   - the learning rate of every step equals the closed form of
- *     get_linear_schedule_with_warmup (first update lr 0 with warmup);
+ *     get_linear_schedule_with_warmup (first update lr 0 with warmup), and the
+ *     number of warmup steps is Trainer's math.ceil(total * warmup_ratio) in
+ *     Python floats, also where total * ratio is an integer (20 x 0.1 -> 2);
  *   - bft_predict rows come back in dataset order (batched with mixed lengths ==
  *     one at a time), bft_evaluate_ds agrees with the predictions (accuracy,
  *     macro-F1 computed here from the confusion matrix);
@@ -72,7 +74,10 @@ typedef struct {
     int steps, epochs_seen, cancel_at;
     float last_acc, first_loss, last_loss;
     int64_t total;
-    float lrs[256];
+    double lrs[256];
+    double epoch_loss_sum;   /* step losses of the current epoch */
+    int epoch_steps;
+    double worst_mean_diff;  /* |mean of step losses - epoch loss| */
 } cb_ctx;
 
 static int cb(void *vp, const bft_progress *p)
@@ -83,11 +88,18 @@ static int cb(void *vp, const bft_progress *p)
             c->lrs[c->steps] = p->lr;
         c->steps++;
         c->total = p->total_steps;
+        c->epoch_loss_sum += p->step_loss;
+        c->epoch_steps++;
         if (c->cancel_at && c->steps == c->cancel_at)
             return 1;
     } else {
         c->epochs_seen++;
         c->last_acc = p->eval_accuracy;
+        double d = fabs(c->epoch_loss_sum / c->epoch_steps - p->loss);
+        if (d > c->worst_mean_diff)
+            c->worst_mean_diff = d;
+        c->epoch_loss_sum = 0.0;
+        c->epoch_steps = 0;
         if (c->epochs_seen == 1)
             c->first_loss = p->loss;
         c->last_loss = p->loss;
@@ -116,9 +128,9 @@ static void test_learns_toy_task(void)
     bft_train_opts o = bft_train_default_opts();
     o.epochs = 12;
     o.batch_size = 8;
-    o.learning_rate = 3e-3f;
-    o.warmup_ratio = 0.1f;
-    o.weight_decay = 0.01f;
+    o.learning_rate = 3e-3;
+    o.warmup_ratio = 0.1;
+    o.weight_decay = 0.01;
     o.valid = &va.ds;
     o.seed = 3;
     cb_ctx c = {0};
@@ -149,9 +161,9 @@ static void test_deterministic(void)
     bft_train_opts o = bft_train_default_opts();
     o.epochs = 2;
     o.batch_size = 6;
-    o.learning_rate = 1e-3f;
+    o.learning_rate = 1e-3;
     o.dropout = 0.1f;
-    o.weight_decay = 0.01f;
+    o.weight_decay = 0.01;
     o.group_by_length = 1;
     bft_model *m[3];
     bft_error err;
@@ -235,8 +247,8 @@ static void test_partial_batch_and_schedule(void)
     bft_train_opts o = bft_train_default_opts();
     o.epochs = 3;
     o.batch_size = 4;       /* 4 + 4 + 2 */
-    o.warmup_ratio = 0.3f;  /* total 9, warmup ceil(2.7) = 3 */
-    o.learning_rate = 1e-3f;
+    o.warmup_ratio = 0.3;   /* total 9, warmup ceil(2.7) = 3 */
+    o.learning_rate = 1e-3;
     cb_ctx c = {0};
     bft_error err;
     bft_train_result res;
@@ -247,13 +259,71 @@ static void test_partial_batch_and_schedule(void)
         double expect = s < warmup ? 1e-3 * s / warmup : 1e-3 * (double)(total - s) / (total - warmup);
         CHECK(fabs(c.lrs[s] - expect) <= 1e-9 + 1e-6 * expect, "step %d lr %.9g, expected %.9g", s, c.lrs[s], expect);
     }
-    CHECK(c.lrs[0] == 0.0f, "first update lr %g", c.lrs[0]);
+    CHECK(c.lrs[0] == 0.0, "first update lr %g", c.lrs[0]);
+    CHECK(c.epochs_seen == 3 && c.worst_mean_diff <= 1e-6 * fabs(c.last_loss),
+          "the step losses average to the epoch loss (worst difference %g)", c.worst_mean_diff);
     /* no warmup: first update uses the full lr */
-    o.warmup_ratio = 0.0f;
+    o.warmup_ratio = 0.0;
     cb_ctx c2 = {0};
     CHECK(bft_train(m, &tr.ds, &o, cb, &c2, &res, &err) == 0, "train: %s", err.msg);
     CHECK(fabs(c2.lrs[0] - 1e-3) < 1e-9 && fabs(c2.lrs[8] - 1e-3 / 9) < 1e-9, "lrs %g %g", c2.lrs[0], c2.lrs[8]);
     toy_free(&tr);
+    bft_model_free(m);
+}
+
+/* Warmup step counts where total x ratio is (mathematically) an integer: the
+ * expected counts are Python's math.ceil(total * ratio) (Trainer's
+ * get_warmup_steps), e.g. 20 x 0.1 = 2.0 -> 2 (a float ratio, 0.1f, made it 3)
+ * and 100 x 0.07 = 7.000000000000001 -> 8. The warmup count is read off the
+ * learning rates: 0 at update 0, below the base lr during warmup, then exactly
+ * the base lr at update `warmup`, then linear decay. Both counts are also
+ * checked through bft-cli's --warmup-ratio (tests/scripts/test_cli.sh). */
+static void test_warmup_integer_products(void)
+{
+    static const struct {
+        int total;
+        double ratio;
+        int warmup; /* Python: math.ceil(total * ratio) */
+    } cases[] = {
+        {20, 0.1, 2}, {30, 0.1, 3}, {10, 0.3, 3}, {10, 0.2, 2}, {5, 0.2, 1},
+        {40, 0.05, 2}, {20, 0.15, 3}, {50, 0.06, 3}, {12, 0.25, 3}, {100, 0.07, 8},
+        {9, 0.3, 3}, {10, 1.0, 10},
+    };
+    bft_model *m = load("tiny");
+    if (!m)
+        return;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int total = cases[k].total, w = cases[k].warmup;
+        toy tr;
+        toy_make(&tr, total, 40 + k, 3);
+        bft_train_opts o = bft_train_default_opts();
+        o.epochs = 1;
+        o.batch_size = 1;
+        o.learning_rate = 1e-3;
+        o.warmup_ratio = cases[k].ratio;
+        o.shuffle = 0;
+        cb_ctx c = {0};
+        bft_error err;
+        bft_train_result res;
+        CHECK(bft_train(m, &tr.ds, &o, cb, &c, &res, &err) == 0, "train: %s", err.msg);
+        CHECK(c.steps == total, "steps %d, expected %d", c.steps, total);
+        int seen = -1; /* first update at the full base lr */
+        for (int s = 0; s < c.steps && s < 256; s++)
+            if (c.lrs[s] == 1e-3) {
+                seen = s;
+                break;
+            }
+        CHECK(seen == (w < total ? w : -1) || (w == total && seen == -1),
+              "%d steps x warmup_ratio %g: warmup %d steps, Trainer's is %d", total,
+              cases[k].ratio, seen, w);
+        for (int s = 0; s < c.steps && s < 256; s++) {
+            double expect = s < w ? 1e-3 * ((double)s / w)
+                                  : 1e-3 * ((double)(total - s) / (total - w > 1 ? total - w : 1));
+            CHECK(c.lrs[s] == expect, "%d x %g: update %d lr %.9g, expected %.9g", total,
+                  cases[k].ratio, s, c.lrs[s], expect);
+        }
+        toy_free(&tr);
+    }
     bft_model_free(m);
 }
 
@@ -456,6 +526,7 @@ int main(void)
     RUN(test_deterministic);
     RUN(test_cancel_no_leak);
     RUN(test_partial_batch_and_schedule);
+    RUN(test_warmup_integer_products);
     RUN(test_predict_order_and_eval);
     RUN(test_mlm_pretraining);
     RUN(test_concurrent_models);

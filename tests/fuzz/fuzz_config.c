@@ -1,5 +1,6 @@
 /*
- * fuzz_config.c — libFuzzer target for config.json and tokenizer_config.json.
+ * fuzz_config.c — libFuzzer target for config.json, tokenizer_config.json and
+ * tokenizer.json.
  *
  *   make fuzz BUILD=build/fuzzdir
  *   build/fuzzdir/fuzz/fuzz_config -max_total_time=600 tests/fuzz/corpus/fuzz_config
@@ -9,6 +10,9 @@
  * written with bft_config_to_json and parsed again: every field must come
  * back identical (floats bit for bit, labels); it is copied and released.
  * A tokenizer config likewise round-trips through bft_tokenizer_config_to_json.
+ * A tokenizer.json that parses gives a vocabulary of one token per line,
+ * each non-empty, NUL-free and found in the input's model.vocab/added_tokens
+ * count (lines == ids), ending with a line break.
  * A refusal must carry an error code and a message. Any violation aborts.
  * (Configs with more than 20000 labels are parsed but not round-tripped, to
  * keep the fuzzer fast; test_checkpoint covers 200000 labels.)
@@ -89,6 +93,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(j);
     } else if (err.code == BFT_OK || err.msg[0] == '\0') {
         abort();
+    }
+
+    c = bft_config_default();
+    bft_clear_error(&err);
+    {
+        char *v = NULL;
+        size_t vl = 0;
+        if (bft_tokenizer_json_parse(buf, size, &c, &v, &vl, &err) == 0) {
+            size_t lines = 0, start = 0;
+            if (!v || vl == 0 || v[vl] != '\0' || v[vl - 1] != '\n' || strlen(v) != vl)
+                abort();
+            for (size_t i = 0; i < vl; i++)
+                if (v[i] == '\n') {
+                    if (i == start || v[i - 1] == '\r')
+                        abort(); /* empty token or a line break inside one */
+                    lines++;
+                    start = i + 1;
+                }
+            if (lines == 0)
+                abort();
+            free(v);
+        } else if (v || err.code == BFT_OK || err.msg[0] == '\0') {
+            abort();
+        }
     }
     free(buf);
     return 0;

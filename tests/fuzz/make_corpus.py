@@ -7,10 +7,12 @@ fuzz_safetensors.c (V=8, C=4, L=1, I=8, P=8, Tt=2, 2 labels) in several
 namings and dtypes, plus small edge cases. fuzz_config: config.json and
 tokenizer_config.json variants.
 """
+import io
 import json
 import os
 import random
 import struct
+import zipfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 V, C, L, I, P, TT = 8, 4, 1, 8, 8, 2
@@ -84,6 +86,28 @@ def model(prefix="bert.", ln=("weight", "bias"), dtype="F32", classifier=True, p
     return out
 
 
+def pickle_256():
+    """A state-dict pickle (protocol 2, by hand) whose storages "0".."3" hold
+    256 bytes each: F32 (8, 8), F16 transposed view, BF16 slice, I64."""
+    def u(s):
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+    def tensor(key, cls, numel, size, stride, offset=0):
+        t = lambda xs: b"(" + b"".join(b"K" + bytes([x]) for x in xs) + b"t"
+        return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + b"(" + u("storage") + b"ctorch\n" + cls.encode()
+                + b"\n" + u(key) + u("cpu") + b"M" + struct.pack("<H", numel) + b"tQ" + b"K" + bytes([offset])
+                + t(size) + t(stride) + b"\x89ccollections\nOrderedDict\n)RtR")
+    body = (u("f32") + tensor("0", "FloatStorage", 64, (8, 8), (8, 1))
+            + u("f16_t") + tensor("1", "HalfStorage", 128, (16, 8), (1, 16))
+            + u("bf16_slice") + tensor("2", "BFloat16Storage", 128, (4, 3), (16, 2), 5)
+            + u("i64") + tensor("3", "LongStorage", 32, (32,), (1,))
+            + u("f32_again") + tensor("0", "FloatStorage", 64, (64,), (1,)))
+    return b"\x80\x02ccollections\nOrderedDict\n)R(" + body + b"u."
+
+
+PICKLE_256 = pickle_256()
+
+
 def write(target, name, data):
     d = os.path.join(ROOT, target)
     os.makedirs(d, exist_ok=True)
@@ -108,6 +132,11 @@ def main():
         for f in ("config.json", "tokenizer_config.json"):
             with open(os.path.join(ck, name, f), "rb") as fp:
                 write(t, name + "_" + f, fp.read())
+    # tokenizer.json as transformers writes it (tests/hf/make_test_files.py)
+    hf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "hf", "tokenizer")
+    for case in ("uncased", "cased"):
+        with open(os.path.join(hf, case, "tokenizer.json"), "rb") as fp:
+            write(t, "tokenizer_json_" + case, fp.read())
     write(t, "bert_base_cased.json", json.dumps({
         "architectures": ["BertForMaskedLM"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
@@ -122,6 +151,21 @@ def main():
                                ' "strip_accents": true, "do_lower_case": false}')
     write(t, "nan.json", '{"layer_norm_eps": NaN, "hidden_dropout_prob": -Infinity}')
     write(t, "escapes.json", '{"id2label": {"0": "a\\"b\\\\c\\u00e9\\n", "1": "\\ud83d\\ude00"}, "label2id": {"a\\"b\\\\c\\u00e9\\n": 0, "\\ud83d\\ude00": 1}}')
+    # fuzz_ptbin: the torch.save files of tests/data/hf/bin (written by torch,
+    # tests/hf/make_test_files.py) and their pickles alone; pickle_256 names
+    # storages "0".."3" of 256 bytes, the members fuzz_ptbin adds around a pickle
+    t = "fuzz_ptbin"
+    bindir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "hf", "bin")
+    for name in sorted(os.listdir(bindir)):
+        if name.endswith(".bin"):
+            with open(os.path.join(bindir, name), "rb") as fp:
+                data = fp.read()
+            write(t, name, data)
+            if data[:4] == b"PK\x03\x04":
+                with zipfile.ZipFile(io.BytesIO(data)) as z:
+                    pkl = [n for n in z.namelist() if n.endswith("/data.pkl")][0]
+                    write(t, name[:-4] + ".pkl", z.read(pkl))
+    write(t, "pickle_256.pkl", PICKLE_256)
     print("wrote", ROOT)
 
 

@@ -13,10 +13,6 @@
 # build right here (needs bft's build dependencies and pg_config).
 #
 #  1. the device: nvidia-smi, driver, what bft_cuda_available says;
-#  1b. Hugging Face round trip with the real transformers (CPU, seconds):
-#     bft-cli's directories load with from_pretrained and predict the same,
-#     save_pretrained directories classify and fill-mask the same in bft-cli
-#     (tests/gpu/hf_roundtrip.py; needs Python with torch and transformers);
 #  2. build/tests/test_cuda: every op of ops.h on the GPU against the CPU
 #     backend (fp32 and bf16; identical dropout masks), the golden tests of
 #     test_bert (PyTorch float64 reference) run on the GPU in fp32 (test_bert's
@@ -95,12 +91,6 @@ else
     [ -f "$DATA/topic_train.csv" ] || DATA=build/gpu-bundle/data
 fi
 ldd "$BIN/bft_cuda.so" "${BFT_CUDA_MODULE:-/dev/null}" 2>/dev/null | grep -E 'cublas|cudart|not found' | tee -a "$O/summary.txt"
-
-say "1b. Hugging Face round trip with the real transformers (CPU, seconds)"
-timeout 120 python3 tests/gpu/hf_roundtrip.py "$BIN/bft-cli" /tmp/bft-hf-roundtrip >"$O/hf_roundtrip.log" 2>&1
-rc=$?
-grep -E '^(ok|FAIL) - |^RESULT' "$O/hf_roundtrip.log" | tee -a "$O/summary.txt"
-[ $rc -ne 0 ] && { note "hf_roundtrip failed (rc $rc): $(tail -n 3 "$O/hf_roundtrip.log" | tr '\n' ' ')"; STATUS=1; }
 
 if [ $EXTRA = 0 ]; then
 say "2. test_cuda (ops CUDA vs CPU, goldens fp32/bf16, CPU-vs-GPU training)"

@@ -9,6 +9,8 @@
 #define BFT_TEST_GOLDEN_TRAIN_H
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model.h"
@@ -56,6 +58,14 @@ static inline void golden_label_sets(bft_dataset *ds, const float *targets, int 
     ds->labels = NULL;
     ds->label_offsets = *loff;
     ds->label_ids = *lids;
+
+/* The Python float (a decimal of at most 7 significant digits) a golden
+ * stored as F32: 2e-3f -> 0.002, as the reference run used it. */
+static inline double golden_decimal(float f)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)f);
+    return strtod(buf, NULL);
 }
 
 /* bft_train options of the reference run (train/hparams: lr, weight decay,
@@ -65,9 +75,9 @@ static inline bft_train_opts golden_train_opts(const golden *gd, int B)
     float hp[5];
     memcpy(hp, gfind(gd, "train/hparams")->data, sizeof hp);
     bft_train_opts o = bft_train_default_opts();
-    o.learning_rate = hp[0];
-    o.weight_decay = hp[1];
-    o.warmup_ratio = hp[2];
+    o.learning_rate = golden_decimal(hp[0]);
+    o.weight_decay = golden_decimal(hp[1]);
+    o.warmup_ratio = golden_decimal(hp[2]);
     o.max_grad_norm = hp[3];
     o.epochs = (int)hp[4];
     o.batch_size = B;

@@ -153,6 +153,28 @@ check "train: --epochs 0 is a usage error" test $? -eq 2
 check_fail "train --mlm-epochs on an MLM model" $rc 0 $TMP/train7.out "^mlm epoch 1/1"
 check "train: MLM model gets a head, keeps cls.predictions" grep -q "cls.predictions.bias" $TMP/m7/model.safetensors
 
+# ---- warmup: Trainer's math.ceil(steps * warmup_ratio) in doubles, where steps x
+# ratio is an integer (20 x 0.1 -> 2 and 30 x 0.1 -> 3; a float ratio gave 3 and 4);
+# --log-steps prints every step's loss and the learning rate it used
+{ echo "text,label"; for i in $(seq 1 30); do echo "\"row $i of the table\",$((i % 2))"; done; } >$TMP/w30.csv
+head -n 21 $TMP/w30.csv >$TMP/w20.csv
+for n in 20 30; do
+    "$CLI" train --model $CK/tiny --csv $TMP/w$n.csv --text-col text --label-col label --epochs 1 \
+        --batch-size 1 --lr 1e-3 --warmup-ratio 0.1 --no-shuffle --dropout 0 --threads 1 --log-steps \
+        --out $TMP/w$n >$TMP/w$n.out 2>&1
+done
+check "--warmup-ratio 0.1 x 20 steps: 2 warmup steps" grep -qE "^train_loss [0-9.]+ steps 20 warmup_steps 2 " $TMP/w20.out
+check "--warmup-ratio 0.1 x 30 steps: 3 warmup steps" grep -qE "^train_loss [0-9.]+ steps 30 warmup_steps 3 " $TMP/w30.out
+check "--log-steps: one line per step" test "$(grep -cE '^step [0-9]+/20 epoch 1 loss [0-9.e+-]+ lr ' $TMP/w20.out)" -eq 20
+check "--log-steps: lr of steps 1-3 and 20 (20 x 0.1)" bash -c "grep -q '^step 1/20 .* lr 0\$' $TMP/w20.out &&
+    grep -q '^step 2/20 .* lr 0.0005\$' $TMP/w20.out && grep -q '^step 3/20 .* lr 0.001\$' $TMP/w20.out &&
+    grep -q '^step 20/20 .* lr 5.555555555555555e-05\$' $TMP/w20.out"
+check "--log-steps: lr of steps 3, 4 and 30 (30 x 0.1)" bash -c "grep -q '^step 3/30 .* lr 0.0006666666666666666\$' $TMP/w30.out &&
+    grep -q '^step 4/30 .* lr 0.001\$' $TMP/w30.out && grep -q '^step 30/30 .* lr 3.7037037037037037e-05\$' $TMP/w30.out"
+check "--log-steps: the step losses average to the epoch loss" awk '
+    /^step / { s += $6; n++ } /^epoch 1\/1 loss/ { e = $4 }
+    END { d = s / n - e; if (d < 0) d = -d; exit !(n == 20 && d < 1e-5) }' $TMP/w20.out
+
 # ---- train from scratch: learned vocabulary, MLM pre-training, fine-tuning
 "$CLI" train --from-scratch --vocab-size 120 --layers 1 --hidden 32 --heads 2 --intermediate 64 \
     --max-positions 64 --csv $TMP/int.csv --text-col text --label-col label --epochs 1 --mlm-epochs 1 \

@@ -741,7 +741,7 @@ __global__ void k_strided_rows(int64_t *rows, int n, int64_t stride)
 }
 
 __global__ void k_adamw(float *p, float *g, float *m, float *v, size_t n, float decay,
-                        float b1, float b2, float c1, float c2, float gs, float ss, float bc2s,
+                        float b2, float c1, float c2, float gs, float ss, float bc2s,
                         float eps, bf16 *mir, int zero_grad)
 {
     GRID_STRIDE(i, n)
@@ -750,8 +750,8 @@ __global__ void k_adamw(float *p, float *g, float *m, float *v, size_t n, float 
         if (zero_grad)
             g[i] = 0.0f;
         float pi = p[i] * decay;
-        float mi = m[i] * b1 + gi * c1;
-        float vi = v[i] * b2 + gi * gi * c2;
+        float mi = m[i] + c1 * (gi - m[i]); /* torch's lerp_ (weight < 0.5) */
+        float vi = v[i] * b2 + c2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
         float pn = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
@@ -1748,19 +1748,20 @@ extern "C" void bft_cuda_op_sigmoid_bce(float *probs, float *losses, float *dlog
 }
 
 extern "C" void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n,
-                                  float lr, float b1, float b2, float eps, float wd, float gscale,
-                                  int64_t t, int zero_grad)
+                                  double lr, double b1, double b2, double eps, double wd,
+                                  float gscale, int64_t t, int zero_grad)
 {
     if (!live() || n == 0)
         return;
-    double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
-    float step_size = (float)((double)lr / bc1), bc2s = (float)sqrt(bc2);
+    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    float step_size = (float)(lr / bc1), bc2s = (float)sqrt(bc2);
     bf16 *mir = NULL;
     if (G.mir && p >= G.mir_src && p + n <= G.mir_src + G.mir_n)
         mir = G.mir + (p - G.mir_src);
-    k_adamw<<<grid_for(n, NT * 4), NT, 0, G.stream>>>(p, g, m, v, n, 1.0f - lr * wd, b1, b2,
-                                                      1.0f - b1, 1.0f - b2, gscale, -step_size,
-                                                      bc2s, eps, mir, zero_grad);
+    k_adamw<<<grid_for(n, NT * 4), NT, 0, G.stream>>>(p, g, m, v, n, (float)(1.0 - lr * wd),
+                                                      (float)b2, (float)(1.0 - b1),
+                                                      (float)(1.0 - b2), gscale, -step_size,
+                                                      bc2s, (float)eps, mir, zero_grad);
     launched("AdamW");
 }
 

@@ -77,7 +77,7 @@ const char *bft_cuda_device_name(void);
 
 /* Bumped whenever this struct or bft_backend changes: a bft_cuda.so of another
  * build is refused instead of called with the wrong layout. */
-#define BFT_CUDA_ABI 3
+#define BFT_CUDA_ABI 4
 
 typedef struct bft_cuda_api {
     int abi;                 /* BFT_CUDA_ABI */
@@ -173,8 +173,8 @@ void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits, const
                               const int32_t *labels, int N, int K, float dscale);
 void bft_cuda_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
                              const float *targets, int N, int K, float dscale);
-void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr,
-                       float b1, float b2, float eps, float wd, float gscale, int64_t t,
+void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr,
+                       double b1, double b2, double eps, double wd, float gscale, int64_t t,
                        int zero_grad);
 /* Synchronises (the result is returned to the host); 0 after an error. */
 double bft_cuda_op_sumsq(const float *x, size_t n);
