@@ -1664,6 +1664,7 @@ static void test_shared_params(void)
     CHECK(memcmp(ro, ref->params_mem, bytes) == 0, "the block outlives its models, unchanged");
     munmap(ro, bytes);
     bft_model_free(ref);
+}
 
 /* ---- tokenizer.json (checkpoints without vocab.txt) --------------------- */
 
@@ -1847,7 +1848,6 @@ int main(void)
     RUN(test_corrupt_checkpoints);
     RUN(test_load_dir_errors);
     RUN(test_shared_params);
-
     RUN(test_tokenizer_json);
     return test_summary();
 }

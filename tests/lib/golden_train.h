@@ -58,6 +58,7 @@ static inline void golden_label_sets(bft_dataset *ds, const float *targets, int 
     ds->labels = NULL;
     ds->label_offsets = *loff;
     ds->label_ids = *lids;
+}
 
 /* The Python float (a decimal of at most 7 significant digits) a golden
  * stored as F32: 2e-3f -> 0.002, as the reference run used it. */
