@@ -114,3 +114,4 @@ SELECT try($$SELECT bft_embed('x', 'emb_dense')$$) AS unsupported;
 SELECT array_length(bft_embed('x', 'emb_dense', 'mean'), 1) AS with_pooling;
 
 SELECT bft_drop_model('emb_st'), bft_drop_model('emb_plain'), bft_drop_model('emb_dense');
+DROP FUNCTION try(text);
