@@ -22,6 +22,7 @@ Inputs: hand-written adversarial strings, seeded random mixes, every 6th tweet o
 ../shared/data/topic_train.csv, and byte strings with invalid UTF-8 (`b`: hex; the
 reference sees them decoded with errors="replace", each maximal invalid
 subsequence a U+FFFD).
+../shared/data is $BFT_SHARED_DATA when set.
 Output: tests/data/tok/goldens.jsonl, one JSON object per line (t: the text).
 """
 import argparse

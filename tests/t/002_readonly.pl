@@ -2,8 +2,8 @@
 #
 #  - In an ordinary read-write transaction of a fresh backend (cold model
 #    cache), each of bft_classify, bft_predict, bft_predict_proba,
-#    bft_classify_batch, bft_fill_mask, bft_tokenize and bft_evaluate leaves
-#    no transaction id assigned (any row, large-object or catalog write would
+#    bft_classify_batch, bft_fill_mask, bft_tokenize, bft_evaluate, bft_embed
+#    and bft_embed_batch leaves no transaction id assigned (any row, large-object or catalog write would
 #    assign one), and EXPLAIN (ANALYZE, WAL) of the statement, in another
 #    fresh backend, counts zero WAL records in every plan node;
 #  - the same functions run in BEGIN READ ONLY transactions and under
@@ -53,6 +53,9 @@ my @queries = (
 		q{SELECT token, token_id, score FROM bft_fill_mask('central bank [MASK] interest rates', 5, 'topics')} ],
 	[ 'bft_tokenize', q{SELECT token, token_id FROM bft_tokenize('Team wins the Championship!', 'topics')} ],
 	[ 'bft_evaluate', q{SELECT accuracy, macro_f1, rows, report FROM bft_evaluate('topics', 'docs', 'body', 'label')} ],
+	[ 'bft_embed', q{SELECT string_agg(bft_embed(body, 'topics')::text, ';' ORDER BY id) FROM docs} ],
+	[ 'bft_embed_batch',
+		q{SELECT idx, embedding FROM bft_embed_batch((SELECT array_agg(body ORDER BY id) FROM docs), 'topics', 'cls+normalize')} ],
 );
 
 # 1. Read-write transaction, fresh backend (the model is loaded here): no xid

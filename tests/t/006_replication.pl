@@ -6,7 +6,8 @@
 #    with bit-identical probabilities (bft_predict_proba arrays compared as
 #    text, which is the exact float4 value), also inside parallel workers;
 #  - bft_classify, bft_predict, bft_predict_proba, bft_classify_batch,
-#    bft_fill_mask, bft_tokenize and bft_evaluate give the primary's results;
+#    bft_fill_mask, bft_tokenize, bft_evaluate, bft_embed and bft_embed_batch
+#    give the primary's results;
 #  - a new version deployed on the primary (and a rollback with bft_deploy)
 #    is used by the standby's next statement once replayed, in the same
 #    standby backend (its per-backend model cache notices the change);
@@ -95,6 +96,9 @@ same('bft_classify_batch', q{SELECT bft_classify_batch(array_agg(body ORDER BY i
 same('bft_fill_mask', q{SELECT token, token_id, score FROM bft_fill_mask('central bank [MASK] interest rates', 5, 'topics')});
 same('bft_tokenize', q{SELECT token, token_id FROM bft_tokenize('Team wins the Championship!', 'topics')});
 same('bft_evaluate', q{SELECT accuracy, macro_f1, rows, report FROM bft_evaluate('topics', 'docs', 'body', 'label')});
+same('bft_embed', q{SELECT id, bft_embed(body, 'topics') FROM docs ORDER BY id});
+same('bft_embed_batch',
+	q{SELECT idx, embedding FROM bft_embed_batch((SELECT array_agg(body ORDER BY id) FROM docs), 'topics', 'max+normalize')});
 is(qp(q{SELECT accuracy >= 0.9 FROM bft_evaluate('topics', 'docs', 'body', 'label')}), 't',
 	'the model learned its table (accuracy >= 0.9), so probabilities are not uniform');
 
