@@ -30,6 +30,7 @@ static void train_usage(FILE *f)
             "         [--seed S] [--no-shuffle] [--dropout P] [--num-labels K] [--validation-fraction F]\n"
             "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
             "         [--threads N] [--device cpu|cuda] [--precision auto|fp32|bf16] [--verbose]\n"
+            "         [--class-weights balanced|W0,W1,...|NAME=W,...]\n"
             "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
             "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
@@ -38,7 +39,9 @@ static void train_usage(FILE *f)
             "  and encoder on the CSV texts (the model needs cls.predictions.*).\n"
             "  --from-scratch instead of --model: a WordPiece vocabulary of V tokens is learned\n"
             "  from the CSV texts (cased unless --lower) and a BERT of the given shape is\n"
-            "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n");
+            "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n"
+            "  --class-weights: weighted cross-entropy; balanced = n / (classes x count) over\n"
+            "  the training rows, or one weight per class id, or weights by label name (others 1).\n");
 }
 
 typedef struct progress_ctx {
@@ -208,6 +211,86 @@ static void stratified_split(const int32_t *ids, int64_t n, int K, float frac, u
     free(rows);
 }
 
+/* --class-weights SPEC for K classes (names from the model's id2label, or the
+ * ids) on the training labels: "balanced" (n / (classes present x count), 1
+ * for absent classes), "w0,w1,..." (K weights by id) or "name=w,..." (by
+ * label name, others 1). Writes w (K); prints them. Returns 0 or -1. */
+static int class_weights(const char *spec, const bft_model *m, const bft_dataset *tr, float *w)
+{
+    int K = m->cfg.num_labels;
+    for (int k = 0; k < K; k++)
+        w[k] = 1.0f;
+    if (strcmp(spec, "balanced") == 0) {
+        int64_t *cnt = calloc((size_t)K, sizeof *cnt);
+        int present = 0;
+        if (!cnt)
+            return -1;
+        for (int64_t i = 0; i < tr->n; i++)
+            cnt[tr->labels[i]]++;
+        for (int k = 0; k < K; k++)
+            present += cnt[k] > 0;
+        for (int k = 0; k < K; k++)
+            if (cnt[k] > 0)
+                w[k] = (float)((double)tr->n / ((double)present * (double)cnt[k]));
+        free(cnt);
+    } else {
+        int by_name = strchr(spec, '=') != NULL, n = 0;
+        const char *p = spec;
+        while (*p) {
+            const char *e = strchr(p, ','), *eq;
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            char item[512], *end;
+            int id = n;
+            if (len >= sizeof item) {
+                fprintf(stderr, "bft-cli train: --class-weights: item too long\n");
+                return -1;
+            }
+            memcpy(item, p, len);
+            item[len] = '\0';
+            const char *num = item;
+            if (by_name) {
+                if (!(eq = strrchr(item, '='))) {
+                    fprintf(stderr, "bft-cli train: --class-weights: \"%s\" is not NAME=W\n", item);
+                    return -1;
+                }
+                item[eq - item] = '\0';
+                num = eq + 1;
+                for (id = 0; id < K; id++) {
+                    char buf[32];
+                    const char *nm = m->cfg.id2label ? m->cfg.id2label[id] : buf;
+                    snprintf(buf, sizeof buf, "%d", id);
+                    if (strcmp(nm, item) == 0)
+                        break;
+                }
+                if (id == K) {
+                    fprintf(stderr, "bft-cli train: --class-weights: no label is named \"%s\"\n", item);
+                    return -1;
+                }
+            } else if (n >= K) {
+                fprintf(stderr, "bft-cli train: --class-weights: more than %d weights\n", K);
+                return -1;
+            }
+            double v = strtod(num, &end);
+            if (end == num || *end || !(v > 0) || isinf(v)) {
+                fprintf(stderr, "bft-cli train: --class-weights: \"%s\" is not a positive number\n", num);
+                return -1;
+            }
+            w[id] = (float)v;
+            n++;
+            p += len + (e ? 1 : 0);
+        }
+        if (!by_name && n != K) {
+            fprintf(stderr, "bft-cli train: --class-weights: %d weights for %d classes\n", n, K);
+            return -1;
+        }
+    }
+    printf("class weights");
+    for (int k = 0; k < K; k++)
+        printf(" %.6g", (double)w[k]);
+    putchar('\n');
+    return 0;
+}
+
 /* Rows with sel[i] == want, in file order, as a dataset (arrays malloc'd). */
 static int subset(const cli_tokens *t, const int32_t *ids, const char *sel, int want, bft_dataset *ds,
                   int32_t **tok, int64_t **off, int32_t **lab)
@@ -299,7 +382,8 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
 int cmd_train(int argc, char **argv)
 {
     const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
-    const char *device = "cpu", *precision = "auto";
+    const char *device = "cpu", *precision = "auto", *cw_spec = NULL;
+    float *cw = NULL;
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
     int group = 0, scratch = 0;
     scratch_opts so = {8000, 0, 4, 256, 4, 1024, 512};
@@ -338,6 +422,7 @@ int cmd_train(int argc, char **argv)
         {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
         {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
         {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
+        {"class-weights", OPT_STR, &cw_spec, 0, 0, 0, 0, 0, 0},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     cli_csv csv = {0};
@@ -423,6 +508,13 @@ int cmd_train(int argc, char **argv)
     }
     if (valid_frac > 0 && valid_ds.n > 0)
         o.valid = &valid_ds;
+    if (cw_spec) {
+        if (!(cw = malloc((size_t)K * sizeof *cw)) || class_weights(cw_spec, m, &train_ds, cw) != 0) {
+            rc = 2;
+            goto out;
+        }
+        o.class_weights = cw;
+    }
     printf("data %lld rows (train %lld, validation %lld), %d labels, max_length %d\n", (long long)csv.n,
            (long long)train_ds.n, (long long)(o.valid ? valid_ds.n : 0), K, max_length);
     fflush(stdout);
@@ -436,6 +528,7 @@ int cmd_train(int argc, char **argv)
         }
         mo.epochs = mlm_epochs;
         mo.valid = NULL;
+        mo.class_weights = NULL;
         if (mlm_lr > 0)
             mo.learning_rate = mlm_lr;
         pc.what = "mlm ";
@@ -462,6 +555,7 @@ int cmd_train(int argc, char **argv)
     printf("saved %s\n", out_dir);
     rc = 0;
 out:
+    free(cw);
     free(names);
     free(ids);
     free(sel);

@@ -136,6 +136,7 @@ static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad
     bt->ids = ids;
     bt->lens = lens;
     bt->labels = labels;
+    bt->weights = NULL;
 }
 
 /* Stable order of examples by increasing length (for inference batching). */
@@ -444,7 +445,7 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     bft_dev_upload(d_ids, ids, (size_t)n * sizeof *d_ids);
     bft_dev_upload(d_len, &len, sizeof len);
     bft_dev_upload(d_rows, rows, (size_t)M * sizeof *d_rows);
-    bert_batch bt = {1, n, d_ids, d_len, NULL};
+    bert_batch bt = {1, n, d_ids, d_len, NULL, NULL};
     const float *top = bert_encoder_forward(dm, &a, &bt, NULL);
     bert_mlm_forward(dm, &w, top, d_rows, M, NULL);
     bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);
@@ -506,6 +507,7 @@ typedef struct trainer {
     int64_t *order, *rows;
     float *eval_probs;
     int32_t *d_ids, *d_lens, *d_labels, *d_mlm_labels; /* the batch on the device */
+    float *roww, *d_roww;            /* (Bmax) per-example loss shares (class weights) */
     int64_t *d_rows;
     int Bmax, Tmax;
 } trainer;
@@ -520,6 +522,8 @@ static void trainer_free(trainer *t)
     bft_dev_free(t->d_labels);
     bft_dev_free(t->d_mlm_labels);
     bft_dev_free(t->d_rows);
+    bft_dev_free(t->d_roww);
+    free(t->roww);
     free(t->tensors);
     free(t->trainable);
     free(t->accumulated);
@@ -705,6 +709,12 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
                 return rc;
         }
+        if (o->class_weights)
+            for (int k = 0; k < K; k++)
+                if (!(o->class_weights[k] > 0.0f) || isinf(o->class_weights[k]))
+                    return bft_set_error(err, BFT_EINVAL,
+                                         "class weight %d is %g: weights must be positive and finite",
+                                         k, o->class_weights[k]);
     } else {
         if (!m->parts.mlm || !m->p.mlm_w)
             return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
@@ -737,6 +747,10 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     t.lens = malloc((size_t)Bmax * sizeof *t.lens);
     t.labels = malloc((size_t)Bmax * sizeof *t.labels);
     t.order = malloc((size_t)ds->n * sizeof *t.order);
+    if (task == TASK_CLS && o->class_weights) {
+        t.roww = malloc((size_t)Bmax * sizeof *t.roww);
+        t.d_roww = bft_dev_alloc((size_t)Bmax * sizeof *t.d_roww);
+    }
     if (task == TASK_MLM) {
         t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
         t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
@@ -748,6 +762,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
         !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
         !t.d_ids || !t.d_lens || !t.d_labels ||
         (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
+        (task == TASK_CLS && o->class_weights && (!t.roww || !t.d_roww)) ||
         bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
         bft_error de;
         int drc = bft_dev_check(&de);
@@ -816,6 +831,16 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             dc.step = (uint64_t)step;
             if (task == TASK_CLS) {
                 stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels);
+                if (o->class_weights) {
+                    /* each example's share of the batch loss: w[y] / sum of the batch's w[y] */
+                    double sw = 0.0;
+                    for (int b = 0; b < B; b++)
+                        sw += o->class_weights[t.labels[b]];
+                    for (int b = 0; b < B; b++)
+                        t.roww[b] = (float)(o->class_weights[t.labels[b]] / sw);
+                    bft_dev_upload(t.d_roww, t.roww, (size_t)B * sizeof *t.roww);
+                    bt.weights = t.d_roww;
+                }
                 double p0 = now_s();
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
                 double p1 = now_s();

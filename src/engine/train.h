@@ -35,6 +35,11 @@ typedef struct bft_train_opts {
     uint64_t seed;           /* shuffling, dropout, fresh heads */
     const bft_dataset *valid;/* optional: evaluated after every epoch */
     float mlm_probability;   /* bft_pretrain_mlm only: default 0.15 (80/10/10) */
+    const float *class_weights; /* bft_train only: (K) positive finite weights, or NULL
+                              * (default): weighted cross-entropy as torch
+                              * CrossEntropyLoss(weight=class_weights), i.e. a batch's loss
+                              * is sum_r w[y_r] loss_r / sum_r w[y_r]. The evaluation
+                              * loss (eval_loss) stays the unweighted mean. */
     /* Optional cancellation poll, called on the calling thread between the
      * encoder layers of every forward and backward pass (training steps and
      * the per-epoch evaluation), i.e. many times per optimizer step: a BERT-base

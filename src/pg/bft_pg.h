@@ -159,4 +159,8 @@ extern void bft_progress_begin(const char *model, const char *phase);
 extern void bft_progress_update(const BftProgressInfo *info, bool force);
 extern void bft_progress_end(void);
 
+/* bft_trainopts.c: bft_train() options (class weights) */
+extern float *bft_class_weights(const char *spec, int K, char **names, const int32 *labels,
+								int64 n, StringInfo params, StringInfo metrics);
+
 #endif							/* BFT_PG_H */

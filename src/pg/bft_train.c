@@ -659,12 +659,15 @@ deployed_version(const char *name)
 #define ARG_INT(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_INT32(i))
 #define ARG_F8(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_FLOAT8(i))
 #define ARG_BOOL(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_BOOL(i))
+/* NULL, or not passed (bft 0.1.0's SQL definition has fewer arguments) */
+#define ARG_ABSENT(i) (PG_NARGS() <= (i) || PG_ARGISNULL(i))
 
 /*
  * bft_train(relation, text_column, label_column, epochs, model, base,
  *           batch_size, learning_rate, max_length, warmup_ratio,
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
- *           deploy, device, architecture, mlm_epochs, group_by_length)
+ *           deploy, device, architecture, mlm_epochs, group_by_length,
+ *           class_weights)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
@@ -735,13 +738,18 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	Size		train_mem = 0;	/* model + training state, without the rows */
 	int32		deployed_start = 0; /* if_better: deployed version when training started */
 	int32		deployed_now = 0;	/* ... and at decision time */
+	/* arguments after the 20 of bft 0.1.0's SQL definition (NULL under it) */
+	char	   *class_weights_arg = ARG_ABSENT(20) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(20));
+	float	   *class_weights;
+	StringInfoData cw_params,
+				cw_metrics;
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation, text_column and label_column must not be NULL")));
-	if (PG_NARGS() != 20)
+	if (PG_NARGS() < 20)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("the SQL definition of bft_train does not match the bft library"),
@@ -1077,6 +1085,12 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		pfree(rows.tokens);
 	rows.tokens = NULL;
 
+	/* ---- class weights (weighted cross-entropy) from the training rows ---- */
+	initStringInfo(&cw_params);
+	initStringInfo(&cw_metrics);
+	class_weights = bft_class_weights(class_weights_arg, K, names, train_ds.labels, train_ds.n,
+									  &cw_params, &cw_metrics);
+
 	/* ---- the model ---- */
 	if (scratch)
 	{
@@ -1124,6 +1138,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	/* cancel checks between encoder layers, not only after each step */
 	opts.poll = bft_poll_interrupts;
 	opts.poll_ctx = &pc.edata;
+	opts.class_weights = class_weights;
 	opts.device = train_device;
 	opts.precision = bft_precision_for(train_device);
 
@@ -1137,6 +1152,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		unl.labels = NULL;
 		mopts.epochs = mlm_epochs;
 		mopts.valid = NULL;
+		mopts.class_weights = NULL;
 		pc.phase = "mlm";
 		bft_progress_begin(model_name, "mlm");
 		rc = bft_pretrain_mlm(st->model, &unl, &mopts, progress_cb, &pc, &mlm_res, &err);
@@ -1237,6 +1253,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfo(&params, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
+	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	if (train_device == BFT_DEVICE_CUDA)
@@ -1264,6 +1281,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_json_key_float(&metrics, "train_seconds", res.seconds, true);
 	bft_json_key_float(&metrics, "duration_s", seconds, true);
 	appendStringInfo(&metrics, ", \"epochs\": [%s]", pc.epochs.data);
+	appendStringInfoString(&metrics, cw_metrics.data);
 	if (mlm_epochs > 0)
 	{
 		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d", mlm_res.epochs);

@@ -24,7 +24,8 @@
  *   the lr of every step   == golden (relative 1e-6)
  *
  * Checkpoints: tiny_f16 (F16 storage), tiny_legacy (LayerNorm gamma/beta, no
- * classifier: a fresh 4-class head whose values come from the golden),
+ * classifier: a fresh 4-class head whose values come from the golden; also with
+ * class weights, golden tiny_weighted: torch's weighted CrossEntropyLoss),
  * tiny_mlm (MLM head: logits/probabilities at masked rows, MLM loss and every
  * gradient through the tied decoder; bft_fill_mask top-5 on one sequence).
  */
@@ -130,7 +131,7 @@ static bft_model *load_model(const char *name, const golden *gd)
 {
     char dir[256];
     bft_error err;
-    snprintf(dir, sizeof dir, CKPT "%s", name);
+    snprintf(dir, sizeof dir, CKPT "%s", golden_checkpoint(name));
     bft_model *m = bft_model_load_dir(dir, &err);
     CHECK(m != NULL, "load %s: %s", dir, err.msg);
     if (!m)
@@ -186,7 +187,11 @@ static void cls_golden(const char *name)
     /* forward + backward, dropout off */
     bert_acts a;
     CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
-    bert_batch bt = {B, T, ids, lens, labels};
+    bert_batch bt = {B, T, ids, lens, labels, NULL};
+    float shares[64];
+    CHECK(B <= 64, "golden batch of %d", B);
+    if (golden_row_weights(&gd, labels, B, shares))
+        bt.weights = shares;
     bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
     float loss = bert_cls_forward(m, &a, &bt, &dc);
     const float *gp = gfind(&gd, "probs")->data, *gl = gfind(&gd, "logits")->data;
@@ -237,6 +242,9 @@ static void cls_golden(const char *name)
 
 static void test_golden_f16(void) { cls_golden("tiny_f16"); }
 static void test_golden_legacy(void) { cls_golden("tiny_legacy"); }
+/* class weights: loss, every gradient and 10 AdamW steps of torch's
+ * CrossEntropyLoss(weight=[0.5, 3, 1, 2]) */
+static void test_golden_weighted(void) { cls_golden("tiny_weighted"); }
 
 static void test_golden_mlm(void)
 {
@@ -261,7 +269,7 @@ static void test_golden_mlm(void)
     memset(&w, 0, sizeof w);
     CHECK(bert_acts_alloc(&a, &m->cfg, 0, B, T, 1) == 0, "acts");
     CHECK(bert_mlm_reserve(&w, &m->cfg, M) == 0, "ws");
-    bert_batch bt = {B, T, ids, lens, NULL};
+    bert_batch bt = {B, T, ids, lens, NULL, NULL};
     bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
     const float *top = bert_encoder_forward(m, &a, &bt, &dc);
     /* probabilities (eval path) */
@@ -329,6 +337,7 @@ int main(void)
 {
     RUN(test_golden_f16);
     RUN(test_golden_legacy);
+    RUN(test_golden_weighted);
     RUN(test_golden_mlm);
     return test_summary();
 }

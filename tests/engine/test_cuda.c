@@ -515,11 +515,21 @@ static void op_suite(int bf16)
         int KK = big ? 28996 : K, NN = big ? 7 : N;
         pair lg = pnew((size_t)NN * KK, 71, 3), pr = pnew((size_t)NN * KK, 0, 0),
              ls = pnew(NN, 0, 0), dl = pnew((size_t)NN * KK, 0, 0);
-        CPU->softmax_xent(pr.h, ls.h, dl.h, lg.h, lab_h, NN, KK, 1.0f / NN);
-        GPU->softmax_xent(pr.d, ls.d, dl.d, lg.d, lab_d, NN, KK, 1.0f / NN);
+        CPU->softmax_xent(pr.h, ls.h, dl.h, lg.h, lab_h, NULL, NN, KK, 1.0f / NN);
+        GPU->softmax_xent(pr.d, ls.d, dl.d, lg.d, lab_d, NULL, NN, KK, 1.0f / NN);
         pcmp(&pr, 1e-6, 0, "softmax_xent probs");
         pcmp(&ls, 1e-5, 0, "softmax_xent losses");
         pcmp(&dl, 1e-6, 0, "softmax_xent dlogits");
+        /* weighted cross-entropy: per-row scales of the gradient */
+        pair rs = pnew(NN, 0, 0);
+        for (int r = 0; r < NN; r++)
+            rs.h[r] = 0.25f + 0.5f * (float)(r % 7);
+        GPU->upload(rs.d, rs.h, NN * sizeof(float));
+        CPU->softmax_xent(NULL, ls.h, dl.h, lg.h, lab_h, rs.h, NN, KK, 1.0f);
+        GPU->softmax_xent(NULL, ls.d, dl.d, lg.d, lab_d, rs.d, NN, KK, 1.0f);
+        pcmp(&ls, 1e-5, 0, "softmax_xent losses (row scales)");
+        pcmp(&dl, 1e-6, 0, "softmax_xent dlogits (row scales)");
+        pfree(&rs);
         float mc = CPU->mean(ls.h, NN), mg = GPU->mean(ls.d, NN);
         CHECK_CLOSE(mg, mc, 1e-6, 1e-5, "mean %g vs %g", mg, mc);
         pfree(&lg);
@@ -574,7 +584,7 @@ static void test_ops_bf16(void)
 static bft_model *golden_model(const char *name, const golden *gd)
 {
     bft_error err;
-    bft_model *m = load(name);
+    bft_model *m = load(golden_checkpoint(name));
     if (!m)
         return NULL;
     const rec *w = gfind(gd, "init/classifier.weight"), *b = gfind(gd, "init/classifier.bias");
@@ -682,7 +692,13 @@ static void cls_golden_gpu(const char *name, int bf16)
         bft_dev_upload(d_ids, ids, (size_t)B * T * 4);
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)B * 4);
-        bert_batch bt = {B, T, d_ids, d_lens, d_lab};
+        bert_batch bt = {B, T, d_ids, d_lens, d_lab, NULL};
+        float shares[64], *d_sh = bft_dev_alloc(sizeof shares);
+        CHECK(B <= 64, "golden batch of %d", B);
+        if (golden_row_weights(&gd, labels, B, shares)) {
+            bft_dev_upload(d_sh, shares, (size_t)B * sizeof *shares);
+            bt.weights = d_sh;
+        }
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         float loss = bert_cls_forward(&dv.dm, &a, &bt, &dc);
         float *pr = malloc((size_t)B * K * 4), *lg = malloc((size_t)B * K * 4);
@@ -717,6 +733,7 @@ static void cls_golden_gpu(const char *name, int bf16)
         bft_dev_free(d_ids);
         bft_dev_free(d_lens);
         bft_dev_free(d_lab);
+        bft_dev_free(d_sh);
         bert_acts_free(&a);
         bft_devmodel_close(&dv);
     }
@@ -786,7 +803,7 @@ static void mlm_golden_gpu(int bf16)
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)M * 4);
         bft_dev_upload(d_rows, rows, (size_t)M * 8);
-        bert_batch bt = {B, T, d_ids, d_lens, NULL};
+        bert_batch bt = {B, T, d_ids, d_lens, NULL, NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         const float *top = bert_encoder_forward(&dv.dm, &a, &bt, &dc);
         bert_mlm_forward(&dv.dm, &w, top, d_rows, M, NULL);
@@ -856,6 +873,7 @@ static void test_golden_fp32(void)
 {
     cls_golden_gpu("tiny_f16", 0);
     cls_golden_gpu("tiny_legacy", 0);
+    cls_golden_gpu("tiny_weighted", 0);
     mlm_golden_gpu(0);
 }
 
@@ -863,6 +881,7 @@ static void test_golden_bf16(void)
 {
     cls_golden_gpu("tiny_f16", 1);
     cls_golden_gpu("tiny_legacy", 1);
+    cls_golden_gpu("tiny_weighted", 1);
     mlm_golden_gpu(1);
 }
 

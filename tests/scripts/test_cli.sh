@@ -128,6 +128,19 @@ check "train: another seed, other weights" bash -c "! cmp -s $TMP/m1/model.safet
 "$CLI" train --model $TMP/m1 --csv $TMP/small.csv --text-col text --label-col label --epochs 1 \
     --lr 0 --no-shuffle --out $TMP/m4 >/dev/null 2>&1
 check "train: names through existing id2label, lr 0 keeps weights" cmp -s $TMP/m1/model.safetensors $TMP/m4/model.safetensors
+# --class-weights: small.csv has 4 neg and 4 pos, so balanced weighs both 1 (the unweighted model);
+# by name and by id the same weights train the same model; other weights another one
+cw_train() { "$CLI" train --model $CK/tiny --csv $TMP/small.csv --text-col text --label-col label --epochs 3 \
+    --batch-size 3 --lr 1e-3 --seed 5 --out "$1" --class-weights "$2" >"$1.out" 2>&1; }
+cw_train $TMP/cw1 balanced; cw_train $TMP/cw2 neg=3; cw_train $TMP/cw3 3,1; cw_train $TMP/cw4 'pos=1,neg=3'
+check "train --class-weights balanced on balanced data: weights 1 1, the unweighted model" \
+    bash -c "grep -q '^class weights 1 1$' $TMP/cw1.out && cmp -s $TMP/m1/model.safetensors $TMP/cw1/model.safetensors"
+check "train --class-weights by name and by id: same model, not the unweighted one" \
+    bash -c "grep -q '^class weights 3 1$' $TMP/cw2.out && cmp -s $TMP/cw2/model.safetensors $TMP/cw3/model.safetensors && cmp -s $TMP/cw2/model.safetensors $TMP/cw4/model.safetensors && ! cmp -s $TMP/m1/model.safetensors $TMP/cw2/model.safetensors"
+for bad in 3 'x=1' '1,0' '1,2,3' 'neg=inf'; do
+    cw_train $TMP/cwbad "$bad"; rc=$?
+    check "train --class-weights '$bad': exit 2 with a message" bash -c "[ $rc -eq 2 ] && grep -q 'class-weights' $TMP/cwbad.out"
+done
 
 # ---- train: integer labels, validation split, dropout override, errors
 { echo "text,label"; for i in $(seq 1 30); do echo "\"the stock is up $i\",$((i % 3))"; done; } >$TMP/int.csv

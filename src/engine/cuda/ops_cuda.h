@@ -170,7 +170,8 @@ void bft_cuda_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t
 void bft_cuda_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d);
 void bft_cuda_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d);
 void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                              const int32_t *labels, int N, int K, float dscale);
+                              const int32_t *labels, const float *row_scale, int N, int K,
+                              float dscale);
 void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr,
                        float b1, float b2, float eps, float wd, float gscale, int64_t t,
                        int zero_grad);
