@@ -31,6 +31,7 @@ static void train_usage(FILE *f)
             "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
             "         [--threads N] [--device cpu|cuda] [--precision auto|fp32|bf16] [--verbose]\n"
             "         [--class-weights balanced|W0,W1,...|NAME=W,...]\n"
+            "         [--load-best] [--metric-for-best loss|accuracy|macro_f1] [--early-stopping-patience N]\n"
             "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
             "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
@@ -41,7 +42,10 @@ static void train_usage(FILE *f)
             "  from the CSV texts (cased unless --lower) and a BERT of the given shape is\n"
             "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n"
             "  --class-weights: weighted cross-entropy; balanced = n / (classes x count) over\n"
-            "  the training rows, or one weight per class id, or weights by label name (others 1).\n");
+            "  the training rows, or one weight per class id, or weights by label name (others 1).\n"
+            "  --load-best ends with the weights of the best epoch by --metric-for-best (default\n"
+            "  loss) on the validation rows; --early-stopping-patience N stops after N epochs\n"
+            "  without improvement (and implies --load-best). Both need --validation-fraction.\n");
 }
 
 typedef struct progress_ctx {
@@ -382,7 +386,7 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
 int cmd_train(int argc, char **argv)
 {
     const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
-    const char *device = "cpu", *precision = "auto", *cw_spec = NULL;
+    const char *device = "cpu", *precision = "auto", *cw_spec = NULL, *metric = NULL;
     float *cw = NULL;
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
     int group = 0, scratch = 0;
@@ -423,6 +427,9 @@ int cmd_train(int argc, char **argv)
         {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
         {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
         {"class-weights", OPT_STR, &cw_spec, 0, 0, 0, 0, 0, 0},
+        {"load-best", OPT_FLAG, &o.load_best_model_at_end, 0, 0, 0, 0, 0, 0},
+        {"metric-for-best", OPT_STR, &metric, 0, 0, 0, 0, 0, 0},
+        {"early-stopping-patience", OPT_INT, &o.early_stopping_patience, 0, 0, 100000, 0, 0, 0},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     cli_csv csv = {0};
@@ -452,6 +459,26 @@ int cmd_train(int argc, char **argv)
     bft_get_device(&o.device, &o.precision); /* --device / --precision */
     rc = 1;
     o.shuffle = !no_shuffle;
+    if (metric) {
+        const char *mn = strncmp(metric, "eval_", 5) == 0 ? metric + 5 : metric;
+        if (strcmp(mn, "loss") == 0)
+            o.metric_for_best = BFT_METRIC_LOSS;
+        else if (strcmp(mn, "accuracy") == 0)
+            o.metric_for_best = BFT_METRIC_ACCURACY;
+        else if (strcmp(mn, "macro_f1") == 0)
+            o.metric_for_best = BFT_METRIC_MACRO_F1;
+        else {
+            fprintf(stderr, "bft-cli train: --metric-for-best must be loss, accuracy or macro_f1\n");
+            return 2;
+        }
+    }
+    if (o.early_stopping_patience > 0)
+        o.load_best_model_at_end = 1;
+    if ((o.load_best_model_at_end || metric) && !(valid_frac > 0)) {
+        fprintf(stderr, "bft-cli train: --load-best, --metric-for-best and --early-stopping-patience "
+                        "need --validation-fraction\n");
+        return 2;
+    }
     o.group_by_length = group;
     pc.verbose = verbose;
     bft_set_threads(threads);
@@ -542,6 +569,10 @@ int cmd_train(int argc, char **argv)
         cli_error("train", &err, NULL);
         goto out;
     }
+    if (res.early_stopped)
+        printf("early stopping after epoch %d (best epoch %d)\n", res.epochs, res.best_epoch);
+    if (o.load_best_model_at_end)
+        printf("kept epoch %d\n", res.kept_epoch);
     printf("train_loss %.6f steps %lld seconds %.1f samples_per_s %.2f", (double)res.train_loss,
            (long long)res.steps, res.seconds, res.samples_per_s);
     if (!isnan(res.eval_accuracy))

@@ -508,6 +508,7 @@ typedef struct trainer {
     float *eval_probs;
     int32_t *d_ids, *d_lens, *d_labels, *d_mlm_labels; /* the batch on the device */
     float *roww, *d_roww;            /* (Bmax) per-example loss shares (class weights) */
+    float *best_mem;                 /* (num_params) the best epoch's weights (device) */
     int64_t *d_rows;
     int Bmax, Tmax;
 } trainer;
@@ -523,6 +524,7 @@ static void trainer_free(trainer *t)
     bft_dev_free(t->d_mlm_labels);
     bft_dev_free(t->d_rows);
     bft_dev_free(t->d_roww);
+    bft_dev_free(t->best_mem);
     free(t->roww);
     free(t->tensors);
     free(t->trainable);
@@ -668,7 +670,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     memset(&t, 0, sizeof t);
     if (res) {
         memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
     }
     if (!m || !ds)
         return bft_set_error(err, BFT_EINVAL, "NULL model or dataset");
@@ -709,6 +711,13 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
                 return rc;
         }
+        if ((o->load_best_model_at_end || o->early_stopping_patience > 0) && !o->valid)
+            return bft_set_error(err, BFT_EINVAL,
+                                 "load_best_model_at_end and early stopping need a validation set");
+        if (o->metric_for_best < BFT_METRIC_LOSS || o->metric_for_best > BFT_METRIC_MACRO_F1 ||
+            o->early_stopping_patience < 0)
+            return bft_set_error(err, BFT_EINVAL, "invalid metric_for_best %d or patience %d",
+                                 o->metric_for_best, o->early_stopping_patience);
         if (o->class_weights)
             for (int k = 0; k < K; k++)
                 if (!(o->class_weights[k] > 0.0f) || isinf(o->class_weights[k]))
@@ -747,6 +756,8 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     t.lens = malloc((size_t)Bmax * sizeof *t.lens);
     t.labels = malloc((size_t)Bmax * sizeof *t.labels);
     t.order = malloc((size_t)ds->n * sizeof *t.order);
+    if (task == TASK_CLS && o->load_best_model_at_end)
+        t.best_mem = bft_dev_alloc(np * sizeof(float));
     if (task == TASK_CLS && o->class_weights) {
         t.roww = malloc((size_t)Bmax * sizeof *t.roww);
         t.d_roww = bft_dev_alloc((size_t)Bmax * sizeof *t.d_roww);
@@ -763,6 +774,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
         !t.d_ids || !t.d_lens || !t.d_labels ||
         (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
         (task == TASK_CLS && o->class_weights && (!t.roww || !t.d_roww)) ||
+        (task == TASK_CLS && o->load_best_model_at_end && !t.best_mem) ||
         bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
         bft_error de;
         int drc = bft_dev_check(&de);
@@ -816,8 +828,11 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     const char *penv = getenv("BFT_PROFILE");
     int profile = penv && *penv && strcmp(penv, "0") != 0;
     double prof[3] = {0.0, 0.0, 0.0};
+    /* the best epoch so far (by metric_for_best) and its evaluation */
+    int best_epoch = 0, bad_epochs = 0, stop = 0, last_epoch = 0;
+    float best = NAN, best_l = NAN, best_a = NAN, best_f = NAN;
 
-    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+    for (int epoch = 1; epoch <= o->epochs && !stop; epoch++) {
         double loss_epoch = 0.0;
         int64_t steps_epoch = 0;
         epoch_order(&t, ds, epoch);
@@ -921,7 +936,25 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                 trainer_free(&t);
                 return rc;
             }
+            float mv = o->metric_for_best == BFT_METRIC_LOSS       ? el
+                       : o->metric_for_best == BFT_METRIC_ACCURACY ? ea
+                                                                   : ef;
+            int better = best_epoch == 0 || (isnan(best) && !isnan(mv)) ||
+                         (o->metric_for_best == BFT_METRIC_LOSS ? mv < best : mv > best);
+            if (better) {
+                best = mv;
+                best_epoch = epoch;
+                best_l = el;
+                best_a = ea;
+                best_f = ef;
+                bad_epochs = 0;
+                if (t.best_mem)
+                    bft_dev_copy(t.best_mem, m->params_mem, m->num_params * sizeof(float));
+            } else if (o->early_stopping_patience > 0 && ++bad_epochs >= o->early_stopping_patience &&
+                       epoch < o->epochs)
+                stop = 1;
         }
+        last_epoch = epoch;
         double elapsed = now_s() - t0;
         if (res) {
             res->steps = step;
@@ -933,6 +966,10 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             res->eval_loss = el;
             res->eval_accuracy = ea;
             res->eval_macro_f1 = ef;
+            res->best_epoch = best_epoch;
+            res->best_metric = best;
+            res->kept_epoch = epoch;
+            res->early_stopped = stop;
         }
         if (progress) {
             bft_progress pr;
@@ -956,6 +993,20 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             }
         }
     }
+    /* load_best_model_at_end: the best epoch's weights replace the last ones */
+    if (t.best_mem && best_epoch > 0 && best_epoch != last_epoch) {
+        bft_dev_copy(m->params_mem, t.best_mem, m->num_params * sizeof(float));
+        if ((rc = bft_dev_check(err)) != BFT_OK) {
+            trainer_free(&t);
+            return rc;
+        }
+        if (res) {
+            res->kept_epoch = best_epoch;
+            res->eval_loss = best_l;
+            res->eval_accuracy = best_a;
+            res->eval_macro_f1 = best_f;
+        }
+    }
     trainer_free(&t);
     return BFT_OK;
 }
@@ -973,7 +1024,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     bft_clear_error(err);
     if (res) {
         memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
     }
     rc = bft_devmodel_open(&d, m, opts ? opts->device : BFT_DEVICE_CPU,
                            opts ? opts->precision : BFT_PRECISION_AUTO, 1, err);

@@ -48,12 +48,27 @@ typedef struct bft_train_opts {
      * nonzero (everything freed, BFT_ECANCEL). NULL (default): no polling. */
     int (*poll)(void *ctx);
     void *poll_ctx;
+    /* Best epoch and early stopping (bft_train only; need valid), as HF Trainer's
+     * load_best_model_at_end / metric_for_best_model / EarlyStoppingCallback:
+     * after each epoch's evaluation an epoch is the best so far when its metric
+     * is strictly better than every earlier epoch's. */
+    int load_best_model_at_end;  /* 1: end with the best epoch's weights (a copy
+                              * of the parameters is kept); 0 (default): the last */
+    int metric_for_best;     /* BFT_METRIC_LOSS (default, lower is better),
+                              * BFT_METRIC_ACCURACY or BFT_METRIC_MACRO_F1 */
+    int early_stopping_patience; /* > 0: stop once this many epochs in a row did
+                              * not improve on the best; 0 (default): never */
     int device;              /* BFT_DEVICE_CPU (default) or BFT_DEVICE_CUDA: where the whole
                               * step runs; CUDA without a usable GPU is BFT_EDEVICE, never a
                               * silent fallback */
     int precision;           /* BFT_PRECISION_AUTO (default: bf16 mixed precision on CUDA,
                               * fp32 on the CPU), _FP32 or _BF16 (CUDA only) */
 } bft_train_opts;
+
+/* Metrics for bft_train_opts.metric_for_best. */
+#define BFT_METRIC_LOSS 0
+#define BFT_METRIC_ACCURACY 1
+#define BFT_METRIC_MACRO_F1 2
 
 /* Compute devices and precisions (bft_train_opts.device / .precision, bft_set_device). */
 #define BFT_DEVICE_CPU 0
@@ -92,7 +107,13 @@ typedef struct bft_train_result {
     float last_epoch_loss;
     double samples_per_s;
     double seconds;
-    float eval_loss, eval_accuracy, eval_macro_f1; /* last epoch, NaN when no valid */
+    float eval_loss, eval_accuracy, eval_macro_f1; /* of the weights returned: the last
+                              * epoch, or the best with load_best_model_at_end; NaN
+                              * when no valid */
+    int best_epoch;          /* 1-based epoch of the best metric (0 without valid) */
+    float best_metric;       /* its value of metric_for_best (NaN without valid) */
+    int kept_epoch;          /* the epoch whose weights were returned */
+    int early_stopped;       /* 1: stopped by early_stopping_patience before epochs */
 } bft_train_result;
 
 /* Fine-tune m (needs a classifier) on ds with labels in [0, K). AdamW as

@@ -163,4 +163,16 @@ extern void bft_progress_end(void);
 extern float *bft_class_weights(const char *spec, int K, char **names, const int32 *labels,
 								int64 n, StringInfo params, StringInfo metrics);
 
+/* load_best_model_at_end, metric_for_best_model, early_stopping_patience */
+typedef struct BftBestOpts
+{
+	bool		load_best;
+	int			metric;			/* BFT_METRIC_* */
+	int			patience;		/* 0: no early stopping */
+} BftBestOpts;
+
+extern void bft_best_opts(int load_best, const char *metric, bool has_patience, int patience,
+						  double vfrac, BftBestOpts *out);
+extern const char *bft_metric_name(int metric);
+
 #endif							/* BFT_PG_H */

@@ -667,7 +667,8 @@ deployed_version(const char *name)
  *           batch_size, learning_rate, max_length, warmup_ratio,
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
  *           deploy, device, architecture, mlm_epochs, group_by_length,
- *           class_weights)
+ *           class_weights, load_best_model_at_end, metric_for_best_model,
+ *           early_stopping_patience)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
@@ -743,6 +744,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	float	   *class_weights;
 	StringInfoData cw_params,
 				cw_metrics;
+	BftBestOpts best;
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -811,6 +813,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 				 errhint("The new version is compared with the deployed one on the validation rows.")));
 	if (!scratch && !PG_ARGISNULL(17))
 		bad_option("architecture applies only when training from scratch (no base)");
+	bft_best_opts(ARG_ABSENT(21) ? -1 : PG_GETARG_BOOL(21),
+				  ARG_ABSENT(22) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(22)),
+				  !ARG_ABSENT(23), ARG_ABSENT(23) ? 0 : PG_GETARG_INT32(23), vfrac, &best);
 
 	arch.hidden_size = BFT_SCRATCH_HIDDEN_SIZE;
 	arch.num_hidden_layers = BFT_SCRATCH_LAYERS;
@@ -842,7 +847,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		ec.max_position_embeddings = arch.max_position_embeddings;
 		ec.num_labels = 2;
 		train_mem = bft_mem_model_bytes(&ec, ep, (Size) arch.vocab_size * 8) +
-			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0);
+			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&ec, ep, 0) : 0);
 		bft_memory_require(train_mem, "training this architecture",
 						   "Lower batch_size, max_length or the architecture's hidden_size, num_hidden_layers, "
 						   "intermediate_size or vocab_size; a superuser can raise bft.max_memory.");
@@ -885,7 +891,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
 		train_mem = bft_mem_model_bytes(&st->model->cfg, st->model->parts, st->model->vocab_len) +
 			bft_mem_train_bytes(&st->model->cfg, st->model->parts, Max(st->model->cfg.num_labels, 2),
-								batch_size, max_length, mlm_epochs > 0);
+								batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&st->model->cfg, st->model->parts, 0) : 0);
 		bft_memory_require(train_mem, "fine-tuning this model",
 						   "Lower batch_size or max_length, or use a smaller base model; a superuser can raise bft.max_memory.");
 		if (st->model->parts.classifier)
@@ -1112,7 +1119,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		parts.mlm = mlm_epochs > 0 ? 1 : 0;
 		/* the learned vocabulary and the labels are known now */
 		need = bft_mem_model_bytes(&cfg, parts, strlen(st->vocab)) +
-			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0);
+			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&cfg, parts, 0) : 0);
 		bft_memory_require(need + rows_bytes(&rows), "training this architecture on these rows",
 						   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
 						   "a superuser can raise bft.max_memory.");
@@ -1139,6 +1147,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.poll = bft_poll_interrupts;
 	opts.poll_ctx = &pc.edata;
 	opts.class_weights = class_weights;
+	opts.load_best_model_at_end = best.load_best ? 1 : 0;
+	opts.metric_for_best = best.metric;
+	opts.early_stopping_patience = best.patience;
 	opts.device = train_device;
 	opts.precision = bft_precision_for(train_device);
 
@@ -1169,6 +1180,15 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_progress_begin(model_name, "training");
 	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
 	check_engine_result(rc, &pc, &err, "training failed");
+	if (res.early_stopped)
+		ereport(NOTICE,
+				(errmsg("early stopping after epoch %d: validation %s did not improve for %d epochs; %s epoch %d",
+						res.epochs, bft_metric_name(best.metric), best.patience,
+						best.load_best ? "keeping" : "the best was", res.best_epoch)));
+	else if (best.load_best && res.kept_epoch != res.epochs)
+		ereport(NOTICE,
+				(errmsg("keeping epoch %d, the best by validation %s",
+						res.kept_epoch, bft_metric_name(best.metric))));
 	new_acc = res.eval_accuracy;
 
 	/* ---- deployment decision ---- */
@@ -1254,6 +1274,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
 	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
+	appendStringInfo(&params, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
+					 "\"early_stopping_patience\": %d",
+					 best.load_best ? "true" : "false", bft_metric_name(best.metric), best.patience);
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	if (train_device == BFT_DEVICE_CUDA)
@@ -1282,6 +1305,13 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_json_key_float(&metrics, "duration_s", seconds, true);
 	appendStringInfo(&metrics, ", \"epochs\": [%s]", pc.epochs.data);
 	appendStringInfoString(&metrics, cw_metrics.data);
+	appendStringInfo(&metrics, ", \"epochs_run\": %d, \"kept_epoch\": %d, \"stop_reason\": \"%s\"",
+					 res.epochs, res.kept_epoch, res.early_stopped ? "early_stopping" : "max_epochs");
+	if (nval > 0)
+	{
+		appendStringInfo(&metrics, ", \"best_epoch\": %d", res.best_epoch);
+		bft_json_key_float(&metrics, "best_metric", res.best_metric, true);
+	}
 	if (mlm_epochs > 0)
 	{
 		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d", mlm_res.epochs);
@@ -1321,7 +1351,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(model_name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(rows.n);
-	values[3] = Int32GetDatum(epochs);
+	values[3] = Int32GetDatum(res.epochs);	/* run (early stopping: fewer) */
 	values[4] = Float4GetDatum(res.train_loss);
 	if (nval > 0)
 	{

@@ -1,6 +1,6 @@
 /*
  * bft_trainopts.c — bft_train() options beyond the Trainer hyper-parameters:
- * class weights (weighted cross-entropy).
+ * class weights (weighted cross-entropy), the best epoch and early stopping.
  */
 #include "bft_pg.h"
 
@@ -166,4 +166,57 @@ bft_class_weights(const char *spec, int K, char **names, const int32 *labels, in
 	}
 	appendStringInfoChar(metrics, '}');
 	return w;
+}
+
+/* "loss", "accuracy" or "macro_f1". */
+const char *
+bft_metric_name(int metric)
+{
+	return metric == BFT_METRIC_ACCURACY ? "accuracy" :
+		metric == BFT_METRIC_MACRO_F1 ? "macro_f1" : "loss";
+}
+
+/*
+ * Check and resolve load_best_model_at_end (-1: not given), metric_for_best_model
+ * (NULL: not given) and early_stopping_patience (has_patience: given; 0: none) as Trainer:
+ * the metric defaults to the loss; early stopping implies keeping the best
+ * epoch unless load_best_model_at_end => false says otherwise; both need a
+ * validation split (vfrac > 0).
+ */
+void
+bft_best_opts(int load_best, const char *metric, bool has_patience, int patience, double vfrac,
+			  BftBestOpts *out)
+{
+	out->metric = BFT_METRIC_LOSS;
+	if (metric)
+	{
+		const char *m = metric;
+
+		if (strncmp(m, "eval_", 5) == 0)
+			m += 5;
+		if (strcmp(m, "loss") == 0)
+			out->metric = BFT_METRIC_LOSS;
+		else if (strcmp(m, "accuracy") == 0)
+			out->metric = BFT_METRIC_ACCURACY;
+		else if (strcmp(m, "macro_f1") == 0)
+			out->metric = BFT_METRIC_MACRO_F1;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metric_for_best_model must be 'loss', 'accuracy' or 'macro_f1', not \"%s\"",
+							metric)));
+	}
+	if (has_patience && (patience < 0 || patience > 100000))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("early_stopping_patience must be between 0 (no early stopping) and 100000")));
+	out->patience = has_patience ? patience : 0;
+	out->load_best = load_best >= 0 ? load_best != 0 : out->patience > 0;
+	if ((out->load_best || out->patience > 0 || metric) && !(vfrac > 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s needs a validation_fraction above 0",
+						out->patience > 0 ? "early_stopping_patience" :
+						out->load_best ? "load_best_model_at_end" : "metric_for_best_model"),
+				 errhint("The epochs are compared on the validation rows.")));
 }

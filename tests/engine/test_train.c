@@ -13,6 +13,10 @@
  *     one at a time), bft_evaluate_ds agrees with the predictions (accuracy,
  *     macro-F1 computed here from the confusion matrix);
  *   - MLM pre-training lowers the MLM loss and is deterministic;
+ *   - load_best_model_at_end / early stopping on a run whose best epoch is not
+ *     the last: the returned weights are bitwise the best epoch's (snapshots
+ *     taken in the epoch callback), training stops patience epochs after it,
+ *     the result reports the kept epoch and its metrics;
  *   - invalid inputs are errors with messages.
  */
 #include <malloc.h>
@@ -413,6 +417,133 @@ static void test_concurrent_models(void)
     toy_free(&tr);
 }
 
+/* Per-epoch snapshots of the weights and evaluation (epoch callback). */
+typedef struct {
+    const bft_model *m;
+    int epochs;
+    float *snap[16];
+    float eval_loss[16], eval_acc[16], eval_f1[16];
+} snap_ctx;
+
+static int snap_cb(void *vp, const bft_progress *p)
+{
+    snap_ctx *c = vp;
+    if (p->phase != 1 || p->epoch > 15)
+        return 0;
+    c->epochs = p->epoch;
+    c->snap[p->epoch] = malloc(c->m->num_params * sizeof(float));
+    memcpy(c->snap[p->epoch], c->m->params_mem, c->m->num_params * sizeof(float));
+    c->eval_loss[p->epoch] = p->eval_loss;
+    c->eval_acc[p->epoch] = p->eval_accuracy;
+    c->eval_f1[p->epoch] = p->eval_macro_f1;
+    return 0;
+}
+
+static void snap_free(snap_ctx *c)
+{
+    for (int e = 0; e < 16; e++)
+        free(c->snap[e]);
+}
+
+/* Validation rows labelled (k + 1) mod 3 where the training rows say k: the
+ * better the model learns, the worse it does on them, so the best validation
+ * loss comes early and the last epoch is not the best. */
+static void test_best_epoch_early_stopping(void)
+{
+    toy tr, va;
+    toy_make(&tr, 48, 21, 3);
+    toy_make(&va, 24, 22, 3);
+    for (int i = 0; i < 24; i++)
+        va.lab[i] = (va.lab[i] + 1) % 3;
+    for (int load_best = 1; load_best >= 0; load_best--) {
+        bft_model *m = load("tiny");
+        if (!m)
+            break;
+        bft_train_opts o = bft_train_default_opts();
+        o.epochs = 10;
+        o.batch_size = 8;
+        o.learning_rate = 3e-3f;
+        o.valid = &va.ds;
+        o.seed = 4;
+        o.load_best_model_at_end = load_best;
+        o.metric_for_best = BFT_METRIC_LOSS;
+        o.early_stopping_patience = 2;
+        snap_ctx c;
+        memset(&c, 0, sizeof c);
+        c.m = m;
+        bft_train_result res;
+        bft_error err;
+        int rc = bft_train(m, &tr.ds, &o, snap_cb, &c, &res, &err);
+        CHECK(rc == 0, "train: %s", err.msg);
+        int best = 1;
+        for (int e = 2; e <= c.epochs; e++)
+            if (c.eval_loss[e] < c.eval_loss[best])
+                best = e;
+        printf("  load_best %d: validation loss", load_best);
+        for (int e = 1; e <= c.epochs; e++)
+            printf(" %.3f", c.eval_loss[e]);
+        printf("; best epoch %d, ran %d, kept %d, early stop %d\n", res.best_epoch, res.epochs,
+               res.kept_epoch, res.early_stopped);
+        CHECK(best < c.epochs, "the best epoch (%d) must not be the last (%d)", best, c.epochs);
+        CHECK(res.best_epoch == best, "best epoch %d, expected %d", res.best_epoch, best);
+        CHECK(res.best_metric == c.eval_loss[best], "best metric %g vs %g", res.best_metric,
+              c.eval_loss[best]);
+        CHECK(c.epochs == best + 2 && res.epochs == c.epochs && res.early_stopped == 1,
+              "stopped after epoch %d (best %d, patience 2), early_stopped %d", c.epochs, best,
+              res.early_stopped);
+        CHECK(res.steps == (int64_t)c.epochs * 6, "steps %lld", (long long)res.steps);
+        int kept = load_best ? best : c.epochs;
+        CHECK(res.kept_epoch == kept, "kept epoch %d, expected %d", res.kept_epoch, kept);
+        CHECK(c.snap[kept] && memcmp(m->params_mem, c.snap[kept], m->num_params * sizeof(float)) == 0,
+              "the returned weights are not epoch %d's", kept);
+        CHECK(res.eval_loss == c.eval_loss[kept] && res.eval_accuracy == c.eval_acc[kept] &&
+                  res.eval_macro_f1 == c.eval_f1[kept],
+              "result metrics are not epoch %d's", kept);
+        float l, a, f;
+        CHECK(bft_evaluate_ds(m, &va.ds, 32, &l, &a, &f, NULL, &err) == 0, "eval: %s", err.msg);
+        CHECK(fabsf(l - res.eval_loss) <= 1e-6f * fmaxf(1.0f, l) && a == res.eval_accuracy,
+              "re-evaluated %g/%g vs reported %g/%g", l, a, res.eval_loss, res.eval_accuracy);
+        snap_free(&c);
+        bft_model_free(m);
+    }
+    /* by accuracy (higher is better) on honest validation rows: no early stop
+     * when it keeps improving or ties are not improvements */
+    {
+        bft_model *m = load("tiny");
+        toy hv;
+        toy_make(&hv, 24, 23, 3);
+        bft_train_opts o = bft_train_default_opts();
+        o.epochs = 6;
+        o.batch_size = 8;
+        o.learning_rate = 3e-3f;
+        o.valid = &hv.ds;
+        o.seed = 4;
+        o.load_best_model_at_end = 1;
+        o.metric_for_best = BFT_METRIC_ACCURACY;
+        snap_ctx c;
+        memset(&c, 0, sizeof c);
+        c.m = m;
+        bft_train_result res;
+        bft_error err;
+        CHECK(bft_train(m, &tr.ds, &o, snap_cb, &c, &res, &err) == 0, "train: %s", err.msg);
+        int best = 1;
+        for (int e = 2; e <= c.epochs; e++)
+            if (c.eval_acc[e] > c.eval_acc[best])
+                best = e;
+        CHECK(c.epochs == 6 && !res.early_stopped, "ran %d epochs", c.epochs);
+        CHECK(res.best_epoch == best && res.kept_epoch == best && res.best_metric == c.eval_acc[best],
+              "accuracy: best %d kept %d, expected %d", res.best_epoch, res.kept_epoch, best);
+        CHECK(memcmp(m->params_mem, c.snap[best], m->num_params * sizeof(float)) == 0,
+              "weights are not epoch %d's", best);
+        printf("  by accuracy: best epoch %d (%.3f) of 6\n", best, c.eval_acc[best]);
+        snap_free(&c);
+        toy_free(&hv);
+        bft_model_free(m);
+    }
+    toy_free(&tr);
+    toy_free(&va);
+}
+
 static void test_errors(void)
 {
     bft_model *m = load("tiny");
@@ -438,6 +569,14 @@ static void test_errors(void)
     o = bft_train_default_opts();
     bft_dataset empty = {0, tr.tok, tr.off, tr.lab};
     CHECK(bft_train(m, &empty, &o, NULL, NULL, NULL, &err) == BFT_EINVAL, "empty: %s", err.msg);
+    o.load_best_model_at_end = 1;
+    CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL && strstr(err.msg, "validation"),
+          "load_best without validation: %s", err.msg);
+    o = bft_train_default_opts();
+    o.early_stopping_patience = 1;
+    CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL && strstr(err.msg, "validation"),
+          "early stopping without validation: %s", err.msg);
+    o = bft_train_default_opts();
     int32_t longseq[80] = {0};
     int64_t off[2] = {0, 80};
     bft_dataset lng = {1, longseq, off, NULL};
@@ -457,6 +596,7 @@ int main(void)
     RUN(test_partial_batch_and_schedule);
     RUN(test_predict_order_and_eval);
     RUN(test_mlm_pretraining);
+    RUN(test_best_epoch_early_stopping);
     RUN(test_concurrent_models);
     RUN(test_errors);
     return test_summary();

@@ -137,6 +137,18 @@ check "train --class-weights balanced on balanced data: weights 1 1, the unweigh
     bash -c "grep -q '^class weights 1 1$' $TMP/cw1.out && cmp -s $TMP/m1/model.safetensors $TMP/cw1/model.safetensors"
 check "train --class-weights by name and by id: same model, not the unweighted one" \
     bash -c "grep -q '^class weights 3 1$' $TMP/cw2.out && cmp -s $TMP/cw2/model.safetensors $TMP/cw3/model.safetensors && cmp -s $TMP/cw2/model.safetensors $TMP/cw4/model.safetensors && ! cmp -s $TMP/m1/model.safetensors $TMP/cw2/model.safetensors"
+# --early-stopping-patience on labels drawn at random: the validation loss grows
+# once the training rows are memorised; stops 2 epochs after the best, keeps it
+{ echo "text,label"; for i in $(seq 1 120); do echo "w$((i * 7919 % 101)) w$((i * 104729 % 97)) w$((i % 13)),$(( (i * 2654435761 % 1000003) % 2 ))"; done; } >$TMP/noise.csv
+"$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 12 --batch-size 8 \
+    --lr 3e-3 --seed 3 --validation-fraction 0.25 --early-stopping-patience 2 --threads 1 --out $TMP/es >$TMP/es.out 2>&1
+es_ran=$(sed -nE 's/^early stopping after epoch ([0-9]+) \(best epoch ([0-9]+)\)$/\1/p' $TMP/es.out)
+es_best=$(sed -nE 's/^early stopping after epoch ([0-9]+) \(best epoch ([0-9]+)\)$/\2/p' $TMP/es.out)
+check "train --early-stopping-patience 2: stops 2 epochs after the best and keeps it (ran $es_ran, best $es_best)" \
+    bash -c "[ -n '$es_ran' ] && [ '$es_ran' -lt 12 ] && [ \$(( $es_best + 2 )) -eq '$es_ran' ] && grep -q '^kept epoch $es_best$' $TMP/es.out && [ \$(grep -c '^epoch ' $TMP/es.out) -eq '$es_ran' ] && test -s $TMP/es/model.safetensors"
+"$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 2 --load-best \
+    --out $TMP/es2 >$TMP/es2.out 2>&1; rc=$?
+check "train --load-best without --validation-fraction: exit 2" bash -c "[ $rc -eq 2 ] && grep -q validation-fraction $TMP/es2.out"
 for bad in 3 'x=1' '1,0' '1,2,3' 'neg=inf'; do
     cw_train $TMP/cwbad "$bad"; rc=$?
     check "train --class-weights '$bad': exit 2 with a message" bash -c "[ $rc -eq 2 ] && grep -q 'class-weights' $TMP/cwbad.out"
