@@ -990,6 +990,62 @@ static void *emu_hook(const char *name)
  * inference does not grow, and bft_cuda_release frees the rest. Measured with
  * the CUDA emulator's byte count (tests/cuda_emu); a real GPU offers no
  * per-process count to the test, so there only the sequence runs. */
+/* Class weights, the best epoch and early stopping on the GPU: the same
+ * epochs, best and kept epoch as on the CPU, and the same kept weights
+ * (within the fp32 tolerance of test_train_cpu_vs_gpu). The validation rows
+ * are the training rows with shifted labels, so the best epoch comes early. */
+static void test_train_best_epoch_gpu(void)
+{
+    bft_model *a, *b;
+    if (!two_tiny(&a, &b))
+        return;
+    mini_ds d, v;
+    bft_error e;
+    int K = a->cfg.num_labels;
+    mini_make(&d, 40, a->cfg.vocab_size, 20, K, 9);
+    mini_make(&v, 40, a->cfg.vocab_size, 20, K, 9);
+    for (int i = 0; i < 40; i++)
+        v.lab[i] = (v.lab[i] + 1) % K;
+    float cw[16];
+    for (int k = 0; k < K && k < 16; k++)
+        cw[k] = 0.5f + (float)k;
+    bft_train_opts o = short_training();
+    o.epochs = 8;
+    o.dropout = 0.0f;
+    o.learning_rate = 3e-3f;
+    o.valid = &v.ds;
+    o.load_best_model_at_end = 1;
+    o.early_stopping_patience = 2;
+    o.class_weights = cw;
+    bft_train_result ra, rb;
+    CHECK(bft_train(a, &d.ds, &o, NULL, NULL, &ra, &e) == BFT_OK, "cpu: %s", e.msg);
+    o.device = BFT_DEVICE_CUDA;
+    o.precision = BFT_PRECISION_FP32;
+    CHECK(bft_train(b, &d.ds, &o, NULL, NULL, &rb, &e) == BFT_OK, "cuda: %s", e.msg);
+    CHECK(ra.epochs == rb.epochs && ra.best_epoch == rb.best_epoch && ra.kept_epoch == rb.kept_epoch &&
+              ra.early_stopped == rb.early_stopped,
+          "cpu: ran %d best %d kept %d stop %d; gpu: ran %d best %d kept %d stop %d", ra.epochs,
+          ra.best_epoch, ra.kept_epoch, ra.early_stopped, rb.epochs, rb.best_epoch, rb.kept_epoch,
+          rb.early_stopped);
+    CHECK(ra.kept_epoch < ra.epochs, "the kept epoch %d should not be the last %d", ra.kept_epoch,
+          ra.epochs);
+    CHECK_CLOSE(rb.eval_loss, ra.eval_loss, 1e-4, 1e-4, "kept eval loss cpu %.7f gpu %.7f",
+                ra.eval_loss, rb.eval_loss);
+    double worst = 0.0;
+    for (size_t k = 0; k < a->num_params; k++)
+        worst = fmax(worst, fabs((double)a->params_mem[k] - b->params_mem[k]));
+    /* Adam can turn rounding noise into steps of about lr (see test_train_cpu_vs_gpu):
+     * at most 3 sum(lr) <= 3 lr steps */
+    CHECK(worst <= 3.0 * o.learning_rate * (double)ra.steps, "max |w_cpu - w_gpu| %.3g", worst);
+    printf("  class weights + early stopping: ran %d epochs, kept %d (cpu and gpu), eval loss cpu "
+           "%.6f gpu %.6f, max weight diff %.2e\n", ra.epochs, ra.kept_epoch, ra.eval_loss,
+           rb.eval_loss, worst);
+    mini_free(&d);
+    mini_free(&v);
+    bft_model_free(a);
+    bft_model_free(b);
+}
+
 static void test_device_memory_released(void)
 {
     size_t (*in_use)(void) = (size_t(*)(void))emu_hook("bft_cuda_emu_bytes_in_use");
@@ -1173,6 +1229,7 @@ int main(void)
         RUN(test_golden_fp32);
         RUN(test_golden_bf16);
         RUN(test_train_cpu_vs_gpu);
+        RUN(test_train_best_epoch_gpu);
         RUN(test_device_memory_released);
         RUN(test_device_cache_models);
         RUN(test_gpu_deterministic);
@@ -1182,6 +1239,7 @@ int main(void)
         SKIP(test_golden_fp32);
         SKIP(test_golden_bf16);
         SKIP(test_train_cpu_vs_gpu);
+        SKIP(test_train_best_epoch_gpu);
         SKIP(test_device_memory_released);
         SKIP(test_device_cache_models);
         SKIP(test_gpu_deterministic);
