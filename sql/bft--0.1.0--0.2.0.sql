@@ -118,7 +118,7 @@ REVOKE EXECUTE ON FUNCTION
     bft.drop_guard()
 FROM PUBLIC;
 
--- bft_train options: class weights, best epoch and early stopping ------------
+-- bft_train options: class weights, best epoch, early stopping, resume -------
 -- New arguments of bft_train and bft_train_async: the 0.1.0 functions are
 -- replaced. EXECUTE stays revoked from PUBLIC (as above), and what was
 -- granted on the old functions to roles is granted on the new ones.
@@ -153,7 +153,8 @@ CREATE FUNCTION bft_train(
     class_weights text DEFAULT NULL,
     load_best_model_at_end bool DEFAULT NULL,
     metric_for_best_model text DEFAULT NULL,
-    early_stopping_patience int DEFAULT NULL)
+    early_stopping_patience int DEFAULT NULL,
+    resume bool DEFAULT false)
 RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
                validation_accuracy real, validation_macro_f1 real,
                samples_per_second real, duration interval)
@@ -184,16 +185,17 @@ CREATE FUNCTION bft_train_async(
     class_weights text DEFAULT NULL,
     load_best_model_at_end bool DEFAULT NULL,
     metric_for_best_model text DEFAULT NULL,
-    early_stopping_patience int DEFAULT NULL)
+    early_stopping_patience int DEFAULT NULL,
+    resume bool DEFAULT false)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'bft_train_async_sql'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 REVOKE EXECUTE ON FUNCTION
     bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
-              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int),
+              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool),
     bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
-                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int)
+                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool)
 FROM PUBLIC;
 
 DO $$

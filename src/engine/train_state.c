@@ -113,15 +113,15 @@ int bft_state_write(const char *path, const bft_state_hdr *h, const void *note,
                     const bft_epoch_rec *hist, float *const arrays[4], bft_error *err)
 {
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
+    char *tmp = malloc(plen + 32);
     float *bounce = NULL;
     wfile f = {-1, {0, {0}, 0}, path, err};
     uint32_t ver = STATE_VERSION, hsz = (uint32_t)sizeof *h;
     int rc = BFT_OK, na = h->has_best ? 4 : 3;
     if (!tmp)
         return bft_set_error(err, BFT_ENOMEM, "out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
+    /* per process: two writers of one path never share a temporary file */
+    snprintf(tmp, plen + 32, "%s.%ld.tmp", path, (long)getpid());
     if (bft_backend_current()->device != BFT_DEVICE_CPU &&
         !(bounce = malloc(CHUNK_FLOATS * sizeof *bounce))) {
         free(tmp);

@@ -13,7 +13,7 @@
  *   (note_len bytes), history (nhist records), then params, m, v and (has_best)
  *   the best parameters, num_params floats each, and a uint64 checksum of
  *   everything before it.
- * Writes go to path + ".tmp", are flushed to disk and renamed over path, so a
+ * Writes go to path + ".<pid>.tmp", are flushed to disk and renamed over path, so a
  * crash leaves the previous state or the new one, never a torn file.
  */
 #ifndef BFT_TRAIN_STATE_H

@@ -175,4 +175,13 @@ extern void bft_best_opts(int load_best, const char *metric, bool has_patience, 
 						  double vfrac, BftBestOpts *out);
 extern const char *bft_metric_name(int metric);
 
+/* bft_trainstate.c: per-epoch training states for resume => true */
+extern bool bft_save_train_state;
+extern int	bft_train_state_retention;
+extern char *bft_train_state_path(const char *model, const char *phase, bool create);
+extern bool bft_train_state_exists(const char *path);
+extern void bft_train_state_discard_at_commit(const char *model);
+extern void bft_train_state_discard_model_at_commit(const char *model);
+extern void bft_train_state_expire(void);
+
 #endif							/* BFT_PG_H */

@@ -221,7 +221,21 @@ progress_cb(void *ctx, const bft_progress *p)
 		bft_progress_update(&pc->info, p->phase == 1);
 		format_eta(eta, sizeof(eta), p->eta_s);
 
-		if (p->phase == 1)
+		if (p->phase == 1 && p->restored)
+		{
+			/* an epoch completed before the interruption: its metrics, no NOTICE */
+			if (pc->nepochs++ > 0)
+				appendStringInfoString(&pc->epochs, ", ");
+			appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
+			bft_json_key_float(&pc->epochs, "loss", p->loss, true);
+			bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
+			bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
+			bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
+			bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
+			bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
+			appendStringInfoString(&pc->epochs, ", \"restored\": true}");
+		}
+		else if (p->phase == 1)
 		{
 			if (!isnan(p->eval_accuracy))
 				ereport(NOTICE,
@@ -262,6 +276,19 @@ progress_cb(void *ctx, const bft_progress *p)
 	}
 	PG_END_TRY();
 	return stop;
+}
+
+/* A resumed engine call that refused its saved state: say so, with the way out. */
+static void
+check_state_result(int rc, const bft_error *err, const char *resume_path)
+{
+	if (resume_path && (rc == BFT_EMISMATCH || rc == BFT_EFORMAT))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot resume: the saved training state does not fit this training"),
+				 errdetail("%s", err->msg),
+				 errhint("Call bft_train() with the data and arguments of the interrupted training, "
+						 "or with resume => false to start over (which replaces the saved state).")));
 }
 
 /* After an engine call: re-throw a caught error, or report the engine's. */
@@ -668,7 +695,7 @@ deployed_version(const char *name)
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
  *           deploy, device, architecture, mlm_epochs, group_by_length,
  *           class_weights, load_best_model_at_end, metric_for_best_model,
- *           early_stopping_patience)
+ *           early_stopping_patience, resume)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
@@ -739,12 +766,21 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	Size		train_mem = 0;	/* model + training state, without the rows */
 	int32		deployed_start = 0; /* if_better: deployed version when training started */
 	int32		deployed_now = 0;	/* ... and at decision time */
+	uint64		opts_salt = 0;
 	/* arguments after the 20 of bft 0.1.0's SQL definition (NULL under it) */
 	char	   *class_weights_arg = ARG_ABSENT(20) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(20));
 	float	   *class_weights;
 	StringInfoData cw_params,
 				cw_metrics;
 	BftBestOpts best;
+	bool		resume = ARG_ABSENT(24) ? false : PG_GETARG_BOOL(24);
+	bool		save_state = bft_save_train_state && bft_train_state_retention > 0;
+	char	   *mlm_state = NULL;	/* state files of this role, model and phase */
+	char	   *cls_state = NULL;
+	bool		resume_cls = false;
+	bool		resume_mlm = false;
+	bft_train_state_info_t *sinfo = NULL;
+	StringInfoData mlm_note;
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -1134,6 +1170,47 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	if (bft_model_set_labels(st->model, K, (const char *const *) names, (uint64) seed, &err) != 0)
 		bft_report_engine_error(&err, "could not set the model's labels");
 
+	/* ---- per-epoch states: what resume => true continues from ---- */
+	initStringInfo(&mlm_note);
+	if (save_state || resume)
+	{
+		uint64		salt;
+		int			k;
+		char	  **lnames = bft_model_label_names(st->model);
+
+		bft_train_state_expire();
+		mlm_state = bft_train_state_path(model_name, "mlm", save_state);
+		cls_state = bft_train_state_path(model_name, "train", save_state);
+		/* what the engine cannot see: the initial weights, vocabulary and label names */
+		salt = bft_train_hash(0, st->model->params_mem, st->model->num_params * sizeof(float));
+		salt = bft_train_hash(salt, st->model->vocab, st->model->vocab_len);
+		for (k = 0; k < K; k++)
+			salt = bft_train_hash(salt, lnames[k], strlen(lnames[k]) + 1);
+		salt = bft_train_hash(salt, &max_length, sizeof(max_length));
+		opts_salt = salt;
+		if (resume)
+		{
+			bft_error serr;
+
+			sinfo = palloc0(sizeof(bft_train_state_info_t));
+			if (bft_train_state_exists(cls_state) &&
+				bft_train_state_info(cls_state, sinfo, &serr) == BFT_OK && sinfo->task == 0)
+				resume_cls = true;
+			else if (mlm_epochs > 0 && bft_train_state_exists(mlm_state) &&
+					 bft_train_state_info(mlm_state, sinfo, &serr) == BFT_OK && sinfo->task == 1)
+				resume_mlm = true;
+			else
+				ereport(NOTICE,
+						(errmsg("no saved training state of \"%s\" for role \"%s\": training from the start",
+								model_name, GetUserNameFromId(GetUserId(), false))));
+			if (resume_cls || resume_mlm)
+				ereport(NOTICE,
+						(errmsg("resuming %s of \"%s\" after epoch %d of %d",
+								resume_cls ? "training" : "MLM pre-training", model_name,
+								sinfo->epochs_done, sinfo->epochs)));
+		}
+	}
+
 	opts = bft_train_default_opts();
 	opts.batch_size = batch_size;
 	opts.learning_rate = (float) lr;
@@ -1152,10 +1229,19 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.early_stopping_patience = best.patience;
 	opts.device = train_device;
 	opts.precision = bft_precision_for(train_device);
+	opts.state_salt = opts_salt;
 
 	/* ---- MLM pre-training on the column's own text ---- */
 	memset(&mlm_res, 0, sizeof(mlm_res));
-	if (mlm_epochs > 0)
+	if (mlm_epochs > 0 && resume_cls)
+	{
+		/* fine-tuning had started: the MLM phase's summary is in its state */
+		if (sscanf(sinfo->note, "mlm %d %f %lf", &mlm_res.epochs, &mlm_res.train_loss,
+				   &mlm_res.seconds) != 3)
+			mlm_res.epochs = mlm_epochs;
+		mlm_res.resumed_epochs = mlm_res.epochs;
+	}
+	else if (mlm_epochs > 0)
 	{
 		bft_train_opts mopts = opts;
 		bft_dataset unl = train_ds;
@@ -1166,8 +1252,15 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		mopts.class_weights = NULL;
 		pc.phase = "mlm";
 		bft_progress_begin(model_name, "mlm");
+		if (save_state)
+			mopts.state_path = mlm_state;
+		if (resume_mlm)
+			mopts.resume_path = mlm_state;
 		rc = bft_pretrain_mlm(st->model, &unl, &mopts, progress_cb, &pc, &mlm_res, &err);
+		check_state_result(rc, &err, mopts.resume_path);
 		check_engine_result(rc, &pc, &err, "MLM pre-training failed");
+		appendStringInfo(&mlm_note, "mlm %d %.9g %.17g", mlm_res.epochs, mlm_res.train_loss,
+						 mlm_res.seconds);
 	}
 	/* per-epoch metrics of fine-tuning only */
 	resetStringInfo(&pc.epochs);
@@ -1178,7 +1271,16 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.valid = nval > 0 ? &val_ds : NULL;
 	pc.phase = "training";
 	bft_progress_begin(model_name, "training");
+	if (save_state)
+	{
+		opts.state_path = cls_state;
+		opts.state_note = mlm_note.data;
+		opts.state_note_len = mlm_note.len;
+	}
+	if (resume_cls)
+		opts.resume_path = cls_state;
 	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
+	check_state_result(rc, &err, opts.resume_path);
 	check_engine_result(rc, &pc, &err, "training failed");
 	if (res.early_stopped)
 		ereport(NOTICE,
@@ -1274,6 +1376,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
 	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
+	appendStringInfo(&params, ", \"resume\": %s", resume ? "true" : "false");
 	appendStringInfo(&params, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
 					 "\"early_stopping_patience\": %d",
 					 best.load_best ? "true" : "false", bft_metric_name(best.metric), best.patience);
@@ -1307,6 +1410,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfoString(&metrics, cw_metrics.data);
 	appendStringInfo(&metrics, ", \"epochs_run\": %d, \"kept_epoch\": %d, \"stop_reason\": \"%s\"",
 					 res.epochs, res.kept_epoch, res.early_stopped ? "early_stopping" : "max_epochs");
+	appendStringInfo(&metrics, ", \"resumed_after_epoch\": %d", res.resumed_epochs);
 	if (nval > 0)
 	{
 		appendStringInfo(&metrics, ", \"best_epoch\": %d", res.best_epoch);
@@ -1314,7 +1418,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	}
 	if (mlm_epochs > 0)
 	{
-		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d", mlm_res.epochs);
+		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d, \"resumed_after_epoch\": %d",
+						 mlm_res.epochs, mlm_res.resumed_epochs);
 		bft_json_key_float(&metrics, "loss", mlm_res.train_loss, true);
 		bft_json_key_float(&metrics, "seconds", mlm_res.seconds, true);
 		appendStringInfoChar(&metrics, '}');
@@ -1337,6 +1442,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfoString(&metrics, "}}");
 
 	version = bft_store_model(model_name, base, st->model, params.data, metrics.data, do_deploy);
+	/* stored: the saved states are no longer needed once this commits */
+	if (save_state || resume)
+		bft_train_state_discard_at_commit(model_name);
 	if (strcmp(deploy, "if_better") == 0)
 		ereport(NOTICE,
 				(errmsg(do_deploy ? "version %d deployed (validation accuracy %.4f, deployed version %s)"
