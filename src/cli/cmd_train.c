@@ -32,6 +32,7 @@ static void train_usage(FILE *f)
             "         [--threads N] [--device cpu|cuda] [--precision auto|fp32|bf16] [--verbose]\n"
             "         [--class-weights balanced|W0,W1,...|NAME=W,...]\n"
             "         [--load-best] [--metric-for-best loss|accuracy|macro_f1] [--early-stopping-patience N]\n"
+            "         [--save-state FILE [--resume]]\n"
             "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
             "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
@@ -45,7 +46,10 @@ static void train_usage(FILE *f)
             "  the training rows, or one weight per class id, or weights by label name (others 1).\n"
             "  --load-best ends with the weights of the best epoch by --metric-for-best (default\n"
             "  loss) on the validation rows; --early-stopping-patience N stops after N epochs\n"
-            "  without improvement (and implies --load-best). Both need --validation-fraction.\n");
+            "  without improvement (and implies --load-best). Both need --validation-fraction.\n"
+            "  --save-state FILE writes the training state after every epoch (FILE.mlm for\n"
+            "  --mlm-epochs); --resume continues from it after the last completed epoch (same\n"
+            "  data and options: the result is the uninterrupted run's, bit for bit).\n");
 }
 
 typedef struct progress_ctx {
@@ -57,7 +61,9 @@ typedef struct progress_ctx {
 static int on_progress(void *ctx, const bft_progress *p)
 {
     progress_ctx *c = ctx;
-    if (p->phase == 1) {
+    if (p->phase == 1 && p->restored) {
+        printf("%sepoch %d/%d restored\n", c->what, p->epoch, p->epochs);
+    } else if (p->phase == 1) {
         printf("%sepoch %d/%d loss %.6f samples_per_s %.2f seconds %.1f", c->what, p->epoch, p->epochs,
                (double)p->loss, p->samples_per_s, p->elapsed_s);
         if (!isnan(p->eval_loss))
@@ -386,7 +392,9 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
 int cmd_train(int argc, char **argv)
 {
     const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
-    const char *device = "cpu", *precision = "auto", *cw_spec = NULL, *metric = NULL;
+    const char *device = "cpu", *precision = "auto", *cw_spec = NULL, *metric = NULL, *state = NULL;
+    char *mlm_state = NULL;
+    int resume = 0;
     float *cw = NULL;
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
     int group = 0, scratch = 0;
@@ -430,6 +438,8 @@ int cmd_train(int argc, char **argv)
         {"load-best", OPT_FLAG, &o.load_best_model_at_end, 0, 0, 0, 0, 0, 0},
         {"metric-for-best", OPT_STR, &metric, 0, 0, 0, 0, 0, 0},
         {"early-stopping-patience", OPT_INT, &o.early_stopping_patience, 0, 0, 100000, 0, 0, 0},
+        {"save-state", OPT_STR, &state, 0, 0, 0, 0, 0, 0},
+        {"resume", OPT_FLAG, &resume, 0, 0, 0, 0, 0, 0},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     cli_csv csv = {0};
@@ -535,6 +545,24 @@ int cmd_train(int argc, char **argv)
     }
     if (valid_frac > 0 && valid_ds.n > 0)
         o.valid = &valid_ds;
+    if (resume && !state) {
+        fprintf(stderr, "bft-cli train: --resume needs --save-state FILE\n");
+        rc = 2;
+        goto out;
+    }
+    if (state) {
+        /* the initial weights, vocabulary and label names, which the engine cannot see */
+        uint64_t salt = bft_train_hash(0, m->params_mem, m->num_params * sizeof(float));
+        salt = bft_train_hash(salt, m->vocab, m->vocab_len);
+        for (int k = 0; k < K && m->cfg.id2label; k++)
+            salt = bft_train_hash(salt, m->cfg.id2label[k], strlen(m->cfg.id2label[k]) + 1);
+        o.state_salt = salt;
+        if (!(mlm_state = malloc(strlen(state) + 5))) {
+            fprintf(stderr, "bft-cli train: out of memory\n");
+            goto out;
+        }
+        sprintf(mlm_state, "%s.mlm", state);
+    }
     if (cw_spec) {
         if (!(cw = malloc((size_t)K * sizeof *cw)) || class_weights(cw_spec, m, &train_ds, cw) != 0) {
             rc = 2;
@@ -546,7 +574,15 @@ int cmd_train(int argc, char **argv)
            (long long)train_ds.n, (long long)(o.valid ? valid_ds.n : 0), K, max_length);
     fflush(stdout);
 
-    if (mlm_epochs > 0) {
+    bft_train_state_info_t sinfo;
+    int resume_cls = 0;
+    if (resume) {
+        bft_error se;
+        resume_cls = bft_train_state_info(state, &sinfo, &se) == 0 && sinfo.task == 0;
+        if (resume_cls)
+            printf("resuming training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
+    }
+    if (mlm_epochs > 0 && !resume_cls) {
         bft_train_opts mo = o;
         bft_dataset all = {t.n, t.tokens, t.offsets, NULL};
         if (!m->parts.mlm) {
@@ -559,12 +595,24 @@ int cmd_train(int argc, char **argv)
         if (mlm_lr > 0)
             mo.learning_rate = mlm_lr;
         pc.what = "mlm ";
+        mo.state_path = mlm_state;
+        if (resume) {
+            bft_error se;
+            if (bft_train_state_info(mlm_state, &sinfo, &se) == 0 && sinfo.task == 1) {
+                printf("resuming MLM pre-training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
+                mo.resume_path = mlm_state;
+            }
+        }
         if (bft_pretrain_mlm(m, &all, &mo, on_progress, &pc, &res, &err) != 0) {
             cli_error("train", &err, "MLM pre-training");
             goto out;
         }
         pc.what = "";
     }
+    o.state_path = state;
+    o.resume_path = resume_cls ? state : NULL;
+    if (resume && !resume_cls && !(mlm_epochs > 0))
+        printf("no saved training state in %s: training from the start\n", state);
     if (bft_train(m, &train_ds, &o, on_progress, &pc, &res, &err) != 0) {
         cli_error("train", &err, NULL);
         goto out;
@@ -586,6 +634,7 @@ int cmd_train(int argc, char **argv)
     printf("saved %s\n", out_dir);
     rc = 0;
 out:
+    free(mlm_state);
     free(cw);
     free(names);
     free(ids);

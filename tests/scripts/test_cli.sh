@@ -149,6 +149,23 @@ check "train --early-stopping-patience 2: stops 2 epochs after the best and keep
 "$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 2 --load-best \
     --out $TMP/es2 >$TMP/es2.out 2>&1; rc=$?
 check "train --load-best without --validation-fraction: exit 2" bash -c "[ $rc -eq 2 ] && grep -q validation-fraction $TMP/es2.out"
+# --save-state / --resume: killed (SIGKILL) after epoch 2 of 4, resumed: the
+# same model bytes as the uninterrupted run
+{ echo "text,label"; for i in $(seq 1 1500); do echo "w$((i % 4)) word$((i * 7 % 5)) w$((i % 37)) more words about w$((i % 91)) x$((i % 53)),l$((i % 4 % 3))"; done; } >$TMP/big.csv
+rs_train() { exec "$CLI" train --from-scratch --vocab-size 300 --layers 2 --hidden 128 --heads 2 --intermediate 256 \
+    --max-positions 64 --csv $TMP/big.csv --text-col text --label-col label --epochs 4 --batch-size 16 --lr 1e-3 \
+    --max-length 32 --dropout 0.1 --validation-fraction 0.2 --load-best --seed 3 --threads 1 "$@"; }
+(rs_train --out $TMP/rs_ref >$TMP/rs_ref.out 2>&1)
+rs_train --out $TMP/rs --save-state $TMP/rs.state >$TMP/rs1.out 2>&1 & # (exec: $! is bft-cli)
+rs_pid=$!
+for i in $(seq 1 600); do grep -q '^epoch 2/4' $TMP/rs1.out 2>/dev/null && break; sleep 0.05; done
+kill -9 $rs_pid 2>/dev/null; wait $rs_pid 2>/dev/null
+(rs_train --out $TMP/rs --save-state $TMP/rs.state --resume >$TMP/rs2.out 2>&1)
+check "train --resume after kill -9 in epoch 3: continues after epoch 2 or 3, same model bytes as the uninterrupted run" \
+    bash -c "grep -qE '^resuming training after epoch [23] of 4' $TMP/rs2.out && ! grep -q '^saved' $TMP/rs1.out && cmp -s $TMP/rs_ref/model.safetensors $TMP/rs/model.safetensors"
+"$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 1 --resume \
+    --out $TMP/rs3 >$TMP/rs3.out 2>&1; rc=$?
+check "train --resume without --save-state: exit 2" bash -c "[ $rc -eq 2 ] && grep -q save-state $TMP/rs3.out"
 for bad in 3 'x=1' '1,0' '1,2,3' 'neg=inf'; do
     cw_train $TMP/cwbad "$bad"; rc=$?
     check "train --class-weights '$bad': exit 2 with a message" bash -c "[ $rc -eq 2 ] && grep -q 'class-weights' $TMP/cwbad.out"
