@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "bert.h"
@@ -1046,6 +1047,58 @@ static void test_train_best_epoch_gpu(void)
     bft_model_free(b);
 }
 
+/* Resume on the GPU (fp32 and bf16): a training cancelled in epoch 3 and
+ * resumed from its state (read through the host bounce buffer into device
+ * memory, the bf16 weight copy rebuilt) ends with the uninterrupted GPU run's
+ * weights, bit for bit. */
+static int cancel_at_cb(void *ctx, const bft_progress *p)
+{
+    return p->phase == 0 && p->step == *(const int64_t *)ctx;
+}
+
+static void test_resume_gpu(void)
+{
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        bft_model *a, *b;
+        if (!two_tiny(&a, &b))
+            return;
+        mini_ds d, v;
+        bft_error e;
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/bft_test_cuda_state_%d", (int)getpid());
+        mini_make(&d, 40, a->cfg.vocab_size, 20, a->cfg.num_labels, 9);
+        mini_make(&v, 16, a->cfg.vocab_size, 20, a->cfg.num_labels, 10);
+        bft_train_opts o = short_training();
+        o.epochs = 4;
+        o.valid = &v.ds;
+        o.load_best_model_at_end = 1;
+        o.device = BFT_DEVICE_CUDA;
+        o.precision = bf16 ? BFT_PRECISION_BF16 : BFT_PRECISION_FP32;
+        bft_train_result ra, rb;
+        CHECK(bft_train(a, &d.ds, &o, NULL, NULL, &ra, &e) == BFT_OK, "uninterrupted: %s", e.msg);
+        o.state_path = path;
+        int64_t at = 2 * 5 + 2;
+        CHECK(bft_train(b, &d.ds, &o, cancel_at_cb, &at, NULL, &e) == BFT_ECANCEL, "cancel: %s", e.msg);
+        bft_model_free(b);
+        b = load("tiny");
+        o.resume_path = path;
+        CHECK(bft_train(b, &d.ds, &o, NULL, NULL, &rb, &e) == BFT_OK, "resume: %s", e.msg);
+        int same = rb.resumed_epochs == 2 && ra.train_loss == rb.train_loss &&
+                   ra.kept_epoch == rb.kept_epoch &&
+                   memcmp(a->params_mem, b->params_mem, a->num_params * sizeof(float)) == 0;
+        CHECK(same, "%s: resumed run differs (resumed %d, loss %.9g vs %.9g)", bf16 ? "bf16" : "fp32",
+              rb.resumed_epochs, ra.train_loss, rb.train_loss);
+        if (same)
+            printf("  %s: cancelled in epoch 3, resumed on the GPU: weights bitwise equal\n",
+                   bf16 ? "bf16" : "fp32");
+        unlink(path);
+        mini_free(&d);
+        mini_free(&v);
+        bft_model_free(a);
+        bft_model_free(b);
+    }
+}
+
 static void test_device_memory_released(void)
 {
     size_t (*in_use)(void) = (size_t(*)(void))emu_hook("bft_cuda_emu_bytes_in_use");
@@ -1230,6 +1283,7 @@ int main(void)
         RUN(test_golden_bf16);
         RUN(test_train_cpu_vs_gpu);
         RUN(test_train_best_epoch_gpu);
+        RUN(test_resume_gpu);
         RUN(test_device_memory_released);
         RUN(test_device_cache_models);
         RUN(test_gpu_deterministic);
@@ -1240,6 +1294,7 @@ int main(void)
         SKIP(test_golden_bf16);
         SKIP(test_train_cpu_vs_gpu);
         SKIP(test_train_best_epoch_gpu);
+        SKIP(test_resume_gpu);
         SKIP(test_device_memory_released);
         SKIP(test_device_cache_models);
         SKIP(test_gpu_deterministic);
