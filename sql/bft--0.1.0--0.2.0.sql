@@ -165,3 +165,107 @@ CREATE OR REPLACE FUNCTION bft_predict(text text, model text DEFAULT NULL, top_k
 RETURNS TABLE (label text, label_id int, score real)
 AS 'MODULE_PATHNAME', 'bft_predict_sql'
 LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+
+-- bft_train options: class weights, best epoch, early stopping, resume -------
+-- New arguments of bft_train and bft_train_async: the 0.1.0 functions are
+-- replaced. EXECUTE stays revoked from PUBLIC (as above), and what was
+-- granted on the old functions to roles is granted on the new ones.
+ALTER FUNCTION bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8,
+                         float8, bool, int, float8, text, text, jsonb, int, bool)
+    RENAME TO bft_train_0_1_0;
+ALTER FUNCTION bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8,
+                               float8, float8, bool, int, float8, text, text, jsonb, int, bool)
+    RENAME TO bft_train_async_0_1_0;
+
+CREATE FUNCTION bft_train(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL,
+    class_weights text DEFAULT NULL,
+    load_best_model_at_end bool DEFAULT NULL,
+    metric_for_best_model text DEFAULT NULL,
+    early_stopping_patience int DEFAULT NULL,
+    resume bool DEFAULT false)
+RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
+               validation_accuracy real, validation_macro_f1 real,
+               samples_per_second real, duration interval)
+AS 'MODULE_PATHNAME', 'bft_train_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_train_async(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL,
+    class_weights text DEFAULT NULL,
+    load_best_model_at_end bool DEFAULT NULL,
+    metric_for_best_model text DEFAULT NULL,
+    early_stopping_patience int DEFAULT NULL,
+    resume bool DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'bft_train_async_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION
+    bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool),
+    bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool)
+FROM PUBLIC;
+
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT n.oid::regprocedure AS fn, a.grantee::regrole AS grantee, a.is_grantable
+               FROM (VALUES ('bft_train_0_1_0', 'bft_train'),
+                            ('bft_train_async_0_1_0', 'bft_train_async')) AS f(old, new)
+               JOIN pg_catalog.pg_proc o ON o.proname = f.old
+               JOIN pg_catalog.pg_proc n ON n.proname = f.new AND n.pronamespace = o.pronamespace
+               CROSS JOIN LATERAL pg_catalog.aclexplode(o.proacl) a
+              WHERE o.pronamespace = (SELECT e.extnamespace FROM pg_catalog.pg_extension e
+                                       WHERE e.extname = 'bft')
+                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> o.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', r.fn, r.grantee,
+                                  CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
+DROP FUNCTION bft_train_0_1_0(regclass, name, name, int, text, text, int, float8, int, float8,
+                              float8, float8, bool, int, float8, text, text, jsonb, int, bool);
+DROP FUNCTION bft_train_async_0_1_0(regclass, name, name, int, text, text, int, float8, int,
+                                    float8, float8, float8, bool, int, float8, text, text, jsonb,
+                                    int, bool);

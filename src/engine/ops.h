@@ -160,10 +160,13 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
 /* Softmax + cross-entropy over rows: probs (N,K) = softmax(logits) (may be NULL
  * when only losses/grad are needed, then dlogits must be given or scratch used);
  * for labels[r] >= 0: losses[r] = -log softmax[labels[r]] (losses may be NULL),
- * dlogits (N,K) = (softmax - onehot) · dscale; rows with labels[r] < 0 get loss 0
- * and zero gradient. labels may be NULL (probs only). */
+ * dlogits (N,K) = (softmax - onehot) · dscale · row_scale[r] (row_scale (N) may
+ * be NULL: 1; weighted cross-entropy passes each row's share of the batch's
+ * loss); rows with labels[r] < 0 get loss 0 and zero gradient. labels may be
+ * NULL (probs only). */
 void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale);
+                         const int32_t *labels, const float *row_scale, int N, int K,
+                         float dscale);
 
 /* Sigmoid + binary cross-entropy (multi-label classification, HF's
  * BCEWithLogitsLoss with mean reduction): probs (N,K) = sigmoid(logits) (may be

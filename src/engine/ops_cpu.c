@@ -1162,6 +1162,7 @@ typedef struct {
     float *probs, *losses, *dlogits;
     const float *logits;
     const int32_t *labels;
+    const float *row_scale;
     int K;
     float dscale;
 } xent_job;
@@ -1187,9 +1188,10 @@ BFT_HOT static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
         if (j->dlogits) {
             float *d = j->dlogits + (size_t)r * K;
             if (y >= 0) {
+                float ds = j->row_scale ? j->dscale * j->row_scale[r] : j->dscale;
                 for (int k = 0; k < K; k++)
-                    d[k] = e[k] * j->dscale;
-                d[y] -= j->dscale;
+                    d[k] = e[k] * ds;
+                d[y] -= ds;
             } else {
                 memset(d, 0, (size_t)K * sizeof *d);
             }
@@ -1198,9 +1200,10 @@ BFT_HOT static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
 }
 
 void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale)
+                         const int32_t *labels, const float *row_scale, int N, int K,
+                         float dscale)
 {
-    xent_job j = {probs, losses, dlogits, logits, labels, K, dscale};
+    xent_job j = {probs, losses, dlogits, logits, labels, row_scale, K, dscale};
     if (!probs && !dlogits)
         return;
     bft_parallel_for(N, K >= 4096 ? 1 : 64, xent_part, &j);

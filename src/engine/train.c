@@ -36,6 +36,7 @@
 #include "ops.h"
 #include "rng.h"
 #include "threads.h"
+#include "train_state.h"
 
 bft_train_opts bft_train_default_opts(void)
 {
@@ -162,6 +163,7 @@ static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad
     bt->lens = lens;
     bt->labels = labels;
     bt->targets = targets;
+    bt->weights = NULL;
 }
 
 /* Stable order of examples by increasing length (for inference batching). */
@@ -672,6 +674,9 @@ typedef struct trainer {
     float *eval_probs;
     int32_t *d_ids, *d_lens, *d_labels, *d_mlm_labels; /* the batch on the device */
     float *targets, *d_targets;      /* (Bmax, K) multi-hot targets (multi-label models) */
+    float *roww, *d_roww;            /* (Bmax) per-example loss shares (class weights) */
+    float *best_mem;                 /* (num_params) the best epoch's weights (device) */
+    bft_epoch_rec *hist;             /* (epochs) what each completed epoch reported */
     int64_t *d_rows;
     int Bmax, Tmax;
 } trainer;
@@ -688,6 +693,10 @@ static void trainer_free(trainer *t)
     bft_dev_free(t->d_rows);
     bft_dev_free(t->d_targets);
     free(t->targets);
+    bft_dev_free(t->d_roww);
+    bft_dev_free(t->best_mem);
+    free(t->hist);
+    free(t->roww);
     free(t->tensors);
     free(t->trainable);
     free(t->accumulated);
@@ -822,6 +831,53 @@ static int mlm_mask(trainer *t, const bert_batch *bt, bft_rng *r, bft_special_id
     return M;
 }
 
+/* Fingerprint of a training for its state file: the task, every option that
+ * changes the result, the model's shape, the data and the host's salt. */
+static uint64_t train_fingerprint(const bft_model *m, const bft_dataset *ds,
+                                  const bft_train_opts *o, int task)
+{
+    const bft_config *c = &m->cfg;
+    uint64_t h = bft_train_hash(0x6266745f73746174ull, &o->state_salt, sizeof o->state_salt);
+    int64_t iv[] = {task, o->epochs, o->batch_size, o->shuffle, o->group_by_length,
+                    o->load_best_model_at_end, o->metric_for_best, o->early_stopping_patience,
+                    o->device, o->precision, c->vocab_size, c->hidden_size, c->num_hidden_layers,
+                    c->num_attention_heads, c->intermediate_size, c->max_position_embeddings,
+                    c->num_labels, c->pad_token_id, m->parts.pooler, m->parts.classifier,
+                    m->parts.mlm, (int64_t)m->num_params, (int64_t)o->seed};
+    float fv[] = {o->learning_rate, o->warmup_ratio, o->weight_decay, o->max_grad_norm,
+                  o->adam_beta1, o->adam_beta2, o->adam_eps, o->dropout, o->mlm_probability,
+                  c->hidden_dropout_prob, c->attention_probs_dropout_prob, c->classifier_dropout,
+                  c->layer_norm_eps};
+    h = bft_train_hash(h, iv, sizeof iv);
+    h = bft_train_hash(h, fv, sizeof fv);
+    if (task == TASK_CLS && o->class_weights)
+        h = bft_train_hash(h, o->class_weights, (size_t)c->num_labels * sizeof(float));
+    const bft_dataset *sets[2] = {ds, task == TASK_CLS ? o->valid : NULL};
+    for (int i = 0; i < 2; i++) {
+        const bft_dataset *d = sets[i];
+        if (!d) {
+            h = bft_train_hash(h, "-", 1);
+            continue;
+        }
+        h = bft_train_hash(h, &d->n, sizeof d->n);
+        h = bft_train_hash(h, d->offsets, (size_t)(d->n + 1) * sizeof *d->offsets);
+        h = bft_train_hash(h, d->tokens + d->offsets[0],
+                           (size_t)(d->offsets[d->n] - d->offsets[0]) * sizeof *d->tokens);
+        if (task == TASK_CLS && d->labels)
+            h = bft_train_hash(h, d->labels, (size_t)d->n * sizeof *d->labels);
+    }
+    return h;
+}
+
+/* The CUDA backend keeps a bf16 copy of the weights it trains: after the
+ * weights were replaced (a resumed state) it is made again. */
+static void weights_replaced(const bft_model *m)
+{
+    const bft_backend *be = bft_backend_current();
+    be->set_weights(NULL, 0);
+    be->set_weights(m->params_mem, m->num_params);
+}
+
 static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
                         bft_progress_fn progress, void *ctx, bft_train_result *res,
                         bft_error *err)
@@ -833,7 +889,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     memset(&t, 0, sizeof t);
     if (res) {
         memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
     }
     if (!m || !ds)
         return bft_set_error(err, BFT_EINVAL, "NULL model or dataset");
@@ -876,6 +932,22 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
                 return rc;
         }
+        if ((o->load_best_model_at_end || o->early_stopping_patience > 0) && !o->valid)
+            return bft_set_error(err, BFT_EINVAL,
+                                 "load_best_model_at_end and early stopping need a validation set");
+        if (o->metric_for_best < BFT_METRIC_LOSS || o->metric_for_best > BFT_METRIC_MACRO_F1 ||
+            o->early_stopping_patience < 0)
+            return bft_set_error(err, BFT_EINVAL, "invalid metric_for_best %d or patience %d",
+                                 o->metric_for_best, o->early_stopping_patience);
+        if (o->class_weights && is_multi(m))
+            return bft_set_error(err, BFT_EINVAL,
+                                 "class weights apply to single-label classification, not to a multi-label model");
+        if (o->class_weights)
+            for (int k = 0; k < K; k++)
+                if (!(o->class_weights[k] > 0.0f) || isinf(o->class_weights[k]))
+                    return bft_set_error(err, BFT_EINVAL,
+                                         "class weight %d is %g: weights must be positive and finite",
+                                         k, o->class_weights[k]);
     } else {
         if (!m->parts.mlm || !m->p.mlm_w)
             return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
@@ -913,6 +985,12 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
         t.targets = malloc((size_t)Bmax * K * sizeof *t.targets);
         t.d_targets = bft_dev_alloc((size_t)Bmax * K * sizeof *t.d_targets);
     }
+    if (task == TASK_CLS && o->load_best_model_at_end)
+        t.best_mem = bft_dev_alloc(np * sizeof(float));
+    if (task == TASK_CLS && o->class_weights) {
+        t.roww = malloc((size_t)Bmax * sizeof *t.roww);
+        t.d_roww = bft_dev_alloc((size_t)Bmax * sizeof *t.d_roww);
+    }
     if (task == TASK_MLM) {
         t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
         t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
@@ -924,6 +1002,8 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
         !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
         !t.d_ids || !t.d_lens || !t.d_labels || (multi && (!t.targets || !t.d_targets)) ||
         (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
+        (task == TASK_CLS && o->class_weights && (!t.roww || !t.d_roww)) ||
+        (task == TASK_CLS && o->load_best_model_at_end && !t.best_mem) ||
         bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
         bft_error de;
         int drc = bft_dev_check(&de);
@@ -978,8 +1058,109 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     const char *penv = getenv("BFT_PROFILE");
     int profile = penv && *penv && strcmp(penv, "0") != 0;
     double prof[3] = {0.0, 0.0, 0.0};
+    /* the best epoch so far (by metric_for_best) and its evaluation */
+    int best_epoch = 0, bad_epochs = 0, stop = 0, last_epoch = 0;
+    float best = NAN, best_l = NAN, best_a = NAN, best_f = NAN;
 
-    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+    /* ---- resume: the state saved after the last completed epoch */
+    int first_epoch = 1;
+    uint64_t fingerprint = o->state_path || o->resume_path ? train_fingerprint(m, ds, o, task) : 0;
+    bft_epoch_rec *hist = NULL;
+    if ((o->state_path || o->resume_path) &&
+        !(hist = t.hist = calloc((size_t)o->epochs + 1, sizeof *t.hist))) {
+        trainer_free(&t);
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
+    }
+    if (o->state_note_len > BFT_STATE_NOTE_MAX) {
+        trainer_free(&t);
+        return bft_set_error(err, BFT_EINVAL, "state note of %zu bytes (at most %d)",
+                             o->state_note_len, BFT_STATE_NOTE_MAX);
+    }
+    if (o->resume_path) {
+        bft_state_hdr h;
+        bft_epoch_rec *rh = NULL;
+        char *note = malloc(BFT_STATE_NOTE_MAX);
+        float *arrays[4] = {m->params_mem, t.m_mem, t.v_mem, t.best_mem};
+        rc = note ? bft_state_read(o->resume_path, &h, note, &rh, NULL, err)
+                  : bft_set_error(err, BFT_ENOMEM, "out of memory");
+        free(rh);
+        rh = NULL;
+        if (rc == BFT_OK &&
+            (h.fingerprint != fingerprint || h.task != (uint32_t)task ||
+             h.num_params != (uint64_t)m->num_params || h.epochs != o->epochs ||
+             h.has_best != (t.best_mem != NULL)))
+            rc = bft_set_error(err, BFT_EMISMATCH,
+                               "the saved training state %s belongs to another training (its data, "
+                               "options or initial model differ)", o->resume_path);
+        if (rc == BFT_OK)
+            rc = bft_state_read(o->resume_path, &h, note, &rh, arrays, err);
+        free(note);
+        if (rc != BFT_OK) {
+            free(rh);
+            trainer_free(&t);
+            return rc;
+        }
+        memcpy(hist, rh, (size_t)h.nhist * sizeof *hist);
+        free(rh);
+        weights_replaced(m);
+        step = h.step;
+        samples = h.samples;
+        loss_all = h.loss_all;
+        t0 = now_s() - h.elapsed_s;
+        best_epoch = h.best_epoch;
+        bad_epochs = h.bad_epochs;
+        stop = h.stop;
+        best = h.best;
+        best_l = h.best_l;
+        best_a = h.best_a;
+        best_f = h.best_f;
+        memcpy(mrng.s, h.rng, sizeof mrng.s);
+        last_epoch = h.epochs_done;
+        first_epoch = h.epochs_done + 1;
+        if (res && h.epochs_done > 0) {
+            const bft_epoch_rec *r = &hist[h.epochs_done - 1];
+            res->steps = step;
+            res->epochs = h.epochs_done;
+            res->train_loss = (float)(loss_all / (step > 0 ? step : 1));
+            res->last_epoch_loss = r->loss;
+            res->seconds = h.elapsed_s;
+            res->samples_per_s = h.elapsed_s > 0 ? samples / h.elapsed_s : 0.0;
+            res->eval_loss = r->eval_loss;
+            res->eval_accuracy = r->eval_accuracy;
+            res->eval_macro_f1 = r->eval_macro_f1;
+            res->best_epoch = best_epoch;
+            res->best_metric = best;
+            res->kept_epoch = h.epochs_done;
+            res->early_stopped = stop;
+        }
+        if (res)
+            res->resumed_epochs = h.epochs_done;
+        /* the restored epochs, as their phase-1 reports */
+        for (int e = 0; e < h.epochs_done && progress; e++) {
+            bft_progress pr;
+            memset(&pr, 0, sizeof pr);
+            pr.phase = 1;
+            pr.restored = 1;
+            pr.epoch = hist[e].epoch;
+            pr.epochs = o->epochs;
+            pr.step = steps_per_epoch * hist[e].epoch;
+            pr.total_steps = total;
+            pr.loss = hist[e].loss;
+            pr.lr = (float)schedule_lr(o->learning_rate, pr.step - 1, total, warmup);
+            pr.elapsed_s = hist[e].elapsed_s;
+            pr.samples_per_s = hist[e].samples_per_s;
+            pr.eta_s = NAN;
+            pr.eval_loss = hist[e].eval_loss;
+            pr.eval_accuracy = hist[e].eval_accuracy;
+            pr.eval_macro_f1 = hist[e].eval_macro_f1;
+            if (progress(ctx, &pr) != 0) {
+                trainer_free(&t);
+                return bft_set_error(err, BFT_ECANCEL, "training cancelled");
+            }
+        }
+    }
+
+    for (int epoch = first_epoch; epoch <= o->epochs && !stop; epoch++) {
         double loss_epoch = 0.0;
         int64_t steps_epoch = 0;
         epoch_order(&t, ds, epoch);
@@ -993,6 +1174,16 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             dc.step = (uint64_t)step;
             if (task == TASK_CLS) {
                 stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels, t.d_targets, K);
+                if (o->class_weights) {
+                    /* each example's share of the batch loss: w[y] / sum of the batch's w[y] */
+                    double sw = 0.0;
+                    for (int b = 0; b < B; b++)
+                        sw += o->class_weights[t.labels[b]];
+                    for (int b = 0; b < B; b++)
+                        t.roww[b] = (float)(o->class_weights[t.labels[b]] / sw);
+                    bft_dev_upload(t.d_roww, t.roww, (size_t)B * sizeof *t.roww);
+                    bt.weights = t.d_roww;
+                }
                 double p0 = now_s();
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
                 double p1 = now_s();
@@ -1074,7 +1265,25 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                 trainer_free(&t);
                 return rc;
             }
+            float mv = o->metric_for_best == BFT_METRIC_LOSS       ? el
+                       : o->metric_for_best == BFT_METRIC_ACCURACY ? ea
+                                                                   : ef;
+            int better = best_epoch == 0 || (isnan(best) && !isnan(mv)) ||
+                         (o->metric_for_best == BFT_METRIC_LOSS ? mv < best : mv > best);
+            if (better) {
+                best = mv;
+                best_epoch = epoch;
+                best_l = el;
+                best_a = ea;
+                best_f = ef;
+                bad_epochs = 0;
+                if (t.best_mem)
+                    bft_dev_copy(t.best_mem, m->params_mem, m->num_params * sizeof(float));
+            } else if (o->early_stopping_patience > 0 && ++bad_epochs >= o->early_stopping_patience &&
+                       epoch < o->epochs)
+                stop = 1;
         }
+        last_epoch = epoch;
         double elapsed = now_s() - t0;
         if (res) {
             res->steps = step;
@@ -1087,6 +1296,50 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             res->eval_loss = el;
             res->eval_accuracy = ea;
             res->eval_macro_f1 = ef;
+            res->best_epoch = best_epoch;
+            res->best_metric = best;
+            res->kept_epoch = epoch;
+            res->early_stopped = stop;
+        }
+        if (hist) {
+            bft_epoch_rec *rec = &hist[epoch - 1];
+            memset(rec, 0, sizeof *rec);
+            rec->epoch = epoch;
+            rec->loss = (float)(loss_epoch / steps_epoch);
+            rec->eval_loss = el;
+            rec->eval_accuracy = ea;
+            rec->eval_macro_f1 = ef;
+            rec->samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
+            rec->elapsed_s = elapsed;
+        }
+        if (o->state_path) {
+            bft_state_hdr h;
+            float *arrays[4] = {m->params_mem, t.m_mem, t.v_mem, t.best_mem};
+            memset(&h, 0, sizeof h);
+            h.task = (uint32_t)task;
+            h.note_len = (uint32_t)o->state_note_len;
+            h.fingerprint = fingerprint;
+            h.num_params = m->num_params;
+            h.epochs = o->epochs;
+            h.epochs_done = epoch;
+            h.nhist = epoch;
+            h.best_epoch = best_epoch;
+            h.bad_epochs = bad_epochs;
+            h.stop = stop;
+            h.has_best = t.best_mem != NULL;
+            h.step = step;
+            h.samples = samples;
+            h.loss_all = loss_all;
+            h.elapsed_s = elapsed;
+            h.best = best;
+            h.best_l = best_l;
+            h.best_a = best_a;
+            h.best_f = best_f;
+            memcpy(h.rng, mrng.s, sizeof h.rng);
+            if ((rc = bft_state_write(o->state_path, &h, o->state_note, hist, arrays, err)) != BFT_OK) {
+                trainer_free(&t);
+                return rc;
+            }
         }
         if (progress) {
             bft_progress pr;
@@ -1111,6 +1364,20 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             }
         }
     }
+    /* load_best_model_at_end: the best epoch's weights replace the last ones */
+    if (t.best_mem && best_epoch > 0 && best_epoch != last_epoch) {
+        bft_dev_copy(m->params_mem, t.best_mem, m->num_params * sizeof(float));
+        if ((rc = bft_dev_check(err)) != BFT_OK) {
+            trainer_free(&t);
+            return rc;
+        }
+        if (res) {
+            res->kept_epoch = best_epoch;
+            res->eval_loss = best_l;
+            res->eval_accuracy = best_a;
+            res->eval_macro_f1 = best_f;
+        }
+    }
     trainer_free(&t);
     return BFT_OK;
 }
@@ -1130,7 +1397,7 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
         return bft_set_error(err, BFT_EINVAL, "training: the model's parameters are read-only (shared)");
     if (res) {
         memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
     }
     rc = bft_devmodel_open(&d, m, opts ? opts->device : BFT_DEVICE_CPU,
                            opts ? opts->precision : BFT_PRECISION_AUTO, 1, err);

@@ -316,7 +316,10 @@ bft_deploy_sql(PG_FUNCTION_ARGS)
  * bft_drop_model(name, version): delete one version (or all versions when
  * version is NULL) as the caller (DELETE privilege and row-level security
  * decide which rows go); the AFTER DELETE trigger on bft.models unlinks
- * exactly their weights.  Returns the number of versions dropped.
+ * exactly their weights.  Returns the number of versions dropped.  Without
+ * a version it also deletes, at commit, the saved training states of the
+ * name (every role's; resume => true), and a name with no version but a
+ * saved state of the caller's is not an error: its state goes (0 returned).
  */
 Datum
 bft_drop_model_sql(PG_FUNCTION_ARGS)
@@ -366,6 +369,18 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 													  &isnull));
 		}
 		bft_unlink_dropped_weights(loids, (int) n);
+	}
+	if (PG_ARGISNULL(1) && n > 0)
+		bft_train_state_discard_model_at_commit(name);
+	if (n == 0 && PG_ARGISNULL(1) &&
+		(bft_train_state_exists(bft_train_state_path(name, "train", false)) ||
+		 bft_train_state_exists(bft_train_state_path(name, "mlm", false))))
+	{
+		bft_train_state_discard_at_commit(name);
+		ereport(NOTICE,
+				(errmsg("model \"%s\" has no version; its saved training state is discarded", name)));
+		SPI_finish();
+		PG_RETURN_INT32(0);
 	}
 	if (n == 0)
 	{

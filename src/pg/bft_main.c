@@ -225,6 +225,17 @@ _PG_init(void)
 							"At most half a window is shared, so windows always advance.",
 							&bft_chunk_stride, 32, 0, 8192,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("bft.save_train_state",
+							 "Whether bft_train() saves its state after every epoch, for resume => true.",
+							 "The state (weights and optimizer moments, about 3-4 times the model's size) "
+							 "is a file in the data directory, deleted when the training's version is stored.",
+							 &bft_save_train_state, true,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.train_state_retention",
+							"How long the saved state of an interrupted bft_train() is kept for resume => true; 0 saves none.",
+							"Older states are deleted when a training starts.",
+							&bft_train_state_retention, 7 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	bft_set_interrupt_hook(engine_poll, NULL);
 	bft_cache_register_callbacks();
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);

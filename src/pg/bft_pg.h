@@ -197,13 +197,11 @@ typedef struct BftSource
 
 extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
 
-/* deploy => policies and if_better metrics (bft_parse_deploy) */
+/* deploy => policies (bft_parse_deploy; its metrics are the engine's
+ * BFT_METRIC_*, train.h) */
 #define BFT_DEPLOY_ALWAYS		0
 #define BFT_DEPLOY_NEVER		1
 #define BFT_DEPLOY_IF_BETTER	2
-#define BFT_METRIC_ACCURACY		0
-#define BFT_METRIC_MACRO_F1		1
-#define BFT_METRIC_LOSS			2
 extern int	bft_parse_deploy(const char *deploy, int *metric);
 
 /*
@@ -254,5 +252,30 @@ extern void bft_progress_shmem_init(void);
 extern void bft_progress_begin(const char *model, const char *phase);
 extern void bft_progress_update(const BftProgressInfo *info, bool force);
 extern void bft_progress_end(void);
+
+/* bft_trainopts.c: bft_train() options (class weights) */
+extern float *bft_class_weights(const char *spec, int K, char **names, const int32 *labels,
+								int64 n, StringInfo params, StringInfo metrics);
+
+/* load_best_model_at_end, metric_for_best_model, early_stopping_patience */
+typedef struct BftBestOpts
+{
+	bool		load_best;
+	int			metric;			/* BFT_METRIC_* */
+	int			patience;		/* 0: no early stopping */
+} BftBestOpts;
+
+extern void bft_best_opts(int load_best, const char *metric, bool has_patience, int patience,
+						  double vfrac, BftBestOpts *out);
+extern const char *bft_metric_name(int metric);
+
+/* bft_trainstate.c: per-epoch training states for resume => true */
+extern bool bft_save_train_state;
+extern int	bft_train_state_retention;
+extern char *bft_train_state_path(const char *model, const char *phase, bool create);
+extern bool bft_train_state_exists(const char *path);
+extern void bft_train_state_discard_at_commit(const char *model);
+extern void bft_train_state_discard_model_at_commit(const char *model);
+extern void bft_train_state_expire(void);
 
 #endif							/* BFT_PG_H */

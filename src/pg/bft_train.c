@@ -235,7 +235,21 @@ progress_cb(void *ctx, const bft_progress *p)
 		bft_progress_update(&pc->info, p->phase == 1);
 		format_eta(eta, sizeof(eta), p->eta_s);
 
-		if (p->phase == 1)
+		if (p->phase == 1 && p->restored)
+		{
+			/* an epoch completed before the interruption: its metrics, no NOTICE */
+			if (pc->nepochs++ > 0)
+				appendStringInfoString(&pc->epochs, ", ");
+			appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
+			bft_json_key_float(&pc->epochs, "loss", p->loss, true);
+			bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
+			bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
+			bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
+			bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
+			bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
+			appendStringInfoString(&pc->epochs, ", \"restored\": true}");
+		}
+		else if (p->phase == 1)
 		{
 			if (!isnan(p->eval_accuracy))
 				ereport(NOTICE,
@@ -290,6 +304,19 @@ progress_cb(void *ctx, const bft_progress *p)
 	}
 	PG_END_TRY();
 	return stop;
+}
+
+/* A resumed engine call that refused its saved state: say so, with the way out. */
+static void
+check_state_result(int rc, const bft_error *err, const char *resume_path)
+{
+	if (resume_path && (rc == BFT_EMISMATCH || rc == BFT_EFORMAT))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot resume: the saved training state does not fit this training"),
+				 errdetail("%s", err->msg),
+				 errhint("Call bft_train() with the data and arguments of the interrupted training, "
+						 "or with resume => false to start over (which replaces the saved state).")));
 }
 
 /* After an engine call: re-throw a caught error, or report the engine's. */
@@ -810,7 +837,11 @@ bft_parse_deploy(const char *deploy, int *metric)
 	return BFT_DEPLOY_NEVER;	/* not reached */
 }
 
-static const char *const metric_names[] = {"accuracy", "macro_f1", "loss"};
+static const char *const metric_names[] = {
+	[BFT_METRIC_ACCURACY] = "accuracy",
+	[BFT_METRIC_MACRO_F1] = "macro_f1",
+	[BFT_METRIC_LOSS] = "loss"
+};
 
 /*
  * Scores of the deployed version cmp on the validation rows: its class
@@ -1003,12 +1034,16 @@ compare_scores_multi(char **cnames, int CK, const float *probs, const bft_datase
 #define ARG_INT(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_INT32(i))
 #define ARG_F8(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_FLOAT8(i))
 #define ARG_BOOL(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_BOOL(i))
+/* NULL, or not passed (bft 0.1.0's SQL definition has fewer arguments) */
+#define ARG_ABSENT(i) (PG_NARGS() <= (i) || PG_ARGISNULL(i))
 
 /*
  * bft_train(relation, text_column, label_column, epochs, model, base,
  *           batch_size, learning_rate, max_length, warmup_ratio,
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
- *           deploy, device, architecture, mlm_epochs, group_by_length)
+ *           deploy, device, architecture, mlm_epochs, group_by_length,
+ *           class_weights, load_best_model_at_end, metric_for_best_model,
+ *           early_stopping_patience, resume)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
@@ -1086,13 +1121,28 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	Size		train_mem = 0;	/* model + training state, without the rows */
 	int32		deployed_start = 0; /* if_better: deployed version when training started */
 	int32		deployed_now = 0;	/* ... and at decision time */
+	uint64		opts_salt = 0;
+	/* arguments after the 20 of bft 0.1.0's SQL definition (NULL under it) */
+	char	   *class_weights_arg = ARG_ABSENT(20) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(20));
+	float	   *class_weights;
+	StringInfoData cw_params,
+				cw_metrics;
+	BftBestOpts best;
+	bool		resume = ARG_ABSENT(24) ? false : PG_GETARG_BOOL(24);
+	bool		save_state = bft_save_train_state && bft_train_state_retention > 0;
+	char	   *mlm_state = NULL;	/* state files of this role, model and phase */
+	char	   *cls_state = NULL;
+	bool		resume_cls = false;
+	bool		resume_mlm = false;
+	bft_train_state_info_t *sinfo = NULL;
+	StringInfoData mlm_note;
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation, text_column and label_column must not be NULL")));
-	if (PG_NARGS() != 20)
+	if (PG_NARGS() < 20)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("the SQL definition of bft_train does not match the bft library"),
@@ -1149,6 +1199,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 				 errhint("The new version is compared with the deployed one on the validation rows.")));
 	if (!scratch && !PG_ARGISNULL(17))
 		bad_option("architecture applies only when training from scratch (no base)");
+	bft_best_opts(ARG_ABSENT(21) ? -1 : PG_GETARG_BOOL(21),
+				  ARG_ABSENT(22) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(22)),
+				  !ARG_ABSENT(23), ARG_ABSENT(23) ? 0 : PG_GETARG_INT32(23), vfrac, &best);
 
 	arch.hidden_size = BFT_SCRATCH_HIDDEN_SIZE;
 	arch.num_hidden_layers = BFT_SCRATCH_LAYERS;
@@ -1181,7 +1234,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		ec.max_position_embeddings = arch.max_position_embeddings;
 		ec.num_labels = 2;
 		train_mem = bft_mem_model_bytes(&ec, ep, (Size) arch.vocab_size * 8) +
-			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0);
+			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&ec, ep, 0) : 0);
 		bft_memory_require(train_mem, "training this architecture",
 						   "Lower batch_size, max_length or the architecture's hidden_size, num_hidden_layers, "
 						   "intermediate_size or vocab_size; a superuser can raise bft.max_memory.");
@@ -1235,7 +1289,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
 		train_mem = bft_mem_model_bytes(&st->model->cfg, st->model->parts, st->model->vocab_len) +
 			bft_mem_train_bytes(&st->model->cfg, st->model->parts, Max(st->model->cfg.num_labels, 2),
-								batch_size, max_length, mlm_epochs > 0);
+								batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&st->model->cfg, st->model->parts, 0) : 0);
 		bft_memory_require(train_mem, "fine-tuning this model",
 						   "Lower batch_size or max_length, or use a smaller base model; a superuser can raise bft.max_memory.");
 		if (st->model->parts.classifier)
@@ -1532,6 +1587,12 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		pfree(rows.tokens);
 	rows.tokens = NULL;
 
+	/* ---- class weights (weighted cross-entropy) from the training rows ---- */
+	initStringInfo(&cw_params);
+	initStringInfo(&cw_metrics);
+	class_weights = bft_class_weights(class_weights_arg, K, names, train_ds.labels, train_ds.n,
+									  &cw_params, &cw_metrics);
+
 	/* ---- the model ---- */
 	if (scratch)
 	{
@@ -1553,7 +1614,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		parts.mlm = mlm_epochs > 0 ? 1 : 0;
 		/* the learned vocabulary and the labels are known now */
 		need = bft_mem_model_bytes(&cfg, parts, strlen(st->vocab)) +
-			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0);
+			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&cfg, parts, 0) : 0);
 		bft_memory_require(need + rows_bytes(&rows), "training this architecture on these rows",
 						   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
 						   "a superuser can raise bft.max_memory.");
@@ -1569,6 +1631,47 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	/* a sigmoid per label and binary cross-entropy for label sets */
 	st->model->cfg.problem_type = multi ? BFT_PROBLEM_MULTI_LABEL : BFT_PROBLEM_SINGLE_LABEL;
 
+	/* ---- per-epoch states: what resume => true continues from ---- */
+	initStringInfo(&mlm_note);
+	if (save_state || resume)
+	{
+		uint64		salt;
+		int			k;
+		char	  **lnames = bft_model_label_names(st->model);
+
+		bft_train_state_expire();
+		mlm_state = bft_train_state_path(model_name, "mlm", save_state);
+		cls_state = bft_train_state_path(model_name, "train", save_state);
+		/* what the engine cannot see: the initial weights, vocabulary and label names */
+		salt = bft_train_hash(0, st->model->params_mem, st->model->num_params * sizeof(float));
+		salt = bft_train_hash(salt, st->model->vocab, st->model->vocab_len);
+		for (k = 0; k < K; k++)
+			salt = bft_train_hash(salt, lnames[k], strlen(lnames[k]) + 1);
+		salt = bft_train_hash(salt, &max_length, sizeof(max_length));
+		opts_salt = salt;
+		if (resume)
+		{
+			bft_error serr;
+
+			sinfo = palloc0(sizeof(bft_train_state_info_t));
+			if (bft_train_state_exists(cls_state) &&
+				bft_train_state_info(cls_state, sinfo, &serr) == BFT_OK && sinfo->task == 0)
+				resume_cls = true;
+			else if (mlm_epochs > 0 && bft_train_state_exists(mlm_state) &&
+					 bft_train_state_info(mlm_state, sinfo, &serr) == BFT_OK && sinfo->task == 1)
+				resume_mlm = true;
+			else
+				ereport(NOTICE,
+						(errmsg("no saved training state of \"%s\" for role \"%s\": training from the start",
+								model_name, GetUserNameFromId(GetUserId(), false))));
+			if (resume_cls || resume_mlm)
+				ereport(NOTICE,
+						(errmsg("resuming %s of \"%s\" after epoch %d of %d",
+								resume_cls ? "training" : "MLM pre-training", model_name,
+								sinfo->epochs_done, sinfo->epochs)));
+		}
+	}
+
 	opts = bft_train_default_opts();
 	opts.batch_size = batch_size;
 	/* doubles, as Trainer's: ceil(steps * warmup_ratio) must match */
@@ -1582,12 +1685,25 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	/* cancel checks between encoder layers, not only after each step */
 	opts.poll = bft_poll_interrupts;
 	opts.poll_ctx = &pc.edata;
+	opts.class_weights = class_weights;
+	opts.load_best_model_at_end = best.load_best ? 1 : 0;
+	opts.metric_for_best = best.metric;
+	opts.early_stopping_patience = best.patience;
 	opts.device = train_device;
 	opts.precision = bft_precision_for(train_device);
+	opts.state_salt = opts_salt;
 
 	/* ---- MLM pre-training on the column's own text ---- */
 	memset(&mlm_res, 0, sizeof(mlm_res));
-	if (mlm_epochs > 0)
+	if (mlm_epochs > 0 && resume_cls)
+	{
+		/* fine-tuning had started: the MLM phase's summary is in its state */
+		if (sscanf(sinfo->note, "mlm %d %f %lf", &mlm_res.epochs, &mlm_res.train_loss,
+				   &mlm_res.seconds) != 3)
+			mlm_res.epochs = mlm_epochs;
+		mlm_res.resumed_epochs = mlm_res.epochs;
+	}
+	else if (mlm_epochs > 0)
 	{
 		bft_train_opts mopts = opts;
 		bft_dataset unl = train_ds;
@@ -1595,10 +1711,18 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		unl.labels = NULL;
 		mopts.epochs = mlm_epochs;
 		mopts.valid = NULL;
+		mopts.class_weights = NULL;
 		pc.phase = "mlm";
 		bft_progress_begin(model_name, "mlm");
+		if (save_state)
+			mopts.state_path = mlm_state;
+		if (resume_mlm)
+			mopts.resume_path = mlm_state;
 		rc = bft_pretrain_mlm(st->model, &unl, &mopts, progress_cb, &pc, &mlm_res, &err);
+		check_state_result(rc, &err, mopts.resume_path);
 		check_engine_result(rc, &pc, &err, "MLM pre-training failed");
+		appendStringInfo(&mlm_note, "mlm %d %.9g %.17g", mlm_res.epochs, mlm_res.train_loss,
+						 mlm_res.seconds);
 	}
 	/* per-epoch metrics of fine-tuning only */
 	resetStringInfo(&pc.epochs);
@@ -1609,8 +1733,26 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.valid = nval > 0 ? &val_ds : NULL;
 	pc.phase = "training";
 	bft_progress_begin(model_name, "training");
+	if (save_state)
+	{
+		opts.state_path = cls_state;
+		opts.state_note = mlm_note.data;
+		opts.state_note_len = mlm_note.len;
+	}
+	if (resume_cls)
+		opts.resume_path = cls_state;
 	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
+	check_state_result(rc, &err, opts.resume_path);
 	check_engine_result(rc, &pc, &err, "training failed");
+	if (res.early_stopped)
+		ereport(NOTICE,
+				(errmsg("early stopping after epoch %d: validation %s did not improve for %d epochs; %s epoch %d",
+						res.epochs, bft_metric_name(best.metric), best.patience,
+						best.load_best ? "keeping" : "the best was", res.best_epoch)));
+	else if (best.load_best && res.kept_epoch != res.epochs)
+		ereport(NOTICE,
+				(errmsg("keeping epoch %d, the best by validation %s",
+						res.kept_epoch, bft_metric_name(best.metric))));
 	new_score[BFT_METRIC_ACCURACY] = res.eval_accuracy;
 	new_score[BFT_METRIC_MACRO_F1] = res.eval_macro_f1;
 	new_score[BFT_METRIC_LOSS] = res.eval_loss;
@@ -1714,6 +1856,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfo(&params, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
+	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
+	appendStringInfo(&params, ", \"resume\": %s", resume ? "true" : "false");
+	appendStringInfo(&params, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
+					 "\"early_stopping_patience\": %d",
+					 best.load_best ? "true" : "false", bft_metric_name(best.metric), best.patience);
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	if (train_device == BFT_DEVICE_CUDA)
@@ -1741,9 +1888,19 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_json_key_float(&metrics, "train_seconds", res.seconds, true);
 	bft_json_key_float(&metrics, "duration_s", seconds, true);
 	appendStringInfo(&metrics, ", \"epochs\": [%s]", pc.epochs.data);
+	appendStringInfoString(&metrics, cw_metrics.data);
+	appendStringInfo(&metrics, ", \"epochs_run\": %d, \"kept_epoch\": %d, \"stop_reason\": \"%s\"",
+					 res.epochs, res.kept_epoch, res.early_stopped ? "early_stopping" : "max_epochs");
+	appendStringInfo(&metrics, ", \"resumed_after_epoch\": %d", res.resumed_epochs);
+	if (nval > 0)
+	{
+		appendStringInfo(&metrics, ", \"best_epoch\": %d", res.best_epoch);
+		bft_json_key_float(&metrics, "best_metric", res.best_metric, true);
+	}
 	if (mlm_epochs > 0)
 	{
-		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d", mlm_res.epochs);
+		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d, \"resumed_after_epoch\": %d",
+						 mlm_res.epochs, mlm_res.resumed_epochs);
 		bft_json_key_float(&metrics, "loss", mlm_res.train_loss, true);
 		bft_json_key_float(&metrics, "seconds", mlm_res.seconds, true);
 		appendStringInfoChar(&metrics, '}');
@@ -1773,6 +1930,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfoString(&metrics, "}}");
 
 	version = bft_store_model(model_name, base, st->model, params.data, metrics.data, do_deploy);
+	/* stored: the saved states are no longer needed once this commits */
+	if (save_state || resume)
+		bft_train_state_discard_at_commit(model_name);
 	if (policy == BFT_DEPLOY_IF_BETTER)
 		ereport(NOTICE,
 				(errmsg(do_deploy ? "version %d deployed (validation %s %.4f, deployed version %s)"
@@ -1787,7 +1947,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(model_name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(rows.n);
-	values[3] = Int32GetDatum(epochs);
+	values[3] = Int32GetDatum(res.epochs);	/* run (early stopping: fewer) */
 	values[4] = Float4GetDatum(res.train_loss);
 	if (nval > 0)
 	{

@@ -27,7 +27,8 @@
  * classifier: a fresh 4-class head whose values come from the golden; and,
  * as tiny_multilabel from tests/ref/multilabel_ref.py, a fresh 5-label
  * multi-label head: sigmoid probabilities, BCEWithLogitsLoss, its gradients
- * and 10 AdamW steps with the same tolerances),
+ * and 10 AdamW steps with the same tolerances; also with class weights,
+ * golden tiny_weighted: torch's weighted CrossEntropyLoss),
  * tiny_mlm (MLM head: logits/probabilities at masked rows, MLM loss and every
  * gradient through the tied decoder; bft_fill_mask top-5 on one sequence).
  */
@@ -133,7 +134,7 @@ static bft_model *load_model(const char *name, const golden *gd)
 {
     char dir[256];
     bft_error err;
-    snprintf(dir, sizeof dir, CKPT "%s", name);
+    snprintf(dir, sizeof dir, CKPT "%s", golden_checkpoint(name));
     bft_model *m = bft_model_load_dir(dir, &err);
     CHECK(m != NULL, "load %s: %s", dir, err.msg);
     if (!m)
@@ -199,7 +200,11 @@ static void cls_golden_on(const char *ckpt, const char *gname)
     /* forward + backward, dropout off */
     bert_acts a;
     CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
-    bert_batch bt = {B, T, ids, lens, labels, targets};
+    bert_batch bt = {B, T, ids, lens, labels, targets, NULL};
+    float shares[64];
+    CHECK(B <= 64, "golden batch of %d", B);
+    if (golden_row_weights(&gd, labels, B, shares))
+        bt.weights = shares;
     bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
     float loss = bert_cls_forward(m, &a, &bt, &dc);
     const float *gp = gfind(&gd, "probs")->data, *gl = gfind(&gd, "logits")->data;
@@ -271,6 +276,9 @@ static void cls_golden(const char *name) { cls_golden_on(name, name); }
 static void test_golden_f16(void) { cls_golden("tiny_f16"); }
 static void test_golden_legacy(void) { cls_golden("tiny_legacy"); }
 static void test_golden_multilabel(void) { cls_golden_on("tiny_legacy", "tiny_multilabel"); }
+/* class weights: loss, every gradient and 10 AdamW steps of torch's
+ * CrossEntropyLoss(weight=[0.5, 3, 1, 2]) */
+static void test_golden_weighted(void) { cls_golden("tiny_weighted"); }
 
 static void test_golden_mlm(void)
 {
@@ -364,6 +372,7 @@ int main(void)
     RUN(test_golden_f16);
     RUN(test_golden_legacy);
     RUN(test_golden_multilabel);
+    RUN(test_golden_weighted);
     RUN(test_golden_mlm);
     return test_summary();
 }

@@ -239,7 +239,7 @@ static void test_layernorm_gelu_xent(void)
     int32_t *lab = malloc(N * sizeof *lab);
     for (int r = 0; r < N; r++)
         lab[r] = r % 5 == 0 ? -1 : (r * 7) % K;
-    bft_op_softmax_xent(pr, ls, dl, lg, lab, N, K, 0.5f);
+    bft_op_softmax_xent(pr, ls, dl, lg, lab, NULL, N, K, 0.5f);
     double wx = 0.0;
     for (int r = 0; r < N; r++) {
         double mx = -1e300, s = 0.0;
@@ -257,6 +257,23 @@ static void test_layernorm_gelu_xent(void)
         wx = fmax(wx, fabs(ls[r] - l) / (1 + l));
     }
     CHECK(wx <= 1e-6, "softmax-xent error %g", wx);
+    /* with per-row scales (weighted cross-entropy): dlogits row r scaled by
+     * dscale * row_scale[r]; probabilities and losses unchanged */
+    float *rs = malloc(N * sizeof *rs), *dl2 = malloc((size_t)N * K * sizeof *dl2);
+    float *ls2 = malloc(N * sizeof *ls2);
+    for (int r = 0; r < N; r++)
+        rs[r] = 0.25f + 0.5f * (float)(r % 7);
+    bft_op_softmax_xent(NULL, ls2, dl2, lg, lab, rs, N, K, 0.5f);
+    double wr = 0.0;
+    for (int r = 0; r < N; r++) {
+        wr = fmax(wr, fabs(ls2[r] - ls[r]));
+        for (int k = 0; k < K; k++)
+            wr = fmax(wr, fabs(dl2[r * K + k] - dl[r * K + k] * rs[r]));
+    }
+    CHECK(wr <= 1e-6, "softmax-xent with row scales: error %g", wr);
+    free(rs);
+    free(dl2);
+    free(ls2);
     free(x);
     free(w);
     free(b);

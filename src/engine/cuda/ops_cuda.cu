@@ -1136,7 +1136,7 @@ __global__ void k_att_softmax_bwd(TD *dS, const float *dPd, const float *P, cons
 #define XT 256
 
 __global__ void k_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                               const int32_t *labels, int K, float dscale)
+                               const int32_t *labels, const float *row_scale, int K, float dscale)
 {
     __shared__ float sh[32];
     size_t r = blockIdx.x;
@@ -1150,6 +1150,8 @@ __global__ void k_softmax_xent(float *probs, float *losses, float *dlogits, cons
     for (int k = threadIdx.x; k < K; k += blockDim.x)
         s += expf(lg[k] - mx);
     float sum = block_sum(s, sh), inv = 1.0f / sum;
+    if (row_scale)
+        dscale *= row_scale[r];
     for (int k = threadIdx.x; k < K; k += blockDim.x) {
         float e = expf(lg[k] - mx) * inv;
         if (probs)
@@ -1726,13 +1728,13 @@ extern "C" void bft_cuda_op_tanh_bwd(float *dinp, const float *dout, const float
 }
 
 extern "C" void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits,
-                                         const float *logits, const int32_t *labels, int N, int K,
-                                         float dscale)
+                                         const float *logits, const int32_t *labels,
+                                         const float *row_scale, int N, int K, float dscale)
 {
     if (!live() || N <= 0 || (!probs && !dlogits))
         return;
-    k_softmax_xent<<<(unsigned)N, XT, 0, G.stream>>>(probs, losses, dlogits, logits, labels, K,
-                                                    dscale);
+    k_softmax_xent<<<(unsigned)N, XT, 0, G.stream>>>(probs, losses, dlogits, logits, labels,
+                                                    row_scale, K, dscale);
     launched("softmax cross-entropy");
 }
 
