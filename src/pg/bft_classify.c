@@ -278,7 +278,7 @@ encoded_window(BftEncoded *enc, const int32 *ids, int n)
 		while (cap < (Size) (enc->total + n))
 			cap *= 2;
 		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->tok_cap) * sizeof(int32),
-						   "the encoded texts",
+						   "encoding these texts",
 						   "Classify fewer or shorter texts per call, or lower bft.model_cache_size.");
 		enc->tokens = enc->tokens ? repalloc_huge(enc->tokens, sizeof(int32) * cap) :
 			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * cap);
