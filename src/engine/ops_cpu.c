@@ -1,11 +1,11 @@
 /*
- * ops_cpu.c — the CPU backend of ops.h: OpenBLAS sgemm for the matrix
+ * ops_cpu.c — the CPU backend of ops.h (ops_cpu.h): OpenBLAS sgemm for the matrix
  * products, tight C loops (written so gcc -O3 vectorises them: fixed-width
  * partial sums instead of serial reductions, branch-free exp/erf) for the rest,
  * all of it spread over the engine's thread pool (threads.c).
  *
- * OpenBLAS itself runs single-threaded: bft_gemm splits large products into
- * column (or row) blocks over the pool, so one pool of threads does all the
+ * OpenBLAS itself runs single-threaded: bft_cpu_op_gemm splits large products
+ * into column (or row) blocks over the pool, so one pool of threads does all the
  * work (no BLAS threads spinning against ours) and BLAS may be called from the
  * pool's workers (the attention's per-head products).
  */
@@ -14,8 +14,7 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 #pragma GCC target("prefer-vector-width=512")
 #endif
-#include "ops_cpu_names.h" /* this file is the CPU backend: its ops are bft_cpu_* */
-#include "ops.h"
+#include "ops_cpu.h" /* this file is the CPU backend: its ops are bft_cpu_op_* */
 
 #include <cblas.h>
 #include <dlfcn.h>
@@ -196,7 +195,7 @@ static void drop_part(void *ctx, int64_t i0, int64_t i1, int tid)
               1.0f / (1.0f - j->d.p));
 }
 
-void bft_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d)
+void bft_cpu_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d)
 {
     if (!drop_active(d)) {
         if (out != inp)
@@ -207,9 +206,9 @@ void bft_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropou
     bft_parallel_for((int64_t)n, 16384, drop_part, &j);
 }
 
-void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d)
+void bft_cpu_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d)
 {
-    bft_op_dropout_fwd(dinp, dout, n, d);
+    bft_cpu_op_dropout_fwd(dinp, dout, n, d);
 }
 
 /* ---------------------------------------------------------------- GEMM */
@@ -220,7 +219,7 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
  * constructor, and bft.so may be loaded into the postmaster
  * (shared_preload_libraries), which must stay single-threaded. It is opened
  * with OPENBLAS_NUM_THREADS=1, so it starts no thread at all: the engine's
- * own pool splits large GEMMs (bft_gemm below). The pthread build's internal
+ * own pool splits large GEMMs (bft_cpu_op_gemm below). The pthread build's internal
  * locking keeps concurrent calls from the pool's threads safe.
  */
 typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
@@ -322,8 +321,8 @@ static void gemm_part(void *ctx, int64_t i0, int64_t i1, int tid)
     }
 }
 
-void bft_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc)
+void bft_cpu_op_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc)
 {
     pthread_once(&blas_once, blas_init);
     if (M <= 0 || N <= 0)
@@ -366,7 +365,7 @@ static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
     }
 }
 
-void bft_op_colsum(float *out, const float *x, int N, int C, int accum)
+void bft_cpu_op_colsum(float *out, const float *x, int N, int C, int accum)
 {
     colsum_job j = {out, x, N, C, accum};
     bft_parallel_for(C, (int64_t)(N * C < 65536 ? C : 64), colsum_part, &j);
@@ -388,8 +387,8 @@ static void rowfill_part(void *ctx, int64_t r0, int64_t r1, int tid)
         memcpy(j->out + (size_t)r * j->OC, j->bias, (size_t)j->OC * sizeof(float));
 }
 
-void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float *bias,
-                       int N, int IC, int OC)
+void bft_cpu_op_linear_fwd(float *out, const float *inp, const float *w, const float *bias,
+                           int N, int IC, int OC)
 {
     float beta = 0.0f;
     if (bias) {
@@ -397,19 +396,19 @@ void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float
         bft_parallel_for(N, 64, rowfill_part, &j);
         beta = 1.0f;
     }
-    bft_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
+    bft_cpu_op_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
 }
 
-void bft_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
-                       int accum_dw)
+void bft_cpu_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
+                           const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
+                           int accum_dw)
 {
     if (dbias)
-        bft_op_colsum(dbias, dout, N, OC, accum_dw);
+        bft_cpu_op_colsum(dbias, dout, N, OC, accum_dw);
     if (dw)
-        bft_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, accum_dw ? 1.0f : 0.0f, dw, IC);
+        bft_cpu_op_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, accum_dw ? 1.0f : 0.0f, dw, IC);
     if (dinp)
-        bft_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, accum_dinp ? 1.0f : 0.0f, dinp, IC);
+        bft_cpu_op_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, accum_dinp ? 1.0f : 0.0f, dinp, IC);
 }
 
 /* ---------------------------------------------------------------- GELU */
@@ -437,7 +436,7 @@ static void bgelu_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC)
+void bft_cpu_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC)
 {
     bgelu_job j = {pre, out, bias, OC};
     bft_parallel_for(N, 8, bgelu_part, &j);
@@ -484,7 +483,7 @@ static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
     }
 }
 
-void bft_op_gelu_recompute(float *out, float *x, size_t n)
+void bft_cpu_op_gelu_recompute(float *out, float *x, size_t n)
 {
     gelu_job j = {out, x, NULL};
     bft_parallel_for((int64_t)n, 8192, gelu_rec_part, &j);
@@ -498,19 +497,19 @@ static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] *= j->inp[i];
 }
 
-void bft_op_mul(float *x, const float *y, size_t n)
+void bft_cpu_op_mul(float *x, const float *y, size_t n)
 {
     gelu_job j = {x, y, NULL};
     bft_parallel_for((int64_t)n, 16384, mul_part, &j);
 }
 
-void bft_op_gelu_fwd(float *out, const float *inp, size_t n)
+void bft_cpu_op_gelu_fwd(float *out, const float *inp, size_t n)
 {
     gelu_job j = {out, inp, NULL};
     bft_parallel_for((int64_t)n, 8192, gelu_fwd_part, &j);
 }
 
-void bft_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n)
+void bft_cpu_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n)
 {
     gelu_job j = {dinp, inp, dout};
     bft_parallel_for((int64_t)n, 8192, gelu_bwd_part, &j);
@@ -568,8 +567,8 @@ static void ln_plain_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int N, int C, float eps)
+void bft_cpu_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
+                              const float *b, int N, int C, float eps)
 {
     ln_job j = {0};
     j.out = out;
@@ -608,9 +607,9 @@ static void res_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, const float *proj,
-                            const float *bias, const float *res, const float *w, const float *b,
-                            int N, int C, float eps, const bft_dropout *d)
+void bft_cpu_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, const float *proj,
+                                const float *bias, const float *res, const float *w, const float *b,
+                                int N, int C, float eps, const bft_dropout *d)
 {
     ln_job j = {0};
     j.out = out;
@@ -650,10 +649,10 @@ static void embed_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
-                         const float *wte, const float *wpe, const float *wtt,
-                         const float *w, const float *b, int B, int T, int C, float eps,
-                         const bft_dropout *d)
+void bft_cpu_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
+                             const float *wte, const float *wpe, const float *wtt,
+                             const float *w, const float *b, int B, int T, int C, float eps,
+                             const bft_dropout *d)
 {
     ln_job j = {0};
     j.out = out;
@@ -743,9 +742,9 @@ static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const float *w, int N, int C,
-                          int accum_w)
+void bft_cpu_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
+                              const float *mean, const float *rstd, const float *w, int N, int C,
+                              int accum_w)
 {
     lnb_job j = {dx, dw, db, dout, x, mean, rstd, w, N, C, accum_w};
     if (dw || db)
@@ -769,8 +768,8 @@ static void dbb_part(void *ctx, int64_t r0, int64_t r1, int tid)
               1.0f / (1.0f - j->d.p));
 }
 
-void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
-                             const bft_dropout *d)
+void bft_cpu_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
+                                 const bft_dropout *d)
 {
     if (drop_active(d)) {
         dbb_job j = {dproj, dx, C, *d};
@@ -779,7 +778,7 @@ void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N,
         memcpy(dproj, dx, (size_t)N * C * sizeof *dproj);
     }
     if (dbias)
-        bft_op_colsum(dbias, dproj, N, C, 0);
+        bft_cpu_op_colsum(dbias, dproj, N, C, 0);
 }
 
 /* ---------------------------------------------------------------- embeddings backward */
@@ -813,14 +812,14 @@ static void emb_bwd_part(void *ctx, int64_t c0, int64_t c1, int tid)
         }
 }
 
-void bft_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
-                         float *dout, float *dx, const float *x, const float *mean,
-                         const float *rstd, const int32_t *ids, const float *w, int B, int T,
-                         int C, int pad_id, const bft_dropout *d)
+void bft_cpu_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
+                             float *dout, float *dx, const float *x, const float *mean,
+                             const float *rstd, const int32_t *ids, const float *w, int B, int T,
+                             int C, int pad_id, const bft_dropout *d)
 {
     int N = B * T;
-    bft_op_dropout_bwd(dout, dout, (size_t)N * C, d);
-    bft_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, 0);
+    bft_cpu_op_dropout_bwd(dout, dout, (size_t)N * C, d);
+    bft_cpu_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, 0);
     emb_job j = {dwte, dwpe, dwtt, dx, ids, B, T, C, pad_id};
     bft_parallel_for(C, 16, emb_bwd_part, &j);
 }
@@ -907,8 +906,8 @@ static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     free(scratch);
 }
 
-void bft_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                          int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                              int B, int T, int C, int NH, const bft_dropout *d)
 {
     att_job j = {0};
     pthread_once(&blas_once, blas_init);
@@ -982,8 +981,9 @@ static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     free(scratch);
 }
 
-void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
-                          const int32_t *lens, int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
+                              const float *qkv, const int32_t *lens, int B, int T, int C, int NH,
+                              const bft_dropout *d)
 {
     att_job j = {0};
     pthread_once(&blas_once, blas_init);
@@ -1038,8 +1038,8 @@ static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     free(buf);
 }
 
-void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                              int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                                  int B, int T, int C, int NH, const bft_dropout *d)
 {
     att_job j = {0};
     j.ctx = ctx;
@@ -1099,9 +1099,9 @@ static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     free(buf);
 }
 
-void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
-                              const int32_t *lens, int B, int T, int C, int NH,
-                              const bft_dropout *d)
+void bft_cpu_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att,
+                                  const float *qkv, const int32_t *lens, int B, int T, int C,
+                                  int NH, const bft_dropout *d)
 {
     att_job j = {0};
     j.dqkv = dqkv;
@@ -1112,13 +1112,13 @@ void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, 
 
 /* ---------------------------------------------------------------- small ops */
 
-void bft_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C)
+void bft_cpu_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C)
 {
     for (int r = 0; r < n; r++)
         memcpy(out + (size_t)r * C, inp + (size_t)rows[r] * C, (size_t)C * sizeof *out);
 }
 
-void bft_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n, int C)
+void bft_cpu_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n, int C)
 {
     for (int r = 0; r < n; r++) {
         float *d = dinp + (size_t)rows[r] * C;
@@ -1128,14 +1128,14 @@ void bft_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows
     }
 }
 
-void bft_op_bias_tanh_fwd(float *x, const float *bias, int N, int C)
+void bft_cpu_op_bias_tanh_fwd(float *x, const float *bias, int N, int C)
 {
     for (int r = 0; r < N; r++)
         for (int c = 0; c < C; c++)
             x[(size_t)r * C + c] = tanhf(x[(size_t)r * C + c] + (bias ? bias[c] : 0.0f));
 }
 
-void bft_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t n)
+void bft_cpu_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dinp[i] = dout[i] * (1.0f - y[i] * y[i]);
@@ -1182,8 +1182,8 @@ static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale)
+void bft_cpu_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
+                             const int32_t *labels, int N, int K, float dscale)
 {
     xent_job j = {probs, losses, dlogits, logits, labels, K, dscale};
     if (!probs && !dlogits)
@@ -1219,8 +1219,8 @@ static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
         memset(g + i0, 0, (size_t)(i1 - i0) * sizeof *g);
 }
 
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
+void bft_cpu_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
+                      float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
 {
     adamw_job j = {p, m, v, g, lr, b1, b2, eps, wd, gscale, 0.0f, 0.0f, zero_grad};
     double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
@@ -1277,7 +1277,7 @@ static void sumsq_part(void *ctx, int64_t b0, int64_t b1, int tid)
     }
 }
 
-double bft_op_sumsq(const float *x, size_t n)
+double bft_cpu_op_sumsq(const float *x, size_t n)
 {
     size_t nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
     double total = 0.0;
@@ -1310,7 +1310,7 @@ static void zero_part(void *ctx, int64_t i0, int64_t i1, int tid)
     memset(j->x + i0, 0, (size_t)(i1 - i0) * sizeof(float));
 }
 
-void bft_op_zero(float *x, size_t n)
+void bft_cpu_op_zero(float *x, size_t n)
 {
     zero_job j = {x};
     bft_parallel_for((int64_t)n, 1 << 18, zero_part, &j);

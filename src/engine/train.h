@@ -50,12 +50,19 @@ typedef struct bft_train_opts {
                               * fp32 on the CPU), _FP32 or _BF16 (CUDA only) */
 } bft_train_opts;
 
-/* Compute devices and precisions (bft_train_opts.device / .precision, bft_set_device). */
+/* Compute devices and precisions (bft_train_opts.device / .precision,
+ * bft_set_device, the backends of backend.h): defined here only. */
 #define BFT_DEVICE_CPU 0
 #define BFT_DEVICE_CUDA 1
 #define BFT_PRECISION_AUTO 0
 #define BFT_PRECISION_FP32 1
 #define BFT_PRECISION_BF16 2
+
+/* Parse "auto" / "fp32" / "bf16" into BFT_PRECISION_*; -1 if unknown. */
+int bft_precision_parse(const char *name);
+
+/* The name of a BFT_PRECISION_* ("auto", "fp32", "bf16"; "?" if unknown). */
+const char *bft_precision_name(int precision);
 
 /* Trainer defaults as above. */
 bft_train_opts bft_train_default_opts(void);

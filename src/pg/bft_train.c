@@ -1241,7 +1241,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	if (train_device == BFT_DEVICE_CUDA)
 		appendStringInfo(&params, ", \"precision\": \"%s\"",
-						 bft_cuda_precision == BFT_PRECISION_FP32 ? "fp32" : "bf16");
+						 bft_precision_name(bft_cuda_precision));
 	if (scratch)
 		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
