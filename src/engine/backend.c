@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "cuda/ops_cuda.h"
+#include "ops_dnnl.h"
 
 static _Thread_local const bft_backend *current;
 
@@ -67,11 +68,10 @@ int bft_backend_open(int device, int precision, const bft_backend **out, bft_err
         return bft_set_error(err, BFT_EINVAL, "unknown precision %d (0 auto, 1 fp32, 2 bf16)",
                              precision);
     if (device == BFT_DEVICE_CPU) {
-        if (precision == BFT_PRECISION_BF16)
-            return bft_set_error(err, BFT_EUNSUPPORTED,
-                                 "bf16 mixed precision needs the CUDA device; the CPU computes in fp32");
         if (bft_cpu_blas_load(err) != BFT_OK)
             return BFT_EDEVICE;
+        if (precision == BFT_PRECISION_BF16) /* oneDNN, loaded now; no fp32 fallback */
+            return bft_dnnl_bf16_backend(out, err);
         *out = bft_cpu_backend();
         return BFT_OK;
     }

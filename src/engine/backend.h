@@ -81,11 +81,13 @@ typedef struct bft_devmodel {
     bft_model dm;            /* the model with params_mem / p on the device (a shallow copy;
                               * on the CPU the very same weights as the model's) */
     float *owned;            /* device weights this handle frees (training) */
+    int cpu_weights;         /* training on a CPU backend: set_weights(NULL) at close */
 } bft_devmodel;
 
 /* Make (device, precision) the calling thread's backend and put m's weights on
- * it: nothing to do on the CPU; on CUDA an upload (training: a private copy;
- * inference: a cached copy reused while the model's weights are unchanged).
+ * it: on the CPU the model's own weights (bf16 keeps a bf16 copy of them,
+ * reused while they are unchanged); on CUDA an upload (training: a private
+ * copy; inference: a cached copy reused while the model's weights are unchanged).
  * Returns BFT_OK or an error code with err (nothing to close then). */
 int bft_devmodel_open(bft_devmodel *d, const bft_model *m, int device, int precision,
                       int training, bft_error *err);

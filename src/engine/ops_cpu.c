@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "bft_error.h"
 #include "threads.h"
 
@@ -832,6 +833,7 @@ typedef struct {
     const int32_t *lens;
     int B, T, C, NH;
     bft_dropout d;
+    int bf16; /* 1: every product's operands rounded to bf16 (fp32 accumulation) */
 } att_job;
 
 /* Fill the shape/dropout fields common to every attention op and run part
@@ -867,6 +869,15 @@ static void softmax_rows(float *S, int T, int len)
     }
 }
 
+/* dst (rows, cols; leading dimension ldd) = src (rows, cols; lds) rounded to
+ * bf16; dst may be src (same leading dimension). */
+static void round_rows(float *dst, size_t ldd, const float *src, size_t lds, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[(size_t)r * ldd + c] = bft_bf16_round(src[(size_t)r * lds + c]);
+}
+
 static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
@@ -875,24 +886,37 @@ static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     int act = drop_active(&j->d);
     uint32_t th = act ? drop_thresh(j->d.p) : 0;
     float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
-    size_t TT = (size_t)T * T;
-    float *scratch = NULL;
+    size_t TT = (size_t)T * T, Th = (size_t)T * hs;
+    float *scratch = NULL, *Qr = NULL, *Kr = NULL, *Vr = NULL;
     (void)tid;
-    if (!j->att || act) {
-        scratch = malloc(TT * sizeof(float) * 2);
+    if (!j->att || act || j->bf16) {
+        /* P or Pd (T, T) x 2, and the rounded Q, K, V (T, hs) in bf16 mode */
+        scratch = malloc((TT * 2 + (j->bf16 ? 3 * Th : 0)) * sizeof(float));
         if (!scratch)
             return; /* cannot happen in practice; outputs stay as they were */
+        Qr = scratch + 2 * TT;
+        Kr = Qr + Th;
+        Vr = Kr + Th;
     }
     for (int64_t pidx = p0; pidx < p1; pidx++) {
         int b = (int)(pidx / NH), h = (int)(pidx % NH);
-        int len = j->lens[b];
+        int len = j->lens[b], ld = C3;
         const float *Q = j->qkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *K = Q + C, *V = Q + 2 * C;
         float *P = j->att ? j->att + (size_t)pidx * TT : scratch;
         float *Pd = P;
         float *out = j->ctx + (size_t)b * T * C + (size_t)h * hs;
+        if (j->bf16) {
+            round_rows(Qr, hs, Q, C3, T, hs);
+            round_rows(Kr, hs, K, C3, len, hs);
+            round_rows(Vr, hs, V, C3, len, hs);
+            Q = Qr;
+            K = Kr;
+            V = Vr;
+            ld = hs;
+        }
         /* S = Q K^T / sqrt(hs) over the real keys */
-        gemm_raw(0, 1, T, len, hs, scale, Q, C3, K, C3, 0.0f, P, T);
+        gemm_raw(0, 1, T, len, hs, scale, Q, ld, K, ld, 0.0f, P, T);
         softmax_rows(P, T, len);
         if (act) {
             Pd = scratch + TT;
@@ -900,20 +924,31 @@ static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
                 drop_span(Pd + (size_t)i * T, P + (size_t)i * T, T, j->d.seed,
                           (uint64_t)pidx * TT + (size_t)i * T, th, dscale);
         }
+        if (j->bf16) { /* P itself (the saved probabilities) stays fp32 */
+            round_rows(scratch + TT, T, Pd, T, T, len);
+            Pd = scratch + TT;
+        }
         /* ctx = Pd V */
-        gemm_raw(0, 0, T, hs, len, 1.0f, Pd, T, V, C3, 0.0f, out, C);
+        gemm_raw(0, 0, T, hs, len, 1.0f, Pd, T, V, ld, 0.0f, out, C);
     }
     free(scratch);
 }
 
-void bft_cpu_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                              int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_attention_fwd_mode(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                                int B, int T, int C, int NH, const bft_dropout *d, int bf16)
 {
     att_job j = {0};
     pthread_once(&blas_once, blas_init);
     j.ctx = ctx;
     j.att = att;
+    j.bf16 = bf16;
     att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_fwd_part);
+}
+
+void bft_cpu_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                              int B, int T, int C, int NH, const bft_dropout *d)
+{
+    bft_cpu_attention_fwd_mode(ctx, att, qkv, lens, B, T, C, NH, d, 0);
 }
 
 static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
@@ -926,21 +961,35 @@ static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
     size_t TT = (size_t)T * T;
     /* Xt: a transposed (T, T) operand, so every product is NN or NT (OpenBLAS's
-     * small-matrix kernels, no packing); dP: (T, T) gradient of the probabilities */
-    float *scratch = malloc(TT * sizeof(float) * 2);
+     * small-matrix kernels, no packing); dP: (T, T) gradient of the probabilities;
+     * in bf16 mode the rounded Q, K, V and dctx (T, hs) */
+    size_t Th = (size_t)T * hs;
+    float *scratch = malloc((TT * 2 + (j->bf16 ? 4 * Th : 0)) * sizeof(float));
     (void)tid;
     if (!scratch)
         return;
     float *Xt = scratch, *dP = scratch + TT;
+    float *Qr = dP + TT, *Kr = Qr + Th, *Vr = Kr + Th, *Dr = Vr + Th;
     for (int64_t pidx = p0; pidx < p1; pidx++) {
         int b = (int)(pidx / NH), h = (int)(pidx % NH);
-        int len = j->lens[b];
+        int len = j->lens[b], ld = C3, ldd = C;
         size_t qo = (size_t)b * T * C3 + (size_t)h * hs;
         const float *Q = j->qkv + qo, *K = Q + C, *V = Q + 2 * C;
         float *dQ = j->dqkv + qo, *dK = dQ + C, *dV = dQ + 2 * C;
         const float *P = j->catt + (size_t)pidx * TT;
         const float *dctx = j->dctx + (size_t)b * T * C + (size_t)h * hs;
         uint64_t base = (uint64_t)pidx * TT;
+        if (j->bf16) {
+            round_rows(Qr, hs, Q, C3, T, hs);
+            round_rows(Kr, hs, K, C3, len, hs);
+            round_rows(Vr, hs, V, C3, len, hs);
+            round_rows(Dr, hs, dctx, C, T, hs);
+            Q = Qr;
+            K = Kr;
+            V = Vr;
+            dctx = Dr;
+            ld = ldd = hs;
+        }
         /* Xt (len, T) = dropout(P)^T */
         for (int i = 0; i < T; i++) {
             const float *p = P + (size_t)i * T;
@@ -952,13 +1001,15 @@ static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
                 for (int k = 0; k < len; k++)
                     Xt[(size_t)k * T + i] = p[k];
         }
+        if (j->bf16)
+            round_rows(Xt, T, Xt, T, len, T);
         /* dV (len, hs) = dropout(P)^T dctx; rows >= len get 0 */
-        gemm_raw(0, 0, len, hs, T, 1.0f, Xt, T, dctx, C, 0.0f, dV, C3);
+        gemm_raw(0, 0, len, hs, T, 1.0f, Xt, T, dctx, ldd, 0.0f, dV, C3);
         for (int t = len; t < T; t++)
             memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
         /* dP (T, len) = dctx V^T, through the dropout, then the softmax backward:
          * dS = P * (dP - sum_k P dP) */
-        gemm_raw(0, 1, T, len, hs, 1.0f, dctx, C, V, C3, 0.0f, dP, T);
+        gemm_raw(0, 1, T, len, hs, 1.0f, dctx, ldd, V, ld, 0.0f, dP, T);
         for (int i = 0; i < T; i++) {
             float *dp = dP + (size_t)i * T;
             const float *p = P + (size_t)i * T;
@@ -968,29 +1019,39 @@ static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
             for (int k = 0; k < len; k++)
                 dp[k] = p[k] * (dp[k] - s);
         }
+        if (j->bf16)
+            round_rows(dP, T, dP, T, T, len);
         /* dQ (T, hs) = dS K / sqrt(hs) */
-        gemm_raw(0, 0, T, hs, len, scale, dP, T, K, C3, 0.0f, dQ, C3);
+        gemm_raw(0, 0, T, hs, len, scale, dP, T, K, ld, 0.0f, dQ, C3);
         /* dK (len, hs) = dS^T Q / sqrt(hs) */
         for (int i = 0; i < T; i++)
             for (int k = 0; k < len; k++)
                 Xt[(size_t)k * T + i] = dP[(size_t)i * T + k];
-        gemm_raw(0, 0, len, hs, T, scale, Xt, T, Q, C3, 0.0f, dK, C3);
+        gemm_raw(0, 0, len, hs, T, scale, Xt, T, Q, ld, 0.0f, dK, C3);
         for (int t = len; t < T; t++)
             memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
     }
     free(scratch);
 }
 
-void bft_cpu_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
-                              const float *qkv, const int32_t *lens, int B, int T, int C, int NH,
-                              const bft_dropout *d)
+void bft_cpu_attention_bwd_mode(float *dqkv, const float *dctx, const float *att,
+                                const float *qkv, const int32_t *lens, int B, int T, int C, int NH,
+                                const bft_dropout *d, int bf16)
 {
     att_job j = {0};
     pthread_once(&blas_once, blas_init);
     j.dqkv = dqkv;
     j.dctx = dctx;
     j.catt = att;
+    j.bf16 = bf16;
     att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_bwd_part);
+}
+
+void bft_cpu_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
+                              const float *qkv, const int32_t *lens, int B, int T, int C, int NH,
+                              const bft_dropout *d)
+{
+    bft_cpu_attention_bwd_mode(dqkv, dctx, att, qkv, lens, B, T, C, NH, d, 0);
 }
 
 /* ---------------------------------------------------------------- [CLS]-row attention */
@@ -1195,6 +1256,7 @@ void bft_cpu_op_softmax_xent(float *probs, float *losses, float *dlogits, const 
 
 typedef struct {
     float *p, *m, *v, *g;
+    uint16_t *mir;
     float lr, b1, b2, eps, wd, gscale, step_size, bc2s;
     int zero_grad;
 } adamw_job;
@@ -1206,27 +1268,41 @@ static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
     float decay = 1.0f - j->lr * j->wd, b1 = j->b1, b2 = j->b2, c1 = 1.0f - b1, c2 = 1.0f - b2;
     float gs = j->gscale, ss = -j->step_size, bc2s = j->bc2s, eps = j->eps;
     (void)tid;
-    for (int64_t i = i0; i < i1; i++) {
-        float gi = g[i] * gs;
-        float pi = p[i] * decay;
-        float mi = m[i] * b1 + gi * c1;
-        float vi = v[i] * b2 + gi * gi * c2;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
+    /* blocks of 4096, so that the bf16 mirror is written from the cache */
+    for (int64_t b0 = i0; b0 < i1; b0 += 4096) {
+        int64_t b1e = b0 + 4096 < i1 ? b0 + 4096 : i1;
+        for (int64_t i = b0; i < b1e; i++) {
+            float gi = g[i] * gs;
+            float pi = p[i] * decay;
+            float mi = m[i] * b1 + gi * c1;
+            float vi = v[i] * b2 + gi * gi * c2;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
+        }
+        if (j->mir)
+            for (int64_t i = b0; i < b1e; i++)
+                j->mir[i] = bft_f2bf(p[i]);
     }
     if (j->zero_grad)
         memset(g + i0, 0, (size_t)(i1 - i0) * sizeof *g);
 }
 
-void bft_cpu_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
-                      float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
+void bft_cpu_adamw_mirror(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
+                          float b2, float eps, float wd, float gscale, int64_t t, int zero_grad,
+                          uint16_t *mir)
 {
-    adamw_job j = {p, m, v, g, lr, b1, b2, eps, wd, gscale, 0.0f, 0.0f, zero_grad};
+    adamw_job j = {p, m, v, g, mir, lr, b1, b2, eps, wd, gscale, 0.0f, 0.0f, zero_grad};
     double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
     j.step_size = (float)((double)lr / bc1);
     j.bc2s = (float)sqrt(bc2);
     bft_parallel_for((int64_t)n, 32768, adamw_part, &j);
+}
+
+void bft_cpu_op_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float b1,
+                      float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
+{
+    bft_cpu_adamw_mirror(p, g, m, v, n, lr, b1, b2, eps, wd, gscale, t, zero_grad, NULL);
 }
 
 /* ---------------------------------------------------------------- reductions */

@@ -149,9 +149,20 @@ int bft_set_device(int device, int precision, bft_error *err);
  * Changes no setting. */
 int bft_device_available(int device, bft_error *err);
 
+/* BFT_OK when device can compute in precision (BFT_PRECISION_*) in this
+ * process — the CPU in bf16: oneDNN loads (now) and the CPU has AVX512-BF16 or
+ * AMX — else BFT_EDEVICE / BFT_EUNSUPPORTED with what is missing. Changes no
+ * setting. */
+int bft_precision_available(int device, int precision, bft_error *err);
+
 /* "cpu", or the CUDA device's name once initialised ("NVIDIA H100 80GB HBM3
  * (sm_90, 79.1 GiB)"), else "cuda". */
 const char *bft_device_name(int device);
+
+/* "oneDNN 2.6.3 (AVX512_CORE_BF16): brg:avx512_core_bf16" — the oneDNN that
+ * serves bf16 on the CPU: its version, the ISA it uses and the implementations
+ * of the primitives created so far; "" when it was never loaded. */
+const char *bft_dnnl_info(void);
 
 /* The current inference device and precision (either may be NULL). */
 void bft_get_device(int *device, int *precision);

@@ -753,6 +753,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	train_device = bft_resolve_device(device);
+	bft_check_precision(train_device);
 	if (strcmp(deploy, "always") != 0 && strcmp(deploy, "if_better") != 0 &&
 		strcmp(deploy, "never") != 0)
 		ereport(ERROR,
@@ -1239,9 +1240,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
-	if (train_device == BFT_DEVICE_CUDA)
-		appendStringInfo(&params, ", \"precision\": \"%s\"",
-						 bft_precision_name(bft_cuda_precision));
+	appendStringInfo(&params, ", \"precision\": \"%s\"",
+					 bft_precision_name(bft_precision_for(train_device)));
 	if (scratch)
 		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"

@@ -1,0 +1,45 @@
+/*
+ * ops_dnnl.h — bf16 arithmetic on the CPU through oneDNN (ops_dnnl.c).
+ *
+ * The CPU backend's bf16 mode: the ops of ops_list.h with the CUDA backend's
+ * bf16 semantics — every matrix product (linear layers, attention) takes bf16
+ * operands (rounded to nearest even) and accumulates in fp32; master weights,
+ * gradients, AdamW moments, activations, LayerNorm, softmax and GELU stay
+ * fp32. The linear layers run on oneDNN's matmul (brgemm kernels with
+ * AVX512-BF16 or AMX); the attention's small per-head products round their
+ * operands and use OpenBLAS. The weights registered with set_weights get a
+ * bf16 copy that the AdamW step refreshes in the same pass.
+ *
+ * oneDNN (libdnnl.so.2, Debian's libdnnl2) is dlopen()ed at the first bf16
+ * request, never at library load, and runs single-threaded inside the
+ * engine's own pool (threads.h): it starts no thread of its own. It is an
+ * optional build dependency: without its headers (libdnnl-dev) bft builds,
+ * and asking for bf16 on the CPU reports that it was built without oneDNN.
+ * A CPU without the instructions (or oneDNN limited by ONEDNN_MAX_CPU_ISA) is
+ * refused with a message naming what is missing: never a silent fp32
+ * fallback, never an illegal instruction.
+ */
+#ifndef BFT_OPS_DNNL_H
+#define BFT_OPS_DNNL_H
+
+#include "backend.h"
+#include "bft_error.h"
+
+/* What a caller asks oneDNN for. */
+#define BFT_DNNL_BF16 1 /* bf16 matrix products: AVX512-BF16 or AMX */
+
+/* BFT_OK when this build has oneDNN, libdnnl.so.2 loads and the CPU runs
+ * `what` natively; else BFT_EUNSUPPORTED with what is missing. Loads oneDNN
+ * on the first call. */
+int bft_dnnl_available(int what, bft_error *err);
+
+/* The CPU backend in bf16 mode (bft_dnnl_available(BFT_DNNL_BF16) first):
+ * BFT_OK with *out, or its error. */
+int bft_dnnl_bf16_backend(const bft_backend **out, bft_error *err);
+
+/* Free the bf16 copies of weights kept for the bf16 backend (no-op without). */
+void bft_dnnl_release(void);
+
+/* bft_dnnl_info: train.h. */
+
+#endif
