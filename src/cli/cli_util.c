@@ -284,7 +284,7 @@ int cli_set_precision(const char *cmd, const char *precision)
     if (p >= 0)
         cli_precision = p;
     else {
-        fprintf(stderr, "bft-cli %s: --precision must be auto, fp32 or bf16, got \"%s\"\n", cmd, precision);
+        fprintf(stderr, "bft-cli %s: --precision must be auto, fp32, bf16 or int8, got \"%s\"\n", cmd, precision);
         return 2;
     }
     return 0;

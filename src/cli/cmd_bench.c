@@ -47,7 +47,7 @@ static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: bft-cli bench --layers L --hidden H --heads A --intermediate I --batch B --seq T --steps N\n"
                "                     [--threads N] [--vocab V] [--dropout P] [--seed S] [--skip-train] [--skip-infer]\n"
-               "                     [--device cpu|cuda] [--precision auto|fp32|bf16]\n"
+               "                     [--device cpu|cuda] [--precision auto|fp32|bf16|int8]\n"
                "  Random weights and tokens; prints train_samples_per_s: X and infer_samples_per_s: Y.\n");
 }
 
@@ -142,8 +142,9 @@ int cmd_bench(int argc, char **argv)
         int dev = BFT_DEVICE_CPU, prec = BFT_PRECISION_AUTO;
         bft_get_device(&dev, &prec);
         printf("device: %s, %s\n", bft_device_name(dev),
-               dev == BFT_DEVICE_CPU ? (prec == BFT_PRECISION_BF16 ? "bf16 mixed precision (oneDNN)"
-                                                                 : "fp32")
+               dev == BFT_DEVICE_CPU ? (prec == BFT_PRECISION_BF16   ? "bf16 mixed precision (oneDNN)"
+                                        : prec == BFT_PRECISION_INT8 ? "int8 (oneDNN)"
+                                                                     : "fp32")
                : prec == BFT_PRECISION_FP32 ? "fp32" : "bf16 mixed precision");
     }
     fflush(stdout);

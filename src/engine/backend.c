@@ -42,6 +42,7 @@ static const struct {
     {BFT_PRECISION_AUTO, "auto"},
     {BFT_PRECISION_FP32, "fp32"},
     {BFT_PRECISION_BF16, "bf16"},
+    {BFT_PRECISION_INT8, "int8"},
 };
 #define N_PRECISIONS ((int)(sizeof precisions / sizeof *precisions))
 
@@ -64,19 +65,24 @@ const char *bft_precision_name(int precision)
 int bft_backend_open(int device, int precision, const bft_backend **out, bft_error *err)
 {
     bft_clear_error(err);
-    if (precision < BFT_PRECISION_AUTO || precision > BFT_PRECISION_BF16)
-        return bft_set_error(err, BFT_EINVAL, "unknown precision %d (0 auto, 1 fp32, 2 bf16)",
-                             precision);
+    if (precision < BFT_PRECISION_AUTO || precision > BFT_PRECISION_INT8)
+        return bft_set_error(err, BFT_EINVAL,
+                             "unknown precision %d (0 auto, 1 fp32, 2 bf16, 3 int8)", precision);
     if (device == BFT_DEVICE_CPU) {
         if (bft_cpu_blas_load(err) != BFT_OK)
             return BFT_EDEVICE;
-        if (precision == BFT_PRECISION_BF16) /* oneDNN, loaded now; no fp32 fallback */
+        /* oneDNN, loaded now; no fp32 fallback */
+        if (precision == BFT_PRECISION_BF16)
             return bft_dnnl_bf16_backend(out, err);
+        if (precision == BFT_PRECISION_INT8)
+            return bft_dnnl_int8_backend(out, err);
         *out = bft_cpu_backend();
         return BFT_OK;
     }
     if (device != BFT_DEVICE_CUDA)
         return bft_set_error(err, BFT_EINVAL, "unknown device %d (0 cpu, 1 cuda)", device);
+    if (precision == BFT_PRECISION_INT8)
+        return bft_set_error(err, BFT_EUNSUPPORTED, "int8 inference runs on the CPU only");
     const bft_backend *cb = bft_cuda_backend();
     if (!cb) {
         bft_cuda_available(err); /* "bft was built without CUDA ..." */

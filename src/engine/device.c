@@ -160,6 +160,9 @@ int bft_devmodel_open(bft_devmodel *d, const bft_model *m, int device, int preci
 {
     const bft_backend *be;
     memset(d, 0, sizeof *d);
+    if (training && precision == BFT_PRECISION_INT8)
+        return bft_set_error(err, BFT_EUNSUPPORTED,
+                             "int8 is for inference (classification): train in fp32 or bf16");
     int rc = bft_backend_open(device, precision, &be, err);
     if (rc != BFT_OK)
         return rc;

@@ -30,6 +30,7 @@
 #ifdef BFT_WITH_DNNL
 
 #include <dlfcn.h>
+#include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <pthread.h>
@@ -174,19 +175,27 @@ int bft_dnnl_available(int what, bft_error *err)
     bft_clear_error(err);
     pthread_once(&load_once, load);
     if (!loaded)
-        return bft_set_error(err, BFT_EUNSUPPORTED, "bf16 on the CPU: %s", load_error);
+        return bft_set_error(err, BFT_EUNSUPPORTED, "%s on the CPU: %s",
+                             what == BFT_DNNL_INT8 ? "int8" : "bf16", load_error);
     int isa = (int)D.dnnl_get_effective_cpu_isa();
-    if (what == BFT_DNNL_BF16 &&
-        (isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16) {
-        const char *lim = getenv("ONEDNN_MAX_CPU_ISA");
-        if (!lim)
-            lim = getenv("DNNL_MAX_CPU_ISA");
+    const char *lim = getenv("ONEDNN_MAX_CPU_ISA");
+    if (!lim)
+        lim = getenv("DNNL_MAX_CPU_ISA");
+#define HAS(x) ((isa & (x)) == (x))
+    if (what == BFT_DNNL_BF16 && !HAS(dnnl_cpu_isa_avx512_core_bf16))
         return bft_set_error(err, BFT_EUNSUPPORTED,
                              "bf16 on the CPU needs the AVX512-BF16 or AMX instructions: oneDNN "
                              "can use at most %s here%s%s%s",
                              isa_name(isa), lim ? " (limited by ONEDNN_MAX_CPU_ISA=" : "",
                              lim ? lim : "", lim ? ")" : "");
-    }
+    if (what == BFT_DNNL_INT8 && !HAS(dnnl_cpu_isa_avx512_core_vnni) &&
+        !HAS(dnnl_cpu_isa_avx2_vnni))
+        return bft_set_error(err, BFT_EUNSUPPORTED,
+                             "int8 on the CPU needs the AVX512-VNNI, AVX-VNNI or AMX instructions: "
+                             "oneDNN can use at most %s here%s%s%s",
+                             isa_name(isa), lim ? " (limited by ONEDNN_MAX_CPU_ISA=" : "",
+                             lim ? lim : "", lim ? ")" : "");
+#undef HAS
     return BFT_OK;
 }
 
@@ -285,6 +294,7 @@ typedef struct mm_key {
     int64_t M, N, K, sa0, sa1, sb0, sb1, ldc;
     float alpha, beta;
     int bias;
+    int int8; /* 0: bf16 x bf16 -> f32; 1: u8 x s8 -> s32 (no alpha, beta, bias) */
 } mm_key;
 
 typedef struct mm_entry {
@@ -314,9 +324,11 @@ static int create_matmul(mm_entry *e, const mm_key *k)
 
     memset(e, 0, sizeof *e);
     e->k = *k;
-    if ((s = D.dnnl_memory_desc_init_by_strides(&e->a, 2, da, dnnl_bf16, sa)) != dnnl_success ||
-        (s = D.dnnl_memory_desc_init_by_strides(&e->b, 2, db, dnnl_bf16, sb)) != dnnl_success ||
-        (s = D.dnnl_memory_desc_init_by_strides(&e->c, 2, dc, dnnl_f32, sc)) != dnnl_success ||
+    dnnl_data_type_t ta = k->int8 ? dnnl_u8 : dnnl_bf16, tb = k->int8 ? dnnl_s8 : dnnl_bf16;
+    dnnl_data_type_t tc = k->int8 ? dnnl_s32 : dnnl_f32;
+    if ((s = D.dnnl_memory_desc_init_by_strides(&e->a, 2, da, ta, sa)) != dnnl_success ||
+        (s = D.dnnl_memory_desc_init_by_strides(&e->b, 2, db, tb, sb)) != dnnl_success ||
+        (s = D.dnnl_memory_desc_init_by_strides(&e->c, 2, dc, tc, sc)) != dnnl_success ||
         (s = D.dnnl_memory_desc_init_by_strides(&e->bias, 2, dbias, dnnl_f32, sbias)) !=
             dnnl_success)
         goto out;
@@ -359,8 +371,9 @@ out:
     if (attr)
         D.dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success) {
-        fail(BFT_EDEVICE, "oneDNN: cannot create the bf16 matmul %lldx%lldx%lld (%s: %s)",
-             (long long)k->M, (long long)k->N, (long long)k->K, what, D.dnnl_status2str(s));
+        fail(BFT_EDEVICE, "oneDNN: cannot create the %s matmul %lldx%lldx%lld (%s: %s)",
+             k->int8 ? "int8" : "bf16", (long long)k->M, (long long)k->N, (long long)k->K, what,
+             D.dnnl_status2str(s));
         e->prim = NULL;
         return -1;
     }
@@ -406,9 +419,8 @@ static void mm_release(mm_entry *e)
     pthread_mutex_unlock(&cache_mu);
 }
 
-/* Run e on the calling thread over bf16 A, B, fp32 C (and bias). */
-static void mm_exec(mm_entry *e, const uint16_t *A, const uint16_t *B, float *C,
-                    const float *bias)
+/* Run e on the calling thread over A, B, C (and bias) of e's types. */
+static void mm_exec(mm_entry *e, const void *A, const void *B, void *C, const float *bias)
 {
     tstate *t = thread_state();
     dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, ms = NULL;
@@ -450,8 +462,9 @@ static void mm_exec(mm_entry *e, const uint16_t *A, const uint16_t *B, float *C,
         s = D.dnnl_stream_wait(t->stream);
 out:
     if (s != dnnl_success)
-        fail(BFT_EDEVICE, "oneDNN: bf16 matmul %lldx%lldx%lld failed (%s)", (long long)e->k.M,
-             (long long)e->k.N, (long long)e->k.K, D.dnnl_status2str(s));
+        fail(BFT_EDEVICE, "oneDNN: %s matmul %lldx%lldx%lld failed (%s)",
+             e->k.int8 ? "int8" : "bf16", (long long)e->k.M, (long long)e->k.N, (long long)e->k.K,
+             D.dnnl_status2str(s));
     if (ma)
         D.dnnl_memory_destroy(ma);
     if (mb)
@@ -464,38 +477,71 @@ out:
         D.dnnl_memory_destroy(ms);
 }
 
-/* ---------------------------------------------------------------- bf16 GEMM over the pool */
+/* ---------------------------------------------------------------- GEMMs over the pool */
 
 #define MAX_PARTS 64
 
+/* int8: C (int32 accumulators in place) becomes
+ * C[i][o] = sx[i] sw[o] (acc[i][o] - zp[i] wsum[o]) + bias[o]. */
+typedef struct int8_epilogue {
+    const float *sx;      /* (M) activation scales (per row) */
+    const int32_t *zp;    /* (M) activation zero points */
+    const float *sw;      /* (N) weight scales (per output channel) */
+    const int32_t *wsum;  /* (N) sums of each output channel's int8 weights */
+} int8_epilogue;
+
 typedef struct {
-    const uint16_t *A, *B;
+    const char *A, *B; /* element size es_a, es_b */
     float *C;
     const float *bias;
-    int64_t sa0, sb1, ldc;
+    int64_t sa0, sb1, ldc, M, N, es_a, es_b;
     int split_n;
+    const int8_epilogue *q;
     int64_t off[MAX_PARTS + 1]; /* part p covers rows or columns [off[p], off[p+1]) */
     mm_entry *e[MAX_PARTS];
 } bgemm_job;
+
+static void epilogue(const bgemm_job *j, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    const int8_epilogue *q = j->q;
+    for (int64_t i = r0; i < r1; i++) {
+        float *row = j->C + i * j->ldc;
+        float sx = q->sx[i];
+        int32_t zp = q->zp[i];
+        for (int64_t o = c0; o < c1; o++) {
+            int32_t acc;
+            memcpy(&acc, row + o, sizeof acc);
+            row[o] = sx * q->sw[o] * (float)(acc - zp * q->wsum[o]) + (j->bias ? j->bias[o] : 0.0f);
+        }
+    }
+}
 
 static void bgemm_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     bgemm_job *j = ctx;
     (void)tid;
     for (int64_t p = p0; p < p1; p++) {
-        int64_t o = j->off[p];
+        int64_t o = j->off[p], o1 = j->off[p + 1];
+        const float *bias = j->q ? NULL : j->bias; /* int8: added by the epilogue */
         if (j->split_n)
-            mm_exec(j->e[p], j->A, j->B + o * j->sb1, j->C + o, j->bias ? j->bias + o : NULL);
+            mm_exec(j->e[p], j->A, j->B + o * j->sb1 * j->es_b, j->C + o, bias ? bias + o : NULL);
         else
-            mm_exec(j->e[p], j->A + o * j->sa0, j->B, j->C + o * j->ldc, j->bias);
+            mm_exec(j->e[p], j->A + o * j->sa0 * j->es_a, j->B, j->C + o * j->ldc, bias);
+        if (j->q && !failed()) {
+            if (j->split_n)
+                epilogue(j, 0, j->M, o, o1);
+            else
+                epilogue(j, o, o1, 0, j->N);
+        }
     }
 }
 
 /* C (M,N) = alpha op(A) op(B) (+ bias (N)) + beta C over bf16 operands with the
- * element strides of mm_key, fp32 accumulation, split over the pool. */
-static void bgemm(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A, int64_t sa0,
-                  int64_t sa1, const uint16_t *B, int64_t sb0, int64_t sb1, const float *bias,
-                  float beta, float *C, int64_t ldc)
+ * element strides of mm_key, fp32 accumulation, split over the pool; or with q:
+ * u8 A, s8 B, int32 accumulation and q's dequantisation (alpha 1, beta 0). */
+static void bgemm(int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t sa0,
+                  int64_t sa1, const void *B, int64_t sb0, int64_t sb1, const float *bias,
+                  float beta, float *C, int64_t ldc, const int8_epilogue *q)
 {
     if (M <= 0 || N <= 0 || failed())
         return;
@@ -529,6 +575,11 @@ static void bgemm(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *
     j.sa0 = sa0;
     j.sb1 = sb1;
     j.ldc = ldc;
+    j.M = M;
+    j.N = N;
+    j.es_a = q ? 1 : 2;
+    j.es_b = q ? 1 : 2;
+    j.q = q;
     int ok = 1;
     for (int p = 0; p < parts; p++) {
         j.off[p] = (int64_t)p * per * unit;
@@ -543,9 +594,10 @@ static void bgemm(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *
         k.sb0 = sb0;
         k.sb1 = sb1;
         k.ldc = ldc;
-        k.alpha = alpha;
-        k.beta = beta;
-        k.bias = bias != NULL;
+        k.alpha = q ? 1.0f : alpha;
+        k.beta = q ? 0.0f : beta;
+        k.bias = !q && bias != NULL;
+        k.int8 = q != NULL;
         j.e[p] = ok ? mm_acquire(&k) : NULL;
         if (!j.e[p])
             ok = 0;
@@ -557,29 +609,77 @@ static void bgemm(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *
             mm_release(j.e[p]);
 }
 
-/* ---------------------------------------------------------------- bf16 operands */
+/* ---------------------------------------------------------------- low-precision weight copies */
 
-/* The weights' bf16 copies: the active one (registered by set_weights) serves
- * GEMM operands inside its block; a few more stay for models used again. */
-#define MIRRORS 2
+/* A weights block's low-precision copy for the bf16 mode (the whole block in
+ * bf16) or the int8 mode (each linear layer's weights quantised at its first
+ * use). The active copy of each mode (registered by its set_weights) serves
+ * the operands inside its block; a few more stay for models used again. */
+#define COPIES 2
 #define FP_SAMPLES 64
 
-typedef struct mirror {
+/* One linear layer's int8 weights: per output channel symmetric. */
+typedef struct qmat {
+    size_t off;      /* offset of the fp32 weights (OC, IC) in the block */
+    int OC, IC;
+    int8_t *q;       /* (OC, IC): round(w / scale[o]) in [-127, 127] */
+    float *scale;    /* (OC): max_k |w[o][k]| / 127 */
+    int32_t *wsum;   /* (OC): sum_k q[o][k] */
+} qmat;
+
+typedef struct wcopy {
+    int kind;        /* BFT_DNNL_BF16 or BFT_DNNL_INT8; 0: free slot */
     const float *src;
     size_t n;
     float sample[FP_SAMPLES];
-    uint16_t *bf;
+    uint16_t *bf;    /* bf16: (n) */
+    qmat *q;         /* int8: nq layers quantised so far */
+    int nq, capq;
+    size_t bytes;    /* memory held */
     uint64_t used;
-} mirror;
+} wcopy;
 
-static mirror mirrors[MIRRORS];
-static mirror *active;
-static uint64_t mirror_clock;
+static wcopy copies[2][COPIES]; /* [kind - 1] */
+static wcopy *active[2];
+static uint64_t copy_clock;
 
 static void sample_of(const float *p, size_t n, float *out)
 {
     for (int i = 0; i < FP_SAMPLES; i++)
         out[i] = n ? p[(size_t)((double)i * (double)(n - 1) / (FP_SAMPLES - 1))] : 0.0f;
+}
+
+static void qmat_free(qmat *m)
+{
+    free(m->q);
+    free(m->scale);
+    free(m->wsum);
+    memset(m, 0, sizeof *m);
+}
+
+static void copy_free(wcopy *c)
+{
+    if (c->kind && active[c->kind - 1] == c)
+        active[c->kind - 1] = NULL;
+    free(c->bf);
+    for (int i = 0; i < c->nq; i++)
+        qmat_free(&c->q[i]);
+    free(c->q);
+    memset(c, 0, sizeof *c);
+}
+
+void bft_dnnl_release(void)
+{
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < COPIES; i++)
+            copy_free(&copies[k][i]);
+}
+
+/* The active copy of kind holding x, or NULL. */
+static wcopy *holding(int kind, const float *x)
+{
+    wcopy *c = active[kind - 1];
+    return c && x >= c->src && x < c->src + c->n ? c : NULL;
 }
 
 typedef struct {
@@ -616,103 +716,222 @@ static void to_bf16(uint16_t *dst, const float *src, int64_t rows, int64_t cols,
     bft_parallel_for(rows, (4096 + cols - 1) / cols, cvt_part, &j);
 }
 
+/* set_weights of a mode: register the fp32 block w (n) as the model's
+ * weights (NULL: drop the active copy). A copy of the same block with the
+ * same sampled weights is reused; otherwise the least recently used one
+ * makes room. bf16 converts the block now; int8 quantises layers lazily. */
+static void set_weights_kind(int kind, const float *w, size_t n)
+{
+    float sample[FP_SAMPLES];
+    wcopy *slots = copies[kind - 1];
+    if (!w || n == 0) {
+        if (active[kind - 1])
+            copy_free(active[kind - 1]);
+        return;
+    }
+    sample_of(w, n, sample);
+    wcopy *lru = &slots[0];
+    for (int i = 0; i < COPIES; i++) {
+        wcopy *c = &slots[i];
+        if (c->kind && c->src == w && c->n == n &&
+            memcmp(c->sample, sample, sizeof sample) == 0) {
+            c->used = ++copy_clock;
+            active[kind - 1] = c;
+            return;
+        }
+        if (c->kind && c->src == w) /* the same block with other weights: stale */
+            copy_free(c);
+    }
+    for (int i = 0; i < COPIES; i++)
+        if (!slots[i].kind || slots[i].used < lru->used)
+            lru = &slots[i];
+    copy_free(lru);
+    if (kind == BFT_DNNL_BF16) {
+        bft_error e;
+        if (bft_memory_check(n * sizeof(uint16_t), "the weights' bf16 copy", &e) != BFT_OK) {
+            fail(e.code, "%s", e.msg);
+            return;
+        }
+        uint16_t *bf = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
+        if (!bf) {
+            fail(BFT_ENOMEM, "out of memory for the weights' bf16 copy (%zu MB)", n * 2 >> 20);
+            return;
+        }
+        to_bf16(bf, w, 1, (int64_t)n, (int64_t)n);
+        lru->bf = bf;
+        lru->bytes = n * sizeof(uint16_t);
+    }
+    lru->kind = kind;
+    lru->src = w;
+    lru->n = n;
+    memcpy(lru->sample, sample, sizeof sample);
+    lru->used = ++copy_clock;
+    active[kind - 1] = lru;
+}
+
 /* Conversion buffers of the calling thread's current op. */
 enum { SLOT_A, SLOT_B, SLOTS };
-static _Thread_local uint16_t *slot_buf[SLOTS];
+static _Thread_local void *slot_buf[SLOTS];
 static _Thread_local size_t slot_cap[SLOTS];
+
+/* The calling thread's buffer slot of at least bytes (NULL after a failure). */
+static void *slot(int i, size_t bytes)
+{
+    if (bytes > slot_cap[i]) {
+        size_t cap = bytes + bytes / 4 + 4096;
+        void *p = aligned_alloc(64, (cap + 63) / 64 * 64);
+        if (!p) {
+            fail(BFT_ENOMEM, "out of memory for a %zu-byte operand buffer", bytes);
+            return NULL;
+        }
+        free(slot_buf[i]);
+        slot_buf[i] = p;
+        slot_cap[i] = cap;
+    }
+    return slot_buf[i];
+}
 
 typedef struct op16 {
     const uint16_t *p;
     int64_t ld;
 } op16;
 
-/* x (rows, cols; leading dimension ld) as bf16: the active mirror when x lies
+/* x (rows, cols; leading dimension ld) as bf16: the active copy when x lies
  * in the registered weights, else converted into the slot's buffer. */
-static op16 as_bf16(const float *x, int64_t rows, int64_t cols, int64_t ld, int slot)
+static op16 as_bf16(const float *x, int64_t rows, int64_t cols, int64_t ld, int i)
 {
     op16 r = {NULL, ld};
-    if (active && x >= active->src && x < active->src + active->n) {
-        r.p = active->bf + (x - active->src);
+    wcopy *c = holding(BFT_DNNL_BF16, x);
+    if (c) {
+        r.p = c->bf + (x - c->src);
         return r;
     }
-    size_t n = (size_t)rows * (size_t)cols;
-    if (n > slot_cap[slot]) {
-        size_t cap = n + n / 4 + 1024;
-        uint16_t *p = aligned_alloc(64, (cap * sizeof(uint16_t) + 63) / 64 * 64);
-        if (!p) {
-            fail(BFT_ENOMEM, "out of memory converting a %lldx%lld operand to bf16",
-                 (long long)rows, (long long)cols);
-            return r;
-        }
-        free(slot_buf[slot]);
-        slot_buf[slot] = p;
-        slot_cap[slot] = cap;
-    }
-    to_bf16(slot_buf[slot], x, rows, cols, ld);
-    r.p = slot_buf[slot];
+    uint16_t *dst = slot(i, (size_t)rows * (size_t)cols * sizeof(uint16_t));
+    if (!dst)
+        return r;
+    to_bf16(dst, x, rows, cols, ld);
+    r.p = dst;
     r.ld = cols;
     return r;
 }
 
-static void mirror_free(mirror *m)
-{
-    if (m == active)
-        active = NULL;
-    free(m->bf);
-    memset(m, 0, sizeof *m);
-}
+/* ---------------------------------------------------------------- int8 operands */
 
-void bft_dnnl_release(void)
-{
-    for (int i = 0; i < MIRRORS; i++)
-        mirror_free(&mirrors[i]);
-}
+typedef struct {
+    qmat *m;
+    const float *w;
+} qw_job;
 
-/* set_weights: register the fp32 block w (n) as the model's weights (NULL:
- * drop the active copy). A copy of the same block with the same sampled
- * weights is reused; otherwise the least recently used one makes room. */
-static void be_set_weights(const float *w, size_t n)
+static void qw_part(void *ctx, int64_t o0, int64_t o1, int tid)
 {
-    float sample[FP_SAMPLES];
-    if (!w || n == 0) {
-        if (active)
-            mirror_free(active);
-        return;
-    }
-    sample_of(w, n, sample);
-    mirror *lru = &mirrors[0];
-    for (int i = 0; i < MIRRORS; i++) {
-        mirror *m = &mirrors[i];
-        if (m->bf && m->src == w && m->n == n &&
-            memcmp(m->sample, sample, sizeof sample) == 0) {
-            m->used = ++mirror_clock;
-            active = m;
-            return;
+    qw_job *j = ctx;
+    int IC = j->m->IC;
+    (void)tid;
+    for (int64_t o = o0; o < o1; o++) {
+        const float *w = j->w + o * IC;
+        int8_t *q = j->m->q + o * IC;
+        float mx = 0.0f;
+        for (int k = 0; k < IC; k++)
+            mx = fabsf(w[k]) > mx ? fabsf(w[k]) : mx;
+        float sc = mx > 0.0f ? mx / 127.0f : 1.0f, inv = 1.0f / sc;
+        int32_t sum = 0;
+        for (int k = 0; k < IC; k++) {
+            float v = nearbyintf(w[k] * inv);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            q[k] = (int8_t)v;
+            sum += q[k];
         }
-        if (m->bf && m->src == w) /* the same block with other weights: stale */
-            mirror_free(m);
+        j->m->scale[o] = sc;
+        j->m->wsum[o] = sum;
     }
-    for (int i = 0; i < MIRRORS; i++)
-        if (!mirrors[i].bf || mirrors[i].used < lru->used)
-            lru = &mirrors[i];
-    mirror_free(lru);
+}
+
+/* Quantise w (OC, IC) into m (allocated here); -1 after a failure. */
+static int quantize_weights(qmat *m, const float *w, int OC, int IC)
+{
+    memset(m, 0, sizeof *m);
+    m->OC = OC;
+    m->IC = IC;
+    m->q = aligned_alloc(64, ((size_t)OC * IC + 63) / 64 * 64);
+    m->scale = malloc((size_t)OC * sizeof *m->scale);
+    m->wsum = malloc((size_t)OC * sizeof *m->wsum);
+    if (!m->q || !m->scale || !m->wsum) {
+        qmat_free(m);
+        fail(BFT_ENOMEM, "out of memory quantising a %dx%d weight matrix", OC, IC);
+        return -1;
+    }
+    qw_job j = {m, w};
+    bft_parallel_for(OC, 16, qw_part, &j);
+    return 0;
+}
+
+/* The int8 weights of w (OC, IC): from the active copy (quantised now when
+ * first used), or quantised into *tmp (the caller frees it) when w lies
+ * outside the registered block. NULL after a failure. */
+static const qmat *int8_weights(const float *w, int OC, int IC, qmat *tmp)
+{
+    wcopy *c = holding(BFT_DNNL_INT8, w);
+    if (!c)
+        return quantize_weights(tmp, w, OC, IC) == 0 ? tmp : NULL;
+    size_t off = (size_t)(w - c->src);
+    for (int i = 0; i < c->nq; i++)
+        if (c->q[i].off == off && c->q[i].OC == OC && c->q[i].IC == IC)
+            return &c->q[i];
+    size_t bytes = (size_t)OC * IC + (size_t)OC * 8;
     bft_error e;
-    if (bft_memory_check(n * sizeof(uint16_t), "the weights' bf16 copy", &e) != BFT_OK) {
+    if (bft_memory_check(c->bytes + bytes, "the weights' int8 copy", &e) != BFT_OK) {
         fail(e.code, "%s", e.msg);
-        return;
+        return NULL;
     }
-    uint16_t *bf = aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64);
-    if (!bf) {
-        fail(BFT_ENOMEM, "out of memory for the weights' bf16 copy (%zu MB)", n * 2 >> 20);
-        return;
+    if (c->nq == c->capq) {
+        int cap = c->capq ? 2 * c->capq : 64;
+        qmat *q = realloc(c->q, (size_t)cap * sizeof *q);
+        if (!q) {
+            fail(BFT_ENOMEM, "out of memory for the int8 weights' index");
+            return NULL;
+        }
+        c->q = q;
+        c->capq = cap;
     }
-    to_bf16(bf, w, 1, (int64_t)n, (int64_t)n);
-    lru->src = w;
-    lru->n = n;
-    memcpy(lru->sample, sample, sizeof sample);
-    lru->bf = bf;
-    lru->used = ++mirror_clock;
-    active = lru;
+    if (quantize_weights(&c->q[c->nq], w, OC, IC) != 0)
+        return NULL;
+    c->q[c->nq].off = off;
+    c->bytes += bytes;
+    return &c->q[c->nq++];
+}
+
+typedef struct {
+    uint8_t *q;
+    float *sx;
+    int32_t *zp;
+    const float *x;
+    int64_t cols;
+} qa_job;
+
+static void qa_part(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    qa_job *j = ctx;
+    int64_t C = j->cols;
+    (void)tid;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = j->x + r * C;
+        uint8_t *q = j->q + r * C;
+        float mn = 0.0f, mx = 0.0f; /* the range includes 0 */
+        for (int64_t k = 0; k < C; k++) {
+            mn = x[k] < mn ? x[k] : mn;
+            mx = x[k] > mx ? x[k] : mx;
+        }
+        float sc = mx > mn ? (mx - mn) / 255.0f : 1.0f, inv = 1.0f / sc;
+        float z = nearbyintf(-mn * inv);
+        z = z < 0.0f ? 0.0f : z > 255.0f ? 255.0f : z;
+        for (int64_t k = 0; k < C; k++) {
+            float v = nearbyintf(x[k] * inv) + z;
+            v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+            q[k] = (uint8_t)v;
+        }
+        j->sx[r] = sc;
+        j->zp[r] = (int32_t)z;
+    }
 }
 
 /* ---------------------------------------------------------------- the bf16 ops */
@@ -727,7 +946,7 @@ static void be_gemm(int tA, int tB, int M, int N, int K, float alpha, const floa
     if (!a.p || !b.p)
         return;
     bgemm(M, N, K, alpha, a.p, tA ? 1 : a.ld, tA ? a.ld : 1, b.p, tB ? 1 : b.ld, tB ? b.ld : 1,
-          NULL, beta, C, ldc);
+          NULL, beta, C, ldc, NULL);
 }
 
 static void be_linear_fwd(float *out, const float *inp, const float *w, const float *bias, int N,
@@ -740,7 +959,7 @@ static void be_linear_fwd(float *out, const float *inp, const float *w, const fl
     if (!x.p || !wt.p)
         return;
     /* out (N, OC) = x (N, IC) . w^T (IC, OC) + bias */
-    bgemm(N, OC, IC, 1.0f, x.p, x.ld, 1, wt.p, 1, wt.ld, bias, 0.0f, out, OC);
+    bgemm(N, OC, IC, 1.0f, x.p, x.ld, 1, wt.p, 1, wt.ld, bias, 0.0f, out, OC, NULL);
 }
 
 static void be_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
@@ -759,14 +978,15 @@ static void be_linear_bwd(float *dinp, float *dw, float *dbias, const float *dou
         op16 x = as_bf16(inp, N, IC, IC, SLOT_B);
         if (!x.p)
             return;
-        bgemm(OC, IC, N, 1.0f, g.p, 1, g.ld, x.p, x.ld, 1, NULL, accum_dw ? 1.0f : 0.0f, dw, IC);
+        bgemm(OC, IC, N, 1.0f, g.p, 1, g.ld, x.p, x.ld, 1, NULL, accum_dw ? 1.0f : 0.0f, dw, IC,
+              NULL);
     }
     if (dinp) { /* dinp (N, IC) = dout (N, OC) . w (OC, IC) */
         op16 wt = as_bf16(w, OC, IC, IC, SLOT_B);
         if (!wt.p)
             return;
         bgemm(N, IC, OC, 1.0f, g.p, g.ld, 1, wt.p, wt.ld, 1, NULL, accum_dinp ? 1.0f : 0.0f,
-              dinp, IC);
+              dinp, IC, NULL);
     }
 }
 
@@ -790,24 +1010,60 @@ static void be_adamw(float *p, float *g, float *m, float *v, size_t n, float lr,
                      float b2, float eps, float wd, float gscale, int64_t t, int zero_grad)
 {
     uint16_t *mir = NULL;
+    wcopy *c = holding(BFT_DNNL_BF16, p);
     if (failed())
         return;
-    if (active && p >= active->src && p + n <= active->src + active->n)
-        mir = active->bf + (p - active->src);
+    if (c && p + n <= c->src + c->n)
+        mir = c->bf + (p - c->src);
     bft_cpu_adamw_mirror(p, g, m, v, n, lr, b1, b2, eps, wd, gscale, t, zero_grad, mir);
-    if (active && mir)
-        sample_of(active->src, active->n, active->sample);
+    if (mir)
+        sample_of(c->src, c->n, c->sample);
 }
 
-/* ---------------------------------------------------------------- the backend */
+static void be_set_weights(const float *w, size_t n)
+{
+    set_weights_kind(BFT_DNNL_BF16, w, n);
+}
+
+/* ---------------------------------------------------------------- the int8 ops */
+
+/* Linear forward with int8 weights (per output channel) and int8 activations
+ * (per row, asymmetric, quantised now): out = dequant(q(inp) . q(w)^T) + bias. */
+static void q8_linear_fwd(float *out, const float *inp, const float *w, const float *bias, int N,
+                          int IC, int OC)
+{
+    qmat tmp;
+    memset(&tmp, 0, sizeof tmp);
+    if (N <= 0 || OC <= 0 || failed())
+        return;
+    const qmat *qm = int8_weights(w, OC, IC, &tmp);
+    uint8_t *qx = slot(SLOT_A, (size_t)N * IC);
+    char *meta = slot(SLOT_B, (size_t)N * (sizeof(float) + sizeof(int32_t)));
+    if (qm && qx && meta) {
+        float *sx = (float *)meta;
+        int32_t *zp = (int32_t *)(meta + (size_t)N * sizeof(float));
+        qa_job qj = {qx, sx, zp, inp, IC};
+        bft_parallel_for(N, (4096 + IC - 1) / IC, qa_part, &qj);
+        int8_epilogue ep = {sx, zp, qm->scale, qm->wsum};
+        /* out (N, OC) = qx (N, IC) . q^T (IC, OC) */
+        bgemm(N, OC, IC, 1.0f, qx, IC, 1, qm->q, 1, IC, bias, 0.0f, out, OC, &ep);
+    }
+    qmat_free(&tmp);
+}
+
+static void q8_set_weights(const float *w, size_t n)
+{
+    set_weights_kind(BFT_DNNL_INT8, w, n);
+}
+
+/* ---------------------------------------------------------------- the backends */
 
 static pthread_once_t be_once = PTHREAD_ONCE_INIT;
-static bft_backend bf16_backend;
+static bft_backend bf16_backend, int8_backend;
 
 static void be_init(void)
 {
     bf16_backend = *bft_cpu_backend();
-    bf16_backend.name = "cpu";
     bf16_backend.check = be_check;
     bf16_backend.set_weights = be_set_weights;
     bf16_backend.gemm = be_gemm;
@@ -816,6 +1072,11 @@ static void be_init(void)
     bf16_backend.attention_fwd = be_attention_fwd;
     bf16_backend.attention_bwd = be_attention_bwd;
     bf16_backend.adamw = be_adamw;
+    /* int8: the linear layers' forward only (inference); the rest fp32 */
+    int8_backend = *bft_cpu_backend();
+    int8_backend.check = be_check;
+    int8_backend.set_weights = q8_set_weights;
+    int8_backend.linear_fwd = q8_linear_fwd;
 }
 
 int bft_dnnl_bf16_backend(const bft_backend **out, bft_error *err)
@@ -828,20 +1089,36 @@ int bft_dnnl_bf16_backend(const bft_backend **out, bft_error *err)
     return BFT_OK;
 }
 
+int bft_dnnl_int8_backend(const bft_backend **out, bft_error *err)
+{
+    int rc = bft_dnnl_available(BFT_DNNL_INT8, err);
+    if (rc != BFT_OK)
+        return rc;
+    pthread_once(&be_once, be_init);
+    *out = &int8_backend;
+    return BFT_OK;
+}
+
 #else /* !BFT_WITH_DNNL */
 
 int bft_dnnl_available(int what, bft_error *err)
 {
-    (void)what;
     return bft_set_error(err, BFT_EUNSUPPORTED,
-                         "bf16 on the CPU needs oneDNN, and bft was built without it "
-                         "(install libdnnl-dev and rebuild bft)");
+                         "%s on the CPU needs oneDNN, and bft was built without it "
+                         "(install libdnnl-dev and rebuild bft)",
+                         what == BFT_DNNL_INT8 ? "int8" : "bf16");
 }
 
 int bft_dnnl_bf16_backend(const bft_backend **out, bft_error *err)
 {
     (void)out;
     return bft_dnnl_available(BFT_DNNL_BF16, err);
+}
+
+int bft_dnnl_int8_backend(const bft_backend **out, bft_error *err)
+{
+    (void)out;
+    return bft_dnnl_available(BFT_DNNL_INT8, err);
 }
 
 void bft_dnnl_release(void)

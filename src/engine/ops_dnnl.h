@@ -27,6 +27,7 @@
 
 /* What a caller asks oneDNN for. */
 #define BFT_DNNL_BF16 1 /* bf16 matrix products: AVX512-BF16 or AMX */
+#define BFT_DNNL_INT8 2 /* int8 inference: VNNI (AVX512 or AVX) or AMX */
 
 /* BFT_OK when this build has oneDNN, libdnnl.so.2 loads and the CPU runs
  * `what` natively; else BFT_EUNSUPPORTED with what is missing. Loads oneDNN
@@ -37,7 +38,14 @@ int bft_dnnl_available(int what, bft_error *err);
  * BFT_OK with *out, or its error. */
 int bft_dnnl_bf16_backend(const bft_backend **out, bft_error *err);
 
-/* Free the bf16 copies of weights kept for the bf16 backend (no-op without). */
+/* The CPU backend in int8 mode, for inference only: the linear layers' forward
+ * with int8 weights (per output channel, symmetric, quantised at a layer's
+ * first use and kept with the registered weights) and int8 activations (per
+ * row, asymmetric u8, quantised at each call), int32 accumulation, fp32
+ * dequantisation and bias; everything else fp32. */
+int bft_dnnl_int8_backend(const bft_backend **out, bft_error *err);
+
+/* Free the bf16 and int8 copies of weights kept by these backends (no-op without). */
 void bft_dnnl_release(void);
 
 /* bft_dnnl_info: train.h. */

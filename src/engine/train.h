@@ -47,7 +47,8 @@ typedef struct bft_train_opts {
                               * step runs; CUDA without a usable GPU is BFT_EDEVICE, never a
                               * silent fallback */
     int precision;           /* BFT_PRECISION_AUTO (default: bf16 mixed precision on CUDA,
-                              * fp32 on the CPU), _FP32 or _BF16 (CUDA only) */
+                              * fp32 on the CPU), _FP32 or _BF16 (the CPU's through oneDNN);
+                              * _INT8 is for inference only (BFT_EUNSUPPORTED here) */
 } bft_train_opts;
 
 /* Compute devices and precisions (bft_train_opts.device / .precision,
@@ -57,11 +58,12 @@ typedef struct bft_train_opts {
 #define BFT_PRECISION_AUTO 0
 #define BFT_PRECISION_FP32 1
 #define BFT_PRECISION_BF16 2
+#define BFT_PRECISION_INT8 3 /* inference on the CPU only */
 
-/* Parse "auto" / "fp32" / "bf16" into BFT_PRECISION_*; -1 if unknown. */
+/* Parse "auto" / "fp32" / "bf16" / "int8" into BFT_PRECISION_*; -1 if unknown. */
 int bft_precision_parse(const char *name);
 
-/* The name of a BFT_PRECISION_* ("auto", "fp32", "bf16"; "?" if unknown). */
+/* The name of a BFT_PRECISION_* ("auto", "fp32", "bf16", "int8"; "?" if unknown). */
 const char *bft_precision_name(int precision);
 
 /* Trainer defaults as above. */

@@ -46,6 +46,7 @@ static const struct config_enum_entry cuda_precision_options[] = {
 static const struct config_enum_entry cpu_precision_options[] = {
 	{"fp32", BFT_PRECISION_FP32, false},
 	{"bf16", BFT_PRECISION_BF16, false},
+	{"int8", BFT_PRECISION_INT8, false},
 	{NULL, 0, false}
 };
 
@@ -172,12 +173,14 @@ _PG_init(void)
 							 &bft_cuda_precision, BFT_PRECISION_BF16, cuda_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("bft.cpu_precision",
-							 "Arithmetic of bft's engine on the CPU: 'fp32' or 'bf16'.",
+							 "Arithmetic of bft's engine on the CPU: 'fp32', 'bf16' or 'int8'.",
 							 "fp32 (the default): OpenBLAS sgemm, everything in fp32. bf16: matrix "
 							 "products with bf16 operands and fp32 accumulation through oneDNN, fp32 "
 							 "master weights, optimizer state and statistics (bft.cuda_precision's bf16); "
-							 "needs a CPU with AVX512-BF16 or AMX and oneDNN (libdnnl2), else an ERROR, "
-							 "never a silent fallback to fp32.",
+							 "needs AVX512-BF16 or AMX. int8 (classification only): linear layers with "
+							 "int8 weights per output channel and int8 activations per row; needs VNNI or "
+							 "AMX. Both need oneDNN (libdnnl2); without it or the instructions they are "
+							 "an ERROR, never a silent fallback to fp32.",
 							 &bft_cpu_precision, BFT_PRECISION_FP32, cpu_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.max_memory",
@@ -256,23 +259,32 @@ bft_precision_for(int device)
 
 /*
  * ERROR (0A000) when device cannot compute in its configured precision in
- * this backend: bf16 on a CPU without AVX512-BF16/AMX or without oneDNN
- * (loaded here, at the first bf16 request). Never a silent fallback.
+ * this backend: bf16 or int8 on a CPU without the instructions or without
+ * oneDNN (loaded here, at the first request), or int8 for a training. Never
+ * a silent fallback.
  */
 void
-bft_check_precision(int device)
+bft_check_precision(int device, bool training)
 {
 	bft_error	err;
 	int			prec = bft_precision_for(device);
 
-	if (device == BFT_DEVICE_CPU && prec == BFT_PRECISION_BF16 &&
-		bft_precision_available(device, prec, &err) != BFT_OK)
+	if (device != BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32)
+		return;
+	if (training && prec == BFT_PRECISION_INT8)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("bft.cpu_precision = 'int8' is for classification only"),
+				 errhint("SET bft.cpu_precision = 'fp32' or 'bf16' to train.")));
+	if (bft_precision_available(device, prec, &err) != BFT_OK)
 		ereport(ERROR,
 				(errcode(bft_engine_errcode(err.code)),
-				 errmsg("bf16 arithmetic on the CPU is not available"),
+				 errmsg("%s arithmetic on the CPU is not available", bft_precision_name(prec)),
 				 errdetail("%s", err.msg),
-				 errhint("SET bft.cpu_precision = 'fp32', or run on a CPU with AVX512-BF16 or AMX "
-						 "with oneDNN (libdnnl2) installed.")));
+				 errhint("SET bft.cpu_precision = 'fp32', or run on a CPU with %s with oneDNN "
+						 "(libdnnl2) installed.",
+						 prec == BFT_PRECISION_INT8 ? "AVX512-VNNI, AVX-VNNI or AMX"
+						 : "AVX512-BF16 or AMX")));
 }
 
 /* Apply bft.device before an inference call (bft_train takes its device from its argument). */
@@ -283,7 +295,7 @@ bft_apply_device(void)
 
 	int			dev = bft_resolve_device(NULL);
 
-	bft_check_precision(dev);
+	bft_check_precision(dev, false);
 	if (bft_set_device(dev, bft_precision_for(dev), &err) != BFT_OK)
 		bft_report_engine_error(&err, "could not select bft.device");
 }
@@ -312,14 +324,15 @@ bft_devices_sql(PG_FUNCTION_ARGS)
 		bool		ok = bft_device_available(devs[i], &err) == BFT_OK;
 		char		detail[sizeof(err.msg) + 64];
 
-		/* the CPU in bf16: usable when oneDNN and the instructions are there */
-		if (ok && devs[i] == BFT_DEVICE_CPU && bft_cpu_precision == BFT_PRECISION_BF16)
-			ok = bft_precision_available(BFT_DEVICE_CPU, BFT_PRECISION_BF16, &err) == BFT_OK;
+		/* the CPU in bf16 or int8: usable when oneDNN and the instructions are there */
+		if (ok && devs[i] == BFT_DEVICE_CPU && bft_cpu_precision != BFT_PRECISION_FP32)
+			ok = bft_precision_available(BFT_DEVICE_CPU, bft_cpu_precision, &err) == BFT_OK;
 		if (!ok)
 			snprintf(detail, sizeof(detail), "%s", err.msg);
 		else if (devs[i] == BFT_DEVICE_CPU)
 			snprintf(detail, sizeof(detail), "%s (bft.cpu_precision), %ld CPUs online, bft.threads = %d",
-					 bft_cpu_precision == BFT_PRECISION_BF16 ? "bf16 mixed precision" : "fp32",
+					 bft_cpu_precision == BFT_PRECISION_BF16 ? "bf16 mixed precision"
+					 : bft_cpu_precision == BFT_PRECISION_INT8 ? "int8 classification" : "fp32",
 					 sysconf(_SC_NPROCESSORS_ONLN), bft_threads);
 		else
 			snprintf(detail, sizeof(detail), "%s (bft.cuda_precision)",

@@ -38,7 +38,7 @@ extern int	bft_cuda_precision;
 extern int	bft_cpu_precision;
 extern int	bft_resolve_device(const char *name);
 extern int	bft_precision_for(int device);
-extern void bft_check_precision(int device);
+extern void bft_check_precision(int device, bool training);
 extern void bft_apply_device(void);
 extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
 extern int	bft_engine_errcode(int code);

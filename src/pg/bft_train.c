@@ -753,7 +753,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	train_device = bft_resolve_device(device);
-	bft_check_precision(train_device);
+	bft_check_precision(train_device, true);
 	if (strcmp(deploy, "always") != 0 && strcmp(deploy, "if_better") != 0 &&
 		strcmp(deploy, "never") != 0)
 		ereport(ERROR,

@@ -1,5 +1,5 @@
 /*
- * test_cpu_bf16.c — bf16 on the CPU (oneDNN, ops_dnnl.c).
+ * test_cpu_precision.c — bf16 and int8 on the CPU (oneDNN, ops_dnnl.c).
  *
  * Everywhere: asking for bf16 on the CPU gives the oneDNN backend exactly
  * when bft_dnnl_available says so, else BFT_EUNSUPPORTED with a message
@@ -29,6 +29,18 @@
  *     model equals bf16 inference on a fresh copy of its weights;
  *   - the toy task of test_train.c learned in bf16: valid accuracy >= 0.95
  *     and within 2 examples of fp32's with the same seed.
+ *
+ * int8 (inference only), where the CPU has VNNI or AMX (else skipped):
+ *   - refused for training (BFT_EUNSUPPORTED, weights untouched) and, in a
+ *     child with ONEDNN_MAX_CPU_ISA=AVX2, refused for inference;
+ *   - linear forward against a float64 reference of the same quantisation
+ *     (per-row asymmetric u8 activations, per-channel symmetric s8 weights):
+ *     error <= 1e-6 of the terms' size (the int32 accumulation is exact; only
+ *     the fp32 dequantisation and bias rounds), and against fp32: relative
+ *     Frobenius <= 2e-2;
+ *   - probabilities on every test checkpoint within 5e-2 of fp32 (int8 keeps
+ *     ~1/255 of each row's range per value), identical with 1 and 2 threads
+ *     (integer accumulation), and the int8 copy follows weight changes.
  */
 #include <math.h>
 #include <spawn.h>
@@ -59,6 +71,9 @@ extern char **environ;
 static int bf16_ok;       /* this CPU and build run bf16 */
 static char bf16_why[512]; /* why not */
 static const bft_backend *BF; /* the bf16 backend */
+static int int8_ok;       /* ... and int8 */
+static char int8_why[512];
+static const bft_backend *Q8; /* the int8 backend */
 
 /* RUN for tests that need bf16: skipped (neither passed nor failed) without it. */
 #define RUN_BF16(fn)                                                                               \
@@ -188,6 +203,15 @@ static int child_refused(const char *want)
     return bad ? 1 : 0;
 }
 
+/* Child process: int8 inference must be refused with a message containing want. */
+static int child_refused_int8(const char *want)
+{
+    bft_error e;
+    int rc = bft_set_device(BFT_DEVICE_CPU, BFT_PRECISION_INT8, &e);
+    printf("child: bft_set_device(cpu, int8): %s: %s\n", bft_status_name(rc), e.msg);
+    return rc == BFT_EUNSUPPORTED && strstr(e.msg, want) ? 0 : 1;
+}
+
 /* Run this binary as a child with one more environment variable; its exit status. */
 static int spawn_child(const char *mode, const char *want, const char *env)
 {
@@ -212,6 +236,9 @@ static void test_refused_in_child(void)
 {
     bft_error e;
     const char *no_lib = "cannot load oneDNN", *no_isa = "AVX512-BF16";
+    const char *no_vnni = strstr(bf16_why, "built without")        ? "built without"
+                          : strstr(bf16_why, "cannot load oneDNN") ? "cannot load oneDNN"
+                                                                   : "VNNI";
     if (strstr(bf16_why, "built without"))
         no_lib = no_isa = "built without";
     else if (strstr(bf16_why, "cannot load oneDNN"))
@@ -222,6 +249,9 @@ static void test_refused_in_child(void)
     /* oneDNN limited to AVX-512 without BF16 */
     st = spawn_child("--child-refused", no_isa, "ONEDNN_MAX_CPU_ISA=AVX512_CORE");
     CHECK(st == 0, "ISA without bf16: child exit %d", st);
+    /* oneDNN limited to AVX2 (no VNNI): int8 refused too */
+    st = spawn_child("--child-refused-int8", no_vnni, "ONEDNN_MAX_CPU_ISA=AVX2");
+    CHECK(st == 0, "ISA without VNNI: child exit %d", st);
     (void)e;
 }
 
@@ -610,15 +640,232 @@ static void test_learns_toy_task_bf16(void)
     toy_free(&va);
 }
 
+/* ---------------------------------------------------------------- int8 */
+
+#define RUN_INT8(fn)                                                                               \
+    do {                                                                                           \
+        if (int8_ok) {                                                                             \
+            RUN(fn);                                                                               \
+        } else {                                                                                   \
+            printf("skip - %s: %s\n", #fn, int8_why);                                              \
+            fflush(stdout);                                                                        \
+        }                                                                                          \
+    } while (0)
+
+/* The kernel's quantisation, in the same float arithmetic. */
+static void ref_quant_row(const float *x, int n, uint8_t *q, float *sx, int *zp)
+{
+    float mn = 0.0f, mx = 0.0f;
+    for (int k = 0; k < n; k++) {
+        mn = x[k] < mn ? x[k] : mn;
+        mx = x[k] > mx ? x[k] : mx;
+    }
+    float sc = mx > mn ? (mx - mn) / 255.0f : 1.0f, inv = 1.0f / sc;
+    float z = nearbyintf(-mn * inv);
+    z = z < 0.0f ? 0.0f : z > 255.0f ? 255.0f : z;
+    for (int k = 0; k < n; k++) {
+        float v = nearbyintf(x[k] * inv) + z;
+        q[k] = (uint8_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+    }
+    *sx = sc;
+    *zp = (int)z;
+}
+
+static void ref_quant_weights(const float *w, int n, int8_t *q, float *sw)
+{
+    float mx = 0.0f;
+    for (int k = 0; k < n; k++)
+        mx = fabsf(w[k]) > mx ? fabsf(w[k]) : mx;
+    float sc = mx > 0.0f ? mx / 127.0f : 1.0f, inv = 1.0f / sc;
+    for (int k = 0; k < n; k++) {
+        float v = nearbyintf(w[k] * inv);
+        q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+    }
+    *sw = sc;
+}
+
+static void test_int8_linear_semantics(void)
+{
+    int N = 70, IC = 200, OC = 130;
+    float *x = randn((size_t)N * IC, 21, 1.0f), *w = randn((size_t)OC * IC, 22, 0.2f);
+    float *b = randn((size_t)OC, 23, 0.5f);
+    float *y = calloc((size_t)N * OC, sizeof *y), *y32 = calloc((size_t)N * OC, sizeof *y32);
+    for (int i = 0; i < N; i++) /* skewed rows, like GELU outputs */
+        if (i % 3 == 0)
+            for (int k = 0; k < IC; k++)
+                x[(size_t)i * IC + k] = fabsf(x[(size_t)i * IC + k]) - 0.1f;
+    uint8_t *qx = malloc((size_t)N * IC);
+    int8_t *qw = malloc((size_t)OC * IC);
+    float *sx = malloc((size_t)N * sizeof *sx), *sw = malloc((size_t)OC * sizeof *sw);
+    int *zp = malloc((size_t)N * sizeof *zp);
+    for (int i = 0; i < N; i++)
+        ref_quant_row(x + (size_t)i * IC, IC, qx + (size_t)i * IC, &sx[i], &zp[i]);
+    for (int o = 0; o < OC; o++)
+        ref_quant_weights(w + (size_t)o * IC, IC, qw + (size_t)o * IC, &sw[o]);
+    bft_cpu_backend()->linear_fwd(y32, x, w, b, N, IC, OC);
+    for (int reg = 0; reg < 2; reg++) {
+        if (reg)
+            Q8->set_weights(w, (size_t)OC * IC);
+        Q8->linear_fwd(y, x, w, b, N, IC, OC);
+        double worst = 0.0;
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < OC; o++) {
+                int64_t acc = 0;
+                for (int k = 0; k < IC; k++)
+                    acc += (int64_t)(qx[(size_t)i * IC + k] - zp[i]) * qw[(size_t)o * IC + k];
+                double t = (double)sx[i] * sw[o] * (double)acc, r = t + b[o];
+                /* relative to the terms: fp32 dequantisation and bias addition */
+                double e = fabs(y[(size_t)i * OC + o] - r) / (fabs(t) + fabs(b[o]) + 1e-30);
+                worst = fmax(worst, e);
+            }
+        double fro = rel_fro(y, y32, (size_t)N * OC);
+        CHECK(worst <= 1e-6, "int8 linear (registered %d): relative error %.3g vs the reference",
+              reg, worst);
+        CHECK(fro <= 2e-2 && fro > 0.0, "int8 vs fp32: relative Frobenius %.3g", fro);
+        printf("  int8 linear (weights %s): %.2g from the quantised reference, %.2e from fp32\n",
+               reg ? "registered" : "not registered", worst, fro);
+    }
+    Q8->set_weights(NULL, 0);
+    bft_error e;
+    CHECK(Q8->check(&e) == BFT_OK, "backend error: %s", e.msg);
+    printf("  %s\n", bft_dnnl_info());
+    free(x);
+    free(w);
+    free(b);
+    free(y);
+    free(y32);
+    free(qx);
+    free(qw);
+    free(sx);
+    free(sw);
+    free(zp);
+}
+
+static void test_int8_training_refused(void)
+{
+    bft_model *m = load("tiny");
+    if (!m)
+        return;
+    toy t;
+    toy_make(&t, 16, 1, 2);
+    float *before = malloc(m->num_params * sizeof *before);
+    memcpy(before, m->params_mem, m->num_params * sizeof *before);
+    bft_train_opts o = bft_train_default_opts();
+    o.epochs = 1;
+    o.precision = BFT_PRECISION_INT8;
+    bft_error e;
+    int rc = bft_train(m, &t.ds, &o, NULL, NULL, NULL, &e);
+    CHECK(rc == BFT_EUNSUPPORTED && strstr(e.msg, "inference"), "int8 training: rc %d (%s)", rc,
+          e.msg);
+    CHECK(memcmp(before, m->params_mem, m->num_params * sizeof *before) == 0,
+          "a refused training changed the weights");
+    CHECK(bft_backend_current() == bft_cpu_backend(), "current backend is not the CPU");
+    const bft_backend *be;
+    CHECK(bft_backend_open(BFT_DEVICE_CUDA, BFT_PRECISION_INT8, &be, &e) == BFT_EUNSUPPORTED,
+          "int8 on cuda");
+    free(before);
+    toy_free(&t);
+    bft_model_free(m);
+}
+
+static void test_int8_checkpoints(void)
+{
+    static const char *const names[] = {"tiny", "tiny_bf16", "tiny_f16", "tiny_legacy",
+                                        "tiny_noprefix"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        bft_model *m = load(names[i]);
+        if (!m)
+            continue;
+        bft_error e;
+        if (m->cfg.num_labels < 2)
+            CHECK(bft_model_set_labels(m, 3, NULL, 5, &e) == 0, "labels: %s", e.msg);
+        toy t;
+        toy_make(&t, 40, 9, 3);
+        int K = m->cfg.num_labels;
+        size_t np = (size_t)t.ds.n * K;
+        float *p32 = malloc(np * 4), *p8 = malloc(np * 4), *p8b = malloc(np * 4);
+        bft_set_threads(1);
+        int ok = predict(m, &t.ds, BFT_PRECISION_FP32, p32) == BFT_OK &&
+                 predict(m, &t.ds, BFT_PRECISION_INT8, p8) == BFT_OK;
+        bft_set_threads(2);
+        ok = ok && predict(m, &t.ds, BFT_PRECISION_INT8, p8b) == BFT_OK;
+        if (ok) {
+            double w = 0.0;
+            int agree = 0;
+            for (int64_t r = 0; r < t.ds.n; r++) {
+                int a32 = 0, a8 = 0;
+                for (int k = 0; k < K; k++) {
+                    w = fmax(w, fabs(p8[r * K + k] - p32[r * K + k]));
+                    a32 = p32[r * K + k] > p32[r * K + a32] ? k : a32;
+                    a8 = p8[r * K + k] > p8[r * K + a8] ? k : a8;
+                }
+                agree += a32 == a8;
+            }
+            CHECK(w <= 5e-2, "%s: int8 probabilities differ from fp32 by %.3g", names[i], w);
+            CHECK(w > 0.0, "%s: int8 probabilities identical to fp32", names[i]);
+            CHECK(memcmp(p8, p8b, np * sizeof *p8) == 0, "%s: int8 differs with 1 and 2 threads",
+                  names[i]);
+            printf("  %-13s int8 vs fp32: max |prob diff| %.2e, argmax agree %d/%lld\n", names[i], w,
+                   agree, (long long)t.ds.n);
+        }
+        free(p32);
+        free(p8);
+        free(p8b);
+        toy_free(&t);
+        bft_model_free(m);
+    }
+    bft_set_threads(0);
+    bft_device_release();
+}
+
+static void test_int8_copy_follows(void)
+{
+    toy tr, va;
+    toy_make(&tr, 40, 5, 3);
+    toy_make(&va, 24, 6, 3);
+    bft_model *m = load("tiny");
+    if (!m)
+        return;
+    size_t np = (size_t)va.ds.n * m->cfg.num_labels;
+    float *pa = malloc(np * 4), *pb = malloc(np * 4), *pc = malloc(np * 4);
+    bft_error e;
+    CHECK(predict(m, &va.ds, BFT_PRECISION_INT8, pa) == BFT_OK, "predict");
+    bft_train_opts o = bft_train_default_opts();
+    o.epochs = 1;
+    o.batch_size = 6;
+    o.learning_rate = 1e-3f;
+    CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &e) == 0, "train fp32: %s", e.msg);
+    bft_model *c = copy_of(m);
+    if (c && predict(m, &va.ds, BFT_PRECISION_INT8, pc) == BFT_OK &&
+        predict(c, &va.ds, BFT_PRECISION_INT8, pb) == BFT_OK) {
+        CHECK(memcmp(pc, pb, np * 4) == 0, "after an fp32 training: stale int8 weights");
+        CHECK(memcmp(pc, pa, np * 4) != 0, "the training changed nothing");
+    }
+    bft_model_free(c);
+    bft_model_free(m);
+    free(pa);
+    free(pb);
+    free(pc);
+    toy_free(&tr);
+    toy_free(&va);
+    bft_device_release();
+}
+
 int main(int argc, char **argv)
 {
     bft_error e;
     if (argc == 3 && strcmp(argv[1], "--child-refused") == 0)
         return child_refused(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--child-refused-int8") == 0)
+        return child_refused_int8(argv[2]);
     bf16_ok = bft_dnnl_available(BFT_DNNL_BF16, &e) == BFT_OK;
     snprintf(bf16_why, sizeof bf16_why, "%s", e.msg);
     if (bf16_ok)
         CHECK(bft_dnnl_bf16_backend(&BF, &e) == BFT_OK, "bf16 backend: %s", e.msg);
+    int8_ok = bft_dnnl_available(BFT_DNNL_INT8, &e) == BFT_OK;
+    snprintf(int8_why, sizeof int8_why, "%s", e.msg);
+    if (int8_ok)
+        CHECK(bft_dnnl_int8_backend(&Q8, &e) == BFT_OK, "int8 backend: %s", e.msg);
     RUN(test_selection);
     RUN(test_refused_in_child);
     RUN_BF16(test_gemm_semantics);
@@ -628,5 +875,9 @@ int main(int argc, char **argv)
     RUN_BF16(test_checkpoints_bf16_vs_fp32);
     RUN_BF16(test_deterministic_and_copy_follows);
     RUN_BF16(test_learns_toy_task_bf16);
+    RUN(test_int8_training_refused);
+    RUN_INT8(test_int8_linear_semantics);
+    RUN_INT8(test_int8_checkpoints);
+    RUN_INT8(test_int8_copy_follows);
     return test_summary();
 }
