@@ -192,6 +192,7 @@ int cmd_bench(int argc, char **argv)
         printf("infer_batch_ms: %.1f\n", 1000.0 * (t1 - t0) / steps);
     }
     printf("peak_rss_mb: %.1f\n", cli_peak_rss_mb());
+    printf("openblas: %s\n", bft_blas_info());
     if (bft_dnnl_info()[0])
         printf("onednn: %s\n", bft_dnnl_info());
     rc = 0;

@@ -27,6 +27,7 @@
 #include "bf16.h"
 #include "bft_error.h"
 #include "threads.h"
+#include "train.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -231,6 +232,7 @@ typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static sgemm_fn blas_sgemm;
 static char blas_error[256];
+static char blas_info[256];
 
 static void blas_init(void)
 {
@@ -256,11 +258,21 @@ static void blas_init(void)
         return;
     }
     blas_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
+    char *(*corename)(void) = (char *(*)(void))dlsym(h, "openblas_get_corename");
+    char *(*config)(void) = (char *(*)(void))dlsym(h, "openblas_get_config");
+    snprintf(blas_info, sizeof blas_info, "%s, core %s", config ? config() : "OpenBLAS",
+             corename ? corename() : "?");
     void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
     if (set_threads)
         set_threads(1);
     if (!blas_sgemm)
         snprintf(blas_error, sizeof blas_error, "OpenBLAS has no cblas_sgemm");
+}
+
+const char *bft_blas_info(void)
+{
+    pthread_once(&blas_once, blas_init);
+    return blas_info;
 }
 
 int bft_cpu_blas_load(bft_error *err)

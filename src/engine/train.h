@@ -166,6 +166,10 @@ const char *bft_device_name(int device);
  * of the primitives created so far; "" when it was never loaded. */
 const char *bft_dnnl_info(void);
 
+/* "OpenBLAS 0.3.21 ... Haswell ..., core Haswell": the OpenBLAS build and the
+ * kernels (core) it chose for this CPU (OPENBLAS_CORETYPE overrides); loads it. */
+const char *bft_blas_info(void);
+
 /* The current inference device and precision (either may be NULL). */
 void bft_get_device(int *device, int *precision);
 
