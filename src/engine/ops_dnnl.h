@@ -18,6 +18,11 @@
  * A CPU without the instructions (or oneDNN limited by ONEDNN_MAX_CPU_ISA) is
  * refused with a message naming what is missing: never a silent fp32
  * fallback, never an illegal instruction.
+ *
+ * int8 (inference only) is the same machinery with u8 x s8 products and
+ * int32 accumulation (bft_dnnl_int8_backend). Like the CUDA backend, both
+ * keep process-wide state (the weights' copies, the sticky error): they are
+ * meant for one host thread at a time (a PostgreSQL backend, bft-cli).
  */
 #ifndef BFT_OPS_DNNL_H
 #define BFT_OPS_DNNL_H

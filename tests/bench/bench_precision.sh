@@ -3,7 +3,7 @@
 #
 #   bash tests/bench/bench_precision.sh                  (everything, ~30-60 min on 2 busy cores)
 #   PARTS=engine bash tests/bench/bench_precision.sh     (only 1.; PARTS=sql only 2.)
-#   STEPS=3 THREADS=2 TRAIN_ROWS=4000 MLM_EPOCHS=2 EPOCHS=3 BASE_ROWS=256 ...
+#   STEPS=3 THREADS=2 TRAIN_ROWS=4000 MLM_EPOCHS=2 EPOCHS=3 SEEDS="7 8" BASE_ROWS=256 ...
 #
 # 1. Engine throughput (bft-cli bench, random tokens of exactly SEQ tokens,
 #    THREADS threads), for BERT-base (12 x 768, 12 heads, 3072, vocab 28996)
@@ -18,8 +18,9 @@
 # 2. Inside PostgreSQL, on real tweets (../shared/data/topic_train.csv, or
 #    $BFT_TOPIC_CSV): a held-out 20% (by md5 of the row), TRAIN_ROWS training
 #    rows from the rest; the default from-scratch recipe with MLM_EPOCHS and
-#    EPOCHS trained once in fp32 and once with bft.cpu_precision = 'bf16'
-#    (same seed and data): held-out accuracy of each (bft_evaluate); the fp32
+#    EPOCHS trained in fp32 and with bft.cpu_precision = 'bf16' for each seed
+#    of SEEDS (same seed and data; several seeds show how much the seed alone
+#    moves the accuracy): held-out accuracy of each (bft_evaluate); the fp32
 #    model classified in int8: held-out accuracy and argmax agreement with
 #    fp32; rows/s of bft_classify_batch over the held-out rows in fp32, bf16
 #    and int8, for that model and for a randomly initialised BERT-base
@@ -93,6 +94,7 @@ CSV="${BFT_TOPIC_CSV:-$ROOT/../shared/data/topic_train.csv}"
 VOCAB="$(dirname "$CSV")/vocab/bert-base-cased-vocab.txt"
 if [ ! -f "$CSV" ]; then echo "skip - SQL part: no $CSV (set BFT_TOPIC_CSV)"; exit 0; fi
 TRAIN_ROWS=${TRAIN_ROWS:-4000}; MLM_EPOCHS=${MLM_EPOCHS:-2}; EPOCHS=${EPOCHS:-3}; BASE_ROWS=${BASE_ROWS:-256}
+SEEDS=${SEEDS:-7}; SEED1=${SEEDS%% *}
 source tests/scripts/cluster.sh; set +e +u
 cluster_start "$OUT/cl" 54393 >/dev/null || exit 1
 trap 'cluster_stop "$OUT/cl"; rm -rf "$OUT"' EXIT
@@ -103,19 +105,23 @@ psql -X -q -d bench -c "\\copy tweets (text, label) FROM '$CSV' CSV HEADER" >/de
 q -c "CREATE TABLE heldout AS SELECT * FROM tweets ORDER BY md5('h' || id) LIMIT (SELECT count(*) / 5 FROM tweets)" \
   -c "CREATE TABLE train AS SELECT * FROM tweets WHERE id NOT IN (SELECT id FROM heldout) ORDER BY md5('t' || id) LIMIT $TRAIN_ROWS" >/dev/null
 echo; echo "== real tweets: $(q -c "SELECT count(*) FROM train") training rows, $(q -c "SELECT count(*) FROM heldout") held-out;" \
-     "from-scratch defaults with mlm_epochs $MLM_EPOCHS, epochs $EPOCHS, seed 7, $TH threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
-for p in fp32 bf16; do
-    r=$(q -c "SET bft.cpu_precision = '$p'" -c "SELECT round(extract(epoch FROM duration)::numeric, 1) || ' s, ' || round(samples_per_second::numeric, 1)
-              FROM bft_train('train', 'text', 'label', model => 't_$p', mlm_epochs => $MLM_EPOCHS, epochs => $EPOCHS, seed => 7)")
-    echo "  trained in $p: $r samples/s (fine-tuning)"
-done
+     "from-scratch defaults with mlm_epochs $MLM_EPOCHS, epochs $EPOCHS, seeds $SEEDS, $TH threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
 acc() { q -c "SET bft.cpu_precision = '$2'" -c "SELECT round(accuracy::numeric, 4) FROM bft_evaluate('$1', 'heldout', 'text', 'label')"; }
-a32=$(acc t_fp32 fp32); a16=$(acc t_bf16 bf16); a16f=$(acc t_bf16 fp32); a8=$(acc t_fp32 int8); a8b=$(acc t_bf16 int8)
-echo "  held-out accuracy: fp32-trained $a32; bf16-trained $a16 (classified in bf16), $a16f (in fp32);" \
-     "delta bf16 - fp32 $(awk -v a="$a16" -v b="$a32" 'BEGIN { printf "%+.2f points", 100 * (a - b) }') (goal |delta| <= 0.5)"
-agree=$(q -c "CREATE TABLE l32 AS SELECT unnest(array_agg(id ORDER BY id)) AS id, unnest(bft_classify_batch(array_agg(text ORDER BY id), 't_fp32')) AS l FROM heldout" \
+for seed in $SEEDS; do
+    for p in fp32 bf16; do
+        r=$(q -c "SET bft.cpu_precision = '$p'" -c "SELECT round(extract(epoch FROM duration)::numeric, 1) || ' s, ' || round(samples_per_second::numeric, 1)
+                  FROM bft_train('train', 'text', 'label', model => 't_${p}_$seed', mlm_epochs => $MLM_EPOCHS, epochs => $EPOCHS, seed => $seed)")
+        echo "  seed $seed, trained in $p: $r samples/s (fine-tuning)"
+    done
+    a32=$(acc "t_fp32_$seed" fp32); a16=$(acc "t_bf16_$seed" bf16); a16f=$(acc "t_bf16_$seed" fp32)
+    echo "  seed $seed held-out accuracy: fp32-trained $a32; bf16-trained $a16 (classified in bf16), $a16f (in fp32);" \
+         "delta bf16 - fp32 $(awk -v a="$a16" -v b="$a32" 'BEGIN { printf "%+.2f points", 100 * (a - b) }') (goal |delta| <= 0.5)"
+done
+a32=$(acc "t_fp32_$SEED1" fp32); a8=$(acc "t_fp32_$SEED1" int8); a8b=$(acc "t_bf16_$SEED1" int8)
+M="t_fp32_$SEED1"
+agree=$(q -c "CREATE TABLE l32 AS SELECT unnest(array_agg(id ORDER BY id)) AS id, unnest(bft_classify_batch(array_agg(text ORDER BY id), '$M')) AS l FROM heldout" \
           -c "SET bft.cpu_precision = 'int8'" \
-          -c "CREATE TABLE l8 AS SELECT unnest(array_agg(id ORDER BY id)) AS id, unnest(bft_classify_batch(array_agg(text ORDER BY id), 't_fp32')) AS l FROM heldout" \
+          -c "CREATE TABLE l8 AS SELECT unnest(array_agg(id ORDER BY id)) AS id, unnest(bft_classify_batch(array_agg(text ORDER BY id), '$M')) AS l FROM heldout" \
           -c "SELECT round(100.0 * avg((a.l = b.l)::int), 2) FROM l32 a JOIN l8 b USING (id)")
 echo "  int8 classification of the fp32 model: accuracy $a8 (drop $(awk -v a="$a8" -v b="$a32" 'BEGIN { printf "%.2f points", 100 * (b - a) }'), goal <= 0.3);" \
      "argmax agreement with fp32 $agree% (goal >= 99.5); bf16-trained model in int8: $a8b"
@@ -129,7 +135,7 @@ rate() { # model precision rows: rows/s of one bft_classify_batch call (psql's \
     awk -v n="$3" -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.1f", n / (ms / 1000); else printf "-" }'
 }
 n=$(q -c "SELECT count(*) FROM heldout")
-r32=$(rate t_fp32 fp32 "$n"); r16=$(rate t_fp32 bf16 "$n"); r8=$(rate t_fp32 int8 "$n")
+r32=$(rate "$M" fp32 "$n"); r16=$(rate "$M" bf16 "$n"); r8=$(rate "$M" int8 "$n")
 echo "  bft_classify_batch, from-scratch model, $n rows: fp32 $r32, bf16 $r16, int8 $r8 rows/s;" \
      "int8/fp32 $(ratio "$r8" "$r32"), bf16/fp32 $(ratio "$r16" "$r32")"
 # a randomly initialised BERT-base (the speed of its shape; weights do not matter)
