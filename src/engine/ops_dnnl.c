@@ -556,12 +556,15 @@ static void bgemm(int64_t M, int64_t N, int64_t K, float alpha, const void *A, i
     bgemm_job j;
     int nt = bft_threads_count();
     double flops = 2.0 * (double)M * (double)N * (double)K;
-    /* split the larger output dimension into equal blocks of whole units, at
-     * most one per thread (small products: one block) */
-    j.split_n = N >= M;
+    /* split into equal blocks of whole units, at most one per thread (small
+     * products: one block): rows when there are enough of them, since a block
+     * of rows of C is dense (oneDNN 2.6's brgemm kernels need a dense
+     * destination; column blocks of C run on its slower gemm:jit), else
+     * columns */
+    int parts = nt > MAX_PARTS ? MAX_PARTS : nt;
+    j.split_n = M < 32 * (int64_t)parts && N > M;
     int64_t dim = j.split_n ? N : M, unit = j.split_n ? 64 : 32;
     int64_t units = (dim + unit - 1) / unit;
-    int parts = nt > MAX_PARTS ? MAX_PARTS : nt;
     if (flops < 4e6)
         parts = 1;
     if (parts > units)
