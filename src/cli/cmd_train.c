@@ -236,6 +236,8 @@ static int subset(const cli_tokens *t, const int32_t *ids, const char *sel, int 
     ds->tokens = *tok;
     ds->offsets = *off;
     ds->labels = *lab;
+    ds->label_offsets = NULL;
+    ds->label_ids = NULL;
     return 0;
 }
 
@@ -429,7 +431,7 @@ int cmd_train(int argc, char **argv)
 
     if (mlm_epochs > 0) {
         bft_train_opts mo = o;
-        bft_dataset all = {t.n, t.tokens, t.offsets, NULL};
+        bft_dataset all = {t.n, t.tokens, t.offsets, NULL, NULL, NULL};
         if (!m->parts.mlm) {
             fprintf(stderr, "bft-cli train: --mlm-epochs needs a model with an MLM head (cls.predictions.*)\n");
             goto out;

@@ -340,6 +340,15 @@ float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
     bft_dropout dcl = site_drop(dc, train, pc, SITE_CLS);
     bft_op_dropout_fwd(a->pooled_d, a->pooled, (size_t)B * C, &dcl);
     bft_op_linear_fwd(a->logits, a->pooled_d, p->clsw, p->clsb, B, C, K);
+    if (m->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL) {
+        /* sigmoid probabilities, per-example mean binary cross-entropy, d mean / d logits */
+        bft_op_sigmoid_bce(a->probs, bt->targets ? a->losses : NULL,
+                           train && bt->targets ? a->dlogits : NULL, a->logits, bt->targets, B, K,
+                           1.0f / (float)B);
+        if (!bt->targets)
+            return 0.0f;
+        return bft_op_mean(a->losses, B);
+    }
     /* probs, per-example cross-entropy, d mean / d logits */
     bft_op_softmax_xent(a->probs, bt->labels ? a->losses : NULL,
                         train && bt->labels ? a->dlogits : NULL, a->logits, bt->labels, B, K,

@@ -18,12 +18,14 @@
 #include "ops.h"
 
 /* One padded batch: ids (B,T) right-padded with pad ids, lens (B) real lengths,
- * labels (B) class ids (classification) or NULL. */
+ * labels (B) class ids (single-label classification) or NULL, targets (B,K)
+ * multi-hot in {0,1} (multi-label classification) or NULL. */
 typedef struct bert_batch {
     int B, T;
     const int32_t *ids;
     const int32_t *lens;
     const int32_t *labels;
+    const float *targets;
 } bert_batch;
 
 /* Dropout probabilities of one forward (all 0 in eval mode) and the seeds. */
@@ -94,7 +96,9 @@ const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_b
 
 /* Sequence classification forward (encoder + pooler + classifier):
  * a->probs (B,K), a->losses (B) when labels; returns the mean loss (0 without labels).
- * When a->train, also a->dlogits = d(mean loss)/d logits. */
+ * When a->train, also a->dlogits = d(mean loss)/d logits. Single-label models
+ * (cfg.problem_type): softmax and cross-entropy with bt->labels; multi-label:
+ * a sigmoid per label and binary cross-entropy (mean over B*K) with bt->targets. */
 float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                        const bert_dropout_cfg *dc);
 

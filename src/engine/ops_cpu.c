@@ -9,11 +9,6 @@
  * work (no BLAS threads spinning against ours) and BLAS may be called from the
  * pool's workers (the attention's per-head products).
  */
-/* 512-bit vectors for the elementwise loops where the CPU has AVX-512 (gcc
- * prefers 256-bit by default; measured: GELU, LayerNorm, softmax 25-35% faster). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
-#pragma GCC target("prefer-vector-width=512")
-#endif
 #include "ops_cpu.h" /* this file is the CPU backend: its ops are bft_cpu_op_* */
 
 #include <cblas.h>
@@ -28,6 +23,26 @@
 #include "bft_error.h"
 #include "threads.h"
 #include "train.h"
+
+/*
+ * Run-time choice of the vector instructions. The build targets any x86-64
+ * (no -march), and the loops below that do the elementwise work (the *_part
+ * workers) are compiled three times by gcc's target_clones: x86-64-v4
+ * (AVX-512, with 512-bit vectors: the Makefile adds -mprefer-vector-width=512
+ * to this file; measured: GELU, LayerNorm, softmax 25-35% faster than 256-bit),
+ * x86-64-v3 (AVX2) and the baseline (SSE2); the dynamic loader picks one per
+ * function for the CPU it runs on. All three give the same bits: reductions
+ * use fixed-width partial sums in a fixed order and -std=c11 keeps a*b+c
+ * unfused, so the vector width changes the speed only. A build whose target
+ * already has AVX-512 (e.g. BFT_MARCH=-march=native on such a CPU), clang,
+ * or -DBFT_NO_CLONES compiles each loop once.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__) && \
+    !defined(BFT_NO_CLONES)
+#define BFT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BFT_HOT
+#endif
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -189,7 +204,7 @@ typedef struct {
     bft_dropout d;
 } drop_job;
 
-static void drop_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void drop_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     drop_job *j = ctx;
     (void)tid;
@@ -363,7 +378,7 @@ typedef struct {
     int N, C, accum;
 } colsum_job;
 
-static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
+BFT_HOT static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
 {
     colsum_job *j = ctx;
     (void)tid;
@@ -432,7 +447,7 @@ typedef struct {
     int OC;
 } bgelu_job;
 
-static void bgelu_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void bgelu_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     bgelu_job *j = ctx;
     (void)tid;
@@ -460,7 +475,7 @@ typedef struct {
     const float *inp, *dout;
 } gelu_job;
 
-static void gelu_fwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void gelu_fwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     (void)tid;
@@ -468,7 +483,7 @@ static void gelu_fwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] = gelu1(j->inp[i]);
 }
 
-static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     (void)tid;
@@ -476,7 +491,7 @@ static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] = j->dout[i] * gelu_grad1(j->inp[i]);
 }
 
-static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     float *restrict x = (float *)j->inp, *restrict out = j->out;
@@ -502,7 +517,7 @@ void bft_cpu_op_gelu_recompute(float *out, float *x, size_t n)
     bft_parallel_for((int64_t)n, 8192, gelu_rec_part, &j);
 }
 
-static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     (void)tid;
@@ -569,7 +584,7 @@ typedef struct {
     bft_dropout d;
 } ln_job;
 
-static void ln_plain_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void ln_plain_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     ln_job *j = ctx;
     (void)tid;
@@ -595,7 +610,7 @@ void bft_cpu_op_layernorm_fwd(float *out, float *mean, float *rstd, const float 
     bft_parallel_for(N, 4, ln_plain_part, &j);
 }
 
-static void res_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void res_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     ln_job *j = ctx;
     int C = j->C;
@@ -641,7 +656,7 @@ void bft_cpu_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, 
     bft_parallel_for(N, 4, res_ln_part, &j);
 }
 
-static void embed_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void embed_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     ln_job *j = ctx;
     int C = j->C;
@@ -693,7 +708,7 @@ typedef struct {
 } lnb_job;
 
 /* dw, db (columns c0..c1) += sum over rows of dout*xhat, dout */
-static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
+BFT_HOT static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
 {
     lnb_job *j = ctx;
     int w = (int)(c1 - c0);
@@ -720,7 +735,7 @@ static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
     }
 }
 
-static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     lnb_job *j = ctx;
     int C = j->C;
@@ -772,7 +787,7 @@ typedef struct {
     bft_dropout d;
 } dbb_job;
 
-static void dbb_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void dbb_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     dbb_job *j = ctx;
     (void)tid;
@@ -803,7 +818,7 @@ typedef struct {
     int B, T, C, pad_id;
 } emb_job;
 
-static void emb_bwd_part(void *ctx, int64_t c0, int64_t c1, int tid)
+BFT_HOT static void emb_bwd_part(void *ctx, int64_t c0, int64_t c1, int tid)
 {
     emb_job *j = ctx;
     int w = (int)(c1 - c0);
@@ -866,7 +881,7 @@ static void att_run(att_job *j, const float *qkv, const int32_t *lens, int B, in
 }
 
 /* Rows of one (b, h): softmax over keys < len of S (T, T) in place. */
-static void softmax_rows(float *S, int T, int len)
+static inline void softmax_rows(float *S, int T, int len)
 {
     for (int i = 0; i < T; i++) {
         float *s = S + (size_t)i * T;
@@ -883,14 +898,15 @@ static void softmax_rows(float *S, int T, int len)
 
 /* dst (rows, cols; leading dimension ldd) = src (rows, cols; lds) rounded to
  * bf16; dst may be src (same leading dimension). */
-static void round_rows(float *dst, size_t ldd, const float *src, size_t lds, int rows, int cols)
+static inline void round_rows(float *dst, size_t ldd, const float *src, size_t lds, int rows,
+                              int cols)
 {
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++)
             dst[(size_t)r * ldd + c] = bft_bf16_round(src[(size_t)r * lds + c]);
 }
 
-static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -963,7 +979,7 @@ void bft_cpu_op_attention_fwd(float *ctx, float *att, const float *qkv, const in
     bft_cpu_attention_fwd_mode(ctx, att, qkv, lens, B, T, C, NH, d, 0);
 }
 
-static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -1068,7 +1084,7 @@ void bft_cpu_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
 
 /* ---------------------------------------------------------------- [CLS]-row attention */
 
-static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -1120,7 +1136,7 @@ void bft_cpu_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, cons
     att_run(&j, qkv, lens, B, T, C, NH, d, 4, attc_fwd_part);
 }
 
-static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -1224,7 +1240,7 @@ typedef struct {
     float dscale;
 } xent_job;
 
-static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     xent_job *j = ctx;
     int K = j->K;
@@ -1264,6 +1280,52 @@ void bft_cpu_op_softmax_xent(float *probs, float *losses, float *dlogits, const 
     bft_parallel_for(N, K >= 4096 ? 1 : 64, xent_part, &j);
 }
 
+/* ---------------------------------------------------------------- sigmoid binary cross-entropy */
+
+typedef struct {
+    float *probs, *losses, *dlogits;
+    const float *logits, *targets;
+    int K;
+    float dscale;
+} bce_job;
+
+static void bce_part(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    bce_job *j = ctx;
+    int K = j->K;
+    float dk = j->dscale / (float)K;
+    (void)tid;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *lg = j->logits + (size_t)r * K;
+        const float *y = j->targets ? j->targets + (size_t)r * K : NULL;
+        double ls = 0.0;
+        for (int k = 0; k < K; k++) {
+            float x = lg[k];
+            /* sigmoid without overflow: exp of -|x| only */
+            float e = expf(-fabsf(x));
+            float p = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+            if (j->probs)
+                j->probs[(size_t)r * K + k] = p;
+            if (y) {
+                ls += (double)fmaxf(x, 0.0f) - (double)x * y[k] + log1p((double)e);
+                if (j->dlogits)
+                    j->dlogits[(size_t)r * K + k] = (p - y[k]) * dk;
+            }
+        }
+        if (y && j->losses)
+            j->losses[r] = (float)(ls / K);
+    }
+}
+
+void bft_cpu_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                            const float *targets, int N, int K, float dscale)
+{
+    bce_job j = {probs, losses, dlogits, logits, targets, K, dscale};
+    if (!probs && !(targets && (losses || dlogits)))
+        return;
+    bft_parallel_for(N, K >= 4096 ? 1 : 64, bce_part, &j);
+}
+
 /* ---------------------------------------------------------------- optimizer */
 
 typedef struct {
@@ -1273,7 +1335,7 @@ typedef struct {
     int zero_grad;
 } adamw_job;
 
-static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     adamw_job *j = ctx;
     float *p = j->p, *m = j->m, *v = j->v, *g = j->g;
@@ -1330,7 +1392,7 @@ typedef struct {
 /* Sum of squares of x (n), in a fixed order: four interleaved streams (quarters
  * of the block, for memory-level parallelism), float partials over 1024-element
  * chunks accumulated into double. */
-static double sumsq_block(const float *x, size_t n)
+BFT_HOT static double sumsq_block(const float *x, size_t n)
 {
     size_t q = n / 4 / 1024 * 1024, i;
     double s = 0.0;

@@ -174,6 +174,15 @@ BFT_OP(void, softmax_xent, (float *probs, float *losses, float *dlogits, const f
         const int32_t *labels, int N, int K, float dscale),
        (probs, losses, dlogits, logits, labels, N, K, dscale))
 
+/* Sigmoid + binary cross-entropy (multi-label classification, HF's
+ * BCEWithLogitsLoss with mean reduction): probs (N,K) = sigmoid(logits) (may be
+ * NULL); with targets (N,K) multi-hot in {0,1}: losses[r] = (1/K) sum_k
+ * [max(x,0) - x y + log(1 + exp(-|x|))] (may be NULL) and dlogits (N,K) =
+ * (sigmoid(x) - y) · dscale / K (may be NULL). targets NULL: probs only. */
+BFT_OP(void, sigmoid_bce, (float *probs, float *losses, float *dlogits, const float *logits,
+        const float *targets, int N, int K, float dscale),
+       (probs, losses, dlogits, logits, targets, N, K, dscale))
+
 /* AdamW step as torch.optim.AdamW on n parameters (t = 1-based step):
  * g' = g·gscale; p *= 1 - lr·wd; m = b1·m + (1-b1)·g'; v = b2·v + (1-b2)·g'^2;
  * p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps).

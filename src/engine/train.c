@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "embed.h"
 #include "bert.h"
 #include "ops.h"
 #include "rng.h"
@@ -77,15 +78,23 @@ static int64_t ex_len(const bft_dataset *ds, int64_t i)
     return ds->offsets[i + 1] - ds->offsets[i];
 }
 
+static int is_multi(const bft_model *m)
+{
+    return m->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL;
+}
+
 /* Check shape, ids and labels of ds against the model; *maxlen gets the longest. */
 static int check_dataset(const bft_model *m, const bft_dataset *ds, int need_labels, int K,
                          const char *what, int *maxlen, bft_error *err)
 {
     const bft_config *cfg = &m->cfg;
+    int multi = need_labels && is_multi(m);
     if (!ds || ds->n <= 0 || !ds->offsets || !ds->tokens)
         return bft_set_error(err, BFT_EINVAL, "%s dataset is empty", what);
-    if (need_labels && !ds->labels)
+    if (need_labels && !multi && !ds->labels)
         return bft_set_error(err, BFT_EINVAL, "%s dataset has no labels", what);
+    if (multi && (!ds->label_offsets || !ds->label_ids))
+        return bft_set_error(err, BFT_EINVAL, "%s dataset has no label sets (multi-label model)", what);
     if (ds->offsets[0] < 0)
         return bft_set_error(err, BFT_EINVAL, "%s dataset: offsets[0] is negative", what);
     int64_t mx = 0;
@@ -103,17 +112,27 @@ static int check_dataset(const bft_model *m, const bft_dataset *ds, int need_lab
             if (ds->tokens[k] < 0 || ds->tokens[k] >= cfg->vocab_size)
                 return bft_set_error(err, BFT_EINVAL, "%s example %lld: token id %d outside [0, %d)",
                                      what, (long long)i, ds->tokens[k], cfg->vocab_size);
-        if (need_labels && (ds->labels[i] < 0 || ds->labels[i] >= K))
+        if (need_labels && !multi && (ds->labels[i] < 0 || ds->labels[i] >= K))
             return bft_set_error(err, BFT_EINVAL, "%s example %lld: label %d outside [0, %d)", what,
                                  (long long)i, ds->labels[i], K);
+        if (multi) {
+            if (ds->label_offsets[i + 1] < ds->label_offsets[i] || (i == 0 && ds->label_offsets[0] < 0))
+                return bft_set_error(err, BFT_EINVAL, "%s example %lld: label offsets decrease", what,
+                                     (long long)i);
+            for (int64_t k = ds->label_offsets[i]; k < ds->label_offsets[i + 1]; k++)
+                if (ds->label_ids[k] < 0 || ds->label_ids[k] >= K)
+                    return bft_set_error(err, BFT_EINVAL, "%s example %lld: label %d outside [0, %d)",
+                                         what, (long long)i, ds->label_ids[k], K);
+        }
     }
     *maxlen = (int)mx;
     return 0;
 }
 
-/* Fill a padded batch from examples idx[0..B): ids (B,T), lens, labels. */
+/* Fill a padded batch from examples idx[0..B): ids (B,T), lens, labels; targets
+ * (B,K) multi-hot from the label sets when not NULL (multi-label models). */
 static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad_id, int32_t *ids,
-                       int32_t *lens, int32_t *labels, bert_batch *bt)
+                       int32_t *lens, int32_t *labels, float *targets, int K, bert_batch *bt)
 {
     int T = 1;
     for (int b = 0; b < B; b++) {
@@ -130,12 +149,19 @@ static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad
             dst[t] = pad_id;
         if (labels)
             labels[b] = ds->labels ? ds->labels[idx[b]] : -1;
+        if (targets) {
+            float *y = targets + (size_t)b * K;
+            memset(y, 0, (size_t)K * sizeof *y);
+            for (int64_t k = ds->label_offsets[idx[b]]; k < ds->label_offsets[idx[b] + 1]; k++)
+                y[ds->label_ids[k]] = 1.0f;
+        }
     }
     bt->B = B;
     bt->T = T;
     bt->ids = ids;
     bt->lens = lens;
     bt->labels = labels;
+    bt->targets = targets;
 }
 
 /* Stable order of examples by increasing length (for inference batching). */
@@ -162,9 +188,10 @@ static int64_t *order_by_length(const bft_dataset *ds)
     return order;
 }
 
-/* Copy a host batch into the device buffers ids (B*T), lens (B), labels (B)
- * and point bt at them (plain copies on the CPU backend). */
-static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *labels)
+/* Copy a host batch into the device buffers ids (B*T), lens (B), labels (B),
+ * targets (B*K) and point bt at them (plain copies on the CPU backend). */
+static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *labels,
+                        float *targets, int K)
 {
     bft_dev_upload(ids, bt->ids, (size_t)bt->B * bt->T * sizeof *ids);
     bft_dev_upload(lens, bt->lens, (size_t)bt->B * sizeof *lens);
@@ -173,6 +200,10 @@ static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *la
     if (bt->labels && labels) {
         bft_dev_upload(labels, bt->labels, (size_t)bt->B * sizeof *labels);
         bt->labels = labels;
+    }
+    if (bt->targets && targets) {
+        bft_dev_upload(targets, bt->targets, (size_t)bt->B * K * sizeof *targets);
+        bt->targets = targets;
     }
 }
 
@@ -204,11 +235,16 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
     int32_t *labels = malloc((size_t)batch_size * sizeof *labels);
     float *bprobs = malloc((size_t)batch_size * K * sizeof *bprobs);
     float *blosses = malloc((size_t)batch_size * sizeof *blosses);
+    /* multi-label losses: (B,K) targets */
+    int multi = losses && is_multi(m);
+    float *targets = multi ? malloc((size_t)batch_size * K * sizeof *targets) : NULL;
     /* the batch on m's device (the current backend; host memory on the CPU) */
     int32_t *d_ids = bft_dev_alloc((size_t)batch_size * maxlen * sizeof *d_ids);
     int32_t *d_lens = bft_dev_alloc((size_t)batch_size * sizeof *d_lens);
     int32_t *d_labels = bft_dev_alloc((size_t)batch_size * sizeof *d_labels);
+    float *d_targets = multi ? bft_dev_alloc((size_t)batch_size * K * sizeof *d_targets) : NULL;
     if (order && ids && lens && labels && bprobs && blosses && d_ids && d_lens && d_labels &&
+        (!multi || (targets && d_targets)) &&
         bert_acts_alloc(&a, cfg, K, batch_size, maxlen, 0) == 0)
         have_acts = 1;
     if (!have_acts) {
@@ -221,8 +257,9 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
     for (int64_t s = 0; s < ds->n; s += batch_size) {
         int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
         bert_batch bt;
-        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, losses ? labels : NULL, &bt);
-        stage_batch(&bt, d_ids, d_lens, d_labels);
+        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens,
+                   losses && !multi ? labels : NULL, targets, K, &bt);
+        stage_batch(&bt, d_ids, d_lens, d_labels, d_targets, K);
         a.poll = poll;
         a.poll_ctx = poll_ctx;
         bert_cls_forward(m, &a, &bt, NULL);
@@ -250,10 +287,12 @@ done:
     bft_dev_free(d_ids);
     bft_dev_free(d_lens);
     bft_dev_free(d_labels);
+    bft_dev_free(d_targets);
     free(order);
     free(ids);
     free(lens);
     free(labels);
+    free(targets);
     free(bprobs);
     free(blosses);
     return rc;
@@ -291,6 +330,74 @@ int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float
     return infer_on_device(m, ds, batch_size, probs, NULL, NULL, err);
 }
 
+/* Sentence embeddings and hidden states (embed.c) run the encoder here. */
+int bft_encoder_run(const bft_model *m, const bft_dataset *ds, int batch_size,
+                    void (*fn)(void *ctx, const float *hidden, const int32_t *lens,
+                               const int64_t *idx, int B, int T),
+                    void *ctx, int (*poll)(void *ctx), void *poll_ctx, bft_error *err)
+{
+    const bft_config *cfg = &m->cfg;
+    int C = cfg->hidden_size, maxlen = 0, rc, dev, prec;
+    if ((rc = check_dataset(m, ds, 0, 0, "input", &maxlen, err)) != 0)
+        return rc;
+    if (batch_size <= 0)
+        batch_size = 32;
+    if (batch_size > ds->n)
+        batch_size = (int)ds->n;
+    bft_devmodel d;
+    bft_get_device(&dev, &prec);
+    if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
+        return rc;
+    bert_acts a;
+    memset(&a, 0, sizeof a);
+    int have_acts = 0;
+    int64_t *order = order_by_length(ds);
+    int32_t *ids = malloc((size_t)batch_size * maxlen * sizeof *ids);
+    int32_t *lens = malloc((size_t)batch_size * sizeof *lens);
+    float *hidden = malloc((size_t)batch_size * maxlen * C * sizeof *hidden);
+    int32_t *d_ids = bft_dev_alloc((size_t)batch_size * maxlen * sizeof *d_ids);
+    int32_t *d_lens = bft_dev_alloc((size_t)batch_size * sizeof *d_lens);
+    if (order && ids && lens && hidden && d_ids && d_lens &&
+        bert_acts_alloc(&a, cfg, 0, batch_size, maxlen, 0) == 0)
+        have_acts = 1;
+    if (!have_acts) {
+        rc = bft_dev_check(err);
+        if (rc == BFT_OK)
+            rc = bft_set_error(err, BFT_ENOMEM, "out of memory for inference (batch %d x %d tokens)",
+                               batch_size, maxlen);
+        goto done;
+    }
+    for (int64_t s = 0; s < ds->n; s += batch_size) {
+        int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
+        bert_batch bt;
+        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, NULL, NULL, 0, &bt);
+        stage_batch(&bt, d_ids, d_lens, NULL, NULL, 0);   /* lens stays the host copy */
+        a.poll = poll;
+        a.poll_ctx = poll_ctx;
+        const float *top = bert_encoder_forward(&d.dm, &a, &bt, NULL);
+        if (a.stopped || (poll && poll(poll_ctx))) {
+            rc = bft_set_error(err, BFT_ECANCEL, "inference cancelled");
+            goto done;
+        }
+        bft_dev_download(hidden, top, (size_t)B * bt.T * C * sizeof *hidden);
+        if ((rc = bft_dev_check(err)) != BFT_OK)
+            goto done;
+        fn(ctx, hidden, lens, order + s, B, bt.T);
+    }
+    rc = BFT_OK;
+done:
+    if (have_acts)
+        bert_acts_free(&a);
+    bft_dev_free(d_ids);
+    bft_dev_free(d_lens);
+    free(order);
+    free(ids);
+    free(lens);
+    free(hidden);
+    bft_devmodel_close(&d);
+    return rc;
+}
+
 static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
                        float *accuracy, float *macro_f1, int64_t *confusion,
                        int (*poll)(void *), void *poll_ctx, bft_error *err);
@@ -319,14 +426,15 @@ static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size
     bft_clear_error(err);
     if (!m)
         return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: NULL model");
-    if (!ds || !ds->labels)
+    int multi = is_multi(m);
+    if (!ds || (multi ? !ds->label_offsets || !ds->label_ids : !ds->labels))
         return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: dataset without labels");
     int K = m->cfg.num_labels;
     if (K < 1 || ds->n <= 0)
         return run_inference(m, ds, batch_size, NULL, NULL, poll, poll_ctx, err);
     float *probs = malloc((size_t)ds->n * K * sizeof *probs);
     float *losses = malloc((size_t)ds->n * sizeof *losses);
-    int64_t *conf = calloc((size_t)K * K, sizeof *conf);
+    int64_t *conf = calloc(multi ? (size_t)K * 3 : (size_t)K * K, sizeof *conf);
     int rc;
     if (!probs || !losses || !conf) {
         rc = bft_set_error(err, BFT_ENOMEM, "out of memory for evaluation");
@@ -334,6 +442,63 @@ static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size
     }
     if ((rc = run_inference(m, ds, batch_size, probs, losses, poll, poll_ctx, err)) != 0)
         goto done;
+    if (multi) {
+        /* conf: (K, 3) true positives, false positives, false negatives per label */
+        double ls = 0.0, f1 = 0.0;
+        int64_t exact = 0;
+        for (int64_t i = 0; i < ds->n; i++) {
+            const float *p = probs + (size_t)i * K;
+            int64_t lo = ds->label_offsets[i], hi = ds->label_offsets[i + 1], right = 0;
+            int64_t npred = 0;
+            ls += losses[i];
+            for (int k = 0; k < K; k++)
+                npred += p[k] >= 0.5f;
+            for (int64_t j = lo; j < hi; j++) {
+                int y = ds->label_ids[j], dup = 0;
+                for (int64_t j2 = lo; j2 < j && !dup; j2++)
+                    dup = ds->label_ids[j2] == y;
+                if (dup)
+                    continue;
+                if (p[y] >= 0.5f) {
+                    conf[(size_t)y * 3]++;
+                    right++;
+                } else {
+                    conf[(size_t)y * 3 + 2]++;
+                }
+            }
+            /* predicted labels that are not true: npred - right of them */
+            for (int k = 0; k < K; k++)
+                if (p[k] >= 0.5f) {
+                    int t = 0;
+                    for (int64_t j = lo; j < hi && !t; j++)
+                        t = ds->label_ids[j] == k;
+                    if (!t)
+                        conf[(size_t)k * 3 + 1]++;
+                }
+            int64_t ntrue = 0;
+            for (int64_t j = lo; j < hi; j++) {
+                int dup = 0;
+                for (int64_t j2 = lo; j2 < j && !dup; j2++)
+                    dup = ds->label_ids[j2] == ds->label_ids[j];
+                ntrue += !dup;
+            }
+            exact += right == ntrue && npred == ntrue;
+        }
+        for (int k = 0; k < K; k++) {
+            int64_t tp = conf[(size_t)k * 3], fp = conf[(size_t)k * 3 + 1],
+                    fn = conf[(size_t)k * 3 + 2];
+            if (tp + fp + fn > 0)
+                f1 += 2.0 * tp / (double)(2 * tp + fp + fn);
+        }
+        if (loss)
+            *loss = (float)(ls / ds->n);
+        if (accuracy)
+            *accuracy = (float)((double)exact / ds->n);
+        if (macro_f1)
+            *macro_f1 = (float)(f1 / K);
+        rc = BFT_OK;
+        goto done;
+    }
     double ls = 0.0;
     int64_t correct = 0;
     for (int64_t i = 0; i < ds->n; i++) {
@@ -444,7 +609,7 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     bft_dev_upload(d_ids, ids, (size_t)n * sizeof *d_ids);
     bft_dev_upload(d_len, &len, sizeof len);
     bft_dev_upload(d_rows, rows, (size_t)M * sizeof *d_rows);
-    bert_batch bt = {1, n, d_ids, d_len, NULL};
+    bert_batch bt = {1, n, d_ids, d_len, NULL, NULL};
     const float *top = bert_encoder_forward(dm, &a, &bt, NULL);
     bert_mlm_forward(dm, &w, top, d_rows, M, NULL);
     bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);
@@ -506,6 +671,7 @@ typedef struct trainer {
     int64_t *order, *rows;
     float *eval_probs;
     int32_t *d_ids, *d_lens, *d_labels, *d_mlm_labels; /* the batch on the device */
+    float *targets, *d_targets;      /* (Bmax, K) multi-hot targets (multi-label models) */
     int64_t *d_rows;
     int Bmax, Tmax;
 } trainer;
@@ -520,6 +686,8 @@ static void trainer_free(trainer *t)
     bft_dev_free(t->d_labels);
     bft_dev_free(t->d_mlm_labels);
     bft_dev_free(t->d_rows);
+    bft_dev_free(t->d_targets);
+    free(t->targets);
     free(t->tensors);
     free(t->trainable);
     free(t->accumulated);
@@ -693,7 +861,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     if (task == TASK_CLS) {
         if (!m->parts.classifier || !m->p.clsw || K < 1)
             return bft_set_error(err, BFT_EINVAL, "the model has no classifier (set the labels first)");
-        if (K < 2)
+        if (K < 2 && !is_multi(m))
             return bft_set_error(err, BFT_EUNSUPPORTED,
                                  "num_labels 1 is regression in Hugging Face; at least 2 classes are needed");
         if (!m->parts.pooler || !m->p.poolw)
@@ -737,6 +905,11 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     t.lens = malloc((size_t)Bmax * sizeof *t.lens);
     t.labels = malloc((size_t)Bmax * sizeof *t.labels);
     t.order = malloc((size_t)ds->n * sizeof *t.order);
+    int multi = task == TASK_CLS && is_multi(m);
+    if (multi) {
+        t.targets = malloc((size_t)Bmax * K * sizeof *t.targets);
+        t.d_targets = bft_dev_alloc((size_t)Bmax * K * sizeof *t.d_targets);
+    }
     if (task == TASK_MLM) {
         t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
         t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
@@ -746,7 +919,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     }
     if (!t.grad_mem || !t.m_mem || !t.v_mem || !t.tensors || !t.ids || !t.lens || !t.labels ||
         !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
-        !t.d_ids || !t.d_lens || !t.d_labels ||
+        !t.d_ids || !t.d_lens || !t.d_labels || (multi && (!t.targets || !t.d_targets)) ||
         (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
         bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
         bft_error de;
@@ -810,12 +983,12 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             int B = (int)(ds->n - s < o->batch_size ? ds->n - s : o->batch_size);
             bert_batch bt;
             make_batch(ds, t.order + s, B, cfg->pad_token_id, t.ids, t.lens,
-                       task == TASK_CLS ? t.labels : NULL, &bt);
+                       task == TASK_CLS && !multi ? t.labels : NULL, t.targets, K, &bt);
             double lr = schedule_lr(o->learning_rate, step, total, warmup);
             float loss;
             dc.step = (uint64_t)step;
             if (task == TASK_CLS) {
-                stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels);
+                stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels, t.d_targets, K);
                 double p0 = now_s();
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
                 double p1 = now_s();
@@ -826,7 +999,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                 int M = mlm_mask(&t, &bt, &mrng, sp);
                 bert_batch mb = bt;
                 mb.ids = t.mlm_ids;
-                stage_batch(&mb, t.d_ids, t.d_lens, NULL);
+                stage_batch(&mb, t.d_ids, t.d_lens, NULL, NULL, 0);
                 loss = 0.0f;
                 if (M > 0) {
                     if (bert_mlm_reserve(&t.mlm, cfg, M) != 0) {
@@ -946,6 +1119,8 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     if (!m || !ds)
         return train_body(m, ds, opts, task, progress, ctx, res, err);
     bft_clear_error(err);
+    if (m->params_external)
+        return bft_set_error(err, BFT_EINVAL, "training: the model's parameters are read-only (shared)");
     if (res) {
         memset(res, 0, sizeof *res);
         res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;

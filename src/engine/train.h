@@ -19,6 +19,11 @@ typedef struct bft_dataset {
     const int32_t *tokens;   /* all ids, example i at tokens[offsets[i] .. offsets[i+1]) */
     const int64_t *offsets;  /* (n + 1) */
     const int32_t *labels;   /* (n) class ids in [0, K), or NULL for unlabeled (inference / MLM) */
+    /* Multi-label models (cfg.problem_type BFT_PROBLEM_MULTI_LABEL) instead: example i
+     * has the labels label_ids[label_offsets[i] .. label_offsets[i+1]) (class ids in
+     * [0, K); none: every target 0); both NULL for unlabeled data. */
+    const int64_t *label_offsets; /* (n + 1) */
+    const int32_t *label_ids;
 } bft_dataset;
 
 typedef struct bft_train_opts {
@@ -124,7 +129,11 @@ int bft_predict_poll(const bft_model *m, const bft_dataset *ds, int batch_size, 
                      int (*poll)(void *ctx), void *poll_ctx, bft_error *err);
 
 /* Eval-mode mean cross-entropy, accuracy and macro-F1 over a labeled dataset;
- * confusion (K*K, row = true, col = predicted) filled when not NULL. */
+ * confusion (K*K, row = true, col = predicted) filled when not NULL.
+ * Multi-label models: mean binary cross-entropy, subset accuracy (the labels
+ * with probability >= 0.5 are exactly the true ones) and macro-F1 over all K
+ * labels (a label never true nor predicted counts 0, as scikit-learn);
+ * confusion is left untouched. */
 int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size,
                     float *loss, float *accuracy, float *macro_f1,
                     int64_t *confusion, bft_error *err);

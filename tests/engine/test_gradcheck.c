@@ -115,7 +115,7 @@ static void gradcheck(const char *dir, float p, int mlm, int per_tensor)
     const bft_config *cfg = &c.m->cfg;
     int K = mlm ? 0 : cfg->num_labels;
     make_ids(c.ids, cfg->vocab_size, 7);
-    c.bt = (bert_batch){B, T, c.ids, LENS, mlm ? NULL : LABELS};
+    c.bt = (bert_batch){B, T, c.ids, LENS, mlm ? NULL : LABELS, NULL};
     c.dc = (bert_dropout_cfg){p, p, p, 1234, 5};
     CHECK(bert_acts_alloc(&c.a, cfg, K, B, T, 1) == 0, "acts");
     if (mlm) {

@@ -269,7 +269,8 @@ static void test_predict_order_and_eval(void)
     bft_error err;
     CHECK(bft_predict(m, &va.ds, 8, pb, &err) == 0, "predict: %s", err.msg);
     for (int i = 0; i < n; i++) {
-        bft_dataset one = {1, va.tok + va.off[i], (int64_t[]){0, va.off[i + 1] - va.off[i]}, NULL};
+        bft_dataset one = {1, va.tok + va.off[i], (int64_t[]){0, va.off[i + 1] - va.off[i]}, NULL,
+                           NULL, NULL};
         CHECK(bft_predict(m, &one, 1, p1 + (size_t)i * K, &err) == 0, "predict one: %s", err.msg);
     }
     double worst = 0.0;
@@ -436,11 +437,11 @@ static void test_errors(void)
     o.epochs = 0;
     CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL, "epochs 0: %s", err.msg);
     o = bft_train_default_opts();
-    bft_dataset empty = {0, tr.tok, tr.off, tr.lab};
+    bft_dataset empty = {0, tr.tok, tr.off, tr.lab, NULL, NULL};
     CHECK(bft_train(m, &empty, &o, NULL, NULL, NULL, &err) == BFT_EINVAL, "empty: %s", err.msg);
     int32_t longseq[80] = {0};
     int64_t off[2] = {0, 80};
-    bft_dataset lng = {1, longseq, off, NULL};
+    bft_dataset lng = {1, longseq, off, NULL, NULL, NULL};
     float probs[3];
     CHECK(bft_predict(m, &lng, 4, probs, &err) == BFT_EINVAL && strstr(err.msg, "max_position"),
           "too long: %s", err.msg);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hugging Face round trip of bft's model directories with the real
-`transformers` package (which this project's machine lacks; the GPU machine
-has it). CPU only, a few seconds; run by tests/gpu/run_gpu_checks.sh.
+`transformers` package (with torch; bft itself needs neither). CPU only, a
+few seconds; run by tests/gpu/run_gpu_checks.sh.
 
   out: a directory written by `bft-cli train` (fine-tuned from
        tests/data/ckpt/tiny) loads with BertForSequenceClassification /

@@ -4,7 +4,7 @@
  * probabilities, logits and loss, every gradient, and 10 AdamW steps of
  * bft_train, for the classifier checkpoints and the MLM one (with
  * bft_fill_mask). Tolerances: fp32 as test_bert; bf16 mixed precision from
- * the bf16 unit roundoff u = 2^-8 (see test_cuda.c's header):
+ * the bf16 unit roundoff u = 2^-8 (as test_cuda.c's header explains):
  *   probabilities   |a - b| <= 1e-2
  *   logits, loss    |a - b| <= 3e-2 * max(1, |b|) (loss 2e-2)
  *   gradients       per tensor ||a - b|| <= 5e-2 ||b||
@@ -144,7 +144,7 @@ static void golden_cls_device(const char *name, int device, int bf16)
         bft_dev_upload(d_ids, ids, (size_t)B * T * 4);
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)B * 4);
-        bert_batch bt = {B, T, d_ids, d_lens, d_lab};
+        bert_batch bt = {B, T, d_ids, d_lens, d_lab, NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         float loss = bert_cls_forward(&dv.dm, &a, &bt, &dc);
         float *pr = malloc((size_t)B * K * 4), *lg = malloc((size_t)B * K * 4);
@@ -248,7 +248,7 @@ static void golden_mlm_device(int device, int bf16)
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)M * 4);
         bft_dev_upload(d_rows, rows, (size_t)M * 8);
-        bert_batch bt = {B, T, d_ids, d_lens, NULL};
+        bert_batch bt = {B, T, d_ids, d_lens, NULL, NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         const float *top = bert_encoder_forward(&dv.dm, &a, &bt, &dc);
         bert_mlm_forward(&dv.dm, &w, top, d_rows, M, NULL);

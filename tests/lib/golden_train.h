@@ -34,8 +34,28 @@ static inline bft_dataset golden_train_set(const int32_t *ids, const int32_t *le
         memcpy(*tok + (*off)[b], ids + (size_t)b * T, (size_t)lens[b] * sizeof **tok);
         (*off)[b + 1] = (*off)[b] + lens[b];
     }
-    bft_dataset ds = {B, *tok, *off, labels};
+    bft_dataset ds = {B, *tok, *off, labels, NULL, NULL};
     return ds;
+}
+
+/* A multi-label golden's targets (B, K) multi-hot as label sets on ds:
+ * *loff (B + 1) and *lids are malloc'ed (the caller frees them). */
+static inline void golden_label_sets(bft_dataset *ds, const float *targets, int B, int K,
+                                     int64_t **loff, int32_t **lids)
+{
+    *loff = malloc((size_t)(B + 1) * sizeof **loff);
+    *lids = malloc((size_t)B * K * sizeof **lids + 1);
+    (*loff)[0] = 0;
+    for (int b = 0; b < B; b++) {
+        int64_t at = (*loff)[b];
+        for (int k = 0; k < K; k++)
+            if (targets[(size_t)b * K + k] != 0.0f)
+                (*lids)[at++] = k;
+        (*loff)[b + 1] = at;
+    }
+    ds->labels = NULL;
+    ds->label_offsets = *loff;
+    ds->label_ids = *lids;
 }
 
 /* bft_train options of the reference run (train/hparams: lr, weight decay,

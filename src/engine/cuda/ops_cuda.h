@@ -77,7 +77,7 @@ const char *bft_cuda_device_name(void);
 
 /* Bumped whenever this struct or bft_backend changes: a bft_cuda.so of another
  * build is refused instead of called with the wrong layout. */
-#define BFT_CUDA_ABI 2
+#define BFT_CUDA_ABI 3
 
 typedef struct bft_cuda_api {
     int abi;                 /* BFT_CUDA_ABI */
