@@ -202,6 +202,7 @@ $(BUILD)/engine/%.o: src/engine/%.c $(wildcard src/engine/*.h)
 # default preference is 256-bit).
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 $(BUILD)/engine/ops_cpu.o: ENGINE_CFLAGS += -mprefer-vector-width=512
+$(BUILD)/engine/ops_dnnl.o: ENGINE_CFLAGS += -mprefer-vector-width=512
 endif
 
 $(ENGINE_LIB): $(ENGINE_OBJS)

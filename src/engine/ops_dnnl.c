@@ -42,6 +42,16 @@
 #include "resource.h"
 #include "threads.h"
 
+/* The elementwise loops (conversions, quantisation, dequantisation) are
+ * compiled for AVX-512, AVX2 and the baseline and picked at run time, like
+ * ops_cpu.c's (see BFT_HOT there). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__) && \
+    !defined(BFT_NO_CLONES)
+#define BFT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BFT_HOT
+#endif
+
 /* ---------------------------------------------------------------- loading */
 
 #define DNNL_FNS(X)                                                                                \
@@ -501,7 +511,7 @@ typedef struct {
     mm_entry *e[MAX_PARTS];
 } bgemm_job;
 
-static void epilogue(const bgemm_job *j, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+BFT_HOT static void epilogue(const bgemm_job *j, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
 {
     const int8_epilogue *q = j->q;
     for (int64_t i = r0; i < r1; i++) {
@@ -691,7 +701,7 @@ typedef struct {
     int64_t cols, ld;
 } cvt_job;
 
-static void cvt_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void cvt_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     cvt_job *j = ctx;
     (void)tid;
@@ -825,7 +835,7 @@ typedef struct {
     const float *w;
 } qw_job;
 
-static void qw_part(void *ctx, int64_t o0, int64_t o1, int tid)
+BFT_HOT static void qw_part(void *ctx, int64_t o0, int64_t o1, int tid)
 {
     qw_job *j = ctx;
     int IC = j->m->IC;
@@ -911,7 +921,7 @@ typedef struct {
     int64_t cols;
 } qa_job;
 
-static void qa_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void qa_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     qa_job *j = ctx;
     int64_t C = j->cols;
