@@ -171,6 +171,25 @@ endif
 engine: $(ENGINE_LIB)
 cli: $(CLI)
 
+# ---- oneDNN (optional): bf16 on the CPU -----------------------------------------
+# With oneDNN 2.x's headers (Debian's libdnnl-dev) ops_dnnl.c is built with
+# -DBFT_WITH_DNNL; libdnnl.so.2 is never linked but dlopen()ed at the first
+# bf16 request. Without the headers (or with USE_DNNL=0) bft builds all the
+# same and bf16 on the CPU reports that it was built without oneDNN.
+DNNL_HEADER = /usr/include/oneapi/dnnl/dnnl.h
+ifeq ($(origin USE_DNNL),undefined)
+USE_DNNL := $(if $(wildcard $(DNNL_HEADER)),1,0)
+endif
+DNNL_STAMP = $(BUILD)/engine/.use_dnnl_$(USE_DNNL)
+ifeq ($(USE_DNNL),1)
+$(BUILD)/engine/ops_dnnl.o: ENGINE_CFLAGS += -DBFT_WITH_DNNL
+endif
+$(BUILD)/engine/ops_dnnl.o: $(DNNL_STAMP)
+$(DNNL_STAMP):
+	@mkdir -p $(dir $@)
+	@rm -f $(dir $@).use_dnnl_*
+	@touch $@
+
 # bft.so needs the engine archive.
 $(shlib): $(ENGINE_LIB)
 $(OBJS): $(wildcard src/pg/*.h) $(wildcard src/engine/*.h)
@@ -183,6 +202,7 @@ $(BUILD)/engine/%.o: src/engine/%.c $(wildcard src/engine/*.h)
 # default preference is 256-bit).
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 $(BUILD)/engine/ops_cpu.o: ENGINE_CFLAGS += -mprefer-vector-width=512
+$(BUILD)/engine/ops_dnnl.o: ENGINE_CFLAGS += -mprefer-vector-width=512
 endif
 
 $(ENGINE_LIB): $(ENGINE_OBJS)

@@ -284,14 +284,11 @@ static int cli_precision = BFT_PRECISION_AUTO;
 
 int cli_set_precision(const char *cmd, const char *precision)
 {
-    if (!precision || strcmp(precision, "auto") == 0)
-        cli_precision = BFT_PRECISION_AUTO;
-    else if (strcmp(precision, "fp32") == 0)
-        cli_precision = BFT_PRECISION_FP32;
-    else if (strcmp(precision, "bf16") == 0)
-        cli_precision = BFT_PRECISION_BF16;
+    int p = bft_precision_parse(precision ? precision : "auto");
+    if (p >= 0)
+        cli_precision = p;
     else {
-        fprintf(stderr, "bft-cli %s: --precision must be auto, fp32 or bf16, got \"%s\"\n", cmd, precision);
+        fprintf(stderr, "bft-cli %s: --precision must be auto, fp32, bf16 or int8, got \"%s\"\n", cmd, precision);
         return 2;
     }
     return 0;

@@ -11,7 +11,8 @@
  * warm-up batch. Prints
  *   train_samples_per_s: X
  *   infer_samples_per_s: Y
- * plus params, train_step_ms, infer_batch_ms and peak_rss_mb.
+ * plus params, train_step_ms, infer_batch_ms, peak_rss_mb and, when bf16 ran
+ * on the CPU, the oneDNN implementations used.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: bft-cli bench --layers L --hidden H --heads A --intermediate I --batch B --seq T --steps N\n"
                "                     [--threads N] [--vocab V] [--dropout P] [--seed S] [--skip-train] [--skip-infer]\n"
-               "                     [--device cpu|cuda] [--precision auto|fp32|bf16]\n"
+               "                     [--device cpu|cuda] [--precision auto|fp32|bf16|int8]\n"
                "  Random weights and tokens; prints train_samples_per_s: X and infer_samples_per_s: Y.\n");
 }
 
@@ -141,7 +142,10 @@ int cmd_bench(int argc, char **argv)
         int dev = BFT_DEVICE_CPU, prec = BFT_PRECISION_AUTO;
         bft_get_device(&dev, &prec);
         printf("device: %s, %s\n", bft_device_name(dev),
-               dev == BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32 ? "fp32" : "bf16 mixed precision");
+               dev == BFT_DEVICE_CPU ? (prec == BFT_PRECISION_BF16   ? "bf16 mixed precision (oneDNN)"
+                                        : prec == BFT_PRECISION_INT8 ? "int8 (oneDNN)"
+                                                                     : "fp32")
+               : prec == BFT_PRECISION_FP32 ? "fp32" : "bf16 mixed precision");
     }
     fflush(stdout);
 
@@ -189,6 +193,9 @@ int cmd_bench(int argc, char **argv)
         printf("infer_batch_ms: %.1f\n", 1000.0 * (t1 - t0) / steps);
     }
     printf("peak_rss_mb: %.1f\n", cli_peak_rss_mb());
+    printf("openblas: %s\n", bft_blas_info());
+    if (bft_dnnl_info()[0])
+        printf("onednn: %s\n", bft_dnnl_info());
     rc = 0;
 out:
     free(vocab);

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "cuda/ops_cuda.h"
+#include "ops_dnnl.h"
 
 static _Thread_local const bft_backend *current;
 
@@ -34,23 +35,54 @@ int bft_device_parse(const char *s)
     return -1;
 }
 
+static const struct {
+    int precision;
+    const char *name;
+} precisions[] = {
+    {BFT_PRECISION_AUTO, "auto"},
+    {BFT_PRECISION_FP32, "fp32"},
+    {BFT_PRECISION_BF16, "bf16"},
+    {BFT_PRECISION_INT8, "int8"},
+};
+#define N_PRECISIONS ((int)(sizeof precisions / sizeof *precisions))
+
+int bft_precision_parse(const char *s)
+{
+    for (int i = 0; s && i < N_PRECISIONS; i++)
+        if (strcasecmp(s, precisions[i].name) == 0)
+            return precisions[i].precision;
+    return -1;
+}
+
+const char *bft_precision_name(int precision)
+{
+    for (int i = 0; i < N_PRECISIONS; i++)
+        if (precisions[i].precision == precision)
+            return precisions[i].name;
+    return "?";
+}
+
 int bft_backend_open(int device, int precision, const bft_backend **out, bft_error *err)
 {
     bft_clear_error(err);
-    if (precision < BFT_PRECISION_AUTO || precision > BFT_PRECISION_BF16)
-        return bft_set_error(err, BFT_EINVAL, "unknown precision %d (0 auto, 1 fp32, 2 bf16)",
-                             precision);
+    if (precision < BFT_PRECISION_AUTO || precision > BFT_PRECISION_INT8)
+        return bft_set_error(err, BFT_EINVAL,
+                             "unknown precision %d (0 auto, 1 fp32, 2 bf16, 3 int8)", precision);
     if (device == BFT_DEVICE_CPU) {
-        if (precision == BFT_PRECISION_BF16)
-            return bft_set_error(err, BFT_EUNSUPPORTED,
-                                 "bf16 mixed precision needs the CUDA device; the CPU computes in fp32");
         if (bft_cpu_blas_load(err) != BFT_OK)
             return BFT_EDEVICE;
+        /* oneDNN, loaded now; no fp32 fallback */
+        if (precision == BFT_PRECISION_BF16)
+            return bft_dnnl_bf16_backend(out, err);
+        if (precision == BFT_PRECISION_INT8)
+            return bft_dnnl_int8_backend(out, err);
         *out = bft_cpu_backend();
         return BFT_OK;
     }
     if (device != BFT_DEVICE_CUDA)
         return bft_set_error(err, BFT_EINVAL, "unknown device %d (0 cpu, 1 cuda)", device);
+    if (precision == BFT_PRECISION_INT8)
+        return bft_set_error(err, BFT_EUNSUPPORTED, "int8 inference runs on the CPU only");
     const bft_backend *cb = bft_cuda_backend();
     if (!cb) {
         bft_cuda_available(err); /* "bft was built without CUDA ..." */
@@ -97,189 +129,15 @@ int bft_dev_check(bft_error *err)
 
 /* ---------------------------------------------------------------- ops.h dispatch */
 
-#define BE bft_backend_current()
-
-void bft_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc)
-{
-    BE->gemm(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float *bias, int N,
-                       int IC, int OC)
-{
-    BE->linear_fwd(out, inp, w, bias, N, IC, OC);
-}
-
-void bft_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
-                       int accum_dw)
-{
-    BE->linear_bwd(dinp, dw, dbias, dout, inp, w, N, IC, OC, accum_dinp, accum_dw);
-}
-
-void bft_op_colsum(float *out, const float *x, int N, int C, int accum)
-{
-    BE->colsum(out, x, N, C, accum);
-}
-
-void bft_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC)
-{
-    BE->bias_gelu_fwd(pre, out, bias, N, OC);
-}
-
-void bft_op_gelu_fwd(float *out, const float *inp, size_t n)
-{
-    BE->gelu_fwd(out, inp, n);
-}
-
-void bft_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n)
-{
-    BE->gelu_bwd(dinp, dout, inp, n);
-}
-
-void bft_op_gelu_recompute(float *out, float *x, size_t n)
-{
-    BE->gelu_recompute(out, x, n);
-}
-
-void bft_op_mul(float *x, const float *y, size_t n)
-{
-    BE->mul(x, y, n);
-}
-
-void bft_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
-                         const float *wte, const float *wpe, const float *wtt, const float *w,
-                         const float *b, int B, int T, int C, float eps, const bft_dropout *d)
-{
-    BE->embed_ln_fwd(out, x, mean, rstd, ids, wte, wpe, wtt, w, b, B, T, C, eps, d);
-}
-
-void bft_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
-                         float *dout, float *dx, const float *x, const float *mean,
-                         const float *rstd, const int32_t *ids, const float *w, int B, int T,
-                         int C, int pad_id, const bft_dropout *d)
-{
-    BE->embed_ln_bwd(dwte, dwpe, dwtt, dw, db, dout, dx, x, mean, rstd, ids, w, B, T, C, pad_id,
-                     d);
-}
-
-void bft_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, const float *proj,
-                            const float *bias, const float *res, const float *w, const float *b,
-                            int N, int C, float eps, const bft_dropout *d)
-{
-    BE->residual_ln_fwd(out, x, mean, rstd, proj, bias, res, w, b, N, C, eps, d);
-}
-
-void bft_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int N, int C, float eps)
-{
-    BE->layernorm_fwd(out, mean, rstd, x, w, b, N, C, eps);
-}
-
-void bft_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const float *w, int N, int C,
-                          int accum_w)
-{
-    BE->layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, accum_w);
-}
-
-void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
-                             const bft_dropout *d)
-{
-    BE->dropout_bias_bwd(dproj, dbias, dx, N, C, d);
-}
-
-void bft_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens, int B,
-                          int T, int C, int NH, const bft_dropout *d)
-{
-    BE->attention_fwd(ctx, att, qkv, lens, B, T, C, NH, d);
-}
-
-void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
-                          const int32_t *lens, int B, int T, int C, int NH, const bft_dropout *d)
-{
-    BE->attention_bwd(dqkv, dctx, att, qkv, lens, B, T, C, NH, d);
-}
-
-void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                              int B, int T, int C, int NH, const bft_dropout *d)
-{
-    BE->attention_cls_fwd(ctx, att, qkv, lens, B, T, C, NH, d);
-}
-
-void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
-                              const int32_t *lens, int B, int T, int C, int NH,
-                              const bft_dropout *d)
-{
-    BE->attention_cls_bwd(dqkv, dctx, att, qkv, lens, B, T, C, NH, d);
-}
-
-void bft_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C)
-{
-    BE->gather_rows(out, inp, rows, n, C);
-}
-
-void bft_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n, int C)
-{
-    BE->scatter_add_rows(dinp, dout, rows, n, C);
-}
-
-void bft_op_bias_tanh_fwd(float *x, const float *bias, int N, int C)
-{
-    BE->bias_tanh_fwd(x, bias, N, C);
-}
-
-void bft_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t n)
-{
-    BE->tanh_bwd(dinp, dout, y, n);
-}
-
-void bft_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d)
-{
-    BE->dropout_fwd(out, inp, n, d);
-}
-
-void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d)
-{
-    BE->dropout_bwd(dinp, dout, n, d);
-}
-
-void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, const float *row_scale, int N, int K,
-                         float dscale)
-{
-    BE->softmax_xent(probs, losses, dlogits, logits, labels, row_scale, N, K, dscale);
-}
-
-void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
-                        const float *targets, int N, int K, float dscale)
-{
-    BE->sigmoid_bce(probs, losses, dlogits, logits, targets, N, K, dscale);
-}
-
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
-                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad)
-{
-    BE->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, gscale, t, zero_grad);
-}
-
-double bft_op_sumsq(const float *x, size_t n)
-{
-    return BE->sumsq(x, n);
-}
-
-void bft_op_zero(float *x, size_t n)
-{
-    BE->zero(x, n);
-}
-
-void bft_op_strided_rows(int64_t *rows, int n, int64_t stride)
-{
-    BE->strided_rows(rows, n, stride);
-}
-
-float bft_op_mean(const float *x, int n)
-{
-    return BE->mean(x, n);
-}
+/* bft_op_<name>(args) calls the current backend's <name>; BFT_RET_<type> is
+ * "return" for the ops that return a value (ops_list.h's return types). */
+#define BFT_RET_void
+#define BFT_RET_float return
+#define BFT_RET_double return
+#define BFT_OP(ret, name, params, args)                                                          \
+    ret bft_op_##name params                                                                     \
+    {                                                                                            \
+        BFT_RET_##ret bft_backend_current()->name args;                                          \
+    }
+#include "ops_list.h"
+#undef BFT_OP

@@ -19,6 +19,7 @@
 
 #include "cuda/ops_cuda.h"
 #include "model.h"
+#include "ops_dnnl.h"
 #include "train.h"
 
 static int g_device = BFT_DEVICE_CPU, g_precision = BFT_PRECISION_AUTO;
@@ -38,6 +39,12 @@ int bft_device_available(int device, bft_error *err)
 {
     const bft_backend *be;
     return bft_backend_open(device, BFT_PRECISION_AUTO, &be, err);
+}
+
+int bft_precision_available(int device, int precision, bft_error *err)
+{
+    const bft_backend *be;
+    return bft_backend_open(device, precision, &be, err);
 }
 
 const char *bft_device_name(int device)
@@ -102,6 +109,7 @@ void bft_device_release(void)
 {
     for (int i = 0; i < DEV_CACHE_MAX; i++)
         entry_free(&cache[i]);
+    bft_dnnl_release();
 }
 
 /* The cached copy of m (same backend, model, parameter block, size, precision
@@ -152,14 +160,24 @@ int bft_devmodel_open(bft_devmodel *d, const bft_model *m, int device, int preci
 {
     const bft_backend *be;
     memset(d, 0, sizeof *d);
+    if (training && precision == BFT_PRECISION_INT8)
+        return bft_set_error(err, BFT_EUNSUPPORTED,
+                             "int8 is for inference (classification): train in fp32 or bf16");
     int rc = bft_backend_open(device, precision, &be, err);
     if (rc != BFT_OK)
         return rc;
     d->be = be;
     d->prev = bft_backend_use(be);
     d->dm = *m;
-    if (be->device == BFT_DEVICE_CPU)
-        return BFT_OK;
+    if (be->device == BFT_DEVICE_CPU) {
+        /* the model's own weights; the bf16 mode keeps a bf16 copy of them
+         * (a no-op in fp32), dropped after a training changed them */
+        be->set_weights(m->params_mem, m->num_params);
+        d->cpu_weights = training;
+        if ((rc = bft_dev_check(err)) != BFT_OK)
+            bft_devmodel_close(d);
+        return rc;
+    }
 
     size_t n = m->num_params;
     float sample[FP_SAMPLES];
@@ -239,6 +257,8 @@ void bft_devmodel_close(bft_devmodel *d)
             d->be->set_weights(NULL, 0);
             bft_dev_free(d->owned);
         }
+        if (d->cpu_weights)
+            d->be->set_weights(NULL, 0);
         bft_backend_use(d->prev);
     }
     memset(d, 0, sizeof *d);

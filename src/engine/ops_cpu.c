@@ -1,16 +1,15 @@
 /*
- * ops_cpu.c — the CPU backend of ops.h: OpenBLAS sgemm for the matrix
+ * ops_cpu.c — the CPU backend of ops.h (ops_cpu.h): OpenBLAS sgemm for the matrix
  * products, tight C loops (written so gcc -O3 vectorises them: fixed-width
  * partial sums instead of serial reductions, branch-free exp/erf) for the rest,
  * all of it spread over the engine's thread pool (threads.c).
  *
- * OpenBLAS itself runs single-threaded: bft_gemm splits large products into
- * column (or row) blocks over the pool, so one pool of threads does all the
+ * OpenBLAS itself runs single-threaded: bft_cpu_op_gemm splits large products
+ * into column (or row) blocks over the pool, so one pool of threads does all the
  * work (no BLAS threads spinning against ours) and BLAS may be called from the
  * pool's workers (the attention's per-head products).
  */
-#include "ops_cpu_names.h" /* this file is the CPU backend: its ops are bft_cpu_* */
-#include "ops.h"
+#include "ops_cpu.h" /* this file is the CPU backend: its ops are bft_cpu_op_* */
 
 #include <cblas.h>
 #include <dlfcn.h>
@@ -20,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "bft_error.h"
 #include "threads.h"
+#include "train.h"
 
 /*
  * Run-time choice of the vector instructions. The build targets any x86-64
@@ -211,7 +212,7 @@ BFT_HOT static void drop_part(void *ctx, int64_t i0, int64_t i1, int tid)
               1.0f / (1.0f - j->d.p));
 }
 
-void bft_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d)
+void bft_cpu_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d)
 {
     if (!drop_active(d)) {
         if (out != inp)
@@ -222,9 +223,9 @@ void bft_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropou
     bft_parallel_for((int64_t)n, 16384, drop_part, &j);
 }
 
-void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d)
+void bft_cpu_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d)
 {
-    bft_op_dropout_fwd(dinp, dout, n, d);
+    bft_cpu_op_dropout_fwd(dinp, dout, n, d);
 }
 
 /* ---------------------------------------------------------------- GEMM */
@@ -235,7 +236,7 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
  * constructor, and bft.so may be loaded into the postmaster
  * (shared_preload_libraries), which must stay single-threaded. It is opened
  * with OPENBLAS_NUM_THREADS=1, so it starts no thread at all: the engine's
- * own pool splits large GEMMs (bft_gemm below). The pthread build's internal
+ * own pool splits large GEMMs (bft_cpu_op_gemm below). The pthread build's internal
  * locking keeps concurrent calls from the pool's threads safe.
  */
 typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
@@ -246,6 +247,7 @@ typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static sgemm_fn blas_sgemm;
 static char blas_error[256];
+static char blas_info[256];
 
 static void blas_init(void)
 {
@@ -271,11 +273,21 @@ static void blas_init(void)
         return;
     }
     blas_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
+    char *(*corename)(void) = (char *(*)(void))dlsym(h, "openblas_get_corename");
+    char *(*config)(void) = (char *(*)(void))dlsym(h, "openblas_get_config");
+    snprintf(blas_info, sizeof blas_info, "%s, core %s", config ? config() : "OpenBLAS",
+             corename ? corename() : "?");
     void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
     if (set_threads)
         set_threads(1);
     if (!blas_sgemm)
         snprintf(blas_error, sizeof blas_error, "OpenBLAS has no cblas_sgemm");
+}
+
+const char *bft_blas_info(void)
+{
+    pthread_once(&blas_once, blas_init);
+    return blas_info;
 }
 
 int bft_cpu_blas_load(bft_error *err)
@@ -337,8 +349,8 @@ static void gemm_part(void *ctx, int64_t i0, int64_t i1, int tid)
     }
 }
 
-void bft_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc)
+void bft_cpu_op_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc)
 {
     pthread_once(&blas_once, blas_init);
     if (M <= 0 || N <= 0)
@@ -381,7 +393,7 @@ BFT_HOT static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
     }
 }
 
-void bft_op_colsum(float *out, const float *x, int N, int C, int accum)
+void bft_cpu_op_colsum(float *out, const float *x, int N, int C, int accum)
 {
     colsum_job j = {out, x, N, C, accum};
     bft_parallel_for(C, (int64_t)(N * C < 65536 ? C : 64), colsum_part, &j);
@@ -403,8 +415,8 @@ static void rowfill_part(void *ctx, int64_t r0, int64_t r1, int tid)
         memcpy(j->out + (size_t)r * j->OC, j->bias, (size_t)j->OC * sizeof(float));
 }
 
-void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float *bias,
-                       int N, int IC, int OC)
+void bft_cpu_op_linear_fwd(float *out, const float *inp, const float *w, const float *bias,
+                           int N, int IC, int OC)
 {
     float beta = 0.0f;
     if (bias) {
@@ -412,19 +424,19 @@ void bft_op_linear_fwd(float *out, const float *inp, const float *w, const float
         bft_parallel_for(N, 64, rowfill_part, &j);
         beta = 1.0f;
     }
-    bft_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
+    bft_cpu_op_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
 }
 
-void bft_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                       const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
-                       int accum_dw)
+void bft_cpu_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
+                           const float *inp, const float *w, int N, int IC, int OC, int accum_dinp,
+                           int accum_dw)
 {
     if (dbias)
-        bft_op_colsum(dbias, dout, N, OC, accum_dw);
+        bft_cpu_op_colsum(dbias, dout, N, OC, accum_dw);
     if (dw)
-        bft_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, accum_dw ? 1.0f : 0.0f, dw, IC);
+        bft_cpu_op_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, accum_dw ? 1.0f : 0.0f, dw, IC);
     if (dinp)
-        bft_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, accum_dinp ? 1.0f : 0.0f, dinp, IC);
+        bft_cpu_op_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, accum_dinp ? 1.0f : 0.0f, dinp, IC);
 }
 
 /* ---------------------------------------------------------------- GELU */
@@ -452,7 +464,7 @@ BFT_HOT static void bgelu_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC)
+void bft_cpu_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC)
 {
     bgelu_job j = {pre, out, bias, OC};
     bft_parallel_for(N, 8, bgelu_part, &j);
@@ -499,7 +511,7 @@ BFT_HOT static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
     }
 }
 
-void bft_op_gelu_recompute(float *out, float *x, size_t n)
+void bft_cpu_op_gelu_recompute(float *out, float *x, size_t n)
 {
     gelu_job j = {out, x, NULL};
     bft_parallel_for((int64_t)n, 8192, gelu_rec_part, &j);
@@ -513,19 +525,19 @@ BFT_HOT static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] *= j->inp[i];
 }
 
-void bft_op_mul(float *x, const float *y, size_t n)
+void bft_cpu_op_mul(float *x, const float *y, size_t n)
 {
     gelu_job j = {x, y, NULL};
     bft_parallel_for((int64_t)n, 16384, mul_part, &j);
 }
 
-void bft_op_gelu_fwd(float *out, const float *inp, size_t n)
+void bft_cpu_op_gelu_fwd(float *out, const float *inp, size_t n)
 {
     gelu_job j = {out, inp, NULL};
     bft_parallel_for((int64_t)n, 8192, gelu_fwd_part, &j);
 }
 
-void bft_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n)
+void bft_cpu_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n)
 {
     gelu_job j = {dinp, inp, dout};
     bft_parallel_for((int64_t)n, 8192, gelu_bwd_part, &j);
@@ -583,8 +595,8 @@ BFT_HOT static void ln_plain_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int N, int C, float eps)
+void bft_cpu_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
+                              const float *b, int N, int C, float eps)
 {
     ln_job j = {0};
     j.out = out;
@@ -623,9 +635,9 @@ BFT_HOT static void res_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, const float *proj,
-                            const float *bias, const float *res, const float *w, const float *b,
-                            int N, int C, float eps, const bft_dropout *d)
+void bft_cpu_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, const float *proj,
+                                const float *bias, const float *res, const float *w, const float *b,
+                                int N, int C, float eps, const bft_dropout *d)
 {
     ln_job j = {0};
     j.out = out;
@@ -665,10 +677,10 @@ BFT_HOT static void embed_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
-                         const float *wte, const float *wpe, const float *wtt,
-                         const float *w, const float *b, int B, int T, int C, float eps,
-                         const bft_dropout *d)
+void bft_cpu_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
+                             const float *wte, const float *wpe, const float *wtt,
+                             const float *w, const float *b, int B, int T, int C, float eps,
+                             const bft_dropout *d)
 {
     ln_job j = {0};
     j.out = out;
@@ -758,9 +770,9 @@ BFT_HOT static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const float *w, int N, int C,
-                          int accum_w)
+void bft_cpu_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x,
+                              const float *mean, const float *rstd, const float *w, int N, int C,
+                              int accum_w)
 {
     lnb_job j = {dx, dw, db, dout, x, mean, rstd, w, N, C, accum_w};
     if (dw || db)
@@ -784,8 +796,8 @@ BFT_HOT static void dbb_part(void *ctx, int64_t r0, int64_t r1, int tid)
               1.0f / (1.0f - j->d.p));
 }
 
-void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
-                             const bft_dropout *d)
+void bft_cpu_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
+                                 const bft_dropout *d)
 {
     if (drop_active(d)) {
         dbb_job j = {dproj, dx, C, *d};
@@ -794,7 +806,7 @@ void bft_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N,
         memcpy(dproj, dx, (size_t)N * C * sizeof *dproj);
     }
     if (dbias)
-        bft_op_colsum(dbias, dproj, N, C, 0);
+        bft_cpu_op_colsum(dbias, dproj, N, C, 0);
 }
 
 /* ---------------------------------------------------------------- embeddings backward */
@@ -828,14 +840,14 @@ BFT_HOT static void emb_bwd_part(void *ctx, int64_t c0, int64_t c1, int tid)
         }
 }
 
-void bft_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
-                         float *dout, float *dx, const float *x, const float *mean,
-                         const float *rstd, const int32_t *ids, const float *w, int B, int T,
-                         int C, int pad_id, const bft_dropout *d)
+void bft_cpu_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
+                             float *dout, float *dx, const float *x, const float *mean,
+                             const float *rstd, const int32_t *ids, const float *w, int B, int T,
+                             int C, int pad_id, const bft_dropout *d)
 {
     int N = B * T;
-    bft_op_dropout_bwd(dout, dout, (size_t)N * C, d);
-    bft_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, 0);
+    bft_cpu_op_dropout_bwd(dout, dout, (size_t)N * C, d);
+    bft_cpu_op_layernorm_bwd(dx, dw, db, dout, x, mean, rstd, w, N, C, 0);
     emb_job j = {dwte, dwpe, dwtt, dx, ids, B, T, C, pad_id};
     bft_parallel_for(C, 16, emb_bwd_part, &j);
 }
@@ -848,6 +860,7 @@ typedef struct {
     const int32_t *lens;
     int B, T, C, NH;
     bft_dropout d;
+    int bf16; /* 1: every product's operands rounded to bf16 (fp32 accumulation) */
 } att_job;
 
 /* Fill the shape/dropout fields common to every attention op and run part
@@ -883,6 +896,16 @@ static inline void softmax_rows(float *S, int T, int len)
     }
 }
 
+/* dst (rows, cols; leading dimension ldd) = src (rows, cols; lds) rounded to
+ * bf16; dst may be src (same leading dimension). */
+static inline void round_rows(float *dst, size_t ldd, const float *src, size_t lds, int rows,
+                              int cols)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[(size_t)r * ldd + c] = bft_bf16_round(src[(size_t)r * lds + c]);
+}
+
 BFT_HOT static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
@@ -891,24 +914,37 @@ BFT_HOT static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     int act = drop_active(&j->d);
     uint32_t th = act ? drop_thresh(j->d.p) : 0;
     float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
-    size_t TT = (size_t)T * T;
-    float *scratch = NULL;
+    size_t TT = (size_t)T * T, Th = (size_t)T * hs;
+    float *scratch = NULL, *Qr = NULL, *Kr = NULL, *Vr = NULL;
     (void)tid;
-    if (!j->att || act) {
-        scratch = malloc(TT * sizeof(float) * 2);
+    if (!j->att || act || j->bf16) {
+        /* P or Pd (T, T) x 2, and the rounded Q, K, V (T, hs) in bf16 mode */
+        scratch = malloc((TT * 2 + (j->bf16 ? 3 * Th : 0)) * sizeof(float));
         if (!scratch)
             return; /* cannot happen in practice; outputs stay as they were */
+        Qr = scratch + 2 * TT;
+        Kr = Qr + Th;
+        Vr = Kr + Th;
     }
     for (int64_t pidx = p0; pidx < p1; pidx++) {
         int b = (int)(pidx / NH), h = (int)(pidx % NH);
-        int len = j->lens[b];
+        int len = j->lens[b], ld = C3;
         const float *Q = j->qkv + (size_t)b * T * C3 + (size_t)h * hs;
         const float *K = Q + C, *V = Q + 2 * C;
         float *P = j->att ? j->att + (size_t)pidx * TT : scratch;
         float *Pd = P;
         float *out = j->ctx + (size_t)b * T * C + (size_t)h * hs;
+        if (j->bf16) {
+            round_rows(Qr, hs, Q, C3, T, hs);
+            round_rows(Kr, hs, K, C3, len, hs);
+            round_rows(Vr, hs, V, C3, len, hs);
+            Q = Qr;
+            K = Kr;
+            V = Vr;
+            ld = hs;
+        }
         /* S = Q K^T / sqrt(hs) over the real keys */
-        gemm_raw(0, 1, T, len, hs, scale, Q, C3, K, C3, 0.0f, P, T);
+        gemm_raw(0, 1, T, len, hs, scale, Q, ld, K, ld, 0.0f, P, T);
         softmax_rows(P, T, len);
         if (act) {
             Pd = scratch + TT;
@@ -916,20 +952,31 @@ BFT_HOT static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
                 drop_span(Pd + (size_t)i * T, P + (size_t)i * T, T, j->d.seed,
                           (uint64_t)pidx * TT + (size_t)i * T, th, dscale);
         }
+        if (j->bf16) { /* P itself (the saved probabilities) stays fp32 */
+            round_rows(scratch + TT, T, Pd, T, T, len);
+            Pd = scratch + TT;
+        }
         /* ctx = Pd V */
-        gemm_raw(0, 0, T, hs, len, 1.0f, Pd, T, V, C3, 0.0f, out, C);
+        gemm_raw(0, 0, T, hs, len, 1.0f, Pd, T, V, ld, 0.0f, out, C);
     }
     free(scratch);
 }
 
-void bft_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                          int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_attention_fwd_mode(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                                int B, int T, int C, int NH, const bft_dropout *d, int bf16)
 {
     att_job j = {0};
     pthread_once(&blas_once, blas_init);
     j.ctx = ctx;
     j.att = att;
+    j.bf16 = bf16;
     att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_fwd_part);
+}
+
+void bft_cpu_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                              int B, int T, int C, int NH, const bft_dropout *d)
+{
+    bft_cpu_attention_fwd_mode(ctx, att, qkv, lens, B, T, C, NH, d, 0);
 }
 
 BFT_HOT static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
@@ -942,21 +989,35 @@ BFT_HOT static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     float dscale = act ? 1.0f / (1.0f - j->d.p) : 1.0f;
     size_t TT = (size_t)T * T;
     /* Xt: a transposed (T, T) operand, so every product is NN or NT (OpenBLAS's
-     * small-matrix kernels, no packing); dP: (T, T) gradient of the probabilities */
-    float *scratch = malloc(TT * sizeof(float) * 2);
+     * small-matrix kernels, no packing); dP: (T, T) gradient of the probabilities;
+     * in bf16 mode the rounded Q, K, V and dctx (T, hs) */
+    size_t Th = (size_t)T * hs;
+    float *scratch = malloc((TT * 2 + (j->bf16 ? 4 * Th : 0)) * sizeof(float));
     (void)tid;
     if (!scratch)
         return;
     float *Xt = scratch, *dP = scratch + TT;
+    float *Qr = dP + TT, *Kr = Qr + Th, *Vr = Kr + Th, *Dr = Vr + Th;
     for (int64_t pidx = p0; pidx < p1; pidx++) {
         int b = (int)(pidx / NH), h = (int)(pidx % NH);
-        int len = j->lens[b];
+        int len = j->lens[b], ld = C3, ldd = C;
         size_t qo = (size_t)b * T * C3 + (size_t)h * hs;
         const float *Q = j->qkv + qo, *K = Q + C, *V = Q + 2 * C;
         float *dQ = j->dqkv + qo, *dK = dQ + C, *dV = dQ + 2 * C;
         const float *P = j->catt + (size_t)pidx * TT;
         const float *dctx = j->dctx + (size_t)b * T * C + (size_t)h * hs;
         uint64_t base = (uint64_t)pidx * TT;
+        if (j->bf16) {
+            round_rows(Qr, hs, Q, C3, T, hs);
+            round_rows(Kr, hs, K, C3, len, hs);
+            round_rows(Vr, hs, V, C3, len, hs);
+            round_rows(Dr, hs, dctx, C, T, hs);
+            Q = Qr;
+            K = Kr;
+            V = Vr;
+            dctx = Dr;
+            ld = ldd = hs;
+        }
         /* Xt (len, T) = dropout(P)^T */
         for (int i = 0; i < T; i++) {
             const float *p = P + (size_t)i * T;
@@ -968,13 +1029,15 @@ BFT_HOT static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
                 for (int k = 0; k < len; k++)
                     Xt[(size_t)k * T + i] = p[k];
         }
+        if (j->bf16)
+            round_rows(Xt, T, Xt, T, len, T);
         /* dV (len, hs) = dropout(P)^T dctx; rows >= len get 0 */
-        gemm_raw(0, 0, len, hs, T, 1.0f, Xt, T, dctx, C, 0.0f, dV, C3);
+        gemm_raw(0, 0, len, hs, T, 1.0f, Xt, T, dctx, ldd, 0.0f, dV, C3);
         for (int t = len; t < T; t++)
             memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
         /* dP (T, len) = dctx V^T, through the dropout, then the softmax backward:
          * dS = P * (dP - sum_k P dP) */
-        gemm_raw(0, 1, T, len, hs, 1.0f, dctx, C, V, C3, 0.0f, dP, T);
+        gemm_raw(0, 1, T, len, hs, 1.0f, dctx, ldd, V, ld, 0.0f, dP, T);
         for (int i = 0; i < T; i++) {
             float *dp = dP + (size_t)i * T;
             const float *p = P + (size_t)i * T;
@@ -984,28 +1047,39 @@ BFT_HOT static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
             for (int k = 0; k < len; k++)
                 dp[k] = p[k] * (dp[k] - s);
         }
+        if (j->bf16)
+            round_rows(dP, T, dP, T, T, len);
         /* dQ (T, hs) = dS K / sqrt(hs) */
-        gemm_raw(0, 0, T, hs, len, scale, dP, T, K, C3, 0.0f, dQ, C3);
+        gemm_raw(0, 0, T, hs, len, scale, dP, T, K, ld, 0.0f, dQ, C3);
         /* dK (len, hs) = dS^T Q / sqrt(hs) */
         for (int i = 0; i < T; i++)
             for (int k = 0; k < len; k++)
                 Xt[(size_t)k * T + i] = dP[(size_t)i * T + k];
-        gemm_raw(0, 0, len, hs, T, scale, Xt, T, Q, C3, 0.0f, dK, C3);
+        gemm_raw(0, 0, len, hs, T, scale, Xt, T, Q, ld, 0.0f, dK, C3);
         for (int t = len; t < T; t++)
             memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
     }
     free(scratch);
 }
 
-void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
-                          const int32_t *lens, int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_attention_bwd_mode(float *dqkv, const float *dctx, const float *att,
+                                const float *qkv, const int32_t *lens, int B, int T, int C, int NH,
+                                const bft_dropout *d, int bf16)
 {
     att_job j = {0};
     pthread_once(&blas_once, blas_init);
     j.dqkv = dqkv;
     j.dctx = dctx;
     j.catt = att;
+    j.bf16 = bf16;
     att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_bwd_part);
+}
+
+void bft_cpu_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
+                              const float *qkv, const int32_t *lens, int B, int T, int C, int NH,
+                              const bft_dropout *d)
+{
+    bft_cpu_attention_bwd_mode(dqkv, dctx, att, qkv, lens, B, T, C, NH, d, 0);
 }
 
 /* ---------------------------------------------------------------- [CLS]-row attention */
@@ -1053,8 +1127,8 @@ BFT_HOT static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     free(buf);
 }
 
-void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                              int B, int T, int C, int NH, const bft_dropout *d)
+void bft_cpu_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
+                                  int B, int T, int C, int NH, const bft_dropout *d)
 {
     att_job j = {0};
     j.ctx = ctx;
@@ -1114,9 +1188,9 @@ BFT_HOT static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
     free(buf);
 }
 
-void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, const float *qkv,
-                              const int32_t *lens, int B, int T, int C, int NH,
-                              const bft_dropout *d)
+void bft_cpu_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att,
+                                  const float *qkv, const int32_t *lens, int B, int T, int C,
+                                  int NH, const bft_dropout *d)
 {
     att_job j = {0};
     j.dqkv = dqkv;
@@ -1127,13 +1201,13 @@ void bft_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att, 
 
 /* ---------------------------------------------------------------- small ops */
 
-void bft_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C)
+void bft_cpu_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C)
 {
     for (int r = 0; r < n; r++)
         memcpy(out + (size_t)r * C, inp + (size_t)rows[r] * C, (size_t)C * sizeof *out);
 }
 
-void bft_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n, int C)
+void bft_cpu_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n, int C)
 {
     for (int r = 0; r < n; r++) {
         float *d = dinp + (size_t)rows[r] * C;
@@ -1143,14 +1217,14 @@ void bft_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows
     }
 }
 
-void bft_op_bias_tanh_fwd(float *x, const float *bias, int N, int C)
+void bft_cpu_op_bias_tanh_fwd(float *x, const float *bias, int N, int C)
 {
     for (int r = 0; r < N; r++)
         for (int c = 0; c < C; c++)
             x[(size_t)r * C + c] = tanhf(x[(size_t)r * C + c] + (bias ? bias[c] : 0.0f));
 }
 
-void bft_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t n)
+void bft_cpu_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dinp[i] = dout[i] * (1.0f - y[i] * y[i]);
@@ -1199,9 +1273,9 @@ BFT_HOT static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, const float *row_scale, int N, int K,
-                         float dscale)
+void bft_cpu_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
+                             const int32_t *labels, const float *row_scale, int N, int K,
+                             float dscale)
 {
     xent_job j = {probs, losses, dlogits, logits, labels, row_scale, K, dscale};
     if (!probs && !dlogits)
@@ -1246,8 +1320,8 @@ static void bce_part(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
-                        const float *targets, int N, int K, float dscale)
+void bft_cpu_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                            const float *targets, int N, int K, float dscale)
 {
     bce_job j = {probs, losses, dlogits, logits, targets, K, dscale};
     if (!probs && !(targets && (losses || dlogits)))
@@ -1259,6 +1333,7 @@ void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float
 
 typedef struct {
     float *p, *m, *v, *g;
+    uint16_t *mir;
     float decay, b2, c1, c2, eps, gscale, step_size, bc2s;
     int zero_grad;
 } adamw_job;
@@ -1270,27 +1345,41 @@ BFT_HOT static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
     float decay = j->decay, b2 = j->b2, c1 = j->c1, c2 = j->c2;
     float gs = j->gscale, ss = -j->step_size, bc2s = j->bc2s, eps = j->eps;
     (void)tid;
-    for (int64_t i = i0; i < i1; i++) {
-        float gi = g[i] * gs;
-        float pi = p[i] * decay;
-        float mi = m[i] + c1 * (gi - m[i]); /* torch's lerp_ (weight < 0.5) */
-        float vi = v[i] * b2 + c2 * gi * gi; /* mul_(b2).addcmul_(g, g, value=1-b2) */
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
+    /* blocks of 4096, so that the bf16 mirror is written from the cache */
+    for (int64_t b0 = i0; b0 < i1; b0 += 4096) {
+        int64_t b1e = b0 + 4096 < i1 ? b0 + 4096 : i1;
+        for (int64_t i = b0; i < b1e; i++) {
+            float gi = g[i] * gs;
+            float pi = p[i] * decay;
+            float mi = m[i] + c1 * (gi - m[i]); /* torch's lerp_ (weight < 0.5) */
+            float vi = v[i] * b2 + c2 * gi * gi; /* mul_(b2).addcmul_(g, g, value=1-b2) */
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = pi + ss * (mi / (sqrtf(vi) / bc2s + eps));
+        }
+        if (j->mir)
+            for (int64_t i = b0; i < b1e; i++)
+                j->mir[i] = bft_f2bf(p[i]);
     }
     if (j->zero_grad)
         memset(g + i0, 0, (size_t)(i1 - i0) * sizeof *g);
 }
 
-void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
-                  double b2, double eps, double wd, float gscale, int64_t t, int zero_grad)
+void bft_cpu_adamw_mirror(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                          double b2, double eps, double wd, float gscale, int64_t t, int zero_grad,
+                          uint16_t *mir)
 {
     double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-    adamw_job j = {p, m, v, g, (float)(1.0 - lr * wd), (float)b2, (float)(1.0 - b1),
+    adamw_job j = {p, m, v, g, mir, (float)(1.0 - lr * wd), (float)b2, (float)(1.0 - b1),
                    (float)(1.0 - b2), (float)eps, gscale, (float)(lr / bc1), (float)sqrt(bc2),
                    zero_grad};
     bft_parallel_for((int64_t)n, 32768, adamw_part, &j);
+}
+
+void bft_cpu_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
+                      double b2, double eps, double wd, float gscale, int64_t t, int zero_grad)
+{
+    bft_cpu_adamw_mirror(p, g, m, v, n, lr, b1, b2, eps, wd, gscale, t, zero_grad, NULL);
 }
 
 /* ---------------------------------------------------------------- reductions */
@@ -1341,7 +1430,7 @@ static void sumsq_part(void *ctx, int64_t b0, int64_t b1, int tid)
     }
 }
 
-double bft_op_sumsq(const float *x, size_t n)
+double bft_cpu_op_sumsq(const float *x, size_t n)
 {
     size_t nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
     double total = 0.0;
@@ -1374,7 +1463,7 @@ static void zero_part(void *ctx, int64_t i0, int64_t i1, int tid)
     memset(j->x + i0, 0, (size_t)(i1 - i0) * sizeof(float));
 }
 
-void bft_op_zero(float *x, size_t n)
+void bft_cpu_op_zero(float *x, size_t n)
 {
     zero_job j = {x};
     bft_parallel_for((int64_t)n, 1 << 18, zero_part, &j);

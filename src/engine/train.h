@@ -85,7 +85,8 @@ typedef struct bft_train_opts {
                               * step runs; CUDA without a usable GPU is BFT_EDEVICE, never a
                               * silent fallback */
     int precision;           /* BFT_PRECISION_AUTO (default: bf16 mixed precision on CUDA,
-                              * fp32 on the CPU), _FP32 or _BF16 (CUDA only) */
+                              * fp32 on the CPU), _FP32 or _BF16 (the CPU's through oneDNN);
+                              * _INT8 is for inference only (BFT_EUNSUPPORTED here) */
 } bft_train_opts;
 
 #define BFT_STATE_NOTE_MAX 4096
@@ -115,12 +116,20 @@ uint64_t bft_train_hash(uint64_t h, const void *p, size_t n);
 #define BFT_METRIC_ACCURACY 1
 #define BFT_METRIC_MACRO_F1 2
 
-/* Compute devices and precisions (bft_train_opts.device / .precision, bft_set_device). */
+/* Compute devices and precisions (bft_train_opts.device / .precision,
+ * bft_set_device, the backends of backend.h): defined here only. */
 #define BFT_DEVICE_CPU 0
 #define BFT_DEVICE_CUDA 1
 #define BFT_PRECISION_AUTO 0
 #define BFT_PRECISION_FP32 1
 #define BFT_PRECISION_BF16 2
+#define BFT_PRECISION_INT8 3 /* inference on the CPU only */
+
+/* Parse "auto" / "fp32" / "bf16" / "int8" into BFT_PRECISION_*; -1 if unknown. */
+int bft_precision_parse(const char *name);
+
+/* The name of a BFT_PRECISION_* ("auto", "fp32", "bf16", "int8"; "?" if unknown). */
+const char *bft_precision_name(int precision);
 
 /* Trainer defaults as above. */
 bft_train_opts bft_train_default_opts(void);
@@ -223,9 +232,24 @@ int bft_set_device(int device, int precision, bft_error *err);
  * Changes no setting. */
 int bft_device_available(int device, bft_error *err);
 
+/* BFT_OK when device can compute in precision (BFT_PRECISION_*) in this
+ * process — the CPU in bf16: oneDNN loads (now) and the CPU has AVX512-BF16 or
+ * AMX — else BFT_EDEVICE / BFT_EUNSUPPORTED with what is missing. Changes no
+ * setting. */
+int bft_precision_available(int device, int precision, bft_error *err);
+
 /* "cpu", or the CUDA device's name once initialised ("NVIDIA H100 80GB HBM3
  * (sm_90, 79.1 GiB)"), else "cuda". */
 const char *bft_device_name(int device);
+
+/* "oneDNN 2.6.3 (AVX512_CORE_BF16): brg:avx512_core_bf16" — the oneDNN that
+ * serves bf16 on the CPU: its version, the ISA it uses and the implementations
+ * of the primitives created so far; "" when it was never loaded. */
+const char *bft_dnnl_info(void);
+
+/* "OpenBLAS 0.3.21 ... Haswell ..., core Haswell": the OpenBLAS build and the
+ * kernels (core) it chose for this CPU (OPENBLAS_CORETYPE overrides); loads it. */
+const char *bft_blas_info(void);
 
 /* The current inference device and precision (either may be NULL). */
 void bft_get_device(int *device, int *precision);

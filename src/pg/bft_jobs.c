@@ -468,10 +468,11 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 		reap_dead_jobs();
 
 		{
-			Oid			t[7] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-			Datum		v[7];
+			Oid			t[8] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+			Datum		v[8];
 			const char *device = GetConfigOption("bft.device", true, false);
 			const char *precision = GetConfigOption("bft.cuda_precision", true, false);
+			const char *cpu_precision = GetConfigOption("bft.cpu_precision", true, false);
 
 			/* the job trains with the submitting session's engine settings */
 			threads = GetConfigOption("bft.threads", true, false);
@@ -482,11 +483,12 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 			v[4] = CStringGetTextDatum(threads ? threads : "0");
 			v[5] = CStringGetTextDatum(device ? device : "cpu");
 			v[6] = CStringGetTextDatum(precision ? precision : "bf16");
+			v[7] = CStringGetTextDatum(cpu_precision ? cpu_precision : "fp32");
 			ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
 								" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
 								" $4, pg_catalog.jsonb_build_object('bft.threads', $5, 'bft.device', $6,"
-								" 'bft.cuda_precision', $7)) RETURNING id",
-								7, t, v, NULL, 1);
+								" 'bft.cuda_precision', $7, 'bft.cpu_precision', $8)) RETURNING id",
+								8, t, v, NULL, 1);
 			if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 				elog(ERROR, "could not insert into bft.train_jobs");
 			jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -750,7 +752,8 @@ bft_job_main(Datum main_arg)
 	int64		jobid;
 	char	   *args = NULL;
 	/* the engine settings of the submitting session (bft.train_jobs.settings) */
-	static const char *const setting_names[] = {"bft.threads", "bft.device", "bft.cuda_precision"};
+	static const char *const setting_names[] = {"bft.threads", "bft.device", "bft.cuda_precision",
+	"bft.cpu_precision"};
 	char	   *settings[lengthof(setting_names)] = {NULL};
 	char	   *state;
 	char	   *call;
@@ -787,7 +790,7 @@ bft_job_main(Datum main_arg)
 		v[0] = Int64GetDatum(jobid);
 		v[1] = Int32GetDatum(MyProcPid);
 		ret = exec_as_owner("SELECT state, args::text, settings->>'bft.threads', settings->>'bft.device',"
-							" settings->>'bft.cuda_precision'"
+							" settings->>'bft.cuda_precision', settings->>'bft.cpu_precision'"
 							" FROM bft.train_jobs WHERE id = $1 FOR UPDATE", 1, t, v, NULL, 1);
 		if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		{

@@ -28,6 +28,7 @@ char	   *bft_default_model = NULL;
 int			bft_progress_interval = 5;
 char	   *bft_device = NULL;
 int			bft_cuda_precision = BFT_PRECISION_BF16;
+int			bft_cpu_precision = BFT_PRECISION_FP32;
 int			bft_max_memory_kb = 0;
 int			bft_max_jobs = 4;
 int			bft_max_jobs_per_role = 2;
@@ -42,6 +43,13 @@ static ErrorData *engine_interrupt = NULL;
 static const struct config_enum_entry cuda_precision_options[] = {
 	{"bf16", BFT_PRECISION_BF16, false},
 	{"fp32", BFT_PRECISION_FP32, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry cpu_precision_options[] = {
+	{"fp32", BFT_PRECISION_FP32, false},
+	{"bf16", BFT_PRECISION_BF16, false},
+	{"int8", BFT_PRECISION_INT8, false},
 	{NULL, 0, false}
 };
 
@@ -171,8 +179,19 @@ _PG_init(void)
 							 "bf16 (the default): matrix products with bf16 operands and fp32 "
 							 "accumulation, fp32 master weights, optimizer state and statistics. "
 							 "fp32: everything in fp32 (slower; agrees with the CPU to rounding). "
-							 "The CPU always computes in fp32.",
+							 "The CPU follows bft.cpu_precision.",
 							 &bft_cuda_precision, BFT_PRECISION_BF16, cuda_precision_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("bft.cpu_precision",
+							 "Arithmetic of bft's engine on the CPU: 'fp32', 'bf16' or 'int8'.",
+							 "fp32 (the default): OpenBLAS sgemm, everything in fp32. bf16: matrix "
+							 "products with bf16 operands and fp32 accumulation through oneDNN, fp32 "
+							 "master weights, optimizer state and statistics (bft.cuda_precision's bf16); "
+							 "needs AVX512-BF16 or AMX. int8 (classification only): linear layers with "
+							 "int8 weights per output channel and int8 activations per row; needs VNNI or "
+							 "AMX. Both need oneDNN (libdnnl2); without it or the instructions they are "
+							 "an ERROR, never a silent fallback to fp32.",
+							 &bft_cpu_precision, BFT_PRECISION_FP32, cpu_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.max_memory",
 							"Memory bft's engine may use in one backend: cached models plus the current operation.",
@@ -283,11 +302,41 @@ bft_apply_threads(void)
 	bft_set_threads(bft_threads);
 }
 
-/* The engine precision for device: bft.cuda_precision on CUDA, fp32 (auto) on the CPU. */
+/* The engine precision for device: bft.cuda_precision on CUDA, bft.cpu_precision on the CPU. */
 int
 bft_precision_for(int device)
 {
-	return device == BFT_DEVICE_CUDA ? bft_cuda_precision : BFT_PRECISION_AUTO;
+	return device == BFT_DEVICE_CUDA ? bft_cuda_precision : bft_cpu_precision;
+}
+
+/*
+ * ERROR (0A000) when device cannot compute in its configured precision in
+ * this backend: bf16 or int8 on a CPU without the instructions or without
+ * oneDNN (loaded here, at the first request), or int8 for a training. Never
+ * a silent fallback.
+ */
+void
+bft_check_precision(int device, bool training)
+{
+	bft_error	err;
+	int			prec = bft_precision_for(device);
+
+	if (device != BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32)
+		return;
+	if (training && prec == BFT_PRECISION_INT8)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("bft.cpu_precision = 'int8' is for classification only"),
+				 errhint("SET bft.cpu_precision = 'fp32' or 'bf16' to train.")));
+	if (bft_precision_available(device, prec, &err) != BFT_OK)
+		ereport(ERROR,
+				(errcode(bft_engine_errcode(err.code)),
+				 errmsg("%s arithmetic on the CPU is not available", bft_precision_name(prec)),
+				 errdetail("%s", err.msg),
+				 errhint("SET bft.cpu_precision = 'fp32', or run on a CPU with %s with oneDNN "
+						 "(libdnnl2) installed.",
+						 prec == BFT_PRECISION_INT8 ? "AVX512-VNNI, AVX-VNNI or AMX"
+						 : "AVX512-BF16 or AMX")));
 }
 
 /* Apply bft.device before an inference call (bft_train takes its device from its argument). */
@@ -298,6 +347,7 @@ bft_apply_device(void)
 
 	int			dev = bft_resolve_device(NULL);
 
+	bft_check_precision(dev, false);
 	if (bft_set_device(dev, bft_precision_for(dev), &err) != BFT_OK)
 		bft_report_engine_error(&err, "could not select bft.device");
 }
@@ -326,10 +376,15 @@ bft_devices_sql(PG_FUNCTION_ARGS)
 		bool		ok = bft_device_available(devs[i], &err) == BFT_OK;
 		char		detail[sizeof(err.msg) + 64];
 
+		/* the CPU in bf16 or int8: usable when oneDNN and the instructions are there */
+		if (ok && devs[i] == BFT_DEVICE_CPU && bft_cpu_precision != BFT_PRECISION_FP32)
+			ok = bft_precision_available(BFT_DEVICE_CPU, bft_cpu_precision, &err) == BFT_OK;
 		if (!ok)
 			snprintf(detail, sizeof(detail), "%s", err.msg);
 		else if (devs[i] == BFT_DEVICE_CPU)
-			snprintf(detail, sizeof(detail), "fp32, %ld CPUs online, bft.threads = %d",
+			snprintf(detail, sizeof(detail), "%s (bft.cpu_precision), %ld CPUs online, bft.threads = %d",
+					 bft_cpu_precision == BFT_PRECISION_BF16 ? "bf16 mixed precision"
+					 : bft_cpu_precision == BFT_PRECISION_INT8 ? "int8 classification" : "fp32",
 					 sysconf(_SC_NPROCESSORS_ONLN), bft_threads);
 		else
 			snprintf(detail, sizeof(detail), "%s (bft.cuda_precision)",

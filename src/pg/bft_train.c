@@ -1154,6 +1154,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	train_device = bft_resolve_device(device);
+	bft_check_precision(train_device, true);
 	policy = bft_parse_deploy(deploy, &metric);
 
 	model_name = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
@@ -1863,9 +1864,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 best.load_best ? "true" : "false", bft_metric_name(best.metric), best.patience);
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
-	if (train_device == BFT_DEVICE_CUDA)
-		appendStringInfo(&params, ", \"precision\": \"%s\"",
-						 bft_cuda_precision == BFT_PRECISION_FP32 ? "fp32" : "bf16");
+	appendStringInfo(&params, ", \"precision\": \"%s\"",
+					 bft_precision_name(bft_precision_for(train_device)));
 	if (scratch)
 		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"

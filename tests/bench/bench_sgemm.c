@@ -12,7 +12,7 @@
  *   forward  out(N,O) = in(N,I) . W(O,I)^T      for (O,I) in (3C,C) (C,C) (I,C) (C,I)
  *   backward dIn(N,I) = dOut(N,O) . W(O,I)      and dW(O,I) += dOut^T(O,N) . in(N,I)
  * Two ways are timed: OpenBLAS's own threading (openblas_set_num_threads(THREADS),
- * one cblas_sgemm per product: "plain OpenBLAS") and the engine's bft_gemm (OpenBLAS
+ * one cblas_sgemm per product: "plain OpenBLAS") and the engine's bft_op_gemm (OpenBLAS
  * single-threaded, products split over the engine's pool).
  * Prints GFLOP/s and the GEMM-only ceilings in samples/s:
  *   train_gemm_ceiling = BATCH / (time of the 3 products per weight, all layers)
@@ -89,15 +89,15 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)big * big; i++)
         w[i] = dw[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
     double flops_fwd = 2.0 * Ntok * (double)L * (4.0 * C * C + 2.0 * C * Im), flops_all = 3 * flops_fwd;
-    const char *names[2] = {"openblas", "bft_gemm"};
-    gemm_fn fns[2] = {plain, bft_gemm};
+    const char *names[2] = {"openblas", "bft_op_gemm"};
+    gemm_fn fns[2] = {plain, bft_op_gemm};
     for (int v = 0; v < 2; v++) {
         double best_f = 1e30, best_a = 1e30, tf, ta;
         if (v == 0)
             openblas_set_num_threads(th);
         else {
             bft_threads_set(th);
-            bft_gemm(0, 0, 1, 1, 1, 1.0f, in, 1, w, 1, 0.0f, out, 1); /* sets OpenBLAS to 1 thread */
+            bft_op_gemm(0, 0, 1, 1, 1, 1.0f, in, 1, w, 1, 0.0f, out, 1); /* sets OpenBLAS to 1 thread */
         }
         for (int r = 0; r < rep + 1; r++) {
             pass(fns[v], L, C, Im, Ntok, in, w, out, dw, &tf, &ta);

@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """PyTorch eager baseline for tests/bench/bench_engine.sh (Debian's torch 1.13).
 
-    /usr/bin/python3 tests/bench/bench_torch.py LAYERS HIDDEN HEADS INTERMEDIATE VOCAB BATCH SEQ STEPS THREADS
+    /usr/bin/python3 tests/bench/bench_torch.py LAYERS HIDDEN HEADS INTERMEDIATE VOCAB BATCH SEQ STEPS THREADS [bf16]
+
+With a tenth argument bf16, forward passes (training and inference) run under
+torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's CPU mixed precision
+(the rates are then printed as torch_bf16_*).
 
 A BertForSequenceClassification built from torch.nn exactly like Hugging Face's
 modeling_bert.py (separate query/key/value Linear layers, post-LN, erf GELU,
@@ -17,6 +21,7 @@ and the CPU-time rates (samples per CPU-second of the process x THREADS:
 robust on a loaded machine when THREADS is 1)
     torch_train_samples_per_cpu_s_x_threads, torch_infer_samples_per_cpu_s_x_threads
 """
+import contextlib
 import math
 import resource
 import sys
@@ -86,6 +91,9 @@ class Bert(nn.Module):
 
 def main():
     L, C, NH, I, V, B, T, steps, threads = map(int, sys.argv[1:10])
+    bf16 = len(sys.argv) > 10 and sys.argv[10] == "bf16"
+    tag = "torch_bf16" if bf16 else "torch"
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = Bert(L, C, NH, I, V, 2)
@@ -103,7 +111,8 @@ def main():
     for s in range(steps + 1):
         if s == 1:
             t0, c0 = time.perf_counter(), time.process_time()
-        loss = F.cross_entropy(model(ids[s], mask), labels[s])
+        with amp():
+            loss = F.cross_entropy(model(ids[s], mask), labels[s])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -111,19 +120,21 @@ def main():
         opt.zero_grad()
     train_rate = B * steps / (time.perf_counter() - t0)
     train_cpu = B * steps / (time.process_time() - c0) * threads
-    print("torch_train_samples_per_s: %.3f" % train_rate)
-    print("torch_train_samples_per_cpu_s_x_threads: %.3f" % train_cpu, flush=True)
+    print("%s_train_samples_per_s: %.3f" % (tag, train_rate))
+    print("%s_train_samples_per_cpu_s_x_threads: %.3f" % (tag, train_cpu), flush=True)
     model.eval()
     with torch.no_grad():
         for s in range(steps + 1):
             if s == 1:
                 t0, c0 = time.perf_counter(), time.process_time()
-            F.softmax(model(ids[s], mask), dim=-1)
+            with amp():
+                F.softmax(model(ids[s], mask).float(), dim=-1)
     infer_rate = B * steps / (time.perf_counter() - t0)
     infer_cpu = B * steps / (time.process_time() - c0) * threads
-    print("torch_infer_samples_per_s: %.3f" % infer_rate)
-    print("torch_infer_samples_per_cpu_s_x_threads: %.3f" % infer_cpu)
-    print("torch_peak_rss_mb: %.1f" % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+    print("%s_infer_samples_per_s: %.3f" % (tag, infer_rate))
+    print("%s_infer_samples_per_cpu_s_x_threads: %.3f" % (tag, infer_cpu))
+    print("%s_peak_rss_mb: %.1f" % (tag, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+    print("%s_version: %s" % (tag, torch.__version__))
     return 0
 
 

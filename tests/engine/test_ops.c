@@ -30,7 +30,7 @@ static void test_gemm(void)
             for (int tB = 0; tB < 2; tB++) {
                 int lda = tA ? M : K, ldb = tB ? K : N;
                 memcpy(C, C0, (size_t)M * N * sizeof *C);
-                bft_gemm(tA, tB, M, N, K, 0.5f, A, lda, B, ldb, 1.0f, C, N);
+                bft_op_gemm(tA, tB, M, N, K, 0.5f, A, lda, B, ldb, 1.0f, C, N);
                 double worst = 0.0;
                 for (int i = 0; i < M; i++)
                     for (int j = 0; j < N; j++) {

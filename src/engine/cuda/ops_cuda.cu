@@ -612,8 +612,9 @@ static void gemm_f(int tA, int tB, int M, int N, int K, float alpha, const float
     gemm_t(tA, tB, M, N, K, alpha, a.p, a.ld, b.p, b.ld, beta, C, ldc, CUDA_R_16BF);
 }
 
-extern "C" void bft_cuda_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A,
-                              int lda, const float *B, int ldb, float beta, float *C, int ldc)
+extern "C" void bft_cuda_op_gemm(int tA, int tB, int M, int N, int K, float alpha,
+                                 const float *A, int lda, const float *B, int ldb, float beta,
+                                 float *C, int ldc)
 {
     if (!live())
         return;
@@ -1823,38 +1824,9 @@ static const bft_backend cuda_backend = {
     bft_cuda_copy,
     cu_check,
     bft_cuda_set_weights,
-    bft_cuda_gemm,
-    bft_cuda_op_linear_fwd,
-    bft_cuda_op_linear_bwd,
-    bft_cuda_op_colsum,
-    bft_cuda_op_bias_gelu_fwd,
-    bft_cuda_op_gelu_fwd,
-    bft_cuda_op_gelu_bwd,
-    bft_cuda_op_gelu_recompute,
-    bft_cuda_op_mul,
-    bft_cuda_op_embed_ln_fwd,
-    bft_cuda_op_embed_ln_bwd,
-    bft_cuda_op_residual_ln_fwd,
-    bft_cuda_op_layernorm_fwd,
-    bft_cuda_op_layernorm_bwd,
-    bft_cuda_op_dropout_bias_bwd,
-    bft_cuda_op_attention_fwd,
-    bft_cuda_op_attention_bwd,
-    bft_cuda_op_attention_cls_fwd,
-    bft_cuda_op_attention_cls_bwd,
-    bft_cuda_op_gather_rows,
-    bft_cuda_op_scatter_add_rows,
-    bft_cuda_op_bias_tanh_fwd,
-    bft_cuda_op_tanh_bwd,
-    bft_cuda_op_dropout_fwd,
-    bft_cuda_op_dropout_bwd,
-    bft_cuda_op_softmax_xent,
-    bft_cuda_op_sigmoid_bce,
-    bft_cuda_op_adamw,
-    bft_cuda_op_sumsq,
-    bft_cuda_op_zero,
-    bft_cuda_op_strided_rows,
-    bft_cuda_op_mean,
+#define BFT_OP(ret, name, params, args) bft_cuda_op_##name,
+#include "ops_list.h"
+#undef BFT_OP
 };
 
 static const bft_cuda_api cuda_api = {

@@ -1,9 +1,9 @@
 /*
  * ops_cuda.h — the CUDA backend of ops.h (cuBLAS GEMMs + CUDA kernels).
  *
- * Every bft_cuda_op_* / bft_cuda_gemm function has the signature and the
- * semantics of the bft_op_* / bft_gemm function of ops.h with the same suffix,
- * but takes DEVICE pointers (tensors, ids, lens, labels and row indices all
+ * Every bft_cuda_op_* function has the signature and the semantics of the
+ * bft_op_* function of ops.h (ops_list.h) with the same suffix, but takes
+ * DEVICE pointers (tensors, ids, lens, labels and row indices all
  * live in GPU memory). Shapes use the letters of ops.h: N rows, C channels,
  * OC/IC output/input features, K classes, B batch, T tokens, NH heads.
  *
@@ -119,74 +119,13 @@ void bft_cuda_set_weights(const float *w, size_t n);
 
 /* ---------------------------------------------------------------- ops (device pointers) */
 
-void bft_cuda_gemm(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
-                   const float *B, int ldb, float beta, float *C, int ldc);
-void bft_cuda_op_linear_fwd(float *out, const float *inp, const float *w, const float *bias,
-                            int N, int IC, int OC);
-void bft_cuda_op_linear_bwd(float *dinp, float *dw, float *dbias, const float *dout,
-                            const float *inp, const float *w, int N, int IC, int OC,
-                            int accum_dinp, int accum_dw);
-void bft_cuda_op_colsum(float *out, const float *x, int N, int C, int accum);
-void bft_cuda_op_bias_gelu_fwd(float *pre, float *out, const float *bias, int N, int OC);
-void bft_cuda_op_gelu_fwd(float *out, const float *inp, size_t n);
-void bft_cuda_op_gelu_bwd(float *dinp, const float *dout, const float *inp, size_t n);
-void bft_cuda_op_gelu_recompute(float *out, float *x, size_t n);
-void bft_cuda_op_mul(float *x, const float *y, size_t n);
-void bft_cuda_op_embed_ln_fwd(float *out, float *x, float *mean, float *rstd, const int32_t *ids,
-                              const float *wte, const float *wpe, const float *wtt,
-                              const float *w, const float *b, int B, int T, int C, float eps,
-                              const bft_dropout *d);
-void bft_cuda_op_embed_ln_bwd(float *dwte, float *dwpe, float *dwtt, float *dw, float *db,
-                              float *dout, float *dx, const float *x, const float *mean,
-                              const float *rstd, const int32_t *ids, const float *w, int B,
-                              int T, int C, int pad_id, const bft_dropout *d);
-void bft_cuda_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd,
-                                 const float *proj, const float *bias, const float *res,
-                                 const float *w, const float *b, int N, int C, float eps,
-                                 const bft_dropout *d);
-void bft_cuda_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
-                               const float *w, const float *b, int N, int C, float eps);
-void bft_cuda_op_layernorm_bwd(float *dx, float *dw, float *db, const float *dout,
-                               const float *x, const float *mean, const float *rstd,
-                               const float *w, int N, int C, int accum_w);
-void bft_cuda_op_dropout_bias_bwd(float *dproj, float *dbias, const float *dx, int N, int C,
-                                  const bft_dropout *d);
-void bft_cuda_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_t *lens,
-                               int B, int T, int C, int NH, const bft_dropout *d);
-void bft_cuda_op_attention_bwd(float *dqkv, const float *dctx, const float *att,
-                               const float *qkv, const int32_t *lens, int B, int T, int C,
-                               int NH, const bft_dropout *d);
-void bft_cuda_op_attention_cls_fwd(float *ctx, float *att, const float *qkv,
-                                   const int32_t *lens, int B, int T, int C, int NH,
-                                   const bft_dropout *d);
-void bft_cuda_op_attention_cls_bwd(float *dqkv, const float *dctx, const float *att,
-                                   const float *qkv, const int32_t *lens, int B, int T, int C,
-                                   int NH, const bft_dropout *d);
-void bft_cuda_op_gather_rows(float *out, const float *inp, const int64_t *rows, int n, int C);
-void bft_cuda_op_scatter_add_rows(float *dinp, const float *dout, const int64_t *rows, int n,
-                                  int C);
-void bft_cuda_op_bias_tanh_fwd(float *x, const float *bias, int N, int C);
-void bft_cuda_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t n);
-void bft_cuda_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d);
-void bft_cuda_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d);
-void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                              const int32_t *labels, const float *row_scale, int N, int K,
-                              float dscale);
-void bft_cuda_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
-                             const float *targets, int N, int K, float dscale);
-void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr,
-                       double b1, double b2, double eps, double wd, float gscale, int64_t t,
-                       int zero_grad);
-/* Synchronises (the result is returned to the host); 0 after an error. */
-double bft_cuda_op_sumsq(const float *x, size_t n);
-void bft_cuda_op_zero(float *x, size_t n);
-
-/* rows (n, device) = r * stride for r in [0, n): the [CLS] row indices. */
-void bft_cuda_op_strided_rows(int64_t *rows, int n, int64_t stride);
-
-/* Mean of x (n floats, device) summed in double in index order on the host
- * (the CPU backend's order): synchronises. */
-float bft_cuda_op_mean(const float *x, int n);
+/* bft_cuda_op_<name> for every op of ops_list.h (there: semantics and shapes;
+ * here every pointer is a device pointer). sumsq and mean synchronise (their
+ * result is returned to the host; 0 after an error); mean sums in double in
+ * index order on the host, the CPU backend's order. */
+#define BFT_OP(ret, name, params, args) ret bft_cuda_op_##name params;
+#include "ops_list.h"
+#undef BFT_OP
 
 #endif /* BFT_CUDA_MODULE */
 
