@@ -113,7 +113,7 @@ echo "# reference: $(metric ref duration_s) s in all, ${E[0]} s before fine-tuni
 # ---- 1. statement_timeout in epoch 3, then resume
 TO=$(awk -v a="${E[0]}" -v b="${E[1]}" -v c="${E[2]}" 'BEGIN { printf "%d", 1000 * (a + (b + c) / 2) }')
 out=$(psql -X -q -t -A -d $DB -c "SET statement_timeout = $TO" -c "$(train_sql r1 0)" 2>&1)
-check "echo \"\$out\" | grep -q 'canceling statement due to statement timeout'" \
+check "grep -q 'canceling statement due to statement timeout' <<<\"\$out\"" \
     "statement_timeout ${TO} ms cancels the training"
 check "[ \"\$(states)\" = \"\$(q \"SELECT format('%s_%s_%s.train', (SELECT oid FROM pg_database WHERE datname = current_database()), (SELECT oid FROM pg_roles WHERE rolname = current_user), encode('r1', 'hex'))\")\" ]" \
     "the cancelled training left its state file (database, role, model, phase): $(states)"
@@ -138,7 +138,7 @@ check "recovered" "the server recovers after kill -9"
 check "[ \"\$(states | tr , '\n' | sed 's/.*\.//' | paste -sd, -)\" = 'mlm,train' ]" "both phases' states survived the crash"
 out=$(PGOPTIONS="-c client_min_messages=notice -c bft.threads=1 -c bft.progress_interval=0" \
       psql -X -q -t -A -d $DB -c "$(train_sql r2 2 ", resume => true")" 2>&1)
-check "echo \"\$out\" | grep -q 'resuming training of \"r2\" after epoch [23] of 4' && ! echo \"\$out\" | grep -q 'mlm epoch'" \
+check "grep -q 'resuming training of \"r2\" after epoch [23] of 4' <<<\"\$out\" && ! grep -q 'mlm epoch' <<<\"\$out\"" \
     "resume continues fine-tuning; the MLM phase is not run again"
 echo "# MLM summaries: r2 $(q "SELECT metrics->'mlm' FROM bft.models WHERE name = 'r2'"), ref $(q "SELECT metrics->'mlm' FROM bft.models WHERE name = 'ref_mlm'")"
 check "same r2 ref_mlm && [ \"\$(metric r2 mlm,loss)\" = \"\$(metric ref_mlm mlm,loss)\" ] && [ \"\$(metric r2 mlm,resumed_after_epoch)\" = 2 ]" \
@@ -152,7 +152,7 @@ check "[ -n '$pid' ] && [ \"\$(q \"SELECT pg_cancel_backend($pid)\")\" = t ]" "t
 wait
 out=$(PGOPTIONS="-c client_min_messages=notice -c bft.threads=1 -c bft.progress_interval=0" \
       psql -X -q -t -A -d $DB -c "$(train_sql r3 2 ", resume => true")" 2>&1)
-check "echo \"\$out\" | grep -q 'resuming MLM pre-training of \"r3\" after epoch 1 of 2'" "resume continues the MLM pre-training"
+check "grep -q 'resuming MLM pre-training of \"r3\" after epoch 1 of 2' <<<\"\$out\"" "resume continues the MLM pre-training"
 check "same r3 ref_mlm" "resumed in the MLM phase: weights byte for byte equal to the uninterrupted run"
 
 # ---- 4. a background job resumed after a cancel
@@ -176,11 +176,11 @@ wait
 a_state=$(states)
 out=$(psql -X -q -t -A -d $DB -c "SET client_min_messages = notice" -c "SET ROLE trainer_b" \
       -c "$(train_sql shared 0 ", resume => true, deploy => 'never'")" 2>&1)
-check "echo \"\$out\" | grep -q 'no saved training state of \"shared\" for role \"trainer_b\": training from the start' && [ \"\$(metric shared resumed_after_epoch)\" = 0 ] && [ \"\$(states)\" = '$a_state' ]" \
+check "grep -q 'no saved training state of \"shared\" for role \"trainer_b\": training from the start' <<<\"\$out\" && [ \"\$(metric shared resumed_after_epoch)\" = 0 ] && [ \"\$(states)\" = '$a_state' ]" \
     "another role cannot resume it: trainer_b trains from the start; trainer_a's state is left alone"
 out=$(psql -X -q -t -A -d $DB -c "SET client_min_messages = notice" -c "SET ROLE trainer_a" \
       -c "$(train_sql shared 0 ", resume => true")" 2>&1)
-check "echo \"\$out\" | grep -q 'resuming training of \"shared\"' && [ \"\$(q \"SELECT created_by FROM bft.models WHERE name = 'shared' ORDER BY version DESC LIMIT 1\")\" = trainer_a ] && [ -z \"\$(states)\" ]" \
+check "grep -q 'resuming training of \"shared\"' <<<\"\$out\" && [ \"\$(q \"SELECT created_by FROM bft.models WHERE name = 'shared' ORDER BY version DESC LIMIT 1\")\" = trainer_a ] && [ -z \"\$(states)\" ]" \
     "trainer_a resumes its own training; its state is gone after the commit"
 
 # ---- changed data: resume refuses the state
@@ -190,7 +190,7 @@ q "SELECT pg_cancel_backend($pid)" >/dev/null
 wait
 q "INSERT INTO docs VALUES (9999, 'one more row about oil', 'markets')" >/dev/null
 out=$(psql -X -q -t -A -d $DB -v VERBOSITY=verbose -c "$(train_sql r5 0 ", resume => true")" 2>&1)
-check "echo \"\$out\" | grep -q 'ERROR:  55000: cannot resume: the saved training state does not fit this training' && echo \"\$out\" | grep -q 'resume => false to start over'" \
+check "grep -q 'ERROR:  55000: cannot resume: the saved training state does not fit this training' <<<\"\$out\" && grep -q 'resume => false to start over' <<<\"\$out\"" \
     "resume after the data changed: ERROR 55000 with a hint"
 q "DELETE FROM docs WHERE id = 9999" >/dev/null
 # a rolled-back resumed training keeps the state; the committed one removes it
@@ -213,7 +213,7 @@ q "SELECT pg_cancel_backend($pid)" >/dev/null
 wait
 before=$(states)
 out=$(q "SET client_min_messages = notice; SELECT bft_drop_model('never_stored')")
-check "[ -n '$before' ] && [ -z \"\$(states)\" ] && echo \"\$out\" | grep -q 'has no version; its saved training state is discarded' && echo \"\$out\" | grep -qx 0" \
+check "[ -n '$before' ] && [ -z \"\$(states)\" ] && grep -q 'has no version; its saved training state is discarded' <<<\"\$out\" && echo \"\$out\" | grep -qx 0" \
     "bft_drop_model of a name never stored discards the caller's saved state (returns 0)"
 
 # ---- retention, and bft.save_train_state = off
@@ -231,7 +231,7 @@ q "SELECT pg_cancel_backend($pid)" >/dev/null
 wait
 check "[ -n '$pid' ] && [ -z \"\$(states)\" ]" "bft.save_train_state = off saves no state"
 out=$(psql -X -q -t -A -d $DB -c "SELECT count(*) FROM bft_progress()" -c "SET ROLE trainer_a" -c "SET bft.train_state_retention = 60" 2>&1)
-check "echo \"\$out\" | grep -q 'permission denied to set parameter'" "a plain role cannot change bft.train_state_retention"
+check "grep -q 'permission denied to set parameter' <<<\"\$out\"" "a plain role cannot change bft.train_state_retention"
 
 echo "RESULT: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

@@ -110,7 +110,14 @@ my $waited = time - $t0;
 my $run = q1("SELECT status || '|' || coalesce(return_message, '') FROM cron.job_run_details WHERE jobid = $jobid ORDER BY runid LIMIT 1");
 my $jstart = q1("SELECT start_time FROM cron.job_run_details WHERE jobid = $jobid ORDER BY runid LIMIT 1");
 q1(q{SELECT cron.unschedule('bft_retrain'); SELECT cron.unschedule('bft_retrain_async')});
-sleep 2;
+# Let each session finish the statement in flight at the deployment and run one
+# that started after it (a statement can take seconds on a loaded machine).
+my $t1 = time;
+while ($status eq 'succeeded' && time - $t1 < 90)
+{
+	last if slurp_file("$tmp/s1.out") =~ /\|down$/m && slurp_file("$tmp/s2.out") =~ /\|down$/m;
+	sleep 1;
+}
 q1('UPDATE ctl SET stop = true');
 $s1->finish;
 $s2->finish;
