@@ -611,7 +611,7 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     bft_dev_upload(d_ids, ids, (size_t)n * sizeof *d_ids);
     bft_dev_upload(d_len, &len, sizeof len);
     bft_dev_upload(d_rows, rows, (size_t)M * sizeof *d_rows);
-    bert_batch bt = {1, n, d_ids, d_len, NULL, NULL};
+    bert_batch bt = {1, n, d_ids, d_len, NULL, NULL, NULL};
     const float *top = bert_encoder_forward(dm, &a, &bt, NULL);
     bert_mlm_forward(dm, &w, top, d_rows, M, NULL);
     bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);

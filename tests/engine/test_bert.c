@@ -303,7 +303,7 @@ static void test_golden_mlm(void)
     memset(&w, 0, sizeof w);
     CHECK(bert_acts_alloc(&a, &m->cfg, 0, B, T, 1) == 0, "acts");
     CHECK(bert_mlm_reserve(&w, &m->cfg, M) == 0, "ws");
-    bert_batch bt = {B, T, ids, lens, NULL, NULL};
+    bert_batch bt = {B, T, ids, lens, NULL, NULL, NULL};
     bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
     const float *top = bert_encoder_forward(m, &a, &bt, &dc);
     /* probabilities (eval path) */

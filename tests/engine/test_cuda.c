@@ -836,7 +836,7 @@ static void mlm_golden_gpu(int bf16)
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)M * 4);
         bft_dev_upload(d_rows, rows, (size_t)M * 8);
-        bert_batch bt = {B, T, d_ids, d_lens, NULL, NULL};
+        bert_batch bt = {B, T, d_ids, d_lens, NULL, NULL, NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         const float *top = bert_encoder_forward(&dv.dm, &a, &bt, &dc);
         bert_mlm_forward(&dv.dm, &w, top, d_rows, M, NULL);
