@@ -564,7 +564,7 @@ bft_memory_require(Size need, const char *what, const char *hint)
 			(errcode(ERRCODE_OUT_OF_MEMORY),
 			 errmsg("%s needs %zu MB, more than bft.max_memory allows", what,
 					(need + (1 << 20) - 1) >> 20),
-			 errdetail("bft.max_memory is %zu MB; models cached by this session use %zu MB.",
+			 errdetail("bft.max_memory is %zu MB; models cached by this backend use %zu MB.",
 					   limit >> 20, cached >> 20),
 			 errhint("%s", hint)));
 }

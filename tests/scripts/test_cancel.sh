@@ -26,7 +26,7 @@ q "CREATE TABLE tweets AS
      FROM generate_series(1, 3000) i"
 TRAIN="SELECT * FROM bft_train('tweets', 'text', 'label', epochs => 50, max_length => 64, model => 'cancel_me', mlm_epochs => 0)"
 
-# 1. pg_cancel_backend while training; watch bft.progress from this session.
+# 1. pg_cancel_backend while training; watch bft.progress from a second connection.
 psql -X -q -d "$DB" -c "SET bft.progress_interval = 1" -c "$TRAIN" >"${BFT_TMP:-/tmp}/cancel1.log" 2>&1 &
 BG=$!
 pid=""
