@@ -2,7 +2,8 @@
  * golden_device.h — the golden tests of test_bert.c (PyTorch float64
  * reference, tests/data/golden) on a chosen device and precision: forward
  * probabilities, logits and loss, every gradient, and 10 AdamW steps of
- * bft_train, for the classifier checkpoints and the MLM one (with
+ * bft_train, for the classifier checkpoints (multi-label ones with their
+ * targets, class-weighted ones with their row shares) and the MLM one (with
  * bft_fill_mask). Tolerances: fp32 as test_bert; bf16 mixed precision from
  * the bf16 unit roundoff u = 2^-8 (as test_cuda.c's header explains):
  *   probabilities   |a - b| <= 1e-2
@@ -10,7 +11,7 @@
  *   gradients       per tensor ||a - b|| <= 5e-2 ||b||
  *   params, 10 steps |a - b| <= 2e-5 max(|b|, .05) + 0.5 sum(lr) per element,
  *                    mean |a - b| <= 0.05 sum(lr).
- * Used by test_cuda.c (device cuda) and test_cpu_bf16.c (the CPU's bf16).
+ * Used by test_cuda.c (device cuda) and test_cpu_precision.c (the CPU's bf16).
  * Include after test.h, with the engine headers.
  */
 #ifndef BFT_GOLDEN_DEVICE_H
@@ -34,7 +35,7 @@ static bft_model *golden_model(const char *name, const golden *gd)
 {
     bft_error err;
     char dir[256];
-    snprintf(dir, sizeof dir, "tests/data/ckpt/%s", name);
+    snprintf(dir, sizeof dir, "tests/data/ckpt/%s", golden_checkpoint(name));
     bft_model *m = bft_model_load_dir(dir, &err);
     CHECK(m != NULL, "load %s: %s", dir, err.msg);
     if (!m)
@@ -112,23 +113,29 @@ static void check_grads(const golden *gd, const bft_model *m, const float *gmem,
     free(ti);
 }
 
-static void golden_cls_device(const char *name, int device, int bf16)
+/* The golden gname.bin on checkpoint ckpt (a golden with "targets": multi-label). */
+static void golden_cls_device_on(const char *ckpt, const char *gname, int device, int bf16)
 {
     golden gd;
     bft_error err;
     char path[256];
-    snprintf(path, sizeof path, "tests/data/golden/%s.bin", name);
+    const char *name = gname;
+    snprintf(path, sizeof path, "tests/data/golden/%s.bin", gname);
     CHECK(golden_load(&gd, path) == 0, "cannot read %s", path);
     if (!gd.n)
         return;
-    bft_model *m = golden_model(name, &gd);
+    bft_model *m = golden_model(ckpt, &gd);
     if (!m) {
         golden_free(&gd);
         return;
     }
     const rec *rids = gfind(&gd, "ids"), *rlens = gfind(&gd, "lens"), *rlab = gfind(&gd, "labels");
+    const rec *rtg = gfind(&gd, "targets");
     int B = (int)rids->dims[0], T = (int)rids->dims[1], K = m->cfg.num_labels;
-    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab->data;
+    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab ? rlab->data : NULL;
+    const float *targets = rtg ? rtg->data : NULL;
+    if (targets)
+        m->cfg.problem_type = BFT_PROBLEM_MULTI_LABEL;
     int prec = bf16 ? BFT_PRECISION_BF16 : BFT_PRECISION_FP32;
     double tp = bf16 ? 1e-2 : 1e-5, tl = bf16 ? 3e-2 : 1e-5;
 
@@ -141,10 +148,20 @@ static void golden_cls_device(const char *name, int device, int bf16)
         CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
         int32_t *d_ids = bft_dev_alloc((size_t)B * T * 4), *d_lens = bft_dev_alloc((size_t)B * 4),
                 *d_lab = bft_dev_alloc((size_t)B * 4);
+        float *d_tg = bft_dev_alloc((size_t)B * K * 4);
         bft_dev_upload(d_ids, ids, (size_t)B * T * 4);
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
-        bft_dev_upload(d_lab, labels, (size_t)B * 4);
-        bert_batch bt = {B, T, d_ids, d_lens, d_lab, NULL, NULL};
+        if (labels)
+            bft_dev_upload(d_lab, labels, (size_t)B * 4);
+        if (targets)
+            bft_dev_upload(d_tg, targets, (size_t)B * K * 4);
+        bert_batch bt = {B, T, d_ids, d_lens, labels ? d_lab : NULL, targets ? d_tg : NULL, NULL};
+        float shares[64], *d_sh = bft_dev_alloc(sizeof shares);
+        CHECK(B <= 64, "golden batch of %d", B);
+        if (golden_row_weights(&gd, labels, B, shares)) {
+            bft_dev_upload(d_sh, shares, (size_t)B * sizeof *shares);
+            bt.weights = d_sh;
+        }
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         float loss = bert_cls_forward(&dv.dm, &a, &bt, &dc);
         float *pr = malloc((size_t)B * K * 4), *lg = malloc((size_t)B * K * 4);
@@ -179,14 +196,18 @@ static void golden_cls_device(const char *name, int device, int bf16)
         bft_dev_free(d_ids);
         bft_dev_free(d_lens);
         bft_dev_free(d_lab);
+        bft_dev_free(d_tg);
+        bft_dev_free(d_sh);
         bert_acts_free(&a);
         bft_devmodel_close(&dv);
     }
 
     /* 10 steps of bft_train on the device */
-    int32_t *tok;
-    int64_t *off;
+    int32_t *tok, *lids = NULL;
+    int64_t *off, *loff = NULL;
     bft_dataset ds = golden_train_set(ids, lens, labels, B, T, &tok, &off);
+    if (targets)
+        golden_label_sets(&ds, targets, B, K, &loff, &lids);
     bft_train_opts o = golden_train_opts(&gd, B);
     o.device = device;
     o.precision = prec;
@@ -205,8 +226,16 @@ static void golden_cls_device(const char *name, int device, int bf16)
            name, bf16 ? "bf16" : "fp32", p10.compared, DEVNAME, p10.worst, p10.mean_err, p10.sum_lr);
     free(off);
     free(tok);
+    free(loff);
+    free(lids);
     bft_model_free(m);
     golden_free(&gd);
+}
+
+/* The golden name.bin on its own checkpoint (golden_checkpoint). */
+static void golden_cls_device(const char *name, int device, int bf16)
+{
+    golden_cls_device_on(golden_checkpoint(name), name, device, bf16);
 }
 
 static void golden_mlm_device(int device, int bf16)
