@@ -38,49 +38,10 @@
 #include "model.h"
 #include "rng.h"
 #include "test.h"
+#include "testdata.h"
 #include "train.h"
 
 #define CKPT "tests/data/ckpt/"
-
-/* A toy task: label k iff token 20+k appears (once, at a random place),
- * other tokens random from [30, 130); lengths 4..14. */
-typedef struct {
-    bft_dataset ds;
-    int32_t *tok, *lab;
-    int64_t *off;
-} toy;
-
-static void toy_make(toy *t, int n, uint64_t seed, int K)
-{
-    bft_rng r;
-    bft_rng_seed(&r, seed);
-    t->tok = malloc((size_t)n * 16 * sizeof *t->tok);
-    t->lab = malloc((size_t)n * sizeof *t->lab);
-    t->off = malloc((size_t)(n + 1) * sizeof *t->off);
-    t->off[0] = 0;
-    for (int i = 0; i < n; i++) {
-        int len = 4 + (int)bft_rng_below(&r, 11), k = (int)bft_rng_below(&r, (uint64_t)K);
-        int32_t *s = t->tok + t->off[i];
-        s[0] = 2;
-        for (int j = 1; j < len - 1; j++)
-            s[j] = 30 + (int32_t)bft_rng_below(&r, 100);
-        s[1 + (int)bft_rng_below(&r, (uint64_t)(len - 2))] = 20 + k;
-        s[len - 1] = 3;
-        t->lab[i] = k;
-        t->off[i + 1] = t->off[i] + len;
-    }
-    t->ds.n = n;
-    t->ds.tokens = t->tok;
-    t->ds.offsets = t->off;
-    t->ds.labels = t->lab;
-}
-
-static void toy_free(toy *t)
-{
-    free(t->tok);
-    free(t->lab);
-    free(t->off);
-}
 
 typedef struct {
     int steps, epochs_seen, cancel_at;
