@@ -76,6 +76,17 @@ char *cli_read_file(const char *path, size_t *len);
  * Returns 1, or 0 at end of input. */
 int cli_next_line(FILE *f, char **line, size_t *cap, size_t *len);
 
+/* Most lines cli_stdin_chunks hands over at once. */
+#define CLI_LINE_CHUNK 256
+
+/* Read stdin line by line (cli_next_line) and call fn(ctx, lines, lens, n) for
+ * every chunk of n lines: one at a time when stdin is a terminal (answers come
+ * at once), else up to CLI_LINE_CHUNK (output streams for long inputs).
+ * Returns fn's first nonzero result, 1 on out of memory or a read error
+ * (reported as "bft-cli CMD: ..."), else 0. */
+int cli_stdin_chunks(const char *cmd, int (*fn)(void *ctx, char **lines, size_t *lens, int64_t n),
+                     void *ctx);
+
 /* s as a JSON string literal (quotes, escapes; UTF-8 passed through). */
 void cli_json_string(FILE *f, const char *s);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "train.h"
 
@@ -221,6 +222,44 @@ int cli_next_line(FILE *f, char **line, size_t *cap, size_t *len)
         (*line)[--n] = '\0';
     *len = (size_t)n;
     return 1;
+}
+
+int cli_stdin_chunks(const char *cmd, int (*fn)(void *ctx, char **lines, size_t *lens, int64_t n),
+                     void *ctx)
+{
+    int64_t chunk = isatty(STDIN_FILENO) ? 1 : CLI_LINE_CHUNK, n = 0;
+    char **lines = calloc((size_t)chunk, sizeof *lines);
+    size_t *lens = calloc((size_t)chunk, sizeof *lens), *caps = calloc((size_t)chunk, sizeof *caps);
+    int rc = 0;
+    if (!lines || !lens || !caps) {
+        fprintf(stderr, "bft-cli %s: out of memory\n", cmd);
+        rc = 1;
+        goto out;
+    }
+    for (;;) {
+        int more = cli_next_line(stdin, &lines[n], &caps[n], &lens[n]);
+        if (more)
+            n++;
+        if (n == chunk || (!more && n > 0)) {
+            if ((rc = fn(ctx, lines, lens, n)) != 0)
+                break;
+            n = 0;
+        }
+        if (!more)
+            break;
+    }
+    if (ferror(stdin)) {
+        fprintf(stderr, "bft-cli %s: error reading stdin\n", cmd);
+        rc = 1;
+    }
+out:
+    if (lines)
+        for (int64_t i = 0; i < chunk; i++)
+            free(lines[i]);
+    free(lines);
+    free(lens);
+    free(caps);
+    return rc;
 }
 
 /* ---- output ----------------------------------------------------------------- */

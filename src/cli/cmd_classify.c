@@ -79,6 +79,19 @@ static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_
     return 0;
 }
 
+typedef struct {
+    const bft_model *m;
+    int max_length, batch;
+    float *probs; /* (CLI_LINE_CHUNK, K) */
+} classify_ctx;
+
+/* cli_stdin_chunks callback: classify_chunk with the command's settings. */
+static int classify_lines(void *ctx, char **lines, size_t *lens, int64_t n)
+{
+    classify_ctx *c = ctx;
+    return classify_chunk(c->m, lines, lens, n, c->max_length, c->batch, c->probs);
+}
+
 int cmd_classify(int argc, char **argv)
 {
     const char *model_dir = NULL, *device = "cpu", *precision = "auto";
@@ -93,9 +106,6 @@ int cmd_classify(int argc, char **argv)
     };
     bft_model *m;
     bft_error err;
-    int64_t chunk, n = 0;
-    char **lines;
-    size_t *lens, *caps;
     float *probs;
 
     if (cli_wants_help(argc, argv)) {
@@ -123,40 +133,14 @@ int cmd_classify(int argc, char **argv)
         bft_model_free(m);
         return 2;
     }
-    /* interactive: answer every line at once; piped: chunks of lines */
-    chunk = isatty(STDIN_FILENO) ? 1 : 256;
-    lines = calloc((size_t)chunk, sizeof *lines);
-    lens = calloc((size_t)chunk, sizeof *lens);
-    caps = calloc((size_t)chunk, sizeof *caps);
-    probs = malloc((size_t)chunk * (size_t)m->cfg.num_labels * sizeof *probs);
-    if (!lines || !lens || !caps || !probs) {
+    probs = malloc((size_t)CLI_LINE_CHUNK * (size_t)m->cfg.num_labels * sizeof *probs);
+    if (!probs) {
         fprintf(stderr, "bft-cli classify: out of memory\n");
-        rc = 1;
-        goto out;
+        bft_model_free(m);
+        return 1;
     }
-    for (;;) {
-        int more = cli_next_line(stdin, &lines[n], &caps[n], &lens[n]);
-        if (more)
-            n++;
-        if (n == chunk || (!more && n > 0)) {
-            if ((rc = classify_chunk(m, lines, lens, n, max_length, batch, probs)) != 0)
-                break;
-            n = 0;
-        }
-        if (!more)
-            break;
-    }
-    if (ferror(stdin)) {
-        fprintf(stderr, "bft-cli classify: error reading stdin\n");
-        rc = 1;
-    }
-out:
-    if (lines)
-        for (int64_t i = 0; i < chunk; i++)
-            free(lines[i]);
-    free(lines);
-    free(lens);
-    free(caps);
+    classify_ctx c = {m, max_length, batch, probs};
+    rc = cli_stdin_chunks("classify", classify_lines, &c);
     free(probs);
     bft_model_free(m);
     return rc;

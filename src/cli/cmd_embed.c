@@ -108,6 +108,20 @@ static int embed_chunk(const bft_model *m, char **lines, size_t *lens, int64_t n
     return 0;
 }
 
+typedef struct {
+    const bft_model *m;
+    int max_length, batch;
+    const bft_pooling *pool;
+    int hidden, binary;
+} embed_ctx;
+
+/* cli_stdin_chunks callback: embed_chunk with the command's settings. */
+static int embed_lines(void *ctx, char **lines, size_t *lens, int64_t n)
+{
+    embed_ctx *c = ctx;
+    return embed_chunk(c->m, lines, lens, n, c->max_length, c->batch, c->pool, c->hidden, c->binary);
+}
+
 int cmd_embed(int argc, char **argv)
 {
     const char *model_dir = NULL, *device = "cpu", *precision = "auto", *pooling = NULL;
@@ -126,9 +140,6 @@ int cmd_embed(int argc, char **argv)
     bft_model *m;
     bft_error err;
     bft_pooling pool;
-    int64_t chunk, n = 0;
-    char **lines;
-    size_t *lens, *caps;
 
     if (cli_wants_help(argc, argv)) {
         embed_usage(stdout);
@@ -161,39 +172,8 @@ int cmd_embed(int argc, char **argv)
         bft_model_free(m);
         return 2;
     }
-    /* interactive: answer every line at once; piped: chunks of lines */
-    chunk = isatty(STDIN_FILENO) ? 1 : 256;
-    lines = calloc((size_t)chunk, sizeof *lines);
-    lens = calloc((size_t)chunk, sizeof *lens);
-    caps = calloc((size_t)chunk, sizeof *caps);
-    if (!lines || !lens || !caps) {
-        fprintf(stderr, "bft-cli embed: out of memory\n");
-        rc = 1;
-        goto out;
-    }
-    for (;;) {
-        int more = cli_next_line(stdin, &lines[n], &caps[n], &lens[n]);
-        if (more)
-            n++;
-        if (n == chunk || (!more && n > 0)) {
-            if ((rc = embed_chunk(m, lines, lens, n, max_length, batch, &pool, hidden, binary)) != 0)
-                break;
-            n = 0;
-        }
-        if (!more)
-            break;
-    }
-    if (ferror(stdin)) {
-        fprintf(stderr, "bft-cli embed: error reading stdin\n");
-        rc = 1;
-    }
-out:
-    if (lines)
-        for (int64_t i = 0; i < chunk; i++)
-            free(lines[i]);
-    free(lines);
-    free(lens);
-    free(caps);
+    embed_ctx c = {m, max_length, batch, &pool, hidden, binary};
+    rc = cli_stdin_chunks("embed", embed_lines, &c);
     bft_model_free(m);
     return rc;
 }
