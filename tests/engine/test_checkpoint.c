@@ -23,57 +23,18 @@
 #include "rng.h"
 #include "safetensors.h"
 #include "test.h"
+#include "testfiles.h"
 #include "train.h"
 
 #define CKPT "tests/data/ckpt/"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    }
-    return buf;
-}
-
 static char *read_ckpt(const char *name, const char *file, size_t *len)
 {
     char path[512];
     snprintf(path, sizeof path, CKPT "%s/%s", name, file);
-    return read_all(path, len);
-}
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[PATH_MAX];
-    if (!d)
-        return;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
+    return test_read_file(path, len);
 }
 
 /* The tiny checkpoint's files, for building variants in memory. */
@@ -947,7 +908,7 @@ static void test_round_trip(void)
             char *file;
             CHECK(sa && sb && la == lb && memcmp(sa, sb, la) == 0, "%s: safetensors bytes identical", ALL[k]);
             snprintf(path, sizeof path, "%s/model.safetensors", out);
-            file = read_all(path, &lf);
+            file = test_read_file(path, &lf);
             CHECK(file && lf == la && memcmp(file, sa, la) == 0, "%s: file == to_safetensors", ALL[k]);
             /* memory round trip with the generated config */
             {
@@ -968,13 +929,13 @@ static void test_round_trip(void)
                     char *x, *y;
                     snprintf(p1, sizeof p1, "%s/%s", out, fs[i]);
                     snprintf(p2, sizeof p2, "%s/%s", out2, fs[i]);
-                    x = read_all(p1, &l1);
-                    y = read_all(p2, &l2);
+                    x = test_read_file(p1, &l1);
+                    y = test_read_file(p2, &l2);
                     CHECK(x && y && l1 == l2 && memcmp(x, y, l1) == 0, "%s: %s stable", ALL[k], fs[i]);
                     free(x);
                     free(y);
                 }
-                rm_dir(out2);
+                test_rm_dir(out2);
             }
             free(file);
             free(sa);
@@ -983,7 +944,7 @@ static void test_round_trip(void)
         bft_model_free(a);
         bft_model_free(b);
         bft_model_free(c);
-        rm_dir(out);
+        test_rm_dir(out);
         snprintf(out, sizeof out, "%s/%s", dir, ALL[k]);
         rmdir(out);
     }
@@ -1549,7 +1510,7 @@ static void test_load_dir_errors(void)
     fclose(fp);
     m = bft_model_load_dir(dir, &err);
     CHECK(!m && err.code == BFT_EFORMAT && strstr(err.msg, "empty"), "empty weights: %s", err.msg);
-    rm_dir(dir);
+    test_rm_dir(dir);
     /* saving into a path under a regular file fails cleanly */
     {
         bft_model *t = bft_model_load_dir(CKPT "tiny", &err);
@@ -1710,10 +1671,10 @@ static void test_tokenizer_json(void)
     bft_error err;
     size_t n;
     files f = load_files("tiny");
-    char *tj = read_all("tests/data/hf/tokenizer/uncased/tokenizer.json", &n);
+    char *tj = test_read_file("tests/data/hf/tokenizer/uncased/tokenizer.json", &n);
     size_t tj_len = n, tc_len = 0, cj_len = 0;
-    char *tc = read_all("tests/data/hf/tokenizer/uncased/tokenizer_config.json", &tc_len);
-    char *cj = read_all("tests/data/hf/tokenizer/cased/tokenizer.json", &cj_len);
+    char *tc = test_read_file("tests/data/hf/tokenizer/uncased/tokenizer_config.json", &tc_len);
+    char *cj = test_read_file("tests/data/hf/tokenizer/cased/tokenizer.json", &cj_len);
     CHECK(dir && tj && tc && cj && f.config && f.st, "test files (run from the repository root)");
     if (!dir || !tj || !tc || !cj || !f.config || !f.st)
         goto out;
@@ -1819,7 +1780,7 @@ static void test_tokenizer_json(void)
     }
 out:
     if (dir)
-        rm_dir(dir);
+        test_rm_dir(dir);
     free(tj);
     free(tc);
     free(cj);

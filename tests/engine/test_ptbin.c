@@ -31,29 +31,9 @@
 #include "ptbin.h"
 #include "safetensors.h"
 #include "test.h"
+#include "testfiles.h"
 
 #define HF "tests/data/hf/"
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf;
-    long n;
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf)
-        *len = (size_t)n;
-    return buf;
-}
 
 /* bft's safetensors bytes for a .bin must hold exactly the expected tensors. */
 static void same_tensors(const char *what, const unsigned char *got, size_t got_len,
@@ -85,14 +65,14 @@ static void same_tensors(const char *what, const unsigned char *got, size_t got_
 static void test_synthetic_both_formats(void)
 {
     size_t wl = 0;
-    unsigned char *want = read_all(HF "bin/synth_expected.safetensors", &wl);
+    unsigned char *want = test_read_file(HF "bin/synth_expected.safetensors", &wl);
     static const char *files[] = {HF "bin/synth_zip.bin", HF "bin/synth_legacy.bin", HF "bin/synth_zip64.bin"};
     CHECK(want != NULL, "expected file (run from the repository root)");
     if (!want)
         return;
     for (int k = 0; k < 3; k++) {
         size_t len = 0, out_len = 0;
-        unsigned char *bin = read_all(files[k], &len);
+        unsigned char *bin = test_read_file(files[k], &len);
         bft_error err;
         CHECK(bin && bft_pt_detect(bin, len), "%s detected", files[k]);
         if (!bin)
@@ -122,7 +102,7 @@ static void test_synthetic_both_formats(void)
 static void test_parameters(void)
 {
     size_t len = 0, out_len = 0;
-    unsigned char *bin = read_all(HF "bin/synth_params.bin", &len);
+    unsigned char *bin = test_read_file(HF "bin/synth_params.bin", &len);
     bft_error err;
     bft_st_file f;
     if (!bin) {
@@ -151,30 +131,13 @@ static void test_parameters(void)
 static void copy_file(const char *from, const char *to)
 {
     size_t n = 0;
-    unsigned char *b = read_all(from, &n);
+    unsigned char *b = test_read_file(from, &n);
     FILE *f = fopen(to, "wb");
     if (b && f)
         fwrite(b, 1, n, f);
     if (f)
         fclose(f);
     free(b);
-}
-
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[PATH_MAX];
-    if (!d)
-        return;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static void test_checkpoint_directory(void)
@@ -193,9 +156,9 @@ static void test_checkpoint_directory(void)
     /* the in-memory form (a client's large object) */
     {
         size_t cl = 0, vl = 0, tl = 0, bl = 0;
-        unsigned char *c = read_all(HF "tiny_bin/config.json", &cl), *v = read_all(HF "tiny_bin/vocab.txt", &vl),
-                      *t = read_all(HF "tiny_bin/tokenizer_config.json", &tl),
-                      *b = read_all(HF "tiny_bin/pytorch_model.bin", &bl);
+        unsigned char *c = test_read_file(HF "tiny_bin/config.json", &cl), *v = test_read_file(HF "tiny_bin/vocab.txt", &vl),
+                      *t = test_read_file(HF "tiny_bin/tokenizer_config.json", &tl),
+                      *b = test_read_file(HF "tiny_bin/pytorch_model.bin", &bl);
         m = (c && v && t && b) ? bft_model_load_mem((char *)c, cl, (char *)v, vl, (char *)t, tl, b, bl, &err) : NULL;
         CHECK(m && ref && memcmp(m->params_mem, ref->params_mem, m->num_params * sizeof(float)) == 0,
               "bft_model_load_mem with .bin bytes: %s", m ? "" : err.msg);
@@ -228,7 +191,7 @@ static void test_checkpoint_directory(void)
             m = bft_model_load_dir(dir, &err);
             CHECK(!m && err.code == BFT_EUNSAFE, "evil bin in a directory: %s %s", bft_status_name(err.code),
                   err.msg);
-            rm_dir(dir);
+            test_rm_dir(dir);
         }
     }
     bft_model_free(ref);
@@ -255,7 +218,7 @@ static void test_evil_pickles(void)
             unlink(mark);
         }
         snprintf(path, sizeof path, HF "bin/%s", evil[k].file);
-        unsigned char *bin = read_all(path, &len);
+        unsigned char *bin = test_read_file(path, &len);
         CHECK(bin != NULL, "%s", path);
         if (!bin)
             continue;
@@ -274,7 +237,7 @@ static void test_corrupt(void)
     static const char *files[] = {HF "bin/synth_zip.bin", HF "bin/synth_legacy.bin"};
     for (int k = 0; k < 2; k++) {
         size_t len = 0, out_len = 0, bad = 0;
-        unsigned char *bin = read_all(files[k], &len);
+        unsigned char *bin = test_read_file(files[k], &len);
         bft_error err;
         if (!bin) {
             CHECK(0, "%s", files[k]);
@@ -296,7 +259,7 @@ static void test_corrupt(void)
     /* big-endian archive, compressed member */
     {
         size_t len = 0, out_len = 0;
-        unsigned char *bin = read_all(HF "bin/synth_zip.bin", &len);
+        unsigned char *bin = test_read_file(HF "bin/synth_zip.bin", &len);
         bft_error err;
         if (bin) {
             unsigned char *p = memmem(bin, len, "little", 6);
@@ -322,7 +285,7 @@ static void test_corrupt(void)
     }
     {
         size_t len = 0, out_len = 0;
-        unsigned char *bin = read_all(HF "bin/nested.bin", &len);
+        unsigned char *bin = test_read_file(HF "bin/nested.bin", &len);
         bft_error err;
         void *st = bin ? bft_pt_to_safetensors(bin, len, &out_len, &err) : NULL;
         CHECK(bin && !st && err.code == BFT_EFORMAT && strstr(err.msg, "\"model\" is a dict, not a tensor"),
