@@ -17,6 +17,7 @@
 
 #include "chunk.h"
 #include "test.h"
+#include "testfiles.h"
 #include "tokenizer.h"
 
 /* Reference: the windows' [start, end) over n pieces as HF computes them. */
@@ -103,30 +104,10 @@ static void test_windows_vs_reference(void)
     free(pieces);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b)
-        b[n] = '\0';
-    *len = (size_t)n;
-    return b;
-}
-
 static void test_long_text_windows(void)
 {
     size_t vlen;
-    char *vocab = read_file("tests/data/ckpt/tiny/vocab.txt", &vlen);
+    char *vocab = test_read_file("tests/data/ckpt/tiny/vocab.txt", &vlen);
     CHECK(vocab != NULL, "cannot read the tiny vocabulary");
     if (!vocab)
         return;
