@@ -933,6 +933,25 @@ check_weights(const BftModelRow *row, const char *name)
 }
 
 /*
+ * Row id of bft.models read in full into *row, with what every load needs:
+ * its config and vocabulary, and its weights object (check_weights).  Returns
+ * the object's size.
+ */
+static int64
+read_loadable_row(int64 id, const char *name, BftModelRow *row)
+{
+	if (!bft_model_row_read(id, true, row))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" does not exist", name)));
+	if (row->config == NULL || row->vocab == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model \"%s\" has no config or vocabulary", name)));
+	return check_weights(row, name);
+}
+
+/*
  * Load the model of bft.models row id (found with bft_find_model: the
  * caller's right to use it is already established).  The memory for loading
  * plus extra bytes is checked against bft.max_memory first.  Errors about a
@@ -955,15 +974,7 @@ bft_load_model_id(int64 id, const char *name, Size extra, int *max_length, char 
 			   *v8,
 			   *t8 = NULL;
 
-	if (!bft_model_row_read(id, true, &row))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" does not exist", name)));
-	if (row.config == NULL || row.vocab == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("model \"%s\" has no config or vocabulary", name)));
-	size = check_weights(&row, name);
+	size = read_loadable_row(id, name, &row);
 	/* the object's bytes, the parameters (as many: F32) and the vocabulary */
 	bft_memory_require((Size) size * 2 + strlen(row.vocab) * 3 + extra, psprintf("model \"%s\"", name),
 					   "Lower bft.model_cache_size or use a smaller model; a superuser can raise bft.max_memory.");
@@ -1135,16 +1146,8 @@ load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map, ch
 	*pooling = NULL;
 	if (!bft_shcache_enabled())
 		return bft_load_model_id(id, name, 0, max_length, pooling);
-	if (!bft_model_row_read(id, true, &row))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" does not exist", name)));
-	if (row.config == NULL || row.vocab == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("model \"%s\" has no config or vocabulary", name)));
 	/* the checks a load makes, whether or not the bytes come from a copy */
-	(void) check_weights(&row, name);
+	(void) read_loadable_row(id, name, &row);
 	*pooling = row.pooling;
 	k.db = MyDatabaseId;
 	k.weights = row.weights;
