@@ -1,9 +1,11 @@
 # bft — BERT fine-tuning inside PostgreSQL.
 #
 #   make                 build bft.so (extension) and build/bft-cli
+#   make engine cli      build/libbftengine.a and build/bft-cli only (no pg_config needed)
 #   make install         install the extension into the server found by pg_config
 #   make unit            build the engine's C unit tests (build/tests/)
 #   make installcheck    pg_regress against a running server (tests/run_all.sh does it all)
+#   make prove_installcheck  the TAP tests (tests/t) in clusters of their own
 #   make fuzz            build libFuzzer targets (clang-14) into build/fuzz/
 #
 # Engine objects are compiled with the project's own C11 flags (no Postgres
@@ -17,11 +19,19 @@ PG_SRCS = $(wildcard src/pg/*.c)
 OBJS = $(PG_SRCS:.c=.o)
 REGRESS = $(sort $(filter-out bft--%,$(basename $(notdir $(wildcard sql/*.sql)))))
 REGRESS_OPTS = --inputdir=. --load-extension=bft
-EXTRA_CLEAN = build
+# isolation specs (pg_isolation_regress): tests/isolation/specs, expected/
+ISOLATION = $(sort $(basename $(notdir $(wildcard tests/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=tests/isolation --load-extension=bft
+EXTRA_CLEAN = build output_iso
 
 BUILD ?= build
-# -march=native by default: bft is built from source on the machine that runs it.
-BFT_MARCH ?= -march=native
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+# The default build runs on any x86-64: no -march; the CPU backend's
+# elementwise loops (src/engine/ops_cpu.c) carry AVX-512, AVX2 and baseline
+# versions chosen at run time (gcc target_clones). BFT_MARCH=-march=native
+# builds for this machine's CPU only (tests/bench/bench_portable.sh compares).
+BFT_MARCH ?=
 ENGINE_PKGS = json-c icu-uc
 ENGINE_CFLAGS = -std=c11 -O3 $(BFT_MARCH) -fPIC -g -Wall -Wextra -D_GNU_SOURCE \
 	-fno-math-errno -Isrc/engine $(shell pkg-config --cflags $(ENGINE_PKGS) 2>/dev/null)
@@ -59,12 +69,14 @@ $(BUILD)/engine/cuda/cuda_loader.o: ENGINE_CFLAGS += -DBFT_WITH_CUDA
 $(CUDA_MODULE): $(BUILD)/engine/cuda/ops_cuda.o
 	$(CC) -shared -o $@ $< $(CUDA_MODULE_LIBS) -Wl,--no-undefined
 all unit $(BUILD)/bft-cli $(BUILD)/tests/test_cuda: $(CUDA_MODULE)
+ifneq ($(PGXS),)
 install: install-bft-cuda
 install-bft-cuda: $(CUDA_MODULE)
 	$(INSTALL_SHLIB) $(CUDA_MODULE) '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
 uninstall: uninstall-bft-cuda
 uninstall-bft-cuda:
 	rm -f '$(DESTDIR)$(pkglibdir)/bft_cuda.so'
+endif
 .PHONY: install-bft-cuda uninstall-bft-cuda
 endif
 $(CUDA_STAMP):
@@ -125,14 +137,39 @@ FUZZ_BINS = $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 PG_CPPFLAGS = -Isrc/engine
 SHLIB_LINK += $(ENGINE_LIB) $(ENGINE_LIBS)
 
-PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
-ifeq ($(PGXS),)
-$(error pg_config not found: install postgresql-server-dev-15 (tests/install_deps.sh does))
-endif
+ifneq ($(PGXS),)
 include $(PGXS)
-
 all: $(CLI)
+
+# TAP tests (tests/t/*.pl on PostgreSQL::Test::Cluster): each starts its own
+# clusters of the installed server (pg_config's bindir) with bft installed
+# (make install first), on free ports. Run as a non-root user (initdb refuses
+# root). TAP_TESTDIR: where tmp_check/ (data directories, logs) goes.
+# PROVE_TESTS picks tests, PROVE_FLAGS adds prove options (e.g. -v).
+PROVE_TESTS ?= tests/t/*.pl
+TAP_TESTDIR ?= $(CURDIR)
+prove_installcheck:
+	@if [ "$$(id -u)" = 0 ]; then echo "make prove_installcheck: initdb refuses root; run it as another user (tests/run_all.sh runs it as postgres)"; exit 1; fi
+	rm -rf '$(TAP_TESTDIR)'/tmp_check
+	$(MKDIR_P) '$(TAP_TESTDIR)'/tmp_check
+	TESTDIR='$(TAP_TESTDIR)' PATH="$(bindir):$$PATH" PGPORT='6$(DEF_PGPORT)' \
+	    PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
+	    $(PROVE) $(PG_PROVE_FLAGS) -I tests/t $(PROVE_FLAGS) $(PROVE_TESTS)
+.PHONY: prove_installcheck
+else
+# Without pg_config (no PostgreSQL server headers) the engine, bft-cli and the
+# unit tests still build: make engine cli unit. The extension's targets say
+# what is missing.
+all: $(CLI)
+	@echo "pg_config not found: built the engine and $(CLI) only; for the extension install postgresql-server-dev-15 (tests/install_deps.sh does) or pass PG_CONFIG=/path/to/pg_config"
+install installcheck installdirs uninstall bft.so:
+	@echo "make $@: pg_config not found: install postgresql-server-dev-15 (tests/install_deps.sh does) or pass PG_CONFIG=/path/to/pg_config"; exit 1
+clean:
+	rm -rf $(BUILD)
+endif
+
+engine: $(ENGINE_LIB)
+cli: $(CLI)
 
 # bft.so needs the engine archive.
 $(shlib): $(ENGINE_LIB)
@@ -141,6 +178,12 @@ $(OBJS): $(wildcard src/pg/*.h) $(wildcard src/engine/*.h)
 $(BUILD)/engine/%.o: src/engine/%.c $(wildcard src/engine/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ENGINE_CFLAGS) -c $< -o $@
+
+# AVX-512 versions of the CPU backend's loops use 512-bit vectors (gcc's
+# default preference is 256-bit).
+ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
+$(BUILD)/engine/ops_cpu.o: ENGINE_CFLAGS += -mprefer-vector-width=512
+endif
 
 $(ENGINE_LIB): $(ENGINE_OBJS)
 	@mkdir -p $(dir $@)
@@ -170,4 +213,4 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(ENGINE_SRCS) $(wildcard src/engine/*.h)
 
 fuzz: $(FUZZ_BINS)
 
-.PHONY: unit fuzz
+.PHONY: unit fuzz engine cli

@@ -117,3 +117,155 @@ REVOKE EXECUTE ON FUNCTION
     bft.models_truncate(),
     bft.drop_guard()
 FROM PUBLIC;
+
+-- Sentence embeddings ------------------------------------------------------
+-- Read-only like classification (hot standbys, read-only transactions,
+-- parallel workers); EXECUTE stays with PUBLIC and the caller needs SELECT
+-- (id, name, version, deployed_at) on bft.models, as for bft_classify.  The
+-- pooling is the model's (stored at import from sentence-transformers'
+-- modules.json; mean without it) unless pooling names one, e.g.
+-- 'mean+normalize' or 'cls'.
+CREATE FUNCTION bft_embed(text text, model text DEFAULT NULL, pooling text DEFAULT NULL)
+RETURNS real[]
+AS 'MODULE_PATHNAME', 'bft_embed_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_embed_batch(texts text[], model text DEFAULT NULL, pooling text DEFAULT NULL)
+RETURNS TABLE (idx int, embedding real[])
+AS 'MODULE_PATHNAME', 'bft_embed_batch_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 100;
+
+-- Addressable versions -------------------------------------------------------
+-- Every function that takes a model name also takes 'name@N' (version N) and
+-- 'name@latest' (the highest version); a plain name means the deployed
+-- version.  bft_deploy('topics@3') needs no version argument.
+CREATE OR REPLACE FUNCTION bft_deploy(name text, version int DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'bft_deploy_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Multi-label classification -------------------------------------------------
+-- A label column of type text[] or integer[] trains a multi-label classifier
+-- (a sigmoid per label, problem_type "multi_label_classification").
+-- bft_classify_labels gives the labels of one text whose probability reaches
+-- bft.multilabel_threshold (a single-label model's one label), the batch form
+-- those of an array's elements; bft_predict returns them all when top_k is
+-- NULL (a single-label model: its best label).
+CREATE FUNCTION bft_classify_labels(text text, model text DEFAULT NULL)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'bft_classify_labels_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION bft_classify_labels_batch(texts text[], model text DEFAULT NULL)
+RETURNS TABLE (idx int, labels text[])
+AS 'MODULE_PATHNAME', 'bft_classify_labels_batch_sql'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE OR REPLACE FUNCTION bft_predict(text text, model text DEFAULT NULL, top_k int DEFAULT NULL)
+RETURNS TABLE (label text, label_id int, score real)
+AS 'MODULE_PATHNAME', 'bft_predict_sql'
+LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+
+-- bft_train options: class weights, best epoch, early stopping, resume -------
+-- New arguments of bft_train and bft_train_async: the 0.1.0 functions are
+-- replaced. EXECUTE stays revoked from PUBLIC (as above), and what was
+-- granted on the old functions to roles is granted on the new ones.
+ALTER FUNCTION bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8,
+                         float8, bool, int, float8, text, text, jsonb, int, bool)
+    RENAME TO bft_train_0_1_0;
+ALTER FUNCTION bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8,
+                               float8, float8, bool, int, float8, text, text, jsonb, int, bool)
+    RENAME TO bft_train_async_0_1_0;
+
+CREATE FUNCTION bft_train(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL,
+    class_weights text DEFAULT NULL,
+    load_best_model_at_end bool DEFAULT NULL,
+    metric_for_best_model text DEFAULT NULL,
+    early_stopping_patience int DEFAULT NULL,
+    resume bool DEFAULT false)
+RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
+               validation_accuracy real, validation_macro_f1 real,
+               samples_per_second real, duration interval)
+AS 'MODULE_PATHNAME', 'bft_train_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION bft_train_async(
+    relation regclass,
+    text_column name,
+    label_column name,
+    epochs int DEFAULT NULL,
+    model text DEFAULT NULL,
+    base text DEFAULT NULL,
+    batch_size int DEFAULT NULL,
+    learning_rate float8 DEFAULT NULL,
+    max_length int DEFAULT NULL,
+    warmup_ratio float8 DEFAULT NULL,
+    weight_decay float8 DEFAULT 0,
+    dropout float8 DEFAULT NULL,
+    shuffle bool DEFAULT true,
+    seed int DEFAULT 42,
+    validation_fraction float8 DEFAULT 0,
+    deploy text DEFAULT 'always',
+    device text DEFAULT NULL,
+    architecture jsonb DEFAULT NULL,
+    mlm_epochs int DEFAULT NULL,
+    group_by_length bool DEFAULT NULL,
+    class_weights text DEFAULT NULL,
+    load_best_model_at_end bool DEFAULT NULL,
+    metric_for_best_model text DEFAULT NULL,
+    early_stopping_patience int DEFAULT NULL,
+    resume bool DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'bft_train_async_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION
+    bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool),
+    bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
+                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool)
+FROM PUBLIC;
+
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT n.oid::regprocedure AS fn, a.grantee::regrole AS grantee, a.is_grantable
+               FROM (VALUES ('bft_train_0_1_0', 'bft_train'),
+                            ('bft_train_async_0_1_0', 'bft_train_async')) AS f(old, new)
+               JOIN pg_catalog.pg_proc o ON o.proname = f.old
+               JOIN pg_catalog.pg_proc n ON n.proname = f.new AND n.pronamespace = o.pronamespace
+               CROSS JOIN LATERAL pg_catalog.aclexplode(o.proacl) a
+              WHERE o.pronamespace = (SELECT e.extnamespace FROM pg_catalog.pg_extension e
+                                       WHERE e.extname = 'bft')
+                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> o.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', r.fn, r.grantee,
+                                  CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
+DROP FUNCTION bft_train_0_1_0(regclass, name, name, int, text, text, int, float8, int, float8,
+                              float8, float8, bool, int, float8, text, text, jsonb, int, bool);
+DROP FUNCTION bft_train_async_0_1_0(regclass, name, name, int, text, text, int, float8, int,
+                                    float8, float8, float8, bool, int, float8, text, text, jsonb,
+                                    int, bool);

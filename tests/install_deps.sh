@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential pkg-config postgresql-15 postgresql-server-dev-15 postgresql-15-cron
       postgresql-contrib libopenblas-dev libjson-c-dev libcsv-dev libicu-dev
-      clang-14 libclang-rt-14-dev)
+      clang-14 libclang-rt-14-dev libipc-run-perl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

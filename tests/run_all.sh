@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bft: run every test — engine/tokenizer C unit tests, pg_regress, and the
-# cluster scripts (cancel, failed trainings, privileges, cron, crash,
-# concurrency, replication) — against a throwaway cluster started here.
+# bft: run every test — engine/tokenizer C unit tests, pg_regress and the
+# cluster scripts against a throwaway cluster started here, and the TAP
+# tests (tests/t: preload, read-only, crash, privileges, dump/restore,
+# replication, pg_cron) in clusters of their own.
 # Ends with "N passed, N failed"; exits non-zero when anything failed.
 #
 # Usage: bash tests/run_all.sh            (installs missing Debian packages)
@@ -90,6 +91,7 @@ if cluster_start "$CL" 54329 "shared_preload_libraries = 'pg_cron'" "cron.databa
     echo "RESULT: $((total - nfail)) passed, $nfail failed" >>"$LOGDIR/pg_regress.log"
     count "pg_regress" "$LOGDIR/pg_regress.log" $rc
     [ "$nfail" -ne 0 ] && [ -f regression.diffs ] && head -n 60 regression.diffs | sed 's/^/    /'
+    [ "$nfail" -ne 0 ] && [ -f output_iso/regression.diffs ] && head -n 60 output_iso/regression.diffs | sed 's/^/    /'
 
     for s in tests/scripts/test_*.sh; do
         [ -f "$s" ] || continue
@@ -101,6 +103,23 @@ else
     cat "$LOGDIR/cluster.log"
     FAILED=$((FAILED + 1))
 fi
+
+# TAP tests (tests/t/*.pl, PostgreSQL::Test::Cluster: clusters of their own,
+# as the cluster's OS user since initdb refuses root), one file at a time so
+# that each gets a line; its ok / not ok lines are counted.
+echo "== TAP tests (make prove_installcheck)"
+TAPDIR="$TMPD/tap"; mkdir -p "$TAPDIR"
+[ "$(id -u)" -eq 0 ] && chown "$(cluster_user)": "$TAPDIR"
+for t in tests/t/*.pl; do
+    [ -f "$t" ] || continue
+    n=$(basename "$t" .pl)
+    as_cluster_user make -s prove_installcheck PROVE_TESTS="$t" PROVE_FLAGS=-v TAP_TESTDIR="$TAPDIR" \
+        >"$LOGDIR/$n.log" 2>&1 </dev/null; rc=$?
+    p=$(grep -cE '^ok [0-9]+' "$LOGDIR/$n.log" || true)
+    f=$(grep -cE '^not ok [0-9]+' "$LOGDIR/$n.log" || true)
+    echo "RESULT: $p passed, $f failed" >>"$LOGDIR/$n.log"
+    count "$n" "$LOGDIR/$n.log" $rc
+done
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -24,6 +24,9 @@ int cmd_classify(int argc, char **argv);
 /* bft-cli train --model DIR --csv FILE ... --out DIR: fine-tune, write an HF directory (cmd_train.c). */
 int cmd_train(int argc, char **argv);
 
+/* bft-cli embed --model DIR: stdin lines → sentence embeddings / hidden states (cmd_embed.c). */
+int cmd_embed(int argc, char **argv);
+
 /* bft-cli fill-mask --model DIR [--top-k K] TEXT: "token id score" lines (cmd_fill_mask.c). */
 int cmd_fill_mask(int argc, char **argv);
 

@@ -146,7 +146,7 @@ int cmd_bench(int argc, char **argv)
     fflush(stdout);
 
     if (!skip_train) {
-        bft_dataset ds = {n, tokens, offsets, labels};
+        bft_dataset ds = {n, tokens, offsets, labels, NULL, NULL};
         bft_train_opts o = bft_train_default_opts();
         bft_train_result res;
         bench_ctx bc = {-1, 0, 0, 0};
@@ -172,7 +172,8 @@ int cmd_bench(int argc, char **argv)
         fflush(stdout);
     }
     if (!skip_infer) {
-        bft_dataset warm = {B < n ? B : n, tokens, offsets, NULL}, ds = {n, tokens, offsets, NULL};
+        bft_dataset warm = {B < n ? B : n, tokens, offsets, NULL, NULL, NULL},
+                    ds = {n, tokens, offsets, NULL, NULL, NULL};
         double t0, t1;
         if (bft_predict(m, &warm, B, probs, &err) != 0) {
             cli_error("bench", &err, "inference");

@@ -2,6 +2,7 @@
  * cmd_classify.c — `bft-cli classify --model DIR [--max-length N]`:
  * one text per stdin line → one JSON object per line
  *   {"label": "...", "label_id": N, "score": P, "probs": [p0, p1, ...]}
+ * (multi-label models: sigmoid probabilities, and "labels": [those >= 0.5])
  * (probs in label id order, eval mode, score = probs[label_id], the argmax;
  * ties go to the lowest id like torch.argmax). Lines are read and classified
  * in chunks, so output streams for long inputs; "\r\n" endings are accepted.
@@ -19,7 +20,8 @@ static void classify_usage(FILE *f)
     fprintf(f, "usage: bft-cli classify --model DIR [--max-length N] [--batch-size B] [--threads N]\n"
                "                        [--device cpu|cuda] [--precision auto|fp32|bf16]\n"
                "  Reads one text per line from stdin; prints one JSON object per line:\n"
-               "  {\"label\": \"...\", \"label_id\": N, \"score\": P, \"probs\": [p0, p1, ...]}\n");
+               "  {\"label\": \"...\", \"label_id\": N, \"score\": P, \"probs\": [p0, p1, ...]}\n"
+               "  (a multi-label model adds \"labels\": [the labels with probability >= 0.5])\n");
 }
 
 /* Classify lines[0..n) and print the results. Returns 0 or 1. */
@@ -38,6 +40,8 @@ static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_
     ds.tokens = t.tokens;
     ds.offsets = t.offsets;
     ds.labels = NULL;
+    ds.label_offsets = NULL;
+    ds.label_ids = NULL;
     if (bft_predict(m, &ds, batch, probs, &err) != 0) {
         cli_error("classify", &err, NULL);
         cli_tokens_free(&t);
@@ -55,7 +59,20 @@ static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_
         printf(", \"label_id\": %d, \"score\": %.8g, \"probs\": [", best, (double)p[best]);
         for (int k = 0; k < K; k++)
             printf("%s%.8g", k ? ", " : "", (double)p[k]);
-        fputs("]}\n", stdout);
+        fputs("]", stdout);
+        if (m->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL) {
+            /* a multi-label model's label set: every probability >= 0.5 */
+            int first = 1;
+            fputs(", \"labels\": [", stdout);
+            for (int k = 0; k < K; k++)
+                if (p[k] >= 0.5f) {
+                    fputs(first ? "" : ", ", stdout);
+                    cli_json_string(stdout, bft_config_label(&m->cfg, k, buf, sizeof buf));
+                    first = 0;
+                }
+            fputs("]", stdout);
+        }
+        fputs("}\n", stdout);
     }
     fflush(stdout);
     cli_tokens_free(&t);

@@ -31,6 +31,9 @@ static void train_usage(FILE *f)
             "         [--mlm-epochs N] [--mlm-lr X] [--group-by-length] [--max-grad-norm G]\n"
             "         [--threads N] [--device cpu|cuda] [--precision auto|fp32|bf16] [--verbose]\n"
             "         [--log-steps]\n"
+            "         [--class-weights balanced|W0,W1,...|NAME=W,...]\n"
+            "         [--load-best] [--metric-for-best loss|accuracy|macro_f1] [--early-stopping-patience N]\n"
+            "         [--save-state FILE [--resume]]\n"
             "       bft-cli train --from-scratch [--vocab-size V] [--lower] [--layers L] [--hidden H]\n"
             "         [--heads A] [--intermediate I] [--max-positions P] --csv FILE ... --out DIR\n"
             "  CSV: RFC 4180 with a header row; columns by name. Labels: integer ids or names.\n"
@@ -41,7 +44,15 @@ static void train_usage(FILE *f)
             "  from the CSV texts (cased unless --lower) and a BERT of the given shape is\n"
             "  initialised like Hugging Face (with an MLM head when --mlm-epochs > 0).\n"
             "  --log-steps prints \"step S/T epoch E loss L lr X\" after every optimizer step\n"
-            "  (the batch's loss and the learning rate it used; Trainer's logging_steps=1).\n");
+            "  (the batch's loss and the learning rate it used; Trainer's logging_steps=1).\n"
+            "  --class-weights: weighted cross-entropy; balanced = n / (classes x count) over\n"
+            "  the training rows, or one weight per class id, or weights by label name (others 1).\n"
+            "  --load-best ends with the weights of the best epoch by --metric-for-best (default\n"
+            "  loss) on the validation rows; --early-stopping-patience N stops after N epochs\n"
+            "  without improvement (and implies --load-best). Both need --validation-fraction.\n"
+            "  --save-state FILE writes the training state after every epoch (FILE.mlm for\n"
+            "  --mlm-epochs); --resume continues from it after the last completed epoch (same\n"
+            "  data and options: the result is the uninterrupted run's, bit for bit).\n");
 }
 
 typedef struct progress_ctx {
@@ -65,7 +76,9 @@ static const char *shortest(char *buf, size_t len, double x)
 static int on_progress(void *ctx, const bft_progress *p)
 {
     progress_ctx *c = ctx;
-    if (p->phase == 1) {
+    if (p->phase == 1 && p->restored) {
+        printf("%sepoch %d/%d restored\n", c->what, p->epoch, p->epochs);
+    } else if (p->phase == 1) {
         printf("%sepoch %d/%d loss %.6f samples_per_s %.2f seconds %.1f", c->what, p->epoch, p->epochs,
                (double)p->loss, p->samples_per_s, p->elapsed_s);
         if (!isnan(p->eval_loss))
@@ -228,6 +241,86 @@ static void stratified_split(const int32_t *ids, int64_t n, int K, float frac, u
     free(rows);
 }
 
+/* --class-weights SPEC for K classes (names from the model's id2label, or the
+ * ids) on the training labels: "balanced" (n / (classes present x count), 1
+ * for absent classes), "w0,w1,..." (K weights by id) or "name=w,..." (by
+ * label name, others 1). Writes w (K); prints them. Returns 0 or -1. */
+static int class_weights(const char *spec, const bft_model *m, const bft_dataset *tr, float *w)
+{
+    int K = m->cfg.num_labels;
+    for (int k = 0; k < K; k++)
+        w[k] = 1.0f;
+    if (strcmp(spec, "balanced") == 0) {
+        int64_t *cnt = calloc((size_t)K, sizeof *cnt);
+        int present = 0;
+        if (!cnt)
+            return -1;
+        for (int64_t i = 0; i < tr->n; i++)
+            cnt[tr->labels[i]]++;
+        for (int k = 0; k < K; k++)
+            present += cnt[k] > 0;
+        for (int k = 0; k < K; k++)
+            if (cnt[k] > 0)
+                w[k] = (float)((double)tr->n / ((double)present * (double)cnt[k]));
+        free(cnt);
+    } else {
+        int by_name = strchr(spec, '=') != NULL, n = 0;
+        const char *p = spec;
+        while (*p) {
+            const char *e = strchr(p, ','), *eq;
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            char item[512], *end;
+            int id = n;
+            if (len >= sizeof item) {
+                fprintf(stderr, "bft-cli train: --class-weights: item too long\n");
+                return -1;
+            }
+            memcpy(item, p, len);
+            item[len] = '\0';
+            const char *num = item;
+            if (by_name) {
+                if (!(eq = strrchr(item, '='))) {
+                    fprintf(stderr, "bft-cli train: --class-weights: \"%s\" is not NAME=W\n", item);
+                    return -1;
+                }
+                item[eq - item] = '\0';
+                num = eq + 1;
+                for (id = 0; id < K; id++) {
+                    char buf[32];
+                    const char *nm = m->cfg.id2label ? m->cfg.id2label[id] : buf;
+                    snprintf(buf, sizeof buf, "%d", id);
+                    if (strcmp(nm, item) == 0)
+                        break;
+                }
+                if (id == K) {
+                    fprintf(stderr, "bft-cli train: --class-weights: no label is named \"%s\"\n", item);
+                    return -1;
+                }
+            } else if (n >= K) {
+                fprintf(stderr, "bft-cli train: --class-weights: more than %d weights\n", K);
+                return -1;
+            }
+            double v = strtod(num, &end);
+            if (end == num || *end || !(v > 0) || isinf(v)) {
+                fprintf(stderr, "bft-cli train: --class-weights: \"%s\" is not a positive number\n", num);
+                return -1;
+            }
+            w[id] = (float)v;
+            n++;
+            p += len + (e ? 1 : 0);
+        }
+        if (!by_name && n != K) {
+            fprintf(stderr, "bft-cli train: --class-weights: %d weights for %d classes\n", n, K);
+            return -1;
+        }
+    }
+    printf("class weights");
+    for (int k = 0; k < K; k++)
+        printf(" %.6g", (double)w[k]);
+    putchar('\n');
+    return 0;
+}
+
 /* Rows with sel[i] == want, in file order, as a dataset (arrays malloc'd). */
 static int subset(const cli_tokens *t, const int32_t *ids, const char *sel, int want, bft_dataset *ds,
                   int32_t **tok, int64_t **off, int32_t **lab)
@@ -256,6 +349,8 @@ static int subset(const cli_tokens *t, const int32_t *ids, const char *sel, int 
     ds->tokens = *tok;
     ds->offsets = *off;
     ds->labels = *lab;
+    ds->label_offsets = NULL;
+    ds->label_ids = NULL;
     return 0;
 }
 
@@ -319,7 +414,10 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
 int cmd_train(int argc, char **argv)
 {
     const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
-    const char *device = "cpu", *precision = "auto";
+    const char *device = "cpu", *precision = "auto", *cw_spec = NULL, *metric = NULL, *state = NULL;
+    char *mlm_state = NULL;
+    int resume = 0;
+    float *cw = NULL;
     int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
     int group = 0, scratch = 0;
     scratch_opts so = {8000, 0, 4, 256, 4, 1024, 512};
@@ -361,6 +459,12 @@ int cmd_train(int argc, char **argv)
         {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
         {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
         {"log-steps", OPT_FLAG, &pc.log_steps, 0, 0, 0, 0, 0, 0},
+        {"class-weights", OPT_STR, &cw_spec, 0, 0, 0, 0, 0, 0},
+        {"load-best", OPT_FLAG, &o.load_best_model_at_end, 0, 0, 0, 0, 0, 0},
+        {"metric-for-best", OPT_STR, &metric, 0, 0, 0, 0, 0, 0},
+        {"early-stopping-patience", OPT_INT, &o.early_stopping_patience, 0, 0, 100000, 0, 0, 0},
+        {"save-state", OPT_STR, &state, 0, 0, 0, 0, 0, 0},
+        {"resume", OPT_FLAG, &resume, 0, 0, 0, 0, 0, 0},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     cli_csv csv = {0};
@@ -389,6 +493,26 @@ int cmd_train(int argc, char **argv)
     bft_get_device(&o.device, &o.precision); /* --device / --precision */
     rc = 1;
     o.shuffle = !no_shuffle;
+    if (metric) {
+        const char *mn = strncmp(metric, "eval_", 5) == 0 ? metric + 5 : metric;
+        if (strcmp(mn, "loss") == 0)
+            o.metric_for_best = BFT_METRIC_LOSS;
+        else if (strcmp(mn, "accuracy") == 0)
+            o.metric_for_best = BFT_METRIC_ACCURACY;
+        else if (strcmp(mn, "macro_f1") == 0)
+            o.metric_for_best = BFT_METRIC_MACRO_F1;
+        else {
+            fprintf(stderr, "bft-cli train: --metric-for-best must be loss, accuracy or macro_f1\n");
+            return 2;
+        }
+    }
+    if (o.early_stopping_patience > 0)
+        o.load_best_model_at_end = 1;
+    if ((o.load_best_model_at_end || metric) && !(valid_frac > 0)) {
+        fprintf(stderr, "bft-cli train: --load-best, --metric-for-best and --early-stopping-patience "
+                        "need --validation-fraction\n");
+        return 2;
+    }
     o.group_by_length = group;
     pc.verbose = verbose;
     bft_set_threads(threads);
@@ -445,32 +569,82 @@ int cmd_train(int argc, char **argv)
     }
     if (valid_frac > 0 && valid_ds.n > 0)
         o.valid = &valid_ds;
+    if (resume && !state) {
+        fprintf(stderr, "bft-cli train: --resume needs --save-state FILE\n");
+        rc = 2;
+        goto out;
+    }
+    if (state) {
+        /* the initial weights, vocabulary and label names, which the engine cannot see */
+        uint64_t salt = bft_train_hash(0, m->params_mem, m->num_params * sizeof(float));
+        salt = bft_train_hash(salt, m->vocab, m->vocab_len);
+        for (int k = 0; k < K && m->cfg.id2label; k++)
+            salt = bft_train_hash(salt, m->cfg.id2label[k], strlen(m->cfg.id2label[k]) + 1);
+        o.state_salt = salt;
+        if (!(mlm_state = malloc(strlen(state) + 5))) {
+            fprintf(stderr, "bft-cli train: out of memory\n");
+            goto out;
+        }
+        sprintf(mlm_state, "%s.mlm", state);
+    }
+    if (cw_spec) {
+        if (!(cw = malloc((size_t)K * sizeof *cw)) || class_weights(cw_spec, m, &train_ds, cw) != 0) {
+            rc = 2;
+            goto out;
+        }
+        o.class_weights = cw;
+    }
     printf("data %lld rows (train %lld, validation %lld), %d labels, max_length %d\n", (long long)csv.n,
            (long long)train_ds.n, (long long)(o.valid ? valid_ds.n : 0), K, max_length);
     fflush(stdout);
 
-    if (mlm_epochs > 0) {
+    bft_train_state_info_t sinfo;
+    int resume_cls = 0;
+    if (resume) {
+        bft_error se;
+        resume_cls = bft_train_state_info(state, &sinfo, &se) == 0 && sinfo.task == 0;
+        if (resume_cls)
+            printf("resuming training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
+    }
+    if (mlm_epochs > 0 && !resume_cls) {
         bft_train_opts mo = o;
-        bft_dataset all = {t.n, t.tokens, t.offsets, NULL};
+        bft_dataset all = {t.n, t.tokens, t.offsets, NULL, NULL, NULL};
         if (!m->parts.mlm) {
             fprintf(stderr, "bft-cli train: --mlm-epochs needs a model with an MLM head (cls.predictions.*)\n");
             goto out;
         }
         mo.epochs = mlm_epochs;
         mo.valid = NULL;
+        mo.class_weights = NULL;
         if (mlm_lr > 0)
             mo.learning_rate = mlm_lr;
         pc.what = "mlm ";
+        mo.state_path = mlm_state;
+        if (resume) {
+            bft_error se;
+            if (bft_train_state_info(mlm_state, &sinfo, &se) == 0 && sinfo.task == 1) {
+                printf("resuming MLM pre-training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
+                mo.resume_path = mlm_state;
+            }
+        }
         if (bft_pretrain_mlm(m, &all, &mo, on_progress, &pc, &res, &err) != 0) {
             cli_error("train", &err, "MLM pre-training");
             goto out;
         }
         pc.what = "";
     }
+    o.state_path = state;
+    o.resume_path = resume_cls ? state : NULL;
+    if (resume && !resume_cls && !(mlm_epochs > 0))
+        printf("no saved training state in %s: training from the start\n", state);
     if (bft_train(m, &train_ds, &o, on_progress, &pc, &res, &err) != 0) {
         cli_error("train", &err, NULL);
         goto out;
     }
+    if (res.early_stopped)
+        printf("early stopping after epoch %d (best epoch %d)\n", res.epochs, res.best_epoch);
+    if (o.load_best_model_at_end)
+        printf("kept epoch %d\n", res.kept_epoch);
     printf("train_loss %.6f steps %lld warmup_steps %lld seconds %.1f samples_per_s %.2f",
            (double)res.train_loss, (long long)res.steps, (long long)res.warmup_steps, res.seconds,
            res.samples_per_s);
@@ -485,6 +659,8 @@ int cmd_train(int argc, char **argv)
     printf("saved %s\n", out_dir);
     rc = 0;
 out:
+    free(mlm_state);
+    free(cw);
     free(names);
     free(ids);
     free(sel);

@@ -21,6 +21,7 @@ typedef struct subcommand {
 static const subcommand commands[] = {
     {"classify", cmd_classify, "one text per stdin line -> one JSON object per line (label, label_id, score, probs)"},
     {"train", cmd_train, "fine-tune a model on a CSV file and write a Hugging Face model directory"},
+    {"embed", cmd_embed, "sentence embeddings (or last hidden states) of stdin lines, one JSON array per line"},
     {"fill-mask", cmd_fill_mask, "top-k predictions for every [MASK] of a text (token id score)"},
     {"bench", cmd_bench, "training and inference samples/s of a random model of a given shape"},
     {"tokenize", cmd_tokenize, "WordPiece ids of stdin lines, or learn a vocab.txt (--learn-vocab)"},

@@ -246,9 +246,16 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
 }
 
 void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale)
+                         const int32_t *labels, const float *row_scale, int N, int K,
+                         float dscale)
 {
-    BE->softmax_xent(probs, losses, dlogits, logits, labels, N, K, dscale);
+    BE->softmax_xent(probs, losses, dlogits, logits, labels, row_scale, N, K, dscale);
+}
+
+void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale)
+{
+    BE->sigmoid_bce(probs, losses, dlogits, logits, targets, N, K, dscale);
 }
 
 void bft_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,

@@ -88,7 +88,10 @@ typedef struct bft_backend {
     void (*dropout_fwd)(float *out, const float *inp, size_t n, const bft_dropout *d);
     void (*dropout_bwd)(float *dinp, const float *dout, size_t n, const bft_dropout *d);
     void (*softmax_xent)(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale);
+                         const int32_t *labels, const float *row_scale, int N, int K,
+                         float dscale);
+    void (*sigmoid_bce)(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale);
     void (*adamw)(float *p, float *g, float *m, float *v, size_t n, double lr, double b1,
                   double b2, double eps, double wd, float gscale, int64_t t, int zero_grad);
     double (*sumsq)(const float *x, size_t n);

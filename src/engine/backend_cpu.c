@@ -93,6 +93,7 @@ static const bft_backend cpu_backend = {
     .dropout_fwd = bft_op_dropout_fwd,
     .dropout_bwd = bft_op_dropout_bwd,
     .softmax_xent = bft_op_softmax_xent,
+    .sigmoid_bce = bft_op_sigmoid_bce,
     .adamw = bft_op_adamw,
     .sumsq = bft_op_sumsq,
     .zero = bft_op_zero,

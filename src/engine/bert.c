@@ -340,12 +340,28 @@ float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
     bft_dropout dcl = site_drop(dc, train, pc, SITE_CLS);
     bft_op_dropout_fwd(a->pooled_d, a->pooled, (size_t)B * C, &dcl);
     bft_op_linear_fwd(a->logits, a->pooled_d, p->clsw, p->clsb, B, C, K);
-    /* probs, per-example cross-entropy, d mean / d logits */
+    if (m->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL) {
+        /* sigmoid probabilities, per-example mean binary cross-entropy, d mean / d logits */
+        bft_op_sigmoid_bce(a->probs, bt->targets ? a->losses : NULL,
+                           train && bt->targets ? a->dlogits : NULL, a->logits, bt->targets, B, K,
+                           1.0f / (float)B);
+        if (!bt->targets)
+            return 0.0f;
+        return bft_op_mean(a->losses, B);
+    }
+    /* probs, per-example cross-entropy, d loss / d logits: the loss is the mean,
+     * or with weights the weighted sum (torch CrossEntropyLoss(weight=w) gives
+     * example r the share w[y_r] / sum_b w[y_b]) */
     bft_op_softmax_xent(a->probs, bt->labels ? a->losses : NULL,
-                        train && bt->labels ? a->dlogits : NULL, a->logits, bt->labels, B, K,
-                        1.0f / (float)B);
+                        train && bt->labels ? a->dlogits : NULL, a->logits, bt->labels,
+                        bt->labels ? bt->weights : NULL, B, K,
+                        bt->labels && bt->weights ? 1.0f : 1.0f / (float)B);
     if (!bt->labels)
         return 0.0f;
+    if (bt->weights) {
+        bft_op_mul(a->losses, bt->weights, (size_t)B);
+        return bft_op_mean(a->losses, B) * (float)B;
+    }
     return bft_op_mean(a->losses, B);
 }
 
@@ -427,10 +443,11 @@ float bert_mlm_forward(const bft_model *m, bert_mlm_ws *w, const float *hidden,
     /* logits (M,V) = ln · wte^T + mlm_bias (decoder tied to the word embeddings) */
     bft_op_linear_fwd(w->logits, w->ln, p->wte, p->mlm_bias, M, C, V);
     if (!labels) {
-        bft_op_softmax_xent(w->dlogits, NULL, NULL, w->logits, NULL, M, V, 0.0f);
+        bft_op_softmax_xent(w->dlogits, NULL, NULL, w->logits, NULL, NULL, M, V, 0.0f);
         return 0.0f;
     }
-    bft_op_softmax_xent(NULL, w->losses, w->dlogits, w->logits, labels, M, V, 1.0f / (float)M);
+    bft_op_softmax_xent(NULL, w->losses, w->dlogits, w->logits, labels, NULL, M, V,
+                        1.0f / (float)M);
     return bft_op_mean(w->losses, M);
 }
 

@@ -18,12 +18,17 @@
 #include "ops.h"
 
 /* One padded batch: ids (B,T) right-padded with pad ids, lens (B) real lengths,
- * labels (B) class ids (classification) or NULL. */
+ * labels (B) class ids (single-label classification) or NULL, targets (B,K)
+ * multi-hot in {0,1} (multi-label classification) or NULL, weights (B) each
+ * example's share of the batch loss (summing to 1: weighted cross-entropy,
+ * single-label only) or NULL (1/B). */
 typedef struct bert_batch {
     int B, T;
     const int32_t *ids;
     const int32_t *lens;
     const int32_t *labels;
+    const float *targets;
+    const float *weights;
 } bert_batch;
 
 /* Dropout probabilities of one forward (all 0 in eval mode) and the seeds. */
@@ -93,8 +98,12 @@ const float *bert_encoder_forward(const bft_model *m, bert_acts *a, const bert_b
                                   const bert_dropout_cfg *dc);
 
 /* Sequence classification forward (encoder + pooler + classifier):
- * a->probs (B,K), a->losses (B) when labels; returns the mean loss (0 without labels).
- * When a->train, also a->dlogits = d(mean loss)/d logits. */
+ * a->probs (B,K), a->losses (B) when labels; returns the mean loss (0 without labels),
+ * with bt->weights the weighted sum sum_r weights[r] * loss[r] (a->losses then
+ * holds the products). When a->train, also a->dlogits = d(returned loss)/d logits.
+ * Single-label models (cfg.problem_type): softmax and cross-entropy with
+ * bt->labels; multi-label: a sigmoid per label and binary cross-entropy (mean
+ * over B*K) with bt->targets. */
 float bert_cls_forward(const bft_model *m, bert_acts *a, const bert_batch *bt,
                        const bert_dropout_cfg *dc);
 

@@ -21,6 +21,7 @@
 #include "rng.h"
 #include "ptbin.h"
 #include "safetensors.h"
+#include "engine_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -220,9 +221,26 @@ void bft_model_free(bft_model *m)
         return;
     bft_tokenizer_free(m->tok);
     free(m->vocab);
-    free(m->params_mem);
+    if (!m->params_external)
+        free(m->params_mem);
     bft_config_release(&m->cfg);
     free(m);
+}
+
+int bft_model_share_params(bft_model *m, const float *block, size_t n, bft_error *err)
+{
+    bft_clear_error(err);
+    if (!m || !block)
+        return bft_set_error(err, BFT_EINVAL, "model: NULL model or parameter block"), -1;
+    if (n != m->num_params || n != bft_params_count(&m->cfg, m->parts))
+        return bft_set_error(err, BFT_EMISMATCH, "model: a block of %zu parameters for a model of %zu", n,
+                             m->num_params), -1;
+    if (!m->params_external)
+        free(m->params_mem);
+    m->params_mem = (float *)block; /* read only from here on: params_external */
+    m->params_external = 1;
+    bft_params_assign(&m->p, m->params_mem, &m->cfg, m->parts);
+    return 0;
 }
 
 /* ---- loading ------------------------------------------------------------ */
@@ -476,6 +494,59 @@ fail:
     if (err && err->code == BFT_OK)
         bft_set_error(err, BFT_EFORMAT, "model: load failed");
     free(tj_vocab);
+    bft_model_free(m);
+    return NULL;
+}
+
+bft_model *bft_model_wrap_params(const char *config_json, size_t config_len, const char *vocab, size_t vocab_len,
+                                 const char *tokenizer_config, size_t tokcfg_len, bft_parts parts, int num_labels,
+                                 const float *block, size_t n, bft_error *err)
+{
+    bft_model *m;
+    size_t want;
+
+    bft_clear_error(err);
+    if (!block) {
+        bft_set_error(err, BFT_EINVAL, "model: no parameter block");
+        return NULL;
+    }
+    if (!(m = calloc(1, sizeof *m))) {
+        bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+        return NULL;
+    }
+    if (bft_config_parse(config_json, config_len, &m->cfg, err) < 0)
+        goto fail;
+    if (tokenizer_config && bft_tokenizer_config_parse(tokenizer_config, tokcfg_len, &m->cfg, err) < 0)
+        goto fail;
+    /* the label rules of load_weights: a classifier's row count is the label
+     * count, and a model without one has no labels */
+    m->parts = parts;
+    if (parts.classifier) {
+        if (num_labels < 2 || (m->cfg.num_labels != 0 && m->cfg.num_labels != num_labels)) {
+            bft_set_error(err, BFT_EMISMATCH, "model: a classifier of %d labels for a config with %d", num_labels,
+                          m->cfg.num_labels);
+            goto fail;
+        }
+        m->cfg.num_labels = num_labels;
+    } else {
+        bft_config_release(&m->cfg);
+        m->cfg.num_labels = 0;
+    }
+    want = bft_params_count(&m->cfg, m->parts);
+    if (n != want) {
+        bft_set_error(err, BFT_EMISMATCH, "model: a block of %zu parameters where config.json needs %zu", n, want);
+        goto fail;
+    }
+    m->params_mem = (float *)block; /* never written: params_external */
+    m->params_external = 1;
+    m->num_params = n;
+    bft_params_assign(&m->p, m->params_mem, &m->cfg, m->parts);
+    if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK)
+        goto fail;
+    return m;
+fail:
+    if (err && err->code == BFT_OK)
+        bft_set_error(err, BFT_EFORMAT, "model: wrap failed");
     bft_model_free(m);
     return NULL;
 }
@@ -862,7 +933,9 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
     }
     free(olist);
     free(nlist);
-    free(m->params_mem);
+    if (!m->params_external)
+        free(m->params_mem);
+    m->params_external = 0; /* the new block is the model's own */
     bft_config_release(&m->cfg);
     m->cfg = ncfg;
     m->cfg.id2label = nnames;
@@ -1013,4 +1086,12 @@ out:
 int bft_model_save_dir(const bft_model *m, const char *dir, bft_error *err)
 {
     return save_dir(m, dir, err) == BFT_OK ? 0 : -1;
+}
+
+/* ---- for the other engine modules (engine_util.h) ---------------------- */
+
+int bft_read_dir_file(const char *dir, const char *name, char **out, size_t *len, int missing_ok,
+                      bft_error *err)
+{
+    return read_file(dir, name, out, len, missing_ok, err);
 }

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_util.h"
+
 /* Upper bounds that keep every size product far from overflow. */
 #define MAX_DIM (1 << 24)
 #define MAX_LAYERS 1024
@@ -142,6 +144,8 @@ int bft_config_validate(const bft_config *c, bft_error *err)
                              c->hidden_act);
     if (c->num_labels < 0 || c->num_labels > MAX_LABELS)
         return bft_set_error(err, BFT_EINVAL, "config: num_labels %d out of range", c->num_labels);
+    if (c->problem_type != BFT_PROBLEM_SINGLE_LABEL && c->problem_type != BFT_PROBLEM_MULTI_LABEL)
+        return bft_set_error(err, BFT_EINVAL, "config: unknown problem type %d", c->problem_type);
     return BFT_OK;
 }
 
@@ -520,7 +524,7 @@ static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
         }
     }
 
-    if (n == 1) {
+    if (n == 1 && cfg->problem_type != BFT_PROBLEM_MULTI_LABEL) {
         bft_set_error(err, BFT_EUNSUPPORTED,
                       "config: 1 label means regression in Hugging Face (problem_type \"regression\"); "
                       "only single-label classification with >= 2 labels is supported");
@@ -597,9 +601,12 @@ int bft_config_parse(const char *json, size_t len, bft_config *cfg, bft_error *e
     }
     if (get_string_field(root, "problem_type", &s, err) < 0)
         goto out;
-    if (s && strcmp(s, "single_label_classification") != 0) {
+    if (s && strcmp(s, "multi_label_classification") == 0)
+        c.problem_type = BFT_PROBLEM_MULTI_LABEL;
+    else if (s && strcmp(s, "single_label_classification") != 0) {
         bft_set_error(err, BFT_EUNSUPPORTED,
-                      "config: problem_type \"%.100s\" is not supported (only single_label_classification)", s);
+                      "config: problem_type \"%.100s\" is not supported (only single_label_classification "
+                      "and multi_label_classification)", s);
         goto out;
     }
     {
@@ -951,7 +958,11 @@ char *bft_config_to_json(const bft_config *cfg, int has_classifier, int has_mlm)
     put(root, "pad_token_id", json_object_new_int(cfg->pad_token_id), &ok);
     put(root, "position_embedding_type", json_object_new_string("absolute"), &ok);
     if (has_classifier)
-        put(root, "problem_type", json_object_new_string("single_label_classification"), &ok);
+        put(root, "problem_type",
+            json_object_new_string(cfg->problem_type == BFT_PROBLEM_MULTI_LABEL
+                                       ? "multi_label_classification"
+                                       : "single_label_classification"),
+            &ok);
     put(root, "torch_dtype", json_object_new_string("float32"), &ok);
     put(root, "type_vocab_size", json_object_new_int(cfg->type_vocab_size), &ok);
     put(root, "use_cache", json_object_new_boolean(1), &ok);
@@ -995,4 +1006,11 @@ char *bft_tokenizer_config_to_json(const bft_config *cfg)
         return NULL;
     }
     return dump(root);
+}
+
+/* ---- for the other engine modules (engine_util.h) ------------------------ */
+
+json_object *bft_json_parse(const char *json, size_t len, const char *what, bft_error *err)
+{
+    return parse_json(json, len, what, err);
 }

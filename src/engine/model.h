@@ -32,8 +32,16 @@ typedef struct bft_config {
     char hidden_act[32];         /* only "gelu" (erf) is supported */
     int num_labels;              /* K; 0 when the model has no classifier */
     char **id2label;             /* K malloc'd names, or NULL (then "LABEL_i") */
+    int problem_type;            /* BFT_PROBLEM_SINGLE_LABEL (softmax, cross-entropy) or
+                                  * BFT_PROBLEM_MULTI_LABEL (a sigmoid per label, binary
+                                  * cross-entropy): config.json's problem_type */
     bft_tokenizer_opts tok;      /* tokenizer_config.json (HF defaults when absent) */
 } bft_config;
+
+/* bft_config.problem_type: Hugging Face's "single_label_classification" (the
+ * default) and "multi_label_classification". */
+#define BFT_PROBLEM_SINGLE_LABEL 0
+#define BFT_PROBLEM_MULTI_LABEL 1
 
 /* A config with BertConfig defaults (bert-base shape, V=30522, K=0). */
 bft_config bft_config_default(void);
@@ -155,9 +163,11 @@ typedef struct bft_model {
     bft_tokenizer *tok;
     char *vocab;          /* vocab.txt bytes (owned) */
     size_t vocab_len;
-    float *params_mem;    /* bft_params_count floats (owned) */
+    float *params_mem;    /* bft_params_count floats (owned unless params_external) */
     size_t num_params;
     bft_params p;
+    int params_external;  /* 1: params_mem is read-only memory the model does not own
+                           * (bft_model_share_params, bft_model_wrap_params) */
 } bft_model;
 
 /* Load an HF model directory: config.json, vocab.txt, tokenizer_config.json
@@ -173,6 +183,25 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len,
                               const char *vocab, size_t vocab_len,
                               const char *tokenizer_config, size_t tokcfg_len,
                               const void *safetensors, size_t st_len, bft_error *err);
+
+/* Make m's parameters the num_params floats at block (same layout, e.g. a
+ * read-only shared mapping holding a copy of them): the owned block is freed
+ * and m->params_external set, so bft_model_free leaves block alone. Inference
+ * only reads it; training refuses such a model. n must equal m->num_params.
+ * Returns 0 or -1 with err. */
+int bft_model_share_params(bft_model *m, const float *block, size_t n, bft_error *err);
+
+/* A model whose parameters are external read-only memory: config.json,
+ * vocab.txt and tokenizer_config.json (may be NULL) as for bft_model_load_mem,
+ * and the parameter block of a model loaded from them before (parts and
+ * num_labels as that model had them; n floats, which must be
+ * bft_params_count of the resulting layout). Nothing is copied from block;
+ * the caller keeps it valid until bft_model_free. NULL + err on mismatch. */
+bft_model *bft_model_wrap_params(const char *config_json, size_t config_len,
+                                 const char *vocab, size_t vocab_len,
+                                 const char *tokenizer_config, size_t tokcfg_len,
+                                 bft_parts parts, int num_labels,
+                                 const float *block, size_t n, bft_error *err);
 
 /* A freshly initialised model like HF _init_weights: Linear/Embedding weights
  * normal(0, initializer_range), biases 0, LayerNorm 1/0, padding row of wte 0.

@@ -160,10 +160,21 @@ void bft_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_drop
 /* Softmax + cross-entropy over rows: probs (N,K) = softmax(logits) (may be NULL
  * when only losses/grad are needed, then dlogits must be given or scratch used);
  * for labels[r] >= 0: losses[r] = -log softmax[labels[r]] (losses may be NULL),
- * dlogits (N,K) = (softmax - onehot) · dscale; rows with labels[r] < 0 get loss 0
- * and zero gradient. labels may be NULL (probs only). */
+ * dlogits (N,K) = (softmax - onehot) · dscale · row_scale[r] (row_scale (N) may
+ * be NULL: 1; weighted cross-entropy passes each row's share of the batch's
+ * loss); rows with labels[r] < 0 get loss 0 and zero gradient. labels may be
+ * NULL (probs only). */
 void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale);
+                         const int32_t *labels, const float *row_scale, int N, int K,
+                         float dscale);
+
+/* Sigmoid + binary cross-entropy (multi-label classification, HF's
+ * BCEWithLogitsLoss with mean reduction): probs (N,K) = sigmoid(logits) (may be
+ * NULL); with targets (N,K) multi-hot in {0,1}: losses[r] = (1/K) sum_k
+ * [max(x,0) - x y + log(1 + exp(-|x|))] (may be NULL) and dlogits (N,K) =
+ * (sigmoid(x) - y) · dscale / K (may be NULL). targets NULL: probs only. */
+void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale);
 
 /* AdamW step as torch.optim.AdamW on n parameters (t = 1-based step):
  * g' = g·gscale; p *= 1 - lr·wd; m = lerp(m, g', 1-b1); v = b2·v + (1-b2)·g'^2;

@@ -9,11 +9,6 @@
  * work (no BLAS threads spinning against ours) and BLAS may be called from the
  * pool's workers (the attention's per-head products).
  */
-/* 512-bit vectors for the elementwise loops where the CPU has AVX-512 (gcc
- * prefers 256-bit by default; measured: GELU, LayerNorm, softmax 25-35% faster). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
-#pragma GCC target("prefer-vector-width=512")
-#endif
 #include "ops_cpu_names.h" /* this file is the CPU backend: its ops are bft_cpu_* */
 #include "ops.h"
 
@@ -27,6 +22,26 @@
 
 #include "bft_error.h"
 #include "threads.h"
+
+/*
+ * Run-time choice of the vector instructions. The build targets any x86-64
+ * (no -march), and the loops below that do the elementwise work (the *_part
+ * workers) are compiled three times by gcc's target_clones: x86-64-v4
+ * (AVX-512, with 512-bit vectors: the Makefile adds -mprefer-vector-width=512
+ * to this file; measured: GELU, LayerNorm, softmax 25-35% faster than 256-bit),
+ * x86-64-v3 (AVX2) and the baseline (SSE2); the dynamic loader picks one per
+ * function for the CPU it runs on. All three give the same bits: reductions
+ * use fixed-width partial sums in a fixed order and -std=c11 keeps a*b+c
+ * unfused, so the vector width changes the speed only. A build whose target
+ * already has AVX-512 (e.g. BFT_MARCH=-march=native on such a CPU), clang,
+ * or -DBFT_NO_CLONES compiles each loop once.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__) && \
+    !defined(BFT_NO_CLONES)
+#define BFT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BFT_HOT
+#endif
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -188,7 +203,7 @@ typedef struct {
     bft_dropout d;
 } drop_job;
 
-static void drop_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void drop_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     drop_job *j = ctx;
     (void)tid;
@@ -351,7 +366,7 @@ typedef struct {
     int N, C, accum;
 } colsum_job;
 
-static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
+BFT_HOT static void colsum_part(void *ctx, int64_t c0, int64_t c1, int tid)
 {
     colsum_job *j = ctx;
     (void)tid;
@@ -420,7 +435,7 @@ typedef struct {
     int OC;
 } bgelu_job;
 
-static void bgelu_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void bgelu_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     bgelu_job *j = ctx;
     (void)tid;
@@ -448,7 +463,7 @@ typedef struct {
     const float *inp, *dout;
 } gelu_job;
 
-static void gelu_fwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void gelu_fwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     (void)tid;
@@ -456,7 +471,7 @@ static void gelu_fwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] = gelu1(j->inp[i]);
 }
 
-static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     (void)tid;
@@ -464,7 +479,7 @@ static void gelu_bwd_part(void *ctx, int64_t i0, int64_t i1, int tid)
         j->out[i] = j->dout[i] * gelu_grad1(j->inp[i]);
 }
 
-static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void gelu_rec_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     float *restrict x = (float *)j->inp, *restrict out = j->out;
@@ -490,7 +505,7 @@ void bft_op_gelu_recompute(float *out, float *x, size_t n)
     bft_parallel_for((int64_t)n, 8192, gelu_rec_part, &j);
 }
 
-static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void mul_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     gelu_job *j = ctx;
     (void)tid;
@@ -557,7 +572,7 @@ typedef struct {
     bft_dropout d;
 } ln_job;
 
-static void ln_plain_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void ln_plain_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     ln_job *j = ctx;
     (void)tid;
@@ -583,7 +598,7 @@ void bft_op_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, 
     bft_parallel_for(N, 4, ln_plain_part, &j);
 }
 
-static void res_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void res_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     ln_job *j = ctx;
     int C = j->C;
@@ -629,7 +644,7 @@ void bft_op_residual_ln_fwd(float *out, float *x, float *mean, float *rstd, cons
     bft_parallel_for(N, 4, res_ln_part, &j);
 }
 
-static void embed_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void embed_ln_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     ln_job *j = ctx;
     int C = j->C;
@@ -681,7 +696,7 @@ typedef struct {
 } lnb_job;
 
 /* dw, db (columns c0..c1) += sum over rows of dout*xhat, dout */
-static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
+BFT_HOT static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
 {
     lnb_job *j = ctx;
     int w = (int)(c1 - c0);
@@ -708,7 +723,7 @@ static void lnb_cols_part(void *ctx, int64_t c0, int64_t c1, int tid)
     }
 }
 
-static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void lnb_rows_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     lnb_job *j = ctx;
     int C = j->C;
@@ -760,7 +775,7 @@ typedef struct {
     bft_dropout d;
 } dbb_job;
 
-static void dbb_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void dbb_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     dbb_job *j = ctx;
     (void)tid;
@@ -791,7 +806,7 @@ typedef struct {
     int B, T, C, pad_id;
 } emb_job;
 
-static void emb_bwd_part(void *ctx, int64_t c0, int64_t c1, int tid)
+BFT_HOT static void emb_bwd_part(void *ctx, int64_t c0, int64_t c1, int tid)
 {
     emb_job *j = ctx;
     int w = (int)(c1 - c0);
@@ -853,7 +868,7 @@ static void att_run(att_job *j, const float *qkv, const int32_t *lens, int B, in
 }
 
 /* Rows of one (b, h): softmax over keys < len of S (T, T) in place. */
-static void softmax_rows(float *S, int T, int len)
+static inline void softmax_rows(float *S, int T, int len)
 {
     for (int i = 0; i < T; i++) {
         float *s = S + (size_t)i * T;
@@ -868,7 +883,7 @@ static void softmax_rows(float *S, int T, int len)
     }
 }
 
-static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void att_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -917,7 +932,7 @@ void bft_op_attention_fwd(float *ctx, float *att, const float *qkv, const int32_
     att_run(&j, qkv, lens, B, T, C, NH, d, 1, att_fwd_part);
 }
 
-static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void att_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -995,7 +1010,7 @@ void bft_op_attention_bwd(float *dqkv, const float *dctx, const float *att, cons
 
 /* ---------------------------------------------------------------- [CLS]-row attention */
 
-static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void attc_fwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -1047,7 +1062,7 @@ void bft_op_attention_cls_fwd(float *ctx, float *att, const float *qkv, const in
     att_run(&j, qkv, lens, B, T, C, NH, d, 4, attc_fwd_part);
 }
 
-static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
+BFT_HOT static void attc_bwd_part(void *ctx, int64_t p0, int64_t p1, int tid)
 {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, hs = C / NH, C3 = 3 * C;
@@ -1147,11 +1162,12 @@ typedef struct {
     float *probs, *losses, *dlogits;
     const float *logits;
     const int32_t *labels;
+    const float *row_scale;
     int K;
     float dscale;
 } xent_job;
 
-static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
+BFT_HOT static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
 {
     xent_job *j = ctx;
     int K = j->K;
@@ -1172,9 +1188,10 @@ static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
         if (j->dlogits) {
             float *d = j->dlogits + (size_t)r * K;
             if (y >= 0) {
+                float ds = j->row_scale ? j->dscale * j->row_scale[r] : j->dscale;
                 for (int k = 0; k < K; k++)
-                    d[k] = e[k] * j->dscale;
-                d[y] -= j->dscale;
+                    d[k] = e[k] * ds;
+                d[y] -= ds;
             } else {
                 memset(d, 0, (size_t)K * sizeof *d);
             }
@@ -1183,12 +1200,59 @@ static void xent_part(void *ctx, int64_t r0, int64_t r1, int tid)
 }
 
 void bft_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                         const int32_t *labels, int N, int K, float dscale)
+                         const int32_t *labels, const float *row_scale, int N, int K,
+                         float dscale)
 {
-    xent_job j = {probs, losses, dlogits, logits, labels, K, dscale};
+    xent_job j = {probs, losses, dlogits, logits, labels, row_scale, K, dscale};
     if (!probs && !dlogits)
         return;
     bft_parallel_for(N, K >= 4096 ? 1 : 64, xent_part, &j);
+}
+
+/* ---------------------------------------------------------------- sigmoid binary cross-entropy */
+
+typedef struct {
+    float *probs, *losses, *dlogits;
+    const float *logits, *targets;
+    int K;
+    float dscale;
+} bce_job;
+
+static void bce_part(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    bce_job *j = ctx;
+    int K = j->K;
+    float dk = j->dscale / (float)K;
+    (void)tid;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *lg = j->logits + (size_t)r * K;
+        const float *y = j->targets ? j->targets + (size_t)r * K : NULL;
+        double ls = 0.0;
+        for (int k = 0; k < K; k++) {
+            float x = lg[k];
+            /* sigmoid without overflow: exp of -|x| only */
+            float e = expf(-fabsf(x));
+            float p = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+            if (j->probs)
+                j->probs[(size_t)r * K + k] = p;
+            if (y) {
+                ls += (double)fmaxf(x, 0.0f) - (double)x * y[k] + log1p((double)e);
+                if (j->dlogits)
+                    j->dlogits[(size_t)r * K + k] = (p - y[k]) * dk;
+            }
+        }
+        if (y && j->losses)
+            j->losses[r] = (float)(ls / K);
+    }
+}
+
+void bft_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                        const float *targets, int N, int K, float dscale)
+{
+    bce_job j = {probs, losses, dlogits, logits, targets, K, dscale};
+    if (!probs && !(targets && (losses || dlogits)))
+        return;
+    bft_parallel_for(N, K >= 4096 ? 1 : 64, bce_part, &j);
 }
 
 /* ---------------------------------------------------------------- optimizer */
@@ -1199,7 +1263,7 @@ typedef struct {
     int zero_grad;
 } adamw_job;
 
-static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
+BFT_HOT static void adamw_part(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     adamw_job *j = ctx;
     float *p = j->p, *m = j->m, *v = j->v, *g = j->g;
@@ -1242,7 +1306,7 @@ typedef struct {
 /* Sum of squares of x (n), in a fixed order: four interleaved streams (quarters
  * of the block, for memory-level parallelism), float partials over 1024-element
  * chunks accumulated into double. */
-static double sumsq_block(const float *x, size_t n)
+BFT_HOT static double sumsq_block(const float *x, size_t n)
 {
     size_t q = n / 4 / 1024 * 1024, i;
     double s = 0.0;

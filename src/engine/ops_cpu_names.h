@@ -36,6 +36,7 @@
 #define bft_op_dropout_fwd bft_cpu_op_dropout_fwd
 #define bft_op_dropout_bwd bft_cpu_op_dropout_bwd
 #define bft_op_softmax_xent bft_cpu_op_softmax_xent
+#define bft_op_sigmoid_bce bft_cpu_op_sigmoid_bce
 #define bft_op_adamw bft_cpu_op_adamw
 #define bft_op_sumsq bft_cpu_op_sumsq
 #define bft_op_zero bft_cpu_op_zero

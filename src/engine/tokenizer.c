@@ -1,32 +1,34 @@
 /*
  * tokenizer.c — Hugging Face BertTokenizer (BertNormalizer + BertPreTokenizer
  * + WordPiece + [CLS]/[SEP] template), bit-for-bit against the reference
- * @huggingface/tokenizers (tokenizers.js, npm) loading the bert-base
- * tokenizer.json files; goldens in tests/data/tok/, test in
+ * Hugging Face `tokenizers` (Rust; BertTokenizerFast in Python) with the
+ * bert-base vocabularies and the all-MiniLM-L6-v2 tokenizer; goldens in
+ * tests/data/tok/ (tests/hf/tok_goldens.py), test in
  * tests/engine/test_tokenizer.c.
  *
  * Pipeline for one text, exactly in the reference's order:
  *  1. Special tokens present in the vocabulary ([PAD] [UNK] [CLS] [SEP]
  *     [MASK]) are split out of the RAW text (longest match, anywhere, even
  *     inside words; before lower-casing, so "[mask]" is not special in the
- *     uncased model). Each remaining section is normalized on its own.
+ *     uncased model). Each remaining section is normalized on its own; a
+ *     section that becomes "[MASK]" only after normalization (say
+ *     "[MA\u200BSK]") is ordinary text.
  *  2. clean_text: drop NUL, U+FFFD and "control" characters (categories Cc,
- *     Cf, Co, Cs, except \t \n \r); every whitespace character (ECMAScript
- *     \s: \t \n \r space, Zs, U+2028, U+2029) becomes a space.
- *  3. handle_chinese_chars: spaces around CJK ideographs (HF's ranges). The
- *     reference tests UTF-16 code units, so only the BMP ranges
- *     (U+3400–4DBF, U+4E00–9FFF, U+F900–FAFF) take effect; supplementary
- *     ideographs (U+20000…) stay inside their word, as in the reference.
- *  4. lowercase (do_lower_case): full Unicode lower-casing of the ICU root
- *     locale, the same as JavaScript toLowerCase() ('İ' → "i̇", final sigma).
+ *     Cf, Co, Cs, except \t \n \r; U+FEFF and U+0085 are dropped too);
+ *     every other whitespace character (\t \n \r, Zs, U+2028, U+2029)
+ *     becomes a space. Unassigned code points (Cn) are kept.
+ *  3. handle_chinese_chars: spaces around CJK ideographs, the ranges of the
+ *     Rust BertNormalizer: U+3400–4DBF, U+4E00–9FFF, U+F900–FAFF,
+ *     U+20000–2A6DF, U+2A700–2B81F, U+2B920–2CEAF, U+2F800–2FA1F.
+ *  4. lowercase (do_lower_case): Unicode lower-casing character by character
+ *     (full mappings: 'İ' → "i̇"; no final-sigma rule: "ΟΔΟΣ" → "οδοσ").
  *  5. strip_accents (when lower-casing unless strip_accents=0, or when
  *     strip_accents=1): NFD, then drop non-spacing marks (Mn).
- *  6. A normalized section that is exactly a special token becomes it.
- *  7. Pre-tokenize: split on whitespace; each punctuation character (Unicode
+ *  6. Pre-tokenize: split on whitespace; each punctuation character (Unicode
  *     P* or any ASCII non-alphanumeric symbol) is a word of its own.
- *  8. WordPiece: greedy longest-match-first with "##" continuations; a word
+ *  7. WordPiece: greedy longest-match-first with "##" continuations; a word
  *     of more than 100 code points, or with an unmatched rest, is [UNK].
- *  9. [CLS] pieces [SEP]; truncation keeps the first max_length-2 pieces.
+ *  8. [CLS] pieces [SEP]; truncation keeps the first max_length-2 pieces.
  * Unicode properties, case mapping and NFD come from ICU (no tables here);
  * the fast paths for ASCII bytes give exactly what ICU would.
  *
@@ -38,14 +40,9 @@
  * simply dropped: "a\xFFb" encodes like "ab". Valid characters around them
  * are never lost.
  *
- * Known differences of the reference (tokenizers.js) from the Rust/Python
- * implementations, which we follow because the reference decides:
- * unassigned code points (Cn) are kept (Python/Rust drop them), U+2028/2029
- * are whitespace, supplementary CJK ideographs are not split (step 3).
- * Lower-casing uses the final-sigma rule like Python's str.lower() (the Rust
- * crate maps char by char: "ΟΔΟΣ" → "οδοσ" there, "οδος" here and in Python).
- * Unicode data: ICU 72 (Unicode 15.0) here vs the reference's ICU; characters
- * assigned after Unicode 15.0 may differ in category.
+ * Unicode data: ICU 72 (Unicode 15.0) here vs the Unicode tables compiled
+ * into the reference; characters assigned after Unicode 15.0 may differ in
+ * category.
  */
 #include "tokenizer.h"
 
@@ -125,19 +122,21 @@ void tok_ws_free(tok_ws *ws)
 /* Byte classes for the ASCII fast paths. */
 enum { C_DROP = 0, C_SPACE = 1, C_PUNCT = 2, C_WORD = 3, C_HIGH = 4 };
 
-/* ECMAScript \s (WhiteSpace + LineTerminator) for a non-ASCII code point. */
-static inline int is_js_space(uint32_t cp)
+/* Whitespace (Unicode White_Space) for a non-ASCII code point that survived
+ * clean_text (U+0085 is a control character and does not). */
+static inline int is_uspace(uint32_t cp)
 {
-    return cp == 0x2028 || cp == 0x2029 || cp == 0xFEFF ||
-           u_charType((UChar32)cp) == U_SPACE_SEPARATOR;
+    return cp == 0x2028 || cp == 0x2029 || u_charType((UChar32)cp) == U_SPACE_SEPARATOR;
 }
 
-/* HF's _is_chinese_char ranges as the reference applies them (UTF-16 code
- * units, hence BMP only). */
-static inline int is_cjk_bmp(uint32_t cp)
+/* The CJK ideograph ranges of the Rust BertNormalizer (is_chinese_char). */
+static inline int is_cjk(uint32_t cp)
 {
-    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
-           (cp >= 0xF900 && cp <= 0xFAFF);
+    if (cp < 0x3400) return 0;
+    if (cp < 0x10000)
+        return (cp >= 0x4E00 && cp <= 0x9FFF) || cp <= 0x4DBF || (cp >= 0xF900 && cp <= 0xFAFF);
+    return (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B81F) ||
+           (cp >= 0x2B920 && cp <= 0x2CEAF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
 static inline int is_dropped_type(int8_t t)
@@ -186,6 +185,12 @@ static int transform_chunk(const tok_norm *n, const char *s, size_t len, tok_ws 
     if (U_FAILURE(st)) return -1;   /* cannot happen: the chunk is valid UTF-8 */
     UChar *cur = ws->u1.p;
     if (n->lower) {
+        /* character by character: the root locale's only context-dependent
+         * mapping is final sigma, so writing σ for every Σ first (σ is cased
+         * like Σ, the context of other characters is unchanged) gives the
+         * per-character result */
+        for (int32_t i = 0; i < ulen; i++)
+            if (cur[i] == 0x03A3) cur[i] = 0x03C3;
         for (;;) {
             st = U_ZERO_ERROR;
             int32_t need = u_strToLower(ws->u2.p, ws->u2.cap, cur, ulen, "", &st);
@@ -270,7 +275,7 @@ static int clean_into(const tok_norm *n, const char *text, size_t len, size_t *p
                 *o++ = ' ';
                 continue;
             }
-            if (n->chinese && is_cjk_bmp(cp)) {
+            if (n->chinese && is_cjk(cp)) {
                 *o++ = ' ';
                 o += tok_utf8_encode(cp, o);
                 *o++ = ' ';
@@ -288,7 +293,7 @@ static int clean_into(const tok_norm *n, const char *text, size_t len, size_t *p
 
 /* Steps 4–5 over cleaned bytes src[0..len), appended to out. Per
  * space-separated chunk: a space is neither cased nor case-ignorable and is
- * an NFD starter, so chunk-wise lower-casing (incl. final sigma) and NFD
+ * an NFD starter, so chunk-wise lower-casing and NFD
  * equal the whole-string operations. ASCII chunks are done already. */
 static int transform_spaced(const tok_norm *n, const char *src, size_t len, tok_ws *ws,
                             tok_buf *out)
@@ -358,7 +363,7 @@ static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_si
         } else {
             l = tok_utf8_decode(u + i, n - i, &cp);
             if (l == 0) { i++; continue; }          /* cannot happen */
-            if (is_js_space(cp)) { i += (size_t)l; continue; }
+            if (is_uspace(cp)) { i += (size_t)l; continue; }
             if (u_ispunct((UChar32)cp)) {
                 if (sink->word(sink->ctx, s + i, (size_t)l)) return 1;
                 i += (size_t)l;
@@ -376,7 +381,7 @@ static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_si
             }
             l = tok_utf8_decode(u + i, n - i, &cp);
             if (l == 0) break;
-            if (is_js_space(cp) || u_ispunct((UChar32)cp)) break;
+            if (is_uspace(cp) || u_ispunct((UChar32)cp)) break;
             i += (size_t)l;
         }
         if (i > w && i == n && tail) {
@@ -390,7 +395,7 @@ static int pretokenize(const uint8_t *cls, const char *s, size_t n, const tok_si
 }
 
 /* Whole-section path (sections up to TOK_STREAM_MIN bytes): normalize,
- * step 6, pre-tokenize. */
+ * pre-tokenize. */
 static int process_section_whole(const tok_norm *n, const char *text, size_t len, tok_ws *ws,
                                  const tok_sink *sink)
 {
@@ -398,40 +403,24 @@ static int process_section_whole(const tok_norm *n, const char *text, size_t len
     const char *a = ws->a.p;
     size_t an = ws->a.n;
     if (an == 0) return 0;
-    for (int k = 0; k < n->nspec; k++)
-        if ((size_t)n->spec_len[k] == an && memcmp(n->spec[k], a, an) == 0)
-            return sink->special(sink->ctx, k) ? 1 : 0;
     return pretokenize(n->cls, a, an, sink, NULL);
 }
 
 /* ---- streaming (sections longer than TOK_STREAM_MIN bytes) ---- */
 
-/* Is c a character next to which a window may end? Lower-casing has one
- * context-dependent mapping, final sigma (U+03A3), whose context extends over
- * case-ignorable characters; NFD reorders non-starters. So a split between x
- * and y is exact when neither is U+03A3 nor case-ignorable (when
- * lower-casing) and y (and its lower-case form) starts a new NFD segment
- * (when stripping accents). */
+/* May a window end between x and y? Lower-casing is per character (no
+ * context); NFD reorders non-starters. So a split between x and y is exact
+ * when y (and its lower-case form) starts a new NFD segment (when stripping
+ * accents), and always otherwise. */
 static int split_ok(const tok_norm *n, uint32_t x, uint32_t y)
 {
-    if (x < 0x80 && y < 0x80) {
-        /* ASCII: only ' . : ^ ` are case-ignorable; every ASCII character is a starter */
-        static const char ign[] = "'.:^`";
-        return !(n->lower && (strchr(ign, (int)x) || strchr(ign, (int)y)));
-    }
-    if (n->lower) {
-        if (x == 0x3A3 || y == 0x3A3) return 0;
-        if (u_hasBinaryProperty((UChar32)x, UCHAR_CASE_IGNORABLE) ||
-            u_hasBinaryProperty((UChar32)y, UCHAR_CASE_IGNORABLE))
-            return 0;
-    }
-    if (n->strip) {
-        UErrorCode st = U_ZERO_ERROR;
-        const UNormalizer2 *nfd = unorm2_getNFDInstance(&st);
-        if (U_FAILURE(st)) return 0;
-        if (!unorm2_hasBoundaryBefore(nfd, (UChar32)y)) return 0;
-        if (n->lower && !unorm2_hasBoundaryBefore(nfd, u_tolower((UChar32)y))) return 0;
-    }
+    (void)x;
+    if (!n->strip || y < 0x80) return 1;    /* every ASCII character is an NFD starter */
+    UErrorCode st = U_ZERO_ERROR;
+    const UNormalizer2 *nfd = unorm2_getNFDInstance(&st);
+    if (U_FAILURE(st)) return 0;
+    if (!unorm2_hasBoundaryBefore(nfd, (UChar32)y)) return 0;
+    if (n->lower && !unorm2_hasBoundaryBefore(nfd, u_tolower((UChar32)y))) return 0;
     return 1;
 }
 
@@ -450,7 +439,7 @@ static uint32_t cp_before(const char *b, size_t p, size_t *start)
  * (after a space, or between two characters split_ok accepts); 0 if none. */
 static size_t find_split(const tok_norm *n, const tok_buf *a, size_t lo)
 {
-    if (!n->lower && !n->strip) return a->n;    /* no context at all */
+    if (!n->strip) return a->n;    /* no context at all */
     size_t p = a->n, ystart;
     if (p == 0) return 0;
     uint32_t y = cp_before(a->p, p, &ystart);
@@ -469,10 +458,6 @@ typedef struct stream_st {
     const tok_norm *n;
     const tok_sink *sink;
     tok_ws *ws;
-    size_t maxspec;      /* longest special token */
-    char hold[64];       /* step 6: the first normalized bytes while they could still be a special */
-    size_t nhold;
-    int released;        /* more than maxspec bytes came out: no longer a special */
     int longw;           /* the word in ws->w is longer than TOK_MAX_WORD (bytes dropped) */
 } stream_st;
 
@@ -520,7 +505,7 @@ static size_t word_prefix(const uint8_t *cls, const char *s, size_t n)
         }
         uint32_t cp;
         int l = tok_utf8_decode(u + i, n - i, &cp);
-        if (l == 0 || is_js_space(cp) || u_ispunct((UChar32)cp)) break;
+        if (l == 0 || is_uspace(cp) || u_ispunct((UChar32)cp)) break;
         i += (size_t)l;
     }
     return i;
@@ -547,31 +532,6 @@ static int stream_pretok(stream_st *st, const char *s, size_t len, int final)
     return 0;
 }
 
-/* Normalized bytes of one window: held for step 6 while they could still be
- * a special token, then pre-tokenized. */
-static int stream_out(stream_st *st, const char *s, size_t len, int final)
-{
-    if (!st->released) {
-        if (st->nhold + len <= st->maxspec) {
-            memcpy(st->hold + st->nhold, s, len);
-            st->nhold += len;
-            if (!final) return 0;
-            if (st->nhold == 0) return 0;
-            for (int k = 0; k < st->n->nspec; k++)
-                if ((size_t)st->n->spec_len[k] == st->nhold &&
-                    memcmp(st->n->spec[k], st->hold, st->nhold) == 0)
-                    return st->sink->special(st->sink->ctx, k) ? 1 : 0;
-            return pretokenize(st->n->cls, st->hold, st->nhold, st->sink, NULL);
-        }
-        st->released = 1;
-        if (st->nhold > 0) {
-            int r = stream_pretok(st, st->hold, st->nhold, 0);
-            if (r) return r;
-        }
-    }
-    return stream_pretok(st, s, len, final);
-}
-
 /* Normalize cleaned bytes a[0..p) (steps 4–5) and pass them on. */
 static int stream_flush(stream_st *st, size_t p, int final)
 {
@@ -581,9 +541,9 @@ static int stream_flush(stream_st *st, size_t p, int final)
     if (n->lower || n->strip) {
         ws->b.n = 0;
         if (transform_spaced(n, ws->a.p, p, ws, &ws->b)) return -1;
-        r = stream_out(st, ws->b.p, ws->b.n, final);
+        r = stream_pretok(st, ws->b.p, ws->b.n, final);
     } else {
-        r = stream_out(st, ws->a.p, p, final);
+        r = stream_pretok(st, ws->a.p, p, final);
     }
     if (r) return r;
     memmove(ws->a.p, ws->a.p + p, ws->a.n - p);
@@ -599,9 +559,6 @@ static int process_section_stream(const tok_norm *n, const char *text, size_t le
     st.n = n;
     st.sink = sink;
     st.ws = ws;
-    for (int k = 0; k < n->nspec; k++)
-        if ((size_t)n->spec_len[k] > st.maxspec) st.maxspec = (size_t)n->spec_len[k];
-    if (st.maxspec >= sizeof st.hold) st.maxspec = sizeof st.hold - 1;
     ws->a.n = 0;
     ws->w.n = 0;
     size_t i = 0;
@@ -1069,7 +1026,8 @@ int bft_encode_pieces(const bft_tokenizer *t, const char *text, size_t len,
 /* ------------------------------------------------------------------ */
 /* decode                                                              */
 
-/* HF clean_up_tokenization: the replacements, in order, each global. */
+/* The clean-up of the WordPiece decoder (cleanup=true), applied to each
+ * token with its leading space: the replacements, in order, each global. */
 static void cleanup_spaces(char *s)
 {
     static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
@@ -1103,10 +1061,8 @@ char *bft_decode(const bft_tokenizer *t, const int32_t *ids, size_t n, int skip_
 {
     if (!t || (!ids && n)) return NULL;
     size_t cap = 1;
-    for (size_t i = 0; i < n; i++) {
-        int id = ids[i] >= 0 && ids[i] < t->n ? ids[i] : t->sp.unk;
-        cap += t->len[id] + 1;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < t->n) cap += t->len[ids[i]] + 1;
     char *out = malloc(cap);
     char *tmp = malloc(cap);
     if (!out || !tmp) {
@@ -1117,13 +1073,14 @@ char *bft_decode(const bft_tokenizer *t, const int32_t *ids, size_t n, int skip_
     size_t o = 0;
     int first = 1;
     for (size_t i = 0; i < n; i++) {
-        /* ids out of range decode as the unknown token, like the reference */
-        int id = ids[i] >= 0 && ids[i] < t->n ? ids[i] : t->sp.unk;
+        /* ids out of range are left out, like the reference */
+        if (ids[i] < 0 || ids[i] >= t->n) continue;
+        int id = ids[i];
         if (skip_special && is_special_id(t, id)) continue;
         const char *s = t->str + t->off[id];
         size_t l = t->len[id];
         /* WordPiece decoder: "##" pieces glue on, others get a space; then
-         * clean-up per token and once more over the whole text */
+         * the clean-up of that token (so "don ' t" stays as it is) */
         size_t tl = 0;
         if (!first && is_cont_token(s, l)) {
             memcpy(tmp, s + 2, l - 2);
@@ -1142,6 +1099,5 @@ char *bft_decode(const bft_tokenizer *t, const int32_t *ids, size_t n, int skip_
     }
     out[o] = '\0';
     free(tmp);
-    cleanup_spaces(out);
     return out;
 }

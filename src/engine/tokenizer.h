@@ -2,8 +2,8 @@
  * tokenizer.h — Hugging Face BertTokenizer (BasicTokenizer + WordPiece),
  * bit-for-bit, plus WordPiece vocabulary learning for from-scratch models.
  *
- * Ids produced by bft_encode are exactly those of HF BertTokenizer /
- * @huggingface/tokenizers with the same vocab.txt and settings.
+ * Ids produced by bft_encode are exactly those of Hugging Face tokenizers'
+ * BertTokenizerFast (Rust) with the same vocab.txt and settings.
  * A tokenizer is immutable after creation and safe to share between threads.
  */
 #ifndef BFT_TOKENIZER_H
@@ -68,8 +68,10 @@ int bft_encode(const bft_tokenizer *tok, const char *text, size_t len,
 int bft_encode_pieces(const bft_tokenizer *tok, const char *text, size_t len,
                       int32_t **out_ids, size_t *out_n, bft_error *err);
 
-/* Decode ids to text like HF decode(): tokens joined by spaces, "##" pieces
- * merged into the previous word; special tokens dropped when skip_special.
+/* Decode ids to text like the tokenizers library's decode() (WordPiece
+ * decoder with clean-up): tokens joined by spaces, "##" pieces merged into
+ * the previous word, a space before a token that is just . ? ! or , removed;
+ * special tokens dropped when skip_special; ids out of range left out.
  * Returns a malloc'd NUL-terminated string (caller frees) or NULL on OOM. */
 char *bft_decode(const bft_tokenizer *tok, const int32_t *ids, size_t n, int skip_special);
 

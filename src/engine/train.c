@@ -31,10 +31,12 @@
 #include <time.h>
 
 #include "backend.h"
+#include "embed.h"
 #include "bert.h"
 #include "ops.h"
 #include "rng.h"
 #include "threads.h"
+#include "train_state.h"
 
 bft_train_opts bft_train_default_opts(void)
 {
@@ -77,15 +79,23 @@ static int64_t ex_len(const bft_dataset *ds, int64_t i)
     return ds->offsets[i + 1] - ds->offsets[i];
 }
 
+static int is_multi(const bft_model *m)
+{
+    return m->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL;
+}
+
 /* Check shape, ids and labels of ds against the model; *maxlen gets the longest. */
 static int check_dataset(const bft_model *m, const bft_dataset *ds, int need_labels, int K,
                          const char *what, int *maxlen, bft_error *err)
 {
     const bft_config *cfg = &m->cfg;
+    int multi = need_labels && is_multi(m);
     if (!ds || ds->n <= 0 || !ds->offsets || !ds->tokens)
         return bft_set_error(err, BFT_EINVAL, "%s dataset is empty", what);
-    if (need_labels && !ds->labels)
+    if (need_labels && !multi && !ds->labels)
         return bft_set_error(err, BFT_EINVAL, "%s dataset has no labels", what);
+    if (multi && (!ds->label_offsets || !ds->label_ids))
+        return bft_set_error(err, BFT_EINVAL, "%s dataset has no label sets (multi-label model)", what);
     if (ds->offsets[0] < 0)
         return bft_set_error(err, BFT_EINVAL, "%s dataset: offsets[0] is negative", what);
     int64_t mx = 0;
@@ -103,17 +113,27 @@ static int check_dataset(const bft_model *m, const bft_dataset *ds, int need_lab
             if (ds->tokens[k] < 0 || ds->tokens[k] >= cfg->vocab_size)
                 return bft_set_error(err, BFT_EINVAL, "%s example %lld: token id %d outside [0, %d)",
                                      what, (long long)i, ds->tokens[k], cfg->vocab_size);
-        if (need_labels && (ds->labels[i] < 0 || ds->labels[i] >= K))
+        if (need_labels && !multi && (ds->labels[i] < 0 || ds->labels[i] >= K))
             return bft_set_error(err, BFT_EINVAL, "%s example %lld: label %d outside [0, %d)", what,
                                  (long long)i, ds->labels[i], K);
+        if (multi) {
+            if (ds->label_offsets[i + 1] < ds->label_offsets[i] || (i == 0 && ds->label_offsets[0] < 0))
+                return bft_set_error(err, BFT_EINVAL, "%s example %lld: label offsets decrease", what,
+                                     (long long)i);
+            for (int64_t k = ds->label_offsets[i]; k < ds->label_offsets[i + 1]; k++)
+                if (ds->label_ids[k] < 0 || ds->label_ids[k] >= K)
+                    return bft_set_error(err, BFT_EINVAL, "%s example %lld: label %d outside [0, %d)",
+                                         what, (long long)i, ds->label_ids[k], K);
+        }
     }
     *maxlen = (int)mx;
     return 0;
 }
 
-/* Fill a padded batch from examples idx[0..B): ids (B,T), lens, labels. */
+/* Fill a padded batch from examples idx[0..B): ids (B,T), lens, labels; targets
+ * (B,K) multi-hot from the label sets when not NULL (multi-label models). */
 static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad_id, int32_t *ids,
-                       int32_t *lens, int32_t *labels, bert_batch *bt)
+                       int32_t *lens, int32_t *labels, float *targets, int K, bert_batch *bt)
 {
     int T = 1;
     for (int b = 0; b < B; b++) {
@@ -130,12 +150,20 @@ static void make_batch(const bft_dataset *ds, const int64_t *idx, int B, int pad
             dst[t] = pad_id;
         if (labels)
             labels[b] = ds->labels ? ds->labels[idx[b]] : -1;
+        if (targets) {
+            float *y = targets + (size_t)b * K;
+            memset(y, 0, (size_t)K * sizeof *y);
+            for (int64_t k = ds->label_offsets[idx[b]]; k < ds->label_offsets[idx[b] + 1]; k++)
+                y[ds->label_ids[k]] = 1.0f;
+        }
     }
     bt->B = B;
     bt->T = T;
     bt->ids = ids;
     bt->lens = lens;
     bt->labels = labels;
+    bt->targets = targets;
+    bt->weights = NULL;
 }
 
 /* Stable order of examples by increasing length (for inference batching). */
@@ -162,9 +190,10 @@ static int64_t *order_by_length(const bft_dataset *ds)
     return order;
 }
 
-/* Copy a host batch into the device buffers ids (B*T), lens (B), labels (B)
- * and point bt at them (plain copies on the CPU backend). */
-static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *labels)
+/* Copy a host batch into the device buffers ids (B*T), lens (B), labels (B),
+ * targets (B*K) and point bt at them (plain copies on the CPU backend). */
+static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *labels,
+                        float *targets, int K)
 {
     bft_dev_upload(ids, bt->ids, (size_t)bt->B * bt->T * sizeof *ids);
     bft_dev_upload(lens, bt->lens, (size_t)bt->B * sizeof *lens);
@@ -173,6 +202,10 @@ static void stage_batch(bert_batch *bt, int32_t *ids, int32_t *lens, int32_t *la
     if (bt->labels && labels) {
         bft_dev_upload(labels, bt->labels, (size_t)bt->B * sizeof *labels);
         bt->labels = labels;
+    }
+    if (bt->targets && targets) {
+        bft_dev_upload(targets, bt->targets, (size_t)bt->B * K * sizeof *targets);
+        bt->targets = targets;
     }
 }
 
@@ -204,11 +237,16 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
     int32_t *labels = malloc((size_t)batch_size * sizeof *labels);
     float *bprobs = malloc((size_t)batch_size * K * sizeof *bprobs);
     float *blosses = malloc((size_t)batch_size * sizeof *blosses);
+    /* multi-label losses: (B,K) targets */
+    int multi = losses && is_multi(m);
+    float *targets = multi ? malloc((size_t)batch_size * K * sizeof *targets) : NULL;
     /* the batch on m's device (the current backend; host memory on the CPU) */
     int32_t *d_ids = bft_dev_alloc((size_t)batch_size * maxlen * sizeof *d_ids);
     int32_t *d_lens = bft_dev_alloc((size_t)batch_size * sizeof *d_lens);
     int32_t *d_labels = bft_dev_alloc((size_t)batch_size * sizeof *d_labels);
+    float *d_targets = multi ? bft_dev_alloc((size_t)batch_size * K * sizeof *d_targets) : NULL;
     if (order && ids && lens && labels && bprobs && blosses && d_ids && d_lens && d_labels &&
+        (!multi || (targets && d_targets)) &&
         bert_acts_alloc(&a, cfg, K, batch_size, maxlen, 0) == 0)
         have_acts = 1;
     if (!have_acts) {
@@ -221,8 +259,9 @@ static int run_inference(const bft_model *m, const bft_dataset *ds, int batch_si
     for (int64_t s = 0; s < ds->n; s += batch_size) {
         int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
         bert_batch bt;
-        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, losses ? labels : NULL, &bt);
-        stage_batch(&bt, d_ids, d_lens, d_labels);
+        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens,
+                   losses && !multi ? labels : NULL, targets, K, &bt);
+        stage_batch(&bt, d_ids, d_lens, d_labels, d_targets, K);
         a.poll = poll;
         a.poll_ctx = poll_ctx;
         bert_cls_forward(m, &a, &bt, NULL);
@@ -250,10 +289,12 @@ done:
     bft_dev_free(d_ids);
     bft_dev_free(d_lens);
     bft_dev_free(d_labels);
+    bft_dev_free(d_targets);
     free(order);
     free(ids);
     free(lens);
     free(labels);
+    free(targets);
     free(bprobs);
     free(blosses);
     return rc;
@@ -291,6 +332,74 @@ int bft_predict(const bft_model *m, const bft_dataset *ds, int batch_size, float
     return infer_on_device(m, ds, batch_size, probs, NULL, NULL, err);
 }
 
+/* Sentence embeddings and hidden states (embed.c) run the encoder here. */
+int bft_encoder_run(const bft_model *m, const bft_dataset *ds, int batch_size,
+                    void (*fn)(void *ctx, const float *hidden, const int32_t *lens,
+                               const int64_t *idx, int B, int T),
+                    void *ctx, int (*poll)(void *ctx), void *poll_ctx, bft_error *err)
+{
+    const bft_config *cfg = &m->cfg;
+    int C = cfg->hidden_size, maxlen = 0, rc, dev, prec;
+    if ((rc = check_dataset(m, ds, 0, 0, "input", &maxlen, err)) != 0)
+        return rc;
+    if (batch_size <= 0)
+        batch_size = 32;
+    if (batch_size > ds->n)
+        batch_size = (int)ds->n;
+    bft_devmodel d;
+    bft_get_device(&dev, &prec);
+    if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
+        return rc;
+    bert_acts a;
+    memset(&a, 0, sizeof a);
+    int have_acts = 0;
+    int64_t *order = order_by_length(ds);
+    int32_t *ids = malloc((size_t)batch_size * maxlen * sizeof *ids);
+    int32_t *lens = malloc((size_t)batch_size * sizeof *lens);
+    float *hidden = malloc((size_t)batch_size * maxlen * C * sizeof *hidden);
+    int32_t *d_ids = bft_dev_alloc((size_t)batch_size * maxlen * sizeof *d_ids);
+    int32_t *d_lens = bft_dev_alloc((size_t)batch_size * sizeof *d_lens);
+    if (order && ids && lens && hidden && d_ids && d_lens &&
+        bert_acts_alloc(&a, cfg, 0, batch_size, maxlen, 0) == 0)
+        have_acts = 1;
+    if (!have_acts) {
+        rc = bft_dev_check(err);
+        if (rc == BFT_OK)
+            rc = bft_set_error(err, BFT_ENOMEM, "out of memory for inference (batch %d x %d tokens)",
+                               batch_size, maxlen);
+        goto done;
+    }
+    for (int64_t s = 0; s < ds->n; s += batch_size) {
+        int B = (int)(ds->n - s < batch_size ? ds->n - s : batch_size);
+        bert_batch bt;
+        make_batch(ds, order + s, B, cfg->pad_token_id, ids, lens, NULL, NULL, 0, &bt);
+        stage_batch(&bt, d_ids, d_lens, NULL, NULL, 0);   /* lens stays the host copy */
+        a.poll = poll;
+        a.poll_ctx = poll_ctx;
+        const float *top = bert_encoder_forward(&d.dm, &a, &bt, NULL);
+        if (a.stopped || (poll && poll(poll_ctx))) {
+            rc = bft_set_error(err, BFT_ECANCEL, "inference cancelled");
+            goto done;
+        }
+        bft_dev_download(hidden, top, (size_t)B * bt.T * C * sizeof *hidden);
+        if ((rc = bft_dev_check(err)) != BFT_OK)
+            goto done;
+        fn(ctx, hidden, lens, order + s, B, bt.T);
+    }
+    rc = BFT_OK;
+done:
+    if (have_acts)
+        bert_acts_free(&a);
+    bft_dev_free(d_ids);
+    bft_dev_free(d_lens);
+    free(order);
+    free(ids);
+    free(lens);
+    free(hidden);
+    bft_devmodel_close(&d);
+    return rc;
+}
+
 static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size, float *loss,
                        float *accuracy, float *macro_f1, int64_t *confusion,
                        int (*poll)(void *), void *poll_ctx, bft_error *err);
@@ -319,14 +428,15 @@ static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size
     bft_clear_error(err);
     if (!m)
         return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: NULL model");
-    if (!ds || !ds->labels)
+    int multi = is_multi(m);
+    if (!ds || (multi ? !ds->label_offsets || !ds->label_ids : !ds->labels))
         return bft_set_error(err, BFT_EINVAL, "bft_evaluate_ds: dataset without labels");
     int K = m->cfg.num_labels;
     if (K < 1 || ds->n <= 0)
         return run_inference(m, ds, batch_size, NULL, NULL, poll, poll_ctx, err);
     float *probs = malloc((size_t)ds->n * K * sizeof *probs);
     float *losses = malloc((size_t)ds->n * sizeof *losses);
-    int64_t *conf = calloc((size_t)K * K, sizeof *conf);
+    int64_t *conf = calloc(multi ? (size_t)K * 3 : (size_t)K * K, sizeof *conf);
     int rc;
     if (!probs || !losses || !conf) {
         rc = bft_set_error(err, BFT_ENOMEM, "out of memory for evaluation");
@@ -334,6 +444,63 @@ static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size
     }
     if ((rc = run_inference(m, ds, batch_size, probs, losses, poll, poll_ctx, err)) != 0)
         goto done;
+    if (multi) {
+        /* conf: (K, 3) true positives, false positives, false negatives per label */
+        double ls = 0.0, f1 = 0.0;
+        int64_t exact = 0;
+        for (int64_t i = 0; i < ds->n; i++) {
+            const float *p = probs + (size_t)i * K;
+            int64_t lo = ds->label_offsets[i], hi = ds->label_offsets[i + 1], right = 0;
+            int64_t npred = 0;
+            ls += losses[i];
+            for (int k = 0; k < K; k++)
+                npred += p[k] >= 0.5f;
+            for (int64_t j = lo; j < hi; j++) {
+                int y = ds->label_ids[j], dup = 0;
+                for (int64_t j2 = lo; j2 < j && !dup; j2++)
+                    dup = ds->label_ids[j2] == y;
+                if (dup)
+                    continue;
+                if (p[y] >= 0.5f) {
+                    conf[(size_t)y * 3]++;
+                    right++;
+                } else {
+                    conf[(size_t)y * 3 + 2]++;
+                }
+            }
+            /* predicted labels that are not true: npred - right of them */
+            for (int k = 0; k < K; k++)
+                if (p[k] >= 0.5f) {
+                    int t = 0;
+                    for (int64_t j = lo; j < hi && !t; j++)
+                        t = ds->label_ids[j] == k;
+                    if (!t)
+                        conf[(size_t)k * 3 + 1]++;
+                }
+            int64_t ntrue = 0;
+            for (int64_t j = lo; j < hi; j++) {
+                int dup = 0;
+                for (int64_t j2 = lo; j2 < j && !dup; j2++)
+                    dup = ds->label_ids[j2] == ds->label_ids[j];
+                ntrue += !dup;
+            }
+            exact += right == ntrue && npred == ntrue;
+        }
+        for (int k = 0; k < K; k++) {
+            int64_t tp = conf[(size_t)k * 3], fp = conf[(size_t)k * 3 + 1],
+                    fn = conf[(size_t)k * 3 + 2];
+            if (tp + fp + fn > 0)
+                f1 += 2.0 * tp / (double)(2 * tp + fp + fn);
+        }
+        if (loss)
+            *loss = (float)(ls / ds->n);
+        if (accuracy)
+            *accuracy = (float)((double)exact / ds->n);
+        if (macro_f1)
+            *macro_f1 = (float)(f1 / K);
+        rc = BFT_OK;
+        goto done;
+    }
     double ls = 0.0;
     int64_t correct = 0;
     for (int64_t i = 0; i < ds->n; i++) {
@@ -444,7 +611,7 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     bft_dev_upload(d_ids, ids, (size_t)n * sizeof *d_ids);
     bft_dev_upload(d_len, &len, sizeof len);
     bft_dev_upload(d_rows, rows, (size_t)M * sizeof *d_rows);
-    bert_batch bt = {1, n, d_ids, d_len, NULL};
+    bert_batch bt = {1, n, d_ids, d_len, NULL, NULL};
     const float *top = bert_encoder_forward(dm, &a, &bt, NULL);
     bert_mlm_forward(dm, &w, top, d_rows, M, NULL);
     bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);
@@ -506,6 +673,10 @@ typedef struct trainer {
     int64_t *order, *rows;
     float *eval_probs;
     int32_t *d_ids, *d_lens, *d_labels, *d_mlm_labels; /* the batch on the device */
+    float *targets, *d_targets;      /* (Bmax, K) multi-hot targets (multi-label models) */
+    float *roww, *d_roww;            /* (Bmax) per-example loss shares (class weights) */
+    float *best_mem;                 /* (num_params) the best epoch's weights (device) */
+    bft_epoch_rec *hist;             /* (epochs) what each completed epoch reported */
     int64_t *d_rows;
     int Bmax, Tmax;
 } trainer;
@@ -520,6 +691,12 @@ static void trainer_free(trainer *t)
     bft_dev_free(t->d_labels);
     bft_dev_free(t->d_mlm_labels);
     bft_dev_free(t->d_rows);
+    bft_dev_free(t->d_targets);
+    free(t->targets);
+    bft_dev_free(t->d_roww);
+    bft_dev_free(t->best_mem);
+    free(t->hist);
+    free(t->roww);
     free(t->tensors);
     free(t->trainable);
     free(t->accumulated);
@@ -654,6 +831,53 @@ static int mlm_mask(trainer *t, const bert_batch *bt, bft_rng *r, bft_special_id
     return M;
 }
 
+/* Fingerprint of a training for its state file: the task, every option that
+ * changes the result, the model's shape, the data and the host's salt. */
+static uint64_t train_fingerprint(const bft_model *m, const bft_dataset *ds,
+                                  const bft_train_opts *o, int task)
+{
+    const bft_config *c = &m->cfg;
+    uint64_t h = bft_train_hash(0x6266745f73746174ull, &o->state_salt, sizeof o->state_salt);
+    int64_t iv[] = {task, o->epochs, o->batch_size, o->shuffle, o->group_by_length,
+                    o->load_best_model_at_end, o->metric_for_best, o->early_stopping_patience,
+                    o->device, o->precision, c->vocab_size, c->hidden_size, c->num_hidden_layers,
+                    c->num_attention_heads, c->intermediate_size, c->max_position_embeddings,
+                    c->num_labels, c->pad_token_id, m->parts.pooler, m->parts.classifier,
+                    m->parts.mlm, (int64_t)m->num_params, (int64_t)o->seed};
+    float fv[] = {o->learning_rate, o->warmup_ratio, o->weight_decay, o->max_grad_norm,
+                  o->adam_beta1, o->adam_beta2, o->adam_eps, o->dropout, o->mlm_probability,
+                  c->hidden_dropout_prob, c->attention_probs_dropout_prob, c->classifier_dropout,
+                  c->layer_norm_eps};
+    h = bft_train_hash(h, iv, sizeof iv);
+    h = bft_train_hash(h, fv, sizeof fv);
+    if (task == TASK_CLS && o->class_weights)
+        h = bft_train_hash(h, o->class_weights, (size_t)c->num_labels * sizeof(float));
+    const bft_dataset *sets[2] = {ds, task == TASK_CLS ? o->valid : NULL};
+    for (int i = 0; i < 2; i++) {
+        const bft_dataset *d = sets[i];
+        if (!d) {
+            h = bft_train_hash(h, "-", 1);
+            continue;
+        }
+        h = bft_train_hash(h, &d->n, sizeof d->n);
+        h = bft_train_hash(h, d->offsets, (size_t)(d->n + 1) * sizeof *d->offsets);
+        h = bft_train_hash(h, d->tokens + d->offsets[0],
+                           (size_t)(d->offsets[d->n] - d->offsets[0]) * sizeof *d->tokens);
+        if (task == TASK_CLS && d->labels)
+            h = bft_train_hash(h, d->labels, (size_t)d->n * sizeof *d->labels);
+    }
+    return h;
+}
+
+/* The CUDA backend keeps a bf16 copy of the weights it trains: after the
+ * weights were replaced (a resumed state) it is made again. */
+static void weights_replaced(const bft_model *m)
+{
+    const bft_backend *be = bft_backend_current();
+    be->set_weights(NULL, 0);
+    be->set_weights(m->params_mem, m->num_params);
+}
+
 static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
                         bft_progress_fn progress, void *ctx, bft_train_result *res,
                         bft_error *err)
@@ -665,7 +889,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     memset(&t, 0, sizeof t);
     if (res) {
         memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
     }
     if (!m || !ds)
         return bft_set_error(err, BFT_EINVAL, "NULL model or dataset");
@@ -696,7 +920,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     if (task == TASK_CLS) {
         if (!m->parts.classifier || !m->p.clsw || K < 1)
             return bft_set_error(err, BFT_EINVAL, "the model has no classifier (set the labels first)");
-        if (K < 2)
+        if (K < 2 && !is_multi(m))
             return bft_set_error(err, BFT_EUNSUPPORTED,
                                  "num_labels 1 is regression in Hugging Face; at least 2 classes are needed");
         if (!m->parts.pooler || !m->p.poolw)
@@ -708,6 +932,22 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
                 return rc;
         }
+        if ((o->load_best_model_at_end || o->early_stopping_patience > 0) && !o->valid)
+            return bft_set_error(err, BFT_EINVAL,
+                                 "load_best_model_at_end and early stopping need a validation set");
+        if (o->metric_for_best < BFT_METRIC_LOSS || o->metric_for_best > BFT_METRIC_MACRO_F1 ||
+            o->early_stopping_patience < 0)
+            return bft_set_error(err, BFT_EINVAL, "invalid metric_for_best %d or patience %d",
+                                 o->metric_for_best, o->early_stopping_patience);
+        if (o->class_weights && is_multi(m))
+            return bft_set_error(err, BFT_EINVAL,
+                                 "class weights apply to single-label classification, not to a multi-label model");
+        if (o->class_weights)
+            for (int k = 0; k < K; k++)
+                if (!(o->class_weights[k] > 0.0f) || isinf(o->class_weights[k]))
+                    return bft_set_error(err, BFT_EINVAL,
+                                         "class weight %d is %g: weights must be positive and finite",
+                                         k, o->class_weights[k]);
     } else {
         if (!m->parts.mlm || !m->p.mlm_w)
             return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
@@ -740,6 +980,17 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     t.lens = malloc((size_t)Bmax * sizeof *t.lens);
     t.labels = malloc((size_t)Bmax * sizeof *t.labels);
     t.order = malloc((size_t)ds->n * sizeof *t.order);
+    int multi = task == TASK_CLS && is_multi(m);
+    if (multi) {
+        t.targets = malloc((size_t)Bmax * K * sizeof *t.targets);
+        t.d_targets = bft_dev_alloc((size_t)Bmax * K * sizeof *t.d_targets);
+    }
+    if (task == TASK_CLS && o->load_best_model_at_end)
+        t.best_mem = bft_dev_alloc(np * sizeof(float));
+    if (task == TASK_CLS && o->class_weights) {
+        t.roww = malloc((size_t)Bmax * sizeof *t.roww);
+        t.d_roww = bft_dev_alloc((size_t)Bmax * sizeof *t.d_roww);
+    }
     if (task == TASK_MLM) {
         t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
         t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
@@ -749,8 +1000,10 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     }
     if (!t.grad_mem || !t.m_mem || !t.v_mem || !t.tensors || !t.ids || !t.lens || !t.labels ||
         !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
-        !t.d_ids || !t.d_lens || !t.d_labels ||
+        !t.d_ids || !t.d_lens || !t.d_labels || (multi && (!t.targets || !t.d_targets)) ||
         (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
+        (task == TASK_CLS && o->class_weights && (!t.roww || !t.d_roww)) ||
+        (task == TASK_CLS && o->load_best_model_at_end && !t.best_mem) ||
         bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
         bft_error de;
         int drc = bft_dev_check(&de);
@@ -805,8 +1058,109 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
     const char *penv = getenv("BFT_PROFILE");
     int profile = penv && *penv && strcmp(penv, "0") != 0;
     double prof[3] = {0.0, 0.0, 0.0};
+    /* the best epoch so far (by metric_for_best) and its evaluation */
+    int best_epoch = 0, bad_epochs = 0, stop = 0, last_epoch = 0;
+    float best = NAN, best_l = NAN, best_a = NAN, best_f = NAN;
 
-    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+    /* ---- resume: the state saved after the last completed epoch */
+    int first_epoch = 1;
+    uint64_t fingerprint = o->state_path || o->resume_path ? train_fingerprint(m, ds, o, task) : 0;
+    bft_epoch_rec *hist = NULL;
+    if ((o->state_path || o->resume_path) &&
+        !(hist = t.hist = calloc((size_t)o->epochs + 1, sizeof *t.hist))) {
+        trainer_free(&t);
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
+    }
+    if (o->state_note_len > BFT_STATE_NOTE_MAX) {
+        trainer_free(&t);
+        return bft_set_error(err, BFT_EINVAL, "state note of %zu bytes (at most %d)",
+                             o->state_note_len, BFT_STATE_NOTE_MAX);
+    }
+    if (o->resume_path) {
+        bft_state_hdr h;
+        bft_epoch_rec *rh = NULL;
+        char *note = malloc(BFT_STATE_NOTE_MAX);
+        float *arrays[4] = {m->params_mem, t.m_mem, t.v_mem, t.best_mem};
+        rc = note ? bft_state_read(o->resume_path, &h, note, &rh, NULL, err)
+                  : bft_set_error(err, BFT_ENOMEM, "out of memory");
+        free(rh);
+        rh = NULL;
+        if (rc == BFT_OK &&
+            (h.fingerprint != fingerprint || h.task != (uint32_t)task ||
+             h.num_params != (uint64_t)m->num_params || h.epochs != o->epochs ||
+             h.has_best != (t.best_mem != NULL)))
+            rc = bft_set_error(err, BFT_EMISMATCH,
+                               "the saved training state %s belongs to another training (its data, "
+                               "options or initial model differ)", o->resume_path);
+        if (rc == BFT_OK)
+            rc = bft_state_read(o->resume_path, &h, note, &rh, arrays, err);
+        free(note);
+        if (rc != BFT_OK) {
+            free(rh);
+            trainer_free(&t);
+            return rc;
+        }
+        memcpy(hist, rh, (size_t)h.nhist * sizeof *hist);
+        free(rh);
+        weights_replaced(m);
+        step = h.step;
+        samples = h.samples;
+        loss_all = h.loss_all;
+        t0 = now_s() - h.elapsed_s;
+        best_epoch = h.best_epoch;
+        bad_epochs = h.bad_epochs;
+        stop = h.stop;
+        best = h.best;
+        best_l = h.best_l;
+        best_a = h.best_a;
+        best_f = h.best_f;
+        memcpy(mrng.s, h.rng, sizeof mrng.s);
+        last_epoch = h.epochs_done;
+        first_epoch = h.epochs_done + 1;
+        if (res && h.epochs_done > 0) {
+            const bft_epoch_rec *r = &hist[h.epochs_done - 1];
+            res->steps = step;
+            res->epochs = h.epochs_done;
+            res->train_loss = (float)(loss_all / (step > 0 ? step : 1));
+            res->last_epoch_loss = r->loss;
+            res->seconds = h.elapsed_s;
+            res->samples_per_s = h.elapsed_s > 0 ? samples / h.elapsed_s : 0.0;
+            res->eval_loss = r->eval_loss;
+            res->eval_accuracy = r->eval_accuracy;
+            res->eval_macro_f1 = r->eval_macro_f1;
+            res->best_epoch = best_epoch;
+            res->best_metric = best;
+            res->kept_epoch = h.epochs_done;
+            res->early_stopped = stop;
+        }
+        if (res)
+            res->resumed_epochs = h.epochs_done;
+        /* the restored epochs, as their phase-1 reports */
+        for (int e = 0; e < h.epochs_done && progress; e++) {
+            bft_progress pr;
+            memset(&pr, 0, sizeof pr);
+            pr.phase = 1;
+            pr.restored = 1;
+            pr.epoch = hist[e].epoch;
+            pr.epochs = o->epochs;
+            pr.step = steps_per_epoch * hist[e].epoch;
+            pr.total_steps = total;
+            pr.loss = hist[e].loss;
+            pr.lr = (float)schedule_lr(o->learning_rate, pr.step - 1, total, warmup);
+            pr.elapsed_s = hist[e].elapsed_s;
+            pr.samples_per_s = hist[e].samples_per_s;
+            pr.eta_s = NAN;
+            pr.eval_loss = hist[e].eval_loss;
+            pr.eval_accuracy = hist[e].eval_accuracy;
+            pr.eval_macro_f1 = hist[e].eval_macro_f1;
+            if (progress(ctx, &pr) != 0) {
+                trainer_free(&t);
+                return bft_set_error(err, BFT_ECANCEL, "training cancelled");
+            }
+        }
+    }
+
+    for (int epoch = first_epoch; epoch <= o->epochs && !stop; epoch++) {
         double loss_epoch = 0.0;
         int64_t steps_epoch = 0;
         epoch_order(&t, ds, epoch);
@@ -814,12 +1168,22 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             int B = (int)(ds->n - s < o->batch_size ? ds->n - s : o->batch_size);
             bert_batch bt;
             make_batch(ds, t.order + s, B, cfg->pad_token_id, t.ids, t.lens,
-                       task == TASK_CLS ? t.labels : NULL, &bt);
+                       task == TASK_CLS && !multi ? t.labels : NULL, t.targets, K, &bt);
             double lr = schedule_lr(o->learning_rate, step, total, warmup);
             float loss;
             dc.step = (uint64_t)step;
             if (task == TASK_CLS) {
-                stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels);
+                stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels, t.d_targets, K);
+                if (o->class_weights) {
+                    /* each example's share of the batch loss: w[y] / sum of the batch's w[y] */
+                    double sw = 0.0;
+                    for (int b = 0; b < B; b++)
+                        sw += o->class_weights[t.labels[b]];
+                    for (int b = 0; b < B; b++)
+                        t.roww[b] = (float)(o->class_weights[t.labels[b]] / sw);
+                    bft_dev_upload(t.d_roww, t.roww, (size_t)B * sizeof *t.roww);
+                    bt.weights = t.d_roww;
+                }
                 double p0 = now_s();
                 loss = bert_cls_forward(m, &t.acts, &bt, &dc);
                 double p1 = now_s();
@@ -830,7 +1194,7 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                 int M = mlm_mask(&t, &bt, &mrng, sp);
                 bert_batch mb = bt;
                 mb.ids = t.mlm_ids;
-                stage_batch(&mb, t.d_ids, t.d_lens, NULL);
+                stage_batch(&mb, t.d_ids, t.d_lens, NULL, NULL, 0);
                 loss = 0.0f;
                 if (M > 0) {
                     if (bert_mlm_reserve(&t.mlm, cfg, M) != 0) {
@@ -901,7 +1265,25 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                 trainer_free(&t);
                 return rc;
             }
+            float mv = o->metric_for_best == BFT_METRIC_LOSS       ? el
+                       : o->metric_for_best == BFT_METRIC_ACCURACY ? ea
+                                                                   : ef;
+            int better = best_epoch == 0 || (isnan(best) && !isnan(mv)) ||
+                         (o->metric_for_best == BFT_METRIC_LOSS ? mv < best : mv > best);
+            if (better) {
+                best = mv;
+                best_epoch = epoch;
+                best_l = el;
+                best_a = ea;
+                best_f = ef;
+                bad_epochs = 0;
+                if (t.best_mem)
+                    bft_dev_copy(t.best_mem, m->params_mem, m->num_params * sizeof(float));
+            } else if (o->early_stopping_patience > 0 && ++bad_epochs >= o->early_stopping_patience &&
+                       epoch < o->epochs)
+                stop = 1;
         }
+        last_epoch = epoch;
         double elapsed = now_s() - t0;
         if (res) {
             res->steps = step;
@@ -914,6 +1296,50 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             res->eval_loss = el;
             res->eval_accuracy = ea;
             res->eval_macro_f1 = ef;
+            res->best_epoch = best_epoch;
+            res->best_metric = best;
+            res->kept_epoch = epoch;
+            res->early_stopped = stop;
+        }
+        if (hist) {
+            bft_epoch_rec *rec = &hist[epoch - 1];
+            memset(rec, 0, sizeof *rec);
+            rec->epoch = epoch;
+            rec->loss = (float)(loss_epoch / steps_epoch);
+            rec->eval_loss = el;
+            rec->eval_accuracy = ea;
+            rec->eval_macro_f1 = ef;
+            rec->samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
+            rec->elapsed_s = elapsed;
+        }
+        if (o->state_path) {
+            bft_state_hdr h;
+            float *arrays[4] = {m->params_mem, t.m_mem, t.v_mem, t.best_mem};
+            memset(&h, 0, sizeof h);
+            h.task = (uint32_t)task;
+            h.note_len = (uint32_t)o->state_note_len;
+            h.fingerprint = fingerprint;
+            h.num_params = m->num_params;
+            h.epochs = o->epochs;
+            h.epochs_done = epoch;
+            h.nhist = epoch;
+            h.best_epoch = best_epoch;
+            h.bad_epochs = bad_epochs;
+            h.stop = stop;
+            h.has_best = t.best_mem != NULL;
+            h.step = step;
+            h.samples = samples;
+            h.loss_all = loss_all;
+            h.elapsed_s = elapsed;
+            h.best = best;
+            h.best_l = best_l;
+            h.best_a = best_a;
+            h.best_f = best_f;
+            memcpy(h.rng, mrng.s, sizeof h.rng);
+            if ((rc = bft_state_write(o->state_path, &h, o->state_note, hist, arrays, err)) != BFT_OK) {
+                trainer_free(&t);
+                return rc;
+            }
         }
         if (progress) {
             bft_progress pr;
@@ -938,6 +1364,20 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
             }
         }
     }
+    /* load_best_model_at_end: the best epoch's weights replace the last ones */
+    if (t.best_mem && best_epoch > 0 && best_epoch != last_epoch) {
+        bft_dev_copy(m->params_mem, t.best_mem, m->num_params * sizeof(float));
+        if ((rc = bft_dev_check(err)) != BFT_OK) {
+            trainer_free(&t);
+            return rc;
+        }
+        if (res) {
+            res->kept_epoch = best_epoch;
+            res->eval_loss = best_l;
+            res->eval_accuracy = best_a;
+            res->eval_macro_f1 = best_f;
+        }
+    }
     trainer_free(&t);
     return BFT_OK;
 }
@@ -953,9 +1393,11 @@ static int run_training(bft_model *m, const bft_dataset *ds, const bft_train_opt
     if (!m || !ds)
         return train_body(m, ds, opts, task, progress, ctx, res, err);
     bft_clear_error(err);
+    if (m->params_external)
+        return bft_set_error(err, BFT_EINVAL, "training: the model's parameters are read-only (shared)");
     if (res) {
         memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = NAN;
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
     }
     rc = bft_devmodel_open(&d, m, opts ? opts->device : BFT_DEVICE_CPU,
                            opts ? opts->precision : BFT_PRECISION_AUTO, 1, err);

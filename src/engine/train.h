@@ -19,6 +19,11 @@ typedef struct bft_dataset {
     const int32_t *tokens;   /* all ids, example i at tokens[offsets[i] .. offsets[i+1]) */
     const int64_t *offsets;  /* (n + 1) */
     const int32_t *labels;   /* (n) class ids in [0, K), or NULL for unlabeled (inference / MLM) */
+    /* Multi-label models (cfg.problem_type BFT_PROBLEM_MULTI_LABEL) instead: example i
+     * has the labels label_ids[label_offsets[i] .. label_offsets[i+1]) (class ids in
+     * [0, K); none: every target 0); both NULL for unlabeled data. */
+    const int64_t *label_offsets; /* (n + 1) */
+    const int32_t *label_ids;
 } bft_dataset;
 
 typedef struct bft_train_opts {
@@ -38,6 +43,11 @@ typedef struct bft_train_opts {
     uint64_t seed;           /* shuffling, dropout, fresh heads */
     const bft_dataset *valid;/* optional: evaluated after every epoch */
     float mlm_probability;   /* bft_pretrain_mlm only: default 0.15 (80/10/10) */
+    const float *class_weights; /* bft_train only: (K) positive finite weights, or NULL
+                              * (default): weighted cross-entropy as torch
+                              * CrossEntropyLoss(weight=class_weights), i.e. a batch's loss
+                              * is sum_r w[y_r] loss_r / sum_r w[y_r]. The evaluation
+                              * loss (eval_loss) stays the unweighted mean. */
     /* Optional cancellation poll, called on the calling thread between the
      * encoder layers of every forward and backward pass (training steps and
      * the per-epoch evaluation), i.e. many times per optimizer step: a BERT-base
@@ -46,12 +56,64 @@ typedef struct bft_train_opts {
      * nonzero (everything freed, BFT_ECANCEL). NULL (default): no polling. */
     int (*poll)(void *ctx);
     void *poll_ctx;
+    /* Best epoch and early stopping (bft_train only; need valid), as HF Trainer's
+     * load_best_model_at_end / metric_for_best_model / EarlyStoppingCallback:
+     * after each epoch's evaluation an epoch is the best so far when its metric
+     * is strictly better than every earlier epoch's. */
+    int load_best_model_at_end;  /* 1: end with the best epoch's weights (a copy
+                              * of the parameters is kept); 0 (default): the last */
+    int metric_for_best;     /* BFT_METRIC_LOSS (default, lower is better),
+                              * BFT_METRIC_ACCURACY or BFT_METRIC_MACRO_F1 */
+    int early_stopping_patience; /* > 0: stop once this many epochs in a row did
+                              * not improve on the best; 0 (default): never */
+    /* Resuming (bft_train and bft_pretrain_mlm). state_path: after every
+     * completed epoch the whole training state (parameters, AdamW moments,
+     * the best epoch's parameters, step, loss sums, generators, history) is
+     * written there atomically (NULL: never). resume_path: continue from the
+     * state saved there instead of starting (NULL: start); the result is that
+     * of the uninterrupted run, bit for bit, with the same threads and device.
+     * A state whose fingerprint (data, validation set, these options except
+     * the paths and callbacks, the model's shape, state_salt) differs is
+     * BFT_EMISMATCH. */
+    const char *state_path;
+    const char *resume_path;
+    uint64_t state_salt;     /* the host's fingerprint of what the engine cannot see
+                              * (e.g. how the model was made) */
+    const void *state_note;  /* opaque bytes (<= BFT_STATE_NOTE_MAX) stored with the state */
+    size_t state_note_len;
     int device;              /* BFT_DEVICE_CPU (default) or BFT_DEVICE_CUDA: where the whole
                               * step runs; CUDA without a usable GPU is BFT_EDEVICE, never a
                               * silent fallback */
     int precision;           /* BFT_PRECISION_AUTO (default: bf16 mixed precision on CUDA,
                               * fp32 on the CPU), _FP32 or _BF16 (CUDA only) */
 } bft_train_opts;
+
+#define BFT_STATE_NOTE_MAX 4096
+
+/* What a training state file holds (bft_train_state_info). */
+typedef struct bft_train_state_info_t {
+    int task;                /* 0 fine-tuning (bft_train), 1 MLM (bft_pretrain_mlm) */
+    int epochs;              /* the run's epochs */
+    int epochs_done;         /* completed epochs saved */
+    int64_t step;
+    uint64_t fingerprint;
+    int64_t bytes;           /* file size */
+    size_t note_len;
+    char note[BFT_STATE_NOTE_MAX];
+} bft_train_state_info_t;
+
+/* Read the header of the training state at path (bft_train_opts.state_path)
+ * without its arrays. BFT_OK, or BFT_EIO / BFT_EFORMAT with err. */
+int bft_train_state_info(const char *path, bft_train_state_info_t *info, bft_error *err);
+
+/* Continue the 64-bit hash h (start with 0) over n bytes at p: for
+ * bft_train_opts.state_salt (e.g. the initial weights and the vocabulary). */
+uint64_t bft_train_hash(uint64_t h, const void *p, size_t n);
+
+/* Metrics for bft_train_opts.metric_for_best. */
+#define BFT_METRIC_LOSS 0
+#define BFT_METRIC_ACCURACY 1
+#define BFT_METRIC_MACRO_F1 2
 
 /* Compute devices and precisions (bft_train_opts.device / .precision, bft_set_device). */
 #define BFT_DEVICE_CPU 0
@@ -78,6 +140,8 @@ typedef struct bft_progress {
     double eta_s;
     /* phase 1 only, when opts.valid is set (else NaN): */
     float eval_loss, eval_accuracy, eval_macro_f1;
+    int restored;            /* phase 1: an epoch completed before, replayed from the
+                              * resumed state (nothing was computed now) */
 } bft_progress;
 
 /* Called after every optimizer step and at each epoch end, on the calling
@@ -93,7 +157,14 @@ typedef struct bft_train_result {
     float last_epoch_loss;
     double samples_per_s;
     double seconds;
-    float eval_loss, eval_accuracy, eval_macro_f1; /* last epoch, NaN when no valid */
+    float eval_loss, eval_accuracy, eval_macro_f1; /* of the weights returned: the last
+                              * epoch, or the best with load_best_model_at_end; NaN
+                              * when no valid */
+    int best_epoch;          /* 1-based epoch of the best metric (0 without valid) */
+    float best_metric;       /* its value of metric_for_best (NaN without valid) */
+    int kept_epoch;          /* the epoch whose weights were returned */
+    int early_stopped;       /* 1: stopped by early_stopping_patience before epochs */
+    int resumed_epochs;      /* completed epochs taken from resume_path (0: none) */
 } bft_train_result;
 
 /* Fine-tune m (needs a classifier) on ds with labels in [0, K). AdamW as
@@ -121,7 +192,11 @@ int bft_predict_poll(const bft_model *m, const bft_dataset *ds, int batch_size, 
                      int (*poll)(void *ctx), void *poll_ctx, bft_error *err);
 
 /* Eval-mode mean cross-entropy, accuracy and macro-F1 over a labeled dataset;
- * confusion (K*K, row = true, col = predicted) filled when not NULL. */
+ * confusion (K*K, row = true, col = predicted) filled when not NULL.
+ * Multi-label models: mean binary cross-entropy, subset accuracy (the labels
+ * with probability >= 0.5 are exactly the true ones) and macro-F1 over all K
+ * labels (a label never true nor predicted counts 0, as scikit-learn);
+ * confusion is left untouched. */
 int bft_evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size,
                     float *loss, float *accuracy, float *macro_f1,
                     int64_t *confusion, bft_error *err);

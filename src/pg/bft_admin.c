@@ -17,6 +17,8 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "embed.h"
+
 PG_FUNCTION_INFO_V1(bft_import_model_dir_sql);
 PG_FUNCTION_INFO_V1(bft_import_model_lo_sql);
 PG_FUNCTION_INFO_V1(bft_export_model_sql);
@@ -25,15 +27,6 @@ PG_FUNCTION_INFO_V1(bft_drop_model_sql);
 
 /* result columns of the import functions: (model text, version int) */
 static const Oid import_types[2] = {TEXTOID, INT4OID};
-
-static void
-check_model_name(const char *name)
-{
-	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("model name must have 1 to 63 bytes")));
-}
 
 /* A context whose reset frees *slot (an engine model). */
 static bft_model **
@@ -48,10 +41,11 @@ model_holder(MemoryContext cxt)
 	return slot;
 }
 
-/* Store an imported model as a new (deployed) version; returns (name, version). */
+/* Store an imported model as a new (deployed) version; returns (name, version).
+ * pooling_json: the embedding pooling for params->'pooling', or NULL. */
 static Datum
 finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
-			  const char *source_json, MemoryContext cxt)
+			  const char *source_json, const char *pooling_json, MemoryContext cxt)
 {
 	TupleDesc	tupdesc;
 	Tuplestorestate *ts;
@@ -61,8 +55,11 @@ finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
 	StringInfoData params;
 
 	initStringInfo(&params);
-	appendStringInfo(&params, "{\"imported_from\": %s, \"parameters\": " UINT64_FORMAT "}",
+	appendStringInfo(&params, "{\"imported_from\": %s, \"parameters\": " UINT64_FORMAT,
 					 source_json, (uint64) (*slot)->num_params);
+	if (pooling_json)
+		appendStringInfo(&params, ", \"pooling\": %s", pooling_json);
+	appendStringInfoChar(&params, '}');
 	version = bft_store_model(name, NULL, *slot, params.data, "{}", true);
 	bft_srf_materialize(fcinfo, &tupdesc, &ts, import_types, 2);
 	values[0] = CStringGetTextDatum(name);
@@ -70,6 +67,53 @@ finish_import(FunctionCallInfo fcinfo, const char *name, bft_model **slot,
 	tuplestore_putvalues(ts, tupdesc, values, nulls);
 	MemoryContextDelete(cxt);
 	PG_RETURN_NULL();
+}
+
+/*
+ * The embedding pooling of a sentence-transformers directory (modules.json,
+ * the Pooling module's config.json, sentence_bert_config.json) as JSON for
+ * params->'pooling'; NULL without modules.json.  A pipeline bft cannot
+ * compute (a Dense module, ...) is recorded as {"unsupported": why}, with a
+ * WARNING: the model still imports (for fine-tuning), and bft_embed asks for
+ * a pooling argument.
+ */
+static char *
+import_pooling(const char *name, const char *dir)
+{
+	bft_pooling p;
+	bft_error	err;
+	int			found;
+	int			rc = bft_pooling_load_dir(dir, &p, &found, &err);
+	char	   *s;
+	char	   *out;
+	StringInfoData buf;
+
+	if (rc == BFT_EUNSUPPORTED)
+	{
+		ereport(WARNING,
+				(errmsg("model \"%s\": bft_embed cannot compute its sentence-transformers pipeline", name),
+				 errdetail("%s", err.msg),
+				 errhint("bft_embed() on it needs a pooling argument.")));
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"unsupported\": ");
+		escape_json(&buf, bft_from_utf8(err.msg, strlen(err.msg)));
+		appendStringInfoChar(&buf, '}');
+		return buf.data;
+	}
+	if (rc != BFT_OK)
+	{
+		char	   *msg = psprintf("could not import model \"%s\" from \"%s\"", name, dir);
+
+		bft_report_engine_error(&err, msg);
+	}
+	if (!found)
+		return NULL;
+	s = bft_pooling_to_json(&p);
+	if (s == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	out = pstrdup(s);
+	free(s);
+	return out;
 }
 
 /* bft_import_model(name, directory): an HF directory on the server. */
@@ -82,8 +126,9 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 	bft_model **slot;
 	bft_error	err;
 	StringInfoData src;
+	char	   *pooling;
 
-	check_model_name(name);
+	bft_check_model_name(name);
 	PreventCommandIfReadOnly("bft_import_model()");
 	PreventCommandDuringRecovery("bft_import_model()");
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
@@ -105,9 +150,10 @@ bft_import_model_dir_sql(PG_FUNCTION_ARGS)
 
 		bft_report_engine_error(&err, msg);
 	}
+	pooling = import_pooling(name, dir);
 	initStringInfo(&src);
 	escape_json(&src, dir);
-	return finish_import(fcinfo, name, slot, src.data, cxt);
+	return finish_import(fcinfo, name, slot, src.data, pooling, cxt);
 }
 
 /*
@@ -142,7 +188,7 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name, config, vocab and weights must not be NULL")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	check_model_name(name);
+	bft_check_model_name(name);
 	PreventCommandIfReadOnly("bft_import_model()");
 	config = JsonbToCString(NULL, &PG_GETARG_JSONB_P(1)->root, VARSIZE(PG_GETARG_JSONB_P(1)));
 	vocab = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -171,16 +217,20 @@ bft_import_model_lo_sql(PG_FUNCTION_ARGS)
 	}
 	initStringInfo(&src);
 	appendStringInfo(&src, "\"large object %u\"", loid);
-	return finish_import(fcinfo, name, slot, src.data, cxt);
+	return finish_import(fcinfo, name, slot, src.data, NULL, cxt);
 }
 
-/* bft_export_model(name, directory, version): an HF directory on the server. */
+/*
+ * bft_export_model(model, directory, version): an HF directory on the
+ * server.  model may name the version ('topics@3'); version => agrees.
+ */
 Datum
 bft_export_model_sql(PG_FUNCTION_ARGS)
 {
+	char	   *ref;
 	char	   *name;
 	char	   *dir;
-	int32		version = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	int32		version;
 	int32		got;
 	MemoryContext cxt;
 	bft_model **slot;
@@ -190,7 +240,9 @@ bft_export_model_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name and directory must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2));
 	dir = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
 		ereport(ERROR,
@@ -212,18 +264,40 @@ bft_export_model_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(got);
 }
 
-/* bft_deploy(name, version): make this version the one classification uses. */
+/*
+ * bft_deploy(model, version): make this version the one classification
+ * uses.  The version comes from the reference ('topics@3', 'topics@latest')
+ * or the argument (both given: they must agree).
+ */
 Datum
 bft_deploy_sql(PG_FUNCTION_ARGS)
 {
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
 	int			ret;
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	int32		version = PG_GETARG_INT32(1);
+	char	   *ref;
+	char	   *name;
+	int32		version;
 
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name must not be NULL")));
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_NARGS() < 2 || PG_ARGISNULL(1),
+							  PG_NARGS() < 2 || PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1));
+	if (version == BFT_VERSION_DEPLOYED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("bft_deploy needs a version"),
+				 errhint("bft_deploy('%s', 3), bft_deploy('%s@3') or bft_deploy('%s@latest').",
+						 name, name, name)));
+	if (version == BFT_VERSION_LATEST)
+		(void) bft_find_model(name, BFT_VERSION_LATEST, &version);
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
 	SPI_connect();
 	ret = SPI_execute_with_args("UPDATE bft.models SET deployed_at = pg_catalog.clock_timestamp()"
 								" WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
@@ -242,7 +316,10 @@ bft_deploy_sql(PG_FUNCTION_ARGS)
  * bft_drop_model(name, version): delete one version (or all versions when
  * version is NULL) as the caller (DELETE privilege and row-level security
  * decide which rows go); the AFTER DELETE trigger on bft.models unlinks
- * exactly their weights.  Returns the number of versions dropped.
+ * exactly their weights.  Returns the number of versions dropped.  Without
+ * a version it also deletes, at commit, the saved training states of the
+ * name (every role's; resume => true), and a name with no version but a
+ * saved state of the caller's is not an error: its state goes (0 returned).
  */
 Datum
 bft_drop_model_sql(PG_FUNCTION_ARGS)
@@ -251,17 +328,24 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	int			ret;
+	char	   *ref;
 	char	   *name;
+	int32		version;
 	uint64		n;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
-	if (PG_ARGISNULL(1))
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1));
+	/* 'name@latest': the highest version the caller sees */
+	if (version == BFT_VERSION_LATEST)
+		(void) bft_find_model(name, BFT_VERSION_LATEST, &version);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
+	if (version == BFT_VERSION_DEPLOYED)
 		nulls[1] = 'n';
 	SPI_connect();
 	ret = SPI_execute_with_args("DELETE FROM bft.models WHERE name OPERATOR(pg_catalog.=) $1"
@@ -286,15 +370,27 @@ bft_drop_model_sql(PG_FUNCTION_ARGS)
 		}
 		bft_unlink_dropped_weights(loids, (int) n);
 	}
+	if (PG_ARGISNULL(1) && n > 0)
+		bft_train_state_discard_model_at_commit(name);
+	if (n == 0 && PG_ARGISNULL(1) &&
+		(bft_train_state_exists(bft_train_state_path(name, "train", false)) ||
+		 bft_train_state_exists(bft_train_state_path(name, "mlm", false))))
+	{
+		bft_train_state_discard_at_commit(name);
+		ereport(NOTICE,
+				(errmsg("model \"%s\" has no version; its saved training state is discarded", name)));
+		SPI_finish();
+		PG_RETURN_INT32(0);
+	}
 	if (n == 0)
 	{
-		if (PG_ARGISNULL(1))
+		if (version == BFT_VERSION_DEPLOYED)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("model \"%s\" does not exist", name)));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" version %d does not exist", name, PG_GETARG_INT32(1))));
+				 errmsg("model \"%s\" version %d does not exist", name, version)));
 	}
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);

@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "chunk.h"
 #include "defaults.h"
 #include "resource.h"
 
@@ -32,10 +33,13 @@ PG_FUNCTION_INFO_V1(bft_classify_batch_sql);
 PG_FUNCTION_INFO_V1(bft_fill_mask_sql);
 PG_FUNCTION_INFO_V1(bft_tokenize_sql);
 PG_FUNCTION_INFO_V1(bft_evaluate_sql);
+PG_FUNCTION_INFO_V1(bft_classify_labels_sql);
+PG_FUNCTION_INFO_V1(bft_classify_labels_batch_sql);
 
 /* result columns: (label|token text, id int, score real) and bft_evaluate's */
 static const Oid label_score_types[3] = {TEXTOID, INT4OID, FLOAT4OID};
 static const Oid evaluate_types[4] = {FLOAT4OID, FLOAT4OID, INT8OID, JSONBOID};
+static const Oid ord_labels_types[2] = {INT4OID, TEXTARRAYOID};
 
 /* Optional text argument as a C string (NULL when SQL NULL). */
 static char *
@@ -78,6 +82,27 @@ classifier_model(const char *name)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("model \"%s\" has no classification head", e->name),
 				 errhint("Fine-tune it first: bft_train(..., base => '%s').", e->name)));
+	return e;
+}
+
+static bool
+is_multi_label(const BftModelEntry *e)
+{
+	return e->model->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL;
+}
+
+/* A classifier that gives one label per text: not a multi-label one. */
+static BftModelEntry *
+single_label_model(const char *name, const char *fn)
+{
+	BftModelEntry *e = classifier_model(name);
+
+	if (is_multi_label(e))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("model \"%s\" is a multi-label classifier", e->name),
+				 errdetail("%s returns one label per text.", fn),
+				 errhint("Use bft_classify_labels() or bft_classify_labels_batch() (label sets), or bft_predict().")));
 	return e;
 }
 
@@ -163,6 +188,8 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 		ds.tokens = ctok;
 		ds.offsets = coff;
 		ds.labels = NULL;
+		ds.label_offsets = NULL;
+		ds.label_ids = NULL;
 		if (bft_predict_poll(m, &ds, BFT_PREDICT_BATCH, cprob, bft_poll_interrupts, &edata,
 							 &err) != 0)
 		{
@@ -177,23 +204,6 @@ bft_predict_encoded(const bft_model *m, int64 n, const int32 *tokens,
 	pfree(ctok);
 	pfree(coff);
 	pfree(cprob);
-}
-
-/* Probabilities for one text. */
-static float *
-predict_one(BftModelEntry *e, text *t)
-{
-	int			n;
-	int32	   *ids = bft_encode_text(e->model->tok, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-									  e->max_length, &n);
-	int64		offsets[2];
-	float	   *probs = palloc(sizeof(float) * e->model->cfg.num_labels);
-
-	offsets[0] = 0;
-	offsets[1] = n;
-	bft_predict_encoded(e->model, 1, ids, offsets, probs);
-	pfree(ids);
-	return probs;
 }
 
 static int
@@ -218,6 +228,223 @@ label_text(const bft_model *m, int id)
 	return cstring_to_text(srv);
 }
 
+typedef struct ScoreIdx
+{
+	float		score;
+	int			idx;
+} ScoreIdx;
+
+static int
+score_cmp(const void *a, const void *b)
+{
+	const ScoreIdx *x = a;
+	const ScoreIdx *y = b;
+
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->idx - y->idx;
+}
+
+/* ---- encoded texts ---- */
+
+/* An empty set of encoded texts (palloc'd in the current context). */
+void
+bft_encoded_init(BftEncoded *enc)
+{
+	memset(enc, 0, sizeof(*enc));
+	enc->off_cap = 64;
+	enc->first_cap = 64;
+	enc->offsets = palloc(sizeof(int64) * enc->off_cap);
+	enc->first = palloc(sizeof(int64) * enc->first_cap);
+	enc->offsets[0] = 0;
+	enc->first[0] = 0;
+}
+
+/* Bytes an encoded set holds. */
+Size
+bft_encoded_bytes(const BftEncoded *enc)
+{
+	return enc->tok_cap * sizeof(int32) + (enc->off_cap + enc->first_cap) * sizeof(int64);
+}
+
+/* Append one window of n ids to enc (the current text's). */
+static void
+encoded_window(BftEncoded *enc, const int32 *ids, int n)
+{
+	if ((Size) (enc->total + n) > enc->tok_cap)
+	{
+		Size		cap = Max(enc->tok_cap * 2, (Size) 4096);
+
+		while (cap < (Size) (enc->total + n))
+			cap *= 2;
+		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->tok_cap) * sizeof(int32),
+						   "encoding these texts",
+						   "Classify fewer or shorter texts per call, or lower bft.model_cache_size.");
+		enc->tokens = enc->tokens ? repalloc_huge(enc->tokens, sizeof(int32) * cap) :
+			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * cap);
+		enc->tok_cap = cap;
+	}
+	if ((Size) enc->nwin + 2 > enc->off_cap)
+	{
+		enc->off_cap *= 2;
+		enc->offsets = repalloc_huge(enc->offsets, sizeof(int64) * enc->off_cap);
+	}
+	memcpy(enc->tokens + enc->total, ids, sizeof(int32) * n);
+	enc->total += n;
+	enc->offsets[++enc->nwin] = enc->total;
+}
+
+/* Free the engine's window buffers: a memory context reset callback. */
+typedef struct WindowBufs
+{
+	int32	   *ids;
+	int64	   *offsets;
+} WindowBufs;
+
+static void
+free_window_bufs(void *arg)
+{
+	WindowBufs *w = arg;
+
+	free(w->ids);
+	free(w->offsets);
+	w->ids = NULL;
+	w->offsets = NULL;
+}
+
+/*
+ * Encode one server-encoded text into enc: [CLS] … [SEP] truncated to
+ * max_length ids (one window) when bft.long_text is 'truncate'; otherwise
+ * every window of max_length ids over the whole text, consecutive windows
+ * sharing bft.chunk_stride tokens (chunk.h).
+ */
+void
+bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length, const char *s, int len)
+{
+	if (bft_long_text == BFT_LONG_TEXT_TRUNCATE)
+	{
+		int			n;
+		int32	   *ids = bft_encode_text(tok, s, len, max_length, &n);
+
+		encoded_window(enc, ids, n);
+		pfree(ids);
+	}
+	else
+	{
+		int			ulen;
+		char	   *u;
+		bft_error	err;
+		int64		nwin;
+		int64		w;
+		MemoryContext cxt;
+		MemoryContextCallback *cb;
+		WindowBufs *bufs;
+
+		/*
+		 * The whole text is tokenized: at most about one piece per byte, and
+		 * windows repeat at most half of them.
+		 */
+		bft_memory_require(bft_encoded_bytes(enc) + (Size) len * 16, "the windows of a long text",
+						   "Classify shorter texts, or set bft.long_text = 'truncate'.");
+		cxt = AllocSetContextCreate(CurrentMemoryContext, "bft windows", ALLOCSET_SMALL_SIZES);
+		bufs = MemoryContextAllocZero(cxt, sizeof(WindowBufs));
+		cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
+		cb->func = free_window_bufs;
+		cb->arg = bufs;
+		MemoryContextRegisterResetCallback(cxt, cb);
+		u = bft_to_utf8(s, len, &ulen);
+		if (bft_encode_windows(tok, u, ulen, max_length, bft_chunk_stride, &bufs->ids, &bufs->offsets,
+							   &nwin, &err) != 0)
+			bft_report_engine_error(&err, "could not tokenize text");
+		for (w = 0; w < nwin; w++)
+			encoded_window(enc, bufs->ids + bufs->offsets[w],
+						   (int) (bufs->offsets[w + 1] - bufs->offsets[w]));
+		MemoryContextDelete(cxt);
+		if (u != s)
+			pfree(u);
+	}
+	if ((Size) enc->ntext + 2 > enc->first_cap)
+	{
+		enc->first_cap *= 2;
+		enc->first = repalloc_huge(enc->first, sizeof(int64) * enc->first_cap);
+	}
+	enc->first[++enc->ntext] = enc->nwin;
+}
+
+/*
+ * Class probabilities (enc->ntext, K) of the encoded texts: those of their
+ * single window, or their windows' pooled as bft.long_text says (mean, or
+ * max; a single-label model's maxima rescaled to sum 1).
+ */
+void
+bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs)
+{
+	int			K = m->cfg.num_labels;
+	float	   *wprobs;
+	int64		i;
+
+	if (enc->nwin == enc->ntext)
+	{
+		bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, probs);
+		return;
+	}
+	bft_memory_require((Size) enc->nwin * K * sizeof(float), "the probabilities of a long text's windows",
+					   "Classify shorter texts, or set bft.long_text = 'truncate'.");
+	wprobs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) K * enc->nwin);
+	bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, wprobs);
+	for (i = 0; i < enc->ntext; i++)
+		bft_pool_windows(wprobs + (Size) enc->first[i] * K, enc->first[i + 1] - enc->first[i], K,
+						 bft_long_text == BFT_LONG_TEXT_MAX ? BFT_POOL_MAX : BFT_POOL_MEAN,
+						 bft_long_text == BFT_LONG_TEXT_MAX &&
+						 m->cfg.problem_type != BFT_PROBLEM_MULTI_LABEL,
+						 probs + (Size) i * K);
+	pfree(wprobs);
+}
+
+/* Probabilities for one text. */
+static float *
+predict_one(BftModelEntry *e, text *t)
+{
+	BftEncoded	enc;
+	float	   *probs = palloc(sizeof(float) * e->model->cfg.num_labels);
+
+	bft_encoded_init(&enc);
+	bft_encoded_add(&enc, e->model->tok, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	bft_encoded_probs(e->model, &enc, probs);
+	return probs;
+}
+
+/*
+ * The labels a text gets, as a text[]: of a multi-label classifier, every
+ * label whose probability reaches bft.multilabel_threshold, most probable
+ * first (possibly none); of a single-label classifier, the one best label.
+ */
+static Datum
+label_set(const BftModelEntry *e, const float *probs)
+{
+	int			K = e->model->cfg.num_labels;
+	Datum	   *d = palloc(sizeof(Datum) * K);
+	int			n = 0;
+	int			i;
+
+	if (e->model->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL)
+	{
+		ScoreIdx   *si = palloc(sizeof(ScoreIdx) * K);
+
+		for (i = 0; i < K; i++)
+		{
+			si[i].score = probs[i];
+			si[i].idx = i;
+		}
+		qsort(si, K, sizeof(ScoreIdx), score_cmp);
+		for (i = 0; i < K && si[i].score >= bft_multilabel_threshold; i++)
+			d[n++] = PointerGetDatum(label_text(e->model, si[i].idx));
+	}
+	else
+		d[n++] = PointerGetDatum(label_text(e->model, argmax(probs, K)));
+	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
 /* bft_classify(text, model) → the label name. */
 Datum
 bft_classify_sql(PG_FUNCTION_ARGS)
@@ -227,7 +454,7 @@ bft_classify_sql(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	e = classifier_model(opt_text_arg(fcinfo, 1));
+	e = single_label_model(opt_text_arg(fcinfo, 1), "bft_classify()");
 	probs = predict_one(e, PG_GETARG_TEXT_PP(0));
 	PG_RETURN_TEXT_P(label_text(e->model, argmax(probs, e->model->cfg.num_labels)));
 }
@@ -253,24 +480,12 @@ bft_predict_proba_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_ARRAYTYPE_P(construct_array(d, K, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT));
 }
 
-typedef struct ScoreIdx
-{
-	float		score;
-	int			idx;
-} ScoreIdx;
-
-static int
-score_cmp(const void *a, const void *b)
-{
-	const ScoreIdx *x = a;
-	const ScoreIdx *y = b;
-
-	if (x->score != y->score)
-		return x->score > y->score ? -1 : 1;
-	return x->idx - y->idx;
-}
-
-/* bft_predict(text, model, top_k) → (label, label_id, score) best first. */
+/*
+ * bft_predict(text, model, top_k) → (label, label_id, score) best first: the
+ * top_k labels (NULL: 1) of a single-label classifier; of a multi-label one,
+ * every label whose probability reaches bft.multilabel_threshold (at most
+ * top_k of them when given).
+ */
 Datum
 bft_predict_sql(PG_FUNCTION_ARGS)
 {
@@ -279,11 +494,12 @@ bft_predict_sql(PG_FUNCTION_ARGS)
 	BftModelEntry *e;
 	float	   *probs;
 	int			K;
-	int			top_k = PG_ARGISNULL(2) ? 1 : PG_GETARG_INT32(2);
+	int			top_k = PG_ARGISNULL(2) ? -1 : PG_GETARG_INT32(2);
+	int			nout;
 	ScoreIdx   *si;
 	int			i;
 
-	if (top_k <= 0)
+	if (!PG_ARGISNULL(2) && top_k <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("top_k must be positive")));
@@ -300,7 +516,16 @@ bft_predict_sql(PG_FUNCTION_ARGS)
 		si[i].idx = i;
 	}
 	qsort(si, K, sizeof(ScoreIdx), score_cmp);
-	for (i = 0; i < Min(top_k, K); i++)
+	if (is_multi_label(e))
+	{
+		for (nout = 0; nout < K && si[nout].score >= bft_multilabel_threshold; nout++)
+			;
+		if (top_k > 0)
+			nout = Min(nout, top_k);
+	}
+	else
+		nout = Min(top_k > 0 ? top_k : 1, K);
+	for (i = 0; i < nout; i++)
 	{
 		Datum		values[3];
 		bool		nulls[3] = {false, false, false};
@@ -314,6 +539,56 @@ bft_predict_sql(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The non-NULL elements of a one-dimensional text[] encoded for e: *enc
+ * gets them in order, map[i] the index of element i among them (-1 for
+ * NULL).  Returns the number of elements; *arr_out the array.
+ */
+static int
+encode_array(FunctionCallInfo fcinfo, BftModelEntry *e, BftEncoded *enc, int **map_out,
+			 bool **nulls_out, ArrayType **arr_out)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *enulls;
+	int			nelems;
+	int		   *map;
+	int			i;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("texts must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nelems);
+	map = palloc(sizeof(int) * Max(nelems, 1));
+	bft_encoded_init(enc);
+	for (i = 0; i < nelems; i++)
+	{
+		text	   *t;
+
+		map[i] = -1;
+		if (enulls[i])
+			continue;
+		t = DatumGetTextPP(elems[i]);
+		map[i] = (int) enc->ntext;
+		bft_encoded_add(enc, e->model->tok, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		if ((i & 255) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	*map_out = map;
+	*nulls_out = enulls;
+	*arr_out = arr;
+	return nelems;
+}
+
+/* The text arrays' shared checks: is the array empty or NULL? */
+static bool
+empty_texts(FunctionCallInfo fcinfo)
+{
+	return PG_ARGISNULL(0) || ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)),
+											 ARR_DIMS(PG_GETARG_ARRAYTYPE_P(0))) == 0;
+}
+
+/*
  * bft_classify_batch(texts[], model) → labels[]: one engine call over the
  * whole array (length-sorted batches), NULL elements give NULL.
  */
@@ -321,75 +596,108 @@ Datum
 bft_classify_batch_sql(PG_FUNCTION_ARGS)
 {
 	ArrayType  *arr;
-	Datum	   *elems;
 	bool	   *enulls;
 	int			nelems;
 	BftModelEntry *e;
 	int			K;
-	int32	   *tokens;
-	int64	   *offsets;
-	int64		n = 0;
-	int64		total = 0;
+	BftEncoded	enc;
 	int		   *map;
 	float	   *probs;
 	Datum	   *out;
 	int			i;
-	int			ndims;
 	int			dims[1];
 	int			lbs[1];
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	arr = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("texts must be a one-dimensional array")));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nelems);
-	ndims = ARR_NDIM(arr);
-	if (nelems == 0)
-		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
-	e = classifier_model(opt_text_arg(fcinfo, 1));
-	K = e->model->cfg.num_labels;
-	bft_memory_require((Size) nelems * (e->max_length * 4 + K * 4 + 16), "classifying this array",
-					   "Classify fewer texts per call (a few thousand), or lower bft.model_cache_size.");
-
-	tokens = MemoryContextAllocHuge(CurrentMemoryContext,
-									sizeof(int32) * (Size) e->max_length * nelems);
-	offsets = palloc(sizeof(int64) * (nelems + 1));
-	map = palloc(sizeof(int) * nelems);
-	offsets[0] = 0;
-	for (i = 0; i < nelems; i++)
+	if (empty_texts(fcinfo))
 	{
-		text	   *t;
-		int			len;
-		int32	   *ids;
-
-		map[i] = -1;
-		if (enulls[i])
-			continue;
-		t = DatumGetTextPP(elems[i]);
-		ids = bft_encode_text(e->model->tok, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-							  e->max_length, &len);
-		memcpy(tokens + total, ids, sizeof(int32) * len);
-		pfree(ids);
-		total += len;
-		map[i] = (int) n;
-		offsets[++n] = total;
-		if ((i & 255) == 0)
-			CHECK_FOR_INTERRUPTS();
+		if (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("texts must be a one-dimensional array")));
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
 	}
-	probs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) K * (n > 0 ? n : 1));
-	bft_predict_encoded(e->model, n, tokens, offsets, probs);
+	e = single_label_model(opt_text_arg(fcinfo, 1), "bft_classify_batch()");
+	K = e->model->cfg.num_labels;
+	nelems = encode_array(fcinfo, e, &enc, &map, &enulls, &arr);
+	bft_memory_require(bft_encoded_bytes(&enc) + (Size) enc.ntext * K * sizeof(float),
+					   "classifying this array",
+					   "Classify fewer texts per call (a few thousand), or lower bft.model_cache_size.");
+	probs = MemoryContextAllocHuge(CurrentMemoryContext,
+								   sizeof(float) * (Size) K * (enc.ntext > 0 ? enc.ntext : 1));
+	bft_encoded_probs(e->model, &enc, probs);
 
 	out = palloc(sizeof(Datum) * nelems);
 	for (i = 0; i < nelems; i++)
 		out[i] = map[i] < 0 ? (Datum) 0 :
 			PointerGetDatum(label_text(e->model, argmax(probs + (Size) map[i] * K, K)));
 	dims[0] = nelems;
-	lbs[0] = ndims == 1 ? ARR_LBOUND(arr)[0] : 1;
+	lbs[0] = ARR_LBOUND(arr)[0];
 	PG_RETURN_ARRAYTYPE_P(construct_md_array(out, enulls, 1, dims, lbs, TEXTOID, -1, false,
 											 TYPALIGN_INT));
+}
+
+/*
+ * bft_classify_labels(text, model) → text[]: the labels of a multi-label
+ * classifier whose probability reaches bft.multilabel_threshold, most
+ * probable first; for a single-label classifier its one label.
+ */
+Datum
+bft_classify_labels_sql(PG_FUNCTION_ARGS)
+{
+	BftModelEntry *e;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	e = classifier_model(opt_text_arg(fcinfo, 1));
+	PG_RETURN_DATUM(label_set(e, predict_one(e, PG_GETARG_TEXT_PP(0))));
+}
+
+/*
+ * bft_classify_labels_batch(texts[], model) → (idx, labels text[]): the
+ * label sets of a whole array (as bft_classify_labels) in one engine call;
+ * idx is the element's subscript, NULL elements give no row.
+ */
+Datum
+bft_classify_labels_batch_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Tuplestorestate *ts;
+	ArrayType  *arr;
+	bool	   *enulls;
+	int			nelems;
+	BftModelEntry *e;
+	int			K;
+	BftEncoded	enc;
+	int		   *map;
+	float	   *probs;
+	int			i;
+
+	bft_srf_materialize(fcinfo, &tupdesc, &ts, ord_labels_types, 2);
+	if (empty_texts(fcinfo))
+		PG_RETURN_NULL();
+	e = classifier_model(opt_text_arg(fcinfo, 1));
+	K = e->model->cfg.num_labels;
+	nelems = encode_array(fcinfo, e, &enc, &map, &enulls, &arr);
+	bft_memory_require(bft_encoded_bytes(&enc) + (Size) enc.ntext * K * sizeof(float),
+					   "classifying this array",
+					   "Classify fewer texts per call (a few thousand), or lower bft.model_cache_size.");
+	probs = MemoryContextAllocHuge(CurrentMemoryContext,
+								   sizeof(float) * (Size) K * (enc.ntext > 0 ? enc.ntext : 1));
+	bft_encoded_probs(e->model, &enc, probs);
+	for (i = 0; i < nelems; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		if (map[i] < 0)
+			continue;
+		values[0] = Int32GetDatum(ARR_LBOUND(arr)[0] + i);
+		values[1] = label_set(e, probs + (Size) map[i] * K);
+		tuplestore_putvalues(ts, tupdesc, values, nulls);
+	}
+	PG_RETURN_NULL();
 }
 
 /* bft_fill_mask(text, top_k, model) → (token, token_id, score) per [MASK]. */
@@ -500,86 +808,213 @@ typedef struct LabelEnt
 	int			id;
 } LabelEnt;
 
+/* The classes of an evaluation: the model's K labels, then unknown true labels. */
+typedef struct EvalClasses
+{
+	HTAB	   *ids;			/* name → class id */
+	char	  **names;
+	int			n;
+	int			cap;
+	int			K;
+	char	  **mnames;			/* the model's label names */
+	MemoryContext cxt;
+} EvalClasses;
+
+/*
+ * The class id of one true label value (an integer label's value as text, or
+ * a text label's name; an integer label i also matches the model's default
+ * name LABEL_i).  A label the model does not know becomes a class of its own.
+ */
+static int
+eval_class(EvalClasses *ec, bool is_int, Datum v)
+{
+	char		ibuf[32];
+	char	   *lname;
+	LabelEnt   *le;
+	bool		found;
+	MemoryContext old;
+
+	if (is_int)
+	{
+		int64		x = DatumGetInt64(v);
+
+		snprintf(ibuf, sizeof(ibuf), INT64_FORMAT, x);
+		lname = ibuf;
+		le = hash_search(ec->ids, lname, HASH_FIND, NULL);
+		if (le == NULL && x >= 0 && x < ec->K)
+		{
+			char		dflt[32];
+
+			snprintf(dflt, sizeof(dflt), "LABEL_" INT64_FORMAT, x);
+			if (strcmp(ec->mnames[x], dflt) == 0)
+				le = hash_search(ec->ids, ec->mnames[x], HASH_FIND, NULL);
+		}
+	}
+	else
+	{
+		lname = TextDatumGetCString(v);
+		if (strlen(lname) > BFT_MAX_LABEL_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
+		le = hash_search(ec->ids, lname, HASH_FIND, NULL);
+	}
+	if (le != NULL)
+		return le->id;
+	/* A true label the model does not know: a class of its own. */
+	old = MemoryContextSwitchTo(ec->cxt);
+	le = hash_search(ec->ids, lname, HASH_ENTER, &found);
+	if (ec->n >= BFT_MAX_LABELS + ec->K)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("more than %d distinct labels", BFT_MAX_LABELS)));
+	if (ec->n == ec->cap)
+	{
+		ec->cap *= 2;
+		ec->names = repalloc(ec->names, sizeof(char *) * ec->cap);
+	}
+	ec->names[ec->n] = pstrdup(lname);
+	le->id = ec->n++;
+	MemoryContextSwitchTo(old);
+	return le->id;
+}
+
+/* Precision, recall, F1 of one class; F1 0 when nothing is true nor predicted. */
+static void
+prf(int64 tp, int64 fp, int64 fn, double *p, double *r, double *f1)
+{
+	*p = tp + fp > 0 ? (double) tp / (tp + fp) : 0.0;
+	*r = tp + fn > 0 ? (double) tp / (tp + fn) : 0.0;
+	*f1 = tp + fp + fn > 0 ? 2.0 * tp / (double) (2 * tp + fp + fn) : 0.0;
+}
+
+/* The true class sets of an evaluation's rows: row i's at ids[off[i] .. off[i+1]). */
+typedef struct TruthSets
+{
+	int64		n;
+	int64	   *off;
+	Size		off_cap;
+	int32	   *ids;
+	Size		ids_cap;
+} TruthSets;
+
+/* Add class cls to the set of the row being read (row ts->n), once. */
+static void
+truth_add(TruthSets *ts, int cls)
+{
+	int64		j;
+
+	for (j = ts->off[ts->n]; j < ts->off[ts->n + 1]; j++)
+		if (ts->ids[j] == cls)
+			return;
+	if ((Size) ts->off[ts->n + 1] + 1 > ts->ids_cap)
+	{
+		ts->ids_cap *= 2;
+		ts->ids = repalloc_huge(ts->ids, sizeof(int32) * ts->ids_cap);
+	}
+	ts->ids[ts->off[ts->n + 1]++] = cls;
+}
+
+/* Start the set of the next row. */
+static void
+truth_next_row(TruthSets *ts)
+{
+	if ((Size) ts->n + 3 > ts->off_cap)
+	{
+		ts->off_cap *= 2;
+		ts->off = repalloc_huge(ts->off, sizeof(int64) * ts->off_cap);
+	}
+	ts->off[ts->n + 1] = ts->off[ts->n];
+}
+
 /*
  * bft_evaluate(model, relation, text_column, label_column) →
- * accuracy, macro-F1 (over the labels present in truth or prediction, as
- * scikit-learn), rows, and a report with per-label precision/recall/F1/
- * support and the confusion matrix (rows = true, columns = predicted).
+ * accuracy, macro-F1, rows, and a report.  Single-label models: accuracy,
+ * macro-F1 over the labels present in truth or prediction (as scikit-learn),
+ * per-label precision/recall/F1/support and the confusion matrix (rows =
+ * true, columns = predicted).  Multi-label models (the label column an array
+ * of labels, or one label per row): subset accuracy, macro-F1 over every
+ * label of the model and of the truth (0 for a label never true nor
+ * predicted, as scikit-learn), micro-F1, Hamming loss and per-label scores at
+ * bft.multilabel_threshold.
  */
 Datum
 bft_evaluate_sql(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Tuplestorestate *ts;
+	Tuplestorestate *tstore;
 	char	   *model_name = opt_text_arg(fcinfo, 0);
 	BftModelEntry *e;
 	BftSource	src;
 	HASHCTL		hctl;
-	HTAB	   *labels;
+	EvalClasses ec;
 	int			K;
-	int			C;				/* classes: K model labels + unknown true labels */
-	char	  **cnames;
-	int			ccap;
-	char	  **mnames;
-	int32	   *tokens = NULL;
-	Size		tok_cap = 0;
-	int64		total = 0;
-	int64	   *offsets;
-	Size		off_cap = 1024;
-	int32	   *truth;
-	int64		n = 0;
+	int			C;
+	bool		multi;
+	BftEncoded	enc;
+	TruthSets	truth;
 	int64		skipped = 0;
 	Portal		portal;
 	float	   *probs;
-	int64	   *conf;
-	int64		correct = 0;
+	int64		n;
 	int64		i;
 	int			a,
 				b;
 	StringInfoData rep;
-	double		f1sum = 0;
-	int			nf1 = 0;
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
-	int			max_length;
-	bft_tokenizer *tok;
+	MemoryContext outer = CurrentMemoryContext;
+	double		accuracy;
+	double		macro_f1;
 
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation, text_column and label_column must not be NULL")));
-	bft_srf_materialize(fcinfo, &tupdesc, &ts, evaluate_types, 4);
+	bft_srf_materialize(fcinfo, &tupdesc, &tstore, evaluate_types, 4);
 	bft_prepare_source(PG_GETARG_OID(1), PG_GETARG_NAME(2), PG_GETARG_NAME(3), &src);
 	e = classifier_model(model_name);
 	K = e->model->cfg.num_labels;
-	max_length = e->max_length;
-	tok = e->model->tok;
-	mnames = bft_model_label_names(e->model);
+	multi = is_multi_label(e);
+	if (src.label_is_array && !multi)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("label column \"%s\" holds label sets but model \"%s\" is a single-label classifier",
+						NameStr(*PG_GETARG_NAME(3)), e->name),
+				 errhint("Evaluate a model trained on label sets (a text[] or integer[] label column).")));
 
+	memset(&ec, 0, sizeof(ec));
+	ec.K = K;
+	ec.cxt = outer;
+	ec.mnames = bft_model_label_names(e->model);
 	memset(&hctl, 0, sizeof(hctl));
 	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
 	hctl.entrysize = sizeof(LabelEnt);
-	hctl.hcxt = CurrentMemoryContext;
-	labels = hash_create("bft labels", 64, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	ccap = K + 16;
-	cnames = palloc(sizeof(char *) * ccap);
+	hctl.hcxt = outer;
+	ec.ids = hash_create("bft labels", 64, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	ec.cap = K + 16;
+	ec.names = palloc(sizeof(char *) * ec.cap);
 	for (a = 0; a < K; a++)
 	{
 		bool		found;
 		LabelEnt   *le;
 
-		cnames[a] = mnames[a];
-		if (strlen(mnames[a]) > BFT_MAX_LABEL_BYTES)
+		ec.names[a] = ec.mnames[a];
+		if (strlen(ec.mnames[a]) > BFT_MAX_LABEL_BYTES)
 			continue;
-		le = hash_search(labels, mnames[a], HASH_ENTER, &found);
+		le = hash_search(ec.ids, ec.mnames[a], HASH_ENTER, &found);
 		if (!found)
 			le->id = a;
 	}
-	C = K;
+	ec.n = K;
 
-	offsets = palloc(sizeof(int64) * off_cap);
-	truth = palloc(sizeof(int32) * off_cap);
-	offsets[0] = 0;
+	bft_encoded_init(&enc);
+	memset(&truth, 0, sizeof(truth));
+	truth.off_cap = 1024;
+	truth.ids_cap = 1024;
+	truth.off = palloc(sizeof(int64) * truth.off_cap);
+	truth.ids = palloc(sizeof(int32) * truth.ids_cap);
+	truth.off[0] = 0;
 
 	SPI_connect();
 	portal = SPI_cursor_open_with_args(NULL, src.query, 0, NULL, NULL, NULL, true, 0);
@@ -592,23 +1027,21 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 			break;
 		/* the relation may be a view that classifies with other models */
 		e = classifier_model(model_name);
-		tok = e->model->tok;
 		for (r = 0; r < SPI_processed; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
 			TupleDesc	td = SPI_tuptable->tupdesc;
 			bool		tnull,
 						lnull;
-			Datum		td0 = SPI_getbinval(tup, td, 1, &tnull);
-			Datum		ld = SPI_getbinval(tup, td, 2, &lnull);
-			char	   *lname;
-			char		ibuf[32];
-			LabelEnt   *le;
-			bool		found;
+			Datum		tdat = SPI_getbinval(tup, td, 1, &tnull);
+			Datum		ldat = SPI_getbinval(tup, td, 2, &lnull);
+			Datum	   *el;
+			bool	   *elnull;
+			Datum		one[1];
+			bool		onenull[1] = {false};
+			int			nel;
+			int			k;
 			text	   *t;
-			int32	   *ids;
-			int			len;
-			int			cls;
 			MemoryContext old;
 
 			if (tnull || lnull)
@@ -616,87 +1049,46 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 				skipped++;
 				continue;
 			}
-			if (src.label_is_int)
+			if (src.label_is_array)
 			{
-				int64		v = DatumGetInt64(ld);
+				ArrayType  *arr = DatumGetArrayTypeP(ldat);
 
-				snprintf(ibuf, sizeof(ibuf), INT64_FORMAT, v);
-				lname = ibuf;
-				le = hash_search(labels, lname, HASH_FIND, NULL);
-				if (le == NULL && v >= 0 && v < K)
-				{
-					char		dflt[32];
-
-					snprintf(dflt, sizeof(dflt), "LABEL_" INT64_FORMAT, v);
-					if (strcmp(mnames[v], dflt) == 0)
-						le = hash_search(labels, mnames[v], HASH_FIND, NULL);
-				}
+				if (src.label_is_int)
+					deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+									  &el, &elnull, &nel);
+				else
+					deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &el, &elnull, &nel);
 			}
 			else
 			{
-				lname = TextDatumGetCString(ld);
-				if (strlen(lname) > BFT_MAX_LABEL_BYTES)
-					ereport(ERROR,
-							(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-							 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
-				le = hash_search(labels, lname, HASH_FIND, NULL);
+				one[0] = ldat;
+				el = one;
+				elnull = onenull;
+				nel = 1;
 			}
-			if (le == NULL)
-			{
-				/* A true label the model does not know: a class of its own. */
-				old = MemoryContextSwitchTo(hctl.hcxt);
-				if (strlen(lname) > BFT_MAX_LABEL_BYTES)
-					ereport(ERROR,
-							(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-							 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
-				le = hash_search(labels, lname, HASH_ENTER, &found);
-				if (C >= BFT_MAX_LABELS + K)
-					ereport(ERROR,
-							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-							 errmsg("more than %d distinct labels", BFT_MAX_LABELS)));
-				if (C == ccap)
-				{
-					ccap *= 2;
-					cnames = repalloc(cnames, sizeof(char *) * ccap);
-				}
-				cnames[C] = pstrdup(lname);
-				le->id = C++;
-				MemoryContextSwitchTo(old);
-			}
-			cls = le->id;
-
-			old = MemoryContextSwitchTo(hctl.hcxt);
-			t = DatumGetTextPP(td0);
-			ids = bft_encode_text(tok, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), max_length, &len);
-			if (total + len > (int64) tok_cap)
-			{
-				tok_cap = Max(tok_cap * 2, (Size) 65536);
-				tokens = tokens ? repalloc_huge(tokens, sizeof(int32) * tok_cap) :
-					MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * tok_cap);
-			}
-			memcpy(tokens + total, ids, sizeof(int32) * len);
-			pfree(ids);
-			total += len;
-			if ((Size) n + 2 > off_cap)
-			{
-				off_cap *= 2;
-				offsets = repalloc_huge(offsets, sizeof(int64) * off_cap);
-				truth = repalloc_huge(truth, sizeof(int32) * off_cap);
-			}
-			truth[n] = cls;
-			offsets[++n] = total;
+			/* accumulate in this function's context, not SPI's */
+			old = MemoryContextSwitchTo(outer);
+			truth_next_row(&truth);
+			for (k = 0; k < nel; k++)
+				if (!elnull[k])
+					truth_add(&truth, eval_class(&ec, src.label_is_int, el[k]));
+			truth.n++;
+			t = DatumGetTextPP(tdat);
+			bft_encoded_add(&enc, e->model->tok, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 			MemoryContextSwitchTo(old);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
-		/* the tokens kept so far and the probabilities to come */
-		bft_memory_require(tok_cap * sizeof(int32) + off_cap * 12 + (Size) n * K * sizeof(float),
+		/* the texts and labels kept so far and the probabilities to come */
+		bft_memory_require(bft_encoded_bytes(&enc) + truth.off_cap * 8 + truth.ids_cap * 4 +
+						   (Size) truth.n * K * sizeof(float),
 						   "the rows to evaluate",
 						   "Evaluate fewer rows at once (a view with a WHERE clause), or lower bft.model_cache_size.");
 	}
 	SPI_cursor_close(portal);
 	SPI_finish();
 
+	n = truth.n;
 	if (skipped > 0)
 		ereport(NOTICE,
 				(errmsg("skipped " INT64_FORMAT " rows with NULL text or label", skipped)));
@@ -708,32 +1100,46 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 	/* The model may have been evicted by a nested call: fetch it again. */
 	e = classifier_model(model_name);
 	probs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) K * n);
-	bft_predict_encoded(e->model, n, tokens, offsets, probs);
-
-	conf = palloc0(sizeof(int64) * C * C);
-	for (i = 0; i < n; i++)
-	{
-		int			p = argmax(probs + i * K, K);
-
-		conf[truth[i] * C + p]++;
-		if (p == truth[i])
-			correct++;
-	}
+	bft_encoded_probs(e->model, &enc, probs);
+	C = ec.n;
 
 	initStringInfo(&rep);
 	appendStringInfoString(&rep, "{\"model\": ");
 	escape_json(&rep, e->name);
-	appendStringInfo(&rep, ", \"version\": %d, \"labels\": [", e->version);
+	appendStringInfo(&rep, ", \"version\": %d, ", e->version);
+	if (multi)
+	{
+		appendStringInfoString(&rep, "\"problem_type\": \"multi_label_classification\"");
+		bft_json_key_float(&rep, "threshold", bft_multilabel_threshold, true);
+		appendStringInfoString(&rep, ", ");
+	}
+	appendStringInfoString(&rep, "\"labels\": [");
 	for (a = 0; a < C; a++)
 	{
 		if (a)
 			appendStringInfoString(&rep, ", ");
-		escape_json(&rep, cnames[a]);
+		escape_json(&rep, ec.names[a]);
 	}
 	appendStringInfoString(&rep, "], \"per_label\": {");
+
+	if (!multi)
 	{
+		/* one true class per row: confusion matrix (rows = true, columns = predicted) */
+		int64	   *conf = palloc0(sizeof(int64) * C * C);
+		int64		correct = 0;
+		double		f1sum = 0;
+		int			nf1 = 0;
 		bool		first = true;
 
+		for (i = 0; i < n; i++)
+		{
+			int			p = argmax(probs + i * K, K);
+			int			tcls = truth.ids[truth.off[i]];
+
+			conf[tcls * C + p]++;
+			if (p == tcls)
+				correct++;
+		}
 		for (a = 0; a < C; a++)
 		{
 			int64		tp = conf[a * C + a];
@@ -750,37 +1156,118 @@ bft_evaluate_sql(PG_FUNCTION_ARGS)
 			}
 			if (support == 0 && predicted == 0)
 				continue;
-			prec = predicted > 0 ? (double) tp / predicted : 0.0;
-			rec = support > 0 ? (double) tp / support : 0.0;
-			f1 = (prec + rec) > 0 ? 2 * prec * rec / (prec + rec) : 0.0;
+			prf(tp, predicted - tp, support - tp, &prec, &rec, &f1);
 			f1sum += f1;
 			nf1++;
 			if (!first)
 				appendStringInfoString(&rep, ", ");
 			first = false;
-			escape_json(&rep, cnames[a]);
+			escape_json(&rep, ec.names[a]);
 			appendStringInfoString(&rep, ": {");
 			bft_json_key_float(&rep, "precision", prec, false);
 			bft_json_key_float(&rep, "recall", rec, true);
 			bft_json_key_float(&rep, "f1", f1, true);
 			appendStringInfo(&rep, ", \"support\": " INT64_FORMAT "}", support);
 		}
+		appendStringInfoString(&rep, "}, \"confusion_matrix\": [");
+		for (a = 0; a < C; a++)
+		{
+			appendStringInfoString(&rep, a ? ", [" : "[");
+			for (b = 0; b < C; b++)
+				appendStringInfo(&rep, b ? ", " INT64_FORMAT : INT64_FORMAT, conf[a * C + b]);
+			appendStringInfoChar(&rep, ']');
+		}
+		appendStringInfoString(&rep, "]");
+		accuracy = (double) correct / n;
+		macro_f1 = nf1 > 0 ? f1sum / nf1 : 0.0;
 	}
-	appendStringInfoString(&rep, "}, \"confusion_matrix\": [");
-	for (a = 0; a < C; a++)
+	else
 	{
-		appendStringInfoString(&rep, a ? ", [" : "[");
-		for (b = 0; b < C; b++)
-			appendStringInfo(&rep, b ? ", " INT64_FORMAT : INT64_FORMAT, conf[a * C + b]);
-		appendStringInfoChar(&rep, ']');
+		/* label sets: per class true positives, false positives, false negatives */
+		int64	   *tp = palloc0(sizeof(int64) * C);
+		int64	   *fp = palloc0(sizeof(int64) * C);
+		int64	   *fn = palloc0(sizeof(int64) * C);
+		bool	   *pred = palloc(sizeof(bool) * C);
+		bool	   *yes = palloc(sizeof(bool) * C);
+		int64		exact = 0;
+		int64		wrong = 0;	/* (row, label) pairs predicted wrongly */
+		int64		stp = 0,
+					sfp = 0,
+					sfn = 0;
+		double		f1sum = 0;
+		double		mp,
+					mr,
+					mf;
+
+		for (i = 0; i < n; i++)
+		{
+			bool		same = true;
+			int64		j;
+
+			for (a = 0; a < C; a++)
+			{
+				pred[a] = a < K && probs[i * K + a] >= bft_multilabel_threshold;
+				yes[a] = false;
+			}
+			for (j = truth.off[i]; j < truth.off[i + 1]; j++)
+				yes[truth.ids[j]] = true;
+			for (a = 0; a < C; a++)
+			{
+				if (pred[a] && yes[a])
+					tp[a]++;
+				else if (pred[a])
+					fp[a]++;
+				else if (yes[a])
+					fn[a]++;
+				if (pred[a] != yes[a])
+				{
+					same = false;
+					wrong++;
+				}
+			}
+			if (same)
+				exact++;
+			if ((i & 1023) == 0)
+				CHECK_FOR_INTERRUPTS();
+		}
+		for (a = 0; a < C; a++)
+		{
+			double		prec,
+						rec,
+						f1;
+
+			prf(tp[a], fp[a], fn[a], &prec, &rec, &f1);
+			f1sum += f1;
+			stp += tp[a];
+			sfp += fp[a];
+			sfn += fn[a];
+			if (a)
+				appendStringInfoString(&rep, ", ");
+			escape_json(&rep, ec.names[a]);
+			appendStringInfoString(&rep, ": {");
+			bft_json_key_float(&rep, "precision", prec, false);
+			bft_json_key_float(&rep, "recall", rec, true);
+			bft_json_key_float(&rep, "f1", f1, true);
+			appendStringInfo(&rep, ", \"support\": " INT64_FORMAT "}", tp[a] + fn[a]);
+		}
+		prf(stp, sfp, sfn, &mp, &mr, &mf);
+		accuracy = (double) exact / n;
+		macro_f1 = f1sum / C;
+		appendStringInfoString(&rep, "}");
+		bft_json_key_float(&rep, "subset_accuracy", accuracy, true);
+		bft_json_key_float(&rep, "micro_f1", mf, true);
+		bft_json_key_float(&rep, "macro_f1", macro_f1, true);
+		bft_json_key_float(&rep, "micro_precision", mp, true);
+		bft_json_key_float(&rep, "micro_recall", mr, true);
+		bft_json_key_float(&rep, "hamming_loss", (double) wrong / ((double) n * C), true);
 	}
-	appendStringInfo(&rep, "], \"rows\": " INT64_FORMAT ", \"skipped\": " INT64_FORMAT "}",
+	appendStringInfo(&rep, ", \"rows\": " INT64_FORMAT ", \"skipped\": " INT64_FORMAT "}",
 					 n, skipped);
 
-	values[0] = Float4GetDatum((float4) correct / n);
-	values[1] = Float4GetDatum(nf1 > 0 ? (float4) (f1sum / nf1) : 0.0f);
+	values[0] = Float4GetDatum((float4) accuracy);
+	values[1] = Float4GetDatum((float4) macro_f1);
 	values[2] = Int64GetDatum(n);
 	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(rep.data));
-	tuplestore_putvalues(ts, tupdesc, values, nulls);
+	tuplestore_putvalues(tstore, tupdesc, values, nulls);
 	PG_RETURN_NULL();
 }

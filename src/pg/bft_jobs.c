@@ -398,18 +398,16 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", src.relname)));
 	model = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (model == NULL || model[0] == '\0' || strlen(model) >= NAMEDATALEN)
+	if (model == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("model name must have 1 to 63 bytes")));
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	bft_check_model_name(model);
 	if (!PG_ARGISNULL(15))
 	{
-		char	   *d = text_to_cstring(PG_GETARG_TEXT_PP(15));
+		int			metric;
 
-		if (strcmp(d, "always") != 0 && strcmp(d, "if_better") != 0 && strcmp(d, "never") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", d)));
+		(void) bft_parse_deploy(text_to_cstring(PG_GETARG_TEXT_PP(15)), &metric);
 	}
 	/* what bft_train would check on bft.models, now rather than in the background */
 	if (pg_proc_aclcheck(extension_function_oid("bft_train"), userid, ACL_EXECUTE) != ACLCHECK_OK)

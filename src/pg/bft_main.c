@@ -32,6 +32,9 @@ int			bft_max_memory_kb = 0;
 int			bft_max_jobs = 4;
 int			bft_max_jobs_per_role = 2;
 int			bft_job_retention = 30 * 86400;
+double		bft_multilabel_threshold = 0.5;
+int			bft_long_text = BFT_LONG_TEXT_TRUNCATE;
+int			bft_chunk_stride = 32;
 
 /* An interrupt (cancel, statement_timeout) caught by the engine's hook. */
 static ErrorData *engine_interrupt = NULL;
@@ -39,6 +42,13 @@ static ErrorData *engine_interrupt = NULL;
 static const struct config_enum_entry cuda_precision_options[] = {
 	{"bf16", BFT_PRECISION_BF16, false},
 	{"fp32", BFT_PRECISION_FP32, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry long_text_options[] = {
+	{"truncate", BFT_LONG_TEXT_TRUNCATE, false},
+	{"mean", BFT_LONG_TEXT_MEAN, false},
+	{"max", BFT_LONG_TEXT_MAX, false},
 	{NULL, 0, false}
 };
 
@@ -171,6 +181,15 @@ _PG_init(void)
 							"server's memory (RAM or cgroup limit).",
 							&bft_max_memory_kb, default_max_memory_kb(), 16 * 1024, INT_MAX,
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.shared_cache_size",
+							"Memory for the one copy of each model's weights that all backends share; 0 turns sharing off.",
+							"The first backend that classifies with a model version publishes its weights, and every "
+							"other backend and parallel worker maps them read-only instead of loading its own copy. "
+							"Copies nobody maps are evicted, least recently used first, to stay within this size; "
+							"when copies in use fill it a backend loads a private copy as with 0. Default: a quarter "
+							"of the server's memory (RAM or cgroup limit).",
+							&bft_shared_cache_size_kb, default_max_memory_kb(), 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.max_jobs",
 							"Background training jobs (queued or running) allowed at once in the whole server.",
 							"Each job holds one of max_worker_processes until it ends.",
@@ -185,7 +204,40 @@ _PG_init(void)
 							"Older finished jobs are deleted when a job is submitted or finishes.",
 							&bft_job_retention, 30 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	/* multi-label classifiers */
+	DefineCustomRealVariable("bft.multilabel_threshold",
+							 "Probability from which a multi-label classifier assigns a label.",
+							 "bft_predict, bft_classify_labels and bft_evaluate of multi-label models "
+							 "return every label whose sigmoid probability is at least this.",
+							 &bft_multilabel_threshold, 0.5, 0.0, 1.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	/* texts longer than max_length */
+	DefineCustomEnumVariable("bft.long_text",
+							 "How classification treats texts longer than the model's max_length.",
+							 "'truncate' (the default) keeps the first max_length tokens; 'mean' and 'max' "
+							 "classify every window of max_length tokens (consecutive windows sharing "
+							 "bft.chunk_stride tokens) and average the windows' probabilities or take "
+							 "each label's largest.",
+							 &bft_long_text, BFT_LONG_TEXT_TRUNCATE, long_text_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.chunk_stride",
+							"Tokens consecutive windows of a long text share (bft.long_text 'mean' or 'max').",
+							"At most half a window is shared, so windows always advance.",
+							&bft_chunk_stride, 32, 0, 8192,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("bft.save_train_state",
+							 "Whether bft_train() saves its state after every epoch, for resume => true.",
+							 "The state (weights and optimizer moments, about 3-4 times the model's size) "
+							 "is a file in the data directory, deleted when the training's version is stored.",
+							 &bft_save_train_state, true,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bft.train_state_retention",
+							"How long the saved state of an interrupted bft_train() is kept for resume => true; 0 saves none.",
+							"Older states are deleted when a training starts.",
+							&bft_train_state_retention, 7 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	bft_set_interrupt_hook(engine_poll, NULL);
+	bft_cache_register_callbacks();
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);
 	RegisterSubXactCallback(engine_interrupt_subxact_cb, NULL);
 #if PG_VERSION_NUM >= 150000

@@ -30,6 +30,14 @@ extern int	bft_max_memory_kb;
 extern int	bft_max_jobs;
 extern int	bft_max_jobs_per_role;
 extern int	bft_job_retention;
+extern double bft_multilabel_threshold;
+extern int	bft_long_text;
+extern int	bft_chunk_stride;
+
+/* bft.long_text */
+#define BFT_LONG_TEXT_TRUNCATE	0
+#define BFT_LONG_TEXT_MEAN		1
+#define BFT_LONG_TEXT_MAX		2
 
 /* bft_main.c: errors and small helpers */
 extern void bft_apply_threads(void);
@@ -51,13 +59,56 @@ extern Size bft_memory_limit(void);
 extern void bft_memory_require(Size need, const char *what, const char *hint);
 extern void bft_engine_budget(void);
 
+/* bft_shcache.c: the server-wide shared read-only copy of a model's weights */
+typedef struct BftShKey
+{
+	Oid			db;				/* MyDatabaseId */
+	Oid			weights;		/* the row's identity: weights object, */
+	int64		id;				/* id and created_at */
+	TimestampTz created;
+} BftShKey;
+
+/* A mapping of a shared copy (addr NULL: none). */
+typedef struct BftShMap
+{
+	int			fd;				/* held with flock(LOCK_SH) while mapped */
+	char	   *addr;
+	Size		len;
+} BftShMap;
+
+/* What a shared copy's header says. */
+typedef struct BftShHeader
+{
+	uint64		num_params;
+	uint64		layout;			/* hash of the parameter layout */
+	bft_parts	parts;
+	int			num_labels;
+	const float *params;		/* num_params floats, read-only */
+} BftShHeader;
+
+extern int	bft_shared_cache_size_kb;
+extern bool bft_shcache_enabled(void);
+extern bool bft_shcache_attach(const BftShKey *k, BftShMap *map, BftShHeader *h);
+extern bool bft_shcache_publish(const BftShKey *k, const bft_model *m, uint64 layout,
+								BftShMap *map, BftShHeader *h);
+extern void bft_shcache_detach(BftShMap *map);
+extern bool bft_shcache_unlinked(const BftShMap *map);
+extern void bft_shcache_lock_key(const BftShKey *k);
+extern void bft_shcache_unlock_key(const BftShKey *k);
+extern void bft_shcache_unlink_key(const BftShKey *k);
+extern void bft_shcache_discard(const BftShKey *k);
+extern void bft_shcache_forget_at_commit(Oid weights);
+extern void bft_shcache_sweep_dropped_databases(void);
+
 /*
  * A model read from bft.models and loaded by the engine.  Entries of the
- * per-backend cache own their bft_model (malloc'd by the engine).
+ * per-backend cache own their bft_model (malloc'd by the engine); its
+ * parameters may be a mapping of the shared copy (shared.addr set).
  */
 typedef struct BftModelEntry
 {
 	char	   *name;			/* model name (TopMemoryContext) */
+	int32		want;			/* the version asked for: BFT_VERSION_* or N */
 	int64		row_id;			/* bft.models.id of the loaded version */
 	TimestampTz row_created;	/* its created_at and weights: with the id, the */
 	Oid			row_weights;	/* row's identity (ids repeat after DROP/CREATE
@@ -70,6 +121,10 @@ typedef struct BftModelEntry
 	Oid			checked_user;	/* ... and the role it was done as */
 	uint64		last_used;		/* LRU clock */
 	Size		bytes;			/* memory the loaded model takes */
+	BftShMap	shared;			/* the shared copy its parameters point into */
+	char	   *pooling;		/* its stored embedding pooling (bft_pooling JSON;
+								 * "unsupported:<why>"), NULL when none
+								 * (TopMemoryContext) */
 } BftModelEntry;
 
 /* One row of bft.models as bft reads it (bft_model_row_read). */
@@ -88,9 +143,15 @@ typedef struct BftModelRow
 	char	   *tokenizer_config;
 	char	   *vocab;
 	int			max_length;		/* params->>'max_length', 0 when absent */
+	char	   *pooling;		/* params->'pooling' as in BftModelEntry, or NULL */
 } BftModelRow;
 
 /* bft_store.c: the model store */
+#define BFT_VERSION_DEPLOYED	0	/* "name": the deployed version (latest when none is) */
+#define BFT_VERSION_LATEST		(-1)	/* "name@latest": the highest version */
+extern char *bft_parse_model_ref(const char *ref, int32 *version);
+extern int32 bft_ref_version(const char *ref, int32 ref_version, bool arg_null, int32 arg);
+extern void bft_check_model_name(const char *name);
 extern Oid	bft_models_relid(void);
 extern Oid	bft_extension_owner(void);
 extern bool bft_store_secured(void);
@@ -98,6 +159,7 @@ extern void bft_unlink_dropped_weights(const Oid *loids, int n);
 extern BftModelEntry *bft_get_model(const char *name);
 extern char *bft_resolve_default_model(void);
 extern void bft_cache_invalidate_all(void);
+extern void bft_cache_register_callbacks(void);
 extern Size bft_cache_bytes(void);
 extern Size bft_cache_make_room(Size target);
 extern char *bft_read_lo_pages(Oid loid, Size *len);
@@ -106,7 +168,8 @@ extern Oid	bft_write_lo(const char *data, Size len);
 extern int	bft_model_max_length(const bft_model *m, int stored);
 extern int64 bft_find_model(const char *name, int32 version, int32 *version_out);
 extern bool bft_model_row_read(int64 id, bool full, BftModelRow *row);
-extern bft_model *bft_load_model_id(int64 id, const char *name, Size extra, int *max_length);
+extern bft_model *bft_load_model_id(int64 id, const char *name, Size extra, int *max_length,
+								   char **pooling);
 extern bft_model *bft_load_model_row(const char *name, int32 version, int64 *row_id,
 									 int32 *version_out, int *max_length);
 extern int32 bft_next_version(const char *name);
@@ -127,11 +190,42 @@ typedef struct BftSource
 {
 	Oid			relid;
 	char	   *relname;		/* qualified, quoted */
-	char	   *query;			/* SELECT text::text, label::int8|text FROM rel */
-	bool		label_is_int;
+	char	   *query;			/* SELECT text::text, label::int8|text|int8[]|text[] FROM rel */
+	bool		label_is_int;	/* integer labels (class ids) */
+	bool		label_is_array; /* label sets: a multi-label classifier */
 } BftSource;
 
 extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
+
+/* deploy => policies (bft_parse_deploy; its metrics are the engine's
+ * BFT_METRIC_*, train.h) */
+#define BFT_DEPLOY_ALWAYS		0
+#define BFT_DEPLOY_NEVER		1
+#define BFT_DEPLOY_IF_BETTER	2
+extern int	bft_parse_deploy(const char *deploy, int *metric);
+
+/*
+ * bft_classify.c: encoded texts — windows of token ids ([CLS] … [SEP]) and,
+ * per text, its windows first[i] .. first[i+1] (one when truncating).
+ */
+typedef struct BftEncoded
+{
+	int64		ntext;
+	int64		nwin;
+	int32	   *tokens;			/* window w at tokens[offsets[w] .. offsets[w+1]) */
+	Size		tok_cap;
+	int64		total;
+	int64	   *offsets;		/* (nwin + 1) */
+	Size		off_cap;
+	int64	   *first;			/* (ntext + 1) */
+	Size		first_cap;
+} BftEncoded;
+
+extern void bft_encoded_init(BftEncoded *enc);
+extern void bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length,
+							const char *s, int len);
+extern Size bft_encoded_bytes(const BftEncoded *enc);
+extern void bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs);
 
 /* bft_classify.c: batched inference helpers */
 extern int32 *bft_encode_text(const bft_tokenizer *tok, const char *s, int len, int max_length,
@@ -158,5 +252,30 @@ extern void bft_progress_shmem_init(void);
 extern void bft_progress_begin(const char *model, const char *phase);
 extern void bft_progress_update(const BftProgressInfo *info, bool force);
 extern void bft_progress_end(void);
+
+/* bft_trainopts.c: bft_train() options (class weights) */
+extern float *bft_class_weights(const char *spec, int K, char **names, const int32 *labels,
+								int64 n, StringInfo params, StringInfo metrics);
+
+/* load_best_model_at_end, metric_for_best_model, early_stopping_patience */
+typedef struct BftBestOpts
+{
+	bool		load_best;
+	int			metric;			/* BFT_METRIC_* */
+	int			patience;		/* 0: no early stopping */
+} BftBestOpts;
+
+extern void bft_best_opts(int load_best, const char *metric, bool has_patience, int patience,
+						  double vfrac, BftBestOpts *out);
+extern const char *bft_metric_name(int metric);
+
+/* bft_trainstate.c: per-epoch training states for resume => true */
+extern bool bft_save_train_state;
+extern int	bft_train_state_retention;
+extern char *bft_train_state_path(const char *model, const char *phase, bool create);
+extern bool bft_train_state_exists(const char *path);
+extern void bft_train_state_discard_at_commit(const char *model);
+extern void bft_train_state_discard_model_at_commit(const char *model);
+extern void bft_train_state_expire(void);
 
 #endif							/* BFT_PG_H */

@@ -68,6 +68,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -94,6 +95,7 @@ static int	trusted_update_depth = 0;
 
 static BftModelEntry *cache = NULL;	/* BFT_CACHE_MAX slots in TopMemoryContext */
 static uint64 cache_clock = 0;
+static Oid	models_relid_seen = InvalidOid;	/* bft.models, last looked up */
 
 /* Default-model resolution, remembered for one statement and role. */
 static char default_name[NAMEDATALEN * 4];
@@ -156,6 +158,8 @@ bft_models_relid(void)
 	Oid			nsp = get_namespace_oid("bft", true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
 
+	if (OidIsValid(rel))
+		models_relid_seen = rel;
 	if (!OidIsValid(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -354,6 +358,18 @@ row_from_tuple(HeapTuple tup, TupleDesc td, const ModelsAtts *a, bool full, BftM
 			v.type == jbvNumeric)
 			row->max_length = DatumGetInt32(DirectFunctionCall1(numeric_int4,
 																NumericGetDatum(v.val.numeric)));
+		/* the embedding pooling stored at import: {"modes": ...} or {"unsupported": why} */
+		if (getKeyJsonValueFromContainer(&jb->root, "pooling", strlen("pooling"), &v) != NULL &&
+			v.type == jbvBinary)
+		{
+			JsonbValue	w;
+
+			if (getKeyJsonValueFromContainer(v.val.binary.data, "unsupported", strlen("unsupported"), &w) != NULL &&
+				w.type == jbvString)
+				row->pooling = psprintf("unsupported:%.*s", w.val.string.len, w.val.string.val);
+			else
+				row->pooling = JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
+		}
 	}
 }
 
@@ -362,8 +378,8 @@ row_from_tuple(HeapTuple tup, TupleDesc td, const ModelsAtts *a, bool full, BftM
  * without privilege checks or row-level security: callers decide first,
  * as the calling user, that the row is theirs to use.  false if absent.
  */
-bool
-bft_model_row_read(int64 id, bool full, BftModelRow *row)
+static bool
+model_row_read_snap(int64 id, bool full, BftModelRow *row, Snapshot snap)
 {
 	Oid			relid = bft_models_relid();
 	const ModelsAtts *a = get_models_atts(relid);
@@ -373,7 +389,6 @@ bft_model_row_read(int64 id, bool full, BftModelRow *row)
 	SysScanDesc sd;
 	HeapTuple	tup;
 	bool		found = false;
-	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 
 	rel = table_open(relid, AccessShareLock);
 	pk = RelationGetPrimaryKeyIndex(rel);
@@ -388,6 +403,13 @@ bft_model_row_read(int64 id, bool full, BftModelRow *row)
 	systable_endscan(sd);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+bool
+bft_model_row_read(int64 id, bool full, BftModelRow *row)
+{
+	return model_row_read_snap(id, full, row,
+							   ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
 }
 
 /*
@@ -679,6 +701,7 @@ bft_unlink_dropped_weights(const Oid *loids, int n)
 					nrefs,
 					still = 0;
 
+		bft_shcache_forget_at_commit(loids[i]);
 		if (!lo_owner(loids[i], NULL, &owner))
 			continue;
 		if (owner != GetUserId() && !superuser())
@@ -690,6 +713,88 @@ bft_unlink_dropped_weights(const Oid *loids, int n)
 		if (!still)
 			inv_drop(loids[i]);
 	}
+	CacheInvalidateRelcacheByRelid(bft_models_relid());
+}
+
+/*
+ * A model reference: "name" (the deployed version, or the latest when none
+ * is deployed), "name@N" (version N) or "name@latest" (the highest version
+ * the caller can see).  The suffix is split off only when it is one of
+ * those; "a@b" is the name "a@b".  Returns the palloc'd name; *version
+ * receives BFT_VERSION_DEPLOYED, BFT_VERSION_LATEST or N.
+ */
+char *
+bft_parse_model_ref(const char *ref, int32 *version)
+{
+	const char *at = strrchr(ref, '@');
+
+	*version = BFT_VERSION_DEPLOYED;
+	if (at && at > ref)
+	{
+		const char *s = at + 1;
+
+		if (strcmp(s, "latest") == 0)
+		{
+			*version = BFT_VERSION_LATEST;
+			return pnstrdup(ref, at - ref);
+		}
+		if (*s >= '0' && *s <= '9')
+		{
+			const char *d = s;
+			int64		v = 0;
+
+			for (; *d >= '0' && *d <= '9'; d++)
+				v = Min(v * 10 + (*d - '0'), (int64) PG_INT32_MAX + 1);
+			if (*d == '\0')
+			{
+				if (v < 1 || v > PG_INT32_MAX)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("invalid model version in \"%s\"", ref),
+							 errhint("Versions are positive integers: 'name@3', or 'name@latest'.")));
+				*version = (int32) v;
+				return pnstrdup(ref, at - ref);
+			}
+		}
+	}
+	return pstrdup(ref);
+}
+
+/*
+ * The version a function with both a model reference and a version
+ * argument uses: the argument when the reference names none, the
+ * reference's when the argument is NULL; both must agree otherwise.
+ */
+int32
+bft_ref_version(const char *ref, int32 ref_version, bool arg_null, int32 arg)
+{
+	if (arg_null)
+		return ref_version;
+	if (arg <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("version must be positive")));
+	if (ref_version != BFT_VERSION_DEPLOYED && ref_version != arg)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model \"%s\" names another version than version => %d", ref, arg)));
+	return arg;
+}
+
+/* A name under which new versions may be stored: no '@' (see bft_parse_model_ref). */
+void
+bft_check_model_name(const char *name)
+{
+	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must have 1 to 63 bytes")));
+	if (strchr(name, '@'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name \"%s\" contains '@'", name),
+				 errdetail("'name@N' and 'name@latest' refer to versions of a model."),
+				 errhint("New versions are stored under the plain name; bft_train returns their number.")));
 }
 
 /* Sequence length used for classification with this model. */
@@ -721,8 +826,9 @@ bft_free_model_cb(void *arg)
 }
 
 /*
- * The row that name (and version; 0: the deployed version, or the latest when
- * none is deployed) means to the calling user: SPI as the caller, so SELECT
+ * The row that name (and version: BFT_VERSION_DEPLOYED, the deployed version
+ * or the latest when none is deployed; BFT_VERSION_LATEST, the highest; or a
+ * version number) means to the calling user: SPI as the caller, so SELECT
  * on bft.models' id, name, version and deployed_at, and row-level security,
  * decide.  Raises undefined_object when the caller sees no such model.
  * Returns the row's id; *version_out receives its version.
@@ -741,8 +847,9 @@ bft_find_model(const char *name, int32 version, int32 *version_out)
 	SPI_connect();
 	ret = SPI_execute_with_args("SELECT id, version FROM bft.models"
 								" WHERE name OPERATOR(pg_catalog.=) $1"
-								" AND ($2 OPERATOR(pg_catalog.=) 0 OR version OPERATOR(pg_catalog.=) $2)"
-								" ORDER BY deployed_at DESC NULLS LAST, version DESC LIMIT 1",
+								" AND ($2 OPERATOR(pg_catalog.<=) 0 OR version OPERATOR(pg_catalog.=) $2)"
+								" ORDER BY CASE WHEN $2 OPERATOR(pg_catalog.=) 0 THEN deployed_at END DESC NULLS LAST,"
+								" version DESC LIMIT 1",
 								2, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
@@ -833,7 +940,7 @@ check_weights(const BftModelRow *row, const char *name)
  * caller must free; *max_length receives its classification length.
  */
 bft_model *
-bft_load_model_id(int64 id, const char *name, Size extra, int *max_length)
+bft_load_model_id(int64 id, const char *name, Size extra, int *max_length, char **pooling)
 {
 	BftModelRow row;
 	int64		size;
@@ -886,6 +993,8 @@ bft_load_model_id(int64 id, const char *name, Size extra, int *max_length)
 	}
 	if (max_length)
 		*max_length = bft_model_max_length(m, row.max_length);
+	if (pooling)
+		*pooling = row.pooling;
 	return m;
 }
 
@@ -906,7 +1015,187 @@ bft_load_model_row(const char *name, int32 version, int64 *row_id,
 		*row_id = id;
 	if (version_out)
 		*version_out = v;
-	return bft_load_model_id(id, name, 0, max_length);
+	return bft_load_model_id(id, name, 0, max_length, NULL);
+}
+
+/* FNV-1a of the parameter layout (names, shapes, offsets): a shared copy is
+ * used only by a build of bft that lays the parameters out the same way. */
+static uint64
+layout_hash(const bft_config *cfg, bft_parts parts)
+{
+	int			n = 0,
+				i;
+	bft_tensor_info *list = bft_params_tensors(cfg, parts, &n);
+	uint64		h = UINT64CONST(14695981039346656037);
+
+	if (list == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	for (i = 0; i < n; i++)
+	{
+		const unsigned char *p = (const unsigned char *) list[i].name;
+		uint64		v[4] = {list[i].offset, list[i].numel, (uint64) list[i].shape[0], (uint64) list[i].shape[1]};
+		const unsigned char *q = (const unsigned char *) v;
+		size_t		j;
+
+		for (; *p; p++)
+			h = (h ^ *p) * UINT64CONST(1099511628211);
+		for (j = 0; j < sizeof(v); j++)
+			h = (h ^ q[j]) * UINT64CONST(1099511628211);
+	}
+	free(list);
+	return h;
+}
+
+/*
+ * The model of row (read in full) from its shared copy, if one is published:
+ * mapped read-only, checked against bft.max_memory like a private copy of the
+ * same model (sharing changes what the server spends, not what a session may
+ * use).  NULL when there is no usable copy (the caller loads one).
+ */
+static bft_model *
+map_shared(const BftShKey *k, const BftModelRow *row, const char *name, int *max_length, BftShMap *map)
+{
+	BftShHeader h;
+	bft_model  *volatile m = NULL;
+	bft_error	err;
+
+	if (!bft_shcache_attach(k, map, &h))
+		return NULL;
+	err.code = BFT_OK;
+	PG_TRY();
+	{
+		int			clen,
+					vlen,
+					tlen = 0;
+		char	   *c8,
+				   *v8,
+				   *t8 = NULL;
+
+		bft_memory_require((Size) h.num_params * sizeof(float) + strlen(row->vocab) * 3,
+						   psprintf("model \"%s\"", name),
+						   "Lower bft.model_cache_size or use a smaller model; a superuser can raise bft.max_memory.");
+		c8 = bft_to_utf8(row->config, strlen(row->config), &clen);
+		v8 = bft_to_utf8(row->vocab, strlen(row->vocab), &vlen);
+		if (row->tokenizer_config)
+			t8 = bft_to_utf8(row->tokenizer_config, strlen(row->tokenizer_config), &tlen);
+		bft_apply_threads();
+		bft_engine_budget();
+		m = bft_model_wrap_params(c8, clen, v8, vlen, t8, tlen, h.parts, h.num_labels, h.params,
+								  h.num_params, &err);
+		if (m && layout_hash(&m->cfg, m->parts) != h.layout)
+		{
+			bft_model_free(m);
+			m = NULL;
+		}
+	}
+	PG_CATCH();
+	{
+		if (m)
+			bft_model_free(m);
+		bft_shcache_detach(map);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (m == NULL)
+	{
+		bft_shcache_detach(map);
+		bft_engine_interrupt_rethrow();
+		if (err.code == BFT_ENOMEM || err.code == BFT_ECANCEL)
+			bft_report_engine_error(&err, psprintf("could not load model \"%s\"", name));
+		/* not a copy of this row as this build reads it: load a private one */
+		return NULL;
+	}
+	*max_length = bft_model_max_length(m, row->max_length);
+	return m;
+}
+
+/*
+ * The model of bft.models row id (found with bft_find_model: the caller's
+ * right to use it is already established) for the per-backend cache: its
+ * server-wide shared copy mapped read-only when there is one, else loaded
+ * (bft_load_model_id) and then published as the shared copy for every other
+ * backend.  While one backend loads a version the others needing it wait for
+ * its copy.  A private copy when the shared cache is off
+ * (bft.shared_cache_size = 0) or full of models in use.  *map receives the
+ * mapping the model points into (addr NULL: private), *pooling the row's stored
+ * embedding pooling (NULL when none).
+ */
+static bft_model *
+load_model_cached(int64 id, const char *name, int *max_length, BftShMap *map, char **pooling)
+{
+	BftModelRow row;
+	BftShKey	k;
+	bft_model  *volatile m;
+	BftShHeader h;
+	bool		published = false;
+
+	map->addr = NULL;
+	map->fd = -1;
+	map->len = 0;
+	*pooling = NULL;
+	if (!bft_shcache_enabled())
+		return bft_load_model_id(id, name, 0, max_length, pooling);
+	if (!bft_model_row_read(id, true, &row))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" does not exist", name)));
+	if (row.config == NULL || row.vocab == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model \"%s\" has no config or vocabulary", name)));
+	/* the checks a load makes, whether or not the bytes come from a copy */
+	(void) check_weights(&row, name);
+	*pooling = row.pooling;
+	k.db = MyDatabaseId;
+	k.weights = row.weights;
+	k.id = id;
+	k.created = row.created_at;
+	if ((m = map_shared(&k, &row, name, max_length, map)) != NULL)
+		return m;
+
+	/* one backend loads and publishes it; the others wait, then map it */
+	bft_shcache_lock_key(&k);
+	if ((m = map_shared(&k, &row, name, max_length, map)) != NULL)
+	{
+		bft_shcache_unlock_key(&k);
+		return m;
+	}
+	/* a copy this backend could not use would stand in the way of its own */
+	bft_shcache_discard(&k);
+	bft_shcache_sweep_dropped_databases();
+	m = bft_load_model_id(id, name, 0, max_length, pooling);
+	PG_TRY();
+	{
+		bft_error	err;
+		uint64		layout = layout_hash(&m->cfg, m->parts);
+
+		if (bft_shcache_publish(&k, m, layout, map, &h))
+		{
+			published = h.num_params == m->num_params && h.layout == layout &&
+				bft_model_share_params(m, h.params, h.num_params, &err) == 0;
+			if (!published)
+				bft_shcache_detach(map);
+		}
+		bft_shcache_unlock_key(&k);
+
+		/*
+		 * A drop that committed while this backend was loading has already
+		 * unlinked the copies of the row; the one just published would
+		 * outlive it.  (A parallel operation cannot take a new snapshot; its
+		 * copy goes when the cache needs the room.)
+		 */
+		if (published && !IsInParallelMode() &&
+			!model_row_read_snap(id, false, &row, GetLatestSnapshot()))
+			bft_shcache_unlink_key(&k);
+	}
+	PG_CATCH();
+	{
+		bft_model_free(m);
+		bft_shcache_detach(map);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return m;
 }
 
 /* A cache entry used by the current statement must stay. */
@@ -920,28 +1209,115 @@ entry_pinned(const BftModelEntry *e)
 	return e->checked_ts == ts && e->checked_lxid == lxid;
 }
 
+/*
+ * Another cache entry holding the same engine model as e (two references to
+ * one version, e.g. 'topics' and 'topics@3' while 3 is deployed, share it).
+ */
+static BftModelEntry *
+model_sharer(const BftModelEntry *e)
+{
+	int			i;
+
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (&cache[i] != e && cache[i].name && cache[i].model == e->model)
+			return &cache[i];
+	return NULL;
+}
+
+/* Drop e's reference to its model (and to the shared copy it maps), freeing it
+ * unless another entry shares it. */
+static void
+release_model(BftModelEntry *e)
+{
+	/* the shared copy's mapping goes with the last entry using the model */
+	if (e->model && model_sharer(e) == NULL)
+	{
+		bft_model_free(e->model);
+		bft_shcache_detach(&e->shared);
+	}
+	e->model = NULL;
+	e->shared.addr = NULL;
+	e->shared.fd = -1;
+	e->shared.len = 0;
+}
+
 static void
 evict(BftModelEntry *e)
 {
-	if (e->model)
-		bft_model_free(e->model);
+	release_model(e);
 	if (e->name)
 		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
 	memset(e, 0, sizeof(BftModelEntry));
 }
 
-/* Bytes of the models this backend has cached. */
+/*
+ * Let go of shared copies that were unlinked (their model dropped, or the
+ * copy evicted) unless the current statement uses them.  Returns whether any
+ * went.
+ */
+static bool
+release_unlinked(void)
+{
+	bool		any = false;
+	int			i;
+
+	if (cache == NULL)
+		return false;
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (cache[i].name && cache[i].shared.addr && !entry_pinned(&cache[i]) &&
+			bft_shcache_unlinked(&cache[i].shared))
+		{
+			evict(&cache[i]);
+			any = true;
+		}
+	if (any)
+		bft_device_release();
+	return any;
+}
+
+/*
+ * bft.models changed (a drop commits a relcache invalidation of it, and wakes
+ * idle backends to read it): this backend lets go of the copies that went,
+ * even if it never classifies again.
+ */
+static void
+models_inval_cb(Datum arg, Oid relid)
+{
+	if (OidIsValid(relid) && relid != models_relid_seen)
+		return;
+	(void) release_unlinked();
+}
+
+/* Called once from _PG_init. */
+void
+bft_cache_register_callbacks(void)
+{
+	CacheRegisterRelcacheCallback(models_inval_cb, (Datum) 0);
+}
+
+/* Bytes of the models this backend has cached (a shared model counted once). */
 Size
 bft_cache_bytes(void)
 {
 	Size		total = 0;
-	int			i;
+	int			i,
+				j;
 
 	if (cache == NULL)
 		return 0;
 	for (i = 0; i < BFT_CACHE_MAX; i++)
-		if (cache[i].name)
+	{
+		bool		seen = false;
+
+		if (!cache[i].name)
+			continue;
+		for (j = 0; j < i && !seen; j++)
+			seen = cache[j].name && cache[j].model == cache[i].model;
+		if (!seen)
 			total += cache[i].bytes;
+	}
 	return total;
 }
 
@@ -966,8 +1342,8 @@ bft_cache_make_room(Size target)
 				lru = &cache[i];
 		if (lru == NULL)
 			break;
-		total -= lru->bytes;
 		evict(lru);
+		total = bft_cache_bytes();
 		evicted = true;
 	}
 	if (evicted)
@@ -1055,15 +1431,18 @@ bft_cache_invalidate_all(void)
 
 /*
  * The model to classify with: the cached copy when it is still the row the
- * calling user's name resolves to, checked once per statement and role (a
- * SECURITY DEFINER function or SET ROLE inside a statement is checked
- * again); otherwise (re)loaded.  name NULL or empty: the default model.  A
- * deployment made by another session is seen from the next statement on,
- * never in the middle of one.
+ * calling user's reference resolves to, checked once per statement and role
+ * (a SECURITY DEFINER function or SET ROLE inside a statement is checked
+ * again); otherwise (re)loaded.  ref: "name", "name@N" or "name@latest"
+ * (bft_parse_model_ref); NULL or empty: the default model.  A deployment
+ * made by another session is seen from the next statement on, never in the
+ * middle of one.
  */
 BftModelEntry *
-bft_get_model(const char *name)
+bft_get_model(const char *ref)
 {
+	char	   *name;
+	int32		want;
 	TimestampTz ts;
 	uint32		lxid;
 	Oid			user = GetUserId();
@@ -1075,19 +1454,24 @@ bft_get_model(const char *name)
 	BftModelRow row;
 	char	   *name_copy;
 	bft_model  *m;
+	BftShMap	map;
 	int			ml;
+	char	   *pooling = NULL;
 	bool		evicted = false;
+	BftModelEntry *other = NULL;
 
-	if (name == NULL || name[0] == '\0')
-		name = bft_resolve_default_model();
+	if (ref == NULL || ref[0] == '\0')
+		ref = bft_resolve_default_model();
+	name = bft_parse_model_ref(ref, &want);
 	if (cache == NULL)
 		cache = MemoryContextAllocZero(TopMemoryContext, sizeof(BftModelEntry) * BFT_CACHE_MAX);
+	evicted = release_unlinked();
 	if (n > BFT_CACHE_MAX)
 		n = BFT_CACHE_MAX;
 	stmt_key(&ts, &lxid);
 
 	for (i = 0; i < BFT_CACHE_MAX; i++)
-		if (cache[i].name && strcmp(cache[i].name, name) == 0)
+		if (cache[i].name && cache[i].want == want && strcmp(cache[i].name, name) == 0)
 		{
 			e = &cache[i];
 			break;
@@ -1098,8 +1482,8 @@ bft_get_model(const char *name)
 		return e;
 	}
 
-	/* Which row is current for this name, as this user sees it? */
-	id = bft_find_model(name, 0, &version);
+	/* Which row is current for this reference, as this user sees it? */
+	id = bft_find_model(name, want, &version);
 	if (!bft_model_row_read(id, false, &row))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -1116,12 +1500,33 @@ bft_get_model(const char *name)
 	/* Load it; nothing can fail between the load and the cache insert. */
 	if (e)
 	{
-		/* the stale copy of this name goes first */
+		/* the stale copy of this reference goes first */
 		evict(e);
 		evicted = true;
 	}
+	/* another reference to the same row (e.g. 'x' and 'x@3') shares its model */
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (cache[i].name && cache[i].row_id == id && cache[i].row_created == row.created_at &&
+			cache[i].row_weights == row.weights)
+		{
+			other = &cache[i];
+			break;
+		}
 	name_copy = MemoryContextStrdup(TopMemoryContext, name);
-	m = bft_load_model_id(id, name, 0, &ml);
+	if (other)
+	{
+		m = other->model;
+		ml = other->max_length;
+		map = other->shared;
+		pooling = other->pooling ? MemoryContextStrdup(TopMemoryContext, other->pooling) : NULL;
+		other->last_used = ++cache_clock;	/* not the one evicted for room below */
+	}
+	else
+	{
+		m = load_model_cached(id, name, &ml, &map, &pooling);
+		if (pooling)
+			pooling = MemoryContextStrdup(TopMemoryContext, pooling);
+	}
 
 	if (e == NULL || e->name != NULL)
 	{
@@ -1143,15 +1548,20 @@ bft_get_model(const char *name)
 		/* Evict the least recently used (repeat while over the limit). */
 		e = (used >= n || freeslot == NULL) ? lru : freeslot;
 	}
-	if (e->model)
+	if (e->model && e->model != m)
 	{
-		bft_model_free(e->model);
+		release_model(e);
 		evicted = true;
 	}
 	if (e->name)
 		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
 	e->name = name_copy;
+	e->pooling = pooling;
+	e->want = want;
 	e->model = m;
+	e->shared = map;
 	e->bytes = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len);
 	e->row_id = id;
 	e->row_created = row.created_at;
@@ -1560,7 +1970,12 @@ bft_models_unlink(PG_FUNCTION_ARGS)
 	a = get_models_atts(RelationGetRelid(td->tg_relation));
 	d = heap_getattr(td->tg_trigtuple, a->weights, RelationGetDescr(td->tg_relation), &isnull);
 	if (!isnull)
+	{
 		unlink_weights(DatumGetObjectId(d), bft_extension_owner());
+		/* its shared copy goes at commit; other backends let go of theirs */
+		bft_shcache_forget_at_commit(DatumGetObjectId(d));
+		CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
+	}
 	return PointerGetDatum(NULL);
 }
 
@@ -1573,6 +1988,7 @@ bft_models_truncate(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		elog(ERROR, "bft.models_truncate() must be a TRUNCATE trigger");
 	unlink_all_weights();
+	bft_shcache_forget_at_commit(InvalidOid);
 	return PointerGetDatum(NULL);
 }
 
@@ -1648,7 +2064,10 @@ bft_drop_guard(PG_FUNCTION_ARGS)
 	else if (IsA(pt, DropOwnedStmt))
 		drops = roles_include(((DropOwnedStmt *) pt)->roles, bft_extension_owner());
 	if (drops)
+	{
 		unlink_all_weights();
+		bft_shcache_forget_at_commit(InvalidOid);
+	}
 	PG_RETURN_VOID();
 }
 
@@ -1661,8 +2080,9 @@ bft_drop_guard(PG_FUNCTION_ARGS)
 Datum
 bft_copy_weights_sql(PG_FUNCTION_ARGS)
 {
+	char	   *ref;
 	char	   *name;
-	int32		version = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+	int32		version;
 	int64		id;
 	BftModelRow row;
 	int64		size;
@@ -1673,7 +2093,9 @@ bft_copy_weights_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("name must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = bft_parse_model_ref(ref, &version);
+	version = bft_ref_version(ref, version, PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1));
 	PreventCommandIfReadOnly("bft_copy_weights()");
 	bft_require_model_read("bft_copy_weights()");
 	id = bft_find_model(name, version, &version);

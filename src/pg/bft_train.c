@@ -25,6 +25,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -102,6 +103,17 @@ bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src)
 						NameStr(*label_col), rel)));
 	tt = getBaseType(get_atttype(relid, ta));
 	lt = getBaseType(get_atttype(relid, la));
+	src->label_is_array = false;
+	if (OidIsValid(get_element_type(lt)))
+	{
+		Oid			et = getBaseType(get_element_type(lt));
+
+		if (is_text_type(et) || is_int_type(et))
+		{
+			src->label_is_array = true;
+			lt = et;
+		}
+	}
 	if (!is_text_type(tt))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -112,15 +124,16 @@ bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("label column \"%s\" has type %s", NameStr(*label_col), format_type_be(lt)),
-				 errdetail("Labels must be integers (class ids) or text (class names)."),
+				 errdetail("Labels must be integers (class ids) or text (class names), or arrays of them (label sets)."),
 				 errhint("Use a view that casts the column to integer or text.")));
 	src->label_is_int = is_int_type(lt);
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT (%s)::text, (%s)::%s FROM %s",
+	appendStringInfo(&q, "SELECT (%s)::text, (%s)::%s%s FROM %s",
 					 quote_identifier(NameStr(*text_col)),
 					 quote_identifier(NameStr(*label_col)),
-					 src->label_is_int ? "int8" : "text",
+					 src->label_is_int ? "pg_catalog.int8" : "pg_catalog.text",
+					 src->label_is_array ? "[]" : "",
 					 src->relname);
 	src->query = q.data;
 }
@@ -222,7 +235,21 @@ progress_cb(void *ctx, const bft_progress *p)
 		bft_progress_update(&pc->info, p->phase == 1);
 		format_eta(eta, sizeof(eta), p->eta_s);
 
-		if (p->phase == 1)
+		if (p->phase == 1 && p->restored)
+		{
+			/* an epoch completed before the interruption: its metrics, no NOTICE */
+			if (pc->nepochs++ > 0)
+				appendStringInfoString(&pc->epochs, ", ");
+			appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
+			bft_json_key_float(&pc->epochs, "loss", p->loss, true);
+			bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
+			bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
+			bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
+			bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
+			bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
+			appendStringInfoString(&pc->epochs, ", \"restored\": true}");
+		}
+		else if (p->phase == 1)
 		{
 			if (!isnan(p->eval_accuracy))
 				ereport(NOTICE,
@@ -279,6 +306,19 @@ progress_cb(void *ctx, const bft_progress *p)
 	return stop;
 }
 
+/* A resumed engine call that refused its saved state: say so, with the way out. */
+static void
+check_state_result(int rc, const bft_error *err, const char *resume_path)
+{
+	if (resume_path && (rc == BFT_EMISMATCH || rc == BFT_EFORMAT))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot resume: the saved training state does not fit this training"),
+				 errdetail("%s", err->msg),
+				 errhint("Call bft_train() with the data and arguments of the interrupted training, "
+						 "or with resume => false to start over (which replaces the saved state).")));
+}
+
 /* After an engine call: re-throw a caught error, or report the engine's. */
 static void
 check_engine_result(int rc, ProgressCtx *pc, const bft_error *err, const char *what)
@@ -324,6 +364,12 @@ typedef struct Rows
 	int64	   *offsets;
 	int64	   *raw;			/* integer label values, or temporary text ids */
 	Size		cap;
+	/* label sets (array label column): row i's raw labels, distinct, at
+	 * lab_raw[lab_off[i] .. lab_off[i+1]) */
+	int64	   *lab_off;		/* (cap) */
+	int64	   *lab_raw;
+	Size		lab_cap;
+	int64		lab_total;
 	/* second tokenization (deployed model's vocabulary), if needed */
 	int32	   *ctokens;
 	Size		ctok_cap;
@@ -343,7 +389,8 @@ static Size
 rows_bytes(const Rows *rows)
 {
 	Size		b = rows->tok_cap * sizeof(int32) + rows->ctok_cap * sizeof(int32) +
-		rows->cap * sizeof(int64) * (rows->coffsets ? 3 : 2);
+		rows->cap * sizeof(int64) * (rows->coffsets ? 3 : 2) +
+		(rows->lab_off ? rows->cap * sizeof(int64) + rows->lab_cap * sizeof(int64) : 0);
 
 	return b * 2;
 }
@@ -363,6 +410,63 @@ append_ids(int32 **arr, Size *cap, int64 *total, const int32 *ids, int n)
 	}
 	memcpy(*arr + *total, ids, sizeof(int32) * n);
 	*total += n;
+}
+
+/*
+ * The raw id of one label value: an integer label's value (a class id,
+ * checked), or a text label's temporary id (names get ids in the order they
+ * are first seen; sorted later).
+ */
+static int64
+raw_label(Rows *rows, const BftSource *src, Datum v)
+{
+	if (src->label_is_int)
+	{
+		int64		x = DatumGetInt64(v);
+
+		if (x < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("label " INT64_FORMAT " is negative", x),
+					 errdetail("Integer labels are class ids 0, 1, 2, ...")));
+		if (x >= BFT_MAX_LABELS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("label " INT64_FORMAT " is too large", x),
+					 errdetail("Integer labels are class ids below %d.", BFT_MAX_LABELS)));
+		return x;
+	}
+	else
+	{
+		char	   *name = TextDatumGetCString(v);
+		LabelEnt   *le;
+		bool		found;
+		int64		id;
+
+		if (strlen(name) > BFT_MAX_LABEL_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
+		le = hash_search(rows->labels, name, HASH_ENTER, &found);
+		if (!found)
+		{
+			if (rows->ntmp >= BFT_MAX_LABELS)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("more than %d distinct labels", BFT_MAX_LABELS),
+						 errhint("Is label_column really a class label?")));
+			if (rows->ntmp == rows->tmp_cap)
+			{
+				rows->tmp_cap *= 2;
+				rows->tmp_names = repalloc(rows->tmp_names, sizeof(char *) * rows->tmp_cap);
+			}
+			rows->tmp_names[rows->ntmp] = pstrdup(name);
+			le->tmp = rows->ntmp++;
+		}
+		id = le->tmp;
+		pfree(name);
+		return id;
+	}
 }
 
 /*
@@ -423,54 +527,53 @@ scan_rows(BftSource *src, bft_wp_trainer *wp, const bft_tokenizer *tok, int max_
 				rows->cap *= 2;
 				rows->offsets = repalloc_huge(rows->offsets, sizeof(int64) * rows->cap);
 				rows->raw = repalloc_huge(rows->raw, sizeof(int64) * rows->cap);
+				if (rows->lab_off)
+					rows->lab_off = repalloc_huge(rows->lab_off, sizeof(int64) * rows->cap);
 				if (rows->coffsets)
 					rows->coffsets = repalloc_huge(rows->coffsets, sizeof(int64) * rows->cap);
 			}
-			if (src->label_is_int)
+			if (src->label_is_array)
 			{
-				int64		v = DatumGetInt64(ldat);
+				ArrayType  *arr = DatumGetArrayTypeP(ldat);
+				Datum	   *el;
+				bool	   *elnull;
+				int			nel;
+				int			e;
+				int64		first = rows->lab_total;
 
-				if (v < 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("label " INT64_FORMAT " is negative", v),
-							 errdetail("Integer labels are class ids 0, 1, 2, ...")));
-				if (v >= BFT_MAX_LABELS)
-					ereport(ERROR,
-							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-							 errmsg("label " INT64_FORMAT " is too large", v),
-							 errdetail("Integer labels are class ids below %d.", BFT_MAX_LABELS)));
-				rows->raw[rows->n] = v;
+				if (src->label_is_int)
+					deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+									  &el, &elnull, &nel);
+				else
+					deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &el, &elnull, &nel);
+				for (e = 0; e < nel; e++)
+				{
+					int64		id;
+					int64		k;
+					bool		dup = false;
+
+					if (elnull[e])
+						continue;
+					id = raw_label(rows, src, el[e]);
+					for (k = first; k < rows->lab_total && !dup; k++)
+						dup = rows->lab_raw[k] == id;
+					if (dup)
+						continue;
+					if ((Size) rows->lab_total + 1 > rows->lab_cap)
+					{
+						rows->lab_cap = Max(rows->lab_cap * 2, (Size) 1024);
+						rows->lab_raw = rows->lab_raw ? repalloc_huge(rows->lab_raw, sizeof(int64) * rows->lab_cap) :
+							MemoryContextAllocHuge(rows->cxt, sizeof(int64) * rows->lab_cap);
+					}
+					rows->lab_raw[rows->lab_total++] = id;
+				}
+				rows->lab_off[rows->n + 1] = rows->lab_total;
+				rows->raw[rows->n] = -1;
+				pfree(el);
+				pfree(elnull);
 			}
 			else
-			{
-				char	   *name = TextDatumGetCString(ldat);
-				LabelEnt   *le;
-				bool		found;
-
-				if (strlen(name) > BFT_MAX_LABEL_BYTES)
-					ereport(ERROR,
-							(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-							 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
-				le = hash_search(rows->labels, name, HASH_ENTER, &found);
-				if (!found)
-				{
-					if (rows->ntmp >= BFT_MAX_LABELS)
-						ereport(ERROR,
-								(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-								 errmsg("more than %d distinct labels", BFT_MAX_LABELS),
-								 errhint("Is label_column really a class label?")));
-					if (rows->ntmp == rows->tmp_cap)
-					{
-						rows->tmp_cap *= 2;
-						rows->tmp_names = repalloc(rows->tmp_names, sizeof(char *) * rows->tmp_cap);
-					}
-					rows->tmp_names[rows->ntmp] = pstrdup(name);
-					le->tmp = rows->ntmp++;
-				}
-				rows->raw[rows->n] = le->tmp;
-				pfree(name);
-			}
+				rows->raw[rows->n] = raw_label(rows, src, ldat);
 
 			n = bft_encode(tok, u, ulen, max_length, ids, &err);
 			if (n < 0)
@@ -508,10 +611,14 @@ cstr_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-/* Build a dataset of the selected rows (sel[i] == want) in scan order. */
+/*
+ * Build a dataset of the selected rows (sel[i] == want; all when sel is NULL)
+ * in scan order, with their labels (single-label) or label sets (lab_off,
+ * lab_ids: multi-label) when given.
+ */
 static void
-subset(const int32 *tokens, const int64 *offsets, const int32 *labels, int64 n,
-	   const bool *sel, bool want, bft_dataset *ds)
+subset(const int32 *tokens, const int64 *offsets, const int32 *labels, const int64 *lab_off,
+	   const int32 *lab_ids, int64 n, const bool *sel, bool want, bft_dataset *ds)
 {
 	int64		m = 0;
 	int64		total = 0;
@@ -546,6 +653,33 @@ subset(const int32 *tokens, const int64 *offsets, const int32 *labels, int64 n,
 	ds->tokens = t;
 	ds->offsets = o;
 	ds->labels = l;
+	ds->label_offsets = NULL;
+	ds->label_ids = NULL;
+	if (lab_off && lab_ids)
+	{
+		int64		total = 0;
+		int64	   *lo;
+		int32	   *li;
+
+		for (i = 0; i < n; i++)
+			if (sel == NULL || sel[i] == want)
+				total += lab_off[i + 1] - lab_off[i];
+		lo = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * (m + 1));
+		li = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * Max(total, 1));
+		lo[0] = 0;
+		m = 0;
+		for (i = 0; i < n; i++)
+			if (sel == NULL || sel[i] == want)
+			{
+				int64		len = lab_off[i + 1] - lab_off[i];
+
+				memcpy(li + lo[m], lab_ids + lab_off[i], sizeof(int32) * len);
+				lo[m + 1] = lo[m] + len;
+				m++;
+			}
+		ds->label_offsets = lo;
+		ds->label_ids = li;
+	}
 }
 
 /* ---- options ---- */
@@ -671,15 +805,245 @@ deployed_version(const char *name)
 	return v;
 }
 
+/*
+ * deploy => 'always', 'never', 'if_better' (by validation accuracy) or
+ * 'if_better:accuracy' | 'if_better:macro_f1' | 'if_better:loss'.  Returns
+ * BFT_DEPLOY_*; *metric receives BFT_METRIC_* (accuracy unless named).
+ */
+int
+bft_parse_deploy(const char *deploy, int *metric)
+{
+	*metric = BFT_METRIC_ACCURACY;
+	if (strcmp(deploy, "always") == 0)
+		return BFT_DEPLOY_ALWAYS;
+	if (strcmp(deploy, "never") == 0)
+		return BFT_DEPLOY_NEVER;
+	if (strcmp(deploy, "if_better") == 0 || strcmp(deploy, "if_better:accuracy") == 0)
+		return BFT_DEPLOY_IF_BETTER;
+	if (strcmp(deploy, "if_better:macro_f1") == 0)
+	{
+		*metric = BFT_METRIC_MACRO_F1;
+		return BFT_DEPLOY_IF_BETTER;
+	}
+	if (strcmp(deploy, "if_better:loss") == 0)
+	{
+		*metric = BFT_METRIC_LOSS;
+		return BFT_DEPLOY_IF_BETTER;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", deploy),
+			 errhint("'if_better' compares validation accuracy; 'if_better:macro_f1' and 'if_better:loss' compare those.")));
+	return BFT_DEPLOY_NEVER;	/* not reached */
+}
+
+static const char *const metric_names[] = {
+	[BFT_METRIC_ACCURACY] = "accuracy",
+	[BFT_METRIC_MACRO_F1] = "macro_f1",
+	[BFT_METRIC_LOSS] = "loss"
+};
+
+/*
+ * Scores of the deployed version cmp on the validation rows: its class
+ * probabilities probs (n, CK) against the true label names truth[] (n), by
+ * label name.  Accuracy; macro-F1 over the label names present in the truth
+ * or the predictions (as scikit-learn); mean cross-entropy, a true label the
+ * deployed version does not know counting as probability 1e-7.
+ */
+static void
+compare_scores(char **cnames, int CK, const float *probs, char *const *truth, int64 n,
+			   double *acc, double *f1, double *loss)
+{
+	HASHCTL		hctl;
+	HTAB	   *ids;
+	int			ncls = 0;
+	int			cap = CK + 16;
+	int		   *tid = palloc(sizeof(int) * n);
+	int		   *pid = palloc(sizeof(int) * n);
+	int		   *cmp_id = palloc(sizeof(int) * CK);
+	int64	   *tp,
+			   *fp,
+			   *fn;
+	int64		correct = 0;
+	double		lsum = 0,
+				fsum = 0;
+	int			nf = 0;
+	int64		i;
+	int			c;
+
+	memset(&hctl, 0, sizeof(hctl));
+	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
+	hctl.entrysize = sizeof(LabelEnt);
+	hctl.hcxt = CurrentMemoryContext;
+	ids = hash_create("bft compared labels", cap, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+#define CLASS_ID(nm, out) \
+	do { \
+		bool found_; \
+		LabelEnt *le_; \
+		char key_[BFT_MAX_LABEL_BYTES + 1]; \
+		strlcpy(key_, (nm), sizeof(key_)); \
+		le_ = hash_search(ids, key_, HASH_ENTER, &found_); \
+		if (!found_) \
+			le_->tmp = ncls++; \
+		(out) = le_->tmp; \
+	} while (0)
+	for (c = 0; c < CK; c++)
+		CLASS_ID(cnames[c], cmp_id[c]);
+	for (i = 0; i < n; i++)
+	{
+		const float *p = probs + i * CK;
+		int			b = 0;
+		int			j;
+		double		pt = 0;
+
+		for (j = 1; j < CK; j++)
+			if (p[j] > p[b])
+				b = j;
+		CLASS_ID(truth[i], tid[i]);
+		pid[i] = cmp_id[b];
+		for (j = 0; j < CK; j++)
+			if (cmp_id[j] == tid[i])
+				pt += p[j];
+		lsum += -log(Max(pt, 1e-7));
+		if (pid[i] == tid[i])
+			correct++;
+	}
+#undef CLASS_ID
+	tp = palloc0(sizeof(int64) * ncls);
+	fp = palloc0(sizeof(int64) * ncls);
+	fn = palloc0(sizeof(int64) * ncls);
+	for (i = 0; i < n; i++)
+	{
+		if (pid[i] == tid[i])
+			tp[tid[i]]++;
+		else
+		{
+			fp[pid[i]]++;
+			fn[tid[i]]++;
+		}
+	}
+	for (c = 0; c < ncls; c++)
+		if (tp[c] + fp[c] + fn[c] > 0)
+		{
+			fsum += 2.0 * tp[c] / (double) (2 * tp[c] + fp[c] + fn[c]);
+			nf++;
+		}
+	*acc = (double) correct / n;
+	*f1 = nf > 0 ? fsum / nf : 0.0;
+	*loss = lsum / n;
+}
+
+/*
+ * compare_scores for label sets: the deployed multi-label version's sigmoid
+ * probabilities probs (n, CK) against the true label sets of val (class ids
+ * into names), by label name over the union of both label sets, threshold
+ * 0.5: subset accuracy, macro-F1 over every label of the union (0 for a label
+ * never true nor predicted, as scikit-learn), mean binary cross-entropy (a
+ * label the deployed version does not know has probability 0; probabilities
+ * are clamped to [1e-7, 1 - 1e-7]).
+ */
+static void
+compare_scores_multi(char **cnames, int CK, const float *probs, const bft_dataset *val,
+					 char **names, int K, double *acc, double *f1, double *loss)
+{
+	HASHCTL		hctl;
+	HTAB	   *ids;
+	int			U = 0;
+	int		   *cmp_id = palloc(sizeof(int) * Max(CK, 1));
+	int		   *new_id = palloc(sizeof(int) * Max(K, 1));
+	int64	   *tp,
+			   *fp,
+			   *fn;
+	float	   *pu;
+	bool	   *yu;
+	int64		exact = 0;
+	double		lsum = 0,
+				fsum = 0;
+	int64		i;
+	int			c;
+
+	memset(&hctl, 0, sizeof(hctl));
+	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
+	hctl.entrysize = sizeof(LabelEnt);
+	hctl.hcxt = CurrentMemoryContext;
+	ids = hash_create("bft compared label sets", CK + K + 1, &hctl,
+					  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (c = 0; c < CK + K; c++)
+	{
+		bool		found;
+		LabelEnt   *le;
+		char		key[BFT_MAX_LABEL_BYTES + 1];
+
+		strlcpy(key, c < CK ? cnames[c] : names[c - CK], sizeof(key));
+		le = hash_search(ids, key, HASH_ENTER, &found);
+		if (!found)
+			le->tmp = U++;
+		if (c < CK)
+			cmp_id[c] = le->tmp;
+		else
+			new_id[c - CK] = le->tmp;
+	}
+	tp = palloc0(sizeof(int64) * U);
+	fp = palloc0(sizeof(int64) * U);
+	fn = palloc0(sizeof(int64) * U);
+	pu = palloc(sizeof(float) * U);
+	yu = palloc(sizeof(bool) * U);
+	for (i = 0; i < val->n; i++)
+	{
+		const float *p = probs + i * CK;
+		bool		same = true;
+		int64		j;
+		double		rl = 0;
+
+		for (c = 0; c < U; c++)
+		{
+			pu[c] = 0.0f;
+			yu[c] = false;
+		}
+		for (c = 0; c < CK; c++)
+			pu[cmp_id[c]] = p[c];
+		for (j = val->label_offsets[i]; j < val->label_offsets[i + 1]; j++)
+			yu[new_id[val->label_ids[j]]] = true;
+		for (c = 0; c < U; c++)
+		{
+			bool		pred = pu[c] >= 0.5f;
+			double		q = Min(Max((double) pu[c], 1e-7), 1 - 1e-7);
+
+			if (pred && yu[c])
+				tp[c]++;
+			else if (pred)
+				fp[c]++;
+			else if (yu[c])
+				fn[c]++;
+			if (pred != yu[c])
+				same = false;
+			rl += yu[c] ? -log(q) : -log(1 - q);
+		}
+		lsum += rl / U;
+		if (same)
+			exact++;
+	}
+	for (c = 0; c < U; c++)
+		if (tp[c] + fp[c] + fn[c] > 0)
+			fsum += 2.0 * tp[c] / (double) (2 * tp[c] + fp[c] + fn[c]);
+	*acc = (double) exact / val->n;
+	*f1 = fsum / U;
+	*loss = lsum / val->n;
+}
+
 #define ARG_INT(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_INT32(i))
 #define ARG_F8(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_FLOAT8(i))
 #define ARG_BOOL(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_BOOL(i))
+/* NULL, or not passed (bft 0.1.0's SQL definition has fewer arguments) */
+#define ARG_ABSENT(i) (PG_NARGS() <= (i) || PG_ARGISNULL(i))
 
 /*
  * bft_train(relation, text_column, label_column, epochs, model, base,
  *           batch_size, learning_rate, max_length, warmup_ratio,
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
- *           deploy, device, architecture, mlm_epochs, group_by_length)
+ *           deploy, device, architecture, mlm_epochs, group_by_length,
+ *           class_weights, load_best_model_at_end, metric_for_best_model,
+ *           early_stopping_patience, resume)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
@@ -710,6 +1074,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	int			seed = ARG_INT(13, 42);
 	double		vfrac = ARG_F8(14, 0.0);
 	char	   *deploy = PG_ARGISNULL(15) ? "always" : text_to_cstring(PG_GETARG_TEXT_PP(15));
+	int			policy;
+	int			metric;
 	char	   *device = PG_ARGISNULL(16) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(16));
 	bool		group_by_length;
 	Arch		arch;
@@ -722,6 +1088,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	HASHCTL		hctl;
 	int			K = 0;
 	int32	   *labels;
+	bool		multi;			/* label sets: a multi-label classifier */
+	int32	   *lab_ids = NULL; /* their class ids (rows.lab_off gives each row's) */
 	char	  **names;
 	int64		i;
 	int64	   *counts;
@@ -739,8 +1107,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	double		t0 = bft_now_seconds();
 	double		seconds;
 	bool		do_deploy;
-	double		new_acc = NAN,
-				old_acc = NAN;
+	bool		comparable = true;	/* if_better: the deployed version's problem type matches */
+	double		new_score[3] = {NAN, NAN, NAN},	/* by BFT_METRIC_* */
+				old_score[3] = {NAN, NAN, NAN};
 	StringInfoData params,
 				metrics;
 	int32		version;
@@ -752,13 +1121,28 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	Size		train_mem = 0;	/* model + training state, without the rows */
 	int32		deployed_start = 0; /* if_better: deployed version when training started */
 	int32		deployed_now = 0;	/* ... and at decision time */
+	uint64		opts_salt = 0;
+	/* arguments after the 20 of bft 0.1.0's SQL definition (NULL under it) */
+	char	   *class_weights_arg = ARG_ABSENT(20) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(20));
+	float	   *class_weights;
+	StringInfoData cw_params,
+				cw_metrics;
+	BftBestOpts best;
+	bool		resume = ARG_ABSENT(24) ? false : PG_GETARG_BOOL(24);
+	bool		save_state = bft_save_train_state && bft_train_state_retention > 0;
+	char	   *mlm_state = NULL;	/* state files of this role, model and phase */
+	char	   *cls_state = NULL;
+	bool		resume_cls = false;
+	bool		resume_mlm = false;
+	bft_train_state_info_t *sinfo = NULL;
+	StringInfoData mlm_note;
 
 	/* ---- arguments ---- */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation, text_column and label_column must not be NULL")));
-	if (PG_NARGS() != 20)
+	if (PG_NARGS() < 20)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("the SQL definition of bft_train does not match the bft library"),
@@ -770,19 +1154,14 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	train_device = bft_resolve_device(device);
-	if (strcmp(deploy, "always") != 0 && strcmp(deploy, "if_better") != 0 &&
-		strcmp(deploy, "never") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("deploy must be 'always', 'if_better' or 'never', not \"%s\"", deploy)));
+	policy = bft_parse_deploy(deploy, &metric);
 
 	model_name = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
 	if (model_name == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	if (model_name[0] == '\0' || strlen(model_name) >= NAMEDATALEN)
-		bad_option("model name must have 1 to 63 bytes");
+	bft_check_model_name(model_name);
 	if (!PG_ARGISNULL(5))
 		base = text_to_cstring(PG_GETARG_TEXT_PP(5));
 	scratch = (base == NULL);
@@ -813,13 +1192,16 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		bad_option("dropout must be at least 0 and below 1");
 	if (!(vfrac >= 0 && vfrac < 1))
 		bad_option("validation_fraction must be at least 0 and below 1");
-	if (strcmp(deploy, "if_better") == 0 && vfrac == 0)
+	if (policy == BFT_DEPLOY_IF_BETTER && vfrac == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("deploy => 'if_better' needs a validation_fraction above 0"),
 				 errhint("The new version is compared with the deployed one on the validation rows.")));
 	if (!scratch && !PG_ARGISNULL(17))
 		bad_option("architecture applies only when training from scratch (no base)");
+	bft_best_opts(ARG_ABSENT(21) ? -1 : PG_GETARG_BOOL(21),
+				  ARG_ABSENT(22) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(22)),
+				  !ARG_ABSENT(23), ARG_ABSENT(23) ? 0 : PG_GETARG_INT32(23), vfrac, &best);
 
 	arch.hidden_size = BFT_SCRATCH_HIDDEN_SIZE;
 	arch.num_hidden_layers = BFT_SCRATCH_LAYERS;
@@ -834,6 +1216,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		bad_option("max_length exceeds the architecture's max_position_embeddings");
 
 	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
+	multi = src.label_is_array;
 	/* every check before any work: store privileges, the name, the base, memory */
 	bft_check_store(model_name);
 	if (!scratch)
@@ -851,7 +1234,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		ec.max_position_embeddings = arch.max_position_embeddings;
 		ec.num_labels = 2;
 		train_mem = bft_mem_model_bytes(&ec, ep, (Size) arch.vocab_size * 8) +
-			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0);
+			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&ec, ep, 0) : 0);
 		bft_memory_require(train_mem, "training this architecture",
 						   "Lower batch_size, max_length or the architecture's hidden_size, num_hidden_layers, "
 						   "intermediate_size or vocab_size; a superuser can raise bft.max_memory.");
@@ -879,8 +1263,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	if (!scratch)
 	{
 		int			ml;
+		int32		base_version;
+		char	   *base_name = bft_parse_model_ref(base, &base_version);
 
-		st->model = bft_load_model_row(base, 0, NULL, NULL, &ml);
+		/* 'name' (deployed), 'name@N' or 'name@latest' */
+		st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
 		/* small encoders: their own learning rate and warmup defaults */
 		if (st->model->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN)
 		{
@@ -902,7 +1289,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
 		train_mem = bft_mem_model_bytes(&st->model->cfg, st->model->parts, st->model->vocab_len) +
 			bft_mem_train_bytes(&st->model->cfg, st->model->parts, Max(st->model->cfg.num_labels, 2),
-								batch_size, max_length, mlm_epochs > 0);
+								batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&st->model->cfg, st->model->parts, 0) : 0);
 		bft_memory_require(train_mem, "fine-tuning this model",
 						   "Lower batch_size or max_length, or use a smaller base model; a superuser can raise bft.max_memory.");
 		if (st->model->parts.classifier)
@@ -951,7 +1339,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	}
 
 	/* ---- deployed version to beat ---- */
-	if (strcmp(deploy, "if_better") == 0)
+	if (policy == BFT_DEPLOY_IF_BETTER)
 	{
 		cmp_version = deployed_version(model_name);
 		deployed_start = cmp_version;
@@ -980,6 +1368,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	rows.offsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
 	rows.raw = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
 	rows.offsets[0] = 0;
+	if (multi)
+	{
+		rows.lab_off = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
+		rows.lab_off[0] = 0;
+	}
 	if (cmp_tok)
 	{
 		rows.coffsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
@@ -1008,54 +1401,144 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* ---- labels → class ids ---- */
 	labels = palloc(sizeof(int32) * rows.n);
-	if (src.label_is_int)
 	{
-		int64		maxv = 0;
+		int64		nraw = multi ? rows.lab_total : rows.n;
+		const int64 *raw = multi ? rows.lab_raw : rows.raw;
+		int		   *remap;
 
-		for (i = 0; i < rows.n; i++)
-			maxv = Max(maxv, rows.raw[i]);
-		K = (int) maxv + 1;
-		if (base_K >= K)
-			K = base_K;
-		names = palloc(sizeof(char *) * K);
-		for (i = 0; i < K; i++)
-			names[i] = psprintf("%d", (int) i);
-		for (i = 0; i < rows.n; i++)
-			labels[i] = (int32) rows.raw[i];
+		if (src.label_is_int)
+		{
+			int64		maxv = 0;
+
+			for (i = 0; i < nraw; i++)
+				maxv = Max(maxv, raw[i]);
+			K = (int) maxv + 1;
+			if (base_K >= K)
+				K = base_K;
+			names = palloc(sizeof(char *) * K);
+			remap = palloc(sizeof(int) * K);
+			for (i = 0; i < K; i++)
+			{
+				names[i] = psprintf("%d", (int) i);
+				remap[i] = (int) i;
+			}
+		}
+		else
+		{
+			char	  **sorted = palloc(sizeof(char *) * Max(rows.ntmp, 1));
+
+			remap = palloc(sizeof(int) * Max(rows.ntmp, 1));
+			K = rows.ntmp;
+			memcpy(sorted, rows.tmp_names, sizeof(char *) * K);
+			qsort(sorted, K, sizeof(char *), cstr_cmp);
+			for (i = 0; i < K; i++)
+			{
+				/* the temporary id of a name is in its hash entry */
+				LabelEnt   *le = hash_search(rows.labels, sorted[i], HASH_FIND, NULL);
+
+				remap[le->tmp] = (int) i;
+			}
+			names = sorted;
+		}
+		if (multi)
+		{
+			lab_ids = palloc(sizeof(int32) * Max(nraw, 1));
+			for (i = 0; i < nraw; i++)
+				lab_ids[i] = remap[raw[i]];
+			for (i = 0; i < rows.n; i++)
+				labels[i] = -1;
+		}
+		else
+			for (i = 0; i < rows.n; i++)
+				labels[i] = remap[raw[i]];
+	}
+	counts = palloc0(sizeof(int64) * Max(K, 1));
+	if (multi)
+	{
+		bool		all_same = true;
+
+		for (i = 0; i < rows.lab_total; i++)
+			counts[lab_ids[i]]++;
+		if (rows.lab_total == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("none of the " INT64_FORMAT " rows has a label", rows.n),
+					 errdetail("The label column holds only empty arrays (or arrays of NULLs).")));
+		/* every row with the same label set teaches nothing */
+		for (i = 1; i < rows.n && all_same; i++)
+		{
+			int64		a0 = rows.lab_off[0],
+						a1 = rows.lab_off[1],
+						b0 = rows.lab_off[i],
+						b1 = rows.lab_off[i + 1];
+			int64		x;
+
+			if (a1 - a0 != b1 - b0)
+				all_same = false;
+			for (x = b0; x < b1 && all_same; x++)
+			{
+				bool		in = false;
+				int64		y;
+
+				for (y = a0; y < a1 && !in; y++)
+					in = lab_ids[x] == lab_ids[y];
+				all_same = in;
+			}
+		}
+		if (all_same)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("all " INT64_FORMAT " rows have the same labels", rows.n),
+					 errdetail("A multi-label classifier needs rows whose label sets differ.")));
 	}
 	else
 	{
-		int		   *remap = palloc(sizeof(int) * rows.ntmp);
-		char	  **sorted = palloc(sizeof(char *) * rows.ntmp);
-
-		K = rows.ntmp;
-		memcpy(sorted, rows.tmp_names, sizeof(char *) * K);
-		qsort(sorted, K, sizeof(char *), cstr_cmp);
-		for (i = 0; i < K; i++)
-		{
-			/* the temporary id of a name is in its hash entry */
-			LabelEnt   *le = hash_search(rows.labels, sorted[i], HASH_FIND, NULL);
-
-			remap[le->tmp] = (int) i;
-		}
-		names = sorted;
 		for (i = 0; i < rows.n; i++)
-			labels[i] = remap[rows.raw[i]];
+			counts[labels[i]]++;
+		for (i = 0; i < K; i++)
+			if (counts[i] > 0)
+				nclasses++;
+		if (nclasses < 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("all " INT64_FORMAT " rows have the same label", rows.n),
+					 errdetail("A classifier needs at least two classes.")));
 	}
-	counts = palloc0(sizeof(int64) * K);
-	for (i = 0; i < rows.n; i++)
-		counts[labels[i]]++;
-	for (i = 0; i < K; i++)
-		if (counts[i] > 0)
-			nclasses++;
-	if (nclasses < 2)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("all " INT64_FORMAT " rows have the same label", rows.n),
-				 errdetail("A classifier needs at least two classes.")));
 
-	/* ---- stratified validation split from the seed ---- */
-	if (vfrac > 0)
+	/*
+	 * ---- validation split from the seed: stratified by class (single
+	 * label), a random sample of the rows (label sets) ----
+	 */
+	if (vfrac > 0 && multi)
+	{
+		uint64		prng = (uint64) (uint32) seed;
+		int64	   *idx = palloc(sizeof(int64) * rows.n);
+		int64		j;
+
+		is_val = palloc0(sizeof(bool) * rows.n);
+		for (i = 0; i < rows.n; i++)
+			idx[i] = i;
+		for (j = rows.n - 1; j > 0; j--)
+		{
+			int64		r = (int64) (split_next(&prng) % (uint64) (j + 1));
+			int64		tmp = idx[j];
+
+			idx[j] = idx[r];
+			idx[r] = tmp;
+		}
+		nval = (int64) floor(vfrac * rows.n + 0.5);
+		if (nval >= rows.n)
+			nval = rows.n - 1;
+		for (j = 0; j < nval; j++)
+			is_val[idx[j]] = true;
+		pfree(idx);
+		if (nval == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("validation_fraction %g leaves no validation rows out of " INT64_FORMAT,
+							vfrac, rows.n)));
+	}
+	else if (vfrac > 0)
 	{
 		uint64		prng = (uint64) (uint32) seed;
 		int64	   *idx = palloc(sizeof(int64) * rows.n);
@@ -1095,12 +1578,20 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 errmsg("validation_fraction %g leaves no validation rows out of " INT64_FORMAT,
 							vfrac, rows.n)));
 	}
-	subset(rows.tokens, rows.offsets, labels, rows.n, is_val, false, &train_ds);
+	subset(rows.tokens, rows.offsets, multi ? NULL : labels, rows.lab_off, lab_ids, rows.n, is_val,
+		   false, &train_ds);
 	if (nval > 0)
-		subset(rows.tokens, rows.offsets, labels, rows.n, is_val, true, &val_ds);
+		subset(rows.tokens, rows.offsets, multi ? NULL : labels, rows.lab_off, lab_ids, rows.n,
+			   is_val, true, &val_ds);
 	if (rows.tokens)
 		pfree(rows.tokens);
 	rows.tokens = NULL;
+
+	/* ---- class weights (weighted cross-entropy) from the training rows ---- */
+	initStringInfo(&cw_params);
+	initStringInfo(&cw_metrics);
+	class_weights = bft_class_weights(class_weights_arg, K, names, train_ds.labels, train_ds.n,
+									  &cw_params, &cw_metrics);
 
 	/* ---- the model ---- */
 	if (scratch)
@@ -1123,7 +1614,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		parts.mlm = mlm_epochs > 0 ? 1 : 0;
 		/* the learned vocabulary and the labels are known now */
 		need = bft_mem_model_bytes(&cfg, parts, strlen(st->vocab)) +
-			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0);
+			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0) +
+			(best.load_best ? bft_mem_model_bytes(&cfg, parts, 0) : 0);
 		bft_memory_require(need + rows_bytes(&rows), "training this architecture on these rows",
 						   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
 						   "a superuser can raise bft.max_memory.");
@@ -1136,6 +1628,49 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_engine_budget();
 	if (bft_model_set_labels(st->model, K, (const char *const *) names, (uint64) seed, &err) != 0)
 		bft_report_engine_error(&err, "could not set the model's labels");
+	/* a sigmoid per label and binary cross-entropy for label sets */
+	st->model->cfg.problem_type = multi ? BFT_PROBLEM_MULTI_LABEL : BFT_PROBLEM_SINGLE_LABEL;
+
+	/* ---- per-epoch states: what resume => true continues from ---- */
+	initStringInfo(&mlm_note);
+	if (save_state || resume)
+	{
+		uint64		salt;
+		int			k;
+		char	  **lnames = bft_model_label_names(st->model);
+
+		bft_train_state_expire();
+		mlm_state = bft_train_state_path(model_name, "mlm", save_state);
+		cls_state = bft_train_state_path(model_name, "train", save_state);
+		/* what the engine cannot see: the initial weights, vocabulary and label names */
+		salt = bft_train_hash(0, st->model->params_mem, st->model->num_params * sizeof(float));
+		salt = bft_train_hash(salt, st->model->vocab, st->model->vocab_len);
+		for (k = 0; k < K; k++)
+			salt = bft_train_hash(salt, lnames[k], strlen(lnames[k]) + 1);
+		salt = bft_train_hash(salt, &max_length, sizeof(max_length));
+		opts_salt = salt;
+		if (resume)
+		{
+			bft_error serr;
+
+			sinfo = palloc0(sizeof(bft_train_state_info_t));
+			if (bft_train_state_exists(cls_state) &&
+				bft_train_state_info(cls_state, sinfo, &serr) == BFT_OK && sinfo->task == 0)
+				resume_cls = true;
+			else if (mlm_epochs > 0 && bft_train_state_exists(mlm_state) &&
+					 bft_train_state_info(mlm_state, sinfo, &serr) == BFT_OK && sinfo->task == 1)
+				resume_mlm = true;
+			else
+				ereport(NOTICE,
+						(errmsg("no saved training state of \"%s\" for role \"%s\": training from the start",
+								model_name, GetUserNameFromId(GetUserId(), false))));
+			if (resume_cls || resume_mlm)
+				ereport(NOTICE,
+						(errmsg("resuming %s of \"%s\" after epoch %d of %d",
+								resume_cls ? "training" : "MLM pre-training", model_name,
+								sinfo->epochs_done, sinfo->epochs)));
+		}
+	}
 
 	opts = bft_train_default_opts();
 	opts.batch_size = batch_size;
@@ -1150,12 +1685,25 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	/* cancel checks between encoder layers, not only after each step */
 	opts.poll = bft_poll_interrupts;
 	opts.poll_ctx = &pc.edata;
+	opts.class_weights = class_weights;
+	opts.load_best_model_at_end = best.load_best ? 1 : 0;
+	opts.metric_for_best = best.metric;
+	opts.early_stopping_patience = best.patience;
 	opts.device = train_device;
 	opts.precision = bft_precision_for(train_device);
+	opts.state_salt = opts_salt;
 
 	/* ---- MLM pre-training on the column's own text ---- */
 	memset(&mlm_res, 0, sizeof(mlm_res));
-	if (mlm_epochs > 0)
+	if (mlm_epochs > 0 && resume_cls)
+	{
+		/* fine-tuning had started: the MLM phase's summary is in its state */
+		if (sscanf(sinfo->note, "mlm %d %f %lf", &mlm_res.epochs, &mlm_res.train_loss,
+				   &mlm_res.seconds) != 3)
+			mlm_res.epochs = mlm_epochs;
+		mlm_res.resumed_epochs = mlm_res.epochs;
+	}
+	else if (mlm_epochs > 0)
 	{
 		bft_train_opts mopts = opts;
 		bft_dataset unl = train_ds;
@@ -1163,10 +1711,18 @@ bft_train_sql(PG_FUNCTION_ARGS)
 		unl.labels = NULL;
 		mopts.epochs = mlm_epochs;
 		mopts.valid = NULL;
+		mopts.class_weights = NULL;
 		pc.phase = "mlm";
 		bft_progress_begin(model_name, "mlm");
+		if (save_state)
+			mopts.state_path = mlm_state;
+		if (resume_mlm)
+			mopts.resume_path = mlm_state;
 		rc = bft_pretrain_mlm(st->model, &unl, &mopts, progress_cb, &pc, &mlm_res, &err);
+		check_state_result(rc, &err, mopts.resume_path);
 		check_engine_result(rc, &pc, &err, "MLM pre-training failed");
+		appendStringInfo(&mlm_note, "mlm %d %.9g %.17g", mlm_res.epochs, mlm_res.train_loss,
+						 mlm_res.seconds);
 	}
 	/* per-epoch metrics of fine-tuning only */
 	resetStringInfo(&pc.epochs);
@@ -1177,13 +1733,33 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.valid = nval > 0 ? &val_ds : NULL;
 	pc.phase = "training";
 	bft_progress_begin(model_name, "training");
+	if (save_state)
+	{
+		opts.state_path = cls_state;
+		opts.state_note = mlm_note.data;
+		opts.state_note_len = mlm_note.len;
+	}
+	if (resume_cls)
+		opts.resume_path = cls_state;
 	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
+	check_state_result(rc, &err, opts.resume_path);
 	check_engine_result(rc, &pc, &err, "training failed");
-	new_acc = res.eval_accuracy;
+	if (res.early_stopped)
+		ereport(NOTICE,
+				(errmsg("early stopping after epoch %d: validation %s did not improve for %d epochs; %s epoch %d",
+						res.epochs, bft_metric_name(best.metric), best.patience,
+						best.load_best ? "keeping" : "the best was", res.best_epoch)));
+	else if (best.load_best && res.kept_epoch != res.epochs)
+		ereport(NOTICE,
+				(errmsg("keeping epoch %d, the best by validation %s",
+						res.kept_epoch, bft_metric_name(best.metric))));
+	new_score[BFT_METRIC_ACCURACY] = res.eval_accuracy;
+	new_score[BFT_METRIC_MACRO_F1] = res.eval_macro_f1;
+	new_score[BFT_METRIC_LOSS] = res.eval_loss;
 
 	/* ---- deployment decision ---- */
-	do_deploy = strcmp(deploy, "always") == 0;
-	if (strcmp(deploy, "if_better") == 0)
+	do_deploy = policy == BFT_DEPLOY_ALWAYS;
+	if (policy == BFT_DEPLOY_IF_BETTER)
 	{
 		if (st->cmp == NULL)
 			do_deploy = true;
@@ -1194,24 +1770,41 @@ bft_train_sql(PG_FUNCTION_ARGS)
 			float	   *probs;
 			int			CK = st->cmp->cfg.num_labels;
 			char	  **cnames = bft_model_label_names(st->cmp);
-			int64		correct = 0;
+			char	  **truth;
 
-			subset(rows.ctokens, rows.coffsets, NULL, rows.n, is_val, true, &cds);
+			subset(rows.ctokens, rows.coffsets, NULL, NULL, NULL, rows.n, is_val, true, &cds);
 			probs = MemoryContextAllocHuge(cxt, sizeof(float) * (Size) CK * cds.n);
 			bft_predict_encoded(st->cmp, cds.n, cds.tokens, cds.offsets, probs);
-			for (i = 0; i < cds.n; i++)
+			if (multi != (st->cmp->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL))
 			{
-				int			b = 0,
-							j;
-
-				for (j = 1; j < CK; j++)
-					if (probs[i * CK + j] > probs[i * CK + b])
-						b = j;
-				if (strcmp(cnames[b], names[val_ds.labels[i]]) == 0)
-					correct++;
+				/* label sets against single labels (or the reverse): not comparable */
+				comparable = false;
+				do_deploy = false;
+				ereport(NOTICE,
+						(errmsg("the deployed version %d of \"%s\" is a %s classifier and the new one a %s classifier: the new version is not deployed",
+								cmp_version, model_name, multi ? "single-label" : "multi-label",
+								multi ? "multi-label" : "single-label"),
+						 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
 			}
-			old_acc = (double) correct / cds.n;
-			do_deploy = new_acc > old_acc;
+			else
+			{
+				if (multi)
+					compare_scores_multi(cnames, CK, probs, &val_ds, names, K,
+										 &old_score[BFT_METRIC_ACCURACY],
+										 &old_score[BFT_METRIC_MACRO_F1], &old_score[BFT_METRIC_LOSS]);
+				else
+				{
+					truth = palloc(sizeof(char *) * cds.n);
+					for (i = 0; i < cds.n; i++)
+						truth[i] = names[val_ds.labels[i]];
+					compare_scores(cnames, CK, probs, truth, cds.n, &old_score[BFT_METRIC_ACCURACY],
+								   &old_score[BFT_METRIC_MACRO_F1], &old_score[BFT_METRIC_LOSS]);
+				}
+				if (metric == BFT_METRIC_LOSS)
+					do_deploy = new_score[metric] < old_score[metric];
+				else
+					do_deploy = new_score[metric] > old_score[metric];
+			}
 		}
 
 		/*
@@ -1244,8 +1837,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	escape_json(&params, NameStr(*PG_GETARG_NAME(1)));
 	appendStringInfoString(&params, ", \"label_column\": ");
 	escape_json(&params, NameStr(*PG_GETARG_NAME(2)));
-	appendStringInfo(&params, ", \"label_type\": \"%s\", \"base\": ",
-					 src.label_is_int ? "integer" : "text");
+	appendStringInfo(&params, ", \"label_type\": \"%s%s\", \"base\": ",
+					 src.label_is_int ? "integer" : "text", multi ? "[]" : "");
 	if (base)
 		escape_json(&params, base);
 	else
@@ -1263,6 +1856,11 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfo(&params, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
+	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
+	appendStringInfo(&params, ", \"resume\": %s", resume ? "true" : "false");
+	appendStringInfo(&params, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
+					 "\"early_stopping_patience\": %d",
+					 best.load_best ? "true" : "false", bft_metric_name(best.metric), best.patience);
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	if (train_device == BFT_DEVICE_CUDA)
@@ -1290,22 +1888,39 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	bft_json_key_float(&metrics, "train_seconds", res.seconds, true);
 	bft_json_key_float(&metrics, "duration_s", seconds, true);
 	appendStringInfo(&metrics, ", \"epochs\": [%s]", pc.epochs.data);
+	appendStringInfoString(&metrics, cw_metrics.data);
+	appendStringInfo(&metrics, ", \"epochs_run\": %d, \"kept_epoch\": %d, \"stop_reason\": \"%s\"",
+					 res.epochs, res.kept_epoch, res.early_stopped ? "early_stopping" : "max_epochs");
+	appendStringInfo(&metrics, ", \"resumed_after_epoch\": %d", res.resumed_epochs);
+	if (nval > 0)
+	{
+		appendStringInfo(&metrics, ", \"best_epoch\": %d", res.best_epoch);
+		bft_json_key_float(&metrics, "best_metric", res.best_metric, true);
+	}
 	if (mlm_epochs > 0)
 	{
-		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d", mlm_res.epochs);
+		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d, \"resumed_after_epoch\": %d",
+						 mlm_res.epochs, mlm_res.resumed_epochs);
 		bft_json_key_float(&metrics, "loss", mlm_res.train_loss, true);
 		bft_json_key_float(&metrics, "seconds", mlm_res.seconds, true);
 		appendStringInfoChar(&metrics, '}');
 	}
 	appendStringInfo(&metrics, ", \"deploy\": {\"policy\": \"%s\", \"deployed\": %s",
-					 deploy, do_deploy ? "true" : "false");
-	if (strcmp(deploy, "if_better") == 0)
+					 policy == BFT_DEPLOY_IF_BETTER ? "if_better" : deploy, do_deploy ? "true" : "false");
+	if (policy == BFT_DEPLOY_IF_BETTER)
 	{
-		bft_json_key_float(&metrics, "new_accuracy", new_acc, true);
-		if (cmp_version > 0)
+		int			k;
+
+		appendStringInfo(&metrics, ", \"metric\": \"%s\"", metric_names[metric]);
+		for (k = 0; k < 3; k++)
+			bft_json_key_float(&metrics, psprintf("new_%s", metric_names[k]), new_score[k], true);
+		if (cmp_version > 0 && !comparable)
+			appendStringInfo(&metrics, ", \"compared_version\": %d, \"comparable\": false", cmp_version);
+		else if (cmp_version > 0)
 		{
 			appendStringInfo(&metrics, ", \"compared_version\": %d", cmp_version);
-			bft_json_key_float(&metrics, "compared_accuracy", old_acc, true);
+			for (k = 0; k < 3; k++)
+				bft_json_key_float(&metrics, psprintf("compared_%s", metric_names[k]), old_score[k], true);
 		}
 		else
 			appendStringInfoString(&metrics, ", \"compared_version\": null");
@@ -1315,12 +1930,15 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfoString(&metrics, "}}");
 
 	version = bft_store_model(model_name, base, st->model, params.data, metrics.data, do_deploy);
-	if (strcmp(deploy, "if_better") == 0)
+	/* stored: the saved states are no longer needed once this commits */
+	if (save_state || resume)
+		bft_train_state_discard_at_commit(model_name);
+	if (policy == BFT_DEPLOY_IF_BETTER)
 		ereport(NOTICE,
-				(errmsg(do_deploy ? "version %d deployed (validation accuracy %.4f, deployed version %s)"
-						: "version %d not deployed (validation accuracy %.4f, deployed version %s)",
-						version, new_acc,
-						cmp_version > 0 ? psprintf("%d: %.4f", cmp_version, old_acc) : "none")));
+				(errmsg(do_deploy ? "version %d deployed (validation %s %.4f, deployed version %s)"
+						: "version %d not deployed (validation %s %.4f, deployed version %s)",
+						version, metric_names[metric], new_score[metric],
+						cmp_version > 0 ? psprintf("%d: %.4f", cmp_version, old_score[metric]) : "none")));
 
 	/* ---- result row ---- */
 	dur = palloc0(sizeof(Interval));
@@ -1329,7 +1947,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(model_name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(rows.n);
-	values[3] = Int32GetDatum(epochs);
+	values[3] = Int32GetDatum(res.epochs);	/* run (early stopping: fewer) */
 	values[4] = Float4GetDatum(res.train_loss);
 	if (nval > 0)
 	{

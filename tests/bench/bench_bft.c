@@ -11,6 +11,7 @@
  *
  *   bench_bft LAYERS HIDDEN HEADS INTERMEDIATE VOCAB BATCH SEQ STEPS THREADS
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,13 @@ int main(int argc, char **argv)
     double w1 = wall(), c1 = cpu();
     printf("bft_infer_samples_per_s: %.3f\n", (double)B * steps / (w1 - w0));
     printf("bft_infer_samples_per_cpu_s_x_threads: %.3f\n", (double)B * steps / (c1 - c0) * th);
+    /* a hash of the predicted probabilities' bits: after the same training, two
+     * builds that compute identical results print the same value */
+    uint64_t hsh = 1469598103934665603ull;
+    const unsigned char *pb = (const unsigned char *)probs;
+    for (size_t i = 0; i < (size_t)B * steps * 2 * sizeof *probs; i++)
+        hsh = (hsh ^ pb[i]) * 1099511628211ull;
+    printf("bft_probs_hash: %016llx\n", (unsigned long long)hsh);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("bft_peak_rss_mb: %.1f\n", ru.ru_maxrss / 1024.0);

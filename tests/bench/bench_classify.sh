@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench_classify: classification throughput inside PostgreSQL on the 16,990
-# tweets of ../shared/data/topic_train.csv with a small model trained here:
+# tweets of topic_train.csv (in $BFT_SHARED_DATA, see tests/lib/shared_data.sh)
+# with a small model trained here:
 #   per-row bft_classify, serial            (1 backend, bft.threads = 1)
 #   per-row bft_classify, parallel          (Gather, 2 workers, leader not participating)
 #   batched bft_classify_batch, 256 rows    (array_agg per 256-row group, serial)
@@ -15,8 +16,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
-CSV="$ROOT/../shared/data/topic_train.csv"
-[ -f "$CSV" ] || { echo "missing $CSV"; exit 1; }
+source tests/lib/shared_data.sh
+shared_data_need bench_classify topic_train.csv
+CSV="$BFT_SHARED_DATA/topic_train.csv"
 REPS="${REPS:-2}"
 TRAIN_ROWS="${TRAIN_ROWS:-4000}"
 ROWS="${ROWS:-0}"            # 0: all rows

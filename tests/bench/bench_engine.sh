@@ -4,6 +4,7 @@
 #   bash tests/bench/bench_engine.sh                 (BERT-base, batch 16, seq 64, 2 threads)
 #   STEPS=4 THREADS=2 bash tests/bench/bench_engine.sh
 #   THREADS=1 bash tests/bench/bench_engine.sh       (on a busy machine: read the CPU-time table)
+#   PYTHON=/path/to/python bash tests/bench/bench_engine.sh   (a Python with torch; default /usr/bin/python3)
 #
 # Shapes: 12 layers, 768 hidden, 12 heads, 3072 intermediate, vocab 28996,
 # batch 16, sequence 64, fp32. Not a timed test: run it on a quiet machine
@@ -43,7 +44,7 @@ echo "shape: L=$L C=$C NH=$NH I=$I V=$V batch=$B seq=$T threads=$TH steps=$STEPS
 "$OUT/bench_sgemm" "$L" "$C" "$I" "$B" "$T" "$TH" 2 cpu | tee "$OUT/sgemm_cpu.txt"
 /usr/bin/time -f "bft_max_rss_kb: %M" "$OUT/bench_bft" "$L" "$C" "$NH" "$I" "$V" "$B" "$T" "$STEPS" "$TH" \
     2>&1 | tee "$OUT/bft.txt"
-/usr/bin/time -f "torch_max_rss_kb: %M" /usr/bin/python3 tests/bench/bench_torch.py "$L" "$C" "$NH" "$I" \
+/usr/bin/time -f "torch_max_rss_kb: %M" "${PYTHON:-/usr/bin/python3}" tests/bench/bench_torch.py "$L" "$C" "$NH" "$I" \
     "$V" "$B" "$T" "$STEPS" "$TH" 2>&1 | tee "$OUT/torch.txt"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # quality_topics: held-out quality of bft's default from-scratch model on the
-# Twitter Financial News Topic training split (../shared/data/topic_train.csv,
+# Twitter Financial News Topic training split (topic_train.csv in
+# $BFT_SHARED_DATA, see tests/lib/shared_data.sh;
 # 16,990 rows, 20 labels), measured the way a user would run it:
 #   a stratified 80/20 split (per label, ordered by md5 of the row id),
 #   SELECT * FROM bft_train('train', 'text', 'label')      -- all defaults
@@ -14,8 +15,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
-CSV="$ROOT/../shared/data/topic_train.csv"
-[ -f "$CSV" ] || { echo "missing $CSV"; exit 1; }
+source tests/lib/shared_data.sh
+shared_data_need quality_topics topic_train.csv
+CSV="$BFT_SHARED_DATA/topic_train.csv"
 TRAIN_OPTS="${TRAIN_OPTS:-}"
 source tests/scripts/cluster.sh; set +e +u
 TMPD=$(mktemp -d /tmp/bft-quality.XXXXXX); chmod 755 "$TMPD"

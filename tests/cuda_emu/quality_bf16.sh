@@ -7,7 +7,7 @@
 # the hardware. With a GPU, BFT_CUDA_MODULE unset uses the real one.
 #
 # Data: the first 600 tweets of each of the four largest topics of
-# topic_train.csv (2 Company | Product News, 18, 14, 9): 2,400 rows, a
+# topic_train.csv ($BFT_SHARED_DATA, see tests/lib/shared_data.sh) (2 Company | Product News, 18, 14, 9): 2,400 rows, a
 # stratified 20% held out by bft-cli (--validation-fraction, same seed on
 # both); a small BERT from scratch (2 layers, 128 hidden), 6 epochs, the same
 # seed, data order and dropout masks on both devices (the CPU reaches ~0.78
@@ -16,8 +16,9 @@
 # Usage: bash tests/cuda_emu/quality_bf16.sh   (after make unit)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA="${BFT_SHARED_DATA:-../shared/data}/topic_train.csv"
-[ -f "$DATA" ] || { echo "no $DATA"; exit 2; }
+source tests/lib/shared_data.sh
+shared_data_need quality_bf16 topic_train.csv
+DATA="$BFT_SHARED_DATA/topic_train.csv"
 T=$(mktemp -d /tmp/bft-quality-bf16.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 awk -F, 'NR == 1 { print; next } { l = $NF; if ((l == 2 || l == 18 || l == 14 || l == 9) && n[l]++ < 600) print }' \

@@ -24,7 +24,11 @@
  *   the lr of every step   == golden (relative 1e-6)
  *
  * Checkpoints: tiny_f16 (F16 storage), tiny_legacy (LayerNorm gamma/beta, no
- * classifier: a fresh 4-class head whose values come from the golden),
+ * classifier: a fresh 4-class head whose values come from the golden; and,
+ * as tiny_multilabel from tests/ref/multilabel_ref.py, a fresh 5-label
+ * multi-label head: sigmoid probabilities, BCEWithLogitsLoss, its gradients
+ * and 10 AdamW steps with the same tolerances; also with class weights,
+ * golden tiny_weighted: torch's weighted CrossEntropyLoss),
  * tiny_mlm (MLM head: logits/probabilities at masked rows, MLM loss and every
  * gradient through the tied decoder; bft_fill_mask top-5 on one sequence).
  */
@@ -130,7 +134,7 @@ static bft_model *load_model(const char *name, const golden *gd)
 {
     char dir[256];
     bft_error err;
-    snprintf(dir, sizeof dir, CKPT "%s", name);
+    snprintf(dir, sizeof dir, CKPT "%s", golden_checkpoint(name));
     bft_model *m = bft_model_load_dir(dir, &err);
     CHECK(m != NULL, "load %s: %s", dir, err.msg);
     if (!m)
@@ -165,28 +169,42 @@ static int lr_cb(void *ctx, const bft_progress *p)
     return 0;
 }
 
-static void cls_golden(const char *name)
+/* The golden file gname.bin on checkpoint ckpt; a golden with "targets" is a
+ * multi-label one (the model's problem type is set accordingly). */
+static void cls_golden_on(const char *ckpt, const char *gname)
 {
     char path[256];
+    const char *name = gname;
     golden gd;
     bft_error err;
-    snprintf(path, sizeof path, GOLD "%s.bin", name);
+    snprintf(path, sizeof path, GOLD "%s.bin", gname);
     CHECK(golden_load(&gd, path) == 0, "cannot read %s", path);
     if (!gd.n)
         return;
-    bft_model *m = load_model(name, &gd);
+    bft_model *m = load_model(ckpt, &gd);
     if (!m) {
         golden_free(&gd);
         return;
     }
     const rec *rids = gfind(&gd, "ids"), *rlens = gfind(&gd, "lens"), *rlab = gfind(&gd, "labels");
+    const rec *rtg = gfind(&gd, "targets");
     int B = (int)rids->dims[0], T = (int)rids->dims[1], K = m->cfg.num_labels;
-    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab->data;
+    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab ? rlab->data : NULL;
+    const float *targets = rtg ? rtg->data : NULL;
+    if (targets) {
+        m->cfg.problem_type = BFT_PROBLEM_MULTI_LABEL;
+        CHECK(rtg->dims[0] == B && rtg->dims[1] == K, "targets (%lld, %lld) for %d x %d",
+              (long long)rtg->dims[0], (long long)rtg->dims[1], B, K);
+    }
 
     /* forward + backward, dropout off */
     bert_acts a;
     CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
-    bert_batch bt = {B, T, ids, lens, labels};
+    bert_batch bt = {B, T, ids, lens, labels, targets, NULL};
+    float shares[64];
+    CHECK(B <= 64, "golden batch of %d", B);
+    if (golden_row_weights(&gd, labels, B, shares))
+        bt.weights = shares;
     bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
     float loss = bert_cls_forward(m, &a, &bt, &dc);
     const float *gp = gfind(&gd, "probs")->data, *gl = gfind(&gd, "logits")->data;
@@ -211,9 +229,11 @@ static void cls_golden(const char *name)
     free(gmem);
 
     /* 10 steps of bft_train on the same 4 examples */
-    int32_t *tok;
-    int64_t *off;
+    int32_t *tok, *lids = NULL;
+    int64_t *off, *loff = NULL;
     bft_dataset ds = golden_train_set(ids, lens, labels, B, T, &tok, &off);
+    if (targets)
+        golden_label_sets(&ds, targets, B, K, &loff, &lids);
     bft_train_opts o = golden_train_opts(&gd, B);
     lr_ctx lc = {gfind(&gd, "train/lrs")->data, o.epochs, 0, 0};
     bft_train_result res;
@@ -229,14 +249,36 @@ static void cls_golden(const char *name)
     golden_params10 p10 = golden_check_params10(&gd, m, name, 1e-3);
     printf("  %s: %d tensors after 10 AdamW steps compared, worst error / tolerance %.2f\n", name,
            p10.compared, p10.worst);
+    if (targets) {
+        /* bft_evaluate_ds on the trained weights against scikit-learn's metrics of
+         * PyTorch's trained weights (no probability within 1e-3 of the threshold) */
+        float el, ea, ef;
+        float rl = *(const float *)gfind(&gd, "eval/loss")->data;
+        float ra = *(const float *)gfind(&gd, "eval/subset_accuracy")->data;
+        float rf = *(const float *)gfind(&gd, "eval/macro_f1")->data;
+        CHECK(bft_evaluate_ds(m, &ds, 4, &el, &ea, &ef, NULL, &err) == 0, "evaluate: %s", err.msg);
+        CHECK(fabs(el - rl) <= 1e-4 * fmax(1.0, fabs(rl)), "%s evaluation loss %.7f vs %.7f", name, el,
+              rl);
+        CHECK(ea == ra, "%s subset accuracy %g vs scikit-learn %g", name, ea, ra);
+        CHECK(fabs(ef - rf) <= 1e-6, "%s macro-F1 %.7f vs scikit-learn %.7f", name, ef, rf);
+        printf("  %s: evaluation after training: BCE %.6f (torch %.6f), subset accuracy %.3f, "
+               "macro-F1 %.4f (scikit-learn %.3f, %.4f)\n", name, el, rl, ea, ef, ra, rf);
+    }
     free(off);
     free(tok);
+    free(loff);
+    free(lids);
     bft_model_free(m);
     golden_free(&gd);
 }
 
+static void cls_golden(const char *name) { cls_golden_on(name, name); }
 static void test_golden_f16(void) { cls_golden("tiny_f16"); }
 static void test_golden_legacy(void) { cls_golden("tiny_legacy"); }
+static void test_golden_multilabel(void) { cls_golden_on("tiny_legacy", "tiny_multilabel"); }
+/* class weights: loss, every gradient and 10 AdamW steps of torch's
+ * CrossEntropyLoss(weight=[0.5, 3, 1, 2]) */
+static void test_golden_weighted(void) { cls_golden("tiny_weighted"); }
 
 static void test_golden_mlm(void)
 {
@@ -261,7 +303,7 @@ static void test_golden_mlm(void)
     memset(&w, 0, sizeof w);
     CHECK(bert_acts_alloc(&a, &m->cfg, 0, B, T, 1) == 0, "acts");
     CHECK(bert_mlm_reserve(&w, &m->cfg, M) == 0, "ws");
-    bert_batch bt = {B, T, ids, lens, NULL};
+    bert_batch bt = {B, T, ids, lens, NULL, NULL};
     bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
     const float *top = bert_encoder_forward(m, &a, &bt, &dc);
     /* probabilities (eval path) */
@@ -329,6 +371,8 @@ int main(void)
 {
     RUN(test_golden_f16);
     RUN(test_golden_legacy);
+    RUN(test_golden_multilabel);
+    RUN(test_golden_weighted);
     RUN(test_golden_mlm);
     return test_summary();
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "rng.h"
 #include "safetensors.h"
 #include "test.h"
+#include "train.h"
 
 #define CKPT "tests/data/ckpt/"
 
@@ -527,8 +529,28 @@ static void test_config_json_round_trip(void)
     CHECK(bft_config_parse(j, strlen(j), &d, &err) == 0, "reparse: %s", err.msg);
     d.tok = c.tok;
     CHECK(same_cfg(&c, &d), "config round trip exact (floats bit-equal, labels)");
+    CHECK(d.problem_type == BFT_PROBLEM_SINGLE_LABEL && strstr(j, "\"single_label_classification\""),
+          "single-label problem type written and read");
     bft_config_release(&d);
     free(j);
+
+    /* multi-label: problem_type written and read back (1 label allowed there) */
+    c.problem_type = BFT_PROBLEM_MULTI_LABEL;
+    j = bft_config_to_json(&c, 1, 0);
+    CHECK(j && strstr(j, "\"problem_type\": \"multi_label_classification\""), "multi-label json: %s",
+          j ? j : "(null)");
+    CHECK(bft_config_parse(j, strlen(j), &d, &err) == 0, "reparse multi-label: %s", err.msg);
+    CHECK(d.problem_type == BFT_PROBLEM_MULTI_LABEL && d.num_labels == 3, "multi-label round trip");
+    bft_config_release(&d);
+    free(j);
+    c.num_labels = 1;
+    j = bft_config_to_json(&c, 1, 0);
+    CHECK(j && bft_config_parse(j, strlen(j), &d, &err) == 0 && d.num_labels == 1,
+          "one label is fine for multi-label: %s", err.msg);
+    bft_config_release(&d);
+    free(j);
+    c.num_labels = 3;
+    c.problem_type = BFT_PROBLEM_SINGLE_LABEL;
 
     /* tokenizer_config.json round trip, including "no limit" */
     j = bft_tokenizer_config_to_json(&c);
@@ -1539,6 +1561,111 @@ static void test_load_dir_errors(void)
     }
 }
 
+/* Probabilities (n, K) of m for three sentences (bft_predict). */
+static int predict3(const bft_model *m, float *probs, bft_error *err)
+{
+    static const char *texts[3] = {"the movie was great", "a dull and boring plot", "it is a movie"};
+    int32_t ids[3 * 16];
+    int64_t off[4] = {0};
+    bft_dataset ds;
+    for (int i = 0; i < 3; i++) {
+        int n = bft_encode(m->tok, texts[i], strlen(texts[i]), 16, ids + off[i], err);
+        if (n < 0)
+            return -1;
+        off[i + 1] = off[i] + n;
+    }
+    ds.n = 3;
+    ds.tokens = ids;
+    ds.offsets = off;
+    ds.labels = NULL;
+    return bft_predict(m, &ds, 3, probs, err) == BFT_OK ? 0 : -1;
+}
+
+/* External read-only parameters (a shared cache's mapping): a model pointing
+ * into a PROT_READ copy of its block predicts bit-identically, is never
+ * written (a write would fault), is not freed by bft_model_free, refuses
+ * training, and gets a block of its own from set_labels; mismatched blocks
+ * are refused. */
+static void test_shared_params(void)
+{
+    bft_error err;
+    files f = load_files("tiny");
+    bft_model *ref = load_with_st(&f, f.st, f.st_len, &err);
+    bft_model *sh = NULL, *w = NULL, *bad;
+    float pref[9], p[9];
+    size_t bytes;
+    float *ro;
+
+    CHECK(ref != NULL, "load tiny: %s", err.msg);
+    if (!ref) {
+        free_files(&f);
+        return;
+    }
+    bytes = ref->num_params * sizeof(float);
+    ro = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(ro != MAP_FAILED, "mmap");
+    if (ro == MAP_FAILED) {
+        bft_model_free(ref);
+        free_files(&f);
+        return;
+    }
+    memcpy(ro, ref->params_mem, bytes);
+    CHECK(mprotect(ro, bytes, PROT_READ) == 0, "mprotect");
+    CHECK(predict3(ref, pref, &err) == 0, "predict (own block): %s", err.msg);
+
+    /* share: the loaded model's own block replaced by the read-only copy */
+    sh = load_with_st(&f, f.st, f.st_len, &err);
+    CHECK(sh && bft_model_share_params(sh, ro, sh->num_params, &err) == 0, "share: %s", err.msg);
+    if (sh) {
+        CHECK(sh->params_external == 1 && sh->params_mem == ro && sh->p.wte == ro, "points into the block");
+        CHECK(predict3(sh, p, &err) == 0 && memcmp(p, pref, sizeof p) == 0, "shared: identical probabilities");
+        CHECK(bft_model_share_params(sh, ro, sh->num_params - 1, &err) == -1 && err.code == BFT_EMISMATCH,
+              "a block of another size is refused");
+    }
+
+    /* wrap: config, vocabulary and tokenizer config, the block as it is */
+    w = bft_model_wrap_params(f.config, f.config_len, f.vocab, f.vocab_len, f.tokcfg, f.tokcfg_len, ref->parts,
+                              ref->cfg.num_labels, ro, ref->num_params, &err);
+    CHECK(w != NULL, "wrap: %s", err.msg);
+    if (w) {
+        CHECK(w->params_external && w->num_params == ref->num_params && same_cfg(&w->cfg, &ref->cfg),
+              "wrapped: same config and layout");
+        CHECK(strcmp(bft_config_label(&w->cfg, 2, (char[16]){0}, 16), "positive") == 0, "labels kept");
+        CHECK(predict3(w, p, &err) == 0 && memcmp(p, pref, sizeof p) == 0, "wrapped: identical probabilities");
+        {
+            bft_dataset ds = {0};
+            bft_train_opts o = bft_train_default_opts();
+            int32_t ids[3] = {101, 5, 102}, lab = 0;
+            int64_t off[2] = {0, 3};
+            ds.n = 1;
+            ds.tokens = ids;
+            ds.offsets = off;
+            ds.labels = &lab;
+            o.epochs = 1;
+            CHECK(bft_train(w, &ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL && strstr(err.msg, "read-only"),
+                  "training refuses read-only parameters: %s", err.msg);
+        }
+        CHECK(bft_model_set_labels(w, 5, NULL, 7, &err) == 0, "set_labels: %s", err.msg);
+        CHECK(w->params_external == 0 && w->params_mem != ro && w->num_params == ref->num_params + 2 * 32 + 2,
+              "a new head: a block of the model's own");
+    }
+    bad = bft_model_wrap_params(f.config, f.config_len, f.vocab, f.vocab_len, f.tokcfg, f.tokcfg_len, ref->parts,
+                                ref->cfg.num_labels, ro, ref->num_params + 1, &err);
+    CHECK(bad == NULL && err.code == BFT_EMISMATCH, "wrap: a block of another size is refused");
+    bad = bft_model_wrap_params(f.config, f.config_len, f.vocab, f.vocab_len, f.tokcfg, f.tokcfg_len, ref->parts,
+                                2, ro, ref->num_params, &err);
+    CHECK(bad == NULL && err.code == BFT_EMISMATCH, "wrap: another label count than config.json is refused");
+    bad = bft_model_wrap_params(f.config, f.config_len, f.vocab, f.vocab_len, f.tokcfg, f.tokcfg_len, ref->parts,
+                                ref->cfg.num_labels, NULL, ref->num_params, &err);
+    CHECK(bad == NULL && err.code == BFT_EINVAL, "wrap: no block");
+    bft_model_free(sh);
+    bft_model_free(w);
+    /* still mapped and intact after both models are gone */
+    CHECK(memcmp(ro, ref->params_mem, bytes) == 0, "the block outlives its models, unchanged");
+    munmap(ro, bytes);
+    bft_model_free(ref);
+}
+
 /* ---- tokenizer.json (checkpoints without vocab.txt) --------------------- */
 
 static void write_text(const char *dir, const char *name, const char *text, size_t len)
@@ -1720,6 +1847,7 @@ int main(void)
     RUN(test_new_model);
     RUN(test_corrupt_checkpoints);
     RUN(test_load_dir_errors);
+    RUN(test_shared_params);
     RUN(test_tokenizer_json);
     return test_summary();
 }

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "bert.h"
@@ -515,13 +516,38 @@ static void op_suite(int bf16)
         int KK = big ? 28996 : K, NN = big ? 7 : N;
         pair lg = pnew((size_t)NN * KK, 71, 3), pr = pnew((size_t)NN * KK, 0, 0),
              ls = pnew(NN, 0, 0), dl = pnew((size_t)NN * KK, 0, 0);
-        CPU->softmax_xent(pr.h, ls.h, dl.h, lg.h, lab_h, NN, KK, 1.0f / NN);
-        GPU->softmax_xent(pr.d, ls.d, dl.d, lg.d, lab_d, NN, KK, 1.0f / NN);
+        CPU->softmax_xent(pr.h, ls.h, dl.h, lg.h, lab_h, NULL, NN, KK, 1.0f / NN);
+        GPU->softmax_xent(pr.d, ls.d, dl.d, lg.d, lab_d, NULL, NN, KK, 1.0f / NN);
         pcmp(&pr, 1e-6, 0, "softmax_xent probs");
         pcmp(&ls, 1e-5, 0, "softmax_xent losses");
         pcmp(&dl, 1e-6, 0, "softmax_xent dlogits");
+        /* weighted cross-entropy: per-row scales of the gradient */
+        pair rs = pnew(NN, 0, 0);
+        for (int r = 0; r < NN; r++)
+            rs.h[r] = 0.25f + 0.5f * (float)(r % 7);
+        GPU->upload(rs.d, rs.h, NN * sizeof(float));
+        CPU->softmax_xent(NULL, ls.h, dl.h, lg.h, lab_h, rs.h, NN, KK, 1.0f);
+        GPU->softmax_xent(NULL, ls.d, dl.d, lg.d, lab_d, rs.d, NN, KK, 1.0f);
+        pcmp(&ls, 1e-5, 0, "softmax_xent losses (row scales)");
+        pcmp(&dl, 1e-6, 0, "softmax_xent dlogits (row scales)");
+        pfree(&rs);
         float mc = CPU->mean(ls.h, NN), mg = GPU->mean(ls.d, NN);
         CHECK_CLOSE(mg, mc, 1e-6, 1e-5, "mean %g vs %g", mg, mc);
+        /* sigmoid + binary cross-entropy (multi-label), multi-hot targets */
+        pair tg = pnew((size_t)NN * KK, 0, 0);
+        for (size_t i = 0; i < tg.n; i++)
+            tg.h[i] = (float)((i * 13 + i / KK) % 4 == 0);
+        GPU->upload(tg.d, tg.h, tg.n * sizeof(float));
+        CPU->sigmoid_bce(pr.h, ls.h, dl.h, lg.h, tg.h, NN, KK, 1.0f / NN);
+        GPU->sigmoid_bce(pr.d, ls.d, dl.d, lg.d, tg.d, NN, KK, 1.0f / NN);
+        pcmp(&pr, 1e-6, 0, "sigmoid_bce probs");
+        pcmp(&ls, 1e-5, 0, "sigmoid_bce losses");
+        pcmp(&dl, 1e-6, 0, "sigmoid_bce dlogits");
+        /* probs only (no targets) */
+        GPU->zero(pr.d, pr.n);
+        GPU->sigmoid_bce(pr.d, NULL, NULL, lg.d, NULL, NN, KK, 0.0f);
+        pcmp(&pr, 1e-6, 0, "sigmoid_bce probs only");
+        pfree(&tg);
         pfree(&lg);
         pfree(&pr);
         pfree(&ls);
@@ -574,7 +600,7 @@ static void test_ops_bf16(void)
 static bft_model *golden_model(const char *name, const golden *gd)
 {
     bft_error err;
-    bft_model *m = load(name);
+    bft_model *m = load(golden_checkpoint(name));
     if (!m)
         return NULL;
     const rec *w = gfind(gd, "init/classifier.weight"), *b = gfind(gd, "init/classifier.bias");
@@ -650,23 +676,29 @@ static void check_grads(const golden *gd, const bft_model *m, const float *gmem,
     free(ti);
 }
 
-static void cls_golden_gpu(const char *name, int bf16)
+/* The golden gname.bin on checkpoint ckpt (a golden with "targets": multi-label). */
+static void cls_golden_gpu_on(const char *ckpt, const char *gname, int bf16)
 {
     golden gd;
     bft_error err;
     char path[256];
-    snprintf(path, sizeof path, GOLD "%s.bin", name);
+    const char *name = gname;
+    snprintf(path, sizeof path, GOLD "%s.bin", gname);
     CHECK(golden_load(&gd, path) == 0, "cannot read %s", path);
     if (!gd.n)
         return;
-    bft_model *m = golden_model(name, &gd);
+    bft_model *m = golden_model(ckpt, &gd);
     if (!m) {
         golden_free(&gd);
         return;
     }
     const rec *rids = gfind(&gd, "ids"), *rlens = gfind(&gd, "lens"), *rlab = gfind(&gd, "labels");
+    const rec *rtg = gfind(&gd, "targets");
     int B = (int)rids->dims[0], T = (int)rids->dims[1], K = m->cfg.num_labels;
-    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab->data;
+    const int32_t *ids = rids->data, *lens = rlens->data, *labels = rlab ? rlab->data : NULL;
+    const float *targets = rtg ? rtg->data : NULL;
+    if (targets)
+        m->cfg.problem_type = BFT_PROBLEM_MULTI_LABEL;
     int prec = bf16 ? BFT_PRECISION_BF16 : BFT_PRECISION_FP32;
     double tp = bf16 ? 1e-2 : 1e-5, tl = bf16 ? 3e-2 : 1e-5;
 
@@ -679,10 +711,20 @@ static void cls_golden_gpu(const char *name, int bf16)
         CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
         int32_t *d_ids = bft_dev_alloc((size_t)B * T * 4), *d_lens = bft_dev_alloc((size_t)B * 4),
                 *d_lab = bft_dev_alloc((size_t)B * 4);
+        float *d_tg = bft_dev_alloc((size_t)B * K * 4);
         bft_dev_upload(d_ids, ids, (size_t)B * T * 4);
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
-        bft_dev_upload(d_lab, labels, (size_t)B * 4);
-        bert_batch bt = {B, T, d_ids, d_lens, d_lab};
+        if (labels)
+            bft_dev_upload(d_lab, labels, (size_t)B * 4);
+        if (targets)
+            bft_dev_upload(d_tg, targets, (size_t)B * K * 4);
+        bert_batch bt = {B, T, d_ids, d_lens, labels ? d_lab : NULL, targets ? d_tg : NULL, NULL};
+        float shares[64], *d_sh = bft_dev_alloc(sizeof shares);
+        CHECK(B <= 64, "golden batch of %d", B);
+        if (golden_row_weights(&gd, labels, B, shares)) {
+            bft_dev_upload(d_sh, shares, (size_t)B * sizeof *shares);
+            bt.weights = d_sh;
+        }
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         float loss = bert_cls_forward(&dv.dm, &a, &bt, &dc);
         float *pr = malloc((size_t)B * K * 4), *lg = malloc((size_t)B * K * 4);
@@ -717,14 +759,18 @@ static void cls_golden_gpu(const char *name, int bf16)
         bft_dev_free(d_ids);
         bft_dev_free(d_lens);
         bft_dev_free(d_lab);
+        bft_dev_free(d_tg);
+        bft_dev_free(d_sh);
         bert_acts_free(&a);
         bft_devmodel_close(&dv);
     }
 
     /* 10 steps of bft_train on the device */
-    int32_t *tok;
-    int64_t *off;
+    int32_t *tok, *lids = NULL;
+    int64_t *off, *loff = NULL;
     bft_dataset ds = golden_train_set(ids, lens, labels, B, T, &tok, &off);
+    if (targets)
+        golden_label_sets(&ds, targets, B, K, &loff, &lids);
     bft_train_opts o = golden_train_opts(&gd, B);
     o.device = BFT_DEVICE_CUDA;
     o.precision = prec;
@@ -743,9 +789,13 @@ static void cls_golden_gpu(const char *name, int bf16)
            name, bf16 ? "bf16" : "fp32", p10.compared, p10.worst, p10.mean_err, p10.sum_lr);
     free(off);
     free(tok);
+    free(loff);
+    free(lids);
     bft_model_free(m);
     golden_free(&gd);
 }
+
+static void cls_golden_gpu(const char *name, int bf16) { cls_golden_gpu_on(name, name, bf16); }
 
 static void mlm_golden_gpu(int bf16)
 {
@@ -786,7 +836,7 @@ static void mlm_golden_gpu(int bf16)
         bft_dev_upload(d_lens, lens, (size_t)B * 4);
         bft_dev_upload(d_lab, labels, (size_t)M * 4);
         bft_dev_upload(d_rows, rows, (size_t)M * 8);
-        bert_batch bt = {B, T, d_ids, d_lens, NULL};
+        bert_batch bt = {B, T, d_ids, d_lens, NULL, NULL};
         bert_dropout_cfg dc = {0.0f, 0.0f, 0.0f, 1, 0};
         const float *top = bert_encoder_forward(&dv.dm, &a, &bt, &dc);
         bert_mlm_forward(&dv.dm, &w, top, d_rows, M, NULL);
@@ -856,6 +906,8 @@ static void test_golden_fp32(void)
 {
     cls_golden_gpu("tiny_f16", 0);
     cls_golden_gpu("tiny_legacy", 0);
+    cls_golden_gpu_on("tiny_legacy", "tiny_multilabel", 0);
+    cls_golden_gpu("tiny_weighted", 0);
     mlm_golden_gpu(0);
 }
 
@@ -863,6 +915,8 @@ static void test_golden_bf16(void)
 {
     cls_golden_gpu("tiny_f16", 1);
     cls_golden_gpu("tiny_legacy", 1);
+    cls_golden_gpu_on("tiny_legacy", "tiny_multilabel", 1);
+    cls_golden_gpu("tiny_weighted", 1);
     mlm_golden_gpu(1);
 }
 
@@ -971,6 +1025,114 @@ static void *emu_hook(const char *name)
  * inference does not grow, and bft_cuda_release frees the rest. Measured with
  * the CUDA emulator's byte count (tests/cuda_emu); a real GPU offers no
  * per-process count to the test, so there only the sequence runs. */
+/* Class weights, the best epoch and early stopping on the GPU: the same
+ * epochs, best and kept epoch as on the CPU, and the same kept weights
+ * (within the fp32 tolerance of test_train_cpu_vs_gpu). The validation rows
+ * are the training rows with shifted labels, so the best epoch comes early. */
+static void test_train_best_epoch_gpu(void)
+{
+    bft_model *a, *b;
+    if (!two_tiny(&a, &b))
+        return;
+    mini_ds d, v;
+    bft_error e;
+    int K = a->cfg.num_labels;
+    mini_make(&d, 40, a->cfg.vocab_size, 20, K, 9);
+    mini_make(&v, 40, a->cfg.vocab_size, 20, K, 9);
+    for (int i = 0; i < 40; i++)
+        v.lab[i] = (v.lab[i] + 1) % K;
+    float cw[16];
+    for (int k = 0; k < K && k < 16; k++)
+        cw[k] = 0.5f + (float)k;
+    bft_train_opts o = short_training();
+    o.epochs = 8;
+    o.dropout = 0.0f;
+    o.learning_rate = 3e-3f;
+    o.valid = &v.ds;
+    o.load_best_model_at_end = 1;
+    o.early_stopping_patience = 2;
+    o.class_weights = cw;
+    bft_train_result ra, rb;
+    CHECK(bft_train(a, &d.ds, &o, NULL, NULL, &ra, &e) == BFT_OK, "cpu: %s", e.msg);
+    o.device = BFT_DEVICE_CUDA;
+    o.precision = BFT_PRECISION_FP32;
+    CHECK(bft_train(b, &d.ds, &o, NULL, NULL, &rb, &e) == BFT_OK, "cuda: %s", e.msg);
+    CHECK(ra.epochs == rb.epochs && ra.best_epoch == rb.best_epoch && ra.kept_epoch == rb.kept_epoch &&
+              ra.early_stopped == rb.early_stopped,
+          "cpu: ran %d best %d kept %d stop %d; gpu: ran %d best %d kept %d stop %d", ra.epochs,
+          ra.best_epoch, ra.kept_epoch, ra.early_stopped, rb.epochs, rb.best_epoch, rb.kept_epoch,
+          rb.early_stopped);
+    CHECK(ra.kept_epoch < ra.epochs, "the kept epoch %d should not be the last %d", ra.kept_epoch,
+          ra.epochs);
+    CHECK_CLOSE(rb.eval_loss, ra.eval_loss, 1e-4, 1e-4, "kept eval loss cpu %.7f gpu %.7f",
+                ra.eval_loss, rb.eval_loss);
+    double worst = 0.0;
+    for (size_t k = 0; k < a->num_params; k++)
+        worst = fmax(worst, fabs((double)a->params_mem[k] - b->params_mem[k]));
+    /* Adam can turn rounding noise into steps of about lr (see test_train_cpu_vs_gpu):
+     * at most 3 sum(lr) <= 3 lr steps */
+    CHECK(worst <= 3.0 * o.learning_rate * (double)ra.steps, "max |w_cpu - w_gpu| %.3g", worst);
+    printf("  class weights + early stopping: ran %d epochs, kept %d (cpu and gpu), eval loss cpu "
+           "%.6f gpu %.6f, max weight diff %.2e\n", ra.epochs, ra.kept_epoch, ra.eval_loss,
+           rb.eval_loss, worst);
+    mini_free(&d);
+    mini_free(&v);
+    bft_model_free(a);
+    bft_model_free(b);
+}
+
+/* Resume on the GPU (fp32 and bf16): a training cancelled in epoch 3 and
+ * resumed from its state (read through the host bounce buffer into device
+ * memory, the bf16 weight copy rebuilt) ends with the uninterrupted GPU run's
+ * weights, bit for bit. */
+static int cancel_at_cb(void *ctx, const bft_progress *p)
+{
+    return p->phase == 0 && p->step == *(const int64_t *)ctx;
+}
+
+static void test_resume_gpu(void)
+{
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        bft_model *a, *b;
+        if (!two_tiny(&a, &b))
+            return;
+        mini_ds d, v;
+        bft_error e;
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/bft_test_cuda_state_%d", (int)getpid());
+        mini_make(&d, 40, a->cfg.vocab_size, 20, a->cfg.num_labels, 9);
+        mini_make(&v, 16, a->cfg.vocab_size, 20, a->cfg.num_labels, 10);
+        bft_train_opts o = short_training();
+        o.epochs = 4;
+        o.valid = &v.ds;
+        o.load_best_model_at_end = 1;
+        o.device = BFT_DEVICE_CUDA;
+        o.precision = bf16 ? BFT_PRECISION_BF16 : BFT_PRECISION_FP32;
+        bft_train_result ra, rb;
+        CHECK(bft_train(a, &d.ds, &o, NULL, NULL, &ra, &e) == BFT_OK, "uninterrupted: %s", e.msg);
+        o.state_path = path;
+        int64_t at = 2 * 5 + 2;
+        CHECK(bft_train(b, &d.ds, &o, cancel_at_cb, &at, NULL, &e) == BFT_ECANCEL, "cancel: %s", e.msg);
+        bft_model_free(b);
+        b = load("tiny");
+        o.resume_path = path;
+        CHECK(bft_train(b, &d.ds, &o, NULL, NULL, &rb, &e) == BFT_OK, "resume: %s", e.msg);
+        int same = rb.resumed_epochs == 2 && ra.train_loss == rb.train_loss &&
+                   ra.kept_epoch == rb.kept_epoch &&
+                   memcmp(a->params_mem, b->params_mem, a->num_params * sizeof(float)) == 0;
+        CHECK(same, "%s: resumed run differs (resumed %d, loss %.9g vs %.9g)", bf16 ? "bf16" : "fp32",
+              rb.resumed_epochs, ra.train_loss, rb.train_loss);
+        if (same)
+            printf("  %s: cancelled in epoch 3, resumed on the GPU: weights bitwise equal\n",
+                   bf16 ? "bf16" : "fp32");
+        unlink(path);
+        mini_free(&d);
+        mini_free(&v);
+        bft_model_free(a);
+        bft_model_free(b);
+    }
+}
+
 static void test_device_memory_released(void)
 {
     size_t (*in_use)(void) = (size_t(*)(void))emu_hook("bft_cuda_emu_bytes_in_use");
@@ -1154,6 +1316,8 @@ int main(void)
         RUN(test_golden_fp32);
         RUN(test_golden_bf16);
         RUN(test_train_cpu_vs_gpu);
+        RUN(test_train_best_epoch_gpu);
+        RUN(test_resume_gpu);
         RUN(test_device_memory_released);
         RUN(test_device_cache_models);
         RUN(test_gpu_deterministic);
@@ -1163,6 +1327,8 @@ int main(void)
         SKIP(test_golden_fp32);
         SKIP(test_golden_bf16);
         SKIP(test_train_cpu_vs_gpu);
+        SKIP(test_train_best_epoch_gpu);
+        SKIP(test_resume_gpu);
         SKIP(test_device_memory_released);
         SKIP(test_device_cache_models);
         SKIP(test_gpu_deterministic);

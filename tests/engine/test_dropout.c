@@ -174,7 +174,7 @@ static void test_bert_train_vs_eval(void)
     int32_t ids[20], lens[2] = {10, 6}, labels[2] = {1, 2};
     for (int i = 0; i < 20; i++)
         ids[i] = (i % T) == 0 ? 2 : (i % T) < lens[i / T] ? 5 + (i * 7) % 100 : 0;
-    bert_batch bt = {B, T, ids, lens, labels};
+    bert_batch bt = {B, T, ids, lens, labels, NULL};
     bert_acts a, e;
     CHECK(bert_acts_alloc(&a, &m->cfg, K, B, T, 1) == 0, "acts");
     CHECK(bert_acts_alloc(&e, &m->cfg, K, B, T, 0) == 0, "acts");

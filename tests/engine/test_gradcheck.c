@@ -17,7 +17,7 @@
  * Coordinates whose gradient is exactly zero by construction (word-embedding
  * rows of unused tokens, the [PAD] row, positions beyond the batch) are also
  * checked to be exactly 0.
- * Dropout off, and once more with dropout 0.1 on every site (the masks are a
+ * Dropout off, with class weights (weighted cross-entropy), and with dropout 0.1 on every site (the masks are a
  * deterministic function of (seed, step, site, index), so the loss stays a
  * smooth function of the weights and the same check applies).
  */
@@ -34,6 +34,9 @@
 
 static const int32_t LENS[3] = {7, 12, 4};
 static const int32_t LABELS[3] = {2, 0, 1};
+/* weighted cross-entropy: the examples' shares of the loss (class weights
+ * 0.5, 3, 1 for labels 2, 0, 1, normalised) */
+static const float SHARES[3] = {0.5f / 4.5f, 3.0f / 4.5f, 1.0f / 4.5f};
 #define B 3
 #define T 12
 
@@ -101,8 +104,9 @@ static int used_token(const ctx_t *c, int id)
     return 0;
 }
 
-/* Run the check on model dir with dropout p; mlm: use the MLM loss. */
-static void gradcheck(const char *dir, float p, int mlm, int per_tensor)
+/* Run the check on model dir with dropout p; mlm: use the MLM loss;
+ * weighted: the weighted cross-entropy (SHARES). */
+static void gradcheck(const char *dir, float p, int mlm, int per_tensor, int weighted)
 {
     bft_error err;
     ctx_t c;
@@ -115,7 +119,7 @@ static void gradcheck(const char *dir, float p, int mlm, int per_tensor)
     const bft_config *cfg = &c.m->cfg;
     int K = mlm ? 0 : cfg->num_labels;
     make_ids(c.ids, cfg->vocab_size, 7);
-    c.bt = (bert_batch){B, T, c.ids, LENS, mlm ? NULL : LABELS};
+    c.bt = (bert_batch){B, T, c.ids, LENS, mlm ? NULL : LABELS, NULL, weighted ? SHARES : NULL};
     c.dc = (bert_dropout_cfg){p, p, p, 1234, 5};
     CHECK(bert_acts_alloc(&c.a, cfg, K, B, T, 1) == 0, "acts");
     if (mlm) {
@@ -201,8 +205,8 @@ static void gradcheck(const char *dir, float p, int mlm, int per_tensor)
             checked++;
         }
     }
-    printf("  %s%s p=%.2f: %d coordinates checked (+%d exact zeros), worst |fd - g| %.2e "
-           "(largest |g| %.3g)\n", dir, mlm ? " (MLM)" : "", p, checked, zero_checked, worst, gmax);
+    printf("  %s%s%s p=%.2f: %d coordinates checked (+%d exact zeros), worst |fd - g| %.2e "
+           "(largest |g| %.3g)\n", dir, mlm ? " (MLM)" : "", weighted ? " (class weights)" : "", p, checked, zero_checked, worst, gmax);
     CHECK(checked >= 3 * (n - (mlm ? 4 : 5)) / 2, "too few coordinates checked: %d", checked);
     free(ti);
     free(gmem);
@@ -211,14 +215,16 @@ static void gradcheck(const char *dir, float p, int mlm, int per_tensor)
     bft_model_free(c.m);
 }
 
-static void test_cls_no_dropout(void) { gradcheck(CKPT "tiny", 0.0f, 0, 4); }
-static void test_cls_dropout(void) { gradcheck(CKPT "tiny", 0.1f, 0, 2); }
-static void test_mlm_no_dropout(void) { gradcheck(CKPT "tiny_mlm", 0.0f, 1, 3); }
+static void test_cls_no_dropout(void) { gradcheck(CKPT "tiny", 0.0f, 0, 4, 0); }
+static void test_cls_dropout(void) { gradcheck(CKPT "tiny", 0.1f, 0, 2, 0); }
+static void test_cls_weighted(void) { gradcheck(CKPT "tiny", 0.0f, 0, 2, 1); }
+static void test_mlm_no_dropout(void) { gradcheck(CKPT "tiny_mlm", 0.0f, 1, 3, 0); }
 
 int main(void)
 {
     RUN(test_cls_no_dropout);
     RUN(test_cls_dropout);
+    RUN(test_cls_weighted);
     RUN(test_mlm_no_dropout);
     return test_summary();
 }

@@ -113,7 +113,7 @@ static void test_estimate_covers_training(void)
         tok[(size_t)i * T + T - 1] = 3;
     }
     off[n] = (int64_t)n * T;
-    bft_dataset ds = {n, tok, off, lab};
+    bft_dataset ds = {n, tok, off, lab, NULL, NULL};
     bft_set_threads(1);
     long before = rss_kb();
     bft_model *m = bft_model_new(&c, vocab, vlen, parts, 1, &err);

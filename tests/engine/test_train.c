@@ -15,9 +15,21 @@
  *     one at a time), bft_evaluate_ds agrees with the predictions (accuracy,
  *     macro-F1 computed here from the confusion matrix);
  *   - MLM pre-training lowers the MLM loss and is deterministic;
+ *   - load_best_model_at_end / early stopping on a run whose best epoch is not
+ *     the last: the returned weights are bitwise the best epoch's (snapshots
+ *     taken in the epoch callback), training stops patience epochs after it,
+ *     the result reports the kept epoch and its metrics;
+ *   - resume: a training (and an MLM pre-training) cancelled in its third
+ *     epoch and resumed from the state saved after its second ends with the
+ *     same weights, losses and metrics, bit for bit, as the uninterrupted run
+ *     (dropout, shuffling, class weights, best epoch on); a state of another
+ *     training is refused (BFT_EMISMATCH), a corrupt or truncated one too
+ *     (BFT_EFORMAT); resuming a finished state changes nothing;
  *   - invalid inputs are errors with messages.
  */
 #include <malloc.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
@@ -339,7 +351,8 @@ static void test_predict_order_and_eval(void)
     bft_error err;
     CHECK(bft_predict(m, &va.ds, 8, pb, &err) == 0, "predict: %s", err.msg);
     for (int i = 0; i < n; i++) {
-        bft_dataset one = {1, va.tok + va.off[i], (int64_t[]){0, va.off[i + 1] - va.off[i]}, NULL};
+        bft_dataset one = {1, va.tok + va.off[i], (int64_t[]){0, va.off[i + 1] - va.off[i]}, NULL,
+                           NULL, NULL};
         CHECK(bft_predict(m, &one, 1, p1 + (size_t)i * K, &err) == 0, "predict one: %s", err.msg);
     }
     double worst = 0.0;
@@ -483,6 +496,293 @@ static void test_concurrent_models(void)
     toy_free(&tr);
 }
 
+/* Per-epoch snapshots of the weights and evaluation (epoch callback). */
+typedef struct {
+    const bft_model *m;
+    int epochs;
+    float *snap[16];
+    float eval_loss[16], eval_acc[16], eval_f1[16];
+} snap_ctx;
+
+static int snap_cb(void *vp, const bft_progress *p)
+{
+    snap_ctx *c = vp;
+    if (p->phase != 1 || p->epoch > 15)
+        return 0;
+    c->epochs = p->epoch;
+    c->snap[p->epoch] = malloc(c->m->num_params * sizeof(float));
+    memcpy(c->snap[p->epoch], c->m->params_mem, c->m->num_params * sizeof(float));
+    c->eval_loss[p->epoch] = p->eval_loss;
+    c->eval_acc[p->epoch] = p->eval_accuracy;
+    c->eval_f1[p->epoch] = p->eval_macro_f1;
+    return 0;
+}
+
+static void snap_free(snap_ctx *c)
+{
+    for (int e = 0; e < 16; e++)
+        free(c->snap[e]);
+}
+
+/* Validation rows labelled (k + 1) mod 3 where the training rows say k: the
+ * better the model learns, the worse it does on them, so the best validation
+ * loss comes early and the last epoch is not the best. */
+static void test_best_epoch_early_stopping(void)
+{
+    toy tr, va;
+    toy_make(&tr, 48, 21, 3);
+    toy_make(&va, 24, 22, 3);
+    for (int i = 0; i < 24; i++)
+        va.lab[i] = (va.lab[i] + 1) % 3;
+    for (int load_best = 1; load_best >= 0; load_best--) {
+        bft_model *m = load("tiny");
+        if (!m)
+            break;
+        bft_train_opts o = bft_train_default_opts();
+        o.epochs = 10;
+        o.batch_size = 8;
+        o.learning_rate = 3e-3f;
+        o.valid = &va.ds;
+        o.seed = 4;
+        o.load_best_model_at_end = load_best;
+        o.metric_for_best = BFT_METRIC_LOSS;
+        o.early_stopping_patience = 2;
+        snap_ctx c;
+        memset(&c, 0, sizeof c);
+        c.m = m;
+        bft_train_result res;
+        bft_error err;
+        int rc = bft_train(m, &tr.ds, &o, snap_cb, &c, &res, &err);
+        CHECK(rc == 0, "train: %s", err.msg);
+        int best = 1;
+        for (int e = 2; e <= c.epochs; e++)
+            if (c.eval_loss[e] < c.eval_loss[best])
+                best = e;
+        printf("  load_best %d: validation loss", load_best);
+        for (int e = 1; e <= c.epochs; e++)
+            printf(" %.3f", c.eval_loss[e]);
+        printf("; best epoch %d, ran %d, kept %d, early stop %d\n", res.best_epoch, res.epochs,
+               res.kept_epoch, res.early_stopped);
+        CHECK(best < c.epochs, "the best epoch (%d) must not be the last (%d)", best, c.epochs);
+        CHECK(res.best_epoch == best, "best epoch %d, expected %d", res.best_epoch, best);
+        CHECK(res.best_metric == c.eval_loss[best], "best metric %g vs %g", res.best_metric,
+              c.eval_loss[best]);
+        CHECK(c.epochs == best + 2 && res.epochs == c.epochs && res.early_stopped == 1,
+              "stopped after epoch %d (best %d, patience 2), early_stopped %d", c.epochs, best,
+              res.early_stopped);
+        CHECK(res.steps == (int64_t)c.epochs * 6, "steps %lld", (long long)res.steps);
+        int kept = load_best ? best : c.epochs;
+        CHECK(res.kept_epoch == kept, "kept epoch %d, expected %d", res.kept_epoch, kept);
+        CHECK(c.snap[kept] && memcmp(m->params_mem, c.snap[kept], m->num_params * sizeof(float)) == 0,
+              "the returned weights are not epoch %d's", kept);
+        CHECK(res.eval_loss == c.eval_loss[kept] && res.eval_accuracy == c.eval_acc[kept] &&
+                  res.eval_macro_f1 == c.eval_f1[kept],
+              "result metrics are not epoch %d's", kept);
+        float l, a, f;
+        CHECK(bft_evaluate_ds(m, &va.ds, 32, &l, &a, &f, NULL, &err) == 0, "eval: %s", err.msg);
+        CHECK(fabsf(l - res.eval_loss) <= 1e-6f * fmaxf(1.0f, l) && a == res.eval_accuracy,
+              "re-evaluated %g/%g vs reported %g/%g", l, a, res.eval_loss, res.eval_accuracy);
+        snap_free(&c);
+        bft_model_free(m);
+    }
+    /* by accuracy (higher is better) on honest validation rows: no early stop
+     * when it keeps improving or ties are not improvements */
+    {
+        bft_model *m = load("tiny");
+        toy hv;
+        toy_make(&hv, 24, 23, 3);
+        bft_train_opts o = bft_train_default_opts();
+        o.epochs = 6;
+        o.batch_size = 8;
+        o.learning_rate = 3e-3f;
+        o.valid = &hv.ds;
+        o.seed = 4;
+        o.load_best_model_at_end = 1;
+        o.metric_for_best = BFT_METRIC_ACCURACY;
+        snap_ctx c;
+        memset(&c, 0, sizeof c);
+        c.m = m;
+        bft_train_result res;
+        bft_error err;
+        CHECK(bft_train(m, &tr.ds, &o, snap_cb, &c, &res, &err) == 0, "train: %s", err.msg);
+        int best = 1;
+        for (int e = 2; e <= c.epochs; e++)
+            if (c.eval_acc[e] > c.eval_acc[best])
+                best = e;
+        CHECK(c.epochs == 6 && !res.early_stopped, "ran %d epochs", c.epochs);
+        CHECK(res.best_epoch == best && res.kept_epoch == best && res.best_metric == c.eval_acc[best],
+              "accuracy: best %d kept %d, expected %d", res.best_epoch, res.kept_epoch, best);
+        CHECK(memcmp(m->params_mem, c.snap[best], m->num_params * sizeof(float)) == 0,
+              "weights are not epoch %d's", best);
+        printf("  by accuracy: best epoch %d (%.3f) of 6\n", best, c.eval_acc[best]);
+        snap_free(&c);
+        toy_free(&hv);
+        bft_model_free(m);
+    }
+    toy_free(&tr);
+    toy_free(&va);
+}
+
+/* Progress for the resume tests: cancel at a step, count restored epochs. */
+typedef struct {
+    int64_t cancel_at;
+    int restored, computed;
+    float epoch_loss[16];
+} resume_ctx;
+
+static int resume_cb(void *vp, const bft_progress *p)
+{
+    resume_ctx *c = vp;
+    if (p->phase == 0)
+        return c->cancel_at && p->step == c->cancel_at;
+    if (p->restored)
+        c->restored++;
+    else
+        c->computed++;
+    if (p->epoch < 16)
+        c->epoch_loss[p->epoch] = p->loss;
+    return 0;
+}
+
+static void test_resume(void)
+{
+    char path[64], other[64];
+    snprintf(path, sizeof path, "/tmp/bft_test_state_%d", (int)getpid());
+    snprintf(other, sizeof other, "/tmp/bft_test_state_%d.b", (int)getpid());
+    toy tr, va;
+    toy_make(&tr, 44, 31, 3); /* 6 batches of 8, the last partial */
+    toy_make(&va, 24, 32, 3);
+    float cw[3] = {1.0f, 2.0f, 0.5f};
+    bft_train_opts o = bft_train_default_opts();
+    o.epochs = 5;
+    o.batch_size = 8;
+    o.learning_rate = 3e-3f;
+    o.warmup_ratio = 0.2f;
+    o.dropout = 0.1f;
+    o.group_by_length = 1;
+    o.valid = &va.ds;
+    o.seed = 8;
+    o.class_weights = cw;
+    o.load_best_model_at_end = 1;
+    o.metric_for_best = BFT_METRIC_MACRO_F1;
+    o.state_salt = 77;
+    bft_error err;
+
+    /* uninterrupted, saving its state */
+    bft_model *a = load("tiny"), *b = load("tiny");
+    if (!a || !b)
+        return;
+    bft_train_result ra, rb;
+    resume_ctx ca = {0, 0, 0, {0}}, cb2 = {0, 0, 0, {0}};
+    o.state_path = other;
+    CHECK(bft_train(a, &tr.ds, &o, resume_cb, &ca, &ra, &err) == 0, "train: %s", err.msg);
+    bft_train_state_info_t info;
+    CHECK(bft_train_state_info(other, &info, &err) == 0 && info.epochs_done == 5 && info.task == 0 &&
+              info.step == ra.steps,
+          "state info: %s (done %d)", err.msg, info.epochs_done);
+
+    /* cancelled in epoch 3, then resumed */
+    o.state_path = path;
+    cb2.cancel_at = 2 * 6 + 3;
+    CHECK(bft_train(b, &tr.ds, &o, resume_cb, &cb2, &rb, &err) == BFT_ECANCEL, "cancel: %s", err.msg);
+    CHECK(bft_train_state_info(path, &info, &err) == 0 && info.epochs_done == 2, "state after cancel: %d",
+          info.epochs_done);
+    bft_model_free(b);
+    b = load("tiny");
+    resume_ctx cr = {0, 0, 0, {0}};
+    o.resume_path = path;
+    CHECK(bft_train(b, &tr.ds, &o, resume_cb, &cr, &rb, &err) == 0, "resume: %s", err.msg);
+    CHECK(cr.restored == 2 && cr.computed == 3 && rb.resumed_epochs == 2, "restored %d computed %d",
+          cr.restored, cr.computed);
+    CHECK(memcmp(a->params_mem, b->params_mem, a->num_params * sizeof(float)) == 0,
+          "resumed weights differ from the uninterrupted run's");
+    CHECK(ra.steps == rb.steps && ra.train_loss == rb.train_loss && ra.eval_loss == rb.eval_loss &&
+              ra.eval_macro_f1 == rb.eval_macro_f1 && ra.best_epoch == rb.best_epoch &&
+              ra.kept_epoch == rb.kept_epoch && ra.epochs == rb.epochs,
+          "results differ: loss %.9g/%.9g eval %.9g/%.9g best %d/%d", ra.train_loss, rb.train_loss,
+          ra.eval_loss, rb.eval_loss, ra.best_epoch, rb.best_epoch);
+    CHECK(memcmp(ca.epoch_loss, cr.epoch_loss, sizeof ca.epoch_loss) == 0, "per-epoch losses differ");
+    printf("  cancelled in epoch 3, resumed: weights bitwise equal, train loss %.7f, kept epoch %d\n",
+           rb.train_loss, rb.kept_epoch);
+
+    /* a finished state: nothing left to do, same result */
+    bft_model_free(b);
+    b = load("tiny");
+    o.resume_path = other;
+    o.state_path = NULL;
+    resume_ctx cf = {0, 0, 0, {0}};
+    CHECK(bft_train(b, &tr.ds, &o, resume_cb, &cf, &rb, &err) == 0, "resume finished: %s", err.msg);
+    CHECK(cf.computed == 0 && cf.restored == 5 && rb.steps == ra.steps &&
+              memcmp(a->params_mem, b->params_mem, a->num_params * sizeof(float)) == 0,
+          "resuming a finished state: computed %d epochs", cf.computed);
+
+    /* another training's state: other seed, other salt, other data */
+    o.seed = 9;
+    CHECK(bft_train(b, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EMISMATCH, "other seed: %s", err.msg);
+    o.seed = 8;
+    o.state_salt = 78;
+    CHECK(bft_train(b, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EMISMATCH, "other salt: %s", err.msg);
+    o.state_salt = 77;
+    tr.lab[5] = (tr.lab[5] + 1) % 3;
+    CHECK(bft_train(b, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EMISMATCH, "other data: %s", err.msg);
+    tr.lab[5] = (tr.lab[5] + 2) % 3;
+
+    /* corrupt and truncated files */
+    FILE *f = fopen(other, "r+b");
+    long size = 0;
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        size = ftell(f);
+        fseek(f, size / 2, SEEK_SET);
+        int ch = fgetc(f);
+        fseek(f, size / 2, SEEK_SET);
+        fputc(ch ^ 0x40, f);
+        fclose(f);
+    }
+    CHECK(size > 0 && bft_train(b, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EFORMAT &&
+              strstr(err.msg, "checksum"),
+          "corrupt state: %s", err.msg);
+    CHECK(truncate(other, size - 100) == 0, "truncate");
+    CHECK(bft_train(b, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EFORMAT, "truncated state: %s", err.msg);
+    o.resume_path = "/nonexistent/state";
+    CHECK(bft_train(b, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EIO, "missing state: %s", err.msg);
+
+    /* MLM pre-training: cancelled in epoch 2 of 3, resumed */
+    bft_model *ma = load("tiny_mlm"), *mb = load("tiny_mlm");
+    if (ma && mb) {
+        bft_train_opts mo = bft_train_default_opts();
+        mo.epochs = 3;
+        mo.batch_size = 8;
+        mo.learning_rate = 2e-3f;
+        mo.seed = 5;
+        mo.state_path = path;
+        bft_dataset un = tr.ds;
+        un.labels = NULL;
+        bft_train_result r1, r2;
+        CHECK(bft_pretrain_mlm(ma, &un, &mo, NULL, NULL, &r1, &err) == 0, "mlm: %s", err.msg);
+        resume_ctx cm = {6 + 2, 0, 0, {0}};
+        CHECK(bft_pretrain_mlm(mb, &un, &mo, resume_cb, &cm, NULL, &err) == BFT_ECANCEL, "mlm cancel");
+        bft_model_free(mb);
+        mb = load("tiny_mlm");
+        mo.resume_path = path;
+        CHECK(bft_pretrain_mlm(mb, &un, &mo, NULL, NULL, &r2, &err) == 0, "mlm resume: %s", err.msg);
+        CHECK(memcmp(ma->params_mem, mb->params_mem, ma->num_params * sizeof(float)) == 0 &&
+                  r1.train_loss == r2.train_loss && r2.resumed_epochs == 1,
+              "resumed MLM differs (loss %.9g vs %.9g, resumed %d)", r1.train_loss, r2.train_loss,
+              r2.resumed_epochs);
+        /* a fine-tuning state is not an MLM state */
+        CHECK(bft_train_state_info(path, &info, &err) == 0 && info.task == 1, "mlm state task %d", info.task);
+    }
+    bft_model_free(ma);
+    bft_model_free(mb);
+    unlink(path);
+    unlink(other);
+    bft_model_free(a);
+    bft_model_free(b);
+    toy_free(&tr);
+    toy_free(&va);
+}
+
 static void test_errors(void)
 {
     bft_model *m = load("tiny");
@@ -506,11 +806,19 @@ static void test_errors(void)
     o.epochs = 0;
     CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL, "epochs 0: %s", err.msg);
     o = bft_train_default_opts();
-    bft_dataset empty = {0, tr.tok, tr.off, tr.lab};
+    bft_dataset empty = {0, tr.tok, tr.off, tr.lab, NULL, NULL};
     CHECK(bft_train(m, &empty, &o, NULL, NULL, NULL, &err) == BFT_EINVAL, "empty: %s", err.msg);
+    o.load_best_model_at_end = 1;
+    CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL && strstr(err.msg, "validation"),
+          "load_best without validation: %s", err.msg);
+    o = bft_train_default_opts();
+    o.early_stopping_patience = 1;
+    CHECK(bft_train(m, &tr.ds, &o, NULL, NULL, NULL, &err) == BFT_EINVAL && strstr(err.msg, "validation"),
+          "early stopping without validation: %s", err.msg);
+    o = bft_train_default_opts();
     int32_t longseq[80] = {0};
     int64_t off[2] = {0, 80};
-    bft_dataset lng = {1, longseq, off, NULL};
+    bft_dataset lng = {1, longseq, off, NULL, NULL, NULL};
     float probs[3];
     CHECK(bft_predict(m, &lng, 4, probs, &err) == BFT_EINVAL && strstr(err.msg, "max_position"),
           "too long: %s", err.msg);
@@ -528,6 +836,8 @@ int main(void)
     RUN(test_warmup_integer_products);
     RUN(test_predict_order_and_eval);
     RUN(test_mlm_pretraining);
+    RUN(test_best_epoch_early_stopping);
+    RUN(test_resume);
     RUN(test_concurrent_models);
     RUN(test_errors);
     return test_summary();

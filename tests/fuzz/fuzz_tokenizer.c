@@ -8,8 +8,9 @@
  *   make fuzz BUILD=build/fuzzdir
  *   build/fuzzdir/fuzz/fuzz_tokenizer -max_total_time=600
  *
- * The vocabulary comes from $BFT_FUZZ_VOCAB, else
- * ../shared/data/vocab/bert-base-cased-vocab.txt (run from the repo root).
+ * The vocabulary comes from $BFT_FUZZ_VOCAB, else vocab/bert-base-cased-vocab.txt
+ * of the shared data ($BFT_SHARED_DATA, default ../shared/data; run from the
+ * repository root).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -32,9 +33,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     const char *path = getenv("BFT_FUZZ_VOCAB");
-    if (!path || !*path) path = "../shared/data/vocab/bert-base-cased-vocab.txt";
+    char buf[4096];
+    if (!path || !*path) {
+        const char *d = getenv("BFT_SHARED_DATA");
+        snprintf(buf, sizeof buf, "%s/vocab/bert-base-cased-vocab.txt", d && *d ? d : "../shared/data");
+        path = buf;
+    }
     FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open the vocabulary (set BFT_FUZZ_VOCAB)");
+    if (!f) die("cannot open the vocabulary (set BFT_FUZZ_VOCAB or BFT_SHARED_DATA)");
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);

@@ -5,8 +5,8 @@
 #   bash tests/gpu/run_gpu_checks.sh [--quick | --extra]
 #
 # --quick runs steps 1-3 (about 3 minutes), --extra steps 1, 4 and 5; without
-# either, all of them, skipping what would start after 450 s so that one call of
-# the device tool (600 s at most) always comes back with a summary.
+# either, all of them, skipping what would start after 450 s so that a run
+# under a 10-minute limit always ends with a summary.
 #
 # Binaries: build/gpu-bundle (made on any machine with nvcc by
 # tests/gpu/make_bundle.sh and carried along) when present, else a USE_CUDA=1
@@ -31,7 +31,7 @@
 #  5. a small BERT (2 layers, 256 hidden) from scratch, 3 epochs, on the GPU and
 #     on the CPU with the same seed: held-out accuracy side by side (--quick skips).
 # Budget: about 3 minutes with --quick, 6-8 without (plus the machine's start).
-# Every log also goes to $OUT (the device tool's output folder) or build/gpu-out.
+# Every log also goes to $BFT_GPU_OUT (else $OUT, else build/gpu-out).
 # Exit status: non-zero when test_cuda failed or a step could not run.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,7 +41,7 @@ EXTRA=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 [ "${1:-}" = "--extra" ] && EXTRA=1
 time_left() { [ "$SECONDS" -lt 450 ] || { note "skipped (time budget of this run spent): $*"; return 1; }; }
-O=${OUT:-$ROOT/build/gpu-out}
+O=${BFT_GPU_OUT:-${OUT:-$ROOT/build/gpu-out}}
 mkdir -p "$O"
 STATUS=0
 say() { printf '\n==== %s\n' "$*" | tee -a "$O/summary.txt"; }
@@ -86,7 +86,8 @@ else
     ln -sf ../tests/test_cuda build/gpu/bin/test_cuda
     export BFT_CUDA_MODULE=$ROOT/build/gpu/bft_cuda.so
     BIN=build/gpu/bin
-    DATA=../shared/data
+    source tests/lib/shared_data.sh
+    DATA=$BFT_SHARED_DATA
     [ -f "$DATA/topic_train.csv" ] || DATA=build/gpu-bundle/data
 fi
 ldd "$BIN/bft_cuda.so" "${BFT_CUDA_MODULE:-/dev/null}" 2>/dev/null | grep -E 'cublas|cudart|not found' | tee -a "$O/summary.txt"

@@ -16,6 +16,13 @@
 #include "model.h"
 #include "train.h"
 
+/* The checkpoint (tests/data/ckpt/<dir>) of a golden: its own name, except
+ * tiny_weighted, made from tiny_legacy (bert_ref.py's SCENARIOS). */
+static inline const char *golden_checkpoint(const char *golden_name)
+{
+    return strcmp(golden_name, "tiny_weighted") == 0 ? "tiny_legacy" : golden_name;
+}
+
 /* The attention key biases: their gradient is 0 in exact arithmetic (softmax
  * ignores a per-row constant), so what they get is rounding noise. */
 static inline int golden_is_key_bias(const char *name)
@@ -36,8 +43,28 @@ static inline bft_dataset golden_train_set(const int32_t *ids, const int32_t *le
         memcpy(*tok + (*off)[b], ids + (size_t)b * T, (size_t)lens[b] * sizeof **tok);
         (*off)[b + 1] = (*off)[b] + lens[b];
     }
-    bft_dataset ds = {B, *tok, *off, labels};
+    bft_dataset ds = {B, *tok, *off, labels, NULL, NULL};
     return ds;
+}
+
+/* A multi-label golden's targets (B, K) multi-hot as label sets on ds:
+ * *loff (B + 1) and *lids are malloc'ed (the caller frees them). */
+static inline void golden_label_sets(bft_dataset *ds, const float *targets, int B, int K,
+                                     int64_t **loff, int32_t **lids)
+{
+    *loff = malloc((size_t)(B + 1) * sizeof **loff);
+    *lids = malloc((size_t)B * K * sizeof **lids + 1);
+    (*loff)[0] = 0;
+    for (int b = 0; b < B; b++) {
+        int64_t at = (*loff)[b];
+        for (int k = 0; k < K; k++)
+            if (targets[(size_t)b * K + k] != 0.0f)
+                (*lids)[at++] = k;
+        (*loff)[b + 1] = at;
+    }
+    ds->labels = NULL;
+    ds->label_offsets = *loff;
+    ds->label_ids = *lids;
 }
 
 /* The Python float (a decimal of at most 7 significant digits) a golden
@@ -50,7 +77,8 @@ static inline double golden_decimal(float f)
 }
 
 /* bft_train options of the reference run (train/hparams: lr, weight decay,
- * warmup ratio, max grad norm, epochs): one batch of B, no shuffle, no dropout. */
+ * warmup ratio, max grad norm, epochs; class_weights when recorded): one batch
+ * of B, no shuffle, no dropout. */
 static inline bft_train_opts golden_train_opts(const golden *gd, int B)
 {
     float hp[5];
@@ -64,6 +92,8 @@ static inline bft_train_opts golden_train_opts(const golden *gd, int B)
     o.batch_size = B;
     o.shuffle = 0;
     o.dropout = 0.0f;
+    const rec *cw = gfind(gd, "class_weights"); /* weighted cross-entropy goldens */
+    o.class_weights = cw ? (const float *)cw->data : NULL;
     return o;
 }
 
@@ -118,6 +148,22 @@ static inline golden_params10 golden_check_params10(const golden *gd, const bft_
     CHECK(res.compared >= n - 5, "%s: only %d of %d tensors compared", what, res.compared, n);
     free(ti);
     return res;
+}
+
+/* The per-example loss shares of a weighted golden batch (w[y_r] / sum_b w[y_b])
+ * into shares (B); returns 0 when the golden has no class weights. */
+static inline int golden_row_weights(const golden *gd, const int32_t *labels, int B, float *shares)
+{
+    const rec *cw = gfind(gd, "class_weights");
+    if (!cw)
+        return 0;
+    const float *w = cw->data;
+    double s = 0.0;
+    for (int b = 0; b < B; b++)
+        s += w[labels[b]];
+    for (int b = 0; b < B; b++)
+        shares[b] = (float)(w[labels[b]] / s);
+    return 1;
 }
 
 #endif

@@ -4,7 +4,7 @@ tests/engine/test_bert.c checks.
 
 Regenerate (from the repository root, Debian's torch; no transformers needed):
 
-    /usr/bin/python3 tests/ref/bert_ref.py
+    /usr/bin/python3 tests/ref/bert_ref.py [NAME ...]   (default: all goldens)
 
 It reads the tiny checkpoints in tests/data/ckpt/ (made by
 tests/ref/make_checkpoints.py; safetensors parsed by hand, F32/F16/BF16) and
@@ -155,11 +155,12 @@ def encoder(W, cfg, ids, mask):
     return x
 
 
-def classify(W, cfg, ids, mask, labels):
+def classify(W, cfg, ids, mask, labels, class_weights=None):
     x = encoder(W, cfg, ids, mask)
     pooled = torch.tanh(F.linear(x[:, 0], W["pooler.dense.weight"], W["pooler.dense.bias"]))
     logits = F.linear(pooled, W["classifier.weight"], W["classifier.bias"])
-    loss = F.cross_entropy(logits, labels)
+    # CrossEntropyLoss(weight=w): sum_r w[y_r] loss_r / sum_r w[y_r]
+    loss = F.cross_entropy(logits, labels, weight=class_weights)
     return logits, loss
 
 
@@ -225,7 +226,7 @@ def hf_linear_lambda(warmup, total):
     return f
 
 
-def cls_golden(name, num_labels, fresh_head, seed):
+def cls_golden(name, num_labels, fresh_head, seed, out=None, class_weights=None):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     cfg, W0 = load(name)
@@ -242,12 +243,20 @@ def cls_golden(name, num_labels, fresh_head, seed):
     W = {n: W0[n].clone().requires_grad_(True) for n in names}
     ids, mask = make_batch(V, gen)
     labels = torch.randint(0, K, (len(LENS),), generator=gen)
+    cw = None
+    if class_weights is not None:
+        cw = torch.tensor(class_weights, dtype=DT)
+        assert len(set(int(y) for y in labels)) >= 3, "weights must matter (labels %s)" % labels
+        g.add("class_weights", cw)
     g.add("ids", ids, 1)
     g.add("lens", torch.tensor(LENS), 1)
     g.add("labels", labels, 1)
 
-    logits, loss = classify(W, cfg, ids, mask, labels)
+    logits, loss = classify(W, cfg, ids, mask, labels, cw)
     loss.backward()
+    if cw is not None:
+        plain = float(F.cross_entropy(logits.detach(), labels))
+        assert abs(plain - float(loss.detach())) > 0.05, "weighted loss ~ plain %g" % plain
     g.add("logits", logits.detach())
     g.add("probs", F.softmax(logits.detach(), dim=-1))
     g.add("loss", loss.detach().reshape(1))
@@ -266,7 +275,7 @@ def cls_golden(name, num_labels, fresh_head, seed):
     norms, lrs, losses = [], [], []
     for s in range(steps):
         opt.zero_grad(set_to_none=False)
-        _, loss = classify(W, cfg, ids, mask, labels)
+        _, loss = classify(W, cfg, ids, mask, labels, cw)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_([W[n] for n in names], max_norm)
         lrs.append(opt.param_groups[0]["lr"])
@@ -285,7 +294,7 @@ def cls_golden(name, num_labels, fresh_head, seed):
         g.add("param10/" + n, W[n].detach())
     print("%s: loss %.6f, grad norms %s, %d/%d steps clipped, lrs %s" %
           (name, losses[0], ["%.3f" % x for x in norms], clipped, steps, ["%.2e" % x for x in lrs]))
-    g.write(os.path.join(GOLD, name + ".bin"))
+    g.write(os.path.join(GOLD, (out or name) + ".bin"))
 
 
 def mlm_golden(name, seed):
@@ -322,12 +331,25 @@ def mlm_golden(name, seed):
     g.write(os.path.join(GOLD, name + ".bin"))
 
 
+SCENARIOS = {
+    # F16 storage, bert.-prefixed, own classifier
+    "tiny_f16": lambda: cls_golden("tiny_f16", 3, False, 11),
+    # gamma/beta names, fresh 4-class head
+    "tiny_legacy": lambda: cls_golden("tiny_legacy", 4, True, 12),
+    # MLM head (fill-mask logits + MLM gradients)
+    "tiny_mlm": lambda: mlm_golden("tiny_mlm", 13),
+    # weighted cross-entropy (class_weights): tiny_legacy's checkpoint, a fresh 4-class head
+    "tiny_weighted": lambda: cls_golden("tiny_legacy", 4, True, 15, out="tiny_weighted",
+                                        class_weights=[0.5, 3.0, 1.0, 2.0]),
+}
+
+
 def main():
+    """Writes every golden, or only those named on the command line."""
     os.makedirs(GOLD, exist_ok=True)
     torch.set_num_threads(1)
-    cls_golden("tiny_f16", 3, False, 11)      # F16 storage, bert.-prefixed, own classifier
-    cls_golden("tiny_legacy", 4, True, 12)    # gamma/beta names, fresh 4-class head
-    mlm_golden("tiny_mlm", 13)                # MLM head (fill-mask logits + MLM gradients)
+    for name in sys.argv[1:] or list(SCENARIOS):
+        SCENARIOS[name]()
     return 0
 
 

@@ -1,4 +1,4 @@
-# Helpers shared by test_concurrency.sh, test_cron.sh, test_deploy.sh and
+# Helpers shared by test_concurrency.sh, test_deploy.sh and
 # test_parallel.sh (sourced, not a test).
 
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" # poll

@@ -128,6 +128,48 @@ check "train: another seed, other weights" bash -c "! cmp -s $TMP/m1/model.safet
 "$CLI" train --model $TMP/m1 --csv $TMP/small.csv --text-col text --label-col label --epochs 1 \
     --lr 0 --no-shuffle --out $TMP/m4 >/dev/null 2>&1
 check "train: names through existing id2label, lr 0 keeps weights" cmp -s $TMP/m1/model.safetensors $TMP/m4/model.safetensors
+# --class-weights: small.csv has 4 neg and 4 pos, so balanced weighs both 1 (the unweighted model);
+# by name and by id the same weights train the same model; other weights another one
+cw_train() { "$CLI" train --model $CK/tiny --csv $TMP/small.csv --text-col text --label-col label --epochs 3 \
+    --batch-size 3 --lr 1e-3 --seed 5 --out "$1" --class-weights "$2" >"$1.out" 2>&1; }
+cw_train $TMP/cw1 balanced; cw_train $TMP/cw2 neg=3; cw_train $TMP/cw3 3,1; cw_train $TMP/cw4 'pos=1,neg=3'
+check "train --class-weights balanced on balanced data: weights 1 1, the unweighted model" \
+    bash -c "grep -q '^class weights 1 1$' $TMP/cw1.out && cmp -s $TMP/m1/model.safetensors $TMP/cw1/model.safetensors"
+check "train --class-weights by name and by id: same model, not the unweighted one" \
+    bash -c "grep -q '^class weights 3 1$' $TMP/cw2.out && cmp -s $TMP/cw2/model.safetensors $TMP/cw3/model.safetensors && cmp -s $TMP/cw2/model.safetensors $TMP/cw4/model.safetensors && ! cmp -s $TMP/m1/model.safetensors $TMP/cw2/model.safetensors"
+# --early-stopping-patience on labels drawn at random: the validation loss grows
+# once the training rows are memorised; stops 2 epochs after the best, keeps it
+{ echo "text,label"; for i in $(seq 1 120); do echo "w$((i * 7919 % 101)) w$((i * 104729 % 97)) w$((i % 13)),$(( (i * 2654435761 % 1000003) % 2 ))"; done; } >$TMP/noise.csv
+"$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 12 --batch-size 8 \
+    --lr 3e-3 --seed 3 --validation-fraction 0.25 --early-stopping-patience 2 --threads 1 --out $TMP/es >$TMP/es.out 2>&1
+es_ran=$(sed -nE 's/^early stopping after epoch ([0-9]+) \(best epoch ([0-9]+)\)$/\1/p' $TMP/es.out)
+es_best=$(sed -nE 's/^early stopping after epoch ([0-9]+) \(best epoch ([0-9]+)\)$/\2/p' $TMP/es.out)
+check "train --early-stopping-patience 2: stops 2 epochs after the best and keeps it (ran $es_ran, best $es_best)" \
+    bash -c "[ -n '$es_ran' ] && [ '$es_ran' -lt 12 ] && [ \$(( $es_best + 2 )) -eq '$es_ran' ] && grep -q '^kept epoch $es_best$' $TMP/es.out && [ \$(grep -c '^epoch ' $TMP/es.out) -eq '$es_ran' ] && test -s $TMP/es/model.safetensors"
+"$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 2 --load-best \
+    --out $TMP/es2 >$TMP/es2.out 2>&1; rc=$?
+check "train --load-best without --validation-fraction: exit 2" bash -c "[ $rc -eq 2 ] && grep -q validation-fraction $TMP/es2.out"
+# --save-state / --resume: killed (SIGKILL) after epoch 2 of 4, resumed: the
+# same model bytes as the uninterrupted run
+{ echo "text,label"; for i in $(seq 1 1500); do echo "w$((i % 4)) word$((i * 7 % 5)) w$((i % 37)) more words about w$((i % 91)) x$((i % 53)),l$((i % 4 % 3))"; done; } >$TMP/big.csv
+rs_train() { exec "$CLI" train --from-scratch --vocab-size 300 --layers 2 --hidden 128 --heads 2 --intermediate 256 \
+    --max-positions 64 --csv $TMP/big.csv --text-col text --label-col label --epochs 4 --batch-size 16 --lr 1e-3 \
+    --max-length 32 --dropout 0.1 --validation-fraction 0.2 --load-best --seed 3 --threads 1 "$@"; }
+(rs_train --out $TMP/rs_ref >$TMP/rs_ref.out 2>&1)
+rs_train --out $TMP/rs --save-state $TMP/rs.state >$TMP/rs1.out 2>&1 & # (exec: $! is bft-cli)
+rs_pid=$!
+for i in $(seq 1 600); do grep -q '^epoch 2/4' $TMP/rs1.out 2>/dev/null && break; sleep 0.05; done
+kill -9 $rs_pid 2>/dev/null; wait $rs_pid 2>/dev/null
+(rs_train --out $TMP/rs --save-state $TMP/rs.state --resume >$TMP/rs2.out 2>&1)
+check "train --resume after kill -9 in epoch 3: continues after epoch 2 or 3, same model bytes as the uninterrupted run" \
+    bash -c "grep -qE '^resuming training after epoch [23] of 4' $TMP/rs2.out && ! grep -q '^saved' $TMP/rs1.out && cmp -s $TMP/rs_ref/model.safetensors $TMP/rs/model.safetensors"
+"$CLI" train --model $CK/tiny --csv $TMP/noise.csv --text-col text --label-col label --epochs 1 --resume \
+    --out $TMP/rs3 >$TMP/rs3.out 2>&1; rc=$?
+check "train --resume without --save-state: exit 2" bash -c "[ $rc -eq 2 ] && grep -q save-state $TMP/rs3.out"
+for bad in 3 'x=1' '1,0' '1,2,3' 'neg=inf'; do
+    cw_train $TMP/cwbad "$bad"; rc=$?
+    check "train --class-weights '$bad': exit 2 with a message" bash -c "[ $rc -eq 2 ] && grep -q 'class-weights' $TMP/cwbad.out"
+done
 
 # ---- train: integer labels, validation split, dropout override, errors
 { echo "text,label"; for i in $(seq 1 30); do echo "\"the stock is up $i\",$((i % 3))"; done; } >$TMP/int.csv

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# test_concurrency: (1) two trainings of the same model name at once: the
-# second waits for the first's transaction (advisory lock on the name) and
-# gets the next version — no duplicate, no gap; four at once likewise.
-# (2) eight sessions classify continuously while a training runs and deploys
-# a version that labels the probe text differently: every statement
-# succeeds, each statement sees one version only, and every session moves
-# from the old label to the new one exactly once.
+# test_concurrency: eight sessions classify continuously while a training
+# runs and deploys a version that labels the probe text differently: every
+# statement succeeds, each statement sees one version only, and every session
+# moves from the old label to the new one exactly once. (Trainings of one
+# name at once and deployments during a statement are isolation specs:
+# tests/isolation/specs/two_trainings.spec, deploy_during_classify.spec.)
 #
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with bft installed.
 # Prints "RESULT: P passed, F failed" last; exits non-zero on failure.
@@ -29,34 +28,7 @@ q "CREATE TABLE h (t text, grp int, l text);
    CREATE TABLE ctl (stop bool); INSERT INTO ctl VALUES (false)" >/dev/null
 TRAIN="SELECT version FROM bft_train('h', 't', 'l', epochs => 40, learning_rate => 3e-3, dropout => 0, architecture => '$ARCH'"
 
-# ---- 1. two trainings of one name at once ----
-# The first training keeps its transaction open until the gate opens (bounded: 60 s).
-GATE="DO \$\$ BEGIN FOR i IN 1..1200 LOOP EXIT WHEN (SELECT go FROM gate); PERFORM pg_sleep(0.05); END LOOP; END \$\$"
-q "CREATE TABLE gate (go bool); INSERT INTO gate VALUES (false)" >/dev/null
-psql -X -q -t -A -d "$DB" -c "BEGIN" -c "$TRAIN, model => 'race')" -c "$GATE" -c "COMMIT" >"$TMP/a.out" 2>&1 &
-A=$!
-poll 600 "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DO %gate%' AND state = 'active'" >/dev/null
-psql -X -q -t -A -d "$DB" -c "$TRAIN, model => 'race')" >"$TMP/b.out" 2>&1 &
-B=$!
-waiting=$(poll 600 "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                    WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%bft_train%race%'")
-check "[ -n '$waiting' ] && kill -0 $B 2>/dev/null" \
-    "the second training of 'race' waits on the model-name lock while the first's transaction is open"
-q "UPDATE gate SET go = true" >/dev/null
-wait $A $B
-a=$(grep -E '^[0-9]+$' "$TMP/a.out"); b=$(grep -E '^[0-9]+$' "$TMP/b.out")
-echo "  first: $a, second: $b"
-check "[ '$a' = 1 ] && [ '$b' = 2 ] && [ \"\$(q \"SELECT string_agg(version::text, ',' ORDER BY version) FROM bft.models WHERE name = 'race'\")\" = '1,2' ]" \
-    "... then gets the next version (1 and 2, no duplicate, no gap)"
-
-for i in 1 2 3 4; do psql -X -q -t -A -d "$DB" -c "$TRAIN, model => 'race4', seed => $i)" >"$TMP/r$i.out" 2>&1 & done
-wait
-check "[ \"\$(cat $TMP/r?.out | sort -n | paste -sd, -)\" = '1,2,3,4' ] && [ \"\$(q \"SELECT count(*) || '|' || count(DISTINCT version) || '|' || max(version) FROM bft.models WHERE name = 'race4'\")\" = '4|4|4' ]" \
-    "four trainings of one name at once: versions 1-4, each once"
-check "[ \"\$(q \"SELECT count(*) FROM pg_largeobject_metadata WHERE oid NOT IN (SELECT weights FROM bft.models)\")\" = 0 ]" \
-    "no orphaned large objects"
-
-# ---- 2. eight sessions classify while a training runs and deploys ----
+# ---- eight sessions classify while a training runs and deploys ----
 q "$TRAIN, model => 'live')" >/dev/null
 v1=$(q "SELECT bft_classify('shares rally as profit beats forecast', 'live')")
 check "[ '$v1' = up ]" "version 1 labels the probe text 'up'"

@@ -8,7 +8,7 @@
 # nothing about speed or the real cuBLAS (tests/gpu/run_gpu_checks.sh does,
 # on a GPU machine).
 #
-# bft-cli: classify / fill-mask / train in fp32 on the emulated GPU agree with
+# bft-cli: classify / fill-mask / embed / train in fp32 on the emulated GPU agree with
 # the CPU (1e-5), bf16 within its tolerance (1e-2), a from-scratch training on
 # the device, the out-of-memory and no-device errors. SQL (own cluster, port
 # 54371, BFT_CUDA_MODULE in the server's environment): bft_train(device =>
@@ -73,6 +73,14 @@ check '! grep -q "emulator" "$T/f32.err" "$T/bf16.err"' "no emulator complaints 
 dfm=$(maxdiff "$T/fm_cpu.out" "$T/fm_gpu.out")
 check '[ $rc = 0 ] && [ "$(cut -d" " -f1,2 "$T/fm_cpu.out")" = "$(cut -d" " -f1,2 "$T/fm_gpu.out")" ] && le "$dfm" 1e-5' \
     "bft-cli fill-mask --device cuda: same tokens as the CPU, scores within 1e-5 ($dfm)"
+
+"$CLI" embed --model $CK/tiny_st --hidden <$IN >"$T/emb_cpu.out" 2>&1
+"$CLI" embed --model $CK/tiny_st --hidden --device cuda --precision fp32 <$IN >"$T/emb_gpu.out" 2>&1; rc=$?
+"$CLI" embed --model $CK/tiny_st --pooling cls+max+normalize <$IN >"$T/embp_cpu.out" 2>&1
+"$CLI" embed --model $CK/tiny_st --pooling cls+max+normalize --device cuda --precision fp32 <$IN >"$T/embp_gpu.out" 2>&1; rc2=$?
+demb=$(maxdiff "$T/emb_cpu.out" "$T/emb_gpu.out"); dembp=$(maxdiff "$T/embp_cpu.out" "$T/embp_gpu.out")
+check '[ $rc = 0 ] && [ $rc2 = 0 ] && same_count "$T/emb_cpu.out" "$T/emb_gpu.out" && le "$demb" 1e-5 && le "$dembp" 1e-5' \
+    "bft-cli embed --device cuda --precision fp32: hidden states and embeddings = CPU within 1e-5 ($demb, $dembp)"
 
 {
     echo "text,label"

@@ -3,8 +3,10 @@
 # workers (EXPLAIN shows Gather and the function evaluated below it; EXPLAIN
 # ANALYZE shows 2 workers launched, each classifying rows) with results
 # identical to a serial run; bft_classify_batch gives the same labels as the
-# per-row form; bft.model_cache_size bounds the models a backend keeps
-# (backend RSS with 4 models of ~38 MB each cycled through, cache size 1 vs 4).
+# per-row form; bft_embed likewise in parallel workers, bft_embed_batch the
+# per-row embeddings; bft.model_cache_size bounds the models a backend keeps
+# (backend RSS with 4 models of ~38 MB each cycled through, cache size 1 vs 4;
+# whether the models are private or mapped copies of the shared cache).
 #
 # Needs PGHOST/PGPORT/PGUSER (superuser: reads /proc/<pid>/status with
 # pg_read_file) of a running cluster with bft installed.
@@ -52,6 +54,14 @@ b=$(q "SELECT md5(string_agg(x, ',' ORDER BY n)) FROM (SELECT n, x FROM unnest(
          (SELECT bft_classify_batch(array_agg(t ORDER BY id), 'p') FROM big)) WITH ORDINALITY u(x, n)) s")
 r=$(q "SELECT md5(string_agg(bft_classify(t, 'p'), ',' ORDER BY id)) FROM big")
 check "[ -n '$b' ] && [ '$b' = '$r' ]" "bft_classify_batch over all rows gives the per-row labels"
+ES="SELECT md5(string_agg(id || ':' || e::text, ',' ORDER BY id)) FROM (SELECT id, bft_embed(t, 'p') AS e FROM big) s"
+eser=$(q "$SER $ES"); epar=$(q "$PAR $ES")
+ean=$(q "$PAR EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT bft_embed(t, 'p') FROM big")
+check "[ -n '$eser' ] && [ '$eser' = '$epar' ] && echo '$ean' | grep -q 'Workers Launched: 2'" \
+    "bft_embed in 2 parallel workers: identical to a serial run (3000 rows)"
+ed=$(q "SELECT count(*) || ' ' || (max(d) < 1e-5) FROM (SELECT (SELECT max(abs(x - y)) FROM unnest(b.embedding, bft_embed(big.t, 'p')) v(x, y)) AS d
+          FROM bft_embed_batch((SELECT array_agg(t ORDER BY id) FROM big), 'p') b JOIN big ON big.id = b.idx) s")
+check "[ '$ed' = '3000 true' ]" "bft_embed_batch over all rows gives the per-row embeddings (|diff| < 1e-5; $ed)"
 q "CREATE TABLE t2 (id int, t text, l text); INSERT INTO t2 SELECT id, t, l FROM big WHERE id % 3 = 0;
    CREATE TABLE t3 AS SELECT * FROM big WHERE false" >/dev/null
 ok_null=$(q "SELECT bft_classify(NULL, 'p') IS NULL AND cardinality(bft_classify_batch(ARRAY['team wins', NULL], 'p')) = 2")
@@ -67,7 +77,10 @@ for m in 1 2 3 4; do
                            \"intermediate_size\": 2048, \"vocab_size\": 300, \"max_position_embeddings\": 16}')" >/dev/null
 done
 size=$(q "SELECT round(avg(size) / 1048576) FROM bft.models WHERE name LIKE 'c_'")
-RSS="SELECT (regexp_match(pg_read_file('/proc/' || pg_backend_pid() || '/status'), 'VmRSS:\s+(\d+)'))[1]::int / 1024"
+# RSS without RssShmem (the shared buffers this backend read, e.g. the weights'
+# pages while loading): its own memory plus the files it maps (a shared copy).
+RSS="SELECT ((regexp_match(s, 'RssAnon:\s+(\d+)'))[1]::int + (regexp_match(s, 'RssFile:\s+(\d+)'))[1]::int) / 1024
+       FROM pg_read_file('/proc/' || pg_backend_pid() || '/status') s"
 # passes CACHE_SIZE: RSS (MB) after one pass over c1..c4 and after two more passes.
 passes() {
     local one="SELECT bft_classify('team wins', 'c1'); SELECT bft_classify('team wins', 'c2');

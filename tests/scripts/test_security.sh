@@ -46,12 +46,14 @@ as() {
     for s in "$@"; do args+=(-c "$s"); done
     out=$(psql -X -q -t -A -v VERBOSITY=verbose -U "$role" -d "$DB" "${args[@]}" 2>&1)
     printf '%s\n' "$out" >>"$LOG"
-    if echo "$out" | grep -q '^ERROR:'; then echo "$out" | grep '^ERROR:' | head -n 1; else echo "$out" | tail -n 1; fi
+    # (grep reads a here-string: with pipefail, "echo | grep -q" fails when grep
+    # exits before echo has written everything)
+    if grep -q '^ERROR:' <<<"$out"; then grep -m 1 '^ERROR:' <<<"$out"; else tail -n 1 <<<"$out"; fi
 }
 # expect ROLE SQL PATTERN DESCRIPTION
 expect() {
     local out; out=$(as "$1" "$2")
-    if echo "$out" | grep -Eq -- "$3"; then ok "$4"; else fail "$4 (got: $out)"; fi
+    if grep -Eq -- "$3" <<<"$out"; then ok "$4"; else fail "$4 (got: $out)"; fi
 }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -297,7 +299,9 @@ expect sec_trainer "SELECT bft_train('docs', 'body', 'label', 1, model => 'b', b
     '^ERROR:  53200' "a batch of 65536 x 8192 tokens: 53200"
 q "ALTER ROLE sec_reader SET bft.max_memory = '16MB'" >/dev/null
 expect sec_reader "SELECT array_length(bft_classify_batch(array_agg(body)), 1) FROM docs, generate_series(1, 25000)" \
-    '^ERROR:  53200: classifying this array needs' "classifying a 1,000,000-element array within 16 MB: 53200"
+    '^ERROR:  53200: (classifying this array|encoding these texts) needs' "classifying a 1,000,000-element array within 16 MB: 53200"
+expect sec_reader "SELECT count(*) FROM docs, bft_embed_batch((SELECT array_agg(body) FROM docs, generate_series(1, 25000)))" \
+    '^ERROR:  53200: embedding this array needs' "embedding a 1,000,000-element array within 16 MB: 53200"
 q "ALTER ROLE sec_reader RESET bft.max_memory" >/dev/null
 expect sec_reader "SELECT bft_classify('team wins', 'm1') IS NOT NULL" '^t$' "(the same role classifies normally)"
 # bft_classify(repeat('é ', 300000000)): the tokenizer stops after max_length

@@ -10,6 +10,8 @@
 #  - the comparison itself is shown to catch a difference (a changed
 #    function in a scratch database is reported);
 #  - the updated database trains a new version;
+#  - bft_train/bft_train_async, replaced by functions with more arguments,
+#    keep the EXECUTE granted to a role under 0.1.0;
 #  - weights a non-superuser trained under 0.1.0 (owned by that role) become
 #    the extension owner's and classify as before; a row that role wrote by
 #    hand naming another role's large object (0.1.0 allowed it) gets a
@@ -135,6 +137,7 @@ CREATE TABLE docs AS SELECT * FROM (VALUES ('oil prices fall', 'markets'), ('tea
 GRANT SELECT ON docs TO bft_up_trainer;
 GRANT SELECT, INSERT, DELETE ON bft.models TO bft_up_trainer;
 GRANT USAGE ON SEQUENCE bft.models_id_seq TO bft_up_trainer;
+GRANT EXECUTE ON FUNCTION bft_train, bft_train_async TO bft_up_trainer;
 GRANT CREATE ON SCHEMA public TO bft_up_victim;
 SET SESSION AUTHORIZATION bft_up_victim;
 CREATE TABLE victim AS SELECT lo_from_bytea(0, convert_to('VICTIM-DATA', 'UTF8')) AS o;
@@ -160,6 +163,8 @@ check 'grep -q "WARNING:  model \"forged\" version 1: large object [0-9]* belong
     "the update warns about the row naming another role's object"
 check '[ "$(q "SELECT r.rolname FROM bft.models m JOIN pg_largeobject_metadata l ON l.oid = m.weights JOIN pg_roles r ON r.oid = l.lomowner WHERE m.name = '"'mine'"'")" = postgres ] && [ "$(q "SELECT bft_predict_proba('"'oil prices fall'"', '"'mine'"')")" = "$before" ]' \
     "the trainer's weights now belong to the extension owner and classify as before"
+check '[ "$(q "SELECT string_agg(p.proname || '"'='"' || has_function_privilege('"'bft_up_trainer'"', p.oid, '"'EXECUTE'"') || '"'/'"' || has_function_privilege('"'bft_up_victim'"', p.oid, '"'EXECUTE'"'), '"','"' ORDER BY p.proname) FROM pg_proc p WHERE p.proname IN ('"'bft_train'"', '"'bft_train_async'"')")" = "bft_train=true/false,bft_train_async=true/false" ]' \
+    "bft_train and bft_train_async (new signatures) keep the EXECUTE granted under 0.1.0, not PUBLIC's"
 out=$(q "SELECT bft_classify('x', 'forged')")
 check 'echo "$out" | grep -q "do not belong to the owner of extension bft" && [ "$(q "SELECT convert_from(lo_get(o), '"'UTF8'"') FROM victim")" = VICTIM-DATA ]' \
     "the forged row is refused when classifying; the victim's object is untouched"

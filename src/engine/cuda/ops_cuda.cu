@@ -1136,7 +1136,7 @@ __global__ void k_att_softmax_bwd(TD *dS, const float *dPd, const float *P, cons
 #define XT 256
 
 __global__ void k_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                               const int32_t *labels, int K, float dscale)
+                               const int32_t *labels, const float *row_scale, int K, float dscale)
 {
     __shared__ float sh[32];
     size_t r = blockIdx.x;
@@ -1150,6 +1150,8 @@ __global__ void k_softmax_xent(float *probs, float *losses, float *dlogits, cons
     for (int k = threadIdx.x; k < K; k += blockDim.x)
         s += expf(lg[k] - mx);
     float sum = block_sum(s, sh), inv = 1.0f / sum;
+    if (row_scale)
+        dscale *= row_scale[r];
     for (int k = threadIdx.x; k < K; k += blockDim.x) {
         float e = expf(lg[k] - mx) * inv;
         if (probs)
@@ -1166,6 +1168,37 @@ __global__ void k_softmax_xent(float *probs, float *losses, float *dlogits, cons
     }
     if (losses && threadIdx.x == 0)
         losses[r] = y >= 0 ? -(float)((double)lg[y] - (double)mx - log((double)sum)) : 0.0f;
+}
+
+/* ---------------------------------------------------------------- sigmoid binary cross-entropy */
+
+/* One block per row: probs, dlogits element-wise, the row's mean loss summed
+ * over the block (the CPU sums in double; here float partials, one per thread). */
+__global__ void k_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                              const float *targets, int K, float dscale)
+{
+    __shared__ float sh[32];
+    size_t r = blockIdx.x;
+    const float *lg = logits + r * K;
+    const float *y = targets ? targets + r * K : nullptr;
+    float dk = dscale / (float)K, ls = 0.0f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        float x = lg[k];
+        float e = expf(-fabsf(x));
+        float p = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        if (probs)
+            probs[r * K + k] = p;
+        if (y) {
+            ls += fmaxf(x, 0.0f) - x * y[k] + log1pf(e);
+            if (dlogits)
+                dlogits[r * K + k] = (p - y[k]) * dk;
+        }
+    }
+    if (y && losses) {
+        float total = block_sum(ls, sh);
+        if (threadIdx.x == 0)
+            losses[r] = total / (float)K;
+    }
 }
 
 /* ---------------------------------------------------------------- ops */
@@ -1695,14 +1728,25 @@ extern "C" void bft_cuda_op_tanh_bwd(float *dinp, const float *dout, const float
 }
 
 extern "C" void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits,
-                                         const float *logits, const int32_t *labels, int N, int K,
-                                         float dscale)
+                                         const float *logits, const int32_t *labels,
+                                         const float *row_scale, int N, int K, float dscale)
 {
     if (!live() || N <= 0 || (!probs && !dlogits))
         return;
-    k_softmax_xent<<<(unsigned)N, XT, 0, G.stream>>>(probs, losses, dlogits, logits, labels, K,
-                                                    dscale);
+    k_softmax_xent<<<(unsigned)N, XT, 0, G.stream>>>(probs, losses, dlogits, logits, labels,
+                                                    row_scale, K, dscale);
     launched("softmax cross-entropy");
+}
+
+extern "C" void bft_cuda_op_sigmoid_bce(float *probs, float *losses, float *dlogits,
+                                        const float *logits, const float *targets, int N, int K,
+                                        float dscale)
+{
+    if (!live() || N <= 0 || (!probs && !(targets && (losses || dlogits))))
+        return;
+    k_sigmoid_bce<<<(unsigned)N, XT, 0, G.stream>>>(probs, losses, dlogits, logits, targets, K,
+                                                   dscale);
+    launched("sigmoid binary cross-entropy");
 }
 
 extern "C" void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n,
@@ -1805,6 +1849,7 @@ static const bft_backend cuda_backend = {
     bft_cuda_op_dropout_fwd,
     bft_cuda_op_dropout_bwd,
     bft_cuda_op_softmax_xent,
+    bft_cuda_op_sigmoid_bce,
     bft_cuda_op_adamw,
     bft_cuda_op_sumsq,
     bft_cuda_op_zero,

@@ -77,7 +77,7 @@ const char *bft_cuda_device_name(void);
 
 /* Bumped whenever this struct or bft_backend changes: a bft_cuda.so of another
  * build is refused instead of called with the wrong layout. */
-#define BFT_CUDA_ABI 3
+#define BFT_CUDA_ABI 5
 
 typedef struct bft_cuda_api {
     int abi;                 /* BFT_CUDA_ABI */
@@ -170,7 +170,10 @@ void bft_cuda_op_tanh_bwd(float *dinp, const float *dout, const float *y, size_t
 void bft_cuda_op_dropout_fwd(float *out, const float *inp, size_t n, const bft_dropout *d);
 void bft_cuda_op_dropout_bwd(float *dinp, const float *dout, size_t n, const bft_dropout *d);
 void bft_cuda_op_softmax_xent(float *probs, float *losses, float *dlogits, const float *logits,
-                              const int32_t *labels, int N, int K, float dscale);
+                              const int32_t *labels, const float *row_scale, int N, int K,
+                              float dscale);
+void bft_cuda_op_sigmoid_bce(float *probs, float *losses, float *dlogits, const float *logits,
+                             const float *targets, int N, int K, float dscale);
 void bft_cuda_op_adamw(float *p, float *g, float *m, float *v, size_t n, double lr,
                        double b1, double b2, double eps, double wd, float gscale, int64_t t,
                        int zero_grad);

@@ -1,0 +1,116 @@
+-- bft_train_opts: class_weights (weighted cross-entropy) — 'balanced',
+-- weights by label name (JSON object) or by class id (JSON array or array
+-- literal), what is recorded in params/metrics, and the errors;
+-- load_best_model_at_end / metric_for_best_model / early_stopping_patience on
+-- labels that cannot be learned (validation loss grows once the model
+-- memorises its training rows, so the best epoch is not the last).
+SET bft.threads = 1;
+SET bft.progress_interval = 0;
+SET client_min_messages = warning;
+
+-- 48 rows: 36 'common', 8 'rare', 4 'scarce'
+CREATE TABLE skewed (body text, label text);
+INSERT INTO skewed
+SELECT CASE WHEN i <= 36 THEN (ARRAY['shares rally on profit', 'stocks fall on earnings', 'markets flat today'])[1 + i % 3]
+            WHEN i <= 44 THEN 'central bank raises rates'
+            ELSE 'team wins the final' END,
+       CASE WHEN i <= 36 THEN 'common' WHEN i <= 44 THEN 'rare' ELSE 'scarce' END
+  FROM generate_series(1, 48) i;
+
+CREATE FUNCTION train_skewed(cw text, mdl text) RETURNS real LANGUAGE sql AS $$
+  SELECT train_loss FROM bft_train('skewed', 'body', 'label', epochs => 2, batch_size => 8, seed => 5,
+         learning_rate => 1e-3, mlm_epochs => 0, max_length => 16, model => mdl, class_weights => cw,
+         architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                           "intermediate_size": 32, "vocab_size": 120}')
+$$;
+
+-- 'balanced': n / (classes x count) = 48/(3*36), 48/(3*8), 48/(3*4)
+SELECT train_skewed(NULL, 'plain') > 0 AS plain, train_skewed('balanced', 'balanced') > 0 AS balanced;
+SELECT name, params->'class_weights' AS given, metrics->'class_weights' AS used
+  FROM bft.models WHERE name IN ('plain', 'balanced') ORDER BY name;
+-- same seed and data, the weighted loss trains another model
+SELECT (SELECT metrics->'train_loss' FROM bft.models WHERE name = 'plain') <>
+       (SELECT metrics->'train_loss' FROM bft.models WHERE name = 'balanced') AS loss_differs,
+       bft_predict_proba('central bank raises rates', 'plain') <>
+       bft_predict_proba('central bank raises rates', 'balanced') AS model_differs;
+
+-- by label name (unnamed labels keep 1), by class id (sorted names: common, rare, scarce)
+SELECT train_skewed('{"rare": 4.5, "scarce": 9}', 'named') > 0 AS named,
+       train_skewed('[1, 4.5, 9]', 'json_array') > 0 AS json_array,
+       train_skewed(' {1, 4.5, 9}', 'array_literal') > 0 AS array_literal,
+       train_skewed('none', 'none') > 0 AS "none";
+SELECT name, params->'class_weights' AS given, metrics->'class_weights' AS used
+  FROM bft.models WHERE name IN ('named', 'json_array', 'array_literal', 'none') ORDER BY name;
+-- the same weights by name or by id train the same model
+SELECT count(DISTINCT bft_predict_proba('central bank raises rates', name)) AS distinct_models
+  FROM (VALUES ('named'), ('json_array'), ('array_literal')) v(name);
+SELECT (SELECT metrics->'train_loss' FROM bft.models WHERE name = 'none') =
+       (SELECT metrics->'train_loss' FROM bft.models WHERE name = 'plain') AS none_is_unweighted;
+
+-- errors
+SELECT train_skewed('{"rare": 2, "other": 1}', 'e');
+SELECT train_skewed('[1, 2]', 'e');
+SELECT train_skewed('{1, 0, 2}', 'e');
+SELECT train_skewed('{"rare": -1}', 'e');
+SELECT train_skewed('{"rare": "x"}', 'e');
+SELECT train_skewed('[1, 2, null]', 'e');
+SELECT train_skewed('{}', 'e');
+SELECT train_skewed('heavy', 'e');
+SELECT train_skewed('[1, 2', 'e');
+SELECT count(*) AS stored_after_errors FROM bft.models WHERE name = 'e';
+
+-- best epoch and early stopping: labels drawn at random (no signal)
+CREATE TABLE noise (body text, label int);
+INSERT INTO noise
+SELECT 'word' || (i * 7919 % 101) || ' word' || (i * 104729 % 97) || ' word' || (i % 13),
+       (i * 2654435761 % 1000003) % 2
+  FROM generate_series(1, 120) i;
+CREATE FUNCTION train_noise(mdl text, lb bool, metric text, patience int) RETURNS int LANGUAGE sql AS $$
+  SELECT epochs FROM bft_train('noise', 'body', 'label', epochs => 12, batch_size => 8, seed => 3,
+         learning_rate => 3e-3, mlm_epochs => 0, max_length => 16, model => mdl, validation_fraction => 0.25,
+         load_best_model_at_end => lb, metric_for_best_model => metric, early_stopping_patience => patience,
+         architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                           "intermediate_size": 64, "vocab_size": 150}')
+$$;
+SELECT train_noise('es_loss', NULL, NULL, 2) < 12 AS stopped_early;
+SELECT train_noise('last', false, 'loss', 2) < 12 AS stopped_early;
+SELECT train_noise('full', true, 'accuracy', NULL) AS epochs_run;
+CREATE VIEW runs AS
+SELECT name,
+       params->'load_best_model_at_end' AS load_best, params->>'metric_for_best_model' AS metric,
+       params->'early_stopping_patience' AS patience,
+       (metrics->>'epochs_run')::int AS ran, (metrics->>'kept_epoch')::int AS kept,
+       (metrics->>'best_epoch')::int AS best, metrics->>'stop_reason' AS stop_reason,
+       jsonb_array_length(metrics->'epochs') AS epoch_rows,
+       (SELECT (e->>'epoch')::int FROM jsonb_array_elements(metrics->'epochs') e
+         ORDER BY CASE params->>'metric_for_best_model' WHEN 'loss' THEN (e->>'eval_loss')::float8
+                  ELSE -(e->>'eval_accuracy')::float8 END, (e->>'epoch')::int LIMIT 1) AS best_by_epochs,
+       (SELECT e->'eval_loss' FROM jsonb_array_elements(metrics->'epochs') e
+         WHERE (e->>'epoch')::int = (m.metrics->>'kept_epoch')::int) = metrics->'validation_loss' AS kept_metrics
+  FROM bft.models m WHERE name IN ('es_loss', 'last', 'full');
+-- es_loss: stops 2 epochs after its best and keeps it; last: the same run,
+-- keeping the last epoch; full: all 12 epochs, keeps the most accurate
+-- (whether full's best epoch is its last depends on the run: not shown)
+SELECT name, load_best, metric, patience,
+       CASE WHEN stop_reason = 'early_stopping' THEN ran = best + 2 END AS stopped_after_patience,
+       kept = best AS kept_best, CASE WHEN name <> 'full' THEN kept = ran END AS kept_last,
+       best = best_by_epochs AS best_is_argbest,
+       CASE WHEN stop_reason = 'early_stopping' THEN best < ran END AS best_not_last,
+       stop_reason, epoch_rows = ran AS one_row_per_epoch, kept_metrics
+  FROM runs ORDER BY name;
+SELECT (SELECT ran FROM runs WHERE name = 'es_loss') = (SELECT ran FROM runs WHERE name = 'last') AS same_stop,
+       bft_predict_proba('word1 word2 word3', 'es_loss') <> bft_predict_proba('word1 word2 word3', 'last')
+         AS other_weights_kept;
+-- errors
+SELECT train_noise('e', NULL, 'f1', NULL);
+SELECT train_noise('e', NULL, NULL, -1);
+SELECT train_noise('e', true, 'loss', 0) AS no_early_stopping;
+SELECT version FROM bft_train('noise', 'body', 'label', early_stopping_patience => 2, model => 'e');
+SELECT version FROM bft_train('noise', 'body', 'label', load_best_model_at_end => true, model => 'e');
+DROP VIEW runs;
+DROP FUNCTION train_noise(text, bool, text, int);
+DROP TABLE noise;
+
+SELECT bft_drop_model(name) FROM (SELECT DISTINCT name FROM bft.models) m ORDER BY 1;
+DROP FUNCTION train_skewed(text, text);
+DROP TABLE skewed;
