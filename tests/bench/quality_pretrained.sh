@@ -46,7 +46,7 @@ SIDES="${SIDES:-bft hf}"
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source tests/scripts/cluster.sh; set +e +u
-TMPD=$(mktemp -d /tmp/bft-quality-pre.XXXXXX); chmod 755 "$TMPD"
+TMPD=$(mktemp -d "${BFT_TMP:-/tmp}/bft-qpre.XXXXXX"); chmod 755 "$TMPD"
 trap 'cluster_stop "$TMPD/cl"; rm -rf "$TMPD"' EXIT
 
 if [ -z "${BASE:-}" ]; then
