@@ -30,6 +30,7 @@
 #   nice bash tests/bench/quality_pretrained.sh
 #   TRAIN_ROWS=2000 TEST_ROWS=1000 nice bash tests/bench/quality_pretrained.sh
 #   BASE=/path/to/checkpoint PY=.venv/bin/python SIDES=bft TRAIN_OPTS=", epochs => 2" ...
+#   SIDES=hf HPARAMS="3 8 0.0002 0.1 0 128 42" ...  (epochs batch lr warmup wd max_length seed)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -45,7 +46,7 @@ SIDES="${SIDES:-bft hf}"
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source tests/scripts/cluster.sh; set +e +u
-TMPD=$(mktemp -d /tmp/bft-quality-pre.XXXXXX); chmod 755 "$TMPD"
+TMPD=$(mktemp -d "${BFT_TMP:-/tmp}/bft-qpre.XXXXXX"); chmod 755 "$TMPD"
 trap 'cluster_stop "$TMPD/cl"; rm -rf "$TMPD"' EXIT
 
 if [ -z "${BASE:-}" ]; then
@@ -106,9 +107,12 @@ P=$(q -t -A -F ' ' -c "SELECT params->>'epochs', params->>'batch_size', params->
                               params->>'weight_decay', params->>'max_length', params->>'seed'
                          FROM bft.models WHERE name = 'topics'" 2>/dev/null)
 if [ -z "$P" ]; then
-    # no bft run: bft's base defaults (src/pg/defaults.h) with max_length min(128, P)
-    P="3 8 5e-05 0 0 128 42"
+    # no bft run (SIDES=hf): bft's base defaults (src/pg/defaults.h), those of a
+    # small base (hidden size <= 512) when the checkpoint is one; HPARAMS overrides
+    H=$(tr -d ' \n' <"$TMPD/base/config.json" | grep -oE '"hidden_size":[0-9]+' | cut -d: -f2)
+    P=$(awk -v h="${H:-768}" 'BEGIN { print (h <= 512 ? "3 8 0.0002 0.1 0 128 42" : "3 8 5e-05 0 0 128 42") }')
 fi
+P="${HPARAMS:-$P}"
 read -r EP BS LR WU WD ML SEED <<<"$P"
 echo "hyper-parameters: epochs $EP, batch_size $BS, learning_rate $LR, warmup_ratio $WU, weight_decay $WD, max_length $ML, seed $SEED"
 

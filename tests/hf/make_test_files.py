@@ -3,8 +3,8 @@
 libraries (transformers' tokenizers, torch.save), from the tiny checkpoints of
 tests/data/ckpt. The output is committed; the C tests read it without Python.
 
-Run from the repository root with the reference virtual environment
-(tests/hf/README.md):
+Run from the repository root with the virtual environment of
+tests/hf/requirements.txt:
 
     .venv/bin/python tests/hf/make_test_files.py
 
