@@ -111,6 +111,26 @@ DROP VIEW runs;
 DROP FUNCTION train_noise(text, bool, text, int);
 DROP TABLE noise;
 
+-- from scratch, the defaults follow the data (src/pg/defaults.h): epochs and
+-- MLM epochs from budgets of optimizer steps, the shape and vocabulary from
+-- the number of rows, each unless given
+CREATE TABLE few (body text, label text);
+INSERT INTO few SELECT 'w' || (i % 7) || ' x' || (i % 5), CASE WHEN i % 2 = 0 THEN 'even' ELSE 'odd' END
+  FROM generate_series(1, 40) i;
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_default', max_length => 8,
+       architecture => '{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 16, "vocab_size": 100}');
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_given', epochs => 2, mlm_epochs => 1,
+       batch_size => 20, max_length => 8, architecture => '{"hidden_size": 8, "num_hidden_layers": 1,
+       "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 100}');
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_shape', epochs => 1, mlm_epochs => 0,
+       max_length => 8);
+SELECT name, params->'epochs' AS epochs, params->'mlm_epochs' AS mlm_epochs,
+       params->'architecture'->'hidden_size' AS hidden, params->'architecture'->'num_hidden_layers' AS layers,
+       params->'architecture'->'vocab_size' AS vocab, metrics->'steps' AS steps
+  FROM bft.models WHERE name LIKE 'few%' ORDER BY name;
+DROP TABLE few;
+
 SELECT bft_drop_model(name) FROM (SELECT DISTINCT name FROM bft.models) m ORDER BY 1;
 DROP FUNCTION train_skewed(text, text);
 DROP TABLE skewed;

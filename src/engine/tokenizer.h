@@ -109,6 +109,10 @@ int bft_wp_trainer_feed(bft_wp_trainer *tr, const char *text, size_t len, bft_er
  * stays valid and must still be freed. */
 char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err);
 
+/* Change the vocabulary size (>= 100) before bft_wp_trainer_finish (e.g.
+ * once the texts were counted). Returns 0 or an error code with err. */
+int bft_wp_trainer_set_vocab_size(bft_wp_trainer *tr, int vocab_size, bft_error *err);
+
 /* Free a trainer (NULL is fine). */
 void bft_wp_trainer_free(bft_wp_trainer *tr);
 

@@ -751,3 +751,12 @@ cancel:
     bft_set_error(err, BFT_ECANCEL, "wordpiece trainer: interrupted");
     return NULL;
 }
+
+int bft_wp_trainer_set_vocab_size(bft_wp_trainer *tr, int vocab_size, bft_error *err)
+{
+    if (!tr || vocab_size < 100)
+        return bft_set_error(err, BFT_EINVAL, "wordpiece trainer: vocab_size must be >= 100 (got %d)",
+                             vocab_size);
+    tr->vocab_size = vocab_size;
+    return 0;
+}

@@ -381,6 +381,7 @@ typedef struct Rows
 	int			ntmp;
 	int			tmp_cap;
 	int64		skipped;
+	int64		fed;			/* rows fed to the vocabulary trainer */
 	Size		mem_base;		/* bytes the model and its training need besides the rows */
 } Rows;
 
@@ -515,6 +516,7 @@ scan_rows(BftSource *src, bft_wp_trainer *wp, const bft_tokenizer *tok, int max_
 			u = bft_to_utf8(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &ulen);
 			if (wp)
 			{
+				rows->fed++;
 				if (bft_wp_trainer_feed(wp, u, ulen, &err) != 0)
 					bft_report_engine_error(&err, "could not learn the vocabulary");
 				continue;
@@ -693,6 +695,8 @@ typedef struct Arch
 	int			vocab_size;
 	int			max_position_embeddings;
 	bool		do_lower_case;
+	bool		shape_given;	/* architecture named hidden_size, num_hidden_layers, ... */
+	bool		vocab_given;	/* architecture named vocab_size */
 } Arch;
 
 static int
@@ -738,15 +742,15 @@ parse_architecture(Datum jsonb, Arch *a)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("architecture key \"%s\" must not be null", k)));
 		if (strcmp(k, "hidden_size") == 0)
-			a->hidden_size = arch_int(k, v, 1, 16384);
+			a->hidden_size = arch_int(k, v, 1, 16384), a->shape_given = true;
 		else if (strcmp(k, "num_hidden_layers") == 0)
-			a->num_hidden_layers = arch_int(k, v, 1, 256);
+			a->num_hidden_layers = arch_int(k, v, 1, 256), a->shape_given = true;
 		else if (strcmp(k, "num_attention_heads") == 0)
-			a->num_attention_heads = arch_int(k, v, 1, 256);
+			a->num_attention_heads = arch_int(k, v, 1, 256), a->shape_given = true;
 		else if (strcmp(k, "intermediate_size") == 0)
-			a->intermediate_size = arch_int(k, v, 1, 65536);
+			a->intermediate_size = arch_int(k, v, 1, 65536), a->shape_given = true;
 		else if (strcmp(k, "vocab_size") == 0)
-			a->vocab_size = arch_int(k, v, 100, 1000000);
+			a->vocab_size = arch_int(k, v, 100, 1000000), a->vocab_given = true;
 		else if (strcmp(k, "max_position_embeddings") == 0)
 			a->max_position_embeddings = arch_int(k, v, 2, 8192);
 		else if (strcmp(k, "do_lower_case") == 0)
@@ -772,6 +776,38 @@ parse_architecture(Datum jsonb, Arch *a)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("hidden_size %d is not a multiple of num_attention_heads %d",
 						a->hidden_size, a->num_attention_heads)));
+}
+
+/*
+ * From scratch, the model's shape and vocabulary follow the number of rows
+ * (defaults.h) unless the architecture argument names them.
+ */
+static void
+scale_architecture(Arch *a, int64 rows)
+{
+	if (!a->shape_given && rows < BFT_SCRATCH_SMALL_ROWS)
+	{
+		a->hidden_size = BFT_SCRATCH_SMALL_HIDDEN_SIZE;
+		a->num_hidden_layers = BFT_SCRATCH_SMALL_LAYERS;
+		a->num_attention_heads = BFT_SCRATCH_SMALL_HEADS;
+		a->intermediate_size = BFT_SCRATCH_SMALL_INTERMEDIATE;
+	}
+	if (!a->vocab_given)
+		a->vocab_size = (int) Max(BFT_SCRATCH_MIN_VOCAB_SIZE,
+								  Min(BFT_SCRATCH_VOCAB_SIZE, rows * BFT_SCRATCH_VOCAB_PER_ROW));
+}
+
+/*
+ * Epochs that give about target optimizer steps over n rows in batches of
+ * batch, within [lo, hi].
+ */
+static int
+epochs_for_steps(int64 n, int batch, int target, int lo, int hi)
+{
+	int64		per_epoch = (n + batch - 1) / batch;
+	int64		e = (target + per_epoch - 1) / Max(per_epoch, 1);
+
+	return (int) Max(lo, Min(hi, e));
 }
 
 static void
@@ -1128,6 +1164,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	StringInfoData cw_params,
 				cw_metrics;
 	BftBestOpts best;
+	bool		cw_auto = false;	/* class weights chosen by the defaults */
 	bool		resume = ARG_ABSENT(24) ? false : PG_GETARG_BOOL(24);
 	bool		save_state = bft_save_train_state && bft_train_state_retention > 0;
 	char	   *mlm_state = NULL;	/* state files of this role, model and phase */
@@ -1211,6 +1248,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	arch.vocab_size = BFT_SCRATCH_VOCAB_SIZE;
 	arch.max_position_embeddings = Max(BFT_SCRATCH_MAX_POSITIONS, max_length);
 	arch.do_lower_case = BFT_SCRATCH_LOWER_CASE;
+	arch.shape_given = arch.vocab_given = false;
 	if (scratch && !PG_ARGISNULL(17))
 		parse_architecture(PG_GETARG_DATUM(17), &arch);
 	if (scratch && arch.max_position_embeddings < max_length)
@@ -1326,6 +1364,10 @@ bft_train_sql(PG_FUNCTION_ARGS)
 						(errmsg("vocabulary learned from the %zu most frequent distinct words; %zu rarer ones were dropped to stay within bft.max_memory",
 								kept, pruned)));
 		}
+		/* the shape and vocabulary that fit this many rows, where not given */
+		scale_architecture(&arch, rows.fed);
+		if (bft_wp_trainer_set_vocab_size(st->wp, arch.vocab_size, &err) != 0)
+			bft_report_engine_error(&err, "could not learn the vocabulary");
 		v = bft_wp_trainer_finish(st->wp, &vlen, &err);
 		if (v == NULL)
 			bft_report_engine_error(&err, "could not learn the vocabulary");
@@ -1587,6 +1629,35 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	if (rows.tokens)
 		pfree(rows.tokens);
 	rows.tokens = NULL;
+
+	/* ---- from scratch: epochs by a step budget, weights when imbalanced ---- */
+	if (scratch && PG_ARGISNULL(3))
+		epochs = epochs_for_steps(train_ds.n, batch_size, BFT_SCRATCH_TRAIN_STEPS,
+								  BFT_SCRATCH_EPOCHS, BFT_SCRATCH_MAX_EPOCHS);
+	if (scratch && PG_ARGISNULL(18) && mlm_epochs > 0)
+		mlm_epochs = epochs_for_steps(train_ds.n, batch_size, BFT_SCRATCH_MLM_STEPS,
+									  BFT_SCRATCH_MLM_EPOCHS, BFT_SCRATCH_MAX_MLM_EPOCHS);
+	if (scratch && class_weights_arg == NULL && BFT_SCRATCH_AUTO_WEIGHT_RATIO > 0)
+	{
+		int64	   *tc = palloc0(sizeof(int64) * K);
+		int64		lo = -1,
+					hi = 0;
+
+		for (i = 0; i < train_ds.n; i++)
+			tc[train_ds.labels[i]]++;
+		for (i = 0; i < K; i++)
+			if (tc[i] > 0)
+			{
+				lo = lo < 0 ? tc[i] : Min(lo, tc[i]);
+				hi = Max(hi, tc[i]);
+			}
+		if (lo > 0 && (double) hi >= BFT_SCRATCH_AUTO_WEIGHT_RATIO * (double) lo)
+		{
+			class_weights_arg = "balanced";
+			cw_auto = true;
+		}
+		pfree(tc);
+	}
 
 	/* ---- class weights (weighted cross-entropy) from the training rows ---- */
 	initStringInfo(&cw_params);
@@ -1858,6 +1929,8 @@ bft_train_sql(PG_FUNCTION_ARGS)
 					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
 	bft_json_key_float(&params, "validation_fraction", vfrac, true);
 	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
+	if (cw_auto)
+		appendStringInfoString(&params, ", \"class_weights_automatic\": true");
 	appendStringInfo(&params, ", \"resume\": %s", resume ? "true" : "false");
 	appendStringInfo(&params, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
 					 "\"early_stopping_patience\": %d",

@@ -36,12 +36,35 @@
 #define BFT_SCRATCH_VOCAB_SIZE		8000	/* V (learned WordPiece vocabulary) */
 #define BFT_SCRATCH_MAX_POSITIONS	128		/* P (raised to max_length when larger) */
 #define BFT_SCRATCH_LOWER_CASE		true	/* uncased vocabulary */
-#define BFT_SCRATCH_EPOCHS			6
-#define BFT_SCRATCH_MLM_EPOCHS		16		/* MLM pre-training epochs on the column */
+#define BFT_SCRATCH_EPOCHS			6		/* at least; more on fewer rows (below) */
+#define BFT_SCRATCH_MLM_EPOCHS		16		/* MLM pre-training epochs on the column, at least */
 #define BFT_SCRATCH_BATCH_SIZE		32
 #define BFT_SCRATCH_LEARNING_RATE	5e-4
 #define BFT_SCRATCH_WARMUP_RATIO	0.06
 #define BFT_SCRATCH_GROUP_BY_LENGTH	true
+
+/*
+ * From scratch, scaled with the data when the arguments are not given
+ * (measured with tests/bench/derived_tasks.sh; README "Defaults that follow
+ * the data"). rows: the rows read; training rows: after the validation split.
+ */
+/* budgets in optimizer steps: epochs = steps / steps per epoch, within the bounds */
+#define BFT_SCRATCH_TRAIN_STEPS		0		/* fine-tuning (0: BFT_SCRATCH_EPOCHS) */
+#define BFT_SCRATCH_MAX_EPOCHS		60
+#define BFT_SCRATCH_MLM_STEPS		0		/* MLM pre-training (0: BFT_SCRATCH_MLM_EPOCHS) */
+#define BFT_SCRATCH_MAX_MLM_EPOCHS	48
+/* fewer rows than this: a smaller shape (unless architecture names one) */
+#define BFT_SCRATCH_SMALL_ROWS		0
+#define BFT_SCRATCH_SMALL_HIDDEN_SIZE	128
+#define BFT_SCRATCH_SMALL_LAYERS	2
+#define BFT_SCRATCH_SMALL_HEADS		4
+#define BFT_SCRATCH_SMALL_INTERMEDIATE	512
+/* vocabulary: this many pieces per row, within [MIN_VOCAB_SIZE, VOCAB_SIZE] */
+#define BFT_SCRATCH_VOCAB_PER_ROW	100000
+#define BFT_SCRATCH_MIN_VOCAB_SIZE	2000
+/* class_weights => 'balanced' when the largest class has at least this many
+ * times the training rows of the smallest (0: never automatic) */
+#define BFT_SCRATCH_AUTO_WEIGHT_RATIO	0
 
 /* Common. */
 #define BFT_DEFAULT_MAX_LENGTH		128
