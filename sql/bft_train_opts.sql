@@ -125,6 +125,16 @@ SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_given', epoch
        "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 100}');
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_shape', epochs => 1, mlm_epochs => 0,
        max_length => 8);
+-- batch_size 1: 40 steps an epoch, so ceil(1880 / 40) = 47 epochs and
+-- ceil(1500 / 40) = 38 MLM epochs, inside the bounds
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_steps', batch_size => 1, max_length => 8,
+       architecture => '{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 16, "vocab_size": 100}');
+-- 3,000 rows: a vocabulary of 4 pieces per 3 rows (4000)
+INSERT INTO few SELECT 'v' || i, CASE WHEN i % 2 = 0 THEN 'even' ELSE 'odd' END FROM generate_series(1, 2960) i;
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_vocab', epochs => 1, mlm_epochs => 0,
+       max_length => 8, architecture => '{"hidden_size": 8, "num_hidden_layers": 1,
+       "num_attention_heads": 2, "intermediate_size": 16}');
 SELECT name, params->'epochs' AS epochs, params->'mlm_epochs' AS mlm_epochs,
        params->'architecture'->'hidden_size' AS hidden, params->'architecture'->'num_hidden_layers' AS layers,
        params->'architecture'->'vocab_size' AS vocab, metrics->'steps' AS steps

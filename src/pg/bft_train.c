@@ -794,7 +794,7 @@ scale_architecture(Arch *a, int64 rows)
 	}
 	if (!a->vocab_given)
 		a->vocab_size = (int) Max(BFT_SCRATCH_MIN_VOCAB_SIZE,
-								  Min(BFT_SCRATCH_VOCAB_SIZE, rows * BFT_SCRATCH_VOCAB_PER_ROW));
+								  Min(BFT_SCRATCH_VOCAB_SIZE, (int64) (rows * BFT_SCRATCH_VOCAB_PER_ROW + 0.5)));
 }
 
 /*
