@@ -51,13 +51,14 @@
  *
  * Fewer than BFT_SCRATCH_SMALL_ROWS rows train a 2-layer, 128-wide model with
  * a vocabulary of 4 pieces per 3 rows, for about BFT_SCRATCH_TRAIN_STEPS
- * optimizer steps after BFT_SCRATCH_MLM_STEPS steps of MLM pre-training: on
- * 3,000 rows this beat the 4-layer, 256-wide recipe (6 epochs, 16 MLM
- * epochs, 8,000 pieces) in a fifth of its time (topics: accuracy 0.591 vs
- * 0.606 but macro-F1 0.487 vs 0.401; an imbalanced 3-class grouping: 0.888 /
- * 0.795 vs 0.853 / 0.701). Larger tables keep that recipe (tuned on the
- * 16,990 topic tweets): from about 10,000 training rows on, the floors
- * BFT_SCRATCH_EPOCHS and BFT_SCRATCH_MLM_EPOCHS exceed the step budgets.
+ * optimizer steps after BFT_SCRATCH_MLM_STEPS steps of MLM pre-training. On
+ * 3,000 rows, against the 4-layer, 256-wide recipe (6 epochs, 16 MLM epochs,
+ * 8,000 pieces), it took a fifth of the time and scored held-out accuracy /
+ * macro-F1 0.591 / 0.487 vs 0.606 / 0.401 on the 20 topics and 0.888 / 0.795
+ * vs 0.853 / 0.701 on an imbalanced 3-class grouping. Larger tables keep that
+ * recipe (tuned on 13,592 topic tweets): from about 10,000 training rows on,
+ * the floors BFT_SCRATCH_EPOCHS and BFT_SCRATCH_MLM_EPOCHS exceed the step
+ * budgets.
  */
 /* budgets in optimizer steps: epochs = steps / steps per epoch, within the bounds */
 #define BFT_SCRATCH_TRAIN_STEPS		1880	/* fine-tuning (at least BFT_SCRATCH_EPOCHS) */
