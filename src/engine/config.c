@@ -390,6 +390,133 @@ static int is_default_name(const char *key, int64_t id)
     return strcmp(key, dflt) == 0;
 }
 
+/* num_labels (or _num_labels; they must agree) into *nl, -1 when neither is given. */
+static int labels_count(json_object *root, int64_t *nl, bft_error *err)
+{
+    int64_t nl2 = -1;
+    *nl = -1;
+    if (get_int(root, "num_labels", 0, MAX_LABELS, nl, err) < 0 ||
+        get_int(root, "_num_labels", 0, MAX_LABELS, &nl2, err) < 0)
+        return -1;
+    if (*nl >= 0 && nl2 >= 0 && *nl != nl2) {
+        bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld and _num_labels %lld disagree",
+                      (long long)*nl, (long long)nl2);
+        return -1;
+    }
+    if (*nl < 0)
+        *nl = nl2;
+    return 0;
+}
+
+/* One id2label entry key → val into names (n entries): an id in [0, n), a string, once. */
+static int id2label_entry(const char *key, json_object *val, char **names, int n, bft_error *err)
+{
+    int id;
+    if (parse_label_id(key, &id) < 0 || id >= n) {
+        bft_set_error(err, BFT_EFORMAT, "config: id2label key \"%.100s\" is not a label id in [0, %d)", key, n);
+        return -1;
+    }
+    if (!val || !json_object_is_type(val, json_type_string)) {
+        bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] must be a string, got %s", key, jtype(val));
+        return -1;
+    }
+    if (strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val)) {
+        bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] contains a NUL character", key);
+        return -1;
+    }
+    if (names[id]) { /* "1" and "01" */
+        bft_set_error(err, BFT_EFORMAT, "config: id2label has label id %d twice", id);
+        return -1;
+    }
+    if (!(names[id] = strdup(json_object_get_string(val)))) {
+        bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* id2label: *n distinct ids in [0, *n) (so every id is present), distinct
+ * names, as many as num_labels nl (when given). *names is the caller's to free. */
+static int parse_id2label(json_object *id2label, int64_t nl, char ***names, int *n, bft_error *err)
+{
+    int i, j, d;
+    *n = json_object_object_length(id2label);
+    if (*n > MAX_LABELS) {
+        bft_set_error(err, BFT_EINVAL, "config: id2label has %d entries (max %d)", *n, MAX_LABELS);
+        return -1;
+    }
+    if (*n > 0 && !(*names = calloc((size_t)*n, sizeof **names))) {
+        bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+        return -1;
+    }
+    json_object_object_foreach(id2label, key, val)
+    {
+        if (id2label_entry(key, val, *names, *n, err) < 0)
+            return -1;
+    }
+    d = bft_find_duplicate_name(*names, *n, &i, &j);
+    if (d < 0) {
+        bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+        return -1;
+    }
+    if (d > 0) {
+        bft_set_error(err, BFT_EMISMATCH, "config: id2label gives the name \"%.100s\" to both %d and %d",
+                      (*names)[i], i, j);
+        return -1;
+    }
+    if (nl >= 0 && nl != *n) {
+        bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld but id2label has %d entries", (long long)nl,
+                      *n);
+        return -1;
+    }
+    return 0;
+}
+
+/* label2id must be the exact inverse of the n labels (names, or LABEL_i when
+ * names is NULL), except that HF's untouched default {"LABEL_0": 0, ...} next
+ * to real names is ignored; have_labels: id2label or num_labels was given. */
+static int check_label2id(json_object *label2id, int have_labels, char **names, int n, bft_error *err)
+{
+    int m = json_object_object_length(label2id), all_default = 1;
+    json_object_object_foreach(label2id, key, val)
+    {
+        if (!val || !json_object_is_type(val, json_type_int)) {
+            bft_set_error(err, BFT_EFORMAT, "config: label2id[\"%.100s\"] must be an integer, got %s", key,
+                          jtype(val));
+            return -1;
+        }
+        if (!is_default_name(key, json_object_get_int64(val)))
+            all_default = 0;
+    }
+    if (!have_labels) {
+        bft_set_error(err, BFT_EMISMATCH, "config: label2id is given without id2label");
+        return -1;
+    }
+    if (all_default && names)
+        return 0;
+    if (m != n) {
+        bft_set_error(err, BFT_EMISMATCH, "config: label2id has %d entries but there are %d labels", m, n);
+        return -1;
+    }
+    json_object_object_foreach(label2id, key2, val2)
+    {
+        int64_t id = json_object_get_int64(val2);
+        if (id < 0 || id >= n) {
+            bft_set_error(err, BFT_EMISMATCH, "config: label2id[\"%.100s\"] = %lld is not a label id in [0, %d)",
+                          key2, (long long)id, n);
+            return -1;
+        }
+        if (names ? strcmp(names[id], key2) != 0 : !is_default_name(key2, id)) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "LABEL_%lld", (long long)id);
+            bft_set_error(err, BFT_EMISMATCH, "config: label2id[\"%.100s\"] = %lld but id2label[\"%lld\"] is \"%.100s\"",
+                          key2, (long long)id, (long long)id, names ? names[id] : buf);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* id2label / label2id / num_labels → cfg->num_labels, cfg->id2label.
  * id2label keys are label ids as strings ("0", "1", ...) covering [0, n);
  * names must be distinct; label2id must be its exact inverse, except that
@@ -397,21 +524,12 @@ static int is_default_name(const char *key, int64_t id)
 static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
 {
     json_object *id2label = NULL, *label2id = NULL;
-    int64_t nl = -1, nl2 = -1;
+    int64_t nl;
     int n = 0;
     char **names = NULL;
 
-    if (get_int(root, "num_labels", 0, MAX_LABELS, &nl, err) < 0 ||
-        get_int(root, "_num_labels", 0, MAX_LABELS, &nl2, err) < 0)
+    if (labels_count(root, &nl, err) < 0)
         return -1;
-    if (nl >= 0 && nl2 >= 0 && nl != nl2) {
-        bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld and _num_labels %lld disagree",
-                      (long long)nl, (long long)nl2);
-        return -1;
-    }
-    if (nl < 0)
-        nl = nl2;
-
     json_object_object_get_ex(root, "id2label", &id2label);
     json_object_object_get_ex(root, "label2id", &label2id);
     if (id2label && !json_object_is_type(id2label, json_type_object)) {
@@ -422,108 +540,12 @@ static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
         bft_set_error(err, BFT_EFORMAT, "config: label2id must be an object, got %s", jtype(label2id));
         return -1;
     }
-
-    if (id2label) {
-        n = json_object_object_length(id2label);
-        if (n > MAX_LABELS) {
-            bft_set_error(err, BFT_EINVAL, "config: id2label has %d entries (max %d)", n, MAX_LABELS);
-            return -1;
-        }
-        if (n > 0 && !(names = calloc((size_t)n, sizeof *names))) {
-            bft_set_error(err, BFT_ENOMEM, "config: out of memory");
-            return -1;
-        }
-        json_object_object_foreach(id2label, key, val)
-        {
-            int id;
-            if (parse_label_id(key, &id) < 0 || id >= n) {
-                bft_set_error(err, BFT_EFORMAT,
-                              "config: id2label key \"%.100s\" is not a label id in [0, %d)", key, n);
-                goto fail;
-            }
-            if (!val || !json_object_is_type(val, json_type_string)) {
-                bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] must be a string, got %s", key,
-                              jtype(val));
-                goto fail;
-            }
-            if (strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val)) {
-                bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] contains a NUL character", key);
-                goto fail;
-            }
-            if (names[id]) { /* "1" and "01" */
-                bft_set_error(err, BFT_EFORMAT, "config: id2label has label id %d twice", id);
-                goto fail;
-            }
-            if (!(names[id] = strdup(json_object_get_string(val)))) {
-                bft_set_error(err, BFT_ENOMEM, "config: out of memory");
-                goto fail;
-            }
-        }
-        /* n distinct ids in [0, n): every id is present. Names must be distinct. */
-        {
-            int i, j, d = bft_find_duplicate_name(names, n, &i, &j);
-            if (d < 0) {
-                bft_set_error(err, BFT_ENOMEM, "config: out of memory");
-                goto fail;
-            }
-            if (d > 0) {
-                bft_set_error(err, BFT_EMISMATCH, "config: id2label gives the name \"%.100s\" to both %d and %d",
-                              names[i], i, j);
-                goto fail;
-            }
-        }
-        if (nl >= 0 && nl != n) {
-            bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld but id2label has %d entries",
-                          (long long)nl, n);
-            goto fail;
-        }
-    } else if (nl >= 0) {
+    if (id2label && parse_id2label(id2label, nl, &names, &n, err) < 0)
+        goto fail;
+    if (!id2label && nl >= 0)
         n = (int)nl; /* names default to LABEL_i */
-    }
-
-    if (label2id) {
-        int m = json_object_object_length(label2id), all_default = 1;
-        json_object_object_foreach(label2id, key, val)
-        {
-            if (!val || !json_object_is_type(val, json_type_int)) {
-                bft_set_error(err, BFT_EFORMAT, "config: label2id[\"%.100s\"] must be an integer, got %s",
-                              key, jtype(val));
-                goto fail;
-            }
-            if (!is_default_name(key, json_object_get_int64(val)))
-                all_default = 0;
-        }
-        if (!id2label && nl < 0) {
-            bft_set_error(err, BFT_EMISMATCH, "config: label2id is given without id2label");
-            goto fail;
-        }
-        if (!(all_default && names)) {
-            if (m != n) {
-                bft_set_error(err, BFT_EMISMATCH, "config: label2id has %d entries but there are %d labels",
-                              m, n);
-                goto fail;
-            }
-            json_object_object_foreach(label2id, key2, val2)
-            {
-                int64_t id = json_object_get_int64(val2);
-                if (id < 0 || id >= n) {
-                    bft_set_error(err, BFT_EMISMATCH,
-                                  "config: label2id[\"%.100s\"] = %lld is not a label id in [0, %d)", key2,
-                                  (long long)id, n);
-                    goto fail;
-                }
-                if (names ? strcmp(names[id], key2) != 0 : !is_default_name(key2, id)) {
-                    char buf[32];
-                    snprintf(buf, sizeof buf, "LABEL_%lld", (long long)id);
-                    bft_set_error(err, BFT_EMISMATCH,
-                                  "config: label2id[\"%.100s\"] = %lld but id2label[\"%lld\"] is \"%.100s\"",
-                                  key2, (long long)id, (long long)id, names ? names[id] : buf);
-                    goto fail;
-                }
-            }
-        }
-    }
-
+    if (label2id && check_label2id(label2id, id2label || nl >= 0, names, n, err) < 0)
+        goto fail;
     if (n == 1 && cfg->problem_type != BFT_PROBLEM_MULTI_LABEL) {
         bft_set_error(err, BFT_EUNSUPPORTED,
                       "config: 1 label means regression in Hugging Face (problem_type \"regression\"); "
