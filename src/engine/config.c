@@ -735,131 +735,112 @@ static int tj_put(const char **table, int n, int64_t id, const char *s, size_t l
     return 0;
 }
 
-int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char **vocab,
-                             size_t *vocab_len, bft_error *err)
+/* The "model" object: a WordPiece with BERT's settings; *vmap its vocab (token -> id). */
+static int tj_model(json_object *root, json_object **vmap, bft_error *err)
 {
-    json_object *root = NULL, *model, *v, *vmap, *added, *norm;
-    const char **table = NULL;
-    bft_tokenizer_opts t = cfg->tok;
-    char *out = NULL;
-    size_t total = 0;
-    int n = 0, rc = -1;
-
-    *vocab = NULL;
-    *vocab_len = 0;
-    /* json-c's objects take a few tens of bytes per byte of a vocabulary */
-    if (bft_memory_check(len * 16, TJ, err) != BFT_OK)
-        return -1;
-    if (!(root = parse_json(json, len, TJ, err)))
-        return -1;
+    json_object *model, *v = NULL;
     if (!json_object_is_type(root, json_type_object) ||
         !json_object_object_get_ex(root, "model", &model) || !model ||
-        !json_object_is_type(model, json_type_object)) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": no \"model\" object");
-        goto out;
-    }
+        !json_object_is_type(model, json_type_object))
+        return bft_set_error(err, BFT_EFORMAT, TJ ": no \"model\" object"), -1;
     if (!json_object_object_get_ex(model, "type", &v) || !v || !json_object_is_type(v, json_type_string) ||
-        strcmp(json_object_get_string(v), "WordPiece") != 0) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": model type %s is not supported (bft reads BERT's WordPiece)",
-                      v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(none)");
-        goto out;
-    }
+        strcmp(json_object_get_string(v), "WordPiece") != 0)
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": model type %s is not supported (bft reads BERT's WordPiece)",
+                             v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(none)"),
+               -1;
     if (json_object_object_get_ex(model, "continuing_subword_prefix", &v) && v &&
-        (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "##") != 0)) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": continuing_subword_prefix must be \"##\"");
-        goto out;
-    }
+        (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "##") != 0))
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": continuing_subword_prefix must be \"##\""), -1;
     if (json_object_object_get_ex(model, "max_input_chars_per_word", &v) && v &&
-        (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 100)) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": max_input_chars_per_word must be 100 (BERT's)");
-        goto out;
-    }
-    if (!json_object_object_get_ex(model, "vocab", &vmap) || !vmap ||
-        !json_object_is_type(vmap, json_type_object)) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": model.vocab must be an object (token -> id)");
-        goto out;
-    }
-    n = json_object_object_length(vmap);
-    if (json_object_object_get_ex(root, "added_tokens", &added) && added &&
-        !json_object_is_type(added, json_type_array)) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens must be an array");
-        goto out;
-    }
-    /* added tokens past the vocabulary extend it (ids must stay dense) */
-    if (added)
-        for (size_t i = 0; i < json_object_array_length(added); i++) {
-            json_object *a = json_object_array_get_idx(added, i), *id;
+        (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 100))
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": max_input_chars_per_word must be 100 (BERT's)"), -1;
+    if (!json_object_object_get_ex(model, "vocab", vmap) || !*vmap || !json_object_is_type(*vmap, json_type_object))
+        return bft_set_error(err, BFT_EFORMAT, TJ ": model.vocab must be an object (token -> id)"), -1;
+    return 0;
+}
+
+/* The number of token ids: the vocab's, extended by added tokens past it (ids must stay dense). */
+static int tj_count(json_object *root, json_object *vmap, json_object **added, int *n, bft_error *err)
+{
+    *n = json_object_object_length(vmap);
+    *added = NULL;
+    if (json_object_object_get_ex(root, "added_tokens", added) && *added &&
+        !json_object_is_type(*added, json_type_array))
+        return bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens must be an array"), -1;
+    if (*added)
+        for (size_t i = 0; i < json_object_array_length(*added); i++) {
+            json_object *a = json_object_array_get_idx(*added, i), *id;
             if (a && json_object_object_get_ex(a, "id", &id) && id && json_object_is_type(id, json_type_int) &&
-                json_object_get_int64(id) >= n && json_object_get_int64(id) < MAX_DIM)
-                n = (int)json_object_get_int64(id) + 1;
+                json_object_get_int64(id) >= *n && json_object_get_int64(id) < MAX_DIM)
+                *n = (int)json_object_get_int64(id) + 1;
         }
-    if (n < 1 || n > MAX_DIM) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": %d tokens", n);
-        goto out;
-    }
-    if (!(table = calloc((size_t)n, sizeof *table))) {
-        bft_set_error(err, BFT_ENOMEM, TJ ": out of memory");
-        goto out;
-    }
+    if (*n < 1 || *n > MAX_DIM)
+        return bft_set_error(err, BFT_EFORMAT, TJ ": %d tokens", *n), -1;
+    return 0;
+}
+
+/* table[id] = token for the vocab and the added tokens; every id 0..n-1 must have one. */
+static int tj_table(json_object *vmap, json_object *added, const char **table, int n, bft_error *err)
+{
     json_object_object_foreach(vmap, key, val)
     {
-        if (!val || !json_object_is_type(val, json_type_int)) {
-            bft_set_error(err, BFT_EFORMAT, TJ ": the id of \"%.100s\" must be an integer", key);
-            goto out;
-        }
+        if (!val || !json_object_is_type(val, json_type_int))
+            return bft_set_error(err, BFT_EFORMAT, TJ ": the id of \"%.100s\" must be an integer", key), -1;
         if (tj_put(table, n, json_object_get_int64(val), key, strlen(key), err) < 0)
-            goto out;
+            return -1;
     }
-    if (added)
-        for (size_t i = 0; i < json_object_array_length(added); i++) {
-            json_object *a = json_object_array_get_idx(added, i), *id, *content;
-            if (!a || !json_object_is_type(a, json_type_object) ||
-                !json_object_object_get_ex(a, "id", &id) || !id || !json_object_is_type(id, json_type_int) ||
-                !json_object_object_get_ex(a, "content", &content) || !content ||
-                !json_object_is_type(content, json_type_string)) {
-                bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens[%zu] needs an integer id and a string content", i);
-                goto out;
-            }
-            if (tj_put(table, n, json_object_get_int64(id), json_object_get_string(content),
-                       (size_t)json_object_get_string_len(content), err) < 0)
-                goto out;
-        }
-    for (int i = 0; i < n; i++) {
-        if (!table[i]) {
-            bft_set_error(err, BFT_EFORMAT, TJ ": no token has id %d (ids must be 0..%d)", i, n - 1);
-            goto out;
-        }
-        total += strlen(table[i]) + 1;
+    for (size_t i = 0; added && i < json_object_array_length(added); i++) {
+        json_object *a = json_object_array_get_idx(added, i), *id, *content;
+        if (!a || !json_object_is_type(a, json_type_object) ||
+            !json_object_object_get_ex(a, "id", &id) || !id || !json_object_is_type(id, json_type_int) ||
+            !json_object_object_get_ex(a, "content", &content) || !content ||
+            !json_object_is_type(content, json_type_string))
+            return bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens[%zu] needs an integer id and a string content",
+                                 i), -1;
+        if (tj_put(table, n, json_object_get_int64(id), json_object_get_string(content),
+                   (size_t)json_object_get_string_len(content), err) < 0)
+            return -1;
     }
-    /* the normalizer decides the casing and accents, as BertTokenizerFast's */
+    for (int i = 0; i < n; i++)
+        if (!table[i])
+            return bft_set_error(err, BFT_EFORMAT, TJ ": no token has id %d (ids must be 0..%d)", i, n - 1), -1;
+    return 0;
+}
+
+/* The normalizer decides the casing and accents, as BertTokenizerFast's; only BertPreTokenizer. */
+static int tj_normalizer(json_object *root, bft_tokenizer_opts *t, bft_error *err)
+{
+    json_object *norm, *v;
     if (json_object_object_get_ex(root, "normalizer", &norm) && norm) {
         const char *type = NULL;
         if (!json_object_is_type(norm, json_type_object) ||
-            !json_object_object_get_ex(norm, "type", &v) || !v || !json_object_is_type(v, json_type_string)) {
-            bft_set_error(err, BFT_EFORMAT, TJ ": normalizer must be an object with a type");
-            goto out;
-        }
+            !json_object_object_get_ex(norm, "type", &v) || !v || !json_object_is_type(v, json_type_string))
+            return bft_set_error(err, BFT_EFORMAT, TJ ": normalizer must be an object with a type"), -1;
         type = json_object_get_string(v);
-        if (strcmp(type, "BertNormalizer") != 0) {
-            bft_set_error(err, BFT_EUNSUPPORTED, TJ ": normalizer %s is not supported (bft implements BertNormalizer)",
-                          type);
-            goto out;
-        }
-        if (get_bool_field(norm, TJ, "lowercase", &t.do_lower_case, 0, 0, err) < 0 ||
-            get_bool_field(norm, TJ, "strip_accents", &t.strip_accents, 1, -1, err) < 0 ||
-            get_bool_field(norm, TJ, "handle_chinese_chars", &t.tokenize_chinese_chars, 0, 0, err) < 0)
-            goto out;
+        if (strcmp(type, "BertNormalizer") != 0)
+            return bft_set_error(err, BFT_EUNSUPPORTED,
+                                 TJ ": normalizer %s is not supported (bft implements BertNormalizer)", type), -1;
+        if (get_bool_field(norm, TJ, "lowercase", &t->do_lower_case, 0, 0, err) < 0 ||
+            get_bool_field(norm, TJ, "strip_accents", &t->strip_accents, 1, -1, err) < 0 ||
+            get_bool_field(norm, TJ, "handle_chinese_chars", &t->tokenize_chinese_chars, 0, 0, err) < 0)
+            return -1;
     }
     if (json_object_object_get_ex(root, "pre_tokenizer", &v) && v &&
         (!json_object_is_type(v, json_type_object) || !json_object_object_get_ex(v, "type", &v) || !v ||
-         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "BertPreTokenizer") != 0)) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": only the BertPreTokenizer is supported");
-        goto out;
-    }
-    if (!(out = malloc(total + 1))) {
-        bft_set_error(err, BFT_ENOMEM, TJ ": out of memory");
-        goto out;
-    }
+         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "BertPreTokenizer") != 0))
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": only the BertPreTokenizer is supported"), -1;
+    return 0;
+}
+
+/* table[0..n) as vocab.txt (one token per line); NULL out of memory. */
+static char *tj_vocab_text(const char **table, int n, size_t *len)
+{
+    size_t total = 0;
+    char *out;
+    for (int i = 0; i < n; i++)
+        total += strlen(table[i]) + 1;
+    if (!(out = malloc(total + 1)))
+        return NULL;
     total = 0;
     for (int i = 0; i < n; i++) {
         size_t l = strlen(table[i]);
@@ -868,11 +849,38 @@ int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char
         total += l + 1;
     }
     out[total] = '\0';
-    *vocab = out;
-    *vocab_len = total;
-    cfg->tok = t;
-    rc = 0;
-out:
+    *len = total;
+    return out;
+}
+
+int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char **vocab,
+                             size_t *vocab_len, bft_error *err)
+{
+    json_object *root, *vmap = NULL, *added = NULL;
+    const char **table = NULL;
+    bft_tokenizer_opts t = cfg->tok;
+    int n = 0, rc;
+
+    *vocab = NULL;
+    *vocab_len = 0;
+    /* json-c's objects take a few tens of bytes per byte of a vocabulary */
+    if (bft_memory_check(len * 16, TJ, err) != BFT_OK)
+        return -1;
+    if (!(root = parse_json(json, len, TJ, err)))
+        return -1;
+    rc = tj_model(root, &vmap, err);
+    if (rc == 0)
+        rc = tj_count(root, vmap, &added, &n, err);
+    if (rc == 0 && !(table = calloc((size_t)n, sizeof *table)))
+        rc = (bft_set_error(err, BFT_ENOMEM, TJ ": out of memory"), -1);
+    if (rc == 0)
+        rc = tj_table(vmap, added, table, n, err);
+    if (rc == 0)
+        rc = tj_normalizer(root, &t, err);
+    if (rc == 0 && !(*vocab = tj_vocab_text(table, n, vocab_len)))
+        rc = (bft_set_error(err, BFT_ENOMEM, TJ ": out of memory"), -1);
+    if (rc == 0)
+        cfg->tok = t;
     free(table);
     json_object_put(root);
     return rc;
