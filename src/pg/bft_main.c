@@ -146,8 +146,9 @@ bft_engine_interrupt_rethrow(void)
 	}
 }
 
-void
-_PG_init(void)
+/* GUCs of the engine: threads, the model cache, the default model, progress, device and precision. */
+static void
+define_engine_gucs(void)
 {
 	DefineCustomIntVariable("bft.threads",
 							"Threads used by bft's engine (BLAS and its own loops); 0 means all CPUs.",
@@ -193,6 +194,12 @@ _PG_init(void)
 							 "an ERROR, never a silent fallback to fp32.",
 							 &bft_cpu_precision, BFT_PRECISION_FP32, cpu_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/* GUCs of resources: memory, the shared cache, background jobs. */
+static void
+define_resource_gucs(void)
+{
 	DefineCustomIntVariable("bft.max_memory",
 							"Memory bft's engine may use in one backend: cached models plus the current operation.",
 							"A model, batch, vocabulary or architecture that would need more fails up front "
@@ -223,6 +230,12 @@ _PG_init(void)
 							"Older finished jobs are deleted when a job is submitted or finishes.",
 							&bft_job_retention, 30 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/* GUCs of classification: multi-label threshold, long texts. */
+static void
+define_classify_gucs(void)
+{
 	/* multi-label classifiers */
 	DefineCustomRealVariable("bft.multilabel_threshold",
 							 "Probability from which a multi-label classifier assigns a label.",
@@ -244,6 +257,12 @@ _PG_init(void)
 							"At most half a window is shared, so windows always advance.",
 							&bft_chunk_stride, 32, 0, 8192,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/* GUCs of saved training states (resume => true). */
+static void
+define_train_state_gucs(void)
+{
 	DefineCustomBoolVariable("bft.save_train_state",
 							 "Whether bft_train() saves its state after every epoch, for resume => true.",
 							 "The state (weights and optimizer moments, about 3-4 times the model's size) "
@@ -255,6 +274,16 @@ _PG_init(void)
 							"Older states are deleted when a training starts.",
 							&bft_train_state_retention, 7 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/* Loading bft: its GUCs, the engine's interrupt hook, cache and transaction callbacks, shared memory. */
+void
+_PG_init(void)
+{
+	define_engine_gucs();
+	define_resource_gucs();
+	define_classify_gucs();
+	define_train_state_gucs();
 	bft_set_interrupt_hook(engine_poll, NULL);
 	bft_cache_register_callbacks();
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);
