@@ -849,88 +849,55 @@ fail:
     return NULL;
 }
 
-/* set_labels body: returns BFT_OK or an error code. */
-static int set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+/* Free n label names and their array. */
+static void free_names(char **names, int n)
 {
-    bft_config ncfg;
-    bft_parts nparts;
-    char **nnames = NULL;
-    bft_tensor_info *olist = NULL, *nlist = NULL;
-    int on = 0, nn = 0;
-    float *mem = NULL;
-    size_t count;
+    if (!names)
+        return;
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* *out: a copy of the n names (none NULL, all distinct). */
+static int copy_label_names(const char *const *names, int n, char ***out, bft_error *err)
+{
+    char **nnames = calloc((size_t)n, sizeof *nnames);
+    int a, b, d, rc;
+    if (!nnames)
+        return bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+    for (int i = 0; i < n; i++) {
+        if (!names[i] || !(nnames[i] = strdup(names[i]))) {
+            free_names(nnames, i);
+            return names[i] ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
+                            : bft_set_error(err, BFT_EINVAL, "model: label name %d is NULL", i);
+        }
+    }
+    if ((d = bft_find_duplicate_name(nnames, n, &a, &b)) != 0) {
+        rc = d < 0 ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
+                   : bft_set_error(err, BFT_EINVAL, "model: label name \"%.100s\" given for %d and %d",
+                                   nnames[a], a, b);
+        free_names(nnames, n);
+        return rc;
+    }
+    *out = nnames;
+    return BFT_OK;
+}
+
+/* A parameter block for config ncfg and parts nparts: every tensor the model
+ * shares with it copied, the others (pooler, classifier) initialised from rng. */
+static int head_block(const bft_model *m, const bft_config *ncfg, bft_parts nparts, size_t count,
+                      uint64_t seed, float **out, bft_error *err)
+{
+    int on = 0, nn = 0, rc = BFT_OK;
+    bft_tensor_info *olist = bft_params_tensors(&m->cfg, m->parts, &on);
+    bft_tensor_info *nlist = bft_params_tensors(ncfg, nparts, &nn);
+    float *mem = calloc(count, sizeof(float));
     bft_rng rng;
-
-    if (num_labels < 2 || num_labels > 1000000)
-        return bft_set_error(err, BFT_EINVAL,
-                             "model: num_labels must be in [2, 1000000], got %d (1 label is regression in Hugging Face)",
-                             num_labels);
-    if (names) {
-        if (!(nnames = calloc((size_t)num_labels, sizeof *nnames)))
-            return bft_set_error(err, BFT_ENOMEM, "model: out of memory");
-        int a, b, d;
-        for (int i = 0; i < num_labels; i++) {
-            if (!names[i] || !(nnames[i] = strdup(names[i]))) {
-                for (int j = 0; j < i; j++)
-                    free(nnames[j]);
-                free(nnames);
-                return names[i] ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
-                                : bft_set_error(err, BFT_EINVAL, "model: label name %d is NULL", i);
-            }
-        }
-        if ((d = bft_find_duplicate_name(nnames, num_labels, &a, &b)) != 0) {
-            int rc = d < 0 ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
-                           : bft_set_error(err, BFT_EINVAL, "model: label name \"%.100s\" given for %d and %d",
-                                           nnames[a], a, b);
-            for (int q = 0; q < num_labels; q++)
-                free(nnames[q]);
-            free(nnames);
-            return rc;
-        }
-    }
-
-    if (m->parts.classifier && m->cfg.num_labels == num_labels && m->parts.pooler) {
-        /* the head fits: keep its weights (HF semantics), only rename */
-        if (nnames) {
-            bft_config_release(&m->cfg);
-            m->cfg.id2label = nnames;
-        }
-        return BFT_OK;
-    }
-
-    /* New block: copy every tensor the new layout shares, fresh pooler/classifier. */
-    ncfg = m->cfg;
-    ncfg.num_labels = num_labels;
-    ncfg.id2label = NULL;
-    nparts = m->parts;
-    nparts.pooler = 1;
-    nparts.classifier = 1;
-    count = bft_params_count(&ncfg, nparts);
-    if (bft_memory_check((count + m->num_params) * sizeof(float), "the model with its new classifier",
-                         err) != BFT_OK) {
-        if (nnames) {
-            for (int i = 0; i < num_labels; i++)
-                free(nnames[i]);
-            free(nnames);
-        }
-        return BFT_ENOMEM;
-    }
-    olist = bft_params_tensors(&m->cfg, m->parts, &on);
-    nlist = bft_params_tensors(&ncfg, nparts, &nn);
-    mem = calloc(count, sizeof(float));
-    if (!olist || !nlist || !mem) {
-        free(olist);
-        free(nlist);
-        free(mem);
-        if (nnames) {
-            for (int i = 0; i < num_labels; i++)
-                free(nnames[i]);
-            free(nnames);
-        }
-        return bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters", count);
-    }
+    if (!olist || !nlist || !mem)
+        rc = bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters", count);
     bft_rng_seed(&rng, seed);
-    for (int k = 0; k < nn; k++) {
+    for (int k = 0; rc == BFT_OK && k < nn; k++) {
         const bft_tensor_info *ti = &nlist[k];
         int found = 0;
         /* a classifier of another size has another numel: never copied */
@@ -940,20 +907,59 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
                 found = 1;
                 break;
             }
-        if (!found && init_tensor(ti, mem, &ncfg, &rng) != BFT_OK) {
-            free(olist);
-            free(nlist);
-            free(mem);
-            if (nnames) {
-                for (int i = 0; i < num_labels; i++)
-                    free(nnames[i]);
-                free(nnames);
-            }
-            return bft_set_error(err, BFT_ECANCEL, "model: initialisation interrupted");
-        }
+        if (!found && init_tensor(ti, mem, ncfg, &rng) != BFT_OK)
+            rc = bft_set_error(err, BFT_ECANCEL, "model: initialisation interrupted");
     }
     free(olist);
     free(nlist);
+    if (rc != BFT_OK)
+        free(mem);
+    else
+        *out = mem;
+    return rc;
+}
+
+/* set_labels body: returns BFT_OK or an error code. */
+static int set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+{
+    bft_config ncfg;
+    bft_parts nparts;
+    char **nnames = NULL;
+    float *mem = NULL;
+    size_t count;
+    int rc;
+
+    if (num_labels < 2 || num_labels > 1000000)
+        return bft_set_error(err, BFT_EINVAL,
+                             "model: num_labels must be in [2, 1000000], got %d (1 label is regression in Hugging Face)",
+                             num_labels);
+    if (names && (rc = copy_label_names(names, num_labels, &nnames, err)) != BFT_OK)
+        return rc;
+    if (m->parts.classifier && m->cfg.num_labels == num_labels && m->parts.pooler) {
+        /* the head fits: keep its weights (HF semantics), only rename */
+        if (nnames) {
+            bft_config_release(&m->cfg);
+            m->cfg.id2label = nnames;
+        }
+        return BFT_OK;
+    }
+    /* New block: copy every tensor the new layout shares, fresh pooler/classifier. */
+    ncfg = m->cfg;
+    ncfg.num_labels = num_labels;
+    ncfg.id2label = NULL;
+    nparts = m->parts;
+    nparts.pooler = 1;
+    nparts.classifier = 1;
+    count = bft_params_count(&ncfg, nparts);
+    if (bft_memory_check((count + m->num_params) * sizeof(float), "the model with its new classifier",
+                         err) != BFT_OK)
+        rc = BFT_ENOMEM;
+    else
+        rc = head_block(m, &ncfg, nparts, count, seed, &mem, err);
+    if (rc != BFT_OK) {
+        free_names(nnames, num_labels);
+        return rc;
+    }
     if (!m->params_external)
         free(m->params_mem);
     m->params_external = 0; /* the new block is the model's own */

@@ -492,41 +492,71 @@ done:
 
 /* ---------------------------------------------------------------- fill-mask */
 
-int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
-                  int *n_masks, int32_t *out_ids, float *out_scores, bft_error *err)
+/* bft_fill_mask's arguments: an MLM head, a tokenizer with [MASK] (*mask_id),
+ * top_k and the ids in range; *M the masks to fill (at most max_masks when >= 0). */
+static int fill_mask_check(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
+                           int *mask_id, int *M, bft_error *err)
 {
-    bft_clear_error(err);
-    if (n_masks)
-        *n_masks = 0;
-    if (!m || !ids || !n_masks || !out_ids || !out_scores)
-        return bft_set_error(err, BFT_EINVAL, "bft_fill_mask: NULL argument");
     if (!m->parts.mlm || !m->p.mlm_w)
         return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
     if (!m->tok)
         return bft_set_error(err, BFT_EINVAL, "the model has no tokenizer to find [MASK]");
     const bft_config *cfg = &m->cfg;
-    int V = cfg->vocab_size, C = cfg->hidden_size;
+    int V = cfg->vocab_size;
     if (top_k < 1 || top_k > V)
         return bft_set_error(err, BFT_EINVAL, "top_k %d outside [1, %d]", top_k, V);
     if (n < 1 || n > cfg->max_position_embeddings)
         return bft_set_error(err, BFT_EINVAL, "sequence of %d tokens (1..%d allowed)", n,
                              cfg->max_position_embeddings);
-    int mask_id = bft_tokenizer_special(m->tok).mask;
-    if (mask_id < 0)
+    *mask_id = bft_tokenizer_special(m->tok).mask;
+    if (*mask_id < 0)
         return bft_set_error(err, BFT_EINVAL, "the vocabulary has no [MASK] token");
     for (int t = 0; t < n; t++)
         if (ids[t] < 0 || ids[t] >= V)
             return bft_set_error(err, BFT_EINVAL, "token id %d outside [0, %d)", ids[t], V);
-    int M = 0;
+    *M = 0;
     for (int t = 0; t < n; t++)
-        M += ids[t] == mask_id;
-    if (max_masks >= 0 && M > max_masks)
-        M = max_masks;
-    if (M == 0)
-        return BFT_OK;
+        *M += ids[t] == *mask_id;
+    if (max_masks >= 0 && *M > max_masks)
+        *M = max_masks;
+    return BFT_OK;
+}
 
+/* The top_k of the V scores p: ids oi and scores os, score descending, id ascending on ties. */
+static void top_k_sorted(const float *p, int V, int top_k, int32_t *oi, float *os)
+{
+    int cnt = 0;
+    /* insertion into a sorted top-k list */
+    for (int v = 0; v < V; v++) {
+        float s = p[v];
+        if (cnt == top_k && !(s > os[cnt - 1]))
+            continue;
+        int pos = cnt < top_k ? cnt++ : top_k - 1;
+        while (pos > 0 && s > os[pos - 1]) {
+            os[pos] = os[pos - 1];
+            oi[pos] = oi[pos - 1];
+            pos--;
+        }
+        os[pos] = s;
+        oi[pos] = v;
+    }
+}
+
+int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
+                  int *n_masks, int32_t *out_ids, float *out_scores, bft_error *err)
+{
+    int mask_id = -1, M = 0, dev, prec, rc;
+    bft_clear_error(err);
+    if (n_masks)
+        *n_masks = 0;
+    if (!m || !ids || !n_masks || !out_ids || !out_scores)
+        return bft_set_error(err, BFT_EINVAL, "bft_fill_mask: NULL argument");
+    if ((rc = fill_mask_check(m, ids, n, top_k, max_masks, &mask_id, &M, err)) != BFT_OK || M == 0)
+        return rc;
+
+    const bft_config *cfg = &m->cfg;
+    int V = cfg->vocab_size;
     bft_devmodel d;
-    int dev, prec, rc;
     bft_get_device(&dev, &prec);
     if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
         return rc;
@@ -561,27 +591,8 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);
     if ((rc = bft_dev_check(err)) != BFT_OK)
         goto done;
-    (void)C;
-    for (int j = 0; j < M; j++) {
-        const float *p = probs + (size_t)j * V;
-        int32_t *oi = out_ids + (size_t)j * top_k;
-        float *os = out_scores + (size_t)j * top_k;
-        int cnt = 0;
-        /* insertion into a sorted top-k list: score desc, id asc on ties */
-        for (int v = 0; v < V; v++) {
-            float s = p[v];
-            if (cnt == top_k && !(s > os[cnt - 1]))
-                continue;
-            int pos = cnt < top_k ? cnt++ : top_k - 1;
-            while (pos > 0 && s > os[pos - 1]) {
-                os[pos] = os[pos - 1];
-                oi[pos] = oi[pos - 1];
-                pos--;
-            }
-            os[pos] = s;
-            oi[pos] = v;
-        }
-    }
+    for (int j = 0; j < M; j++)
+        top_k_sorted(probs + (size_t)j * V, V, top_k, out_ids + (size_t)j * top_k, out_scores + (size_t)j * top_k);
     *n_masks = M;
     rc = BFT_OK;
 done:

@@ -1574,6 +1574,18 @@ entry_fill(BftModelEntry *e, char *name_copy, int32 want, int64 id, int32 versio
 	return evicted;
 }
 
+/* After a model left the cache: its GPU copy and its memory go back to the driver and the OS. */
+static void
+after_eviction(void)
+{
+	/* a replaced model's GPU copy (device cuda) goes back to the driver */
+	bft_device_release();
+#ifdef __GLIBC__
+	/* give a replaced model's memory back to the OS */
+	malloc_trim(0);
+#endif
+}
+
 /*
  * The model to classify with: the cached copy when it is still the row the
  * calling user's reference resolves to, checked once per statement and role
@@ -1641,14 +1653,7 @@ bft_get_model(const char *ref)
 	entry_checked(e, ts, lxid, user);
 	evicted |= cache_trim(e, n);
 	if (evicted)
-	{
-		/* a replaced model's GPU copy (device cuda) goes back to the driver */
-		bft_device_release();
-#ifdef __GLIBC__
-		/* give a replaced model's memory back to the OS */
-		malloc_trim(0);
-#endif
-	}
+		after_eviction();
 	return e;
 }
 
