@@ -422,45 +422,31 @@ static void sb_json_string(sbuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-void *bft_st_write(const bft_st_out *tensors, int n, size_t *out_len, bft_error *err)
+/* Each tensor's name, rank, shape and data; nbytes[i] its F32 bytes. */
+static int st_out_sizes(const bft_st_out *tensors, int n, size_t *nbytes, bft_error *err)
 {
-    sbuf h = {0};
-    int *idx = NULL;
-    size_t *nbytes = NULL, off = 0, hlen, total;
-    unsigned char *out = NULL;
-
-    if (n < 0 || (n > 0 && !tensors)) {
-        bft_set_error(err, BFT_EINVAL, "safetensors: bad tensor list");
-        return NULL;
-    }
-    idx = malloc(((size_t)n + 1) * sizeof *idx);
-    nbytes = malloc(((size_t)n + 1) * sizeof *nbytes);
-    if (!idx || !nbytes) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
-        goto fail;
-    }
     for (int i = 0; i < n; i++) {
         size_t numel = 1;
         const bft_st_out *t = &tensors[i];
-        if (!t->name || !t->name[0] || t->ndim < 0 || t->ndim > BFT_ST_MAX_DIMS) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensor %d has no name or a bad rank", i);
-            goto fail;
-        }
+        if (!t->name || !t->name[0] || t->ndim < 0 || t->ndim > BFT_ST_MAX_DIMS)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensor %d has no name or a bad rank", i);
         for (int d = 0; d < t->ndim; d++) {
-            if (t->shape[d] < 0 || (t->shape[d] && numel > SIZE_MAX / 4 / (size_t)t->shape[d])) {
-                bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has a bad shape", t->name);
-                goto fail;
-            }
+            if (t->shape[d] < 0 || (t->shape[d] && numel > SIZE_MAX / 4 / (size_t)t->shape[d]))
+                return bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has a bad shape", t->name);
             numel *= (size_t)t->shape[d];
         }
-        if (numel && !t->data) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has no data", t->name);
-            goto fail;
-        }
+        if (numel && !t->data)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has no data", t->name);
         nbytes[i] = numel * 4;
-        idx[i] = i;
     }
-    /* insertion sort of the order by name (n is a few hundred at most) */
+    return BFT_OK;
+}
+
+/* idx: the tensors in name order (insertion sort: n is a few hundred at most); names must be distinct. */
+static int st_out_order(const bft_st_out *tensors, int n, int *idx, bft_error *err)
+{
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
     for (int i = 1; i < n; i++) {
         int v = idx[i], j = i;
         while (j > 0 && strcmp(tensors[idx[j - 1]].name, tensors[v].name) > 0) {
@@ -470,65 +456,86 @@ void *bft_st_write(const bft_st_out *tensors, int n, size_t *out_len, bft_error 
         idx[j] = v;
     }
     for (int i = 1; i < n; i++)
-        if (strcmp(tensors[idx[i - 1]].name, tensors[idx[i]].name) == 0) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensor name \"%.200s\" given twice", tensors[idx[i]].name);
-            goto fail;
-        }
+        if (strcmp(tensors[idx[i - 1]].name, tensors[idx[i]].name) == 0)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensor name \"%.200s\" given twice",
+                                 tensors[idx[i]].name);
+    return BFT_OK;
+}
 
-    sb_str(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
+/* The JSON header (padded to 8 bytes) into h; *data_len the data section's bytes. */
+static int st_out_header(sbuf *h, const bft_st_out *tensors, int n, const int *idx, const size_t *nbytes,
+                         size_t *data_len, bft_error *err)
+{
+    size_t off = 0;
+    sb_str(h, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (int k = 0; k < n; k++) {
         const bft_st_out *t = &tensors[idx[k]];
         char num[64];
-        sb_put(&h, ",", 1);
-        sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_put(h, ",", 1);
+        sb_json_string(h, t->name);
+        sb_str(h, ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
+            sb_str(h, num);
         }
-        if (nbytes[idx[k]] > SIZE_MAX - off) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
-            goto fail;
-        }
+        if (nbytes[idx[k]] > SIZE_MAX - off)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
         snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + nbytes[idx[k]]);
-        sb_str(&h, num);
+        sb_str(h, num);
         off += nbytes[idx[k]];
     }
-    sb_put(&h, "}", 1);
-    while (!h.oom && h.len % 8 != 0)
-        sb_put(&h, " ", 1);
-    if (h.oom) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory for the header");
-        goto fail;
+    sb_put(h, "}", 1);
+    while (!h->oom && h->len % 8 != 0)
+        sb_put(h, " ", 1);
+    if (h->oom)
+        return bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory for the header");
+    if (off > SIZE_MAX - 8 - h->len)
+        return bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
+    *data_len = off;
+    return BFT_OK;
+}
+
+void *bft_st_write(const bft_st_out *tensors, int n, size_t *out_len, bft_error *err)
+{
+    sbuf h = {0};
+    int *idx = NULL;
+    size_t *nbytes = NULL, off = 0, total = 0;
+    unsigned char *out = NULL;
+    int rc;
+
+    if (n < 0 || (n > 0 && !tensors)) {
+        bft_set_error(err, BFT_EINVAL, "safetensors: bad tensor list");
+        return NULL;
     }
-    hlen = h.len;
-    if (off > SIZE_MAX - 8 - hlen) {
-        bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
-        goto fail;
+    idx = malloc(((size_t)n + 1) * sizeof *idx);
+    nbytes = malloc(((size_t)n + 1) * sizeof *nbytes);
+    rc = idx && nbytes ? BFT_OK : bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
+    if (rc == BFT_OK)
+        rc = st_out_sizes(tensors, n, nbytes, err);
+    if (rc == BFT_OK)
+        rc = st_out_order(tensors, n, idx, err);
+    if (rc == BFT_OK)
+        rc = st_out_header(&h, tensors, n, idx, nbytes, &off, err);
+    if (rc == BFT_OK) {
+        total = 8 + h.len + off;
+        if (!(out = malloc(total ? total : 1)))
+            bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory (%zu bytes)", total);
     }
-    total = 8 + hlen + off;
-    if (!(out = malloc(total ? total : 1))) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory (%zu bytes)", total);
-        goto fail;
+    if (out) {
+        for (int i = 0; i < 8; i++)
+            out[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+        memcpy(out + 8, h.p, h.len);
+        off = 8 + h.len;
+        for (int k = 0; k < n; k++) {
+            size_t nb = nbytes[idx[k]];
+            if (nb)
+                memcpy(out + off, tensors[idx[k]].data, nb);
+            off += nb;
+        }
+        *out_len = total;
     }
-    for (int i = 0; i < 8; i++)
-        out[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    memcpy(out + 8, h.p, hlen);
-    off = 8 + hlen;
-    for (int k = 0; k < n; k++) {
-        size_t nb = nbytes[idx[k]];
-        if (nb)
-            memcpy(out + off, tensors[idx[k]].data, nb);
-        off += nb;
-    }
-    *out_len = total;
     free(h.p);
     free(idx);
     free(nbytes);
     return out;
-fail:
-    free(h.p);
-    free(idx);
-    free(nbytes);
-    return NULL;
 }
