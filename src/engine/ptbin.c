@@ -905,14 +905,12 @@ static int zerr(bft_error *err, const char *fmt, ...)
 }
 #define ZERR(...) zerr(err, __VA_ARGS__)
 
-/* The central directory of the zip in b[0..len): *out (malloc'd, sorted by name). */
-static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t *nout, bft_error *err)
+/* The central directory's entry count, size and offset from the end record
+ * (or its ZIP64 record); -1 with err. */
+static int zip_directory(const unsigned char *b, size_t len, uint64_t *nent, uint64_t *cdsize, uint64_t *cdoff,
+                         bft_error *err)
 {
     size_t eocd = SIZE_MAX, lo = len > 22 + 65535 ? len - 22 - 65535 : 0;
-    uint64_t nent, cdsize, cdoff;
-    zentry *e;
-    *out = NULL;
-    *nout = 0;
     if (len < 22)
         return ZERR("not a zip archive (too short)");
     for (size_t i = len - 22 + 1; i-- > lo;)
@@ -922,10 +920,10 @@ static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t 
         }
     if (eocd == SIZE_MAX)
         return ZERR("no zip end-of-central-directory record");
-    nent = rd_le(b + eocd + 10, 2);
-    cdsize = rd_le(b + eocd + 12, 4);
-    cdoff = rd_le(b + eocd + 16, 4);
-    if (nent == 0xFFFF || cdsize == 0xFFFFFFFFu || cdoff == 0xFFFFFFFFu) {
+    *nent = rd_le(b + eocd + 10, 2);
+    *cdsize = rd_le(b + eocd + 12, 4);
+    *cdoff = rd_le(b + eocd + 16, 4);
+    if (*nent == 0xFFFF || *cdsize == 0xFFFFFFFFu || *cdoff == 0xFFFFFFFFu) {
         /* ZIP64: the locator sits right before the record */
         uint64_t z;
         if (eocd < 20 || rd_le(b + eocd - 20, 4) != 0x07064b50u)
@@ -933,82 +931,97 @@ static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t 
         z = rd_le(b + eocd - 20 + 8, 8);
         if (z > len || len - z < 56 || rd_le(b + z, 4) != 0x06064b50u)
             return ZERR("a bad ZIP64 end-of-central-directory record");
-        nent = rd_le(b + z + 32, 8);
-        cdsize = rd_le(b + z + 40, 8);
-        cdoff = rd_le(b + z + 48, 8);
+        *nent = rd_le(b + z + 32, 8);
+        *cdsize = rd_le(b + z + 40, 8);
+        *cdoff = rd_le(b + z + 48, 8);
     }
-    if (cdoff > len || cdsize > len - cdoff || nent > cdsize / 46)
+    if (*cdoff > len || *cdsize > len - *cdoff || *nent > *cdsize / 46)
         return ZERR("the zip central directory lies outside the file");
+    return 0;
+}
+
+/* ZIP64 extended information in the extra field b[q .. q + xl): the fields that overflowed, in order. */
+static void zip64_extra(const unsigned char *b, size_t q, size_t xl, uint64_t *usize, uint64_t *csize,
+                        uint64_t *lho)
+{
+    for (size_t qe = q + xl; qe - q >= 4;) {
+        size_t id = rd_le(b + q, 2), sz = rd_le(b + q + 2, 2), r = q + 4;
+        if (qe - q - 4 < sz)
+            break;
+        if (id == 1) {
+            if (*usize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
+                *usize = rd_le(b + r, 8);
+                r += 8;
+            }
+            if (*csize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
+                *csize = rd_le(b + r, 8);
+                r += 8;
+            }
+            if (*lho == 0xFFFFFFFFu && r + 8 <= q + 4 + sz)
+                *lho = rd_le(b + r, 8);
+        }
+        q += 4 + sz;
+    }
+}
+
+/* The central directory entry at b[*p ..] (the directory ends at end) into
+ * e: a stored, unencrypted member inside the file; *p moves past it. */
+static int zip_entry(const unsigned char *b, size_t len, size_t *p, size_t end, zentry *e, bft_error *err)
+{
+    uint64_t csize, usize, lho, data;
+    size_t nl, xl, cl, method, flags, q = *p;
+    if (end - q < 46 || rd_le(b + q, 4) != 0x02014b50u)
+        return ZERR("a bad zip central directory entry");
+    flags = rd_le(b + q + 8, 2);
+    method = rd_le(b + q + 10, 2);
+    csize = rd_le(b + q + 20, 4);
+    usize = rd_le(b + q + 24, 4);
+    nl = rd_le(b + q + 28, 2);
+    xl = rd_le(b + q + 30, 2);
+    cl = rd_le(b + q + 32, 2);
+    lho = rd_le(b + q + 42, 4);
+    if (end - q - 46 < nl + xl + cl)
+        return ZERR("a zip central directory entry past its end");
+    zip64_extra(b, q + 46 + nl, xl, &usize, &csize, &lho);
+    if (flags & 1)
+        return ZERR("encrypted zip members are not supported");
+    if (method != 0 || csize != usize) {
+        bft_set_error(err, BFT_EUNSUPPORTED,
+                      BIN ": compressed zip members are not supported (torch.save stores them uncompressed)");
+        return -1;
+    }
+    if (lho > len || len - lho < 30 || rd_le(b + lho, 4) != 0x04034b50u)
+        return ZERR("a bad zip local header");
+    data = lho + 30 + rd_le(b + lho + 26, 2) + rd_le(b + lho + 28, 2);
+    if (data > len || usize > len - data)
+        return ZERR("a zip member past the end of the file (truncated?)");
+    e->data = b + data;
+    e->name = (const char *)b + q + 46;
+    e->nlen = nl;
+    e->size = (size_t)usize;
+    *p = q + 46 + nl + xl + cl;
+    return 0;
+}
+
+/* The central directory of the zip in b[0..len): *out (malloc'd, sorted by name). */
+static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t *nout, bft_error *err)
+{
+    uint64_t nent = 0, cdsize = 0, cdoff = 0;
+    zentry *e;
+    *out = NULL;
+    *nout = 0;
+    if (zip_directory(b, len, &nent, &cdsize, &cdoff, err) < 0)
+        return -1;
     if (!(e = calloc(nent ? nent : 1, sizeof *e))) {
         bft_set_error(err, BFT_ENOMEM, BIN ": out of memory");
         return -1;
     }
     size_t p = cdoff, end = cdoff + cdsize;
-    for (uint64_t k = 0; k < nent; k++) {
-        uint64_t csize, usize, lho;
-        size_t nl, xl, cl, method, flags;
-        if (end - p < 46 || rd_le(b + p, 4) != 0x02014b50u) {
+    for (uint64_t k = 0; k < nent; k++)
+        if (zip_entry(b, len, &p, end, &e[k], err) < 0) {
             free(e);
-            return ZERR("a bad zip central directory entry");
-        }
-        flags = rd_le(b + p + 8, 2);
-        method = rd_le(b + p + 10, 2);
-        csize = rd_le(b + p + 20, 4);
-        usize = rd_le(b + p + 24, 4);
-        nl = rd_le(b + p + 28, 2);
-        xl = rd_le(b + p + 30, 2);
-        cl = rd_le(b + p + 32, 2);
-        lho = rd_le(b + p + 42, 4);
-        if (end - p - 46 < nl + xl + cl) {
-            free(e);
-            return ZERR("a zip central directory entry past its end");
-        }
-        /* ZIP64 extended information: the fields that overflowed, in order */
-        for (size_t q = p + 46 + nl, qe = q + xl; qe - q >= 4;) {
-            size_t id = rd_le(b + q, 2), sz = rd_le(b + q + 2, 2), r = q + 4;
-            if (qe - q - 4 < sz)
-                break;
-            if (id == 1) {
-                if (usize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
-                    usize = rd_le(b + r, 8);
-                    r += 8;
-                }
-                if (csize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
-                    csize = rd_le(b + r, 8);
-                    r += 8;
-                }
-                if (lho == 0xFFFFFFFFu && r + 8 <= q + 4 + sz)
-                    lho = rd_le(b + r, 8);
-            }
-            q += 4 + sz;
-        }
-        if (flags & 1) {
-            free(e);
-            return ZERR("encrypted zip members are not supported");
-        }
-        if (method != 0 || csize != usize) {
-            free(e);
-            bft_set_error(err, BFT_EUNSUPPORTED,
-                          BIN ": compressed zip members are not supported (torch.save stores them uncompressed)");
             return -1;
         }
-        if (lho > len || len - lho < 30 || rd_le(b + lho, 4) != 0x04034b50u) {
-            free(e);
-            return ZERR("a bad zip local header");
-        }
-        {
-            uint64_t data = lho + 30 + rd_le(b + lho + 26, 2) + rd_le(b + lho + 28, 2);
-            if (data > len || usize > len - data) {
-                free(e);
-                return ZERR("a zip member past the end of the file (truncated?)");
-            }
-            e[k].data = b + data;
-        }
-        e[k].name = (const char *)b + p + 46;
-        e[k].nlen = nl;
-        e[k].size = (size_t)usize;
-        p += 46 + nl + xl + cl;
-    }
     qsort(e, (size_t)nent, sizeof *e, zcmp);
     *out = e;
     *nout = (size_t)nent;
