@@ -439,6 +439,7 @@ typedef struct train_run {
     bft_train_result res;
 } train_run;
 
+/* Free what the run holds. */
 static void train_run_free(train_run *r)
 {
     free(r->mlm_state);
