@@ -232,11 +232,11 @@ _PG_init(void)
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	/* texts longer than max_length */
 	DefineCustomEnumVariable("bft.long_text",
-							 "How classification treats texts longer than the model's max_length.",
+							 "How classification and embedding treat texts longer than the model's max_length.",
 							 "'truncate' (the default) keeps the first max_length tokens; 'mean' and 'max' "
-							 "classify every window of max_length tokens (consecutive windows sharing "
-							 "bft.chunk_stride tokens) and average the windows' probabilities or take "
-							 "each label's largest.",
+							 "run every window of max_length tokens (consecutive windows sharing "
+							 "bft.chunk_stride tokens) and average the windows' probabilities (embeddings: "
+							 "weighted by the windows' token counts) or take each label's (dimension's) largest.",
 							 &bft_long_text, BFT_LONG_TEXT_TRUNCATE, long_text_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.chunk_stride",
