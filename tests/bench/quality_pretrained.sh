@@ -31,6 +31,12 @@
 #   TRAIN_ROWS=2000 TEST_ROWS=1000 nice bash tests/bench/quality_pretrained.sh
 #   BASE=/path/to/checkpoint PY=.venv/bin/python SIDES=bft TRAIN_OPTS=", epochs => 2" ...
 #   SIDES=hf HPARAMS="3 8 0.0002 0.1 0 128 42" ...  (epochs batch lr warmup wd max_length seed)
+#   SIDES=bft PRECISIONS="bf16 int8" TRAIN_ROWS=4500 ...
+# PRECISIONS (bft side only) adds bft's other CPU precisions, same seed, data
+# and base: bf16 trains a second model with bft.cpu_precision = 'bf16' and
+# evaluates it (held-out accuracy delta against fp32); int8 classifies the
+# held-out rows with the fp32-trained model in int8 (accuracy delta and argmax
+# agreement with fp32). Both need oneDNN and a CPU with AVX512-BF16 / VNNI.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -43,6 +49,7 @@ TEST_ROWS="${TEST_ROWS:-0}"     # 0: the whole 20% part
 TRAIN_OPTS="${TRAIN_OPTS:-}"
 THREADS="${THREADS:-2}"
 SIDES="${SIDES:-bft hf}"
+PRECISIONS="${PRECISIONS:-}"
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source tests/scripts/cluster.sh; set +e +u
@@ -103,6 +110,32 @@ if [[ " $SIDES " == *" bft "* ]]; then
     echo "  bft: accuracy $B_ACC macro_f1 $B_F1, train loss $B_LOSS, training ${B_S} s, $B_SPS samples/s," \
          "evaluation $(awk -v a="$estart" -v b="$eend" 'BEGIN { printf "%.0f", b - a }') s"
 fi
+for prec in $PRECISIONS; do
+    [ -n "$B_ACC" ] || break
+    case $prec in
+    bf16)
+        q -t -A -c "SET bft.threads = $THREADS" -c "SET bft.progress_interval = 0" -c "SET bft.cpu_precision = 'bf16'" \
+            -c "SELECT round(samples_per_second::numeric, 2)
+                  FROM bft_train('train', 'text', 'label', base => 'base', model => 'topics_bf16'$TRAIN_OPTS)" \
+            >"$TMPD/bf16.out" 2>"$TMPD/bf16.err" || { tail -n 5 "$TMPD/bf16.err"; continue; }
+        read -r A16 F16 <<<"$(q -t -A -F ' ' -c "SET bft.threads = $THREADS" -c "SET bft.cpu_precision = 'bf16'" \
+            -c "SELECT round(accuracy::numeric, 4), round(macro_f1::numeric, 4) FROM bft_evaluate('topics_bf16', 'test', 'text', 'label')")"
+        echo "  bft bf16: accuracy $A16 macro_f1 $F16, $(cat "$TMPD/bf16.out") samples/s;" \
+             "$(awk -v a="$A16" -v b="$B_ACC" 'BEGIN { printf "%+.2f points against fp32", 100 * (a - b) }') (goal: within 0.5)" ;;
+    int8)
+        labels() {  # labels PRECISION TABLE: the fp32 model's label of every test row, classified in PRECISION
+            q -c "SET bft.threads = $THREADS" -c "SET bft.cpu_precision = '$1'" -c "SET max_parallel_workers_per_gather = 0" \
+              -c "CREATE TABLE $2 AS SELECT id, bft_classify(text, 'topics') AS l FROM test" || return 1
+        }
+        labels fp32 l_fp32 && labels int8 l_int8 || continue
+        read -r A8 AG <<<"$(q -t -A -F ' ' -c "SELECT round(avg((b.l = t.label::text)::int), 4), round(100 * avg((a.l = b.l)::int), 2)
+                                                 FROM test t JOIN l_fp32 a USING (id) JOIN l_int8 b USING (id)")"
+        echo "  bft int8 classification of the fp32 model: accuracy $A8" \
+             "($(awk -v a="$A8" -v b="$B_ACC" 'BEGIN { printf "%+.2f points", 100 * (a - b) }'), goal: drop <= 0.3)," \
+             "argmax agreement with fp32 $AG% (goal >= 99.5)" ;;
+    *) echo "  unknown precision $prec (bf16 or int8)" ;;
+    esac
+done
 P=$(q -t -A -F ' ' -c "SELECT params->>'epochs', params->>'batch_size', params->>'learning_rate', params->>'warmup_ratio',
                               params->>'weight_decay', params->>'max_length', params->>'seed'
                          FROM bft.models WHERE name = 'topics'" 2>/dev/null)
