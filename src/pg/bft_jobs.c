@@ -409,6 +409,9 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 
 		(void) bft_parse_deploy(text_to_cstring(PG_GETARG_TEXT_PP(15)), &metric);
 	}
+	/* train_precision (argument 25): a bad value or int8 fails now */
+	if (PG_NARGS() > 25 && !PG_ARGISNULL(25))
+		(void) bft_parse_train_precision(text_to_cstring(PG_GETARG_TEXT_PP(25)));
 	/* what bft_train would check on bft.models, now rather than in the background */
 	if (pg_proc_aclcheck(extension_function_oid("bft_train"), userid, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,

@@ -47,6 +47,8 @@ extern int	bft_cpu_precision;
 extern int	bft_resolve_device(const char *name);
 extern int	bft_precision_for(int device);
 extern void bft_check_precision(int device, bool training);
+extern int	bft_parse_train_precision(const char *arg);
+extern int	bft_train_precision(int device, int prec);
 extern void bft_apply_device(void);
 extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
 extern int	bft_engine_errcode(int code);

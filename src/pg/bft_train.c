@@ -1079,7 +1079,7 @@ compare_scores_multi(char **cnames, int CK, const float *probs, const bft_datase
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
  *           deploy, device, architecture, mlm_epochs, group_by_length,
  *           class_weights, load_best_model_at_end, metric_for_best_model,
- *           early_stopping_patience, resume)
+ *           early_stopping_patience, resume, train_precision)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
@@ -1166,6 +1166,9 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	BftBestOpts best;
 	bool		cw_auto = false;	/* class weights chosen by the defaults */
 	bool		resume = ARG_ABSENT(24) ? false : PG_GETARG_BOOL(24);
+	/* train_precision => NULL: bft.cpu_precision (bft.cuda_precision on CUDA) */
+	char	   *precision_arg = ARG_ABSENT(25) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(25));
+	int			train_precision;
 	bool		save_state = bft_save_train_state && bft_train_state_retention > 0;
 	char	   *mlm_state = NULL;	/* state files of this role, model and phase */
 	char	   *cls_state = NULL;
@@ -1191,7 +1194,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	train_device = bft_resolve_device(device);
-	bft_check_precision(train_device, true);
+	train_precision = bft_train_precision(train_device, bft_parse_train_precision(precision_arg));
 	policy = bft_parse_deploy(deploy, &metric);
 
 	model_name = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
@@ -1762,7 +1765,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	opts.metric_for_best = best.metric;
 	opts.early_stopping_patience = best.patience;
 	opts.device = train_device;
-	opts.precision = bft_precision_for(train_device);
+	opts.precision = train_precision;
 	opts.state_salt = opts_salt;
 
 	/* ---- MLM pre-training on the column's own text ---- */
@@ -1938,7 +1941,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	appendStringInfo(&params, ", \"precision\": \"%s\"",
-					 bft_precision_name(bft_precision_for(train_device)));
+					 bft_precision_name(train_precision));
 	if (scratch)
 		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"

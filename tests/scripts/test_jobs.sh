@@ -118,11 +118,29 @@ echo "  $row"
 check "[[ '$row' == 'failed|model \"no_such_base\" does not exist'* ]]" "a failing job shows state failed and the error text"
 check "[ \"\$(q \"SELECT count(*) FROM bft.models WHERE name = 'fails'\")\" = 0 ]" "... and leaves no model"
 
+# train_precision reaches the job: 'fp32' trains in a session whose bft.cpu_precision
+# ('int8') would refuse to train, and is what the model records.
+id=$(q "SET bft.cpu_precision = 'int8'; SELECT bft_train_async('h', 't', 'l', epochs => 2, model => 'prec',
+        architecture => '$ARCH', train_precision => 'fp32')" | tail -1)
+wait_state "${id:-0}" succeeded 60
+row=$(q "SELECT j.state || '|' || (m.params->>'precision') FROM bft.jobs j JOIN bft.models m ON m.name = j.model
+         AND m.version = j.version WHERE j.id = ${id:-0}")
+check '[ "$row" = "succeeded|fp32" ]' "a job's train_precision overrides the session's bft.cpu_precision (got: $row)"
+out=$(q "SET bft.cpu_precision = 'int8'; SELECT bft_train_async('h', 't', 'l', model => 'prec2')")
+id=$(echo "$out" | tail -1)
+wait_state "${id:-0}" failed 30
+row=$(q "SELECT error FROM bft.jobs WHERE id = ${id:-0}")
+check '[[ "$row" == *"cpu_precision = '"'int8'"' is for classification only"* ]]' \
+    "... and without it the job trains with the session's setting (int8: refused)"
+
 # Errors that can be found at submission are raised at once.
 out=$(q "SELECT bft_train_async('h', 'nope', 'l')")
 check "echo '$out' | grep -q 'column \"nope\" of relation \"h\" does not exist'" "a missing column is an error at submission"
 out=$(q "SELECT bft_train_async('h', 't', 'l', deploy => 'sometimes')")
 check "echo '$out' | grep -q \"deploy must be\"" "a bad deploy value is an error at submission"
+out=$(q "SELECT bft_train_async('h', 't', 'l', train_precision => 'int8')")
+check 'grep -q "train_precision => .int8. is for classification only" <<<"$out"' \
+    "train_precision => 'int8' is an error at submission"
 
 # Cancel a running job: state cancelled, no new version.
 nv=$(q "SELECT count(*) FROM bft.models")
