@@ -123,6 +123,11 @@ int cli_encode(const bft_tokenizer *tok, const char *const *texts, const size_t 
                cli_tokens *out, bft_error *err);
 void cli_tokens_free(cli_tokens *t);
 
+/* --long-text NAME: -1 for "truncate", BFT_WINDOWS_MEAN / BFT_WINDOWS_MAX
+ * (chunk.h) for "mean" / "max"; anything else prints an error naming cmd
+ * and returns -2. */
+int cli_long_text(const char *cmd, const char *name);
+
 /* Encode n texts whole as windows of max_length ids sharing stride tokens
  * (chunk.h): out holds every window (out->n of them), text i owning windows
  * (*first)[i] .. (*first)[i+1] (*first: n + 1 entries, malloc'd, the caller

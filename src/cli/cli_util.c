@@ -409,6 +409,18 @@ int cli_encode(const bft_tokenizer *tok, const char *const *texts, const size_t 
     return 0;
 }
 
+int cli_long_text(const char *cmd, const char *name)
+{
+    if (strcmp(name, "truncate") == 0)
+        return -1;
+    if (strcmp(name, "mean") == 0)
+        return BFT_WINDOWS_MEAN;
+    if (strcmp(name, "max") == 0)
+        return BFT_WINDOWS_MAX;
+    fprintf(stderr, "bft-cli %s: --long-text must be truncate, mean or max (not \"%s\")\n", cmd, name);
+    return -2;
+}
+
 int cli_encode_windows(const bft_tokenizer *tok, const char *const *texts, const size_t *lens, int64_t n,
                        int max_length, int stride, cli_tokens *out, int64_t **first, bft_error *err)
 {

@@ -168,13 +168,9 @@ int cmd_embed(int argc, char **argv)
         embed_usage(stderr);
         return 2;
     }
-    lt = strcmp(long_text, "truncate") == 0 ? -1
-         : strcmp(long_text, "mean") == 0  ? BFT_WINDOWS_MEAN
-         : strcmp(long_text, "max") == 0   ? BFT_WINDOWS_MAX
-                                           : -2;
-    if (lt == -2 || (lt >= 0 && hidden)) {
-        fprintf(stderr, "bft-cli embed: %s\n", lt == -2 ? "--long-text must be truncate, mean or max"
-                                                        : "--long-text applies to embeddings, not --hidden");
+    if ((lt = cli_long_text("embed", long_text)) == -2 || (lt >= 0 && hidden)) {
+        if (lt >= 0)
+            fprintf(stderr, "bft-cli embed: --long-text applies to embeddings, not --hidden\n");
         embed_usage(stderr);
         return 2;
     }
