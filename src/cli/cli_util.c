@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chunk.h"
 #include "train.h"
 
 /* ---- options -------------------------------------------------------------- */
@@ -422,6 +423,83 @@ int cli_encode(const bft_tokenizer *tok, const char *const *texts, const size_t 
     }
     free(buf);
     return 0;
+}
+
+int cli_long_text(const char *cmd, const char *name)
+{
+    if (strcmp(name, "truncate") == 0)
+        return -1;
+    if (strcmp(name, "mean") == 0)
+        return BFT_WINDOWS_MEAN;
+    if (strcmp(name, "max") == 0)
+        return BFT_WINDOWS_MAX;
+    fprintf(stderr, "bft-cli %s: --long-text must be truncate, mean or max (not \"%s\")\n", cmd, name);
+    return -2;
+}
+
+int cli_encode_windows(const bft_tokenizer *tok, const char *const *texts, const size_t *lens, int64_t n,
+                       int max_length, int stride, cli_tokens *out, int64_t **first, bft_error *err)
+{
+    size_t cap = (size_t)(n > 0 ? n : 1) * 64, used = 0, wcap = (size_t)(n > 0 ? n : 1) + 1;
+    int64_t nw = 0;
+    out->tokens = malloc(cap * sizeof *out->tokens);
+    out->offsets = malloc(wcap * sizeof *out->offsets);
+    out->n = 0;
+    *first = malloc(((size_t)n + 1) * sizeof **first);
+    if (!out->tokens || !out->offsets || !*first) {
+        cli_tokens_free(out);
+        free(*first);
+        *first = NULL;
+        bft_set_error(err, BFT_ENOMEM, "out of memory");
+        return -1;
+    }
+    out->offsets[0] = 0;
+    (*first)[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t *ids;
+        int64_t *off, k;
+        if (bft_encode_windows(tok, texts[i], lens[i], max_length, stride, &ids, &off, &k, err) != 0)
+            goto fail;
+        size_t need = used + (size_t)off[k];
+        int ok = 1;
+        if (need > cap) {
+            while (need > cap)
+                cap *= 2;
+            int32_t *p = realloc(out->tokens, cap * sizeof *p);
+            ok = p != NULL;
+            if (p)
+                out->tokens = p;
+        }
+        if (ok && (size_t)(nw + k) + 1 > wcap) {
+            while ((size_t)(nw + k) + 1 > wcap)
+                wcap *= 2;
+            int64_t *p = realloc(out->offsets, wcap * sizeof *p);
+            ok = p != NULL;
+            if (p)
+                out->offsets = p;
+        }
+        if (!ok) {
+            free(ids);
+            free(off);
+            bft_set_error(err, BFT_ENOMEM, "out of memory");
+            goto fail;
+        }
+        memcpy(out->tokens + used, ids, (size_t)off[k] * sizeof *ids);
+        for (int64_t w = 1; w <= k; w++)
+            out->offsets[nw + w] = (int64_t)used + off[w];
+        used = need;
+        nw += k;
+        (*first)[i + 1] = nw;
+        free(ids);
+        free(off);
+    }
+    out->n = nw;
+    return 0;
+fail:
+    cli_tokens_free(out);
+    free(*first);
+    *first = NULL;
+    return -1;
 }
 
 void cli_tokens_free(cli_tokens *t)

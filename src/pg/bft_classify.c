@@ -280,7 +280,7 @@ encoded_window(BftEncoded *enc, const int32 *ids, int n)
 			cap *= 2;
 		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->tok_cap) * sizeof(int32),
 						   "encoding these texts",
-						   "Classify fewer or shorter texts per call, or lower bft.model_cache_size.");
+						   "Pass fewer or shorter texts per call, or lower bft.model_cache_size.");
 		enc->tokens = enc->tokens ? repalloc_huge(enc->tokens, sizeof(int32) * cap) :
 			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * cap);
 		enc->tok_cap = cap;
@@ -346,7 +346,7 @@ bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length, const
 		 * windows repeat at most half of them.
 		 */
 		bft_memory_require(bft_encoded_bytes(enc) + (Size) len * 16, "the windows of a long text",
-						   "Classify shorter texts, or set bft.long_text = 'truncate'.");
+						   "Use shorter texts, or set bft.long_text = 'truncate'.");
 		cxt = AllocSetContextCreate(CurrentMemoryContext, "bft windows", ALLOCSET_SMALL_SIZES);
 		bufs = MemoryContextAllocZero(cxt, sizeof(WindowBufs));
 		cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
@@ -395,7 +395,7 @@ bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs)
 	bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, wprobs);
 	for (i = 0; i < enc->ntext; i++)
 		bft_pool_windows(wprobs + (Size) enc->first[i] * K, enc->first[i + 1] - enc->first[i], K,
-						 bft_long_text == BFT_LONG_TEXT_MAX ? BFT_POOL_MAX : BFT_POOL_MEAN,
+						 bft_long_text == BFT_LONG_TEXT_MAX ? BFT_WINDOWS_MAX : BFT_WINDOWS_MEAN,
 						 bft_long_text == BFT_LONG_TEXT_MAX &&
 						 m->cfg.problem_type != BFT_PROBLEM_MULTI_LABEL,
 						 probs + (Size) i * K);

@@ -402,6 +402,9 @@ async_check_submission(FunctionCallInfo fcinfo, Oid userid, BftSource *src)
 
 		(void) bft_parse_deploy(text_to_cstring(PG_GETARG_TEXT_PP(TA_DEPLOY)), &metric);
 	}
+	/* train_precision: a bad value or int8 fails now */
+	if (PG_NARGS() > TA_TRAIN_PRECISION && !PG_ARGISNULL(TA_TRAIN_PRECISION))
+		(void) bft_parse_train_precision(text_to_cstring(PG_GETARG_TEXT_PP(TA_TRAIN_PRECISION)));
 	/* what bft_train would check on bft.models, now rather than in the background */
 	if (pg_proc_aclcheck(extension_function_oid("bft_train"), userid, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,

@@ -191,7 +191,8 @@ define_engine_gucs(void)
 							 "needs AVX512-BF16 or AMX. int8 (classification only): linear layers with "
 							 "int8 weights per output channel and int8 activations per row; needs VNNI or "
 							 "AMX. Both need oneDNN (libdnnl2); without it or the instructions they are "
-							 "an ERROR, never a silent fallback to fp32.",
+							 "an ERROR, never a silent fallback to fp32. bft_train's train_precision "
+							 "argument overrides it for one training.",
 							 &bft_cpu_precision, BFT_PRECISION_FP32, cpu_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 }
@@ -245,11 +246,11 @@ define_classify_gucs(void)
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	/* texts longer than max_length */
 	DefineCustomEnumVariable("bft.long_text",
-							 "How classification treats texts longer than the model's max_length.",
+							 "How classification and embedding treat texts longer than the model's max_length.",
 							 "'truncate' (the default) keeps the first max_length tokens; 'mean' and 'max' "
-							 "classify every window of max_length tokens (consecutive windows sharing "
-							 "bft.chunk_stride tokens) and average the windows' probabilities or take "
-							 "each label's largest.",
+							 "run every window of max_length tokens (consecutive windows sharing "
+							 "bft.chunk_stride tokens) and average the windows' probabilities (embeddings: "
+							 "weighted by the windows' token counts) or take each label's (dimension's) largest.",
 							 &bft_long_text, BFT_LONG_TEXT_TRUNCATE, long_text_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.chunk_stride",
@@ -339,33 +340,82 @@ bft_precision_for(int device)
 }
 
 /*
- * ERROR (0A000) when device cannot compute in its configured precision in
- * this backend: bf16 or int8 on a CPU without the instructions or without
- * oneDNN (loaded here, at the first request), or int8 for a training. Never
- * a silent fallback.
+ * ERROR (0A000) when device cannot compute in precision prec in this
+ * backend: bf16 or int8 on a CPU without the instructions or without oneDNN
+ * (loaded here, at the first request), or int8 for a training. Never a
+ * silent fallback. from_arg: prec is bft_train's train_precision argument
+ * (named in the messages instead of bft.cpu_precision).
  */
-void
-bft_check_precision(int device, bool training)
+static void
+check_precision(int device, int prec, bool training, bool from_arg)
 {
 	bft_error	err;
-	int			prec = bft_precision_for(device);
+	const char *src = from_arg ? "train_precision =>" : "bft.cpu_precision =";
+	const char *fix = from_arg ? "Pass train_precision => 'fp32'" : "SET bft.cpu_precision = 'fp32'";
 
-	if (device != BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32)
-		return;
 	if (training && prec == BFT_PRECISION_INT8)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("bft.cpu_precision = 'int8' is for classification only"),
-				 errhint("SET bft.cpu_precision = 'fp32' or 'bf16' to train.")));
+				 errmsg("%s 'int8' is for classification only", src),
+				 errhint("%s or 'bf16' to train; int8 classifies a trained model (SET bft.cpu_precision = 'int8').",
+						 fix)));
+	if (device != BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32)
+		return;
 	if (bft_precision_available(device, prec, &err) != BFT_OK)
 		ereport(ERROR,
 				(errcode(bft_engine_errcode(err.code)),
 				 errmsg("%s arithmetic on the CPU is not available", bft_precision_name(prec)),
 				 errdetail("%s", err.msg),
-				 errhint("SET bft.cpu_precision = 'fp32', or run on a CPU with %s with oneDNN "
-						 "(libdnnl2) installed.",
+				 errhint("%s, or run on a CPU with %s with oneDNN (libdnnl2) installed.", fix,
 						 prec == BFT_PRECISION_INT8 ? "AVX512-VNNI, AVX-VNNI or AMX"
 						 : "AVX512-BF16 or AMX")));
+}
+
+/* check_precision with device's configured precision (bft_precision_for). */
+void
+bft_check_precision(int device, bool training)
+{
+	check_precision(device, bft_precision_for(device), training, false);
+}
+
+/*
+ * bft_train's train_precision argument: 'fp32', 'bf16' or 'int8' (refused: 0A000,
+ * classification only); anything else is 22023. NULL: -1 (the device's
+ * setting applies).
+ */
+int
+bft_parse_train_precision(const char *arg)
+{
+	int			prec;
+
+	if (arg == NULL)
+		return -1;
+	prec = bft_precision_parse(arg);
+	if (prec != BFT_PRECISION_FP32 && prec != BFT_PRECISION_BF16 && prec != BFT_PRECISION_INT8)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid precision \"%s\"", arg),
+				 errhint("Use 'fp32' or 'bf16', or NULL for bft.cpu_precision (bft.cuda_precision on CUDA).")));
+	if (prec == BFT_PRECISION_INT8)
+		check_precision(BFT_DEVICE_CPU, prec, true, true);
+	return prec;
+}
+
+/*
+ * The precision a training on device computes in: prec (from
+ * bft_parse_train_precision) when given, else the device's setting; ERROR
+ * (0A000) when the device cannot compute in it here.
+ */
+int
+bft_train_precision(int device, int prec)
+{
+	if (prec < 0)
+	{
+		bft_check_precision(device, true);
+		return bft_precision_for(device);
+	}
+	check_precision(device, prec, true, true);
+	return prec;
 }
 
 /* Apply bft.device before an inference call (bft_train takes its device from its argument). */

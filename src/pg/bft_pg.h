@@ -47,6 +47,8 @@ extern int	bft_cpu_precision;
 extern int	bft_resolve_device(const char *name);
 extern int	bft_precision_for(int device);
 extern void bft_check_precision(int device, bool training);
+extern int	bft_parse_train_precision(const char *arg);
+extern int	bft_train_precision(int device, int prec);
 extern void bft_apply_device(void);
 extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
 extern int	bft_engine_errcode(int code);
@@ -259,7 +261,8 @@ typedef enum BftTrainArg
 	TA_LOAD_BEST_MODEL_AT_END,
 	TA_METRIC_FOR_BEST_MODEL,
 	TA_EARLY_STOPPING_PATIENCE,
-	TA_RESUME
+	TA_RESUME,
+	TA_TRAIN_PRECISION
 } BftTrainArg;
 
 /* bft 0.1.0's SQL definition of bft_train has the first 20 */

@@ -1038,6 +1038,7 @@ typedef struct TrainRun
 	int			policy;			/* BFT_DEPLOY_* */
 	int			metric;			/* if_better's BFT_METRIC_* */
 	int			train_device;
+	int			train_precision;	/* BFT_PRECISION_*: train_precision => or the setting */
 	bool		group_by_length;
 	Arch		arch;
 	char	   *class_weights_arg;
@@ -1131,7 +1132,10 @@ train_parse_args(FunctionCallInfo fcinfo, TrainRun *r)
 
 	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
 	r->train_device = bft_resolve_device(ARG_TEXT(TA_DEVICE));
-	bft_check_precision(r->train_device, true);
+	/* train_precision => NULL: bft.cpu_precision (bft.cuda_precision on CUDA) */
+	r->train_precision = bft_train_precision(r->train_device,
+											 bft_parse_train_precision(ARG_ABSENT(TA_TRAIN_PRECISION) ? NULL
+																	   : ARG_TEXT(TA_TRAIN_PRECISION)));
 	r->policy = bft_parse_deploy(r->deploy, &r->metric);
 
 	r->model_name = PG_ARGISNULL(TA_MODEL) ? get_rel_name(r->relid) : ARG_TEXT(TA_MODEL);
@@ -1793,7 +1797,7 @@ train_set_opts(TrainRun *r)
 	o->metric_for_best = r->best.metric;
 	o->early_stopping_patience = r->best.patience;
 	o->device = r->train_device;
-	o->precision = bft_precision_for(r->train_device);
+	o->precision = r->train_precision;
 	o->state_salt = r->opts_salt;
 }
 
@@ -1994,7 +1998,7 @@ train_params_json(const TrainRun *r)
 	appendStringInfo(&p, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
 					 r->deploy, r->train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
 	appendStringInfo(&p, ", \"precision\": \"%s\"",
-					 bft_precision_name(bft_precision_for(r->train_device)));
+					 bft_precision_name(r->train_precision));
 	if (r->scratch)
 		appendStringInfo(&p, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
@@ -2136,7 +2140,7 @@ train_result_row(TrainRun *r, MemoryContext caller)
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
  *           deploy, device, architecture, mlm_epochs, group_by_length,
  *           class_weights, load_best_model_at_end, metric_for_best_model,
- *           early_stopping_patience, resume)
+ *           early_stopping_patience, resume, train_precision)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)

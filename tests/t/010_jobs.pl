@@ -161,11 +161,26 @@ note($row);
 like($row, qr/^failed\|model "no_such_base" does not exist/, 'a failing job shows state failed and the error text');
 is(sq("SELECT count(*) FROM bft.models WHERE name = 'fails'"), '0', '... and leaves no model');
 
+# train_precision reaches the job: 'fp32' trains in a session whose
+# bft.cpu_precision ('int8') would refuse to train, and is what the model records.
+$id = (split /\n/, sq("SET bft.cpu_precision = 'int8'; SELECT bft_train_async('h', 't', 'l', epochs => 2, "
+	  . "model => 'prec', architecture => '$arch', train_precision => 'fp32')"))[-1];
+wait_state($id // 0, 'succeeded', 60);
+$row = sq("SELECT j.state || '|' || (m.params->>'precision') FROM bft.jobs j JOIN bft.models m "
+	  . "ON m.name = j.model AND m.version = j.version WHERE j.id = " . ($id // 0));
+is($row, 'succeeded|fp32', "a job's train_precision overrides the session's bft.cpu_precision");
+$id = (split /\n/, sq("SET bft.cpu_precision = 'int8'; SELECT bft_train_async('h', 't', 'l', model => 'prec2')"))[-1];
+wait_state($id // 0, 'failed', 30);
+like(sq('SELECT error FROM bft.jobs WHERE id = ' . ($id // 0)), qr/cpu_precision = 'int8' is for classification only/,
+	"... and without it the job trains with the session's setting (int8: refused)");
+
 # Errors that can be found at submission are raised at once.
 like(sq("SELECT bft_train_async('h', 'nope', 'l')"), qr/column "nope" of relation "h" does not exist/,
 	'a missing column is an error at submission');
 like(sq("SELECT bft_train_async('h', 't', 'l', deploy => 'sometimes')"), qr/deploy must be/,
 	'a bad deploy value is an error at submission');
+like(sq("SELECT bft_train_async('h', 't', 'l', train_precision => 'int8')"),
+	qr/train_precision => .int8. is for classification only/, "train_precision => 'int8' is an error at submission");
 
 # Cancel a running job: state cancelled, no new version.
 my $nv = sq('SELECT count(*) FROM bft.models');
