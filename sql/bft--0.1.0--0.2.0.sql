@@ -166,7 +166,8 @@ RETURNS TABLE (label text, label_id int, score real)
 AS 'MODULE_PATHNAME', 'bft_predict_sql'
 LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
 
--- bft_train options: class weights, best epoch, early stopping, resume -------
+-- bft_train options: class weights, best epoch, early stopping, resume,
+-- train_precision ---------------------------------------------------------
 -- New arguments of bft_train and bft_train_async: the 0.1.0 functions are
 -- replaced. EXECUTE stays revoked from PUBLIC (as above), and what was
 -- granted on the old functions to roles is granted on the new ones.
@@ -202,7 +203,8 @@ CREATE FUNCTION bft_train(
     load_best_model_at_end bool DEFAULT NULL,
     metric_for_best_model text DEFAULT NULL,
     early_stopping_patience int DEFAULT NULL,
-    resume bool DEFAULT false)
+    resume bool DEFAULT false,
+    train_precision text DEFAULT NULL)
 RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
                validation_accuracy real, validation_macro_f1 real,
                samples_per_second real, duration interval)
@@ -234,16 +236,17 @@ CREATE FUNCTION bft_train_async(
     load_best_model_at_end bool DEFAULT NULL,
     metric_for_best_model text DEFAULT NULL,
     early_stopping_patience int DEFAULT NULL,
-    resume bool DEFAULT false)
+    resume bool DEFAULT false,
+    train_precision text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'bft_train_async_sql'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 REVOKE EXECUTE ON FUNCTION
     bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
-              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool),
+              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool, text),
     bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
-                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool)
+                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool, text)
 FROM PUBLIC;
 
 DO $$

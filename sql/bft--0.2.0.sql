@@ -81,7 +81,8 @@ CREATE FUNCTION bft_train(
     load_best_model_at_end bool DEFAULT NULL,
     metric_for_best_model text DEFAULT NULL,
     early_stopping_patience int DEFAULT NULL,
-    resume bool DEFAULT false)
+    resume bool DEFAULT false,
+    train_precision text DEFAULT NULL)
 RETURNS TABLE (model text, version int, rows_used bigint, epochs int, train_loss real,
                validation_accuracy real, validation_macro_f1 real,
                samples_per_second real, duration interval)
@@ -237,7 +238,8 @@ CREATE FUNCTION bft_train_async(
     load_best_model_at_end bool DEFAULT NULL,
     metric_for_best_model text DEFAULT NULL,
     early_stopping_patience int DEFAULT NULL,
-    resume bool DEFAULT false)
+    resume bool DEFAULT false,
+    train_precision text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'bft_train_async_sql'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -344,9 +346,9 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 -- "Privileges"), on top of the privileges on bft.models it also checks.
 REVOKE EXECUTE ON FUNCTION
     bft_train(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
-              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool),
+              bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool, text),
     bft_train_async(regclass, name, name, int, text, text, int, float8, int, float8, float8, float8,
-                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool),
+                    bool, int, float8, text, text, jsonb, int, bool, text, bool, text, int, bool, text),
     bft_import_model(text, text),
     bft_import_model(text, jsonb, text, oid, jsonb),
     bft_export_model(text, text, int),

@@ -2,7 +2,8 @@
 # bft: run every test — engine/tokenizer C unit tests, pg_regress and the
 # cluster scripts against a throwaway cluster started here, and the TAP
 # tests (tests/t: preload, read-only, crash, privileges, dump/restore,
-# replication, pg_cron) in clusters of their own.
+# replication, pg_cron, deployment, failed trainings, jobs, cancel) in
+# clusters of their own.
 # Ends with "N passed, N failed"; exits non-zero when anything failed.
 #
 # Usage: bash tests/run_all.sh            (installs missing Debian packages)

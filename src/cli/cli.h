@@ -123,6 +123,18 @@ int cli_encode(const bft_tokenizer *tok, const char *const *texts, const size_t 
                cli_tokens *out, bft_error *err);
 void cli_tokens_free(cli_tokens *t);
 
+/* --long-text NAME: -1 for "truncate", BFT_WINDOWS_MEAN / BFT_WINDOWS_MAX
+ * (chunk.h) for "mean" / "max"; anything else prints an error naming cmd
+ * and returns -2. */
+int cli_long_text(const char *cmd, const char *name);
+
+/* Encode n texts whole as windows of max_length ids sharing stride tokens
+ * (chunk.h): out holds every window (out->n of them), text i owning windows
+ * (*first)[i] .. (*first)[i+1] (*first: n + 1 entries, malloc'd, the caller
+ * frees it). 0 or -1 with err. */
+int cli_encode_windows(const bft_tokenizer *tok, const char *const *texts, const size_t *lens, int64_t n,
+                       int max_length, int stride, cli_tokens *out, int64_t **first, bft_error *err);
+
 /* A CSV file's text and label columns (RFC 4180, header row required). */
 typedef struct cli_csv {
     int64_t n;

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chunk.h"
 #include "train.h"
 
 /* ---- options -------------------------------------------------------------- */
@@ -45,104 +46,120 @@ static int parse_double(const char *s, double *out)
     return 0;
 }
 
+/* Store val, the value of option --name, into o->dst by o's type; 0, or 2 after a message. */
+static int opt_set_value(const char *cmd, const char *name, cli_opt *o, const char *val)
+{
+    switch (o->type) {
+    case OPT_INT: {
+        long long v;
+        if (parse_i64(val, o->lo, o->hi, &v) < 0) {
+            fprintf(stderr, "bft-cli %s: --%s wants an integer in [%lld, %lld], got \"%s\"\n", cmd, name,
+                    (long long)o->lo, (long long)o->hi, val);
+            return 2;
+        }
+        *(int *)o->dst = (int)v;
+        break;
+    }
+    case OPT_U64: {
+        char *end;
+        unsigned long long v;
+        errno = 0;
+        v = strtoull(val, &end, 10);
+        if (errno || end == val || *end || val[0] == '-') {
+            fprintf(stderr, "bft-cli %s: --%s wants a non-negative integer, got \"%s\"\n", cmd, name, val);
+            return 2;
+        }
+        *(uint64_t *)o->dst = (uint64_t)v;
+        break;
+    }
+    case OPT_FLOAT:
+    case OPT_DOUBLE: {
+        double v;
+        if (parse_double(val, &v) < 0 || v < o->flo || v > o->fhi) {
+            fprintf(stderr, "bft-cli %s: --%s wants a number in [%g, %g], got \"%s\"\n", cmd, name, o->flo,
+                    o->fhi, val);
+            return 2;
+        }
+        if (o->type == OPT_DOUBLE)
+            *(double *)o->dst = v;
+        else
+            *(float *)o->dst = (float)v;
+        break;
+    }
+    case OPT_STR:
+        *(const char **)o->dst = val;
+        break;
+    default:
+        break;
+    }
+    o->seen = 1;
+    return 0;
+}
+
+/* One positional argument into pos (at most maxpos); 0, or 2 after a message. */
+static int add_positional(const char *cmd, char **pos, int *np, int maxpos, char *arg)
+{
+    if (*np >= maxpos) {
+        fprintf(stderr, "bft-cli %s: unexpected argument \"%s\"\n", cmd, arg);
+        return 2;
+    }
+    pos[(*np)++] = arg;
+    return 0;
+}
+
+/* Option argv[*i] ("--name", "--name=value" or "--name value", moving *i past
+ * the value); 0, or 2 after a message. */
+static int parse_option(const char *cmd, int argc, char **argv, int *i, cli_opt *opts, int nopts)
+{
+    const char *a = argv[*i], *val = NULL, *eq = strchr(a, '=');
+    char name[64];
+    cli_opt *o = NULL;
+    snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+    for (int k = 0; k < nopts; k++)
+        if (strcmp(opts[k].name, name) == 0)
+            o = &opts[k];
+    if (!o) {
+        fprintf(stderr, "bft-cli %s: unknown option --%s (see bft-cli %s --help)\n", cmd, name, cmd);
+        return 2;
+    }
+    if (o->type == OPT_FLAG) {
+        if (eq) {
+            fprintf(stderr, "bft-cli %s: --%s takes no value\n", cmd, name);
+            return 2;
+        }
+        *(int *)o->dst = 1;
+        o->seen = 1;
+        return 0;
+    }
+    if (eq)
+        val = eq + 1;
+    else if (*i + 1 < argc)
+        val = argv[++*i];
+    else {
+        fprintf(stderr, "bft-cli %s: --%s needs a value\n", cmd, name);
+        return 2;
+    }
+    return opt_set_value(cmd, name, o, val);
+}
+
 int cli_parse_args(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts, char **pos, int maxpos,
                    int *npos)
 {
-    int np = 0;
+    int np = 0, rc;
     for (int i = 0; i < nopts; i++)
         opts[i].seen = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = NULL, *eq;
-        char name[64];
-        cli_opt *o = NULL;
-        if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) {
-            if (strcmp(a, "--") == 0) {
-                for (i++; i < argc; i++) {
-                    if (np >= maxpos) {
-                        fprintf(stderr, "bft-cli %s: unexpected argument \"%s\"\n", cmd, argv[i]);
-                        return 2;
-                    }
-                    pos[np++] = argv[i];
-                }
-                break;
-            }
-            if (np >= maxpos) {
-                fprintf(stderr, "bft-cli %s: unexpected argument \"%s\"\n", cmd, a);
-                return 2;
-            }
-            pos[np++] = argv[i];
-            continue;
-        }
-        eq = strchr(a, '=');
-        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
-        for (int k = 0; k < nopts; k++)
-            if (strcmp(opts[k].name, name) == 0)
-                o = &opts[k];
-        if (!o) {
-            fprintf(stderr, "bft-cli %s: unknown option --%s (see bft-cli %s --help)\n", cmd, name, cmd);
-            return 2;
-        }
-        if (o->type == OPT_FLAG) {
-            if (eq) {
-                fprintf(stderr, "bft-cli %s: --%s takes no value\n", cmd, name);
-                return 2;
-            }
-            *(int *)o->dst = 1;
-            o->seen = 1;
-            continue;
-        }
-        if (eq)
-            val = eq + 1;
-        else if (i + 1 < argc)
-            val = argv[++i];
-        else {
-            fprintf(stderr, "bft-cli %s: --%s needs a value\n", cmd, name);
-            return 2;
-        }
-        switch (o->type) {
-        case OPT_INT: {
-            long long v;
-            if (parse_i64(val, o->lo, o->hi, &v) < 0) {
-                fprintf(stderr, "bft-cli %s: --%s wants an integer in [%lld, %lld], got \"%s\"\n", cmd, name,
-                        (long long)o->lo, (long long)o->hi, val);
-                return 2;
-            }
-            *(int *)o->dst = (int)v;
+        if (strcmp(argv[i], "--") == 0) {
+            /* every argument after "--" is positional */
+            for (i++; i < argc; i++)
+                if ((rc = add_positional(cmd, pos, &np, maxpos, argv[i])) != 0)
+                    return rc;
             break;
         }
-        case OPT_U64: {
-            char *end;
-            unsigned long long v;
-            errno = 0;
-            v = strtoull(val, &end, 10);
-            if (errno || end == val || *end || val[0] == '-') {
-                fprintf(stderr, "bft-cli %s: --%s wants a non-negative integer, got \"%s\"\n", cmd, name, val);
-                return 2;
-            }
-            *(uint64_t *)o->dst = (uint64_t)v;
-            break;
-        }
-        case OPT_FLOAT:
-        case OPT_DOUBLE: {
-            double v;
-            if (parse_double(val, &v) < 0 || v < o->flo || v > o->fhi) {
-                fprintf(stderr, "bft-cli %s: --%s wants a number in [%g, %g], got \"%s\"\n", cmd, name, o->flo,
-                        o->fhi, val);
-                return 2;
-            }
-            if (o->type == OPT_DOUBLE)
-                *(double *)o->dst = v;
-            else
-                *(float *)o->dst = (float)v;
-            break;
-        }
-        case OPT_STR:
-            *(const char **)o->dst = val;
-            break;
-        default:
-            break;
-        }
-        o->seen = 1;
+        rc = strncmp(argv[i], "--", 2) != 0 ? add_positional(cmd, pos, &np, maxpos, argv[i])
+                                            : parse_option(cmd, argc, argv, &i, opts, nopts);
+        if (rc != 0)
+            return rc;
     }
     for (int k = 0; k < nopts; k++)
         if (opts[k].required && !opts[k].seen) {
@@ -406,6 +423,83 @@ int cli_encode(const bft_tokenizer *tok, const char *const *texts, const size_t 
     }
     free(buf);
     return 0;
+}
+
+int cli_long_text(const char *cmd, const char *name)
+{
+    if (strcmp(name, "truncate") == 0)
+        return -1;
+    if (strcmp(name, "mean") == 0)
+        return BFT_WINDOWS_MEAN;
+    if (strcmp(name, "max") == 0)
+        return BFT_WINDOWS_MAX;
+    fprintf(stderr, "bft-cli %s: --long-text must be truncate, mean or max (not \"%s\")\n", cmd, name);
+    return -2;
+}
+
+int cli_encode_windows(const bft_tokenizer *tok, const char *const *texts, const size_t *lens, int64_t n,
+                       int max_length, int stride, cli_tokens *out, int64_t **first, bft_error *err)
+{
+    size_t cap = (size_t)(n > 0 ? n : 1) * 64, used = 0, wcap = (size_t)(n > 0 ? n : 1) + 1;
+    int64_t nw = 0;
+    out->tokens = malloc(cap * sizeof *out->tokens);
+    out->offsets = malloc(wcap * sizeof *out->offsets);
+    out->n = 0;
+    *first = malloc(((size_t)n + 1) * sizeof **first);
+    if (!out->tokens || !out->offsets || !*first) {
+        cli_tokens_free(out);
+        free(*first);
+        *first = NULL;
+        bft_set_error(err, BFT_ENOMEM, "out of memory");
+        return -1;
+    }
+    out->offsets[0] = 0;
+    (*first)[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t *ids;
+        int64_t *off, k;
+        if (bft_encode_windows(tok, texts[i], lens[i], max_length, stride, &ids, &off, &k, err) != 0)
+            goto fail;
+        size_t need = used + (size_t)off[k];
+        int ok = 1;
+        if (need > cap) {
+            while (need > cap)
+                cap *= 2;
+            int32_t *p = realloc(out->tokens, cap * sizeof *p);
+            ok = p != NULL;
+            if (p)
+                out->tokens = p;
+        }
+        if (ok && (size_t)(nw + k) + 1 > wcap) {
+            while ((size_t)(nw + k) + 1 > wcap)
+                wcap *= 2;
+            int64_t *p = realloc(out->offsets, wcap * sizeof *p);
+            ok = p != NULL;
+            if (p)
+                out->offsets = p;
+        }
+        if (!ok) {
+            free(ids);
+            free(off);
+            bft_set_error(err, BFT_ENOMEM, "out of memory");
+            goto fail;
+        }
+        memcpy(out->tokens + used, ids, (size_t)off[k] * sizeof *ids);
+        for (int64_t w = 1; w <= k; w++)
+            out->offsets[nw + w] = (int64_t)used + off[w];
+        used = need;
+        nw += k;
+        (*first)[i + 1] = nw;
+        free(ids);
+        free(off);
+    }
+    out->n = nw;
+    return 0;
+fail:
+    cli_tokens_free(out);
+    free(*first);
+    *first = NULL;
+    return -1;
 }
 
 void cli_tokens_free(cli_tokens *t)

@@ -121,58 +121,58 @@ static int learn(long size, long minf, const char *out_path, int lower)
     return 0;
 }
 
-int cmd_tokenize(int argc, char **argv)
+/* The options of `bft-cli tokenize`. */
+typedef struct tokenize_args {
+    const char *vocab_path, *out_path;
+    int lower, tokens;
+    long max_length, learn_size, minf;
+} tokenize_args;
+
+/* Parse the command line into a; -1 to go on, else the exit status. */
+static int tokenize_parse(int argc, char **argv, tokenize_args *a)
 {
-    const char *vocab_path = NULL, *out_path = NULL;
-    int lower = 0, tokens = 0;
-    long max_length = 0, learn_size = 0, minf = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *s = argv[i];
         int more = i + 1 < argc;
-        if (!strcmp(a, "--vocab") && more) vocab_path = argv[++i];
-        else if (!strcmp(a, "--lower")) lower = 1;
-        else if (!strcmp(a, "--tokens")) tokens = 1;
-        else if (!strcmp(a, "--max-length") && more) {
-            if (parse_int(argv[++i], 2, 1L << 24, &max_length)) {
+        if (!strcmp(s, "--vocab") && more) a->vocab_path = argv[++i];
+        else if (!strcmp(s, "--lower")) a->lower = 1;
+        else if (!strcmp(s, "--tokens")) a->tokens = 1;
+        else if (!strcmp(s, "--max-length") && more) {
+            if (parse_int(argv[++i], 2, 1L << 24, &a->max_length)) {
                 fprintf(stderr, "bft-cli tokenize: --max-length must be an integer >= 2\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--learn-vocab") && more) {
-            if (parse_int(argv[++i], 100, 1L << 24, &learn_size)) {
+        } else if (!strcmp(s, "--learn-vocab") && more) {
+            if (parse_int(argv[++i], 100, 1L << 24, &a->learn_size)) {
                 fprintf(stderr, "bft-cli tokenize: --learn-vocab must be an integer >= 100\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--min-frequency") && more) {
-            if (parse_int(argv[++i], 0, 1L << 30, &minf)) {
+        } else if (!strcmp(s, "--min-frequency") && more) {
+            if (parse_int(argv[++i], 0, 1L << 30, &a->minf)) {
                 fprintf(stderr, "bft-cli tokenize: bad --min-frequency\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--out") && more) out_path = argv[++i];
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        } else if (!strcmp(s, "--out") && more) a->out_path = argv[++i];
+        else if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
             tokenize_usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "bft-cli tokenize: unknown or incomplete option '%s'\n", a);
+            fprintf(stderr, "bft-cli tokenize: unknown or incomplete option '%s'\n", s);
             tokenize_usage(stderr);
             return 2;
         }
     }
-    if (learn_size) {
-        if (!out_path) {
-            fprintf(stderr, "bft-cli tokenize: --learn-vocab needs --out FILE\n");
-            return 2;
-        }
-        return learn(learn_size, minf, out_path, lower);
-    }
-    if (!vocab_path) {
-        tokenize_usage(stderr);
-        return 2;
-    }
+    return -1;
+}
+
+/* The tokenizer of a vocab.txt (it needs [CLS] and [SEP]); NULL after a message. */
+static bft_tokenizer *tokenize_load(const char *vocab_path, int lower)
+{
     size_t vlen = 0;
     char *vocab = slurp(vocab_path, &vlen);
     if (!vocab) {
         fprintf(stderr, "bft-cli tokenize: cannot read %s: %s\n", vocab_path, strerror(errno));
-        return 1;
+        return NULL;
     }
     bft_tokenizer_opts o = bft_tokenizer_default_opts();
     o.do_lower_case = lower;
@@ -181,29 +181,76 @@ int cmd_tokenize(int argc, char **argv)
     free(vocab);
     if (!tok) {
         fprintf(stderr, "bft-cli tokenize: %s: %s\n", vocab_path, err.msg);
-        return 1;
+        return NULL;
     }
-    bft_clear_error(&err);
     bft_special_ids sp = bft_tokenizer_special(tok);
     if (sp.cls < 0 || sp.sep < 0) {
         fprintf(stderr, "bft-cli tokenize: %s has no [CLS] or [SEP] token\n", vocab_path);
         bft_tokenizer_free(tok);
-        return 1;
+        return NULL;
     }
+    return tok;
+}
+
+/* Id k of a line's nids: ids[k], or [CLS] pieces… [SEP] when ids is NULL. */
+static int32_t line_id(const int32_t *ids, const int32_t *pieces, size_t nids, size_t k, bft_special_ids sp)
+{
+    return ids ? ids[k] : k == 0 ? sp.cls : k == nids - 1 ? sp.sep : pieces[k - 1];
+}
+
+/* One output line (ids, or tokens with --tokens) into *out (grown as needed); its length, -1 out of memory. */
+static ssize_t format_line(const bft_tokenizer *tok, const int32_t *ids, const int32_t *pieces, size_t nids,
+                           int tokens, char **out, size_t *ocap)
+{
+    bft_special_ids sp = bft_tokenizer_special(tok);
+    /* at most 11 chars per id, or the token lengths */
+    size_t need = 16;
+    for (size_t k = 0; k < nids; k++)
+        need += tokens ? strlen(bft_tokenizer_token(tok, line_id(ids, pieces, nids, k, sp))) + 1 : 12;
+    if (need > *ocap) {
+        char *no = realloc(*out, need);
+        if (!no)
+            return -1;
+        *out = no;
+        *ocap = need;
+    }
+    char *p = *out;
+    for (size_t k = 0; k < nids; k++) {
+        int32_t id = line_id(ids, pieces, nids, k, sp);
+        if (k) *p++ = ' ';
+        if (tokens) {
+            const char *t = bft_tokenizer_token(tok, id);
+            size_t tl = strlen(t);
+            memcpy(p, t, tl);
+            p += tl;
+        } else {
+            p = put_int(p, id);
+        }
+    }
+    *p++ = '\n';
+    return p - *out;
+}
+
+/* Tokenize every stdin line to stdout: [CLS] … [SEP], truncated to max_length when given. */
+static int tokenize_stream(const bft_tokenizer *tok, const tokenize_args *a)
+{
     static char obuf[1 << 16];
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
     char *line = NULL, *out = NULL;
     size_t cap = 0, ocap = 0;
-    int32_t *trunc = max_length ? malloc((size_t)max_length * sizeof *trunc) : NULL;
+    int32_t *trunc = a->max_length ? malloc((size_t)a->max_length * sizeof *trunc) : NULL;
     int rc = 0;
-    ssize_t n;
-    if (max_length && !trunc) { rc = 1; goto done; }
-    while ((n = getline(&line, &cap, stdin)) >= 0) {
+    ssize_t n, len;
+    bft_error err;
+    bft_clear_error(&err);
+    if (a->max_length && !trunc)
+        rc = 1;
+    while (!rc && (n = getline(&line, &cap, stdin)) >= 0) {
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
         int32_t *ids = NULL, *pieces = NULL;
         size_t nids = 0;
-        if (max_length) {
-            int m = bft_encode(tok, line, (size_t)n, (int)max_length, trunc, &err);
+        if (a->max_length) {
+            int m = bft_encode(tok, line, (size_t)n, (int)a->max_length, trunc, &err);
             if (m < 0) { rc = 1; break; }
             ids = trunc;
             nids = (size_t)m;
@@ -211,43 +258,42 @@ int cmd_tokenize(int argc, char **argv)
             size_t np = 0;
             if (bft_encode_pieces(tok, line, (size_t)n, &pieces, &np, &err)) { rc = 1; break; }
             nids = np + 2;
-            ids = NULL;
         }
-        /* format the line: at most 11 chars per id, or the token lengths */
-        size_t need = 16;
-        for (size_t k = 0; k < nids; k++) {
-            int32_t id = ids ? ids[k] : k == 0 ? sp.cls : k == nids - 1 ? sp.sep : pieces[k - 1];
-            need += tokens ? strlen(bft_tokenizer_token(tok, id)) + 1 : 12;
-        }
-        if (need > ocap) {
-            char *no = realloc(out, need);
-            if (!no) { free(pieces); rc = 1; break; }
-            out = no;
-            ocap = need;
-        }
-        char *p = out;
-        for (size_t k = 0; k < nids; k++) {
-            int32_t id = ids ? ids[k] : k == 0 ? sp.cls : k == nids - 1 ? sp.sep : pieces[k - 1];
-            if (k) *p++ = ' ';
-            if (tokens) {
-                const char *t = bft_tokenizer_token(tok, id);
-                size_t tl = strlen(t);
-                memcpy(p, t, tl);
-                p += tl;
-            } else {
-                p = put_int(p, id);
-            }
-        }
-        *p++ = '\n';
+        len = format_line(tok, ids, pieces, nids, a->tokens, &out, &ocap);
         free(pieces);
-        if (fwrite(out, 1, (size_t)(p - out), stdout) != (size_t)(p - out)) { rc = 1; break; }
+        if (len < 0 || fwrite(out, 1, (size_t)len, stdout) != (size_t)len)
+            rc = 1;
     }
     if (rc && err.code) fprintf(stderr, "bft-cli tokenize: %s\n", err.msg);
-done:
     if (fflush(stdout) != 0) rc = 1;
     free(line);
     free(out);
     free(trunc);
+    return rc;
+}
+
+int cmd_tokenize(int argc, char **argv)
+{
+    tokenize_args a;
+    int rc;
+    memset(&a, 0, sizeof a);
+    if ((rc = tokenize_parse(argc, argv, &a)) >= 0)
+        return rc;
+    if (a.learn_size) {
+        if (!a.out_path) {
+            fprintf(stderr, "bft-cli tokenize: --learn-vocab needs --out FILE\n");
+            return 2;
+        }
+        return learn(a.learn_size, a.minf, a.out_path, a.lower);
+    }
+    if (!a.vocab_path) {
+        tokenize_usage(stderr);
+        return 2;
+    }
+    bft_tokenizer *tok = tokenize_load(a.vocab_path, a.lower);
+    if (!tok)
+        return 1;
+    rc = tokenize_stream(tok, &a);
     bft_tokenizer_free(tok);
     return rc;
 }

@@ -411,267 +411,345 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
     return m;
 }
 
-int cmd_train(int argc, char **argv)
-{
-    const char *model_dir = NULL, *csv_path = NULL, *text_col = NULL, *label_col = NULL, *out_dir = NULL;
-    const char *device = "cpu", *precision = "auto", *cw_spec = NULL, *metric = NULL, *state = NULL;
-    char *mlm_state = NULL;
-    int resume = 0;
-    float *cw = NULL;
-    int max_length = 0, num_labels = 0, threads = 0, no_shuffle = 0, verbose = 0, mlm_epochs = 0, npos, rc = 1;
-    int group = 0, scratch = 0;
-    scratch_opts so = {8000, 0, 4, 256, 4, 1024, 512};
-    float valid_frac = 0.0f;
-    double mlm_lr = 0.0;
-    bft_train_opts o = bft_train_default_opts();
-    progress_ctx pc = {"", 0, 0, 0};
-    cli_opt opts[] = {
-        {"model", OPT_STR, &model_dir, 0, 0, 0, 0, 0, 0},
-        {"from-scratch", OPT_FLAG, &scratch, 0, 0, 0, 0, 0, 0},
-        {"vocab-size", OPT_INT, &so.vocab_size, 0, 100, 1 << 22, 0, 0, 0},
-        {"lower", OPT_FLAG, &so.lower, 0, 0, 0, 0, 0, 0},
-        {"layers", OPT_INT, &so.layers, 0, 1, 1024, 0, 0, 0},
-        {"hidden", OPT_INT, &so.hidden, 0, 1, 1 << 16, 0, 0, 0},
-        {"heads", OPT_INT, &so.heads, 0, 1, 1 << 16, 0, 0, 0},
-        {"intermediate", OPT_INT, &so.intermediate, 0, 1, 1 << 18, 0, 0, 0},
-        {"max-positions", OPT_INT, &so.max_positions, 0, 2, 1 << 20, 0, 0, 0},
-        {"csv", OPT_STR, &csv_path, 1, 0, 0, 0, 0, 0},
-        {"text-col", OPT_STR, &text_col, 1, 0, 0, 0, 0, 0},
-        {"label-col", OPT_STR, &label_col, 1, 0, 0, 0, 0, 0},
-        {"epochs", OPT_INT, &o.epochs, 1, 1, 100000, 0, 0, 0},
-        {"out", OPT_STR, &out_dir, 1, 0, 0, 0, 0, 0},
-        {"batch-size", OPT_INT, &o.batch_size, 0, 1, 1 << 16, 0, 0, 0},
-        {"lr", OPT_DOUBLE, &o.learning_rate, 0, 0, 0, 0.0, 10.0, 0},
-        {"warmup-ratio", OPT_DOUBLE, &o.warmup_ratio, 0, 0, 0, 0.0, 1.0, 0},
-        {"weight-decay", OPT_DOUBLE, &o.weight_decay, 0, 0, 0, 0.0, 10.0, 0},
-        {"max-grad-norm", OPT_FLOAT, &o.max_grad_norm, 0, 0, 0, 0.0, 1e30, 0},
-        {"max-length", OPT_INT, &max_length, 0, 2, 1 << 20, 0, 0, 0},
-        {"seed", OPT_U64, &o.seed, 0, 0, 0, 0, 0, 0},
-        {"no-shuffle", OPT_FLAG, &no_shuffle, 0, 0, 0, 0, 0, 0},
-        {"group-by-length", OPT_FLAG, &group, 0, 0, 0, 0, 0, 0},
-        {"dropout", OPT_FLOAT, &o.dropout, 0, 0, 0, 0.0, 0.999, 0},
-        {"num-labels", OPT_INT, &num_labels, 0, 2, 1000000, 0, 0, 0},
-        {"validation-fraction", OPT_FLOAT, &valid_frac, 0, 0, 0, 0.0, 0.9, 0},
-        {"mlm-epochs", OPT_INT, &mlm_epochs, 0, 0, 100000, 0, 0, 0},
-        {"mlm-lr", OPT_DOUBLE, &mlm_lr, 0, 0, 0, 0.0, 10.0, 0},
-        {"threads", OPT_INT, &threads, 0, 0, 1024, 0, 0, 0},
-        {"device", OPT_STR, &device, 0, 0, 0, 0, 0, 0},
-        {"precision", OPT_STR, &precision, 0, 0, 0, 0, 0, 0},
-        {"verbose", OPT_FLAG, &verbose, 0, 0, 0, 0, 0, 0},
-        {"log-steps", OPT_FLAG, &pc.log_steps, 0, 0, 0, 0, 0, 0},
-        {"class-weights", OPT_STR, &cw_spec, 0, 0, 0, 0, 0, 0},
-        {"load-best", OPT_FLAG, &o.load_best_model_at_end, 0, 0, 0, 0, 0, 0},
-        {"metric-for-best", OPT_STR, &metric, 0, 0, 0, 0, 0, 0},
-        {"early-stopping-patience", OPT_INT, &o.early_stopping_patience, 0, 0, 100000, 0, 0, 0},
-        {"save-state", OPT_STR, &state, 0, 0, 0, 0, 0, 0},
-        {"resume", OPT_FLAG, &resume, 0, 0, 0, 0, 0, 0},
-    };
-    const int nopts = (int)(sizeof opts / sizeof opts[0]);
-    cli_csv csv = {0};
-    cli_tokens t = {0};
-    bft_model *m = NULL;
-    bft_error err;
-    char msg[600];
-    int32_t *ids = NULL, *tr_tok = NULL, *va_tok = NULL, *tr_lab = NULL, *va_lab = NULL;
-    int64_t *tr_off = NULL, *va_off = NULL;
-    char *sel = NULL;
-    const char **names = NULL;
-    int K = 0;
+/* One `bft-cli train` run: its options, data, model and datasets. */
+typedef struct train_run {
+    /* options */
+    const char *model_dir, *csv_path, *text_col, *label_col, *out_dir;
+    const char *device, *precision, *cw_spec, *metric, *state;
+    int resume, max_length, num_labels, threads, no_shuffle, verbose, mlm_epochs, group, scratch;
+    scratch_opts so;
+    float valid_frac;
+    double mlm_lr;
+    bft_train_opts o;
+    progress_ctx pc;
+    /* data, model, datasets */
+    cli_csv csv;
+    cli_tokens t;
+    bft_model *m;
+    int32_t *ids;                 /* (csv.n) class ids */
+    char *sel;                    /* (csv.n) 1: validation row */
+    const char **names;
+    int K;
+    int32_t *tr_tok, *va_tok, *tr_lab, *va_lab;
+    int64_t *tr_off, *va_off;
     bft_dataset train_ds, valid_ds;
+    float *cw;
+    char *mlm_state;              /* state FILE.mlm */
+    int resume_cls;
     bft_train_result res;
+} train_run;
 
+/* Free what the run holds. */
+static void train_run_free(train_run *r)
+{
+    free(r->mlm_state);
+    free(r->cw);
+    free(r->names);
+    free(r->ids);
+    free(r->sel);
+    free(r->tr_tok);
+    free(r->tr_off);
+    free(r->tr_lab);
+    free(r->va_tok);
+    free(r->va_off);
+    free(r->va_lab);
+    cli_tokens_free(&r->t);
+    cli_csv_free(&r->csv);
+    bft_model_free(r->m);
+}
+
+/* --metric-for-best NAME (eval_ prefix allowed) as BFT_METRIC_*; -1 when unknown. */
+static int metric_by_name(const char *metric)
+{
+    const char *mn = strncmp(metric, "eval_", 5) == 0 ? metric + 5 : metric;
+    if (strcmp(mn, "loss") == 0)
+        return BFT_METRIC_LOSS;
+    if (strcmp(mn, "accuracy") == 0)
+        return BFT_METRIC_ACCURACY;
+    if (strcmp(mn, "macro_f1") == 0)
+        return BFT_METRIC_MACRO_F1;
+    return -1;
+}
+
+/* Parse the command line into r; -1 to go on, else the exit status. */
+static int train_parse(train_run *r, int argc, char **argv)
+{
+    bft_train_opts *o = &r->o;
+    scratch_opts *so = &r->so;
+    int npos, rc;
+    cli_opt opts[] = {
+        {"model", OPT_STR, &r->model_dir, 0, 0, 0, 0, 0, 0},
+        {"from-scratch", OPT_FLAG, &r->scratch, 0, 0, 0, 0, 0, 0},
+        {"vocab-size", OPT_INT, &so->vocab_size, 0, 100, 1 << 22, 0, 0, 0},
+        {"lower", OPT_FLAG, &so->lower, 0, 0, 0, 0, 0, 0},
+        {"layers", OPT_INT, &so->layers, 0, 1, 1024, 0, 0, 0},
+        {"hidden", OPT_INT, &so->hidden, 0, 1, 1 << 16, 0, 0, 0},
+        {"heads", OPT_INT, &so->heads, 0, 1, 1 << 16, 0, 0, 0},
+        {"intermediate", OPT_INT, &so->intermediate, 0, 1, 1 << 18, 0, 0, 0},
+        {"max-positions", OPT_INT, &so->max_positions, 0, 2, 1 << 20, 0, 0, 0},
+        {"csv", OPT_STR, &r->csv_path, 1, 0, 0, 0, 0, 0},
+        {"text-col", OPT_STR, &r->text_col, 1, 0, 0, 0, 0, 0},
+        {"label-col", OPT_STR, &r->label_col, 1, 0, 0, 0, 0, 0},
+        {"epochs", OPT_INT, &o->epochs, 1, 1, 100000, 0, 0, 0},
+        {"out", OPT_STR, &r->out_dir, 1, 0, 0, 0, 0, 0},
+        {"batch-size", OPT_INT, &o->batch_size, 0, 1, 1 << 16, 0, 0, 0},
+        {"lr", OPT_DOUBLE, &o->learning_rate, 0, 0, 0, 0.0, 10.0, 0},
+        {"warmup-ratio", OPT_DOUBLE, &o->warmup_ratio, 0, 0, 0, 0.0, 1.0, 0},
+        {"weight-decay", OPT_DOUBLE, &o->weight_decay, 0, 0, 0, 0.0, 10.0, 0},
+        {"max-grad-norm", OPT_FLOAT, &o->max_grad_norm, 0, 0, 0, 0.0, 1e30, 0},
+        {"max-length", OPT_INT, &r->max_length, 0, 2, 1 << 20, 0, 0, 0},
+        {"seed", OPT_U64, &o->seed, 0, 0, 0, 0, 0, 0},
+        {"no-shuffle", OPT_FLAG, &r->no_shuffle, 0, 0, 0, 0, 0, 0},
+        {"group-by-length", OPT_FLAG, &r->group, 0, 0, 0, 0, 0, 0},
+        {"dropout", OPT_FLOAT, &o->dropout, 0, 0, 0, 0.0, 0.999, 0},
+        {"num-labels", OPT_INT, &r->num_labels, 0, 2, 1000000, 0, 0, 0},
+        {"validation-fraction", OPT_FLOAT, &r->valid_frac, 0, 0, 0, 0.0, 0.9, 0},
+        {"mlm-epochs", OPT_INT, &r->mlm_epochs, 0, 0, 100000, 0, 0, 0},
+        {"mlm-lr", OPT_DOUBLE, &r->mlm_lr, 0, 0, 0, 0.0, 10.0, 0},
+        {"threads", OPT_INT, &r->threads, 0, 0, 1024, 0, 0, 0},
+        {"device", OPT_STR, &r->device, 0, 0, 0, 0, 0, 0},
+        {"precision", OPT_STR, &r->precision, 0, 0, 0, 0, 0, 0},
+        {"verbose", OPT_FLAG, &r->verbose, 0, 0, 0, 0, 0, 0},
+        {"log-steps", OPT_FLAG, &r->pc.log_steps, 0, 0, 0, 0, 0, 0},
+        {"class-weights", OPT_STR, &r->cw_spec, 0, 0, 0, 0, 0, 0},
+        {"load-best", OPT_FLAG, &o->load_best_model_at_end, 0, 0, 0, 0, 0, 0},
+        {"metric-for-best", OPT_STR, &r->metric, 0, 0, 0, 0, 0, 0},
+        {"early-stopping-patience", OPT_INT, &o->early_stopping_patience, 0, 0, 100000, 0, 0, 0},
+        {"save-state", OPT_STR, &r->state, 0, 0, 0, 0, 0, 0},
+        {"resume", OPT_FLAG, &r->resume, 0, 0, 0, 0, 0, 0},
+    };
     if (cli_wants_help(argc, argv)) {
         train_usage(stdout);
         return 0;
     }
-    if (cli_parse_args("train", argc, argv, opts, nopts, NULL, 0, &npos) != 0) {
+    if (cli_parse_args("train", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, &npos) != 0) {
         train_usage(stderr);
         return 2;
     }
-    if ((rc = cli_set_precision("train", precision)) != 0 || (rc = cli_check_device("train", device)) != 0)
+    if ((rc = cli_set_precision("train", r->precision)) != 0 || (rc = cli_check_device("train", r->device)) != 0)
         return rc;
-    bft_get_device(&o.device, &o.precision); /* --device / --precision */
-    rc = 1;
-    o.shuffle = !no_shuffle;
-    if (metric) {
-        const char *mn = strncmp(metric, "eval_", 5) == 0 ? metric + 5 : metric;
-        if (strcmp(mn, "loss") == 0)
-            o.metric_for_best = BFT_METRIC_LOSS;
-        else if (strcmp(mn, "accuracy") == 0)
-            o.metric_for_best = BFT_METRIC_ACCURACY;
-        else if (strcmp(mn, "macro_f1") == 0)
-            o.metric_for_best = BFT_METRIC_MACRO_F1;
-        else {
-            fprintf(stderr, "bft-cli train: --metric-for-best must be loss, accuracy or macro_f1\n");
-            return 2;
-        }
+    bft_get_device(&o->device, &o->precision); /* --device / --precision */
+    return -1;
+}
+
+/* Options that depend on each other; -1 to go on, else the exit status. */
+static int train_check_options(train_run *r)
+{
+    bft_train_opts *o = &r->o;
+    o->shuffle = !r->no_shuffle;
+    if (r->metric && (o->metric_for_best = metric_by_name(r->metric)) < 0) {
+        fprintf(stderr, "bft-cli train: --metric-for-best must be loss, accuracy or macro_f1\n");
+        return 2;
     }
-    if (o.early_stopping_patience > 0)
-        o.load_best_model_at_end = 1;
-    if ((o.load_best_model_at_end || metric) && !(valid_frac > 0)) {
+    if (o->early_stopping_patience > 0)
+        o->load_best_model_at_end = 1;
+    if ((o->load_best_model_at_end || r->metric) && !(r->valid_frac > 0)) {
         fprintf(stderr, "bft-cli train: --load-best, --metric-for-best and --early-stopping-patience "
                         "need --validation-fraction\n");
         return 2;
     }
-    o.group_by_length = group;
-    pc.verbose = verbose;
-    bft_set_threads(threads);
-
-    if (!model_dir == !scratch) {
+    o->group_by_length = r->group;
+    r->pc.verbose = r->verbose;
+    bft_set_threads(r->threads);
+    if (!r->model_dir == !r->scratch) {
         fprintf(stderr, "bft-cli train: give exactly one of --model DIR and --from-scratch\n");
         train_usage(stderr);
         return 2;
     }
-    if (cli_read_csv(csv_path, text_col, label_col, &csv, msg, sizeof msg) != 0) {
+    return -1;
+}
+
+/* The CSV rows and the model (a directory, or new from scratch); 0, else the exit status. */
+static int train_load(train_run *r)
+{
+    bft_error err;
+    char msg[600];
+    if (cli_read_csv(r->csv_path, r->text_col, r->label_col, &r->csv, msg, sizeof msg) != 0) {
         fprintf(stderr, "bft-cli train: %s\n", msg);
-        goto out;
+        return 1;
     }
-    if (csv.n == 0) {
-        fprintf(stderr, "bft-cli train: %s has no data rows\n", csv_path);
-        goto out;
+    if (r->csv.n == 0) {
+        fprintf(stderr, "bft-cli train: %s has no data rows\n", r->csv_path);
+        return 1;
     }
-    if (scratch)
-        m = from_scratch(&csv, &so, mlm_epochs > 0, o.seed);
-    else if (!(m = bft_model_load_dir(model_dir, &err)))
-        cli_error("train", &err, "loading %s", model_dir);
-    if (!m)
-        goto out;
-    if ((max_length = cli_max_length("train", m, max_length)) < 0) {
-        rc = 2;
-        goto out;
-    }
-    ids = malloc((size_t)csv.n * sizeof *ids);
-    sel = calloc((size_t)csv.n, 1);
-    if (!ids || !sel) {
+    if (r->scratch)
+        r->m = from_scratch(&r->csv, &r->so, r->mlm_epochs > 0, r->o.seed);
+    else if (!(r->m = bft_model_load_dir(r->model_dir, &err)))
+        cli_error("train", &err, "loading %s", r->model_dir);
+    if (!r->m)
+        return 1;
+    if ((r->max_length = cli_max_length("train", r->m, r->max_length)) < 0)
+        return 2;
+    return 0;
+}
+
+/* Labels → class ids and the classifier head, token ids, the split and its datasets. */
+static int train_prepare_data(train_run *r)
+{
+    bft_error err;
+    r->ids = malloc((size_t)r->csv.n * sizeof *r->ids);
+    r->sel = calloc((size_t)r->csv.n, 1);
+    if (!r->ids || !r->sel) {
         fprintf(stderr, "bft-cli train: out of memory\n");
-        goto out;
+        return 1;
     }
-    if (map_labels(&csv, m, num_labels, ids, &K, &names) != 0)
-        goto out;
-    if (bft_model_set_labels(m, K, names, o.seed, &err) != 0) {
+    if (map_labels(&r->csv, r->m, r->num_labels, r->ids, &r->K, &r->names) != 0)
+        return 1;
+    if (bft_model_set_labels(r->m, r->K, r->names, r->o.seed, &err) != 0) {
         cli_error("train", &err, "classifier head");
-        goto out;
+        return 1;
     }
-    if (cli_encode(m->tok, (const char *const *)csv.text, csv.text_len, csv.n, max_length, &t, &err) != 0) {
-        cli_error("train", &err, "tokenizing %s", csv_path);
-        goto out;
+    if (cli_encode(r->m->tok, (const char *const *)r->csv.text, r->csv.text_len, r->csv.n, r->max_length,
+                   &r->t, &err) != 0) {
+        cli_error("train", &err, "tokenizing %s", r->csv_path);
+        return 1;
     }
-    if (valid_frac > 0)
-        stratified_split(ids, csv.n, K, valid_frac, o.seed, sel);
-    if (subset(&t, ids, sel, 0, &train_ds, &tr_tok, &tr_off, &tr_lab) != 0 ||
-        (valid_frac > 0 && subset(&t, ids, sel, 1, &valid_ds, &va_tok, &va_off, &va_lab) != 0)) {
+    if (r->valid_frac > 0)
+        stratified_split(r->ids, r->csv.n, r->K, r->valid_frac, r->o.seed, r->sel);
+    if (subset(&r->t, r->ids, r->sel, 0, &r->train_ds, &r->tr_tok, &r->tr_off, &r->tr_lab) != 0 ||
+        (r->valid_frac > 0 &&
+         subset(&r->t, r->ids, r->sel, 1, &r->valid_ds, &r->va_tok, &r->va_off, &r->va_lab) != 0)) {
         fprintf(stderr, "bft-cli train: out of memory\n");
-        goto out;
+        return 1;
     }
-    if (train_ds.n == 0) {
+    if (r->train_ds.n == 0) {
         fprintf(stderr, "bft-cli train: no training rows left after the validation split\n");
-        goto out;
+        return 1;
     }
-    if (valid_frac > 0 && valid_ds.n > 0)
-        o.valid = &valid_ds;
-    if (resume && !state) {
+    if (r->valid_frac > 0 && r->valid_ds.n > 0)
+        r->o.valid = &r->valid_ds;
+    return 0;
+}
+
+/* --save-state / --resume: the salt of what the engine cannot see, the MLM
+ * phase's file; --class-weights. 0, else the exit status. */
+static int train_prepare_options(train_run *r)
+{
+    bft_model *m = r->m;
+    if (r->resume && !r->state) {
         fprintf(stderr, "bft-cli train: --resume needs --save-state FILE\n");
-        rc = 2;
-        goto out;
+        return 2;
     }
-    if (state) {
+    if (r->state) {
         /* the initial weights, vocabulary and label names, which the engine cannot see */
         uint64_t salt = bft_train_hash(0, m->params_mem, m->num_params * sizeof(float));
         salt = bft_train_hash(salt, m->vocab, m->vocab_len);
-        for (int k = 0; k < K && m->cfg.id2label; k++)
+        for (int k = 0; k < r->K && m->cfg.id2label; k++)
             salt = bft_train_hash(salt, m->cfg.id2label[k], strlen(m->cfg.id2label[k]) + 1);
-        o.state_salt = salt;
-        if (!(mlm_state = malloc(strlen(state) + 5))) {
+        r->o.state_salt = salt;
+        if (!(r->mlm_state = malloc(strlen(r->state) + 5))) {
             fprintf(stderr, "bft-cli train: out of memory\n");
-            goto out;
+            return 1;
         }
-        sprintf(mlm_state, "%s.mlm", state);
+        sprintf(r->mlm_state, "%s.mlm", r->state);
     }
-    if (cw_spec) {
-        if (!(cw = malloc((size_t)K * sizeof *cw)) || class_weights(cw_spec, m, &train_ds, cw) != 0) {
-            rc = 2;
-            goto out;
-        }
-        o.class_weights = cw;
+    if (r->cw_spec) {
+        if (!(r->cw = malloc((size_t)r->K * sizeof *r->cw)) || class_weights(r->cw_spec, m, &r->train_ds, r->cw) != 0)
+            return 2;
+        r->o.class_weights = r->cw;
     }
-    printf("data %lld rows (train %lld, validation %lld), %d labels, max_length %d\n", (long long)csv.n,
-           (long long)train_ds.n, (long long)(o.valid ? valid_ds.n : 0), K, max_length);
+    printf("data %lld rows (train %lld, validation %lld), %d labels, max_length %d\n", (long long)r->csv.n,
+           (long long)r->train_ds.n, (long long)(r->o.valid ? r->valid_ds.n : 0), r->K, r->max_length);
     fflush(stdout);
+    return 0;
+}
 
+/* --mlm-epochs: MLM pre-training on every CSV text (skipped when fine-tuning resumes). */
+static int train_mlm_phase(train_run *r)
+{
     bft_train_state_info_t sinfo;
-    int resume_cls = 0;
-    if (resume) {
+    bft_train_opts mo = r->o;
+    bft_dataset all = {r->t.n, r->t.tokens, r->t.offsets, NULL, NULL, NULL};
+    bft_error err;
+    if (r->resume) {
         bft_error se;
-        resume_cls = bft_train_state_info(state, &sinfo, &se) == 0 && sinfo.task == 0;
-        if (resume_cls)
+        r->resume_cls = bft_train_state_info(r->state, &sinfo, &se) == 0 && sinfo.task == 0;
+        if (r->resume_cls)
             printf("resuming training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
     }
-    if (mlm_epochs > 0 && !resume_cls) {
-        bft_train_opts mo = o;
-        bft_dataset all = {t.n, t.tokens, t.offsets, NULL, NULL, NULL};
-        if (!m->parts.mlm) {
-            fprintf(stderr, "bft-cli train: --mlm-epochs needs a model with an MLM head (cls.predictions.*)\n");
-            goto out;
-        }
-        mo.epochs = mlm_epochs;
-        mo.valid = NULL;
-        mo.class_weights = NULL;
-        if (mlm_lr > 0)
-            mo.learning_rate = mlm_lr;
-        pc.what = "mlm ";
-        mo.state_path = mlm_state;
-        if (resume) {
-            bft_error se;
-            if (bft_train_state_info(mlm_state, &sinfo, &se) == 0 && sinfo.task == 1) {
-                printf("resuming MLM pre-training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
-                mo.resume_path = mlm_state;
-            }
-        }
-        if (bft_pretrain_mlm(m, &all, &mo, on_progress, &pc, &res, &err) != 0) {
-            cli_error("train", &err, "MLM pre-training");
-            goto out;
-        }
-        pc.what = "";
+    if (!(r->mlm_epochs > 0) || r->resume_cls)
+        return 0;
+    if (!r->m->parts.mlm) {
+        fprintf(stderr, "bft-cli train: --mlm-epochs needs a model with an MLM head (cls.predictions.*)\n");
+        return 1;
     }
-    o.state_path = state;
-    o.resume_path = resume_cls ? state : NULL;
-    if (resume && !resume_cls && !(mlm_epochs > 0))
-        printf("no saved training state in %s: training from the start\n", state);
-    if (bft_train(m, &train_ds, &o, on_progress, &pc, &res, &err) != 0) {
+    mo.epochs = r->mlm_epochs;
+    mo.valid = NULL;
+    mo.class_weights = NULL;
+    if (r->mlm_lr > 0)
+        mo.learning_rate = r->mlm_lr;
+    r->pc.what = "mlm ";
+    mo.state_path = r->mlm_state;
+    if (r->resume) {
+        bft_error se;
+        if (bft_train_state_info(r->mlm_state, &sinfo, &se) == 0 && sinfo.task == 1) {
+            printf("resuming MLM pre-training after epoch %d of %d\n", sinfo.epochs_done, sinfo.epochs);
+            mo.resume_path = r->mlm_state;
+        }
+    }
+    if (bft_pretrain_mlm(r->m, &all, &mo, on_progress, &r->pc, &r->res, &err) != 0) {
+        cli_error("train", &err, "MLM pre-training");
+        return 1;
+    }
+    r->pc.what = "";
+    return 0;
+}
+
+/* Fine-tuning and its summary line. */
+static int train_finetune_phase(train_run *r)
+{
+    bft_train_result *res = &r->res;
+    bft_error err;
+    r->o.state_path = r->state;
+    r->o.resume_path = r->resume_cls ? r->state : NULL;
+    if (r->resume && !r->resume_cls && !(r->mlm_epochs > 0))
+        printf("no saved training state in %s: training from the start\n", r->state);
+    if (bft_train(r->m, &r->train_ds, &r->o, on_progress, &r->pc, res, &err) != 0) {
         cli_error("train", &err, NULL);
-        goto out;
+        return 1;
     }
-    if (res.early_stopped)
-        printf("early stopping after epoch %d (best epoch %d)\n", res.epochs, res.best_epoch);
-    if (o.load_best_model_at_end)
-        printf("kept epoch %d\n", res.kept_epoch);
+    if (res->early_stopped)
+        printf("early stopping after epoch %d (best epoch %d)\n", res->epochs, res->best_epoch);
+    if (r->o.load_best_model_at_end)
+        printf("kept epoch %d\n", res->kept_epoch);
     printf("train_loss %.6f steps %lld warmup_steps %lld seconds %.1f samples_per_s %.2f",
-           (double)res.train_loss, (long long)res.steps, (long long)res.warmup_steps, res.seconds,
-           res.samples_per_s);
-    if (!isnan(res.eval_accuracy))
-        printf(" eval_loss %.6f eval_accuracy %.4f eval_macro_f1 %.4f", (double)res.eval_loss,
-               (double)res.eval_accuracy, (double)res.eval_macro_f1);
+           (double)res->train_loss, (long long)res->steps, (long long)res->warmup_steps, res->seconds,
+           res->samples_per_s);
+    if (!isnan(res->eval_accuracy))
+        printf(" eval_loss %.6f eval_accuracy %.4f eval_macro_f1 %.4f", (double)res->eval_loss,
+               (double)res->eval_accuracy, (double)res->eval_macro_f1);
     putchar('\n');
-    if (bft_model_save_dir(m, out_dir, &err) != 0) {
-        cli_error("train", &err, "writing %s", out_dir);
-        goto out;
+    return 0;
+}
+
+/* The trained model as a Hugging Face directory. */
+static int train_save(train_run *r)
+{
+    bft_error err;
+    if (bft_model_save_dir(r->m, r->out_dir, &err) != 0) {
+        cli_error("train", &err, "writing %s", r->out_dir);
+        return 1;
     }
-    printf("saved %s\n", out_dir);
-    rc = 0;
-out:
-    free(mlm_state);
-    free(cw);
-    free(names);
-    free(ids);
-    free(sel);
-    free(tr_tok);
-    free(tr_off);
-    free(tr_lab);
-    free(va_tok);
-    free(va_off);
-    free(va_lab);
-    cli_tokens_free(&t);
-    cli_csv_free(&csv);
-    bft_model_free(m);
+    printf("saved %s\n", r->out_dir);
+    return 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_run r;
+    int rc;
+    memset(&r, 0, sizeof r);
+    r.device = "cpu";
+    r.precision = "auto";
+    r.so = (scratch_opts){8000, 0, 4, 256, 4, 1024, 512};
+    r.o = bft_train_default_opts();
+    r.pc.what = "";
+    if ((rc = train_parse(&r, argc, argv)) >= 0 || (rc = train_check_options(&r)) >= 0)
+        return rc;
+    if ((rc = train_load(&r)) == 0 && (rc = train_prepare_data(&r)) == 0 &&
+        (rc = train_prepare_options(&r)) == 0 && (rc = train_mlm_phase(&r)) == 0 &&
+        (rc = train_finetune_phase(&r)) == 0)
+        rc = train_save(&r);
+    train_run_free(&r);
     return rc;
 }

@@ -245,192 +245,213 @@ int bft_model_share_params(bft_model *m, const float *block, size_t n, bft_error
 
 /* ---- loading ------------------------------------------------------------ */
 
-/* Map the safetensors tensors onto a freshly allocated parameter block. */
-static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *err)
-{
-    bft_st_file f = {0, NULL};
-    mapped *mp = NULL;
-    bft_tensor_info *list = NULL;
-    int nlist = 0, rc, any_prefixed = 0, cls_w, K = 0, missing = -1;
-    int *where = NULL;
-    char want[64], got[64];
+/* Loading a safetensors file into a model: its tensors, their layout names
+ * and, per layout tensor (list), the file's tensor (where). */
+typedef struct weight_load {
+    bft_model *m;
+    bft_st_file f;
+    mapped *mp;               /* (f.n) */
+    int any_prefixed;         /* some tensor had "bert." */
+    bft_tensor_info *list;    /* (nlist) the model's layout */
+    int nlist;
+    int *where;               /* (nlist) index into mp */
+} weight_load;
 
-    if (bft_st_parse(st, st_len, &f, err) < 0)
-        return err ? err->code : BFT_EFORMAT;
+/* The file's tensors (not more than a BERT of this depth can have) and their layout names. */
+static int wl_map(weight_load *w, bft_error *err)
+{
+    bft_st_file *f = &w->f;
     /* A BERT has 16 tensors per layer plus at most 20 others and 6 known
      * extras; refusing more up front keeps the name matching below (quadratic
      * in the tensor count) cheap whatever the file holds. */
-    {
-        long max = 16L * m->cfg.num_hidden_layers + 32;
-        if (f.n > max) {
-            rc = bft_set_error(err, BFT_EMISMATCH,
-                               ST ": %d tensors, more than a BERT with %d layers can have (%ld); first: \"%.200s\"",
-                               f.n, m->cfg.num_hidden_layers, max, f.t[0].name);
-            goto out;
-        }
-    }
-    if (f.n > 0 && !(mp = calloc((size_t)f.n, sizeof *mp))) {
-        rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
-        goto out;
-    }
-    if ((rc = map_names(&f, mp, err)) != BFT_OK)
-        goto out;
+    long max = 16L * w->m->cfg.num_hidden_layers + 32;
+    if (f->n > max)
+        return bft_set_error(err, BFT_EMISMATCH,
+                             ST ": %d tensors, more than a BERT with %d layers can have (%ld); first: \"%.200s\"",
+                             f->n, w->m->cfg.num_hidden_layers, max, f->t[0].name);
+    if (f->n > 0 && !(w->mp = calloc((size_t)f->n, sizeof *w->mp)))
+        return bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
+    return map_names(f, w->mp, err);
+}
 
-    /* Unexpected tensors first: they usually mean a different architecture. */
-    for (int i = 0; i < f.n; i++) {
-        const char *n = mp[i].norm;
-        int known;
-        if (mp[i].use == USE_IGNORE)
+/* Unexpected tensors first: they usually mean a different architecture. */
+static int wl_check_names(weight_load *w, bft_error *err)
+{
+    for (int i = 0; i < w->f.n; i++) {
+        const mapped *mp = &w->mp[i];
+        if (mp->use == USE_IGNORE)
             continue;
-        any_prefixed |= mp[i].prefixed;
-        known = is_encoder_name(n) || (!mp[i].prefixed && (starts_with(n, "classifier.") ||
-                                                           starts_with(n, "cls.predictions.")));
-        if (!known) {
-            rc = bft_set_error(err, BFT_EMISMATCH,
-                               ST ": unexpected tensor \"%.200s\" (not part of BertForSequenceClassification, "
-                               "BertForMaskedLM or BertForPreTraining)",
-                               mp[i].t->name);
-            goto out;
-        }
+        w->any_prefixed |= mp->prefixed;
+        int known = is_encoder_name(mp->norm) || (!mp->prefixed && (starts_with(mp->norm, "classifier.") ||
+                                                                   starts_with(mp->norm, "cls.predictions.")));
+        if (!known)
+            return bft_set_error(err, BFT_EMISMATCH,
+                                 ST ": unexpected tensor \"%.200s\" (not part of BertForSequenceClassification, "
+                                 "BertForMaskedLM or BertForPreTraining)",
+                                 mp->t->name);
     }
+    return BFT_OK;
+}
 
-    /* Optional parts from what is present. */
+/* The classifier's rows are its labels: they must agree with config.json (and be 2 or more). */
+static int wl_classifier(weight_load *w, bft_error *err)
+{
+    bft_model *m = w->m;
+    char got[64];
+    int cls_w = find_mapped(w->mp, w->f.n, "classifier.weight", 0);
+    if (cls_w < 0)
+        return bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"classifier.weight\" (classifier.bias is present)");
+    const bft_st_tensor *t = w->mp[cls_w].t;
+    if (t->ndim != 2 || t->shape[1] != m->cfg.hidden_size || t->shape[0] < 1 || t->shape[0] > 1000000) {
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        return bft_set_error(err, BFT_EMISMATCH,
+                             ST ": tensor \"classifier.weight\" has shape %s, expected [num_labels, %d]", got,
+                             m->cfg.hidden_size);
+    }
+    int K = (int)t->shape[0];
+    if (m->cfg.num_labels == 0) {
+        m->cfg.num_labels = K; /* names default to LABEL_i */
+    } else if (m->cfg.num_labels != K) {
+        return bft_set_error(err, BFT_EMISMATCH,
+                             ST ": classifier.weight has %d rows but config.json has %d labels (id2label)", K,
+                             m->cfg.num_labels);
+    }
+    if (K < 2)
+        return bft_set_error(err, BFT_EUNSUPPORTED,
+                             ST ": a classifier with 1 output is a regression head in Hugging Face; not supported");
+    return BFT_OK;
+}
+
+/* The optional parts (pooler, classifier, MLM head) from what is present. */
+static int wl_parts(weight_load *w, bft_error *err)
+{
+    bft_model *m = w->m;
     m->parts.pooler = m->parts.classifier = m->parts.mlm = 0;
-    for (int i = 0; i < f.n; i++) {
-        if (mp[i].use != USE_LOAD)
+    for (int i = 0; i < w->f.n; i++) {
+        if (w->mp[i].use != USE_LOAD)
             continue;
-        if (starts_with(mp[i].norm, "pooler."))
+        if (starts_with(w->mp[i].norm, "pooler."))
             m->parts.pooler = 1;
-        else if (starts_with(mp[i].norm, "classifier."))
+        else if (starts_with(w->mp[i].norm, "classifier."))
             m->parts.classifier = 1;
-        else if (starts_with(mp[i].norm, "cls.predictions."))
+        else if (starts_with(w->mp[i].norm, "cls.predictions."))
             m->parts.mlm = 1;
     }
-    if (m->parts.classifier) {
-        const bft_st_tensor *t;
-        cls_w = find_mapped(mp, f.n, "classifier.weight", 0);
-        if (cls_w < 0) {
-            rc = bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"classifier.weight\" (classifier.bias is present)");
-            goto out;
-        }
-        t = mp[cls_w].t;
-        if (t->ndim != 2 || t->shape[1] != m->cfg.hidden_size || t->shape[0] < 1 || t->shape[0] > 1000000) {
-            shape_str(got, sizeof got, t->ndim, t->shape);
-            rc = bft_set_error(err, BFT_EMISMATCH,
-                               ST ": tensor \"classifier.weight\" has shape %s, expected [num_labels, %d]", got,
-                               m->cfg.hidden_size);
-            goto out;
-        }
-        K = (int)t->shape[0];
-        if (m->cfg.num_labels == 0) {
-            m->cfg.num_labels = K; /* names default to LABEL_i */
-        } else if (m->cfg.num_labels != K) {
-            rc = bft_set_error(err, BFT_EMISMATCH,
-                               ST ": classifier.weight has %d rows but config.json has %d labels (id2label)", K,
-                               m->cfg.num_labels);
-            goto out;
-        }
-        if (K < 2) {
-            rc = bft_set_error(err, BFT_EUNSUPPORTED,
-                               ST ": a classifier with 1 output is a regression head in Hugging Face; not supported");
-            goto out;
-        }
-    } else {
-        /* no classifier: labels in config.json (often HF's default LABEL_0/1) describe nothing */
-        bft_config_release(&m->cfg);
-        m->cfg.num_labels = 0;
-    }
+    if (m->parts.classifier)
+        return wl_classifier(w, err);
+    /* no classifier: labels in config.json (often HF's default LABEL_0/1) describe nothing */
+    bft_config_release(&m->cfg);
+    m->cfg.num_labels = 0;
+    return BFT_OK;
+}
 
-    if ((rc = alloc_params(m, err)) != BFT_OK)
-        goto out;
-    if (!(list = bft_params_tensors(&m->cfg, m->parts, &nlist))) {
-        rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
-        goto out;
-    }
-    /* Match every layout tensor; report unexpected tensors (a layer index
-     * beyond num_hidden_layers, a misspelt name, ...) before missing ones. */
-    if (!(where = malloc((size_t)nlist * sizeof *where))) {
-        rc = bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
-        goto out;
-    }
-    for (int k = 0; k < nlist; k++) {
-        int i = find_mapped(mp, f.n, list[k].name, list[k].in_encoder);
-        if (i < 0 && strcmp(list[k].name, "cls.predictions.bias") == 0)
-            i = find_ignored(mp, f.n, "cls.predictions.decoder.bias"); /* same values, older name */
-        where[k] = i;
+/* Match every layout tensor; report unexpected tensors (a layer index beyond
+ * num_hidden_layers, a misspelt name, ...) before missing ones. */
+static int wl_match(weight_load *w, bft_error *err)
+{
+    int rc, missing = -1;
+    if ((rc = alloc_params(w->m, err)) != BFT_OK)
+        return rc;
+    if (!(w->list = bft_params_tensors(&w->m->cfg, w->m->parts, &w->nlist)) ||
+        !(w->where = malloc((size_t)w->nlist * sizeof *w->where)))
+        return bft_set_error(err, BFT_ENOMEM, ST ": out of memory");
+    for (int k = 0; k < w->nlist; k++) {
+        int i = find_mapped(w->mp, w->f.n, w->list[k].name, w->list[k].in_encoder);
+        if (i < 0 && strcmp(w->list[k].name, "cls.predictions.bias") == 0)
+            i = find_ignored(w->mp, w->f.n, "cls.predictions.decoder.bias"); /* same values, older name */
+        w->where[k] = i;
         if (i >= 0)
-            mp[i].used = 1;
+            w->mp[i].used = 1;
         else if (missing < 0)
             missing = k;
     }
-    for (int i = 0; i < f.n; i++) {
-        if (mp[i].use == USE_LOAD && !mp[i].used) {
-            rc = bft_set_error(err, BFT_EMISMATCH, ST ": unexpected tensor \"%.200s\"", mp[i].t->name);
-            goto out;
-        }
-    }
-    if (missing >= 0) {
-        rc = bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"%s%s\"",
-                           list[missing].in_encoder && any_prefixed ? "bert." : "", list[missing].name);
-        goto out;
-    }
-    for (int k = 0; k < nlist; k++) {
-        const bft_tensor_info *ti = &list[k];
-        const bft_st_tensor *t = mp[where[k]].t;
+    for (int i = 0; i < w->f.n; i++)
+        if (w->mp[i].use == USE_LOAD && !w->mp[i].used)
+            return bft_set_error(err, BFT_EMISMATCH, ST ": unexpected tensor \"%.200s\"", w->mp[i].t->name);
+    if (missing >= 0)
+        return bft_set_error(err, BFT_EMISMATCH, ST ": missing tensor \"%s%s\"",
+                             w->list[missing].in_encoder && w->any_prefixed ? "bert." : "", w->list[missing].name);
+    return BFT_OK;
+}
+
+/* An ignored tensor that is stored must have the shape (ndim, s) (what is the tie, for the message). */
+static int wl_check_ignored(const weight_load *w, const char *name, int ndim, const int64_t *s,
+                            const char *what, bft_error *err)
+{
+    char want[64], got[64];
+    int i = find_ignored(w->mp, w->f.n, name);
+    if (i < 0)
+        return BFT_OK;
+    const bft_st_tensor *t = w->mp[i].t;
+    if (t->ndim == ndim && t->shape[0] == s[0] && (ndim == 1 || t->shape[1] == s[1]))
+        return BFT_OK;
+    shape_str(got, sizeof got, t->ndim, t->shape);
+    shape_str(want, sizeof want, ndim, s);
+    return bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\"%s has shape %s, expected %s", t->name, what,
+                         got, want);
+}
+
+/* Every matched tensor has its layout shape; the tied decoder, when stored,
+ * the word embeddings' shape. */
+static int wl_check_shapes(weight_load *w, bft_error *err)
+{
+    const bft_config *cfg = &w->m->cfg;
+    char want[64], got[64];
+    for (int k = 0; k < w->nlist; k++) {
+        const bft_tensor_info *ti = &w->list[k];
+        const bft_st_tensor *t = w->mp[w->where[k]].t;
         int ok = t->ndim == ti->ndim && t->shape[0] == ti->shape[0] && (ti->ndim == 1 || t->shape[1] == ti->shape[1]);
         if (!ok) {
             shape_str(got, sizeof got, t->ndim, t->shape);
             shape_str(want, sizeof want, ti->ndim, ti->shape);
-            rc = bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\" has shape %s, expected %s from config.json",
-                               t->name, got, want);
-            goto out;
+            return bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\" has shape %s, expected %s from config.json",
+                                 t->name, got, want);
         }
     }
-    /* The tied decoder, when stored, must have the word embeddings' shape. */
-    {
-        int i = find_ignored(mp, f.n, "cls.predictions.decoder.weight");
-        if (i >= 0) {
-            const bft_st_tensor *t = mp[i].t;
-            if (t->ndim != 2 || t->shape[0] != m->cfg.vocab_size || t->shape[1] != m->cfg.hidden_size) {
-                int64_t s[2] = {m->cfg.vocab_size, m->cfg.hidden_size};
-                shape_str(got, sizeof got, t->ndim, t->shape);
-                shape_str(want, sizeof want, 2, s);
-                rc = bft_set_error(err, BFT_EMISMATCH,
-                                   ST ": tensor \"%.200s\" (tied to the word embeddings) has shape %s, expected %s",
-                                   t->name, got, want);
-                goto out;
-            }
-        }
-        i = find_ignored(mp, f.n, "cls.predictions.decoder.bias");
-        if (i >= 0) {
-            const bft_st_tensor *t = mp[i].t;
-            if (t->ndim != 1 || t->shape[0] != m->cfg.vocab_size) {
-                int64_t s[1] = {m->cfg.vocab_size};
-                shape_str(got, sizeof got, t->ndim, t->shape);
-                shape_str(want, sizeof want, 1, s);
-                rc = bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"%.200s\" has shape %s, expected %s", t->name, got,
-                                   want);
-                goto out;
-            }
-        }
+    int64_t dw[2] = {cfg->vocab_size, cfg->hidden_size}, db[1] = {cfg->vocab_size};
+    int rc = wl_check_ignored(w, "cls.predictions.decoder.weight", 2, dw, " (tied to the word embeddings)", err);
+    if (rc == BFT_OK)
+        rc = wl_check_ignored(w, "cls.predictions.decoder.bias", 1, db, "", err);
+    return rc;
+}
+
+/* All checks passed: convert straight from the caller's buffer. */
+static int wl_convert(weight_load *w, bft_error *err)
+{
+    for (int k = 0; k < w->nlist; k++) {
+        if (bft_interrupted())
+            return bft_set_error(err, BFT_ECANCEL, ST ": loading interrupted");
+        if (bft_st_to_f32(w->mp[w->where[k]].t, w->m->params_mem + w->list[k].offset, err) < 0)
+            return err ? err->code : BFT_EUNSUPPORTED;
     }
-    /* All checks passed: convert straight from the caller's buffer. */
-    for (int k = 0; k < nlist; k++) {
-        if (bft_interrupted()) {
-            rc = bft_set_error(err, BFT_ECANCEL, ST ": loading interrupted");
-            goto out;
-        }
-        if (bft_st_to_f32(mp[where[k]].t, m->params_mem + list[k].offset, err) < 0) {
-            rc = err ? err->code : BFT_EUNSUPPORTED;
-            goto out;
-        }
-    }
-    rc = BFT_OK;
-out:
-    free(where);
-    free(list);
-    free(mp);
-    bft_st_release(&f);
+    return BFT_OK;
+}
+
+/* Map the safetensors tensors onto a freshly allocated parameter block: map the
+ * names, check them, the parts, the matching and the shapes, then convert. */
+static int load_weights(bft_model *m, const void *st, size_t st_len, bft_error *err)
+{
+    weight_load w;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.m = m;
+    if (bft_st_parse(st, st_len, &w.f, err) < 0)
+        return err ? err->code : BFT_EFORMAT;
+    rc = wl_map(&w, err);
+    if (rc == BFT_OK)
+        rc = wl_check_names(&w, err);
+    if (rc == BFT_OK)
+        rc = wl_parts(&w, err);
+    if (rc == BFT_OK)
+        rc = wl_match(&w, err);
+    if (rc == BFT_OK)
+        rc = wl_check_shapes(&w, err);
+    if (rc == BFT_OK)
+        rc = wl_convert(&w, err);
+    free(w.where);
+    free(w.list);
+    free(w.mp);
+    bft_st_release(&w.f);
     return rc;
 }
 
@@ -828,88 +849,55 @@ fail:
     return NULL;
 }
 
-/* set_labels body: returns BFT_OK or an error code. */
-static int set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+/* Free n label names and their array. */
+static void free_names(char **names, int n)
 {
-    bft_config ncfg;
-    bft_parts nparts;
-    char **nnames = NULL;
-    bft_tensor_info *olist = NULL, *nlist = NULL;
-    int on = 0, nn = 0;
-    float *mem = NULL;
-    size_t count;
+    if (!names)
+        return;
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* *out: a copy of the n names (none NULL, all distinct). */
+static int copy_label_names(const char *const *names, int n, char ***out, bft_error *err)
+{
+    char **nnames = calloc((size_t)n, sizeof *nnames);
+    int a, b, d, rc;
+    if (!nnames)
+        return bft_set_error(err, BFT_ENOMEM, "model: out of memory");
+    for (int i = 0; i < n; i++) {
+        if (!names[i] || !(nnames[i] = strdup(names[i]))) {
+            free_names(nnames, i);
+            return names[i] ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
+                            : bft_set_error(err, BFT_EINVAL, "model: label name %d is NULL", i);
+        }
+    }
+    if ((d = bft_find_duplicate_name(nnames, n, &a, &b)) != 0) {
+        rc = d < 0 ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
+                   : bft_set_error(err, BFT_EINVAL, "model: label name \"%.100s\" given for %d and %d",
+                                   nnames[a], a, b);
+        free_names(nnames, n);
+        return rc;
+    }
+    *out = nnames;
+    return BFT_OK;
+}
+
+/* A parameter block for config ncfg and parts nparts: every tensor the model
+ * shares with it copied, the others (pooler, classifier) initialised from rng. */
+static int head_block(const bft_model *m, const bft_config *ncfg, bft_parts nparts, size_t count,
+                      uint64_t seed, float **out, bft_error *err)
+{
+    int on = 0, nn = 0, rc = BFT_OK;
+    bft_tensor_info *olist = bft_params_tensors(&m->cfg, m->parts, &on);
+    bft_tensor_info *nlist = bft_params_tensors(ncfg, nparts, &nn);
+    float *mem = calloc(count, sizeof(float));
     bft_rng rng;
-
-    if (num_labels < 2 || num_labels > 1000000)
-        return bft_set_error(err, BFT_EINVAL,
-                             "model: num_labels must be in [2, 1000000], got %d (1 label is regression in Hugging Face)",
-                             num_labels);
-    if (names) {
-        if (!(nnames = calloc((size_t)num_labels, sizeof *nnames)))
-            return bft_set_error(err, BFT_ENOMEM, "model: out of memory");
-        int a, b, d;
-        for (int i = 0; i < num_labels; i++) {
-            if (!names[i] || !(nnames[i] = strdup(names[i]))) {
-                for (int j = 0; j < i; j++)
-                    free(nnames[j]);
-                free(nnames);
-                return names[i] ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
-                                : bft_set_error(err, BFT_EINVAL, "model: label name %d is NULL", i);
-            }
-        }
-        if ((d = bft_find_duplicate_name(nnames, num_labels, &a, &b)) != 0) {
-            int rc = d < 0 ? bft_set_error(err, BFT_ENOMEM, "model: out of memory")
-                           : bft_set_error(err, BFT_EINVAL, "model: label name \"%.100s\" given for %d and %d",
-                                           nnames[a], a, b);
-            for (int q = 0; q < num_labels; q++)
-                free(nnames[q]);
-            free(nnames);
-            return rc;
-        }
-    }
-
-    if (m->parts.classifier && m->cfg.num_labels == num_labels && m->parts.pooler) {
-        /* the head fits: keep its weights (HF semantics), only rename */
-        if (nnames) {
-            bft_config_release(&m->cfg);
-            m->cfg.id2label = nnames;
-        }
-        return BFT_OK;
-    }
-
-    /* New block: copy every tensor the new layout shares, fresh pooler/classifier. */
-    ncfg = m->cfg;
-    ncfg.num_labels = num_labels;
-    ncfg.id2label = NULL;
-    nparts = m->parts;
-    nparts.pooler = 1;
-    nparts.classifier = 1;
-    count = bft_params_count(&ncfg, nparts);
-    if (bft_memory_check((count + m->num_params) * sizeof(float), "the model with its new classifier",
-                         err) != BFT_OK) {
-        if (nnames) {
-            for (int i = 0; i < num_labels; i++)
-                free(nnames[i]);
-            free(nnames);
-        }
-        return BFT_ENOMEM;
-    }
-    olist = bft_params_tensors(&m->cfg, m->parts, &on);
-    nlist = bft_params_tensors(&ncfg, nparts, &nn);
-    mem = calloc(count, sizeof(float));
-    if (!olist || !nlist || !mem) {
-        free(olist);
-        free(nlist);
-        free(mem);
-        if (nnames) {
-            for (int i = 0; i < num_labels; i++)
-                free(nnames[i]);
-            free(nnames);
-        }
-        return bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters", count);
-    }
+    if (!olist || !nlist || !mem)
+        rc = bft_set_error(err, BFT_ENOMEM, "model: out of memory for %zu parameters", count);
     bft_rng_seed(&rng, seed);
-    for (int k = 0; k < nn; k++) {
+    for (int k = 0; rc == BFT_OK && k < nn; k++) {
         const bft_tensor_info *ti = &nlist[k];
         int found = 0;
         /* a classifier of another size has another numel: never copied */
@@ -919,20 +907,59 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
                 found = 1;
                 break;
             }
-        if (!found && init_tensor(ti, mem, &ncfg, &rng) != BFT_OK) {
-            free(olist);
-            free(nlist);
-            free(mem);
-            if (nnames) {
-                for (int i = 0; i < num_labels; i++)
-                    free(nnames[i]);
-                free(nnames);
-            }
-            return bft_set_error(err, BFT_ECANCEL, "model: initialisation interrupted");
-        }
+        if (!found && init_tensor(ti, mem, ncfg, &rng) != BFT_OK)
+            rc = bft_set_error(err, BFT_ECANCEL, "model: initialisation interrupted");
     }
     free(olist);
     free(nlist);
+    if (rc != BFT_OK)
+        free(mem);
+    else
+        *out = mem;
+    return rc;
+}
+
+/* set_labels body: returns BFT_OK or an error code. */
+static int set_labels(bft_model *m, int num_labels, const char *const *names, uint64_t seed, bft_error *err)
+{
+    bft_config ncfg;
+    bft_parts nparts;
+    char **nnames = NULL;
+    float *mem = NULL;
+    size_t count;
+    int rc;
+
+    if (num_labels < 2 || num_labels > 1000000)
+        return bft_set_error(err, BFT_EINVAL,
+                             "model: num_labels must be in [2, 1000000], got %d (1 label is regression in Hugging Face)",
+                             num_labels);
+    if (names && (rc = copy_label_names(names, num_labels, &nnames, err)) != BFT_OK)
+        return rc;
+    if (m->parts.classifier && m->cfg.num_labels == num_labels && m->parts.pooler) {
+        /* the head fits: keep its weights (HF semantics), only rename */
+        if (nnames) {
+            bft_config_release(&m->cfg);
+            m->cfg.id2label = nnames;
+        }
+        return BFT_OK;
+    }
+    /* New block: copy every tensor the new layout shares, fresh pooler/classifier. */
+    ncfg = m->cfg;
+    ncfg.num_labels = num_labels;
+    ncfg.id2label = NULL;
+    nparts = m->parts;
+    nparts.pooler = 1;
+    nparts.classifier = 1;
+    count = bft_params_count(&ncfg, nparts);
+    if (bft_memory_check((count + m->num_params) * sizeof(float), "the model with its new classifier",
+                         err) != BFT_OK)
+        rc = BFT_ENOMEM;
+    else
+        rc = head_block(m, &ncfg, nparts, count, seed, &mem, err);
+    if (rc != BFT_OK) {
+        free_names(nnames, num_labels);
+        return rc;
+    }
     if (!m->params_external)
         free(m->params_mem);
     m->params_external = 0; /* the new block is the model's own */

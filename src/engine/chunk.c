@@ -1,6 +1,6 @@
 /*
- * chunk.c — windows over long texts and pooling of their probabilities
- * (see chunk.h).
+ * chunk.c — windows over long texts, pooling of their probabilities and
+ * combination of their embeddings (see chunk.h).
  */
 #include "chunk.h"
 
@@ -103,15 +103,15 @@ int bft_encode_windows(const bft_tokenizer *tok, const char *text, size_t len, i
 void bft_pool_windows(const float *probs, int64_t nwin, int K, int mode, int renorm, float *out)
 {
     for (int k = 0; k < K; k++) {
-        double acc = mode == BFT_POOL_MAX ? (double)probs[k] : 0.0;
+        double acc = mode == BFT_WINDOWS_MAX ? (double)probs[k] : 0.0;
         for (int64_t w = 0; w < nwin; w++) {
             double p = probs[(size_t)w * K + k];
-            if (mode == BFT_POOL_MAX)
+            if (mode == BFT_WINDOWS_MAX)
                 acc = p > acc ? p : acc;
             else
                 acc += p;
         }
-        out[k] = (float)(mode == BFT_POOL_MAX ? acc : acc / (double)(nwin > 0 ? nwin : 1));
+        out[k] = (float)(mode == BFT_WINDOWS_MAX ? acc : acc / (double)(nwin > 0 ? nwin : 1));
     }
     if (renorm) {
         double s = 0.0;
@@ -120,5 +120,31 @@ void bft_pool_windows(const float *probs, int64_t nwin, int K, int mode, int ren
         if (s > 0.0)
             for (int k = 0; k < K; k++)
                 out[k] = (float)(out[k] / s);
+    }
+}
+
+void bft_combine_windows(const float *emb, const int64_t *ntok, int64_t nwin, int D, int mode,
+                         float *out)
+{
+    if (nwin <= 1) {
+        if (nwin == 1)
+            memcpy(out, emb, (size_t)D * sizeof *out);
+        else
+            memset(out, 0, (size_t)D * sizeof *out);
+        return;
+    }
+    double wsum = 0.0;
+    for (int64_t w = 0; w < nwin; w++)
+        wsum += (double)ntok[w];
+    for (int d = 0; d < D; d++) {
+        double acc = mode == BFT_WINDOWS_MAX ? (double)emb[d] : 0.0;
+        for (int64_t w = 0; w < nwin; w++) {
+            double x = emb[(size_t)w * D + d];
+            if (mode == BFT_WINDOWS_MAX)
+                acc = x > acc ? x : acc;
+            else
+                acc += (double)ntok[w] * x;
+        }
+        out[d] = (float)(mode == BFT_WINDOWS_MAX ? acc : acc / (wsum > 0.0 ? wsum : 1.0));
     }
 }

@@ -1,7 +1,8 @@
 /*
  * chunk.h — long texts: overlapping windows of max_length tokens over a
- * text's WordPiece pieces, and the pooling of the windows' class
- * probabilities into one prediction per text.
+ * text's WordPiece pieces, the pooling of the windows' class probabilities
+ * into one prediction per text, and the combination of the windows'
+ * sentence embeddings into one embedding per text.
  *
  * Windows follow Hugging Face's tokenizer(..., truncation=True,
  * return_overflowing_tokens=True, stride=S): a text of n pieces is cut into
@@ -21,9 +22,10 @@
 #include "bft_error.h"
 #include "tokenizer.h"
 
-/* How the windows' probabilities become the text's (bft_pool_windows). */
-#define BFT_POOL_MEAN 0 /* average per class */
-#define BFT_POOL_MAX 1  /* largest per class */
+/* How the windows' probabilities (bft_pool_windows) or embeddings
+ * (bft_combine_windows) become the text's. */
+#define BFT_WINDOWS_MEAN 0 /* average per class / dimension */
+#define BFT_WINDOWS_MAX 1  /* largest per class / dimension */
 
 /* The overlap actually used for max_length and a requested stride. */
 int bft_window_overlap(int max_length, int stride);
@@ -50,10 +52,19 @@ int bft_encode_windows(const bft_tokenizer *tok, const char *text, size_t len, i
                        bft_error *err);
 
 /* Pool the class probabilities of one text's nwin windows, probs (nwin, K)
- * row-major, into out (K): BFT_POOL_MEAN averages each class over the
- * windows, BFT_POOL_MAX takes each class's largest probability; renorm
+ * row-major, into out (K): BFT_WINDOWS_MEAN averages each class over the
+ * windows, BFT_WINDOWS_MAX takes each class's largest probability; renorm
  * then rescales out to sum 1 (softmax outputs pooled with max; not for
  * independent multi-label sigmoids). */
 void bft_pool_windows(const float *probs, int64_t nwin, int K, int mode, int renorm, float *out);
+
+/* Combine the embeddings of one text's nwin windows, emb (nwin, D)
+ * row-major, into out (D): BFT_WINDOWS_MEAN averages them weighted by ntok
+ * (nwin), each window's token count ([CLS] and [SEP] included), so that the
+ * mean-pooled vectors of the windows combine into the mean over all their
+ * tokens; BFT_WINDOWS_MAX takes each dimension's largest value. One window
+ * is copied unchanged. Accumulates in double. */
+void bft_combine_windows(const float *emb, const int64_t *ntok, int64_t nwin, int D, int mode,
+                         float *out);
 
 #endif

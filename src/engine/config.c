@@ -390,6 +390,133 @@ static int is_default_name(const char *key, int64_t id)
     return strcmp(key, dflt) == 0;
 }
 
+/* num_labels (or _num_labels; they must agree) into *nl, -1 when neither is given. */
+static int labels_count(json_object *root, int64_t *nl, bft_error *err)
+{
+    int64_t nl2 = -1;
+    *nl = -1;
+    if (get_int(root, "num_labels", 0, MAX_LABELS, nl, err) < 0 ||
+        get_int(root, "_num_labels", 0, MAX_LABELS, &nl2, err) < 0)
+        return -1;
+    if (*nl >= 0 && nl2 >= 0 && *nl != nl2) {
+        bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld and _num_labels %lld disagree",
+                      (long long)*nl, (long long)nl2);
+        return -1;
+    }
+    if (*nl < 0)
+        *nl = nl2;
+    return 0;
+}
+
+/* One id2label entry key → val into names (n entries): an id in [0, n), a string, once. */
+static int id2label_entry(const char *key, json_object *val, char **names, int n, bft_error *err)
+{
+    int id;
+    if (parse_label_id(key, &id) < 0 || id >= n) {
+        bft_set_error(err, BFT_EFORMAT, "config: id2label key \"%.100s\" is not a label id in [0, %d)", key, n);
+        return -1;
+    }
+    if (!val || !json_object_is_type(val, json_type_string)) {
+        bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] must be a string, got %s", key, jtype(val));
+        return -1;
+    }
+    if (strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val)) {
+        bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] contains a NUL character", key);
+        return -1;
+    }
+    if (names[id]) { /* "1" and "01" */
+        bft_set_error(err, BFT_EFORMAT, "config: id2label has label id %d twice", id);
+        return -1;
+    }
+    if (!(names[id] = strdup(json_object_get_string(val)))) {
+        bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* id2label: *n distinct ids in [0, *n) (so every id is present), distinct
+ * names, as many as num_labels nl (when given). *names is the caller's to free. */
+static int parse_id2label(json_object *id2label, int64_t nl, char ***names, int *n, bft_error *err)
+{
+    int i, j, d;
+    *n = json_object_object_length(id2label);
+    if (*n > MAX_LABELS) {
+        bft_set_error(err, BFT_EINVAL, "config: id2label has %d entries (max %d)", *n, MAX_LABELS);
+        return -1;
+    }
+    if (*n > 0 && !(*names = calloc((size_t)*n, sizeof **names))) {
+        bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+        return -1;
+    }
+    json_object_object_foreach(id2label, key, val)
+    {
+        if (id2label_entry(key, val, *names, *n, err) < 0)
+            return -1;
+    }
+    d = bft_find_duplicate_name(*names, *n, &i, &j);
+    if (d < 0) {
+        bft_set_error(err, BFT_ENOMEM, "config: out of memory");
+        return -1;
+    }
+    if (d > 0) {
+        bft_set_error(err, BFT_EMISMATCH, "config: id2label gives the name \"%.100s\" to both %d and %d",
+                      (*names)[i], i, j);
+        return -1;
+    }
+    if (nl >= 0 && nl != *n) {
+        bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld but id2label has %d entries", (long long)nl,
+                      *n);
+        return -1;
+    }
+    return 0;
+}
+
+/* label2id must be the exact inverse of the n labels (names, or LABEL_i when
+ * names is NULL), except that HF's untouched default {"LABEL_0": 0, ...} next
+ * to real names is ignored; have_labels: id2label or num_labels was given. */
+static int check_label2id(json_object *label2id, int have_labels, char **names, int n, bft_error *err)
+{
+    int m = json_object_object_length(label2id), all_default = 1;
+    json_object_object_foreach(label2id, key, val)
+    {
+        if (!val || !json_object_is_type(val, json_type_int)) {
+            bft_set_error(err, BFT_EFORMAT, "config: label2id[\"%.100s\"] must be an integer, got %s", key,
+                          jtype(val));
+            return -1;
+        }
+        if (!is_default_name(key, json_object_get_int64(val)))
+            all_default = 0;
+    }
+    if (!have_labels) {
+        bft_set_error(err, BFT_EMISMATCH, "config: label2id is given without id2label");
+        return -1;
+    }
+    if (all_default && names)
+        return 0;
+    if (m != n) {
+        bft_set_error(err, BFT_EMISMATCH, "config: label2id has %d entries but there are %d labels", m, n);
+        return -1;
+    }
+    json_object_object_foreach(label2id, key2, val2)
+    {
+        int64_t id = json_object_get_int64(val2);
+        if (id < 0 || id >= n) {
+            bft_set_error(err, BFT_EMISMATCH, "config: label2id[\"%.100s\"] = %lld is not a label id in [0, %d)",
+                          key2, (long long)id, n);
+            return -1;
+        }
+        if (names ? strcmp(names[id], key2) != 0 : !is_default_name(key2, id)) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "LABEL_%lld", (long long)id);
+            bft_set_error(err, BFT_EMISMATCH, "config: label2id[\"%.100s\"] = %lld but id2label[\"%lld\"] is \"%.100s\"",
+                          key2, (long long)id, (long long)id, names ? names[id] : buf);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* id2label / label2id / num_labels → cfg->num_labels, cfg->id2label.
  * id2label keys are label ids as strings ("0", "1", ...) covering [0, n);
  * names must be distinct; label2id must be its exact inverse, except that
@@ -397,21 +524,12 @@ static int is_default_name(const char *key, int64_t id)
 static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
 {
     json_object *id2label = NULL, *label2id = NULL;
-    int64_t nl = -1, nl2 = -1;
+    int64_t nl;
     int n = 0;
     char **names = NULL;
 
-    if (get_int(root, "num_labels", 0, MAX_LABELS, &nl, err) < 0 ||
-        get_int(root, "_num_labels", 0, MAX_LABELS, &nl2, err) < 0)
+    if (labels_count(root, &nl, err) < 0)
         return -1;
-    if (nl >= 0 && nl2 >= 0 && nl != nl2) {
-        bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld and _num_labels %lld disagree",
-                      (long long)nl, (long long)nl2);
-        return -1;
-    }
-    if (nl < 0)
-        nl = nl2;
-
     json_object_object_get_ex(root, "id2label", &id2label);
     json_object_object_get_ex(root, "label2id", &label2id);
     if (id2label && !json_object_is_type(id2label, json_type_object)) {
@@ -422,108 +540,12 @@ static int parse_labels(json_object *root, bft_config *cfg, bft_error *err)
         bft_set_error(err, BFT_EFORMAT, "config: label2id must be an object, got %s", jtype(label2id));
         return -1;
     }
-
-    if (id2label) {
-        n = json_object_object_length(id2label);
-        if (n > MAX_LABELS) {
-            bft_set_error(err, BFT_EINVAL, "config: id2label has %d entries (max %d)", n, MAX_LABELS);
-            return -1;
-        }
-        if (n > 0 && !(names = calloc((size_t)n, sizeof *names))) {
-            bft_set_error(err, BFT_ENOMEM, "config: out of memory");
-            return -1;
-        }
-        json_object_object_foreach(id2label, key, val)
-        {
-            int id;
-            if (parse_label_id(key, &id) < 0 || id >= n) {
-                bft_set_error(err, BFT_EFORMAT,
-                              "config: id2label key \"%.100s\" is not a label id in [0, %d)", key, n);
-                goto fail;
-            }
-            if (!val || !json_object_is_type(val, json_type_string)) {
-                bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] must be a string, got %s", key,
-                              jtype(val));
-                goto fail;
-            }
-            if (strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val)) {
-                bft_set_error(err, BFT_EFORMAT, "config: id2label[\"%s\"] contains a NUL character", key);
-                goto fail;
-            }
-            if (names[id]) { /* "1" and "01" */
-                bft_set_error(err, BFT_EFORMAT, "config: id2label has label id %d twice", id);
-                goto fail;
-            }
-            if (!(names[id] = strdup(json_object_get_string(val)))) {
-                bft_set_error(err, BFT_ENOMEM, "config: out of memory");
-                goto fail;
-            }
-        }
-        /* n distinct ids in [0, n): every id is present. Names must be distinct. */
-        {
-            int i, j, d = bft_find_duplicate_name(names, n, &i, &j);
-            if (d < 0) {
-                bft_set_error(err, BFT_ENOMEM, "config: out of memory");
-                goto fail;
-            }
-            if (d > 0) {
-                bft_set_error(err, BFT_EMISMATCH, "config: id2label gives the name \"%.100s\" to both %d and %d",
-                              names[i], i, j);
-                goto fail;
-            }
-        }
-        if (nl >= 0 && nl != n) {
-            bft_set_error(err, BFT_EMISMATCH, "config: num_labels %lld but id2label has %d entries",
-                          (long long)nl, n);
-            goto fail;
-        }
-    } else if (nl >= 0) {
+    if (id2label && parse_id2label(id2label, nl, &names, &n, err) < 0)
+        goto fail;
+    if (!id2label && nl >= 0)
         n = (int)nl; /* names default to LABEL_i */
-    }
-
-    if (label2id) {
-        int m = json_object_object_length(label2id), all_default = 1;
-        json_object_object_foreach(label2id, key, val)
-        {
-            if (!val || !json_object_is_type(val, json_type_int)) {
-                bft_set_error(err, BFT_EFORMAT, "config: label2id[\"%.100s\"] must be an integer, got %s",
-                              key, jtype(val));
-                goto fail;
-            }
-            if (!is_default_name(key, json_object_get_int64(val)))
-                all_default = 0;
-        }
-        if (!id2label && nl < 0) {
-            bft_set_error(err, BFT_EMISMATCH, "config: label2id is given without id2label");
-            goto fail;
-        }
-        if (!(all_default && names)) {
-            if (m != n) {
-                bft_set_error(err, BFT_EMISMATCH, "config: label2id has %d entries but there are %d labels",
-                              m, n);
-                goto fail;
-            }
-            json_object_object_foreach(label2id, key2, val2)
-            {
-                int64_t id = json_object_get_int64(val2);
-                if (id < 0 || id >= n) {
-                    bft_set_error(err, BFT_EMISMATCH,
-                                  "config: label2id[\"%.100s\"] = %lld is not a label id in [0, %d)", key2,
-                                  (long long)id, n);
-                    goto fail;
-                }
-                if (names ? strcmp(names[id], key2) != 0 : !is_default_name(key2, id)) {
-                    char buf[32];
-                    snprintf(buf, sizeof buf, "LABEL_%lld", (long long)id);
-                    bft_set_error(err, BFT_EMISMATCH,
-                                  "config: label2id[\"%.100s\"] = %lld but id2label[\"%lld\"] is \"%.100s\"",
-                                  key2, (long long)id, (long long)id, names ? names[id] : buf);
-                    goto fail;
-                }
-            }
-        }
-    }
-
+    if (label2id && check_label2id(label2id, id2label || nl >= 0, names, n, err) < 0)
+        goto fail;
     if (n == 1 && cfg->problem_type != BFT_PROBLEM_MULTI_LABEL) {
         bft_set_error(err, BFT_EUNSUPPORTED,
                       "config: 1 label means regression in Hugging Face (problem_type \"regression\"); "
@@ -713,131 +735,112 @@ static int tj_put(const char **table, int n, int64_t id, const char *s, size_t l
     return 0;
 }
 
-int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char **vocab,
-                             size_t *vocab_len, bft_error *err)
+/* The "model" object: a WordPiece with BERT's settings; *vmap its vocab (token -> id). */
+static int tj_model(json_object *root, json_object **vmap, bft_error *err)
 {
-    json_object *root = NULL, *model, *v, *vmap, *added, *norm;
-    const char **table = NULL;
-    bft_tokenizer_opts t = cfg->tok;
-    char *out = NULL;
-    size_t total = 0;
-    int n = 0, rc = -1;
-
-    *vocab = NULL;
-    *vocab_len = 0;
-    /* json-c's objects take a few tens of bytes per byte of a vocabulary */
-    if (bft_memory_check(len * 16, TJ, err) != BFT_OK)
-        return -1;
-    if (!(root = parse_json(json, len, TJ, err)))
-        return -1;
+    json_object *model, *v = NULL;
     if (!json_object_is_type(root, json_type_object) ||
         !json_object_object_get_ex(root, "model", &model) || !model ||
-        !json_object_is_type(model, json_type_object)) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": no \"model\" object");
-        goto out;
-    }
+        !json_object_is_type(model, json_type_object))
+        return bft_set_error(err, BFT_EFORMAT, TJ ": no \"model\" object"), -1;
     if (!json_object_object_get_ex(model, "type", &v) || !v || !json_object_is_type(v, json_type_string) ||
-        strcmp(json_object_get_string(v), "WordPiece") != 0) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": model type %s is not supported (bft reads BERT's WordPiece)",
-                      v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(none)");
-        goto out;
-    }
+        strcmp(json_object_get_string(v), "WordPiece") != 0)
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": model type %s is not supported (bft reads BERT's WordPiece)",
+                             v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(none)"),
+               -1;
     if (json_object_object_get_ex(model, "continuing_subword_prefix", &v) && v &&
-        (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "##") != 0)) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": continuing_subword_prefix must be \"##\"");
-        goto out;
-    }
+        (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "##") != 0))
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": continuing_subword_prefix must be \"##\""), -1;
     if (json_object_object_get_ex(model, "max_input_chars_per_word", &v) && v &&
-        (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 100)) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": max_input_chars_per_word must be 100 (BERT's)");
-        goto out;
-    }
-    if (!json_object_object_get_ex(model, "vocab", &vmap) || !vmap ||
-        !json_object_is_type(vmap, json_type_object)) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": model.vocab must be an object (token -> id)");
-        goto out;
-    }
-    n = json_object_object_length(vmap);
-    if (json_object_object_get_ex(root, "added_tokens", &added) && added &&
-        !json_object_is_type(added, json_type_array)) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens must be an array");
-        goto out;
-    }
-    /* added tokens past the vocabulary extend it (ids must stay dense) */
-    if (added)
-        for (size_t i = 0; i < json_object_array_length(added); i++) {
-            json_object *a = json_object_array_get_idx(added, i), *id;
+        (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 100))
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": max_input_chars_per_word must be 100 (BERT's)"), -1;
+    if (!json_object_object_get_ex(model, "vocab", vmap) || !*vmap || !json_object_is_type(*vmap, json_type_object))
+        return bft_set_error(err, BFT_EFORMAT, TJ ": model.vocab must be an object (token -> id)"), -1;
+    return 0;
+}
+
+/* The number of token ids: the vocab's, extended by added tokens past it (ids must stay dense). */
+static int tj_count(json_object *root, json_object *vmap, json_object **added, int *n, bft_error *err)
+{
+    *n = json_object_object_length(vmap);
+    *added = NULL;
+    if (json_object_object_get_ex(root, "added_tokens", added) && *added &&
+        !json_object_is_type(*added, json_type_array))
+        return bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens must be an array"), -1;
+    if (*added)
+        for (size_t i = 0; i < json_object_array_length(*added); i++) {
+            json_object *a = json_object_array_get_idx(*added, i), *id;
             if (a && json_object_object_get_ex(a, "id", &id) && id && json_object_is_type(id, json_type_int) &&
-                json_object_get_int64(id) >= n && json_object_get_int64(id) < MAX_DIM)
-                n = (int)json_object_get_int64(id) + 1;
+                json_object_get_int64(id) >= *n && json_object_get_int64(id) < MAX_DIM)
+                *n = (int)json_object_get_int64(id) + 1;
         }
-    if (n < 1 || n > MAX_DIM) {
-        bft_set_error(err, BFT_EFORMAT, TJ ": %d tokens", n);
-        goto out;
-    }
-    if (!(table = calloc((size_t)n, sizeof *table))) {
-        bft_set_error(err, BFT_ENOMEM, TJ ": out of memory");
-        goto out;
-    }
+    if (*n < 1 || *n > MAX_DIM)
+        return bft_set_error(err, BFT_EFORMAT, TJ ": %d tokens", *n), -1;
+    return 0;
+}
+
+/* table[id] = token for the vocab and the added tokens; every id 0..n-1 must have one. */
+static int tj_table(json_object *vmap, json_object *added, const char **table, int n, bft_error *err)
+{
     json_object_object_foreach(vmap, key, val)
     {
-        if (!val || !json_object_is_type(val, json_type_int)) {
-            bft_set_error(err, BFT_EFORMAT, TJ ": the id of \"%.100s\" must be an integer", key);
-            goto out;
-        }
+        if (!val || !json_object_is_type(val, json_type_int))
+            return bft_set_error(err, BFT_EFORMAT, TJ ": the id of \"%.100s\" must be an integer", key), -1;
         if (tj_put(table, n, json_object_get_int64(val), key, strlen(key), err) < 0)
-            goto out;
+            return -1;
     }
-    if (added)
-        for (size_t i = 0; i < json_object_array_length(added); i++) {
-            json_object *a = json_object_array_get_idx(added, i), *id, *content;
-            if (!a || !json_object_is_type(a, json_type_object) ||
-                !json_object_object_get_ex(a, "id", &id) || !id || !json_object_is_type(id, json_type_int) ||
-                !json_object_object_get_ex(a, "content", &content) || !content ||
-                !json_object_is_type(content, json_type_string)) {
-                bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens[%zu] needs an integer id and a string content", i);
-                goto out;
-            }
-            if (tj_put(table, n, json_object_get_int64(id), json_object_get_string(content),
-                       (size_t)json_object_get_string_len(content), err) < 0)
-                goto out;
-        }
-    for (int i = 0; i < n; i++) {
-        if (!table[i]) {
-            bft_set_error(err, BFT_EFORMAT, TJ ": no token has id %d (ids must be 0..%d)", i, n - 1);
-            goto out;
-        }
-        total += strlen(table[i]) + 1;
+    for (size_t i = 0; added && i < json_object_array_length(added); i++) {
+        json_object *a = json_object_array_get_idx(added, i), *id, *content;
+        if (!a || !json_object_is_type(a, json_type_object) ||
+            !json_object_object_get_ex(a, "id", &id) || !id || !json_object_is_type(id, json_type_int) ||
+            !json_object_object_get_ex(a, "content", &content) || !content ||
+            !json_object_is_type(content, json_type_string))
+            return bft_set_error(err, BFT_EFORMAT, TJ ": added_tokens[%zu] needs an integer id and a string content",
+                                 i), -1;
+        if (tj_put(table, n, json_object_get_int64(id), json_object_get_string(content),
+                   (size_t)json_object_get_string_len(content), err) < 0)
+            return -1;
     }
-    /* the normalizer decides the casing and accents, as BertTokenizerFast's */
+    for (int i = 0; i < n; i++)
+        if (!table[i])
+            return bft_set_error(err, BFT_EFORMAT, TJ ": no token has id %d (ids must be 0..%d)", i, n - 1), -1;
+    return 0;
+}
+
+/* The normalizer decides the casing and accents, as BertTokenizerFast's; only BertPreTokenizer. */
+static int tj_normalizer(json_object *root, bft_tokenizer_opts *t, bft_error *err)
+{
+    json_object *norm, *v;
     if (json_object_object_get_ex(root, "normalizer", &norm) && norm) {
         const char *type = NULL;
         if (!json_object_is_type(norm, json_type_object) ||
-            !json_object_object_get_ex(norm, "type", &v) || !v || !json_object_is_type(v, json_type_string)) {
-            bft_set_error(err, BFT_EFORMAT, TJ ": normalizer must be an object with a type");
-            goto out;
-        }
+            !json_object_object_get_ex(norm, "type", &v) || !v || !json_object_is_type(v, json_type_string))
+            return bft_set_error(err, BFT_EFORMAT, TJ ": normalizer must be an object with a type"), -1;
         type = json_object_get_string(v);
-        if (strcmp(type, "BertNormalizer") != 0) {
-            bft_set_error(err, BFT_EUNSUPPORTED, TJ ": normalizer %s is not supported (bft implements BertNormalizer)",
-                          type);
-            goto out;
-        }
-        if (get_bool_field(norm, TJ, "lowercase", &t.do_lower_case, 0, 0, err) < 0 ||
-            get_bool_field(norm, TJ, "strip_accents", &t.strip_accents, 1, -1, err) < 0 ||
-            get_bool_field(norm, TJ, "handle_chinese_chars", &t.tokenize_chinese_chars, 0, 0, err) < 0)
-            goto out;
+        if (strcmp(type, "BertNormalizer") != 0)
+            return bft_set_error(err, BFT_EUNSUPPORTED,
+                                 TJ ": normalizer %s is not supported (bft implements BertNormalizer)", type), -1;
+        if (get_bool_field(norm, TJ, "lowercase", &t->do_lower_case, 0, 0, err) < 0 ||
+            get_bool_field(norm, TJ, "strip_accents", &t->strip_accents, 1, -1, err) < 0 ||
+            get_bool_field(norm, TJ, "handle_chinese_chars", &t->tokenize_chinese_chars, 0, 0, err) < 0)
+            return -1;
     }
     if (json_object_object_get_ex(root, "pre_tokenizer", &v) && v &&
         (!json_object_is_type(v, json_type_object) || !json_object_object_get_ex(v, "type", &v) || !v ||
-         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "BertPreTokenizer") != 0)) {
-        bft_set_error(err, BFT_EUNSUPPORTED, TJ ": only the BertPreTokenizer is supported");
-        goto out;
-    }
-    if (!(out = malloc(total + 1))) {
-        bft_set_error(err, BFT_ENOMEM, TJ ": out of memory");
-        goto out;
-    }
+         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "BertPreTokenizer") != 0))
+        return bft_set_error(err, BFT_EUNSUPPORTED, TJ ": only the BertPreTokenizer is supported"), -1;
+    return 0;
+}
+
+/* table[0..n) as vocab.txt (one token per line); NULL out of memory. */
+static char *tj_vocab_text(const char **table, int n, size_t *len)
+{
+    size_t total = 0;
+    char *out;
+    for (int i = 0; i < n; i++)
+        total += strlen(table[i]) + 1;
+    if (!(out = malloc(total + 1)))
+        return NULL;
     total = 0;
     for (int i = 0; i < n; i++) {
         size_t l = strlen(table[i]);
@@ -846,11 +849,38 @@ int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char
         total += l + 1;
     }
     out[total] = '\0';
-    *vocab = out;
-    *vocab_len = total;
-    cfg->tok = t;
-    rc = 0;
-out:
+    *len = total;
+    return out;
+}
+
+int bft_tokenizer_json_parse(const char *json, size_t len, bft_config *cfg, char **vocab,
+                             size_t *vocab_len, bft_error *err)
+{
+    json_object *root, *vmap = NULL, *added = NULL;
+    const char **table = NULL;
+    bft_tokenizer_opts t = cfg->tok;
+    int n = 0, rc;
+
+    *vocab = NULL;
+    *vocab_len = 0;
+    /* json-c's objects take a few tens of bytes per byte of a vocabulary */
+    if (bft_memory_check(len * 16, TJ, err) != BFT_OK)
+        return -1;
+    if (!(root = parse_json(json, len, TJ, err)))
+        return -1;
+    rc = tj_model(root, &vmap, err);
+    if (rc == 0)
+        rc = tj_count(root, vmap, &added, &n, err);
+    if (rc == 0 && !(table = calloc((size_t)n, sizeof *table)))
+        rc = (bft_set_error(err, BFT_ENOMEM, TJ ": out of memory"), -1);
+    if (rc == 0)
+        rc = tj_table(vmap, added, table, n, err);
+    if (rc == 0)
+        rc = tj_normalizer(root, &t, err);
+    if (rc == 0 && !(*vocab = tj_vocab_text(table, n, vocab_len)))
+        rc = (bft_set_error(err, BFT_ENOMEM, TJ ": out of memory"), -1);
+    if (rc == 0)
+        cfg->tok = t;
     free(table);
     json_object_put(root);
     return rc;

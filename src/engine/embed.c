@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk.h"
 #include "engine_util.h"
 
 static const char *const mode_names[BFT_POOL_NMODES] = {
@@ -64,6 +65,19 @@ static int mode_from_name(const char *s, size_t n)
 
 /* ---- pooling ---------------------------------------------------------- */
 
+/* sentence-transformers' Normalize: x (D) / max(||x||, 1e-12). */
+static void l2_normalize(float *x, int D)
+{
+    double ss = 0;
+    for (int d = 0; d < D; d++)
+        ss += (double)x[d] * x[d];
+    double nrm = sqrt(ss);
+    if (nrm < 1e-12)
+        nrm = 1e-12;
+    for (int d = 0; d < D; d++)
+        x[d] = (float)(x[d] / nrm);
+}
+
 void bft_pool(const float *hidden, const int32_t *lens, int B, int T, int C,
               const bft_pooling *p, float *out)
 {
@@ -105,16 +119,8 @@ void bft_pool(const float *hidden, const int32_t *lens, int B, int T, int C,
             }
             }
         }
-        if (p->normalize) {
-            double ss = 0;
-            for (int d = 0; d < D; d++)
-                ss += (double)o[d] * o[d];
-            double nrm = sqrt(ss);
-            if (nrm < 1e-12)
-                nrm = 1e-12;
-            for (int d = 0; d < D; d++)
-                o[d] = (float)(o[d] / nrm);
-        }
+        if (p->normalize)
+            l2_normalize(o, D);
     }
 }
 
@@ -500,6 +506,49 @@ int bft_embed(const bft_model *m, const bft_dataset *ds, int batch_size, const b
         return bft_set_error(err, BFT_ENOMEM, "bft_embed: out of memory");
     int rc = bft_encoder_run(m, ds, bmax, embed_batch, &c, poll, poll_ctx, err);
     free(c.pooled);
+    return rc;
+}
+
+int bft_embed_windows(const bft_model *m, const bft_dataset *ds, const int64_t *first, int64_t ntext,
+                      int mode, int batch_size, const bft_pooling *p, float *out,
+                      int (*poll)(void *ctx), void *poll_ctx, bft_error *err)
+{
+    bft_clear_error(err);
+    if (!m || !ds || !first || !p || !out)
+        return bft_set_error(err, BFT_EINVAL, "bft_embed_windows: NULL argument");
+    if (mode != BFT_WINDOWS_MEAN && mode != BFT_WINDOWS_MAX)
+        return bft_set_error(err, BFT_EINVAL, "bft_embed_windows: combination mode %d", mode);
+    if (first[0] != 0 || first[ntext] != ds->n)
+        return bft_set_error(err, BFT_EINVAL, "bft_embed_windows: %lld texts do not cover %lld windows",
+                             (long long)ntext, (long long)ds->n);
+    for (int64_t i = 0; i < ntext; i++)
+        if (first[i + 1] <= first[i])
+            return bft_set_error(err, BFT_EINVAL, "bft_embed_windows: text %lld has no window", (long long)i);
+    int D = bft_pooling_dim(p, m->cfg.hidden_size);
+    bft_pooling raw = *p;
+    raw.normalize = 0;   /* the windows are combined first, then normalized */
+    float *wemb = malloc((size_t)(ds->n > 0 ? ds->n : 1) * D * sizeof *wemb);
+    int64_t *ntok = malloc((size_t)(ds->n > 0 ? ds->n : 1) * sizeof *ntok);
+    if (!wemb || !ntok) {
+        free(wemb);
+        free(ntok);
+        return bft_set_error(err, BFT_ENOMEM, "bft_embed_windows: out of memory for %lld windows",
+                             (long long)ds->n);
+    }
+    int rc = bft_embed(m, ds, batch_size, &raw, wemb, poll, poll_ctx, err);
+    if (rc == BFT_OK) {
+        for (int64_t w = 0; w < ds->n; w++)
+            ntok[w] = ds->offsets[w + 1] - ds->offsets[w];
+        for (int64_t i = 0; i < ntext; i++) {
+            float *o = out + (size_t)i * D;
+            bft_combine_windows(wemb + (size_t)first[i] * D, ntok + first[i], first[i + 1] - first[i], D,
+                                mode, o);
+            if (p->normalize)
+                l2_normalize(o, D);
+        }
+    }
+    free(wemb);
+    free(ntok);
     return rc;
 }
 

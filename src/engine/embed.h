@@ -99,6 +99,19 @@ int bft_pooling_from_json(const char *json, size_t len, bft_pooling *p, bft_erro
 int bft_embed(const bft_model *m, const bft_dataset *ds, int batch_size, const bft_pooling *p,
               float *out, int (*poll)(void *ctx), void *poll_ctx, bft_error *err);
 
+/* Eval-mode sentence embeddings of texts cut into windows (chunk.h): ds
+ * holds every window (ids with [CLS]/[SEP]), text i owning windows
+ * first[i] .. first[i+1] (first: ntext + 1 entries, first[0] = 0,
+ * first[ntext] = ds->n, at least one window per text); out is (ntext, D).
+ * Each window is pooled as p says but not normalized, a text's windows are
+ * combined by bft_combine_windows (mode BFT_WINDOWS_MEAN: mean weighted by
+ * token count; BFT_WINDOWS_MAX: per-dimension max), and the result is
+ * normalized when p->normalize (a text of one window: the same arithmetic
+ * as bft_embed). Scratch (ds->n, D) floats. */
+int bft_embed_windows(const bft_model *m, const bft_dataset *ds, const int64_t *first, int64_t ntext,
+                      int mode, int batch_size, const bft_pooling *p, float *out,
+                      int (*poll)(void *ctx), void *poll_ctx, bft_error *err);
+
 /* Eval-mode last hidden states (the encoder output, before any pooler): out is
  * (total tokens, C), example i's rows at out[offsets[i] - offsets[0] ...]. */
 int bft_hidden_states(const bft_model *m, const bft_dataset *ds, int batch_size, float *out,

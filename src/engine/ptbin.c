@@ -562,6 +562,250 @@ static int op_name_refused(vm *m, int op)
     return fail(m, unsafe ? BFT_EUNSAFE : BFT_EFORMAT, msg);
 }
 
+/* MARK, POP, POP_MARK, DUP: the stack and its marks. */
+static int op_stack(vm *m, int op)
+{
+    size_t first, count;
+    pv *v;
+    switch (op) {
+    case '(': /* MARK */
+        if (grow(m, (void **)&m->marks, &m->mcap, m->nmarks + 1, sizeof *m->marks) < 0)
+            return -1;
+        m->marks[m->nmarks++] = m->sp;
+        return 0;
+    case '0': /* POP */
+        if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) {
+            m->nmarks--; /* Python's POP also discards a MARK on top */
+            return 0;
+        }
+        return pop(m) ? 0 : -1;
+    case '1': /* POP_MARK */
+        if (pop_mark(m, &first, &count) < 0)
+            return -1;
+        m->sp = first;
+        return 0;
+    default: /* '2': DUP */
+        if (!(v = top(m)) || push(m, v) < 0)
+            return -1;
+        return 0;
+    }
+}
+
+/* EMPTY_TUPLE, TUPLE, LIST, TUPLE1..3, EMPTY_LIST, EMPTY_DICT: a new container. */
+static int op_new_seq(vm *m, int op)
+{
+    size_t first, count, n;
+    pv *v;
+    switch (op) {
+    case ')': /* EMPTY_TUPLE */
+        return push(m, new_value(m, V_TUPLE));
+    case ']': /* EMPTY_LIST */
+        return push(m, new_value(m, V_LIST));
+    case '}': /* EMPTY_DICT */
+        return push(m, new_value(m, V_DICT));
+    case 't': /* TUPLE */
+    case 'l': /* LIST */
+        if (pop_mark(m, &first, &count) < 0 || !(v = new_value(m, op == 't' ? V_TUPLE : V_LIST)))
+            return -1;
+        for (size_t i = 0; i < count; i++)
+            if (seq_push(m, v, m->stack[first + i]) < 0)
+                return -1;
+        m->sp = first;
+        return push(m, v);
+    default: /* 0x85, 0x86, 0x87: TUPLE1..3 */
+        n = (size_t)(op - 0x84);
+        {
+            size_t floor = m->nmarks ? m->marks[m->nmarks - 1] : 0;
+            if (m->sp < floor + n)
+                return fail(m, BFT_EFORMAT, "stack underflow");
+        }
+        if (!(v = new_value(m, V_TUPLE)))
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            if (seq_push(m, v, m->stack[m->sp - n + i]) < 0)
+                return -1;
+        m->sp -= n;
+        return push(m, v);
+    }
+}
+
+/* APPEND, APPENDS, SETITEM, SETITEMS: items into the list or dict below them. */
+static int op_fill(vm *m, int op)
+{
+    size_t first, count;
+    pv *v, *x, *d;
+    if (op == 'a') { /* APPEND */
+        if (!(x = pop(m)) || !(v = top(m)))
+            return -1;
+        if (v->k != V_LIST)
+            return fail(m, BFT_EFORMAT, "APPEND to something that is not a list");
+        return seq_push(m, v, x);
+    }
+    if (op == 's') { /* SETITEM */
+        if (!(x = pop(m)) || !(v = pop(m)) || !(d = top(m)))
+            return -1;
+        if (d->k != V_DICT)
+            return fail(m, BFT_EFORMAT, "SETITEM on something that is not a dict");
+        return seq_push(m, d, v) < 0 || seq_push(m, d, x) < 0 ? -1 : 0;
+    }
+    /* APPENDS ('e'): the items above the mark go into the list below it;
+     * SETITEMS ('u'): key/value pairs above the mark into the dict below it */
+    if (pop_mark(m, &first, &count) < 0)
+        return -1;
+    m->sp = first; /* the items stay in m->stack[first..) until pushed over */
+    if (!(v = top(m)))
+        return -1;
+    if (op == 'e' && v->k != V_LIST)
+        return fail(m, BFT_EFORMAT, "APPENDS to something that is not a list");
+    if (op == 'u' && (v->k != V_DICT || count % 2))
+        return fail(m, BFT_EFORMAT, "SETITEMS on something that is not a dict, or an odd count");
+    for (size_t i = 0; i < count; i++)
+        if (seq_push(m, v, m->stack[first + i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* NONE, NEWTRUE, NEWFALSE, BININT, BININT1, BININT2, LONG1, INT, BINFLOAT. */
+static int op_number(vm *m, int op)
+{
+    size_t n;
+    uint64_t u;
+    const char *s;
+    pv *v;
+    if (op == 'N')
+        return push(m, new_value(m, V_NONE));
+    if (op == 0x88 || op == 0x89) { /* NEWTRUE, NEWFALSE */
+        if (!(v = new_value(m, V_BOOL)))
+            return -1;
+        v->u.i = op == 0x88;
+        return push(m, v);
+    }
+    if (op == 'J' || op == 'K' || op == 'M') { /* BININT, BININT1, BININT2 */
+        n = op == 'J' ? 4 : op == 'K' ? 1 : 2;
+        if (need(m, n) < 0 || !(v = new_value(m, V_INT)))
+            return -1;
+        u = rd_le(m->p + m->pos, (int)n);
+        v->u.i = op == 'J' ? (int64_t)(int32_t)(uint32_t)u : (int64_t)u;
+        m->pos += n;
+        return push(m, v);
+    }
+    if (op == 0x8a) { /* LONG1: n-byte two's complement */
+        if (need(m, 1) < 0)
+            return -1;
+        n = m->p[m->pos++];
+        if (n > 8)
+            return fail(m, BFT_EFORMAT, "an integer wider than 64 bits");
+        if (need(m, n) < 0 || !(v = new_value(m, V_INT)))
+            return -1;
+        u = rd_le(m->p + m->pos, (int)n);
+        if (n > 0 && n < 8 && (m->p[m->pos + n - 1] & 0x80))
+            u |= ~(uint64_t)0 << (8 * n);
+        v->u.i = (int64_t)u;
+        m->pos += n;
+        return push(m, v);
+    }
+    if (op == 'I') { /* INT (text; "00"/"01" are bools in protocol 0) */
+        if (!(s = line(m, &n)) || !(v = new_value(m, V_INT)))
+            return -1;
+        if (n == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1')) {
+            v->k = V_BOOL;
+            v->u.i = s[1] == '1';
+        } else if (parse_dec(s, n, &v->u.i) < 0) {
+            return fail(m, BFT_EFORMAT, "a malformed INT");
+        }
+        return push(m, v);
+    }
+    /* 'G': BINFLOAT, big-endian */
+    if (need(m, 8) < 0 || !(v = new_value(m, V_FLOAT)))
+        return -1;
+    u = 0;
+    for (int i = 0; i < 8; i++)
+        u = (u << 8) | m->p[m->pos + i];
+    memcpy(&v->u.f, &u, 8);
+    m->pos += 8;
+    return push(m, v);
+}
+
+/* SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, SHORT_BINSTRING, BINSTRING,
+ * SHORT_BINBYTES, BINBYTES, BINBYTES8: a length-prefixed string or bytes. */
+static int op_string(vm *m, int op)
+{
+    size_t n = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
+    uint64_t u;
+    if (need(m, n) < 0)
+        return -1;
+    u = rd_le(m->p + m->pos, (int)n);
+    if (op == 'T' && (u & 0x80000000u))
+        return fail(m, BFT_EFORMAT, "a negative string length");
+    m->pos += n;
+    if (u > m->len - m->pos)
+        return fail(m, BFT_EFORMAT, "a string past the end of the pickle");
+    if (push(m, new_str(m, (op == 'C' || op == 'B' || op == 0x8e) ? V_BYTES : V_STR, m->p + m->pos, (size_t)u)) < 0)
+        return -1;
+    m->pos += (size_t)u;
+    return 0;
+}
+
+/* BINPUT, LONG_BINPUT, PUT, MEMOIZE (the top into the memo); BINGET,
+ * LONG_BINGET, GET (a memo entry onto the stack). */
+static int op_memo(vm *m, int op)
+{
+    size_t n;
+    uint64_t u;
+    int64_t idx;
+    const char *s;
+    int put = op == 'q' || op == 'r' || op == 'p' || op == 0x94;
+    if (op == 0x94) /* MEMOIZE: the next key is the memo's size */
+        return memo_put(m, m->memo_count, top(m));
+    if (op == 'p' || op == 'g') { /* PUT, GET (text) */
+        if (!(s = line(m, &n)))
+            return -1;
+        if (parse_dec(s, n, &idx) < 0 || idx < 0)
+            return fail(m, BFT_EFORMAT, put ? "a malformed PUT" : "a malformed GET");
+        u = (uint64_t)idx;
+    } else { /* BINPUT, LONG_BINPUT, BINGET, LONG_BINGET */
+        n = op == 'q' || op == 'h' ? 1 : 4;
+        if (need(m, n) < 0)
+            return -1;
+        u = rd_le(m->p + m->pos, (int)n);
+        m->pos += n;
+    }
+    return put ? memo_put(m, u, top(m)) : memo_get(m, u);
+}
+
+/* GLOBAL, STACK_GLOBAL, REDUCE, BUILD, BINPERSID: objects. */
+static int op_object(vm *m, int op)
+{
+    pv *v, *x;
+    if (op == 'c') { /* GLOBAL module\nname\n */
+        size_t ml, nl;
+        const char *mod = line(m, &ml), *name;
+        if (!mod || !(name = line(m, &nl)))
+            return -1;
+        return find_global(m, mod, ml, name, nl);
+    }
+    if (op == 0x93) { /* STACK_GLOBAL */
+        if (!(x = pop(m)) || !(v = pop(m)))
+            return -1;
+        if (v->k != V_STR || x->k != V_STR)
+            return fail(m, BFT_EFORMAT, "STACK_GLOBAL of non-strings");
+        return find_global(m, v->u.str.s, v->u.str.n, x->u.str.s, x->u.str.n);
+    }
+    if (op == 'R') /* REDUCE */
+        return reduce(m);
+    if (op == 'b') { /* BUILD: only a dict's attributes (state_dict()._metadata) */
+        if (!(x = pop(m)) || !(v = top(m)))
+            return -1;
+        if (v->k != V_DICT || (x->k != V_DICT && x->k != V_NONE))
+            return fail(m, BFT_EFORMAT, "BUILD on something other than a dict's attributes");
+        return 0;
+    }
+    /* 'Q': BINPERSID */
+    if (!(x = pop(m)) || persistent_load(m, x) < 0)
+        return -1;
+    return 0;
+}
+
 /* Run one pickle from m->pos to its STOP; *result receives the value. */
 static int run(vm *m, pv **result)
 {
@@ -572,11 +816,7 @@ static int run(vm *m, pv **result)
     free(m->memo);
     m->memo = NULL;
     for (;;) {
-        int op;
-        size_t first, count, n;
-        uint64_t u;
-        const char *s;
-        pv *v, *x;
+        int op, rc;
         if (need(m, 1) < 0)
             return -1;
         if ((m->pos & 0xFFFF) == 0 && bft_interrupted())
@@ -589,279 +829,48 @@ static int run(vm *m, pv **result)
             if (m->p[m->pos] > 5)
                 return fail(m, BFT_EFORMAT, "unknown pickle protocol");
             m->pos++;
+            rc = 0;
             break;
         case 0x95: /* FRAME: a length hint */
             if (need(m, 8) < 0)
                 return -1;
             m->pos += 8;
+            rc = 0;
             break;
-        case '.': /* STOP */
-            if (!(v = pop(m)))
+        case '.': { /* STOP */
+            pv *v = pop(m);
+            if (!v)
                 return -1;
             *result = v;
             return 0;
-        case '(': /* MARK */
-            if (grow(m, (void **)&m->marks, &m->mcap, m->nmarks + 1, sizeof *m->marks) < 0)
-                return -1;
-            m->marks[m->nmarks++] = m->sp;
-            break;
-        case ')': /* EMPTY_TUPLE */
-            if (push(m, new_value(m, V_TUPLE)) < 0)
-                return -1;
-            break;
-        case 't': /* TUPLE */
-        case 'l': /* LIST */
-            if (pop_mark(m, &first, &count) < 0 || !(v = new_value(m, op == 't' ? V_TUPLE : V_LIST)))
-                return -1;
-            for (size_t i = 0; i < count; i++)
-                if (seq_push(m, v, m->stack[first + i]) < 0)
-                    return -1;
-            m->sp = first;
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case 0x85: case 0x86: case 0x87: /* TUPLE1..3 */
-            n = (size_t)(op - 0x84);
-            {
-                size_t floor = m->nmarks ? m->marks[m->nmarks - 1] : 0;
-                if (m->sp < floor + n)
-                    return fail(m, BFT_EFORMAT, "stack underflow");
-            }
-            if (!(v = new_value(m, V_TUPLE)))
-                return -1;
-            for (size_t i = 0; i < n; i++)
-                if (seq_push(m, v, m->stack[m->sp - n + i]) < 0)
-                    return -1;
-            m->sp -= n;
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case ']': /* EMPTY_LIST */
-            if (push(m, new_value(m, V_LIST)) < 0)
-                return -1;
-            break;
-        case '}': /* EMPTY_DICT */
-            if (push(m, new_value(m, V_DICT)) < 0)
-                return -1;
-            break;
-        case 'a': /* APPEND */
-            if (!(x = pop(m)) || !(v = top(m)))
-                return -1;
-            if (v->k != V_LIST)
-                return fail(m, BFT_EFORMAT, "APPEND to something that is not a list");
-            if (seq_push(m, v, x) < 0)
-                return -1;
-            break;
-        case 'e': /* APPENDS: the items above the mark go into the list below it */
-            if (pop_mark(m, &first, &count) < 0)
-                return -1;
-            m->sp = first; /* the items stay in m->stack[first..) until pushed over */
-            if (!(v = top(m)))
-                return -1;
-            if (v->k != V_LIST)
-                return fail(m, BFT_EFORMAT, "APPENDS to something that is not a list");
-            for (size_t i = 0; i < count; i++)
-                if (seq_push(m, v, m->stack[first + i]) < 0)
-                    return -1;
-            break;
-        case 's': /* SETITEM */
-            if (!(x = pop(m)) || !(v = pop(m)))
-                return -1;
-            {
-                pv *d = top(m);
-                if (!d)
-                    return -1;
-                if (d->k != V_DICT)
-                    return fail(m, BFT_EFORMAT, "SETITEM on something that is not a dict");
-                if (seq_push(m, d, v) < 0 || seq_push(m, d, x) < 0)
-                    return -1;
-            }
-            break;
-        case 'u': /* SETITEMS: key/value pairs above the mark into the dict below it */
-            if (pop_mark(m, &first, &count) < 0)
-                return -1;
-            m->sp = first;
-            if (!(v = top(m)))
-                return -1;
-            if (v->k != V_DICT || count % 2)
-                return fail(m, BFT_EFORMAT, "SETITEMS on something that is not a dict, or an odd count");
-            for (size_t i = 0; i < count; i++)
-                if (seq_push(m, v, m->stack[first + i]) < 0)
-                    return -1;
-            break;
-        case 'N':
-            if (push(m, new_value(m, V_NONE)) < 0)
-                return -1;
-            break;
-        case 0x88: case 0x89: /* NEWTRUE, NEWFALSE */
-            if (!(v = new_value(m, V_BOOL)))
-                return -1;
-            v->u.i = op == 0x88;
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case 'J': /* BININT */
-        case 'K': /* BININT1 */
-        case 'M': /* BININT2 */
-            n = op == 'J' ? 4 : op == 'K' ? 1 : 2;
-            if (need(m, n) < 0 || !(v = new_value(m, V_INT)))
-                return -1;
-            u = rd_le(m->p + m->pos, (int)n);
-            v->u.i = op == 'J' ? (int64_t)(int32_t)(uint32_t)u : (int64_t)u;
-            m->pos += n;
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case 0x8a: /* LONG1: n-byte two's complement */
-            if (need(m, 1) < 0)
-                return -1;
-            n = m->p[m->pos++];
-            if (n > 8)
-                return fail(m, BFT_EFORMAT, "an integer wider than 64 bits");
-            if (need(m, n) < 0 || !(v = new_value(m, V_INT)))
-                return -1;
-            u = rd_le(m->p + m->pos, (int)n);
-            if (n > 0 && n < 8 && (m->p[m->pos + n - 1] & 0x80))
-                u |= ~(uint64_t)0 << (8 * n);
-            v->u.i = (int64_t)u;
-            m->pos += n;
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case 'I': /* INT (text; "00"/"01" are bools in protocol 0) */
-            if (!(s = line(m, &n)) || !(v = new_value(m, V_INT)))
-                return -1;
-            if (n == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1')) {
-                v->k = V_BOOL;
-                v->u.i = s[1] == '1';
-            } else if (parse_dec(s, n, &v->u.i) < 0) {
-                return fail(m, BFT_EFORMAT, "a malformed INT");
-            }
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case 'G': /* BINFLOAT, big-endian */
-            if (need(m, 8) < 0 || !(v = new_value(m, V_FLOAT)))
-                return -1;
-            u = 0;
-            for (int i = 0; i < 8; i++)
-                u = (u << 8) | m->p[m->pos + i];
-            memcpy(&v->u.f, &u, 8);
-            m->pos += 8;
-            if (push(m, v) < 0)
-                return -1;
-            break;
-        case 0x8c: case 'X': case 0x8d: /* SHORT_BINUNICODE, BINUNICODE, BINUNICODE8 */
-        case 'U': case 'T':             /* SHORT_BINSTRING, BINSTRING */
-        case 'C': case 'B': case 0x8e:  /* SHORT_BINBYTES, BINBYTES, BINBYTES8 */
-            n = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
-            if (need(m, n) < 0)
-                return -1;
-            u = rd_le(m->p + m->pos, (int)n);
-            if (op == 'T' && (u & 0x80000000u))
-                return fail(m, BFT_EFORMAT, "a negative string length");
-            m->pos += n;
-            if (u > m->len - m->pos)
-                return fail(m, BFT_EFORMAT, "a string past the end of the pickle");
-            if (push(m, new_str(m, (op == 'C' || op == 'B' || op == 0x8e) ? V_BYTES : V_STR, m->p + m->pos,
-                                (size_t)u)) < 0)
-                return -1;
-            m->pos += (size_t)u;
-            break;
-        case 'c': { /* GLOBAL module\nname\n */
-            size_t ml, nl;
-            const char *mod = line(m, &ml), *name;
-            if (!mod || !(name = line(m, &nl)))
-                return -1;
-            if (find_global(m, mod, ml, name, nl) < 0)
-                return -1;
-            break;
         }
-        case 0x93: /* STACK_GLOBAL */
-            if (!(x = pop(m)) || !(v = pop(m)))
-                return -1;
-            if (v->k != V_STR || x->k != V_STR)
-                return fail(m, BFT_EFORMAT, "STACK_GLOBAL of non-strings");
-            if (find_global(m, v->u.str.s, v->u.str.n, x->u.str.s, x->u.str.n) < 0)
-                return -1;
+        case '(': case '0': case '1': case '2':
+            rc = op_stack(m, op);
             break;
-        case 'q': case 'r': /* BINPUT, LONG_BINPUT */
-            n = op == 'q' ? 1 : 4;
-            if (need(m, n) < 0)
-                return -1;
-            u = rd_le(m->p + m->pos, (int)n);
-            m->pos += n;
-            if (memo_put(m, u, top(m)) < 0)
-                return -1;
+        case ')': case ']': case '}': case 't': case 'l': case 0x85: case 0x86: case 0x87:
+            rc = op_new_seq(m, op);
             break;
-        case 'p': { /* PUT (text) */
-            int64_t idx;
-            if (!(s = line(m, &n)))
-                return -1;
-            if (parse_dec(s, n, &idx) < 0 || idx < 0)
-                return fail(m, BFT_EFORMAT, "a malformed PUT");
-            if (memo_put(m, (uint64_t)idx, top(m)) < 0)
-                return -1;
+        case 'a': case 'e': case 's': case 'u':
+            rc = op_fill(m, op);
             break;
-        }
-        case 0x94: /* MEMOIZE: the next key is the memo's size */
-            if (memo_put(m, m->memo_count, top(m)) < 0)
-                return -1;
+        case 'N': case 0x88: case 0x89: case 'J': case 'K': case 'M': case 0x8a: case 'I': case 'G':
+            rc = op_number(m, op);
             break;
-        case 'h': case 'j': /* BINGET, LONG_BINGET */
-            n = op == 'h' ? 1 : 4;
-            if (need(m, n) < 0)
-                return -1;
-            u = rd_le(m->p + m->pos, (int)n);
-            m->pos += n;
-            if (memo_get(m, u) < 0)
-                return -1;
+        case 0x8c: case 'X': case 0x8d: case 'U': case 'T': case 'C': case 'B': case 0x8e:
+            rc = op_string(m, op);
             break;
-        case 'g': { /* GET (text) */
-            int64_t idx;
-            if (!(s = line(m, &n)))
-                return -1;
-            if (parse_dec(s, n, &idx) < 0 || idx < 0)
-                return fail(m, BFT_EFORMAT, "a malformed GET");
-            if (memo_get(m, (uint64_t)idx) < 0)
-                return -1;
+        case 'q': case 'r': case 'p': case 0x94: case 'h': case 'j': case 'g':
+            rc = op_memo(m, op);
             break;
-        }
-        case 'R': /* REDUCE */
-            if (reduce(m) < 0)
-                return -1;
-            break;
-        case 'b': /* BUILD: only a dict's attributes (state_dict()._metadata) */
-            if (!(x = pop(m)) || !(v = top(m)))
-                return -1;
-            if (v->k != V_DICT || (x->k != V_DICT && x->k != V_NONE))
-                return fail(m, BFT_EFORMAT, "BUILD on something other than a dict's attributes");
-            break;
-        case 'Q': /* BINPERSID */
-            if (!(x = pop(m)) || persistent_load(m, x) < 0)
-                return -1;
-            break;
-        case '0': /* POP */
-            if (m->nmarks && m->marks[m->nmarks - 1] == m->sp) {
-                m->nmarks--; /* Python's POP also discards a MARK on top */
-                break;
-            }
-            if (!pop(m))
-                return -1;
-            break;
-        case '1': /* POP_MARK */
-            if (pop_mark(m, &first, &count) < 0)
-                return -1;
-            m->sp = first;
-            break;
-        case '2': /* DUP */
-            if (!(v = top(m)) || push(m, v) < 0)
-                return -1;
+        case 'c': case 0x93: case 'R': case 'b': case 'Q':
+            rc = op_object(m, op);
             break;
         default:
             m->pos--;
             return op_name_refused(m, op);
         }
+        if (rc < 0)
+            return -1;
     }
 }
 
@@ -896,14 +905,12 @@ static int zerr(bft_error *err, const char *fmt, ...)
 }
 #define ZERR(...) zerr(err, __VA_ARGS__)
 
-/* The central directory of the zip in b[0..len): *out (malloc'd, sorted by name). */
-static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t *nout, bft_error *err)
+/* The central directory's entry count, size and offset from the end record
+ * (or its ZIP64 record); -1 with err. */
+static int zip_directory(const unsigned char *b, size_t len, uint64_t *nent, uint64_t *cdsize, uint64_t *cdoff,
+                         bft_error *err)
 {
     size_t eocd = SIZE_MAX, lo = len > 22 + 65535 ? len - 22 - 65535 : 0;
-    uint64_t nent, cdsize, cdoff;
-    zentry *e;
-    *out = NULL;
-    *nout = 0;
     if (len < 22)
         return ZERR("not a zip archive (too short)");
     for (size_t i = len - 22 + 1; i-- > lo;)
@@ -913,10 +920,10 @@ static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t 
         }
     if (eocd == SIZE_MAX)
         return ZERR("no zip end-of-central-directory record");
-    nent = rd_le(b + eocd + 10, 2);
-    cdsize = rd_le(b + eocd + 12, 4);
-    cdoff = rd_le(b + eocd + 16, 4);
-    if (nent == 0xFFFF || cdsize == 0xFFFFFFFFu || cdoff == 0xFFFFFFFFu) {
+    *nent = rd_le(b + eocd + 10, 2);
+    *cdsize = rd_le(b + eocd + 12, 4);
+    *cdoff = rd_le(b + eocd + 16, 4);
+    if (*nent == 0xFFFF || *cdsize == 0xFFFFFFFFu || *cdoff == 0xFFFFFFFFu) {
         /* ZIP64: the locator sits right before the record */
         uint64_t z;
         if (eocd < 20 || rd_le(b + eocd - 20, 4) != 0x07064b50u)
@@ -924,82 +931,97 @@ static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t 
         z = rd_le(b + eocd - 20 + 8, 8);
         if (z > len || len - z < 56 || rd_le(b + z, 4) != 0x06064b50u)
             return ZERR("a bad ZIP64 end-of-central-directory record");
-        nent = rd_le(b + z + 32, 8);
-        cdsize = rd_le(b + z + 40, 8);
-        cdoff = rd_le(b + z + 48, 8);
+        *nent = rd_le(b + z + 32, 8);
+        *cdsize = rd_le(b + z + 40, 8);
+        *cdoff = rd_le(b + z + 48, 8);
     }
-    if (cdoff > len || cdsize > len - cdoff || nent > cdsize / 46)
+    if (*cdoff > len || *cdsize > len - *cdoff || *nent > *cdsize / 46)
         return ZERR("the zip central directory lies outside the file");
+    return 0;
+}
+
+/* ZIP64 extended information in the extra field b[q .. q + xl): the fields that overflowed, in order. */
+static void zip64_extra(const unsigned char *b, size_t q, size_t xl, uint64_t *usize, uint64_t *csize,
+                        uint64_t *lho)
+{
+    for (size_t qe = q + xl; qe - q >= 4;) {
+        size_t id = rd_le(b + q, 2), sz = rd_le(b + q + 2, 2), r = q + 4;
+        if (qe - q - 4 < sz)
+            break;
+        if (id == 1) {
+            if (*usize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
+                *usize = rd_le(b + r, 8);
+                r += 8;
+            }
+            if (*csize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
+                *csize = rd_le(b + r, 8);
+                r += 8;
+            }
+            if (*lho == 0xFFFFFFFFu && r + 8 <= q + 4 + sz)
+                *lho = rd_le(b + r, 8);
+        }
+        q += 4 + sz;
+    }
+}
+
+/* The central directory entry at b[*p ..] (the directory ends at end) into
+ * e: a stored, unencrypted member inside the file; *p moves past it. */
+static int zip_entry(const unsigned char *b, size_t len, size_t *p, size_t end, zentry *e, bft_error *err)
+{
+    uint64_t csize, usize, lho, data;
+    size_t nl, xl, cl, method, flags, q = *p;
+    if (end - q < 46 || rd_le(b + q, 4) != 0x02014b50u)
+        return ZERR("a bad zip central directory entry");
+    flags = rd_le(b + q + 8, 2);
+    method = rd_le(b + q + 10, 2);
+    csize = rd_le(b + q + 20, 4);
+    usize = rd_le(b + q + 24, 4);
+    nl = rd_le(b + q + 28, 2);
+    xl = rd_le(b + q + 30, 2);
+    cl = rd_le(b + q + 32, 2);
+    lho = rd_le(b + q + 42, 4);
+    if (end - q - 46 < nl + xl + cl)
+        return ZERR("a zip central directory entry past its end");
+    zip64_extra(b, q + 46 + nl, xl, &usize, &csize, &lho);
+    if (flags & 1)
+        return ZERR("encrypted zip members are not supported");
+    if (method != 0 || csize != usize) {
+        bft_set_error(err, BFT_EUNSUPPORTED,
+                      BIN ": compressed zip members are not supported (torch.save stores them uncompressed)");
+        return -1;
+    }
+    if (lho > len || len - lho < 30 || rd_le(b + lho, 4) != 0x04034b50u)
+        return ZERR("a bad zip local header");
+    data = lho + 30 + rd_le(b + lho + 26, 2) + rd_le(b + lho + 28, 2);
+    if (data > len || usize > len - data)
+        return ZERR("a zip member past the end of the file (truncated?)");
+    e->data = b + data;
+    e->name = (const char *)b + q + 46;
+    e->nlen = nl;
+    e->size = (size_t)usize;
+    *p = q + 46 + nl + xl + cl;
+    return 0;
+}
+
+/* The central directory of the zip in b[0..len): *out (malloc'd, sorted by name). */
+static int zip_entries(const unsigned char *b, size_t len, zentry **out, size_t *nout, bft_error *err)
+{
+    uint64_t nent = 0, cdsize = 0, cdoff = 0;
+    zentry *e;
+    *out = NULL;
+    *nout = 0;
+    if (zip_directory(b, len, &nent, &cdsize, &cdoff, err) < 0)
+        return -1;
     if (!(e = calloc(nent ? nent : 1, sizeof *e))) {
         bft_set_error(err, BFT_ENOMEM, BIN ": out of memory");
         return -1;
     }
     size_t p = cdoff, end = cdoff + cdsize;
-    for (uint64_t k = 0; k < nent; k++) {
-        uint64_t csize, usize, lho;
-        size_t nl, xl, cl, method, flags;
-        if (end - p < 46 || rd_le(b + p, 4) != 0x02014b50u) {
+    for (uint64_t k = 0; k < nent; k++)
+        if (zip_entry(b, len, &p, end, &e[k], err) < 0) {
             free(e);
-            return ZERR("a bad zip central directory entry");
-        }
-        flags = rd_le(b + p + 8, 2);
-        method = rd_le(b + p + 10, 2);
-        csize = rd_le(b + p + 20, 4);
-        usize = rd_le(b + p + 24, 4);
-        nl = rd_le(b + p + 28, 2);
-        xl = rd_le(b + p + 30, 2);
-        cl = rd_le(b + p + 32, 2);
-        lho = rd_le(b + p + 42, 4);
-        if (end - p - 46 < nl + xl + cl) {
-            free(e);
-            return ZERR("a zip central directory entry past its end");
-        }
-        /* ZIP64 extended information: the fields that overflowed, in order */
-        for (size_t q = p + 46 + nl, qe = q + xl; qe - q >= 4;) {
-            size_t id = rd_le(b + q, 2), sz = rd_le(b + q + 2, 2), r = q + 4;
-            if (qe - q - 4 < sz)
-                break;
-            if (id == 1) {
-                if (usize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
-                    usize = rd_le(b + r, 8);
-                    r += 8;
-                }
-                if (csize == 0xFFFFFFFFu && r + 8 <= q + 4 + sz) {
-                    csize = rd_le(b + r, 8);
-                    r += 8;
-                }
-                if (lho == 0xFFFFFFFFu && r + 8 <= q + 4 + sz)
-                    lho = rd_le(b + r, 8);
-            }
-            q += 4 + sz;
-        }
-        if (flags & 1) {
-            free(e);
-            return ZERR("encrypted zip members are not supported");
-        }
-        if (method != 0 || csize != usize) {
-            free(e);
-            bft_set_error(err, BFT_EUNSUPPORTED,
-                          BIN ": compressed zip members are not supported (torch.save stores them uncompressed)");
             return -1;
         }
-        if (lho > len || len - lho < 30 || rd_le(b + lho, 4) != 0x04034b50u) {
-            free(e);
-            return ZERR("a bad zip local header");
-        }
-        {
-            uint64_t data = lho + 30 + rd_le(b + lho + 26, 2) + rd_le(b + lho + 28, 2);
-            if (data > len || usize > len - data) {
-                free(e);
-                return ZERR("a zip member past the end of the file (truncated?)");
-            }
-            e[k].data = b + data;
-        }
-        e[k].name = (const char *)b + p + 46;
-        e[k].nlen = nl;
-        e[k].size = (size_t)usize;
-        p += 46 + nl + xl + cl;
-    }
     qsort(e, (size_t)nent, sizeof *e, zcmp);
     *out = e;
     *nout = (size_t)nent;

@@ -154,43 +154,39 @@ static int parse_entry(const char *name, json_object *v, const unsigned char *da
     return BFT_OK;
 }
 
-int bft_st_parse(const void *buf, size_t len, bft_st_file *out, bft_error *err)
+/* The header length from the 8-byte little-endian prefix, checked against the buffer; -1 on error. */
+static int st_header_len(const unsigned char *b, size_t len, uint64_t *hlen, bft_error *err)
 {
-    const unsigned char *b = buf;
-    uint64_t hlen = 0;
-    const unsigned char *data;
-    size_t data_len;
-    char *hdr = NULL;
-    json_tokener *tk = NULL;
-    json_object *root = NULL;
-    bft_st_tensor **order = NULL;
-    bft_st_file f = {0, NULL};
-    int cap, rc = -1;
-
-    out->n = 0;
-    out->t = NULL;
-    if (!buf || len < 8)
-        return bft_set_error(err, BFT_EFORMAT, "safetensors: %zu bytes is too short for a header", buf ? len : 0),
+    *hlen = 0;
+    if (!b || len < 8)
+        return bft_set_error(err, BFT_EFORMAT, "safetensors: %zu bytes is too short for a header", b ? len : 0),
                -1;
     for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | b[i];
-    if (hlen < 2 || hlen > BFT_ST_MAX_HEADER)
+        *hlen = (*hlen << 8) | b[i];
+    if (*hlen < 2 || *hlen > BFT_ST_MAX_HEADER)
         return bft_set_error(err, BFT_EFORMAT, "safetensors: header length %llu is out of range [2, %u]",
-                             (unsigned long long)hlen, BFT_ST_MAX_HEADER),
+                             (unsigned long long)*hlen, BFT_ST_MAX_HEADER),
                -1;
-    if (hlen > len - 8)
+    if (*hlen > len - 8)
         return bft_set_error(err, BFT_EFORMAT,
                              "safetensors: header length %llu exceeds the %zu bytes after the length field (truncated?)",
-                             (unsigned long long)hlen, len - 8),
+                             (unsigned long long)*hlen, len - 8),
                -1;
-    data = b + 8 + hlen;
-    data_len = len - 8 - (size_t)hlen;
+    return 0;
+}
 
-    if (!(hdr = malloc((size_t)hlen + 1)) || !(tk = json_tokener_new())) {
+/* The header (hlen bytes at h) as a JSON object, nothing but white space after it; NULL on error. */
+static json_object *st_header_json(const unsigned char *h, uint64_t hlen, bft_error *err)
+{
+    char *hdr = malloc((size_t)hlen + 1);
+    json_tokener *tk = hdr ? json_tokener_new() : NULL;
+    json_object *root = NULL;
+    int ok = 0;
+    if (!hdr || !tk) {
         bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory for the header");
         goto out;
     }
-    memcpy(hdr, b + 8, (size_t)hlen);
+    memcpy(hdr, h, (size_t)hlen);
     hdr[hlen] = '\0';
     if (memchr(hdr, '\0', (size_t)hlen)) {
         bft_set_error(err, BFT_EFORMAT, "safetensors: header contains a NUL byte");
@@ -211,87 +207,113 @@ int bft_st_parse(const void *buf, size_t len, bft_st_file *out, bft_error *err)
         bft_set_error(err, BFT_EFORMAT, "safetensors: header is not a JSON object");
         goto out;
     }
-
-    cap = json_object_object_length(root);
-    if (cap > 0 && !(f.t = calloc((size_t)cap, sizeof *f.t))) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
-        goto out;
-    }
-    {
-        json_object_object_foreach(root, key, val)
-        {
-            if (strcmp(key, "__metadata__") == 0) {
-                if (!val || !json_object_is_type(val, json_type_object)) {
-                    bft_set_error(err, BFT_EFORMAT, "safetensors: __metadata__ is not an object");
-                    goto out;
-                }
-                json_object_object_foreach(val, mk, mv)
-                {
-                    if (!mv || !json_object_is_type(mv, json_type_string)) {
-                        bft_set_error(err, BFT_EFORMAT, "safetensors: __metadata__[\"%.100s\"] is not a string", mk);
-                        goto out;
-                    }
-                }
-                continue;
-            }
-            if (key[0] == '\0') {
-                bft_set_error(err, BFT_EFORMAT, "safetensors: empty tensor name");
-                goto out;
-            }
-            if (parse_entry(key, val, data, data_len, &f.t[f.n], err) != BFT_OK)
-                goto out;
-            if (!(f.t[f.n].name = strdup(key))) {
-                bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
-                goto out;
-            }
-            f.n++;
-        }
-    }
-
-    /* Tensors must tile the data section: sorted by offset, each starts where
-     * the previous ended, the last ends at the end of the buffer. */
-    if (f.n > 0 && !(order = malloc((size_t)f.n * sizeof *order))) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
-        goto out;
-    }
-    for (int i = 0; i < f.n; i++)
-        order[i] = &f.t[i];
-    if (f.n > 1)
-        qsort(order, (size_t)f.n, sizeof *order, cmp_span);
-    {
-        size_t at = 0;
-        for (int i = 0; i < f.n; i++) {
-            size_t begin = (size_t)(order[i]->data - data);
-            if (begin != at) {
-                if (begin < at)
-                    bft_set_error(err, BFT_EFORMAT, "safetensors: tensor \"%.200s\" overlaps \"%.200s\"",
-                                  order[i]->name, order[i - 1]->name);
-                else
-                    bft_set_error(err, BFT_EFORMAT,
-                                  "safetensors: %zu unused bytes before tensor \"%.200s\" at data offset %zu",
-                                  begin - at, order[i]->name, at);
-                goto out;
-            }
-            at = begin + order[i]->nbytes;
-        }
-        if (at != data_len) {
-            bft_set_error(err, BFT_EFORMAT,
-                          "safetensors: tensors cover %zu bytes but the data section has %zu", at, data_len);
-            goto out;
-        }
-    }
-    *out = f;
-    f.t = NULL;
-    f.n = 0;
-    rc = 0;
+    ok = 1;
 out:
-    free(order);
-    bft_st_release(&f);
-    json_object_put(root);
+    if (!ok) {
+        json_object_put(root);
+        root = NULL;
+    }
     if (tk)
         json_tokener_free(tk);
     free(hdr);
+    return root;
+}
+
+/* __metadata__: an object of strings. */
+static int st_check_metadata(json_object *val, bft_error *err)
+{
+    if (!val || !json_object_is_type(val, json_type_object))
+        return bft_set_error(err, BFT_EFORMAT, "safetensors: __metadata__ is not an object");
+    json_object_object_foreach(val, mk, mv)
+    {
+        if (!mv || !json_object_is_type(mv, json_type_string))
+            return bft_set_error(err, BFT_EFORMAT, "safetensors: __metadata__[\"%.100s\"] is not a string", mk);
+    }
+    return BFT_OK;
+}
+
+/* Every tensor entry of the header into f (data: the data section). */
+static int st_entries(json_object *root, const unsigned char *data, size_t data_len, bft_st_file *f,
+                      bft_error *err)
+{
+    int cap = json_object_object_length(root), rc;
+    if (cap > 0 && !(f->t = calloc((size_t)cap, sizeof *f->t)))
+        return bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
+    json_object_object_foreach(root, key, val)
+    {
+        if (strcmp(key, "__metadata__") == 0) {
+            if ((rc = st_check_metadata(val, err)) != BFT_OK)
+                return rc;
+            continue;
+        }
+        if (key[0] == '\0')
+            return bft_set_error(err, BFT_EFORMAT, "safetensors: empty tensor name");
+        if ((rc = parse_entry(key, val, data, data_len, &f->t[f->n], err)) != BFT_OK)
+            return rc;
+        if (!(f->t[f->n].name = strdup(key)))
+            return bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
+        f->n++;
+    }
+    return BFT_OK;
+}
+
+/* Tensors must tile the data section: sorted by offset, each starts where
+ * the previous ended, the last ends at the end of the buffer. */
+static int st_check_tiling(const bft_st_file *f, const unsigned char *data, size_t data_len, bft_error *err)
+{
+    bft_st_tensor **order = NULL;
+    size_t at = 0;
+    int rc = BFT_OK;
+    if (f->n > 0 && !(order = malloc((size_t)f->n * sizeof *order)))
+        return bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
+    for (int i = 0; i < f->n; i++)
+        order[i] = &f->t[i];
+    if (f->n > 1)
+        qsort(order, (size_t)f->n, sizeof *order, cmp_span);
+    for (int i = 0; i < f->n && rc == BFT_OK; i++) {
+        size_t begin = (size_t)(order[i]->data - data);
+        if (begin < at)
+            rc = bft_set_error(err, BFT_EFORMAT, "safetensors: tensor \"%.200s\" overlaps \"%.200s\"",
+                               order[i]->name, order[i - 1]->name);
+        else if (begin > at)
+            rc = bft_set_error(err, BFT_EFORMAT,
+                               "safetensors: %zu unused bytes before tensor \"%.200s\" at data offset %zu",
+                               begin - at, order[i]->name, at);
+        at = begin + order[i]->nbytes;
+    }
+    if (rc == BFT_OK && at != data_len)
+        rc = bft_set_error(err, BFT_EFORMAT, "safetensors: tensors cover %zu bytes but the data section has %zu",
+                           at, data_len);
+    free(order);
     return rc;
+}
+
+int bft_st_parse(const void *buf, size_t len, bft_st_file *out, bft_error *err)
+{
+    const unsigned char *b = buf;
+    uint64_t hlen;
+    json_object *root;
+    bft_st_file f = {0, NULL};
+    int rc;
+
+    out->n = 0;
+    out->t = NULL;
+    if (st_header_len(b, len, &hlen, err) < 0)
+        return -1;
+    if (!(root = st_header_json(b + 8, hlen, err)))
+        return -1;
+    const unsigned char *data = b + 8 + hlen;
+    size_t data_len = len - 8 - (size_t)hlen;
+    rc = st_entries(root, data, data_len, &f, err);
+    if (rc == BFT_OK)
+        rc = st_check_tiling(&f, data, data_len, err);
+    json_object_put(root);
+    if (rc != BFT_OK) {
+        bft_st_release(&f);
+        return -1;
+    }
+    *out = f;
+    return 0;
 }
 
 float bft_f16_to_f32(uint16_t h)
@@ -400,45 +422,31 @@ static void sb_json_string(sbuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-void *bft_st_write(const bft_st_out *tensors, int n, size_t *out_len, bft_error *err)
+/* Each tensor's name, rank, shape and data; nbytes[i] its F32 bytes. */
+static int st_out_sizes(const bft_st_out *tensors, int n, size_t *nbytes, bft_error *err)
 {
-    sbuf h = {0};
-    int *idx = NULL;
-    size_t *nbytes = NULL, off = 0, hlen, total;
-    unsigned char *out = NULL;
-
-    if (n < 0 || (n > 0 && !tensors)) {
-        bft_set_error(err, BFT_EINVAL, "safetensors: bad tensor list");
-        return NULL;
-    }
-    idx = malloc(((size_t)n + 1) * sizeof *idx);
-    nbytes = malloc(((size_t)n + 1) * sizeof *nbytes);
-    if (!idx || !nbytes) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
-        goto fail;
-    }
     for (int i = 0; i < n; i++) {
         size_t numel = 1;
         const bft_st_out *t = &tensors[i];
-        if (!t->name || !t->name[0] || t->ndim < 0 || t->ndim > BFT_ST_MAX_DIMS) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensor %d has no name or a bad rank", i);
-            goto fail;
-        }
+        if (!t->name || !t->name[0] || t->ndim < 0 || t->ndim > BFT_ST_MAX_DIMS)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensor %d has no name or a bad rank", i);
         for (int d = 0; d < t->ndim; d++) {
-            if (t->shape[d] < 0 || (t->shape[d] && numel > SIZE_MAX / 4 / (size_t)t->shape[d])) {
-                bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has a bad shape", t->name);
-                goto fail;
-            }
+            if (t->shape[d] < 0 || (t->shape[d] && numel > SIZE_MAX / 4 / (size_t)t->shape[d]))
+                return bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has a bad shape", t->name);
             numel *= (size_t)t->shape[d];
         }
-        if (numel && !t->data) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has no data", t->name);
-            goto fail;
-        }
+        if (numel && !t->data)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensor \"%.200s\" has no data", t->name);
         nbytes[i] = numel * 4;
-        idx[i] = i;
     }
-    /* insertion sort of the order by name (n is a few hundred at most) */
+    return BFT_OK;
+}
+
+/* idx: the tensors in name order (insertion sort: n is a few hundred at most); names must be distinct. */
+static int st_out_order(const bft_st_out *tensors, int n, int *idx, bft_error *err)
+{
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
     for (int i = 1; i < n; i++) {
         int v = idx[i], j = i;
         while (j > 0 && strcmp(tensors[idx[j - 1]].name, tensors[v].name) > 0) {
@@ -448,65 +456,86 @@ void *bft_st_write(const bft_st_out *tensors, int n, size_t *out_len, bft_error 
         idx[j] = v;
     }
     for (int i = 1; i < n; i++)
-        if (strcmp(tensors[idx[i - 1]].name, tensors[idx[i]].name) == 0) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensor name \"%.200s\" given twice", tensors[idx[i]].name);
-            goto fail;
-        }
+        if (strcmp(tensors[idx[i - 1]].name, tensors[idx[i]].name) == 0)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensor name \"%.200s\" given twice",
+                                 tensors[idx[i]].name);
+    return BFT_OK;
+}
 
-    sb_str(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
+/* The JSON header (padded to 8 bytes) into h; *data_len the data section's bytes. */
+static int st_out_header(sbuf *h, const bft_st_out *tensors, int n, const int *idx, const size_t *nbytes,
+                         size_t *data_len, bft_error *err)
+{
+    size_t off = 0;
+    sb_str(h, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (int k = 0; k < n; k++) {
         const bft_st_out *t = &tensors[idx[k]];
         char num[64];
-        sb_put(&h, ",", 1);
-        sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_put(h, ",", 1);
+        sb_json_string(h, t->name);
+        sb_str(h, ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
+            sb_str(h, num);
         }
-        if (nbytes[idx[k]] > SIZE_MAX - off) {
-            bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
-            goto fail;
-        }
+        if (nbytes[idx[k]] > SIZE_MAX - off)
+            return bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
         snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + nbytes[idx[k]]);
-        sb_str(&h, num);
+        sb_str(h, num);
         off += nbytes[idx[k]];
     }
-    sb_put(&h, "}", 1);
-    while (!h.oom && h.len % 8 != 0)
-        sb_put(&h, " ", 1);
-    if (h.oom) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory for the header");
-        goto fail;
+    sb_put(h, "}", 1);
+    while (!h->oom && h->len % 8 != 0)
+        sb_put(h, " ", 1);
+    if (h->oom)
+        return bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory for the header");
+    if (off > SIZE_MAX - 8 - h->len)
+        return bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
+    *data_len = off;
+    return BFT_OK;
+}
+
+void *bft_st_write(const bft_st_out *tensors, int n, size_t *out_len, bft_error *err)
+{
+    sbuf h = {0};
+    int *idx = NULL;
+    size_t *nbytes = NULL, off = 0, total = 0;
+    unsigned char *out = NULL;
+    int rc;
+
+    if (n < 0 || (n > 0 && !tensors)) {
+        bft_set_error(err, BFT_EINVAL, "safetensors: bad tensor list");
+        return NULL;
     }
-    hlen = h.len;
-    if (off > SIZE_MAX - 8 - hlen) {
-        bft_set_error(err, BFT_EINVAL, "safetensors: tensors too large");
-        goto fail;
+    idx = malloc(((size_t)n + 1) * sizeof *idx);
+    nbytes = malloc(((size_t)n + 1) * sizeof *nbytes);
+    rc = idx && nbytes ? BFT_OK : bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory");
+    if (rc == BFT_OK)
+        rc = st_out_sizes(tensors, n, nbytes, err);
+    if (rc == BFT_OK)
+        rc = st_out_order(tensors, n, idx, err);
+    if (rc == BFT_OK)
+        rc = st_out_header(&h, tensors, n, idx, nbytes, &off, err);
+    if (rc == BFT_OK) {
+        total = 8 + h.len + off;
+        if (!(out = malloc(total ? total : 1)))
+            bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory (%zu bytes)", total);
     }
-    total = 8 + hlen + off;
-    if (!(out = malloc(total ? total : 1))) {
-        bft_set_error(err, BFT_ENOMEM, "safetensors: out of memory (%zu bytes)", total);
-        goto fail;
+    if (out) {
+        for (int i = 0; i < 8; i++)
+            out[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+        memcpy(out + 8, h.p, h.len);
+        off = 8 + h.len;
+        for (int k = 0; k < n; k++) {
+            size_t nb = nbytes[idx[k]];
+            if (nb)
+                memcpy(out + off, tensors[idx[k]].data, nb);
+            off += nb;
+        }
+        *out_len = total;
     }
-    for (int i = 0; i < 8; i++)
-        out[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    memcpy(out + 8, h.p, hlen);
-    off = 8 + hlen;
-    for (int k = 0; k < n; k++) {
-        size_t nb = nbytes[idx[k]];
-        if (nb)
-            memcpy(out + off, tensors[idx[k]].data, nb);
-        off += nb;
-    }
-    *out_len = total;
     free(h.p);
     free(idx);
     free(nbytes);
     return out;
-fail:
-    free(h.p);
-    free(idx);
-    free(nbytes);
-    return NULL;
 }

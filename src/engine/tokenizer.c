@@ -712,50 +712,42 @@ static void norm_from_opts(tok_norm *n, const bft_tokenizer_opts *o)
     n->chinese = o->tokenize_chinese_chars != 0;
 }
 
-bft_tokenizer *bft_tokenizer_new(const char *vocab, size_t vocab_len,
-                                 const bft_tokenizer_opts *opts, bft_error *err)
+/* A vocab.txt's token count (Python readlines(): a last line without LF
+ * counts), after checking the bytes; 0 after an error. */
+static size_t vocab_tokens(const char *vocab, size_t vocab_len, bft_error *err)
 {
-    bft_tokenizer_opts o = opts ? *opts : bft_tokenizer_default_opts();
-    if (!vocab && vocab_len) {
-        bft_set_error(err, BFT_EINVAL, "tokenizer: NULL vocabulary");
-        return NULL;
-    }
-    if (vocab_len > UINT32_MAX / 2) {
-        bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary too large (%zu bytes)", vocab_len);
-        return NULL;
-    }
-    if (vocab_len && memchr(vocab, '\0', vocab_len)) {
-        bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary contains a NUL byte");
-        return NULL;
-    }
-    /* count lines (Python readlines(): a last line without LF counts) */
+    if (!vocab && vocab_len)
+        return bft_set_error(err, BFT_EINVAL, "tokenizer: NULL vocabulary"), 0;
+    if (vocab_len > UINT32_MAX / 2)
+        return bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary too large (%zu bytes)", vocab_len), 0;
+    if (vocab_len && memchr(vocab, '\0', vocab_len))
+        return bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary contains a NUL byte"), 0;
     size_t nl = 0;
     for (size_t i = 0; i < vocab_len; i++) nl += vocab[i] == '\n';
     size_t ntok = nl + (vocab_len > 0 && vocab[vocab_len - 1] != '\n');
-    if (ntok == 0) {
-        bft_set_error(err, BFT_EFORMAT, "tokenizer: empty vocabulary");
-        return NULL;
-    }
-    if (ntok > INT32_MAX / 4) {
-        bft_set_error(err, BFT_EFORMAT, "tokenizer: too many tokens (%zu)", ntok);
-        return NULL;
-    }
-    bft_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) goto oom;
-    t->opts = o;
+    if (ntok == 0)
+        return bft_set_error(err, BFT_EFORMAT, "tokenizer: empty vocabulary"), 0;
+    if (ntok > INT32_MAX / 4)
+        return bft_set_error(err, BFT_EFORMAT, "tokenizer: too many tokens (%zu)", ntok), 0;
+    return ntok;
+}
+
+/* The token strings (NUL-terminated, a trailing CR dropped) and the hash
+ * table's slots (twice the tokens, a power of two); 0, or -1 out of memory. */
+static int tok_alloc(bft_tokenizer *t, const char *vocab, size_t vocab_len, size_t ntok)
+{
+    uint32_t slots = 64;
+    size_t p = 0, w = 0;
     t->n = (int)ntok;
     t->str = malloc(vocab_len + 1);
     t->off = malloc(ntok * sizeof *t->off);
     t->len = malloc(ntok * sizeof *t->len);
-    uint32_t slots = 64;
     while (slots < ntok * 2) slots *= 2;
     t->mask = slots - 1;
     t->slot_id = malloc(slots * sizeof *t->slot_id);
     t->slot_h = malloc(slots * sizeof *t->slot_h);
-    if (!t->str || !t->off || !t->len || !t->slot_id || !t->slot_h) goto oom;
+    if (!t->str || !t->off || !t->len || !t->slot_id || !t->slot_h) return -1;
     memset(t->slot_id, 0xFF, slots * sizeof *t->slot_id);
-
-    size_t p = 0, w = 0;
     for (size_t k = 0; k < ntok; k++) {
         const char *nlp = memchr(vocab + p, '\n', vocab_len - p);
         size_t e = nlp ? (size_t)(nlp - vocab) : vocab_len;
@@ -768,6 +760,12 @@ bft_tokenizer *bft_tokenizer_new(const char *vocab, size_t vocab_len,
         w += l + 1;
         p = e + 1;
     }
+    return 0;
+}
+
+/* Hash every token (plain or "##" continuation) and note the longest of each kind. */
+static void tok_index(bft_tokenizer *t)
+{
     for (int id = 0; id < t->n; id++) {
         const char *s = t->str + t->off[id];
         size_t l = t->len[id];
@@ -790,18 +788,19 @@ bft_tokenizer *bft_tokenizer_new(const char *vocab, size_t vocab_len,
         t->slot_id[i] = id;   /* a duplicate line: the later id wins, as in HF load_vocab */
         t->slot_h[i] = (uint32_t)(h >> 32);
     }
+}
 
+/* The special tokens ([UNK] required) and the normalizer that keeps them whole. */
+static int tok_specials(bft_tokenizer *t, const bft_tokenizer_opts *o, bft_error *err)
+{
     t->sp.unk = bft_tokenizer_token_id(t, "[UNK]");
     t->sp.cls = bft_tokenizer_token_id(t, "[CLS]");
     t->sp.sep = bft_tokenizer_token_id(t, "[SEP]");
     t->sp.pad = bft_tokenizer_token_id(t, "[PAD]");
     t->sp.mask = bft_tokenizer_token_id(t, "[MASK]");
-    if (t->sp.unk < 0) {
-        bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary has no [UNK] token");
-        bft_tokenizer_free(t);
-        return NULL;
-    }
-    norm_from_opts(&t->norm, &o);
+    if (t->sp.unk < 0)
+        return bft_set_error(err, BFT_EFORMAT, "tokenizer: vocabulary has no [UNK] token");
+    norm_from_opts(&t->norm, o);
     /* HF added-token order: [PAD] [UNK] [CLS] [SEP] [MASK] */
     const int ids[5] = {t->sp.pad, t->sp.unk, t->sp.cls, t->sp.sep, t->sp.mask};
     for (int k = 0; k < 5; k++) {
@@ -812,12 +811,30 @@ bft_tokenizer *bft_tokenizer_new(const char *vocab, size_t vocab_len,
         t->spec_ids[j] = ids[k];
     }
     tok_norm_finish(&t->norm);
+    return BFT_OK;
+}
+
+bft_tokenizer *bft_tokenizer_new(const char *vocab, size_t vocab_len,
+                                 const bft_tokenizer_opts *opts, bft_error *err)
+{
+    bft_tokenizer_opts o = opts ? *opts : bft_tokenizer_default_opts();
+    size_t ntok = vocab_tokens(vocab, vocab_len, err);
+    if (ntok == 0)
+        return NULL;
+    bft_tokenizer *t = calloc(1, sizeof *t);
+    if (!t || tok_alloc(t, vocab, vocab_len, ntok) != 0) {
+        bft_tokenizer_free(t);
+        bft_set_error(err, BFT_ENOMEM, "tokenizer: out of memory loading a vocabulary of %zu bytes",
+                      vocab_len);
+        return NULL;
+    }
+    t->opts = o;
+    tok_index(t);
+    if (tok_specials(t, &o, err) != BFT_OK) {
+        bft_tokenizer_free(t);
+        return NULL;
+    }
     return t;
-oom:
-    bft_tokenizer_free(t);
-    bft_set_error(err, BFT_ENOMEM, "tokenizer: out of memory loading a vocabulary of %zu bytes",
-                  vocab_len);
-    return NULL;
 }
 
 bft_tokenizer_opts bft_tokenizer_get_opts(const bft_tokenizer *t) { return t->opts; }

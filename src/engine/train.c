@@ -32,6 +32,7 @@
 
 #include "backend.h"
 #include "embed.h"
+#include "metrics.h"
 #include "bert.h"
 #include "ops.h"
 #include "rng.h"
@@ -436,153 +437,126 @@ static int evaluate_ds(const bft_model *m, const bft_dataset *ds, int batch_size
         return run_inference(m, ds, batch_size, NULL, NULL, poll, poll_ctx, err);
     float *probs = malloc((size_t)ds->n * K * sizeof *probs);
     float *losses = malloc((size_t)ds->n * sizeof *losses);
-    int64_t *conf = calloc(multi ? (size_t)K * 3 : (size_t)K * K, sizeof *conf);
+    /* counts (3K), then the confusion matrix (K, K) or two rows of (K) flags */
+    int64_t *store = calloc((size_t)K * 3 + (multi ? 0 : (size_t)K * K), sizeof *store);
+    unsigned char *flags = malloc((size_t)K * 2);
     int rc;
-    if (!probs || !losses || !conf) {
+    if (!probs || !losses || !store || !flags) {
         rc = bft_set_error(err, BFT_ENOMEM, "out of memory for evaluation");
         goto done;
     }
     if ((rc = run_inference(m, ds, batch_size, probs, losses, poll, poll_ctx, err)) != 0)
         goto done;
-    if (multi) {
-        /* conf: (K, 3) true positives, false positives, false negatives per label */
-        double ls = 0.0, f1 = 0.0;
-        int64_t exact = 0;
-        for (int64_t i = 0; i < ds->n; i++) {
-            const float *p = probs + (size_t)i * K;
-            int64_t lo = ds->label_offsets[i], hi = ds->label_offsets[i + 1], right = 0;
-            int64_t npred = 0;
-            ls += losses[i];
-            for (int k = 0; k < K; k++)
-                npred += p[k] >= 0.5f;
-            for (int64_t j = lo; j < hi; j++) {
-                int y = ds->label_ids[j], dup = 0;
-                for (int64_t j2 = lo; j2 < j && !dup; j2++)
-                    dup = ds->label_ids[j2] == y;
-                if (dup)
-                    continue;
-                if (p[y] >= 0.5f) {
-                    conf[(size_t)y * 3]++;
-                    right++;
-                } else {
-                    conf[(size_t)y * 3 + 2]++;
-                }
-            }
-            /* predicted labels that are not true: npred - right of them */
-            for (int k = 0; k < K; k++)
-                if (p[k] >= 0.5f) {
-                    int t = 0;
-                    for (int64_t j = lo; j < hi && !t; j++)
-                        t = ds->label_ids[j] == k;
-                    if (!t)
-                        conf[(size_t)k * 3 + 1]++;
-                }
-            int64_t ntrue = 0;
-            for (int64_t j = lo; j < hi; j++) {
-                int dup = 0;
-                for (int64_t j2 = lo; j2 < j && !dup; j2++)
-                    dup = ds->label_ids[j2] == ds->label_ids[j];
-                ntrue += !dup;
-            }
-            exact += right == ntrue && npred == ntrue;
-        }
-        for (int k = 0; k < K; k++) {
-            int64_t tp = conf[(size_t)k * 3], fp = conf[(size_t)k * 3 + 1],
-                    fn = conf[(size_t)k * 3 + 2];
-            if (tp + fp + fn > 0)
-                f1 += 2.0 * tp / (double)(2 * tp + fp + fn);
-        }
-        if (loss)
-            *loss = (float)(ls / ds->n);
-        if (accuracy)
-            *accuracy = (float)((double)exact / ds->n);
-        if (macro_f1)
-            *macro_f1 = (float)(f1 / K);
-        rc = BFT_OK;
-        goto done;
-    }
+    bft_class_counts cc;
+    bft_counts_init(&cc, K, store);
+    int64_t *conf = store + (size_t)K * 3; /* (K, K): rows true, columns predicted */
     double ls = 0.0;
-    int64_t correct = 0;
     for (int64_t i = 0; i < ds->n; i++) {
         const float *p = probs + (size_t)i * K;
+        ls += losses[i];
+        if (multi) {
+            /* label sets at threshold 0.5 (a label listed twice counts once) */
+            unsigned char *truth = flags, *pred = flags + K;
+            for (int k = 0; k < K; k++) {
+                truth[k] = 0;
+                pred[k] = p[k] >= 0.5f;
+            }
+            for (int64_t j = ds->label_offsets[i]; j < ds->label_offsets[i + 1]; j++)
+                truth[ds->label_ids[j]] = 1;
+            bft_counts_add_set(&cc, truth, pred);
+            continue;
+        }
         int best = 0;
         for (int k = 1; k < K; k++)
             if (p[k] > p[best])
                 best = k;
-        ls += losses[i];
-        correct += best == ds->labels[i];
+        bft_counts_add(&cc, ds->labels[i], best);
         conf[(size_t)ds->labels[i] * K + best]++;
-    }
-    /* macro-F1 as sklearn f1_score(average="macro"): over the classes present
-     * in the labels or the predictions, F1 = 2TP / (2TP + FP + FN) */
-    double f1 = 0.0;
-    int classes = 0;
-    for (int k = 0; k < K; k++) {
-        int64_t tp = conf[(size_t)k * K + k], fp = 0, fn = 0;
-        for (int j = 0; j < K; j++) {
-            if (j == k)
-                continue;
-            fp += conf[(size_t)j * K + k];
-            fn += conf[(size_t)k * K + j];
-        }
-        if (tp + fp + fn == 0)
-            continue;
-        classes++;
-        f1 += 2.0 * tp / (double)(2 * tp + fp + fn);
     }
     if (loss)
         *loss = (float)(ls / ds->n);
     if (accuracy)
-        *accuracy = (float)((double)correct / ds->n);
+        *accuracy = (float)bft_counts_accuracy(&cc);
     if (macro_f1)
-        *macro_f1 = classes ? (float)(f1 / classes) : 0.0f;
-    if (confusion)
+        *macro_f1 = (float)bft_counts_macro_f1(&cc, multi);
+    if (confusion && !multi)
         memcpy(confusion, conf, (size_t)K * K * sizeof *conf);
     rc = BFT_OK;
 done:
     free(probs);
     free(losses);
-    free(conf);
+    free(store);
+    free(flags);
     return rc;
 }
 
 /* ---------------------------------------------------------------- fill-mask */
 
-int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
-                  int *n_masks, int32_t *out_ids, float *out_scores, bft_error *err)
+/* bft_fill_mask's arguments: an MLM head, a tokenizer with [MASK] (*mask_id),
+ * top_k and the ids in range; *M the masks to fill (at most max_masks when >= 0). */
+static int fill_mask_check(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
+                           int *mask_id, int *M, bft_error *err)
 {
-    bft_clear_error(err);
-    if (n_masks)
-        *n_masks = 0;
-    if (!m || !ids || !n_masks || !out_ids || !out_scores)
-        return bft_set_error(err, BFT_EINVAL, "bft_fill_mask: NULL argument");
     if (!m->parts.mlm || !m->p.mlm_w)
         return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
     if (!m->tok)
         return bft_set_error(err, BFT_EINVAL, "the model has no tokenizer to find [MASK]");
     const bft_config *cfg = &m->cfg;
-    int V = cfg->vocab_size, C = cfg->hidden_size;
+    int V = cfg->vocab_size;
     if (top_k < 1 || top_k > V)
         return bft_set_error(err, BFT_EINVAL, "top_k %d outside [1, %d]", top_k, V);
     if (n < 1 || n > cfg->max_position_embeddings)
         return bft_set_error(err, BFT_EINVAL, "sequence of %d tokens (1..%d allowed)", n,
                              cfg->max_position_embeddings);
-    int mask_id = bft_tokenizer_special(m->tok).mask;
-    if (mask_id < 0)
+    *mask_id = bft_tokenizer_special(m->tok).mask;
+    if (*mask_id < 0)
         return bft_set_error(err, BFT_EINVAL, "the vocabulary has no [MASK] token");
     for (int t = 0; t < n; t++)
         if (ids[t] < 0 || ids[t] >= V)
             return bft_set_error(err, BFT_EINVAL, "token id %d outside [0, %d)", ids[t], V);
-    int M = 0;
+    *M = 0;
     for (int t = 0; t < n; t++)
-        M += ids[t] == mask_id;
-    if (max_masks >= 0 && M > max_masks)
-        M = max_masks;
-    if (M == 0)
-        return BFT_OK;
+        *M += ids[t] == *mask_id;
+    if (max_masks >= 0 && *M > max_masks)
+        *M = max_masks;
+    return BFT_OK;
+}
 
+/* The top_k of the V scores p: ids oi and scores os, score descending, id ascending on ties. */
+static void top_k_sorted(const float *p, int V, int top_k, int32_t *oi, float *os)
+{
+    int cnt = 0;
+    /* insertion into a sorted top-k list */
+    for (int v = 0; v < V; v++) {
+        float s = p[v];
+        if (cnt == top_k && !(s > os[cnt - 1]))
+            continue;
+        int pos = cnt < top_k ? cnt++ : top_k - 1;
+        while (pos > 0 && s > os[pos - 1]) {
+            os[pos] = os[pos - 1];
+            oi[pos] = oi[pos - 1];
+            pos--;
+        }
+        os[pos] = s;
+        oi[pos] = v;
+    }
+}
+
+int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int max_masks,
+                  int *n_masks, int32_t *out_ids, float *out_scores, bft_error *err)
+{
+    int mask_id = -1, M = 0, dev, prec, rc;
+    bft_clear_error(err);
+    if (n_masks)
+        *n_masks = 0;
+    if (!m || !ids || !n_masks || !out_ids || !out_scores)
+        return bft_set_error(err, BFT_EINVAL, "bft_fill_mask: NULL argument");
+    if ((rc = fill_mask_check(m, ids, n, top_k, max_masks, &mask_id, &M, err)) != BFT_OK || M == 0)
+        return rc;
+
+    const bft_config *cfg = &m->cfg;
+    int V = cfg->vocab_size;
     bft_devmodel d;
-    int dev, prec, rc;
     bft_get_device(&dev, &prec);
     if ((rc = bft_devmodel_open(&d, m, dev, prec, 0, err)) != BFT_OK)
         return rc;
@@ -617,27 +591,8 @@ int bft_fill_mask(const bft_model *m, const int32_t *ids, int n, int top_k, int 
     bft_dev_download(probs, w.dlogits, (size_t)M * V * sizeof *probs);
     if ((rc = bft_dev_check(err)) != BFT_OK)
         goto done;
-    (void)C;
-    for (int j = 0; j < M; j++) {
-        const float *p = probs + (size_t)j * V;
-        int32_t *oi = out_ids + (size_t)j * top_k;
-        float *os = out_scores + (size_t)j * top_k;
-        int cnt = 0;
-        /* insertion into a sorted top-k list: score desc, id asc on ties */
-        for (int v = 0; v < V; v++) {
-            float s = p[v];
-            if (cnt == top_k && !(s > os[cnt - 1]))
-                continue;
-            int pos = cnt < top_k ? cnt++ : top_k - 1;
-            while (pos > 0 && s > os[pos - 1]) {
-                os[pos] = os[pos - 1];
-                oi[pos] = oi[pos - 1];
-                pos--;
-            }
-            os[pos] = s;
-            oi[pos] = v;
-        }
-    }
+    for (int j = 0; j < M; j++)
+        top_k_sorted(probs + (size_t)j * V, V, top_k, out_ids + (size_t)j * top_k, out_scores + (size_t)j * top_k);
     *n_masks = M;
     rc = BFT_OK;
 done:
@@ -678,7 +633,26 @@ typedef struct trainer {
     float *best_mem;                 /* (num_params) the best epoch's weights (device) */
     bft_epoch_rec *hist;             /* (epochs) what each completed epoch reported */
     int64_t *d_rows;
-    int Bmax, Tmax;
+    int Bmax, Tmax;                  /* the largest batch: examples, tokens */
+    /* the run */
+    int K, multi;                    /* the classifier's labels; label sets (TASK_CLS) */
+    bft_special_ids sp;              /* TASK_MLM: the tokenizer's special ids */
+    bert_dropout_cfg dc;
+    bft_progress_fn progress;
+    void *ctx;
+    bft_train_result *res;
+    int64_t steps_per_epoch, total, warmup; /* the schedule, in optimizer steps */
+    int64_t step, samples;           /* done so far */
+    double t0, loss_all;
+    bft_rng mrng;                    /* MLM masking */
+    int profile;                     /* BFT_PROFILE */
+    double prof[3];                  /* forward, backward, optimizer seconds of a step */
+    /* the best epoch so far (by metric_for_best) and its evaluation */
+    int best_epoch, bad_epochs, stop, last_epoch, first_epoch;
+    float best, best_l, best_a, best_f;
+    uint64_t fingerprint;            /* of the state files */
+    double loss_epoch;               /* the epoch running: loss sum and steps */
+    int64_t steps_epoch;
 } trainer;
 
 static void trainer_free(trainer *t)
@@ -878,30 +852,9 @@ static void weights_replaced(const bft_model *m)
     be->set_weights(m->params_mem, m->num_params);
 }
 
-static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
-                        bft_progress_fn progress, void *ctx, bft_train_result *res,
-                        bft_error *err)
+/* Options the trainer accepts at all: epochs, batch size, optimizer ranges. */
+static int check_optimizer_opts(const bft_train_opts *o, bft_error *err)
 {
-    trainer t;
-    int rc = BFT_OK, maxlen = 0;
-    const bft_config *cfg;
-    bft_clear_error(err);
-    memset(&t, 0, sizeof t);
-    if (res) {
-        memset(res, 0, sizeof *res);
-        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
-    }
-    if (!m || !ds)
-        return bft_set_error(err, BFT_EINVAL, "NULL model or dataset");
-    cfg = &m->cfg;
-    t.m = m;
-    t.task = task;
-    t.o = opts ? *opts : bft_train_default_opts();
-    const bft_train_opts *o = &t.o;
-    int K = cfg->num_labels;
-    bft_special_ids sp = {-1, -1, -1, -1, -1};
-
-    /* ---- validation */
     if (o->epochs <= 0)
         return bft_set_error(err, BFT_EINVAL, "epochs must be > 0 (got %d)", o->epochs);
     if (o->batch_size <= 0)
@@ -917,97 +870,131 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                              "betas %g/%g, eps %g, dropout %g)",
                              o->learning_rate, o->warmup_ratio, o->weight_decay, o->adam_beta1,
                              o->adam_beta2, o->adam_eps, (double)o->dropout);
-    if (task == TASK_CLS) {
-        if (!m->parts.classifier || !m->p.clsw || K < 1)
-            return bft_set_error(err, BFT_EINVAL, "the model has no classifier (set the labels first)");
-        if (K < 2 && !is_multi(m))
-            return bft_set_error(err, BFT_EUNSUPPORTED,
-                                 "num_labels 1 is regression in Hugging Face; at least 2 classes are needed");
-        if (!m->parts.pooler || !m->p.poolw)
-            return bft_set_error(err, BFT_EINVAL, "the model has no pooler");
-        if ((rc = check_dataset(m, ds, 1, K, "training", &maxlen, err)) != 0)
-            return rc;
-        if (o->valid) {
-            int vm = 0;
-            if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
-                return rc;
-        }
-        if ((o->load_best_model_at_end || o->early_stopping_patience > 0) && !o->valid)
-            return bft_set_error(err, BFT_EINVAL,
-                                 "load_best_model_at_end and early stopping need a validation set");
-        if (o->metric_for_best < BFT_METRIC_LOSS || o->metric_for_best > BFT_METRIC_MACRO_F1 ||
-            o->early_stopping_patience < 0)
-            return bft_set_error(err, BFT_EINVAL, "invalid metric_for_best %d or patience %d",
-                                 o->metric_for_best, o->early_stopping_patience);
-        if (o->class_weights && is_multi(m))
-            return bft_set_error(err, BFT_EINVAL,
-                                 "class weights apply to single-label classification, not to a multi-label model");
-        if (o->class_weights)
-            for (int k = 0; k < K; k++)
-                if (!(o->class_weights[k] > 0.0f) || isinf(o->class_weights[k]))
-                    return bft_set_error(err, BFT_EINVAL,
-                                         "class weight %d is %g: weights must be positive and finite",
-                                         k, o->class_weights[k]);
-    } else {
-        if (!m->parts.mlm || !m->p.mlm_w)
-            return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
-        if (!m->tok)
-            return bft_set_error(err, BFT_EINVAL, "the model has no tokenizer (special ids needed)");
-        if (!(o->mlm_probability > 0.0f && o->mlm_probability < 1.0f))
-            return bft_set_error(err, BFT_EINVAL, "mlm_probability must be in (0, 1) (got %g)",
-                                 o->mlm_probability);
-        sp = bft_tokenizer_special(m->tok);
-        if (sp.mask < 0)
-            return bft_set_error(err, BFT_EINVAL, "the vocabulary has no [MASK] token");
-        if ((rc = check_dataset(m, ds, 0, 0, "training", &maxlen, err)) != 0)
-            return rc;
-    }
+    return BFT_OK;
+}
 
-    /* ---- state: gradients, AdamW moments, activations, batch buffers */
+/* Classification: the model's heads, the data sets, best-model and class-weight options. */
+static int check_cls_task(trainer *t, const bft_dataset *ds, bft_error *err)
+{
+    const bft_model *m = t->m;
+    const bft_train_opts *o = &t->o;
+    int K = t->K, rc;
+    if (!m->parts.classifier || !m->p.clsw || K < 1)
+        return bft_set_error(err, BFT_EINVAL, "the model has no classifier (set the labels first)");
+    if (K < 2 && !is_multi(m))
+        return bft_set_error(err, BFT_EUNSUPPORTED,
+                             "num_labels 1 is regression in Hugging Face; at least 2 classes are needed");
+    if (!m->parts.pooler || !m->p.poolw)
+        return bft_set_error(err, BFT_EINVAL, "the model has no pooler");
+    if ((rc = check_dataset(m, ds, 1, K, "training", &t->Tmax, err)) != 0)
+        return rc;
+    if (o->valid) {
+        int vm = 0;
+        if ((rc = check_dataset(m, o->valid, 1, K, "validation", &vm, err)) != 0)
+            return rc;
+    }
+    if ((o->load_best_model_at_end || o->early_stopping_patience > 0) && !o->valid)
+        return bft_set_error(err, BFT_EINVAL,
+                             "load_best_model_at_end and early stopping need a validation set");
+    if (o->metric_for_best < BFT_METRIC_LOSS || o->metric_for_best > BFT_METRIC_MACRO_F1 ||
+        o->early_stopping_patience < 0)
+        return bft_set_error(err, BFT_EINVAL, "invalid metric_for_best %d or patience %d",
+                             o->metric_for_best, o->early_stopping_patience);
+    if (o->class_weights && is_multi(m))
+        return bft_set_error(err, BFT_EINVAL,
+                             "class weights apply to single-label classification, not to a multi-label model");
+    if (o->class_weights)
+        for (int k = 0; k < K; k++)
+            if (!(o->class_weights[k] > 0.0f) || isinf(o->class_weights[k]))
+                return bft_set_error(err, BFT_EINVAL,
+                                     "class weight %d is %g: weights must be positive and finite",
+                                     k, o->class_weights[k]);
+    return BFT_OK;
+}
+
+/* MLM pre-training: the MLM head, the tokenizer's [MASK], the masking rate, the data. */
+static int check_mlm_task(trainer *t, const bft_dataset *ds, bft_error *err)
+{
+    const bft_model *m = t->m;
+    if (!m->parts.mlm || !m->p.mlm_w)
+        return bft_set_error(err, BFT_EINVAL, "the model has no MLM head (cls.predictions)");
+    if (!m->tok)
+        return bft_set_error(err, BFT_EINVAL, "the model has no tokenizer (special ids needed)");
+    if (!(t->o.mlm_probability > 0.0f && t->o.mlm_probability < 1.0f))
+        return bft_set_error(err, BFT_EINVAL, "mlm_probability must be in (0, 1) (got %g)",
+                             t->o.mlm_probability);
+    t->sp = bft_tokenizer_special(m->tok);
+    if (t->sp.mask < 0)
+        return bft_set_error(err, BFT_EINVAL, "the vocabulary has no [MASK] token");
+    return check_dataset(m, ds, 0, 0, "training", &t->Tmax, err);
+}
+
+/* Which tensors the task trains, and whose gradient the backward accumulates. */
+static int mark_trainable(trainer *t, bft_error *err)
+{
+    t->trainable = calloc((size_t)t->ntensors, 1);
+    t->accumulated = calloc((size_t)t->ntensors, 1);
+    if (!t->trainable || !t->accumulated)
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
+    for (int i = 0; i < t->ntensors; i++) {
+        const char *nm = t->tensors[i].name;
+        int head_mlm = is_prefix(nm, "cls.predictions.");
+        int head_cls = is_prefix(nm, "pooler.") || is_prefix(nm, "classifier.");
+        t->trainable[i] = t->task == TASK_CLS ? !head_mlm : !head_cls;
+        /* the backward assigns every gradient except the embedding tables' */
+        t->accumulated[i] = is_prefix(nm, "embeddings.") && strstr(nm, "_embeddings.weight") != NULL;
+    }
+    return BFT_OK;
+}
+
+/* Gradients, AdamW moments, activations and batch buffers for batches of
+ * (Bmax, Tmax); on the compute device (backend.h) where the steps use them. */
+static int trainer_alloc(trainer *t, const bft_dataset *ds, bft_error *err)
+{
+    const bft_model *m = t->m;
+    const bft_config *cfg = &m->cfg;
+    const bft_train_opts *o = &t->o;
+    int cls = t->task == TASK_CLS, mlm = t->task == TASK_MLM, K = t->K;
     size_t np = m->num_params;
-    int Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n);
-    t.Bmax = Bmax;
-    t.Tmax = maxlen;
-    /* on the compute device (backend.h), zeroed below */
-    t.grad_mem = bft_dev_alloc(np * sizeof(float)); /* embedding rows re-zeroed by AdamW */
-    t.m_mem = bft_dev_alloc(np * sizeof(float));
-    t.v_mem = bft_dev_alloc(np * sizeof(float));
-    t.d_ids = bft_dev_alloc((size_t)Bmax * maxlen * sizeof *t.d_ids);
-    t.d_lens = bft_dev_alloc((size_t)Bmax * sizeof *t.d_lens);
-    t.d_labels = bft_dev_alloc((size_t)Bmax * sizeof *t.d_labels);
-    t.tensors = bft_params_tensors(cfg, m->parts, &t.ntensors);
-    t.ids = malloc((size_t)Bmax * maxlen * sizeof *t.ids);
-    t.lens = malloc((size_t)Bmax * sizeof *t.lens);
-    t.labels = malloc((size_t)Bmax * sizeof *t.labels);
-    t.order = malloc((size_t)ds->n * sizeof *t.order);
-    int multi = task == TASK_CLS && is_multi(m);
-    if (multi) {
-        t.targets = malloc((size_t)Bmax * K * sizeof *t.targets);
-        t.d_targets = bft_dev_alloc((size_t)Bmax * K * sizeof *t.d_targets);
+    int Bmax = t->Bmax = (int)(o->batch_size < ds->n ? o->batch_size : ds->n), maxlen = t->Tmax;
+    size_t BT = (size_t)Bmax * maxlen;
+    t->grad_mem = bft_dev_alloc(np * sizeof(float)); /* embedding rows re-zeroed by AdamW */
+    t->m_mem = bft_dev_alloc(np * sizeof(float));
+    t->v_mem = bft_dev_alloc(np * sizeof(float));
+    t->d_ids = bft_dev_alloc(BT * sizeof *t->d_ids);
+    t->d_lens = bft_dev_alloc((size_t)Bmax * sizeof *t->d_lens);
+    t->d_labels = bft_dev_alloc((size_t)Bmax * sizeof *t->d_labels);
+    t->tensors = bft_params_tensors(cfg, m->parts, &t->ntensors);
+    t->ids = malloc(BT * sizeof *t->ids);
+    t->lens = malloc((size_t)Bmax * sizeof *t->lens);
+    t->labels = malloc((size_t)Bmax * sizeof *t->labels);
+    t->order = malloc((size_t)ds->n * sizeof *t->order);
+    if (t->multi) {
+        t->targets = malloc((size_t)Bmax * K * sizeof *t->targets);
+        t->d_targets = bft_dev_alloc((size_t)Bmax * K * sizeof *t->d_targets);
     }
-    if (task == TASK_CLS && o->load_best_model_at_end)
-        t.best_mem = bft_dev_alloc(np * sizeof(float));
-    if (task == TASK_CLS && o->class_weights) {
-        t.roww = malloc((size_t)Bmax * sizeof *t.roww);
-        t.d_roww = bft_dev_alloc((size_t)Bmax * sizeof *t.d_roww);
+    if (cls && o->load_best_model_at_end)
+        t->best_mem = bft_dev_alloc(np * sizeof(float));
+    if (cls && o->class_weights) {
+        t->roww = malloc((size_t)Bmax * sizeof *t->roww);
+        t->d_roww = bft_dev_alloc((size_t)Bmax * sizeof *t->d_roww);
     }
-    if (task == TASK_MLM) {
-        t.mlm_ids = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_ids);
-        t.mlm_labels = malloc((size_t)Bmax * maxlen * sizeof *t.mlm_labels);
-        t.rows = malloc((size_t)Bmax * maxlen * sizeof *t.rows);
-        t.d_rows = bft_dev_alloc((size_t)Bmax * maxlen * sizeof *t.d_rows);
-        t.d_mlm_labels = bft_dev_alloc((size_t)Bmax * maxlen * sizeof *t.d_mlm_labels);
+    if (mlm) {
+        t->mlm_ids = malloc(BT * sizeof *t->mlm_ids);
+        t->mlm_labels = malloc(BT * sizeof *t->mlm_labels);
+        t->rows = malloc(BT * sizeof *t->rows);
+        t->d_rows = bft_dev_alloc(BT * sizeof *t->d_rows);
+        t->d_mlm_labels = bft_dev_alloc(BT * sizeof *t->d_mlm_labels);
     }
-    if (!t.grad_mem || !t.m_mem || !t.v_mem || !t.tensors || !t.ids || !t.lens || !t.labels ||
-        !t.order || (task == TASK_MLM && (!t.mlm_ids || !t.mlm_labels || !t.rows)) ||
-        !t.d_ids || !t.d_lens || !t.d_labels || (multi && (!t.targets || !t.d_targets)) ||
-        (task == TASK_MLM && (!t.d_rows || !t.d_mlm_labels)) ||
-        (task == TASK_CLS && o->class_weights && (!t.roww || !t.d_roww)) ||
-        (task == TASK_CLS && o->load_best_model_at_end && !t.best_mem) ||
-        bert_acts_alloc(&t.acts, cfg, task == TASK_CLS ? K : 0, Bmax, maxlen, 1) != 0) {
+    if (!t->grad_mem || !t->m_mem || !t->v_mem || !t->tensors || !t->ids || !t->lens || !t->labels ||
+        !t->order || (mlm && (!t->mlm_ids || !t->mlm_labels || !t->rows)) ||
+        !t->d_ids || !t->d_lens || !t->d_labels || (t->multi && (!t->targets || !t->d_targets)) ||
+        (mlm && (!t->d_rows || !t->d_mlm_labels)) ||
+        (cls && o->class_weights && (!t->roww || !t->d_roww)) ||
+        (cls && o->load_best_model_at_end && !t->best_mem) ||
+        bert_acts_alloc(&t->acts, cfg, cls ? K : 0, Bmax, maxlen, 1) != 0) {
         bft_error de;
         int drc = bft_dev_check(&de);
-        trainer_free(&t);
         if (drc != BFT_OK)
             return bft_set_error(err, drc, "%s (training %zu parameters, batch %d x %d tokens)",
                                  de.msg, np, Bmax, maxlen);
@@ -1015,371 +1002,472 @@ static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts 
                              "out of memory for training (%zu parameters, batch %d x %d tokens)", np,
                              Bmax, maxlen);
     }
-    t.acts.poll = o->poll;
-    t.acts.poll_ctx = o->poll_ctx;
-    t.trainable = calloc((size_t)t.ntensors, 1);
-    t.accumulated = calloc((size_t)t.ntensors, 1);
-    if (!t.trainable || !t.accumulated) {
-        trainer_free(&t);
-        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
-    }
-    for (int i = 0; i < t.ntensors; i++) {
-        const char *nm = t.tensors[i].name;
-        int head_mlm = is_prefix(nm, "cls.predictions.");
-        int head_cls = is_prefix(nm, "pooler.") || is_prefix(nm, "classifier.");
-        t.trainable[i] = task == TASK_CLS ? !head_mlm : !head_cls;
-        /* the backward assigns every gradient except the embedding tables' */
-        t.accumulated[i] = is_prefix(nm, "embeddings.") && strstr(nm, "_embeddings.weight") != NULL;
-    }
-    bft_params_assign(&t.g, t.grad_mem, cfg, m->parts);
-    bft_op_zero(t.grad_mem, np);
-    bft_op_zero(t.m_mem, np);
-    bft_op_zero(t.v_mem, np);
+    t->acts.poll = o->poll;
+    t->acts.poll_ctx = o->poll_ctx;
+    if (mark_trainable(t, err) != BFT_OK)
+        return BFT_ENOMEM;
+    bft_params_assign(&t->g, t->grad_mem, cfg, m->parts);
+    bft_op_zero(t->grad_mem, np);
+    bft_op_zero(t->m_mem, np);
+    bft_op_zero(t->v_mem, np);
+    return BFT_OK;
+}
 
-    bert_dropout_cfg dc;
-    dc.hidden = o->dropout >= 0.0f ? o->dropout : cfg->hidden_dropout_prob;
-    dc.attn = o->dropout >= 0.0f ? o->dropout : cfg->attention_probs_dropout_prob;
-    dc.classifier = o->dropout >= 0.0f ? o->dropout
-                    : (cfg->classifier_dropout >= 0.0f ? cfg->classifier_dropout
-                                                       : cfg->hidden_dropout_prob);
-    dc.seed = o->seed;
-    dc.step = 0;
-
-    int64_t steps_per_epoch = (ds->n + o->batch_size - 1) / o->batch_size;
-    int64_t total = steps_per_epoch * o->epochs;
+/* Dropout, the schedule (total and warmup steps), the MLM masking RNG, profiling. */
+static void trainer_start(trainer *t, const bft_dataset *ds)
+{
+    const bft_config *cfg = &t->m->cfg;
+    const bft_train_opts *o = &t->o;
+    t->dc.hidden = o->dropout >= 0.0f ? o->dropout : cfg->hidden_dropout_prob;
+    t->dc.attn = o->dropout >= 0.0f ? o->dropout : cfg->attention_probs_dropout_prob;
+    t->dc.classifier = o->dropout >= 0.0f ? o->dropout
+                       : (cfg->classifier_dropout >= 0.0f ? cfg->classifier_dropout
+                                                          : cfg->hidden_dropout_prob);
+    t->dc.seed = o->seed;
+    t->dc.step = 0;
+    t->steps_per_epoch = (ds->n + o->batch_size - 1) / o->batch_size;
+    t->total = t->steps_per_epoch * o->epochs;
     /* Trainer: math.ceil(num_training_steps * warmup_ratio), Python floats */
-    int64_t warmup = (int64_t)ceil((double)total * o->warmup_ratio);
-    int64_t step = 0;
-    double t0 = now_s(), loss_all = 0.0;
-    int64_t samples = 0;
-    bft_rng mrng;
-    bft_rng_seed(&mrng, o->seed ^ 0x5DEECE66Dull);
+    t->warmup = (int64_t)ceil((double)t->total * o->warmup_ratio);
+    t->t0 = now_s();
+    bft_rng_seed(&t->mrng, o->seed ^ 0x5DEECE66Dull);
     /* BFT_PROFILE=1: phase times of every step after the first on stderr */
     const char *penv = getenv("BFT_PROFILE");
-    int profile = penv && *penv && strcmp(penv, "0") != 0;
-    double prof[3] = {0.0, 0.0, 0.0};
-    /* the best epoch so far (by metric_for_best) and its evaluation */
-    int best_epoch = 0, bad_epochs = 0, stop = 0, last_epoch = 0;
-    float best = NAN, best_l = NAN, best_a = NAN, best_f = NAN;
+    t->profile = penv && *penv && strcmp(penv, "0") != 0;
+    t->best = t->best_l = t->best_a = t->best_f = NAN;
+    t->first_epoch = 1;
+}
 
-    /* ---- resume: the state saved after the last completed epoch */
-    int first_epoch = 1;
-    uint64_t fingerprint = o->state_path || o->resume_path ? train_fingerprint(m, ds, o, task) : 0;
-    bft_epoch_rec *hist = NULL;
-    if ((o->state_path || o->resume_path) &&
-        !(hist = t.hist = calloc((size_t)o->epochs + 1, sizeof *t.hist))) {
-        trainer_free(&t);
-        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
+/* Read a saved state into the trainer: weights, moments, best weights, history. */
+static int read_state(trainer *t, bft_state_hdr *h, bft_error *err)
+{
+    const bft_model *m = t->m;
+    const bft_train_opts *o = &t->o;
+    bft_epoch_rec *rh = NULL;
+    char *note = malloc(BFT_STATE_NOTE_MAX);
+    float *arrays[4] = {m->params_mem, t->m_mem, t->v_mem, t->best_mem};
+    int rc = note ? bft_state_read(o->resume_path, h, note, &rh, NULL, err)
+                  : bft_set_error(err, BFT_ENOMEM, "out of memory");
+    free(rh);
+    rh = NULL;
+    if (rc == BFT_OK &&
+        (h->fingerprint != t->fingerprint || h->task != (uint32_t)t->task ||
+         h->num_params != (uint64_t)m->num_params || h->epochs != o->epochs ||
+         h->has_best != (t->best_mem != NULL)))
+        rc = bft_set_error(err, BFT_EMISMATCH,
+                           "the saved training state %s belongs to another training (its data, "
+                           "options or initial model differ)", o->resume_path);
+    if (rc == BFT_OK)
+        rc = bft_state_read(o->resume_path, h, note, &rh, arrays, err);
+    free(note);
+    if (rc == BFT_OK)
+        memcpy(t->hist, rh, (size_t)h->nhist * sizeof *t->hist);
+    free(rh);
+    return rc;
+}
+
+/* The result as it stood after the restored epochs. */
+static void restored_result(trainer *t, const bft_state_hdr *h)
+{
+    bft_train_result *res = t->res;
+    if (!res)
+        return;
+    if (h->epochs_done > 0) {
+        const bft_epoch_rec *r = &t->hist[h->epochs_done - 1];
+        res->steps = t->step;
+        res->epochs = h->epochs_done;
+        res->train_loss = (float)(t->loss_all / (t->step > 0 ? t->step : 1));
+        res->last_epoch_loss = r->loss;
+        res->seconds = h->elapsed_s;
+        res->samples_per_s = h->elapsed_s > 0 ? t->samples / h->elapsed_s : 0.0;
+        res->eval_loss = r->eval_loss;
+        res->eval_accuracy = r->eval_accuracy;
+        res->eval_macro_f1 = r->eval_macro_f1;
+        res->best_epoch = t->best_epoch;
+        res->best_metric = t->best;
+        res->kept_epoch = h->epochs_done;
+        res->early_stopped = t->stop;
     }
-    if (o->state_note_len > BFT_STATE_NOTE_MAX) {
-        trainer_free(&t);
+    res->resumed_epochs = h->epochs_done;
+}
+
+/* The restored epochs, as their phase-1 reports (marked restored). */
+static int report_restored(trainer *t, int epochs_done, bft_error *err)
+{
+    const bft_train_opts *o = &t->o;
+    for (int e = 0; e < epochs_done && t->progress; e++) {
+        const bft_epoch_rec *r = &t->hist[e];
+        bft_progress pr;
+        memset(&pr, 0, sizeof pr);
+        pr.phase = 1;
+        pr.restored = 1;
+        pr.epoch = r->epoch;
+        pr.epochs = o->epochs;
+        pr.step = t->steps_per_epoch * r->epoch;
+        pr.total_steps = t->total;
+        pr.loss = r->loss;
+        pr.lr = (float)schedule_lr(o->learning_rate, pr.step - 1, t->total, t->warmup);
+        pr.elapsed_s = r->elapsed_s;
+        pr.samples_per_s = r->samples_per_s;
+        pr.eta_s = NAN;
+        pr.eval_loss = r->eval_loss;
+        pr.eval_accuracy = r->eval_accuracy;
+        pr.eval_macro_f1 = r->eval_macro_f1;
+        if (t->progress(t->ctx, &pr) != 0)
+            return bft_set_error(err, BFT_ECANCEL, "training cancelled");
+    }
+    return BFT_OK;
+}
+
+/* State files: the fingerprint and history; with resume_path, continue after the
+ * last completed epoch of the saved state. */
+static int trainer_resume(trainer *t, const bft_dataset *ds, bft_error *err)
+{
+    const bft_train_opts *o = &t->o;
+    bft_state_hdr h;
+    int rc;
+    t->fingerprint = o->state_path || o->resume_path ? train_fingerprint(t->m, ds, o, t->task) : 0;
+    if ((o->state_path || o->resume_path) &&
+        !(t->hist = calloc((size_t)o->epochs + 1, sizeof *t->hist)))
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for training");
+    if (o->state_note_len > BFT_STATE_NOTE_MAX)
         return bft_set_error(err, BFT_EINVAL, "state note of %zu bytes (at most %d)",
                              o->state_note_len, BFT_STATE_NOTE_MAX);
-    }
-    if (o->resume_path) {
-        bft_state_hdr h;
-        bft_epoch_rec *rh = NULL;
-        char *note = malloc(BFT_STATE_NOTE_MAX);
-        float *arrays[4] = {m->params_mem, t.m_mem, t.v_mem, t.best_mem};
-        rc = note ? bft_state_read(o->resume_path, &h, note, &rh, NULL, err)
-                  : bft_set_error(err, BFT_ENOMEM, "out of memory");
-        free(rh);
-        rh = NULL;
-        if (rc == BFT_OK &&
-            (h.fingerprint != fingerprint || h.task != (uint32_t)task ||
-             h.num_params != (uint64_t)m->num_params || h.epochs != o->epochs ||
-             h.has_best != (t.best_mem != NULL)))
-            rc = bft_set_error(err, BFT_EMISMATCH,
-                               "the saved training state %s belongs to another training (its data, "
-                               "options or initial model differ)", o->resume_path);
-        if (rc == BFT_OK)
-            rc = bft_state_read(o->resume_path, &h, note, &rh, arrays, err);
-        free(note);
-        if (rc != BFT_OK) {
-            free(rh);
-            trainer_free(&t);
-            return rc;
-        }
-        memcpy(hist, rh, (size_t)h.nhist * sizeof *hist);
-        free(rh);
-        weights_replaced(m);
-        step = h.step;
-        samples = h.samples;
-        loss_all = h.loss_all;
-        t0 = now_s() - h.elapsed_s;
-        best_epoch = h.best_epoch;
-        bad_epochs = h.bad_epochs;
-        stop = h.stop;
-        best = h.best;
-        best_l = h.best_l;
-        best_a = h.best_a;
-        best_f = h.best_f;
-        memcpy(mrng.s, h.rng, sizeof mrng.s);
-        last_epoch = h.epochs_done;
-        first_epoch = h.epochs_done + 1;
-        if (res && h.epochs_done > 0) {
-            const bft_epoch_rec *r = &hist[h.epochs_done - 1];
-            res->steps = step;
-            res->epochs = h.epochs_done;
-            res->train_loss = (float)(loss_all / (step > 0 ? step : 1));
-            res->last_epoch_loss = r->loss;
-            res->seconds = h.elapsed_s;
-            res->samples_per_s = h.elapsed_s > 0 ? samples / h.elapsed_s : 0.0;
-            res->eval_loss = r->eval_loss;
-            res->eval_accuracy = r->eval_accuracy;
-            res->eval_macro_f1 = r->eval_macro_f1;
-            res->best_epoch = best_epoch;
-            res->best_metric = best;
-            res->kept_epoch = h.epochs_done;
-            res->early_stopped = stop;
-        }
-        if (res)
-            res->resumed_epochs = h.epochs_done;
-        /* the restored epochs, as their phase-1 reports */
-        for (int e = 0; e < h.epochs_done && progress; e++) {
-            bft_progress pr;
-            memset(&pr, 0, sizeof pr);
-            pr.phase = 1;
-            pr.restored = 1;
-            pr.epoch = hist[e].epoch;
-            pr.epochs = o->epochs;
-            pr.step = steps_per_epoch * hist[e].epoch;
-            pr.total_steps = total;
-            pr.loss = hist[e].loss;
-            pr.lr = (float)schedule_lr(o->learning_rate, pr.step - 1, total, warmup);
-            pr.elapsed_s = hist[e].elapsed_s;
-            pr.samples_per_s = hist[e].samples_per_s;
-            pr.eta_s = NAN;
-            pr.eval_loss = hist[e].eval_loss;
-            pr.eval_accuracy = hist[e].eval_accuracy;
-            pr.eval_macro_f1 = hist[e].eval_macro_f1;
-            if (progress(ctx, &pr) != 0) {
-                trainer_free(&t);
-                return bft_set_error(err, BFT_ECANCEL, "training cancelled");
-            }
-        }
-    }
+    if (!o->resume_path)
+        return BFT_OK;
+    if ((rc = read_state(t, &h, err)) != BFT_OK)
+        return rc;
+    weights_replaced(t->m);
+    t->step = h.step;
+    t->samples = h.samples;
+    t->loss_all = h.loss_all;
+    t->t0 = now_s() - h.elapsed_s;
+    t->best_epoch = h.best_epoch;
+    t->bad_epochs = h.bad_epochs;
+    t->stop = h.stop;
+    t->best = h.best;
+    t->best_l = h.best_l;
+    t->best_a = h.best_a;
+    t->best_f = h.best_f;
+    memcpy(t->mrng.s, h.rng, sizeof t->mrng.s);
+    t->last_epoch = h.epochs_done;
+    t->first_epoch = h.epochs_done + 1;
+    restored_result(t, &h);
+    return report_restored(t, h.epochs_done, err);
+}
 
-    for (int epoch = first_epoch; epoch <= o->epochs && !stop; epoch++) {
-        double loss_epoch = 0.0;
-        int64_t steps_epoch = 0;
-        epoch_order(&t, ds, epoch);
-        for (int64_t s = 0; s < ds->n; s += o->batch_size) {
-            int B = (int)(ds->n - s < o->batch_size ? ds->n - s : o->batch_size);
-            bert_batch bt;
-            make_batch(ds, t.order + s, B, cfg->pad_token_id, t.ids, t.lens,
-                       task == TASK_CLS && !multi ? t.labels : NULL, t.targets, K, &bt);
-            double lr = schedule_lr(o->learning_rate, step, total, warmup);
-            float loss;
-            dc.step = (uint64_t)step;
-            if (task == TASK_CLS) {
-                stage_batch(&bt, t.d_ids, t.d_lens, t.d_labels, t.d_targets, K);
-                if (o->class_weights) {
-                    /* each example's share of the batch loss: w[y] / sum of the batch's w[y] */
-                    double sw = 0.0;
-                    for (int b = 0; b < B; b++)
-                        sw += o->class_weights[t.labels[b]];
-                    for (int b = 0; b < B; b++)
-                        t.roww[b] = (float)(o->class_weights[t.labels[b]] / sw);
-                    bft_dev_upload(t.d_roww, t.roww, (size_t)B * sizeof *t.roww);
-                    bt.weights = t.d_roww;
-                }
-                double p0 = now_s();
-                loss = bert_cls_forward(m, &t.acts, &bt, &dc);
-                double p1 = now_s();
-                bert_cls_backward(m, &t.g, &t.acts, &bt, &dc);
-                prof[0] += p1 - p0;
-                prof[1] += now_s() - p1;
-            } else {
-                int M = mlm_mask(&t, &bt, &mrng, sp);
-                bert_batch mb = bt;
-                mb.ids = t.mlm_ids;
-                stage_batch(&mb, t.d_ids, t.d_lens, NULL, NULL, 0);
-                loss = 0.0f;
-                if (M > 0) {
-                    if (bert_mlm_reserve(&t.mlm, cfg, M) != 0) {
-                        trainer_free(&t);
-                        return bft_set_error(err, BFT_ENOMEM, "out of memory for the MLM head (%d rows)", M);
-                    }
-                    bft_dev_upload(t.d_rows, t.rows, (size_t)M * sizeof *t.d_rows);
-                    bft_dev_upload(t.d_mlm_labels, t.mlm_labels, (size_t)M * sizeof *t.d_mlm_labels);
-                    const float *top = bert_encoder_forward(m, &t.acts, &mb, &dc);
-                    if (t.acts.stopped)
-                        goto cancelled;
-                    loss = bert_mlm_forward(m, &t.mlm, top, t.d_rows, M, t.d_mlm_labels);
-                    bft_op_zero(t.acts.dA, (size_t)mb.B * mb.T * cfg->hidden_size);
-                    bert_mlm_backward(m, &t.g, &t.mlm, t.d_rows, M, t.acts.dA);
-                    bert_encoder_backward(m, &t.g, &t.acts, &mb, &dc);
-                }
-            }
-            if (t.acts.stopped) {
-            cancelled:
-                trainer_free(&t);
-                return bft_set_error(err, BFT_ECANCEL, "training cancelled in step %lld",
-                                     (long long)step + 1);
-            }
-            double p2 = now_s();
-            optimizer_step(&t, lr, step + 1);
-            if ((rc = bft_dev_check(err)) != BFT_OK) {
-                trainer_free(&t);
-                return rc;
-            }
-            prof[2] += now_s() - p2;
-            if (profile && step > 0)
-                fprintf(stderr, "bft profile: step %lld forward %.1f ms, backward %.1f ms, "
-                        "optimizer %.1f ms\n", (long long)step + 1, 1e3 * prof[0],
-                        1e3 * prof[1], 1e3 * prof[2]);
-            prof[0] = prof[1] = prof[2] = 0.0;
-            step++;
-            steps_epoch++;
-            samples += B;
-            loss_epoch += loss;
-            loss_all += loss;
-            if (progress) {
-                bft_progress pr;
-                double el = now_s() - t0;
-                memset(&pr, 0, sizeof pr);
-                pr.phase = 0;
-                pr.epoch = epoch;
-                pr.epochs = o->epochs;
-                pr.step = step;
-                pr.total_steps = total;
-                pr.loss = (float)(loss_epoch / steps_epoch);
-                pr.step_loss = loss;
-                pr.lr = lr;
-                pr.elapsed_s = el;
-                pr.samples_per_s = el > 0 ? samples / el : 0.0;
-                pr.eta_s = el / step * (total - step);
-                pr.eval_loss = pr.eval_accuracy = pr.eval_macro_f1 = NAN;
-                if (progress(ctx, &pr) != 0) {
-                    trainer_free(&t);
-                    return bft_set_error(err, BFT_ECANCEL, "training cancelled at step %lld",
-                                         (long long)step);
-                }
-            }
-        }
-        float el = NAN, ea = NAN, ef = NAN;
-        if (task == TASK_CLS && o->valid) {
-            rc = evaluate_ds(m, o->valid, 32, &el, &ea, &ef, NULL, o->poll, o->poll_ctx, err);
-            if (rc != BFT_OK) {
-                trainer_free(&t);
-                return rc;
-            }
-            float mv = o->metric_for_best == BFT_METRIC_LOSS       ? el
-                       : o->metric_for_best == BFT_METRIC_ACCURACY ? ea
-                                                                   : ef;
-            int better = best_epoch == 0 || (isnan(best) && !isnan(mv)) ||
-                         (o->metric_for_best == BFT_METRIC_LOSS ? mv < best : mv > best);
-            if (better) {
-                best = mv;
-                best_epoch = epoch;
-                best_l = el;
-                best_a = ea;
-                best_f = ef;
-                bad_epochs = 0;
-                if (t.best_mem)
-                    bft_dev_copy(t.best_mem, m->params_mem, m->num_params * sizeof(float));
-            } else if (o->early_stopping_patience > 0 && ++bad_epochs >= o->early_stopping_patience &&
-                       epoch < o->epochs)
-                stop = 1;
-        }
-        last_epoch = epoch;
-        double elapsed = now_s() - t0;
-        if (res) {
-            res->steps = step;
-            res->warmup_steps = warmup;
-            res->epochs = epoch;
-            res->train_loss = (float)(loss_all / step);
-            res->last_epoch_loss = (float)(loss_epoch / steps_epoch);
-            res->seconds = elapsed;
-            res->samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
-            res->eval_loss = el;
-            res->eval_accuracy = ea;
-            res->eval_macro_f1 = ef;
-            res->best_epoch = best_epoch;
-            res->best_metric = best;
-            res->kept_epoch = epoch;
-            res->early_stopped = stop;
-        }
-        if (hist) {
-            bft_epoch_rec *rec = &hist[epoch - 1];
-            memset(rec, 0, sizeof *rec);
-            rec->epoch = epoch;
-            rec->loss = (float)(loss_epoch / steps_epoch);
-            rec->eval_loss = el;
-            rec->eval_accuracy = ea;
-            rec->eval_macro_f1 = ef;
-            rec->samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
-            rec->elapsed_s = elapsed;
-        }
-        if (o->state_path) {
-            bft_state_hdr h;
-            float *arrays[4] = {m->params_mem, t.m_mem, t.v_mem, t.best_mem};
-            memset(&h, 0, sizeof h);
-            h.task = (uint32_t)task;
-            h.note_len = (uint32_t)o->state_note_len;
-            h.fingerprint = fingerprint;
-            h.num_params = m->num_params;
-            h.epochs = o->epochs;
-            h.epochs_done = epoch;
-            h.nhist = epoch;
-            h.best_epoch = best_epoch;
-            h.bad_epochs = bad_epochs;
-            h.stop = stop;
-            h.has_best = t.best_mem != NULL;
-            h.step = step;
-            h.samples = samples;
-            h.loss_all = loss_all;
-            h.elapsed_s = elapsed;
-            h.best = best;
-            h.best_l = best_l;
-            h.best_a = best_a;
-            h.best_f = best_f;
-            memcpy(h.rng, mrng.s, sizeof h.rng);
-            if ((rc = bft_state_write(o->state_path, &h, o->state_note, hist, arrays, err)) != BFT_OK) {
-                trainer_free(&t);
-                return rc;
-            }
-        }
-        if (progress) {
-            bft_progress pr;
-            memset(&pr, 0, sizeof pr);
-            pr.phase = 1;
-            pr.epoch = epoch;
-            pr.epochs = o->epochs;
-            pr.step = step;
-            pr.total_steps = total;
-            pr.loss = (float)(loss_epoch / steps_epoch);
-            pr.step_loss = NAN;
-            pr.lr = schedule_lr(o->learning_rate, step - 1, total, warmup);
-            pr.elapsed_s = elapsed;
-            pr.samples_per_s = elapsed > 0 ? samples / elapsed : 0.0;
-            pr.eta_s = elapsed / step * (total - step);
-            pr.eval_loss = el;
-            pr.eval_accuracy = ea;
-            pr.eval_macro_f1 = ef;
-            if (progress(ctx, &pr) != 0) {
-                trainer_free(&t);
-                return bft_set_error(err, BFT_ECANCEL, "training cancelled after epoch %d", epoch);
-            }
-        }
+/* Forward and backward of one classification batch (class weights: each
+ * example's share of the batch loss). Returns the batch loss. */
+static float cls_step(trainer *t, bert_batch *bt)
+{
+    const bft_train_opts *o = &t->o;
+    int B = bt->B;
+    stage_batch(bt, t->d_ids, t->d_lens, t->d_labels, t->d_targets, t->K);
+    if (o->class_weights) {
+        /* each example's share of the batch loss: w[y] / sum of the batch's w[y] */
+        double sw = 0.0;
+        for (int b = 0; b < B; b++)
+            sw += o->class_weights[t->labels[b]];
+        for (int b = 0; b < B; b++)
+            t->roww[b] = (float)(o->class_weights[t->labels[b]] / sw);
+        bft_dev_upload(t->d_roww, t->roww, (size_t)B * sizeof *t->roww);
+        bt->weights = t->d_roww;
     }
-    /* load_best_model_at_end: the best epoch's weights replace the last ones */
-    if (t.best_mem && best_epoch > 0 && best_epoch != last_epoch) {
-        bft_dev_copy(m->params_mem, t.best_mem, m->num_params * sizeof(float));
-        if ((rc = bft_dev_check(err)) != BFT_OK) {
-            trainer_free(&t);
-            return rc;
-        }
-        if (res) {
-            res->kept_epoch = best_epoch;
-            res->eval_loss = best_l;
-            res->eval_accuracy = best_a;
-            res->eval_macro_f1 = best_f;
-        }
-    }
-    trainer_free(&t);
+    double p0 = now_s();
+    float loss = bert_cls_forward(t->m, &t->acts, bt, &t->dc);
+    double p1 = now_s();
+    bert_cls_backward(t->m, &t->g, &t->acts, bt, &t->dc);
+    t->prof[0] += p1 - p0;
+    t->prof[1] += now_s() - p1;
+    return loss;
+}
+
+/* Forward and backward of one MLM batch: mask, encoder, MLM head on the M
+ * masked positions (none: loss 0, no gradient). Stops early when cancelled
+ * (t->acts.stopped). */
+static int mlm_step(trainer *t, const bert_batch *bt, float *loss, bft_error *err)
+{
+    const bft_config *cfg = &t->m->cfg;
+    int M = mlm_mask(t, bt, &t->mrng, t->sp);
+    bert_batch mb = *bt;
+    mb.ids = t->mlm_ids;
+    stage_batch(&mb, t->d_ids, t->d_lens, NULL, NULL, 0);
+    *loss = 0.0f;
+    if (M == 0)
+        return BFT_OK;
+    if (bert_mlm_reserve(&t->mlm, cfg, M) != 0)
+        return bft_set_error(err, BFT_ENOMEM, "out of memory for the MLM head (%d rows)", M);
+    bft_dev_upload(t->d_rows, t->rows, (size_t)M * sizeof *t->d_rows);
+    bft_dev_upload(t->d_mlm_labels, t->mlm_labels, (size_t)M * sizeof *t->d_mlm_labels);
+    const float *top = bert_encoder_forward(t->m, &t->acts, &mb, &t->dc);
+    if (t->acts.stopped)
+        return BFT_OK;
+    *loss = bert_mlm_forward(t->m, &t->mlm, top, t->d_rows, M, t->d_mlm_labels);
+    bft_op_zero(t->acts.dA, (size_t)mb.B * mb.T * cfg->hidden_size);
+    bert_mlm_backward(t->m, &t->g, &t->mlm, t->d_rows, M, t->acts.dA);
+    bert_encoder_backward(t->m, &t->g, &t->acts, &mb, &t->dc);
     return BFT_OK;
+}
+
+/* Report one optimizer step (phase 0) to the progress callback. */
+static int report_step(trainer *t, int epoch, float loss, double lr, bft_error *err)
+{
+    bft_progress pr;
+    double el = now_s() - t->t0;
+    memset(&pr, 0, sizeof pr);
+    pr.phase = 0;
+    pr.epoch = epoch;
+    pr.epochs = t->o.epochs;
+    pr.step = t->step;
+    pr.total_steps = t->total;
+    pr.loss = (float)(t->loss_epoch / t->steps_epoch);
+    pr.step_loss = loss;
+    pr.lr = lr;
+    pr.elapsed_s = el;
+    pr.samples_per_s = el > 0 ? t->samples / el : 0.0;
+    pr.eta_s = el / t->step * (t->total - t->step);
+    pr.eval_loss = pr.eval_accuracy = pr.eval_macro_f1 = NAN;
+    if (t->progress(t->ctx, &pr) != 0)
+        return bft_set_error(err, BFT_ECANCEL, "training cancelled at step %lld", (long long)t->step);
+    return BFT_OK;
+}
+
+/* One training step on the B examples order[s ..] of ds: batch, forward,
+ * backward, AdamW update at the scheduled learning rate, progress. */
+static int train_step(trainer *t, const bft_dataset *ds, int64_t s, int epoch, bft_error *err)
+{
+    const bft_train_opts *o = &t->o;
+    int B = (int)(ds->n - s < o->batch_size ? ds->n - s : o->batch_size), rc;
+    bert_batch bt;
+    make_batch(ds, t->order + s, B, t->m->cfg.pad_token_id, t->ids, t->lens,
+               t->task == TASK_CLS && !t->multi ? t->labels : NULL, t->targets, t->K, &bt);
+    double lr = schedule_lr(o->learning_rate, t->step, t->total, t->warmup);
+    float loss;
+    t->dc.step = (uint64_t)t->step;
+    if (t->task == TASK_CLS)
+        loss = cls_step(t, &bt);
+    else if ((rc = mlm_step(t, &bt, &loss, err)) != BFT_OK)
+        return rc;
+    if (t->acts.stopped)
+        return bft_set_error(err, BFT_ECANCEL, "training cancelled in step %lld", (long long)t->step + 1);
+    double p2 = now_s();
+    optimizer_step(t, lr, t->step + 1);
+    if ((rc = bft_dev_check(err)) != BFT_OK)
+        return rc;
+    t->prof[2] += now_s() - p2;
+    if (t->profile && t->step > 0)
+        fprintf(stderr, "bft profile: step %lld forward %.1f ms, backward %.1f ms, "
+                "optimizer %.1f ms\n", (long long)t->step + 1, 1e3 * t->prof[0],
+                1e3 * t->prof[1], 1e3 * t->prof[2]);
+    t->prof[0] = t->prof[1] = t->prof[2] = 0.0;
+    t->step++;
+    t->steps_epoch++;
+    t->samples += B;
+    t->loss_epoch += loss;
+    t->loss_all += loss;
+    return t->progress ? report_step(t, epoch, loss, lr, err) : BFT_OK;
+}
+
+/* After an epoch of classification: score the validation set (el, ea, ef),
+ * keep the best epoch (and its weights), count epochs without improvement. */
+static int validate_epoch(trainer *t, int epoch, float *el, float *ea, float *ef, bft_error *err)
+{
+    const bft_train_opts *o = &t->o;
+    bft_model *m = t->m;
+    int rc = evaluate_ds(m, o->valid, 32, el, ea, ef, NULL, o->poll, o->poll_ctx, err);
+    if (rc != BFT_OK)
+        return rc;
+    float mv = o->metric_for_best == BFT_METRIC_LOSS       ? *el
+               : o->metric_for_best == BFT_METRIC_ACCURACY ? *ea
+                                                           : *ef;
+    int better = t->best_epoch == 0 || (isnan(t->best) && !isnan(mv)) ||
+                 (o->metric_for_best == BFT_METRIC_LOSS ? mv < t->best : mv > t->best);
+    if (better) {
+        t->best = mv;
+        t->best_epoch = epoch;
+        t->best_l = *el;
+        t->best_a = *ea;
+        t->best_f = *ef;
+        t->bad_epochs = 0;
+        if (t->best_mem)
+            bft_dev_copy(t->best_mem, m->params_mem, m->num_params * sizeof(float));
+    } else if (o->early_stopping_patience > 0 && ++t->bad_epochs >= o->early_stopping_patience &&
+               epoch < o->epochs)
+        t->stop = 1;
+    return BFT_OK;
+}
+
+/* The result and the history after epoch (validation scores el, ea, ef). */
+static void record_epoch(trainer *t, int epoch, double elapsed, float el, float ea, float ef)
+{
+    bft_train_result *res = t->res;
+    float eloss = (float)(t->loss_epoch / t->steps_epoch);
+    double sps = elapsed > 0 ? t->samples / elapsed : 0.0;
+    if (res) {
+        res->steps = t->step;
+        res->warmup_steps = t->warmup;
+        res->epochs = epoch;
+        res->train_loss = (float)(t->loss_all / t->step);
+        res->last_epoch_loss = eloss;
+        res->seconds = elapsed;
+        res->samples_per_s = sps;
+        res->eval_loss = el;
+        res->eval_accuracy = ea;
+        res->eval_macro_f1 = ef;
+        res->best_epoch = t->best_epoch;
+        res->best_metric = t->best;
+        res->kept_epoch = epoch;
+        res->early_stopped = t->stop;
+    }
+    if (t->hist) {
+        bft_epoch_rec *rec = &t->hist[epoch - 1];
+        memset(rec, 0, sizeof *rec);
+        rec->epoch = epoch;
+        rec->loss = eloss;
+        rec->eval_loss = el;
+        rec->eval_accuracy = ea;
+        rec->eval_macro_f1 = ef;
+        rec->samples_per_s = sps;
+        rec->elapsed_s = elapsed;
+    }
+}
+
+/* The state after epoch to o->state_path: what resume => true continues from. */
+static int save_state(trainer *t, int epoch, double elapsed, bft_error *err)
+{
+    const bft_model *m = t->m;
+    bft_state_hdr h;
+    float *arrays[4] = {m->params_mem, t->m_mem, t->v_mem, t->best_mem};
+    memset(&h, 0, sizeof h);
+    h.task = (uint32_t)t->task;
+    h.note_len = (uint32_t)t->o.state_note_len;
+    h.fingerprint = t->fingerprint;
+    h.num_params = m->num_params;
+    h.epochs = t->o.epochs;
+    h.epochs_done = epoch;
+    h.nhist = epoch;
+    h.best_epoch = t->best_epoch;
+    h.bad_epochs = t->bad_epochs;
+    h.stop = t->stop;
+    h.has_best = t->best_mem != NULL;
+    h.step = t->step;
+    h.samples = t->samples;
+    h.loss_all = t->loss_all;
+    h.elapsed_s = elapsed;
+    h.best = t->best;
+    h.best_l = t->best_l;
+    h.best_a = t->best_a;
+    h.best_f = t->best_f;
+    memcpy(h.rng, t->mrng.s, sizeof h.rng);
+    return bft_state_write(t->o.state_path, &h, t->o.state_note, t->hist, arrays, err);
+}
+
+/* Report the end of epoch (phase 1) to the progress callback. */
+static int report_epoch(trainer *t, int epoch, double elapsed, float el, float ea, float ef,
+                        bft_error *err)
+{
+    bft_progress pr;
+    memset(&pr, 0, sizeof pr);
+    pr.phase = 1;
+    pr.epoch = epoch;
+    pr.epochs = t->o.epochs;
+    pr.step = t->step;
+    pr.total_steps = t->total;
+    pr.loss = (float)(t->loss_epoch / t->steps_epoch);
+    pr.step_loss = NAN;
+    pr.lr = schedule_lr(t->o.learning_rate, t->step - 1, t->total, t->warmup);
+    pr.elapsed_s = elapsed;
+    pr.samples_per_s = elapsed > 0 ? t->samples / elapsed : 0.0;
+    pr.eta_s = elapsed / t->step * (t->total - t->step);
+    pr.eval_loss = el;
+    pr.eval_accuracy = ea;
+    pr.eval_macro_f1 = ef;
+    if (t->progress(t->ctx, &pr) != 0)
+        return bft_set_error(err, BFT_ECANCEL, "training cancelled after epoch %d", epoch);
+    return BFT_OK;
+}
+
+/* One epoch: its example order, every step, then validation, the result,
+ * the saved state and the epoch's report. */
+static int train_epoch(trainer *t, const bft_dataset *ds, int epoch, bft_error *err)
+{
+    const bft_train_opts *o = &t->o;
+    float el = NAN, ea = NAN, ef = NAN;
+    int rc;
+    t->loss_epoch = 0.0;
+    t->steps_epoch = 0;
+    epoch_order(t, ds, epoch);
+    for (int64_t s = 0; s < ds->n; s += o->batch_size)
+        if ((rc = train_step(t, ds, s, epoch, err)) != BFT_OK)
+            return rc;
+    if (t->task == TASK_CLS && o->valid && (rc = validate_epoch(t, epoch, &el, &ea, &ef, err)) != BFT_OK)
+        return rc;
+    t->last_epoch = epoch;
+    double elapsed = now_s() - t->t0;
+    record_epoch(t, epoch, elapsed, el, ea, ef);
+    if (o->state_path && (rc = save_state(t, epoch, elapsed, err)) != BFT_OK)
+        return rc;
+    return t->progress ? report_epoch(t, epoch, elapsed, el, ea, ef, err) : BFT_OK;
+}
+
+/* load_best_model_at_end: the best epoch's weights replace the last ones. */
+static int keep_best(trainer *t, bft_error *err)
+{
+    bft_model *m = t->m;
+    int rc;
+    if (!t->best_mem || t->best_epoch == 0 || t->best_epoch == t->last_epoch)
+        return BFT_OK;
+    bft_dev_copy(m->params_mem, t->best_mem, m->num_params * sizeof(float));
+    if ((rc = bft_dev_check(err)) != BFT_OK)
+        return rc;
+    if (t->res) {
+        t->res->kept_epoch = t->best_epoch;
+        t->res->eval_loss = t->best_l;
+        t->res->eval_accuracy = t->best_a;
+        t->res->eval_macro_f1 = t->best_f;
+    }
+    return BFT_OK;
+}
+
+/* Train m on ds for task (TASK_CLS or TASK_MLM): check, allocate, resume,
+ * the epochs, keep the best; one cleanup path. */
+static int train_body(bft_model *m, const bft_dataset *ds, const bft_train_opts *opts, int task,
+                      bft_progress_fn progress, void *ctx, bft_train_result *res,
+                      bft_error *err)
+{
+    trainer t;
+    int rc;
+    bft_clear_error(err);
+    memset(&t, 0, sizeof t);
+    if (res) {
+        memset(res, 0, sizeof *res);
+        res->eval_loss = res->eval_accuracy = res->eval_macro_f1 = res->best_metric = NAN;
+    }
+    if (!m || !ds)
+        return bft_set_error(err, BFT_EINVAL, "NULL model or dataset");
+    t.m = m;
+    t.task = task;
+    t.o = opts ? *opts : bft_train_default_opts();
+    t.K = m->cfg.num_labels;
+    t.multi = task == TASK_CLS && is_multi(m);
+    t.progress = progress;
+    t.ctx = ctx;
+    t.res = res;
+    rc = check_optimizer_opts(&t.o, err);
+    if (rc == BFT_OK)
+        rc = task == TASK_CLS ? check_cls_task(&t, ds, err) : check_mlm_task(&t, ds, err);
+    if (rc == BFT_OK)
+        rc = trainer_alloc(&t, ds, err);
+    if (rc == BFT_OK) {
+        trainer_start(&t, ds);
+        rc = trainer_resume(&t, ds, err);
+    }
+    for (int epoch = t.first_epoch; rc == BFT_OK && epoch <= t.o.epochs && !t.stop; epoch++)
+        rc = train_epoch(&t, ds, epoch, err);
+    if (rc == BFT_OK)
+        rc = keep_best(&t, err);
+    trainer_free(&t);
+    return rc;
 }
 
 /* Training on opts->device: the weights go up once, every step runs there, and

@@ -534,6 +534,233 @@ static int char_token(trainer_state *s, uint32_t cp, int cont, int add)
     return strmap_get(&s->toks, buf, (size_t)l, add);
 }
 
+/* The steps of bft_wp_trainer_finish return BFT_OK, BFT_ENOMEM or BFT_ECANCEL. */
+
+/* Empty token map with the five special tokens, an empty pair map. */
+static int wp_init(trainer_state *s)
+{
+    if (strmap_init(&s->toks)) return BFT_ENOMEM;
+    s->pmask = 4095;
+    s->pslots = malloc((s->pmask + 1) * sizeof *s->pslots);
+    if (!s->pslots) return BFT_ENOMEM;
+    memset(s->pslots, 0xFF, (s->pmask + 1) * sizeof *s->pslots);
+    for (int k = 0; k < 5; k++)
+        if (strmap_get(&s->toks, SPECIALS[k], strlen(SPECIALS[k]), 1) < 0) return BFT_ENOMEM;
+    return BFT_OK;
+}
+
+/* Mark the code points of word p (l bytes) in plain, and those inside it in cont. */
+static void wp_mark_chars(const uint8_t *p, size_t l, uint32_t *plain, uint32_t *cont)
+{
+    for (size_t j = 0; j < l;) {
+        uint32_t cp;
+        int cl = tok_utf8_decode(p + j, l - j, &cp);
+        if (cl == 0) { j++; continue; }   /* cannot happen */
+        plain[cp >> 5] |= 1u << (cp & 31);
+        if (j > 0) cont[cp >> 5] |= 1u << (cp & 31);
+        j += (size_t)cl;
+    }
+}
+
+/* The alphabet: a token for every code point seen (plain) and seen inside a
+ * word (##), in code point order. */
+static int wp_alphabet(trainer_state *s, const strmap *W)
+{
+    uint32_t *plain = calloc(0x110000 / 32, sizeof *plain);   /* bitmaps over code points */
+    uint32_t *cont = calloc(0x110000 / 32, sizeof *cont);
+    int rc = plain && cont ? BFT_OK : BFT_ENOMEM;
+    for (int i = 0; rc == BFT_OK && i < W->n; i++) {
+        size_t l;
+        const uint8_t *p = (const uint8_t *)strmap_str(W, i, &l);
+        wp_mark_chars(p, l, plain, cont);
+        if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) rc = BFT_ECANCEL;
+    }
+    for (uint32_t cp = 0; rc == BFT_OK && cp < 0x110000; cp++)
+        if ((plain[cp >> 5] >> (cp & 31)) & 1 && char_token(s, cp, 0, 1) < 0) rc = BFT_ENOMEM;
+    for (uint32_t cp = 0; rc == BFT_OK && cp < 0x110000; cp++)
+        if ((cont[cp >> 5] >> (cp & 31)) & 1 && char_token(s, cp, 1, 1) < 0) rc = BFT_ENOMEM;
+    free(plain);
+    free(cont);
+    return rc;
+}
+
+/* Every word (in order[]) as its sequence of character tokens, with its count. */
+static int wp_words(trainer_state *s, const strmap *W, const int *order)
+{
+    int nw = W->n;
+    size_t nsym = 0, at = 0;
+    for (int i = 0; i < nw; i++) {
+        size_t l;
+        strmap_str(W, i, &l);
+        nsym += l;   /* bytes >= chars */
+    }
+    s->sym = malloc((nsym + 1) * sizeof *s->sym);
+    s->wstart = malloc((size_t)(nw ? nw : 1) * sizeof *s->wstart);
+    s->wlen = malloc((size_t)(nw ? nw : 1) * sizeof *s->wlen);
+    s->wcount = malloc((size_t)(nw ? nw : 1) * sizeof *s->wcount);
+    s->stamp = malloc((size_t)(nw ? nw : 1) * sizeof *s->stamp);
+    if (!s->sym || !s->wstart || !s->wlen || !s->wcount || !s->stamp) return BFT_ENOMEM;
+    s->nwords = nw;
+    for (int k = 0; k < nw; k++) {
+        int i = order[k];
+        size_t l;
+        const uint8_t *p = (const uint8_t *)strmap_str(W, i, &l);
+        s->wstart[k] = at;
+        s->wcount[k] = W->count[i];
+        s->stamp[k] = -1;
+        int32_t n = 0;
+        for (size_t j = 0; j < l;) {
+            uint32_t cp;
+            int cl = tok_utf8_decode(p + j, l - j, &cp);
+            if (cl == 0) { j++; continue; }
+            s->sym[at + (size_t)n++] = char_token(s, cp, j > 0, 0);
+            j += (size_t)cl;
+        }
+        s->wlen[k] = n;
+        at += (size_t)n;
+        if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) return BFT_ECANCEL;
+    }
+    return BFT_OK;
+}
+
+/* Count every adjacent pair of symbols (weighted by word counts) and heap them. */
+static int wp_count_pairs(trainer_state *s)
+{
+    for (int k = 0; k < s->nwords; k++) {
+        const int32_t *q = s->sym + s->wstart[k];
+        for (int32_t j = 0; j + 1 < s->wlen[k]; j++)
+            if (pair_delta(s, q[j], q[j + 1], s->wcount[k], k)) return BFT_ENOMEM;
+        if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) return BFT_ECANCEL;
+    }
+    for (int32_t i = 0; i < s->npairs; i++) {
+        if (s->pairs[i].count > 0 &&
+            heap_push(s, (heapent){s->pairs[i].count, s->pairs[i].a, s->pairs[i].b}))
+            return BFT_ENOMEM;
+        if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) return BFT_ECANCEL;
+    }
+    s->nchanged = 0;
+    return BFT_OK;
+}
+
+/* The token A + B (without B's "##"), added: its id, or -1 out of memory. */
+static int32_t wp_merged_token(trainer_state *s, int32_t A, int32_t B)
+{
+    size_t la, lb;
+    const char *sa = strmap_str(&s->toks, A, &la);
+    const char *sb = strmap_str(&s->toks, B, &lb);
+    if (lb >= 2 && sb[0] == '#' && sb[1] == '#') { sb += 2; lb -= 2; }
+    char *nt = malloc(la + lb + 1);
+    if (!nt) return -1;
+    memcpy(nt, sa, la);
+    memcpy(nt + la, sb, lb);
+    int32_t N = strmap_get(&s->toks, nt, la + lb, 1);
+    free(nt);
+    return N;
+}
+
+/* Replace every (A, B) in word w by N, moving the counts of the pairs around it. */
+static int wp_merge_word(trainer_state *s, int32_t w, int32_t A, int32_t B, int32_t N)
+{
+    int32_t *q = s->sym + s->wstart[w];
+    int32_t n = s->wlen[w], o = 0;
+    int64_t c = s->wcount[w];
+    for (int32_t j = 0; j < n;) {
+        if (j + 1 < n && q[j] == A && q[j + 1] == B) {
+            if (o > 0 && (pair_delta(s, q[o - 1], A, -c, w) || pair_delta(s, q[o - 1], N, c, w)))
+                return BFT_ENOMEM;
+            if (j + 2 < n && (pair_delta(s, B, q[j + 2], -c, w) || pair_delta(s, N, q[j + 2], c, w)))
+                return BFT_ENOMEM;
+            if (pair_delta(s, A, B, -c, w)) return BFT_ENOMEM;
+            q[o++] = N;
+            j += 2;
+        } else {
+            q[o++] = q[j++];
+        }
+    }
+    s->wlen[w] = o;
+    return BFT_OK;
+}
+
+/* Merge pair pi = (A, B) into the new token N in every word containing it
+ * (merge number merge_no), then re-heap the pairs whose count went up. */
+static int wp_apply_merge(trainer_state *s, int32_t pi, int32_t A, int32_t B, int32_t N, int merge_no)
+{
+    /* the where list is taken over because pair_delta may append to it (when N pairs with itself) */
+    pairinfo *pp = &s->pairs[pi];
+    int32_t nwhere = pp->nwhere;
+    int32_t *where = pp->where;
+    int rc = BFT_OK;
+    pp->where = NULL;
+    pp->nwhere = pp->capwhere = 0;
+    for (int32_t wi = 0; rc == BFT_OK && wi < nwhere; wi++) {
+        int32_t w = where[wi];
+        if ((wi & 0xFFF) == 0xFFF && bft_interrupted()) {
+            rc = BFT_ECANCEL;
+            break;
+        }
+        if (s->stamp[w] == merge_no) continue;
+        s->stamp[w] = merge_no;
+        rc = wp_merge_word(s, w, A, B, N);
+    }
+    free(where);
+    if (rc != BFT_OK) return rc;
+    for (size_t k = 0; k < s->nchanged; k++) {
+        pairinfo *p = &s->pairs[s->changed[k]];
+        if (p->count > 0 && heap_push(s, (heapent){p->count, p->a, p->b})) return BFT_ENOMEM;
+    }
+    s->nchanged = 0;
+    return BFT_OK;
+}
+
+/* Merge the most frequent pair until the vocabulary is full or no pair is
+ * frequent enough (min_frequency). */
+static int wp_merge(trainer_state *s, const bft_wp_trainer *tr)
+{
+    int64_t minf = tr->min_frequency > 1 ? tr->min_frequency : 1;
+    int merge_no = 0, rc;
+    while (s->toks.n < tr->vocab_size && s->nheap > 0) {
+        if (bft_interrupted()) return BFT_ECANCEL;
+        heapent top = heap_pop(s);
+        int32_t pi = pair_get(s, top.a, top.b);
+        if (pi < 0) return BFT_ENOMEM;
+        int64_t cur = s->pairs[pi].count;
+        if (cur != top.count) {
+            /* stale entry: a fresher one exists if the count went up */
+            if (cur > 0 && cur < top.count && heap_push(s, (heapent){cur, top.a, top.b})) return BFT_ENOMEM;
+            continue;
+        }
+        if (cur < minf) break;
+        int32_t N = wp_merged_token(s, top.a, top.b);
+        if (N < 0) return BFT_ENOMEM;
+        if ((rc = wp_apply_merge(s, pi, top.a, top.b, N, merge_no)) != BFT_OK) return rc;
+        merge_no++;
+    }
+    return BFT_OK;
+}
+
+/* The tokens as vocab.txt (one per line, by id); NULL out of memory. */
+static char *wp_vocab_text(const trainer_state *s, size_t *out_len)
+{
+    size_t total = 0, w = 0;
+    for (int i = 0; i < s->toks.n; i++) {
+        size_t l;
+        strmap_str(&s->toks, i, &l);
+        total += l + 1;
+    }
+    char *out = malloc(total + 1);
+    if (!out) return NULL;
+    for (int i = 0; i < s->toks.n; i++) {
+        size_t l;
+        const char *p = strmap_str(&s->toks, i, &l);
+        memcpy(out + w, p, l);
+        w += l;
+        out[w++] = '\n';
+    }
+    out[w] = '\0';
+    *out_len = w;
+    return out;
+}
+
 char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
 {
     if (!tr || !out_len) {
@@ -542,214 +769,29 @@ char *bft_wp_trainer_finish(bft_wp_trainer *tr, size_t *out_len, bft_error *err)
     }
     trainer_state s;
     memset(&s, 0, sizeof s);
-    int *order = NULL;
-    uint32_t *plain = NULL, *cont = NULL;   /* bitmaps over code points */
-    char *out = NULL;
     const strmap *W = &tr->words;
-    int nw = W->n;
-
-    if (strmap_init(&s.toks)) goto oom;
-    s.pmask = 4095;
-    s.pslots = malloc((s.pmask + 1) * sizeof *s.pslots);
-    if (!s.pslots) goto oom;
-    memset(s.pslots, 0xFF, (s.pmask + 1) * sizeof *s.pslots);
-
-    for (int k = 0; k < 5; k++)
-        if (strmap_get(&s.toks, SPECIALS[k], strlen(SPECIALS[k]), 1) < 0) goto oom;
-
-    /* words in byte order; alphabet */
-    order = malloc((size_t)(nw ? nw : 1) * sizeof *order);
-    if (!order) goto oom;
-    size_t nsym = 0;
-    for (int i = 0; i < nw; i++) {
-        order[i] = i;
-        size_t l;
-        strmap_str(W, i, &l);
-        nsym += l;   /* bytes >= chars */
+    char *out = NULL;
+    /* words in byte order */
+    int *order = malloc((size_t)(W->n ? W->n : 1) * sizeof *order);
+    int rc = wp_init(&s);
+    if (rc == BFT_OK && !order) rc = BFT_ENOMEM;
+    if (rc == BFT_OK) {
+        for (int i = 0; i < W->n; i++)
+            order[i] = i;
+        if (W->n > 0 && sort_words(order, W->n, W)) rc = BFT_ECANCEL;
     }
-    if (sort_words(order, nw, W)) goto cancel;
-    /* the alphabet: code points seen (plain) and seen inside a word (##), in
-     * code point order */
-    plain = calloc(0x110000 / 32, sizeof *plain);
-    cont = calloc(0x110000 / 32, sizeof *cont);
-    if (!plain || !cont) goto oom;
-    for (int i = 0; i < nw; i++) {
-        size_t l;
-        const uint8_t *p = (const uint8_t *)strmap_str(W, i, &l);
-        for (size_t j = 0; j < l;) {
-            uint32_t cp;
-            int cl = tok_utf8_decode(p + j, l - j, &cp);
-            if (cl == 0) { j++; continue; }   /* cannot happen */
-            plain[cp >> 5] |= 1u << (cp & 31);
-            if (j > 0) cont[cp >> 5] |= 1u << (cp & 31);
-            j += (size_t)cl;
-        }
-        if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
-    }
-    for (uint32_t cp = 0; cp < 0x110000; cp++)
-        if ((plain[cp >> 5] >> (cp & 31)) & 1 && char_token(&s, cp, 0, 1) < 0) goto oom;
-    for (uint32_t cp = 0; cp < 0x110000; cp++)
-        if ((cont[cp >> 5] >> (cp & 31)) & 1 && char_token(&s, cp, 1, 1) < 0) goto oom;
-
-    /* symbol sequences */
-    s.sym = malloc((nsym + 1) * sizeof *s.sym);
-    s.wstart = malloc((size_t)(nw ? nw : 1) * sizeof *s.wstart);
-    s.wlen = malloc((size_t)(nw ? nw : 1) * sizeof *s.wlen);
-    s.wcount = malloc((size_t)(nw ? nw : 1) * sizeof *s.wcount);
-    s.stamp = malloc((size_t)(nw ? nw : 1) * sizeof *s.stamp);
-    if (!s.sym || !s.wstart || !s.wlen || !s.wcount || !s.stamp) goto oom;
-    s.nwords = nw;
-    size_t at = 0;
-    for (int k = 0; k < nw; k++) {
-        int i = order[k];
-        size_t l;
-        const uint8_t *p = (const uint8_t *)strmap_str(W, i, &l);
-        s.wstart[k] = at;
-        s.wcount[k] = W->count[i];
-        s.stamp[k] = -1;
-        int32_t n = 0;
-        for (size_t j = 0; j < l;) {
-            uint32_t cp;
-            int cl = tok_utf8_decode(p + j, l - j, &cp);
-            if (cl == 0) { j++; continue; }
-            s.sym[at + (size_t)n++] = char_token(&s, cp, j > 0, 0);
-            j += (size_t)cl;
-        }
-        s.wlen[k] = n;
-        at += (size_t)n;
-        if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
-    }
-    for (int k = 0; k < nw; k++) {
-        const int32_t *q = s.sym + s.wstart[k];
-        for (int32_t j = 0; j + 1 < s.wlen[k]; j++)
-            if (pair_delta(&s, q[j], q[j + 1], s.wcount[k], k)) goto oom;
-        if ((k & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
-    }
-    for (int32_t i = 0; i < s.npairs; i++) {
-        if (s.pairs[i].count > 0 &&
-            heap_push(&s, (heapent){s.pairs[i].count, s.pairs[i].a, s.pairs[i].b}))
-            goto oom;
-        if ((i & 0xFFFF) == 0xFFFF && bft_interrupted()) goto cancel;
-    }
-    s.nchanged = 0;
-
-    int64_t minf = tr->min_frequency > 1 ? tr->min_frequency : 1;
-    int merge_no = 0;
-    while (s.toks.n < tr->vocab_size && s.nheap > 0) {
-        if (bft_interrupted()) goto cancel;
-        heapent top = heap_pop(&s);
-        int32_t pi = pair_get(&s, top.a, top.b);
-        if (pi < 0) goto oom;
-        int64_t cur = s.pairs[pi].count;
-        if (cur != top.count) {
-            /* stale entry: a fresher one exists if the count went up */
-            if (cur > 0 && cur < top.count && heap_push(&s, (heapent){cur, top.a, top.b})) goto oom;
-            continue;
-        }
-        if (cur < minf) break;
-        int32_t A = top.a, B = top.b;
-        /* new token string: A + B without B's "##" */
-        size_t la, lb;
-        const char *sa = strmap_str(&s.toks, A, &la);
-        const char *sb = strmap_str(&s.toks, B, &lb);
-        if (lb >= 2 && sb[0] == '#' && sb[1] == '#') { sb += 2; lb -= 2; }
-        char *nt = malloc(la + lb + 1);
-        if (!nt) goto oom;
-        memcpy(nt, sa, la);
-        memcpy(nt + la, sb, lb);
-        int32_t N = strmap_get(&s.toks, nt, la + lb, 1);
-        free(nt);
-        if (N < 0) goto oom;
-        /* apply to every word containing (A,B); the where list is copied
-         * because pair_delta may append to it (when N pairs with itself) */
-        pairinfo *pp = &s.pairs[pi];
-        int32_t nwhere = pp->nwhere;
-        int32_t *where = pp->where;
-        pp->where = NULL;
-        pp->nwhere = pp->capwhere = 0;
-        for (int32_t wi = 0; wi < nwhere; wi++) {
-            int32_t w = where[wi];
-            if ((wi & 0xFFF) == 0xFFF && bft_interrupted()) {
-                free(where);
-                goto cancel;
-            }
-            if (s.stamp[w] == merge_no) continue;
-            s.stamp[w] = merge_no;
-            int32_t *q = s.sym + s.wstart[w];
-            int32_t n = s.wlen[w], o = 0;
-            int64_t c = s.wcount[w];
-            for (int32_t j = 0; j < n;) {
-                if (j + 1 < n && q[j] == A && q[j + 1] == B) {
-                    if (o > 0) {
-                        if (pair_delta(&s, q[o - 1], A, -c, w) || pair_delta(&s, q[o - 1], N, c, w))
-                            goto oom_where;
-                    }
-                    if (j + 2 < n) {
-                        if (pair_delta(&s, B, q[j + 2], -c, w) || pair_delta(&s, N, q[j + 2], c, w))
-                            goto oom_where;
-                    }
-                    if (pair_delta(&s, A, B, -c, w)) goto oom_where;
-                    q[o++] = N;
-                    j += 2;
-                } else {
-                    q[o++] = q[j++];
-                }
-            }
-            s.wlen[w] = o;
-        }
-        free(where);
-        merge_no++;
-        for (size_t k = 0; k < s.nchanged; k++) {
-            pairinfo *p = &s.pairs[s.changed[k]];
-            if (p->count > 0 && heap_push(&s, (heapent){p->count, p->a, p->b})) goto oom;
-        }
-        s.nchanged = 0;
-        continue;
-    oom_where:
-        free(where);
-        goto oom;
-    }
-
-    /* vocab.txt */
-    size_t total = 0;
-    for (int i = 0; i < s.toks.n; i++) {
-        size_t l;
-        strmap_str(&s.toks, i, &l);
-        total += l + 1;
-    }
-    out = malloc(total + 1);
-    if (!out) goto oom;
-    size_t w = 0;
-    for (int i = 0; i < s.toks.n; i++) {
-        size_t l;
-        const char *p = strmap_str(&s.toks, i, &l);
-        memcpy(out + w, p, l);
-        w += l;
-        out[w++] = '\n';
-    }
-    out[w] = '\0';
-    *out_len = w;
+    if (rc == BFT_OK) rc = wp_alphabet(&s, W);
+    if (rc == BFT_OK) rc = wp_words(&s, W, order);
+    if (rc == BFT_OK) rc = wp_count_pairs(&s);
+    if (rc == BFT_OK) rc = wp_merge(&s, tr);
+    if (rc == BFT_OK && !(out = wp_vocab_text(&s, out_len))) rc = BFT_ENOMEM;
     free(order);
-    free(plain);
-    free(cont);
     state_free(&s);
+    if (rc == BFT_ENOMEM)
+        bft_set_error(err, BFT_ENOMEM, "wordpiece trainer: out of memory");
+    else if (rc == BFT_ECANCEL)
+        bft_set_error(err, BFT_ECANCEL, "wordpiece trainer: interrupted");
     return out;
-oom:
-    free(order);
-    free(plain);
-    free(cont);
-    free(out);
-    state_free(&s);
-    bft_set_error(err, BFT_ENOMEM, "wordpiece trainer: out of memory");
-    return NULL;
-cancel:
-    free(order);
-    free(plain);
-    free(cont);
-    free(out);
-    state_free(&s);
-    bft_set_error(err, BFT_ECANCEL, "wordpiece trainer: interrupted");
-    return NULL;
 }
 
 int bft_wp_trainer_set_vocab_size(bft_wp_trainer *tr, int vocab_size, bft_error *err)

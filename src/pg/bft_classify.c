@@ -24,6 +24,7 @@
 
 #include "chunk.h"
 #include "defaults.h"
+#include "metrics.h"
 #include "resource.h"
 
 PG_FUNCTION_INFO_V1(bft_classify_sql);
@@ -279,7 +280,7 @@ encoded_window(BftEncoded *enc, const int32 *ids, int n)
 			cap *= 2;
 		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->tok_cap) * sizeof(int32),
 						   "encoding these texts",
-						   "Classify fewer or shorter texts per call, or lower bft.model_cache_size.");
+						   "Pass fewer or shorter texts per call, or lower bft.model_cache_size.");
 		enc->tokens = enc->tokens ? repalloc_huge(enc->tokens, sizeof(int32) * cap) :
 			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * cap);
 		enc->tok_cap = cap;
@@ -345,7 +346,7 @@ bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length, const
 		 * windows repeat at most half of them.
 		 */
 		bft_memory_require(bft_encoded_bytes(enc) + (Size) len * 16, "the windows of a long text",
-						   "Classify shorter texts, or set bft.long_text = 'truncate'.");
+						   "Use shorter texts, or set bft.long_text = 'truncate'.");
 		cxt = AllocSetContextCreate(CurrentMemoryContext, "bft windows", ALLOCSET_SMALL_SIZES);
 		bufs = MemoryContextAllocZero(cxt, sizeof(WindowBufs));
 		cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
@@ -394,7 +395,7 @@ bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs)
 	bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, wprobs);
 	for (i = 0; i < enc->ntext; i++)
 		bft_pool_windows(wprobs + (Size) enc->first[i] * K, enc->first[i + 1] - enc->first[i], K,
-						 bft_long_text == BFT_LONG_TEXT_MAX ? BFT_POOL_MAX : BFT_POOL_MEAN,
+						 bft_long_text == BFT_LONG_TEXT_MAX ? BFT_WINDOWS_MAX : BFT_WINDOWS_MEAN,
 						 bft_long_text == BFT_LONG_TEXT_MAX &&
 						 m->cfg.problem_type != BFT_PROBLEM_MULTI_LABEL,
 						 probs + (Size) i * K);
@@ -802,91 +803,14 @@ bft_tokenize_sql(PG_FUNCTION_ARGS)
 
 /* ---- bft_evaluate ---- */
 
-typedef struct LabelEnt
+/* Positions of bft_evaluate's SQL arguments. */
+typedef enum EvalArg
 {
-	char		key[BFT_MAX_LABEL_BYTES + 1];
-	int			id;
-} LabelEnt;
-
-/* The classes of an evaluation: the model's K labels, then unknown true labels. */
-typedef struct EvalClasses
-{
-	HTAB	   *ids;			/* name → class id */
-	char	  **names;
-	int			n;
-	int			cap;
-	int			K;
-	char	  **mnames;			/* the model's label names */
-	MemoryContext cxt;
-} EvalClasses;
-
-/*
- * The class id of one true label value (an integer label's value as text, or
- * a text label's name; an integer label i also matches the model's default
- * name LABEL_i).  A label the model does not know becomes a class of its own.
- */
-static int
-eval_class(EvalClasses *ec, bool is_int, Datum v)
-{
-	char		ibuf[32];
-	char	   *lname;
-	LabelEnt   *le;
-	bool		found;
-	MemoryContext old;
-
-	if (is_int)
-	{
-		int64		x = DatumGetInt64(v);
-
-		snprintf(ibuf, sizeof(ibuf), INT64_FORMAT, x);
-		lname = ibuf;
-		le = hash_search(ec->ids, lname, HASH_FIND, NULL);
-		if (le == NULL && x >= 0 && x < ec->K)
-		{
-			char		dflt[32];
-
-			snprintf(dflt, sizeof(dflt), "LABEL_" INT64_FORMAT, x);
-			if (strcmp(ec->mnames[x], dflt) == 0)
-				le = hash_search(ec->ids, ec->mnames[x], HASH_FIND, NULL);
-		}
-	}
-	else
-	{
-		lname = TextDatumGetCString(v);
-		if (strlen(lname) > BFT_MAX_LABEL_BYTES)
-			ereport(ERROR,
-					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-					 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
-		le = hash_search(ec->ids, lname, HASH_FIND, NULL);
-	}
-	if (le != NULL)
-		return le->id;
-	/* A true label the model does not know: a class of its own. */
-	old = MemoryContextSwitchTo(ec->cxt);
-	le = hash_search(ec->ids, lname, HASH_ENTER, &found);
-	if (ec->n >= BFT_MAX_LABELS + ec->K)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("more than %d distinct labels", BFT_MAX_LABELS)));
-	if (ec->n == ec->cap)
-	{
-		ec->cap *= 2;
-		ec->names = repalloc(ec->names, sizeof(char *) * ec->cap);
-	}
-	ec->names[ec->n] = pstrdup(lname);
-	le->id = ec->n++;
-	MemoryContextSwitchTo(old);
-	return le->id;
-}
-
-/* Precision, recall, F1 of one class; F1 0 when nothing is true nor predicted. */
-static void
-prf(int64 tp, int64 fp, int64 fn, double *p, double *r, double *f1)
-{
-	*p = tp + fp > 0 ? (double) tp / (tp + fp) : 0.0;
-	*r = tp + fn > 0 ? (double) tp / (tp + fn) : 0.0;
-	*f1 = tp + fp + fn > 0 ? 2.0 * tp / (double) (2 * tp + fp + fn) : 0.0;
-}
+	EA_MODEL,
+	EA_RELATION,
+	EA_TEXT_COLUMN,
+	EA_LABEL_COLUMN
+} EvalArg;
 
 /* The true class sets of an evaluation's rows: row i's at ids[off[i] .. off[i+1]). */
 typedef struct TruthSets
@@ -897,6 +821,83 @@ typedef struct TruthSets
 	int32	   *ids;
 	Size		ids_cap;
 } TruthSets;
+
+/* One evaluation: the model, the rows read, the scores and the report. */
+typedef struct EvalRun
+{
+	TupleDesc	tupdesc;
+	Tuplestorestate *tstore;
+	char	   *model_name;
+	BftModelEntry *e;			/* fetched again after anything that may evict it */
+	BftSource	src;
+	int			K;				/* the model's labels */
+	bool		multi;
+	char	  **mnames;			/* (K) the model's label names */
+	BftLabelMap classes;		/* the model's K labels, then unknown true labels */
+	BftEncoded	enc;
+	TruthSets	truth;
+	BftRowReader rd;
+	float	   *probs;			/* (n, K) */
+	int64		n;
+	bft_class_counts cc;
+	StringInfoData rep;
+} EvalRun;
+
+/*
+ * The class id of one true label value (an integer label's value as text, or
+ * a text label's name; an integer label i also matches the model's default
+ * name LABEL_i).  A label the model does not know becomes a class of its own.
+ */
+static int
+eval_class(EvalRun *r, Datum v)
+{
+	char		ibuf[32];
+	char	   *lname;
+	int			id;
+
+	if (r->src.label_is_int)
+	{
+		int64		x = DatumGetInt64(v);
+
+		snprintf(ibuf, sizeof(ibuf), INT64_FORMAT, x);
+		lname = ibuf;
+		id = bft_label_map_find(&r->classes, lname);
+		if (id < 0 && x >= 0 && x < r->K)
+		{
+			char		dflt[32];
+
+			snprintf(dflt, sizeof(dflt), "LABEL_" INT64_FORMAT, x);
+			if (strcmp(r->mnames[x], dflt) == 0)
+				id = bft_label_map_find(&r->classes, r->mnames[x]);
+		}
+	}
+	else
+	{
+		lname = TextDatumGetCString(v);
+		if (strlen(lname) > BFT_MAX_LABEL_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
+		id = bft_label_map_find(&r->classes, lname);
+	}
+	if (id >= 0)
+		return id;
+	/* A true label the model does not know: a class of its own. */
+	if (r->classes.n >= BFT_MAX_LABELS + r->K)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("more than %d distinct labels", BFT_MAX_LABELS)));
+	return bft_label_map_add(&r->classes, lname);
+}
+
+/* Precision, recall, F1 of one class; F1 0 when nothing is true nor predicted. */
+static void
+prf(int64 tp, int64 fp, int64 fn, double *p, double *rc, double *f1)
+{
+	*p = tp + fp > 0 ? (double) tp / (tp + fp) : 0.0;
+	*rc = tp + fn > 0 ? (double) tp / (tp + fn) : 0.0;
+	*f1 = bft_f1(tp, fp, fn);
+}
 
 /* Add class cls to the set of the row being read (row ts->n), once. */
 static void
@@ -927,6 +928,251 @@ truth_next_row(TruthSets *ts)
 	ts->off[ts->n + 1] = ts->off[ts->n];
 }
 
+/* Arguments, the source, the model; a single-label model cannot score label sets. */
+static void
+eval_open(FunctionCallInfo fcinfo, EvalRun *r)
+{
+	r->model_name = opt_text_arg(fcinfo, EA_MODEL);
+	if (PG_ARGISNULL(EA_RELATION) || PG_ARGISNULL(EA_TEXT_COLUMN) || PG_ARGISNULL(EA_LABEL_COLUMN))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("relation, text_column and label_column must not be NULL")));
+	bft_srf_materialize(fcinfo, &r->tupdesc, &r->tstore, evaluate_types, 4);
+	bft_prepare_source(PG_GETARG_OID(EA_RELATION), PG_GETARG_NAME(EA_TEXT_COLUMN),
+					   PG_GETARG_NAME(EA_LABEL_COLUMN), &r->src);
+	r->e = classifier_model(r->model_name);
+	r->K = r->e->model->cfg.num_labels;
+	r->multi = is_multi_label(r->e);
+	if (r->src.label_is_array && !r->multi)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("label column \"%s\" holds label sets but model \"%s\" is a single-label classifier",
+						NameStr(*PG_GETARG_NAME(EA_LABEL_COLUMN)), r->e->name),
+				 errhint("Evaluate a model trained on label sets (a text[] or integer[] label column).")));
+}
+
+/* Before each batch: the relation may be a view that classifies with other models. */
+static void
+eval_batch_start(void *arg)
+{
+	EvalRun    *r = (EvalRun *) arg;
+
+	r->e = classifier_model(r->model_name);
+}
+
+/* One row: its true class set and its encoded text. */
+static void
+eval_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
+{
+	EvalRun    *r = (EvalRun *) arg;
+	int			k;
+
+	truth_next_row(&r->truth);
+	for (k = 0; k < nel; k++)
+		if (!elnull[k])
+			truth_add(&r->truth, eval_class(r, el[k]));
+	r->truth.n++;
+	bft_encoded_add(&r->enc, r->e->model->tok, r->e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+/* After each batch: the texts and labels kept so far and the probabilities to come. */
+static void
+eval_batch_end(void *arg)
+{
+	EvalRun    *r = (EvalRun *) arg;
+
+	bft_memory_require(bft_encoded_bytes(&r->enc) + r->truth.off_cap * 8 + r->truth.ids_cap * 4 +
+					   (Size) r->truth.n * r->K * sizeof(float),
+					   "the rows to evaluate",
+					   "Evaluate fewer rows at once (a view with a WHERE clause), or lower bft.model_cache_size.");
+}
+
+/* The classes (the model's labels first), then every row's truth and encoded text. */
+static void
+eval_read_rows(EvalRun *r)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			a;
+
+	r->mnames = bft_model_label_names(r->e->model);
+	bft_label_map_init(&r->classes, "bft labels", r->K + 16, cxt);
+	for (a = 0; a < r->K; a++)
+		bft_label_map_add(&r->classes, r->mnames[a]);
+
+	bft_encoded_init(&r->enc);
+	memset(&r->truth, 0, sizeof(r->truth));
+	r->truth.off_cap = 1024;
+	r->truth.ids_cap = 1024;
+	r->truth.off = palloc(sizeof(int64) * r->truth.off_cap);
+	r->truth.ids = palloc(sizeof(int32) * r->truth.ids_cap);
+	r->truth.off[0] = 0;
+
+	memset(&r->rd, 0, sizeof(r->rd));
+	r->rd.src = &r->src;
+	r->rd.cxt = cxt;
+	r->rd.want_labels = true;
+	r->rd.row = eval_row;
+	r->rd.batch_start = eval_batch_start;
+	r->rd.batch_end = eval_batch_end;
+	r->rd.arg = r;
+	bft_read_rows(&r->rd);
+	bft_rows_report(&r->rd);
+	r->n = r->truth.n;
+}
+
+/* The model's probabilities (n, K) for the rows read. */
+static void
+eval_predict(EvalRun *r)
+{
+	/* The model may have been evicted by a nested call: fetch it again. */
+	r->e = classifier_model(r->model_name);
+	r->probs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) r->K * r->n);
+	bft_encoded_probs(r->e->model, &r->enc, r->probs);
+	bft_counts_init(&r->cc, r->classes.n, palloc0(sizeof(int64) * 3 * r->classes.n));
+}
+
+/* The report's opening: model, version, problem type, labels. */
+static void
+eval_report_head(EvalRun *r)
+{
+	StringInfo	rep = &r->rep;
+	int			a;
+
+	initStringInfo(rep);
+	appendStringInfoString(rep, "{\"model\": ");
+	escape_json(rep, r->e->name);
+	appendStringInfo(rep, ", \"version\": %d, ", r->e->version);
+	if (r->multi)
+	{
+		appendStringInfoString(rep, "\"problem_type\": \"multi_label_classification\"");
+		bft_json_key_float(rep, "threshold", bft_multilabel_threshold, true);
+		appendStringInfoString(rep, ", ");
+	}
+	appendStringInfoString(rep, "\"labels\": [");
+	for (a = 0; a < r->classes.n; a++)
+	{
+		if (a)
+			appendStringInfoString(rep, ", ");
+		escape_json(rep, r->classes.names[a]);
+	}
+	appendStringInfoString(rep, "], \"per_label\": {");
+}
+
+/* One class's precision, recall, F1 and support in the report. */
+static void
+eval_report_label(StringInfo rep, const char *name, int64 tp, int64 fp, int64 fn, bool comma)
+{
+	double		prec,
+				rec,
+				f1;
+
+	prf(tp, fp, fn, &prec, &rec, &f1);
+	if (comma)
+		appendStringInfoString(rep, ", ");
+	escape_json(rep, name);
+	appendStringInfoString(rep, ": {");
+	bft_json_key_float(rep, "precision", prec, false);
+	bft_json_key_float(rep, "recall", rec, true);
+	bft_json_key_float(rep, "f1", f1, true);
+	appendStringInfo(rep, ", \"support\": " INT64_FORMAT "}", tp + fn);
+}
+
+/*
+ * Single-label: the most probable class against the one true class;
+ * per-label scores of the classes present in truth or prediction and the
+ * confusion matrix (rows = true, columns = predicted).
+ */
+static void
+eval_single_label(EvalRun *r)
+{
+	int			C = r->classes.n;
+	int64	   *conf = palloc0(sizeof(int64) * C * C);
+	bft_class_counts *cc = &r->cc;
+	bool		first = true;
+	int64		i;
+	int			a,
+				b;
+
+	for (i = 0; i < r->n; i++)
+	{
+		int			p = argmax(r->probs + i * r->K, r->K);
+		int			tcls = r->truth.ids[r->truth.off[i]];
+
+		conf[tcls * C + p]++;
+		bft_counts_add(cc, tcls, p);
+	}
+	for (a = 0; a < C; a++)
+	{
+		if (cc->tp[a] + cc->fp[a] + cc->fn[a] == 0)
+			continue;
+		eval_report_label(&r->rep, r->classes.names[a], cc->tp[a], cc->fp[a], cc->fn[a], !first);
+		first = false;
+	}
+	appendStringInfoString(&r->rep, "}, \"confusion_matrix\": [");
+	for (a = 0; a < C; a++)
+	{
+		appendStringInfoString(&r->rep, a ? ", [" : "[");
+		for (b = 0; b < C; b++)
+			appendStringInfo(&r->rep, b ? ", " INT64_FORMAT : INT64_FORMAT, conf[a * C + b]);
+		appendStringInfoChar(&r->rep, ']');
+	}
+	appendStringInfoString(&r->rep, "]");
+}
+
+/*
+ * Multi-label: the labels at bft.multilabel_threshold against the true
+ * sets; per-label scores of every class, subset accuracy, micro and macro
+ * F1, Hamming loss.
+ */
+static void
+eval_multi_label(EvalRun *r)
+{
+	int			C = r->classes.n;
+	bft_class_counts *cc = &r->cc;
+	unsigned char *pred = palloc(C);
+	unsigned char *yes = palloc(C);
+	int64		stp = 0,
+				sfp = 0,
+				sfn = 0;
+	double		mp,
+				mr,
+				mf;
+	int64		i;
+	int			a;
+
+	for (i = 0; i < r->n; i++)
+	{
+		int64		j;
+
+		for (a = 0; a < C; a++)
+		{
+			pred[a] = a < r->K && r->probs[i * r->K + a] >= bft_multilabel_threshold;
+			yes[a] = 0;
+		}
+		for (j = r->truth.off[i]; j < r->truth.off[i + 1]; j++)
+			yes[r->truth.ids[j]] = 1;
+		bft_counts_add_set(cc, yes, pred);
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	for (a = 0; a < C; a++)
+	{
+		eval_report_label(&r->rep, r->classes.names[a], cc->tp[a], cc->fp[a], cc->fn[a], a > 0);
+		stp += cc->tp[a];
+		sfp += cc->fp[a];
+		sfn += cc->fn[a];
+	}
+	prf(stp, sfp, sfn, &mp, &mr, &mf);
+	appendStringInfoString(&r->rep, "}");
+	bft_json_key_float(&r->rep, "subset_accuracy", bft_counts_accuracy(cc), true);
+	bft_json_key_float(&r->rep, "micro_f1", mf, true);
+	bft_json_key_float(&r->rep, "macro_f1", bft_counts_macro_f1(cc, 1), true);
+	bft_json_key_float(&r->rep, "micro_precision", mp, true);
+	bft_json_key_float(&r->rep, "micro_recall", mr, true);
+	/* (row, label) pairs predicted wrongly */
+	bft_json_key_float(&r->rep, "hamming_loss", (double) (sfp + sfn) / ((double) r->n * C), true);
+}
+
 /*
  * bft_evaluate(model, relation, text_column, label_column) →
  * accuracy, macro-F1, rows, and a report.  Single-label models: accuracy,
@@ -941,333 +1187,25 @@ truth_next_row(TruthSets *ts)
 Datum
 bft_evaluate_sql(PG_FUNCTION_ARGS)
 {
-	TupleDesc	tupdesc;
-	Tuplestorestate *tstore;
-	char	   *model_name = opt_text_arg(fcinfo, 0);
-	BftModelEntry *e;
-	BftSource	src;
-	HASHCTL		hctl;
-	EvalClasses ec;
-	int			K;
-	int			C;
-	bool		multi;
-	BftEncoded	enc;
-	TruthSets	truth;
-	int64		skipped = 0;
-	Portal		portal;
-	float	   *probs;
-	int64		n;
-	int64		i;
-	int			a,
-				b;
-	StringInfoData rep;
+	EvalRun    *r = palloc0(sizeof(EvalRun));
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
-	MemoryContext outer = CurrentMemoryContext;
-	double		accuracy;
-	double		macro_f1;
 
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("relation, text_column and label_column must not be NULL")));
-	bft_srf_materialize(fcinfo, &tupdesc, &tstore, evaluate_types, 4);
-	bft_prepare_source(PG_GETARG_OID(1), PG_GETARG_NAME(2), PG_GETARG_NAME(3), &src);
-	e = classifier_model(model_name);
-	K = e->model->cfg.num_labels;
-	multi = is_multi_label(e);
-	if (src.label_is_array && !multi)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("label column \"%s\" holds label sets but model \"%s\" is a single-label classifier",
-						NameStr(*PG_GETARG_NAME(3)), e->name),
-				 errhint("Evaluate a model trained on label sets (a text[] or integer[] label column).")));
-
-	memset(&ec, 0, sizeof(ec));
-	ec.K = K;
-	ec.cxt = outer;
-	ec.mnames = bft_model_label_names(e->model);
-	memset(&hctl, 0, sizeof(hctl));
-	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
-	hctl.entrysize = sizeof(LabelEnt);
-	hctl.hcxt = outer;
-	ec.ids = hash_create("bft labels", 64, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	ec.cap = K + 16;
-	ec.names = palloc(sizeof(char *) * ec.cap);
-	for (a = 0; a < K; a++)
-	{
-		bool		found;
-		LabelEnt   *le;
-
-		ec.names[a] = ec.mnames[a];
-		if (strlen(ec.mnames[a]) > BFT_MAX_LABEL_BYTES)
-			continue;
-		le = hash_search(ec.ids, ec.mnames[a], HASH_ENTER, &found);
-		if (!found)
-			le->id = a;
-	}
-	ec.n = K;
-
-	bft_encoded_init(&enc);
-	memset(&truth, 0, sizeof(truth));
-	truth.off_cap = 1024;
-	truth.ids_cap = 1024;
-	truth.off = palloc(sizeof(int64) * truth.off_cap);
-	truth.ids = palloc(sizeof(int32) * truth.ids_cap);
-	truth.off[0] = 0;
-
-	SPI_connect();
-	portal = SPI_cursor_open_with_args(NULL, src.query, 0, NULL, NULL, NULL, true, 0);
-	for (;;)
-	{
-		uint64		r;
-
-		SPI_cursor_fetch(portal, true, BFT_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		/* the relation may be a view that classifies with other models */
-		e = classifier_model(model_name);
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			bool		tnull,
-						lnull;
-			Datum		tdat = SPI_getbinval(tup, td, 1, &tnull);
-			Datum		ldat = SPI_getbinval(tup, td, 2, &lnull);
-			Datum	   *el;
-			bool	   *elnull;
-			Datum		one[1];
-			bool		onenull[1] = {false};
-			int			nel;
-			int			k;
-			text	   *t;
-			MemoryContext old;
-
-			if (tnull || lnull)
-			{
-				skipped++;
-				continue;
-			}
-			if (src.label_is_array)
-			{
-				ArrayType  *arr = DatumGetArrayTypeP(ldat);
-
-				if (src.label_is_int)
-					deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-									  &el, &elnull, &nel);
-				else
-					deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &el, &elnull, &nel);
-			}
-			else
-			{
-				one[0] = ldat;
-				el = one;
-				elnull = onenull;
-				nel = 1;
-			}
-			/* accumulate in this function's context, not SPI's */
-			old = MemoryContextSwitchTo(outer);
-			truth_next_row(&truth);
-			for (k = 0; k < nel; k++)
-				if (!elnull[k])
-					truth_add(&truth, eval_class(&ec, src.label_is_int, el[k]));
-			truth.n++;
-			t = DatumGetTextPP(tdat);
-			bft_encoded_add(&enc, e->model->tok, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-			MemoryContextSwitchTo(old);
-		}
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
-		/* the texts and labels kept so far and the probabilities to come */
-		bft_memory_require(bft_encoded_bytes(&enc) + truth.off_cap * 8 + truth.ids_cap * 4 +
-						   (Size) truth.n * K * sizeof(float),
-						   "the rows to evaluate",
-						   "Evaluate fewer rows at once (a view with a WHERE clause), or lower bft.model_cache_size.");
-	}
-	SPI_cursor_close(portal);
-	SPI_finish();
-
-	n = truth.n;
-	if (skipped > 0)
-		ereport(NOTICE,
-				(errmsg("skipped " INT64_FORMAT " rows with NULL text or label", skipped)));
-	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("relation %s has no rows with non-NULL text and label", src.relname)));
-
-	/* The model may have been evicted by a nested call: fetch it again. */
-	e = classifier_model(model_name);
-	probs = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) K * n);
-	bft_encoded_probs(e->model, &enc, probs);
-	C = ec.n;
-
-	initStringInfo(&rep);
-	appendStringInfoString(&rep, "{\"model\": ");
-	escape_json(&rep, e->name);
-	appendStringInfo(&rep, ", \"version\": %d, ", e->version);
-	if (multi)
-	{
-		appendStringInfoString(&rep, "\"problem_type\": \"multi_label_classification\"");
-		bft_json_key_float(&rep, "threshold", bft_multilabel_threshold, true);
-		appendStringInfoString(&rep, ", ");
-	}
-	appendStringInfoString(&rep, "\"labels\": [");
-	for (a = 0; a < C; a++)
-	{
-		if (a)
-			appendStringInfoString(&rep, ", ");
-		escape_json(&rep, ec.names[a]);
-	}
-	appendStringInfoString(&rep, "], \"per_label\": {");
-
-	if (!multi)
-	{
-		/* one true class per row: confusion matrix (rows = true, columns = predicted) */
-		int64	   *conf = palloc0(sizeof(int64) * C * C);
-		int64		correct = 0;
-		double		f1sum = 0;
-		int			nf1 = 0;
-		bool		first = true;
-
-		for (i = 0; i < n; i++)
-		{
-			int			p = argmax(probs + i * K, K);
-			int			tcls = truth.ids[truth.off[i]];
-
-			conf[tcls * C + p]++;
-			if (p == tcls)
-				correct++;
-		}
-		for (a = 0; a < C; a++)
-		{
-			int64		tp = conf[a * C + a];
-			int64		support = 0;
-			int64		predicted = 0;
-			double		prec,
-						rec,
-						f1;
-
-			for (b = 0; b < C; b++)
-			{
-				support += conf[a * C + b];
-				predicted += conf[b * C + a];
-			}
-			if (support == 0 && predicted == 0)
-				continue;
-			prf(tp, predicted - tp, support - tp, &prec, &rec, &f1);
-			f1sum += f1;
-			nf1++;
-			if (!first)
-				appendStringInfoString(&rep, ", ");
-			first = false;
-			escape_json(&rep, ec.names[a]);
-			appendStringInfoString(&rep, ": {");
-			bft_json_key_float(&rep, "precision", prec, false);
-			bft_json_key_float(&rep, "recall", rec, true);
-			bft_json_key_float(&rep, "f1", f1, true);
-			appendStringInfo(&rep, ", \"support\": " INT64_FORMAT "}", support);
-		}
-		appendStringInfoString(&rep, "}, \"confusion_matrix\": [");
-		for (a = 0; a < C; a++)
-		{
-			appendStringInfoString(&rep, a ? ", [" : "[");
-			for (b = 0; b < C; b++)
-				appendStringInfo(&rep, b ? ", " INT64_FORMAT : INT64_FORMAT, conf[a * C + b]);
-			appendStringInfoChar(&rep, ']');
-		}
-		appendStringInfoString(&rep, "]");
-		accuracy = (double) correct / n;
-		macro_f1 = nf1 > 0 ? f1sum / nf1 : 0.0;
-	}
+	eval_open(fcinfo, r);
+	eval_read_rows(r);
+	eval_predict(r);
+	eval_report_head(r);
+	if (r->multi)
+		eval_multi_label(r);
 	else
-	{
-		/* label sets: per class true positives, false positives, false negatives */
-		int64	   *tp = palloc0(sizeof(int64) * C);
-		int64	   *fp = palloc0(sizeof(int64) * C);
-		int64	   *fn = palloc0(sizeof(int64) * C);
-		bool	   *pred = palloc(sizeof(bool) * C);
-		bool	   *yes = palloc(sizeof(bool) * C);
-		int64		exact = 0;
-		int64		wrong = 0;	/* (row, label) pairs predicted wrongly */
-		int64		stp = 0,
-					sfp = 0,
-					sfn = 0;
-		double		f1sum = 0;
-		double		mp,
-					mr,
-					mf;
+		eval_single_label(r);
+	appendStringInfo(&r->rep, ", \"rows\": " INT64_FORMAT ", \"skipped\": " INT64_FORMAT "}",
+					 r->n, r->rd.skipped);
 
-		for (i = 0; i < n; i++)
-		{
-			bool		same = true;
-			int64		j;
-
-			for (a = 0; a < C; a++)
-			{
-				pred[a] = a < K && probs[i * K + a] >= bft_multilabel_threshold;
-				yes[a] = false;
-			}
-			for (j = truth.off[i]; j < truth.off[i + 1]; j++)
-				yes[truth.ids[j]] = true;
-			for (a = 0; a < C; a++)
-			{
-				if (pred[a] && yes[a])
-					tp[a]++;
-				else if (pred[a])
-					fp[a]++;
-				else if (yes[a])
-					fn[a]++;
-				if (pred[a] != yes[a])
-				{
-					same = false;
-					wrong++;
-				}
-			}
-			if (same)
-				exact++;
-			if ((i & 1023) == 0)
-				CHECK_FOR_INTERRUPTS();
-		}
-		for (a = 0; a < C; a++)
-		{
-			double		prec,
-						rec,
-						f1;
-
-			prf(tp[a], fp[a], fn[a], &prec, &rec, &f1);
-			f1sum += f1;
-			stp += tp[a];
-			sfp += fp[a];
-			sfn += fn[a];
-			if (a)
-				appendStringInfoString(&rep, ", ");
-			escape_json(&rep, ec.names[a]);
-			appendStringInfoString(&rep, ": {");
-			bft_json_key_float(&rep, "precision", prec, false);
-			bft_json_key_float(&rep, "recall", rec, true);
-			bft_json_key_float(&rep, "f1", f1, true);
-			appendStringInfo(&rep, ", \"support\": " INT64_FORMAT "}", tp[a] + fn[a]);
-		}
-		prf(stp, sfp, sfn, &mp, &mr, &mf);
-		accuracy = (double) exact / n;
-		macro_f1 = f1sum / C;
-		appendStringInfoString(&rep, "}");
-		bft_json_key_float(&rep, "subset_accuracy", accuracy, true);
-		bft_json_key_float(&rep, "micro_f1", mf, true);
-		bft_json_key_float(&rep, "macro_f1", macro_f1, true);
-		bft_json_key_float(&rep, "micro_precision", mp, true);
-		bft_json_key_float(&rep, "micro_recall", mr, true);
-		bft_json_key_float(&rep, "hamming_loss", (double) wrong / ((double) n * C), true);
-	}
-	appendStringInfo(&rep, ", \"rows\": " INT64_FORMAT ", \"skipped\": " INT64_FORMAT "}",
-					 n, skipped);
-
-	values[0] = Float4GetDatum((float4) accuracy);
-	values[1] = Float4GetDatum((float4) macro_f1);
-	values[2] = Int64GetDatum(n);
-	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(rep.data));
-	tuplestore_putvalues(tstore, tupdesc, values, nulls);
+	values[0] = Float4GetDatum((float4) bft_counts_accuracy(&r->cc));
+	values[1] = Float4GetDatum((float4) bft_counts_macro_f1(&r->cc, r->multi));
+	values[2] = Int64GetDatum(r->n);
+	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->rep.data));
+	tuplestore_putvalues(r->tstore, r->tupdesc, values, nulls);
 	PG_RETURN_NULL();
 }

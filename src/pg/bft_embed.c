@@ -5,7 +5,10 @@
  * run in read-only transactions, on hot standbys and in parallel workers.
  * The pooling is the model's (params->'pooling', stored at import from
  * sentence-transformers' modules.json; mean without normalization when the
- * model has none), or the pooling argument.
+ * model has none), or the pooling argument. Texts longer than the encoding
+ * length are truncated, or with bft.long_text = 'mean' | 'max' cut into the
+ * windows classification uses (bft_encoded_add) whose embeddings are then
+ * combined (engine: bft_embed_windows).
  */
 #include "bft_pg.h"
 
@@ -17,6 +20,7 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "chunk.h"
 #include "embed.h"
 #include "resource.h"
 
@@ -67,40 +71,56 @@ embed_max_length(const BftModelEntry *e, const bft_pooling *p)
 	return p->max_length >= 2 && p->max_length < e->max_length ? p->max_length : e->max_length;
 }
 
-/* Embeddings (n, D) of n encoded sequences, in their order. */
+/*
+ * Embeddings (enc->ntext, D) of encoded texts, in their order: of their
+ * single window (truncation), or their windows' combined as bft.long_text
+ * says (mean weighted by the windows' token counts, or per-dimension max),
+ * normalized after the combination when the pooling normalizes.
+ */
 static float *
-embed_encoded(const BftModelEntry *e, const bft_pooling *p, int64 n, const int32 *tokens,
-			  const int64 *offsets)
+embed_encoded(const BftModelEntry *e, const bft_pooling *p, const BftEncoded *enc)
 {
 	const bft_model *m = e->model;
 	int			C = m->cfg.hidden_size;
 	int			D = bft_pooling_dim(p, C);
+	int64		n = enc->ntext;
 	int64		maxlen = 0;
 	int64		i;
 	int			B = 32;
+	int			rc;
+	bool		windows = enc->nwin != enc->ntext;
 	float	   *out;
 	bft_dataset ds;
 	bft_error	err;
 	ErrorData  *edata = NULL;
 
-	for (i = 0; i < n; i++)
-		maxlen = Max(maxlen, offsets[i + 1] - offsets[i]);
-	/* activations and the hidden states of one batch, the embeddings */
+	for (i = 0; i < enc->nwin; i++)
+		maxlen = Max(maxlen, enc->offsets[i + 1] - enc->offsets[i]);
+	/* activations and the hidden states of one batch, the embeddings (and the windows') */
 	bft_memory_require(bft_mem_infer_bytes(&m->cfg, 0, B, (int) maxlen) +
-					   (Size) B * maxlen * C * 4 + (Size) n * D * 4 + (Size) B * D * 4,
-					   "embedding", "Embed fewer texts per call, or lower bft.model_cache_size.");
+					   (Size) B * maxlen * C * 4 + (Size) n * D * 4 + (Size) B * D * 4 +
+					   (windows ? (Size) enc->nwin * (D * 4 + 8) : 0),
+					   windows ? "embedding the windows of long texts" : "embedding",
+					   windows ? "Embed fewer or shorter texts per call, or set bft.long_text = 'truncate'." :
+					   "Embed fewer texts per call, or lower bft.model_cache_size.");
 	out = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * (Size) D * (n > 0 ? n : 1));
 	if (n == 0)
 		return out;
-	ds.n = n;
-	ds.tokens = tokens;
-	ds.offsets = offsets;
+	ds.n = enc->nwin;
+	ds.tokens = enc->tokens;
+	ds.offsets = enc->offsets;
 	ds.labels = NULL;
 	ds.label_offsets = NULL;
 	ds.label_ids = NULL;
 	bft_apply_threads();
 	bft_apply_device();
-	if (bft_embed(m, &ds, B, p, out, bft_poll_interrupts, &edata, &err) != BFT_OK)
+	if (windows)
+		rc = bft_embed_windows(m, &ds, enc->first, n,
+							   bft_long_text == BFT_LONG_TEXT_MAX ? BFT_WINDOWS_MAX : BFT_WINDOWS_MEAN,
+							   B, p, out, bft_poll_interrupts, &edata, &err);
+	else
+		rc = bft_embed(m, &ds, B, p, out, bft_poll_interrupts, &edata, &err);
+	if (rc != BFT_OK)
 	{
 		if (edata)
 			ReThrowError(edata);
@@ -127,9 +147,7 @@ bft_embed_sql(PG_FUNCTION_ARGS)
 	BftModelEntry *e;
 	bft_pooling p;
 	text	   *t;
-	int32	   *ids;
-	int			n;
-	int64		offsets[2];
+	BftEncoded	enc;
 	float	   *out;
 
 	if (PG_ARGISNULL(0))
@@ -137,10 +155,9 @@ bft_embed_sql(PG_FUNCTION_ARGS)
 	e = bft_get_model(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	resolve_pooling(e, fcinfo, 2, &p);
 	t = PG_GETARG_TEXT_PP(0);
-	ids = bft_encode_text(e->model->tok, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), embed_max_length(e, &p), &n);
-	offsets[0] = 0;
-	offsets[1] = n;
-	out = embed_encoded(e, &p, 1, ids, offsets);
+	bft_encoded_init(&enc);
+	bft_encoded_add(&enc, e->model->tok, embed_max_length(e, &p), VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	out = embed_encoded(e, &p, &enc);
 	PG_RETURN_ARRAYTYPE_P(float_array(out, bft_pooling_dim(&p, e->model->cfg.hidden_size)));
 }
 
@@ -162,10 +179,7 @@ bft_embed_batch_sql(PG_FUNCTION_ARGS)
 	bft_pooling p;
 	int			ml;
 	int			D;
-	int32	   *tokens;
-	int64	   *offsets;
-	int64		n = 0;
-	int64		total = 0;
+	BftEncoded	enc;
 	int		   *map;
 	float	   *out;
 	int			lb;
@@ -189,30 +203,22 @@ bft_embed_batch_sql(PG_FUNCTION_ARGS)
 	D = bft_pooling_dim(&p, e->model->cfg.hidden_size);
 	bft_memory_require((Size) nelems * (ml * 4 + D * 4 + 16), "embedding this array",
 					   "Embed fewer texts per call (a few thousand), or lower bft.model_cache_size.");
-	tokens = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * (Size) ml * nelems);
-	offsets = palloc(sizeof(int64) * (nelems + 1));
 	map = palloc(sizeof(int) * nelems);
-	offsets[0] = 0;
+	bft_encoded_init(&enc);
 	for (i = 0; i < nelems; i++)
 	{
 		text	   *t;
-		int			len;
-		int32	   *ids;
 
 		map[i] = -1;
 		if (enulls[i])
 			continue;
 		t = DatumGetTextPP(elems[i]);
-		ids = bft_encode_text(e->model->tok, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), ml, &len);
-		memcpy(tokens + total, ids, sizeof(int32) * len);
-		pfree(ids);
-		total += len;
-		map[i] = (int) n;
-		offsets[++n] = total;
+		map[i] = (int) enc.ntext;
+		bft_encoded_add(&enc, e->model->tok, ml, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 		if ((i & 255) == 0)
 			CHECK_FOR_INTERRUPTS();
 	}
-	out = embed_encoded(e, &p, n, tokens, offsets);
+	out = embed_encoded(e, &p, &enc);
 	for (i = 0; i < nelems; i++)
 	{
 		Datum		values[2];

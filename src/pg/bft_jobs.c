@@ -348,77 +348,13 @@ function_args(Oid fn, Oid **argtypes, char ***argnames)
 	return nargs;
 }
 
-/*
- * bft_train_async(<the arguments of bft_train>) RETURNS bigint: queue a
- * training job and return its id at once.  The job starts when the calling
- * transaction commits (it is dropped if the transaction rolls back).
- */
-Datum
-bft_train_async_sql(PG_FUNCTION_ARGS)
+/* A background worker connects as the role: it must be able to log in. */
+static void
+check_role_can_login(Oid userid)
 {
-	Oid		   *argtypes;
-	char	  **argnames;
-	int			nargs;
-	int			i;
-	StringInfoData q;
-	Datum	   *values;
-	char	   *nulls;
-	Oid		   *types;
-	Oid			relid;
-	Oid			userid = GetUserId();
-	char	   *model;
-	BftSource	src;
-	int			ret;
-	bool		isnull;
-	Datum		argsjson;
-	int64		jobid;
-	BftJobExtra extra;
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	BgwHandleStatus status;
-	pid_t		pid;
-	HeapTuple	roletup;
+	HeapTuple	roletup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(userid));
 	bool		canlogin;
-	const char *threads;
-	int			waited;
-	LOCKTAG		slot_tag;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("relation, text_column and label_column must not be NULL")));
-	PreventCommandIfReadOnly("bft_train_async()");
-	PreventCommandDuringRecovery("bft_train_async()");
-	relid = PG_GETARG_OID(0);
-
-	/* Fail now, not in the background, on what can be checked now. */
-	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
-	if (pg_class_aclcheck(relid, userid, ACL_SELECT) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for table %s", src.relname)));
-	model = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (model == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	bft_check_model_name(model);
-	if (!PG_ARGISNULL(15))
-	{
-		int			metric;
-
-		(void) bft_parse_deploy(text_to_cstring(PG_GETARG_TEXT_PP(15)), &metric);
-	}
-	/* what bft_train would check on bft.models, now rather than in the background */
-	if (pg_proc_aclcheck(extension_function_oid("bft_train"), userid, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function bft_train"),
-				 errdetail("A background job calls bft_train() as the submitting role.")));
-	bft_check_store(model);
-	if (!PG_ARGISNULL(5))
-		bft_require_model_read("bft_train(base => ...)");
-	roletup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(userid));
 	if (!HeapTupleIsValid(roletup))
 		elog(ERROR, "cache lookup failed for role %u", userid);
 	canlogin = ((Form_pg_authid) GETSTRUCT(roletup))->rolcanlogin;
@@ -429,133 +365,242 @@ bft_train_async_sql(PG_FUNCTION_ARGS)
 				 errmsg("role \"%s\" cannot log in, so a background job cannot run as it",
 						GetUserNameFromId(userid, false)),
 				 errhint("Submit the job as a role with LOGIN, or call bft_train() directly.")));
+}
 
-	/* The arguments as jsonb, keyed by this function's parameter names. */
-	nargs = function_args(fcinfo->flinfo->fn_oid, &argtypes, &argnames);
+/*
+ * Fail now, not in the background, on what can be checked now: the source
+ * and its privilege, the model name, deploy, what bft_train would check on
+ * bft.models, the role.  Returns the model name.
+ */
+static char *
+async_check_submission(FunctionCallInfo fcinfo, Oid userid, BftSource *src)
+{
+	Oid			relid;
+	char	   *model;
+
+	if (PG_ARGISNULL(TA_RELATION) || PG_ARGISNULL(TA_TEXT_COLUMN) || PG_ARGISNULL(TA_LABEL_COLUMN))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("relation, text_column and label_column must not be NULL")));
+	PreventCommandIfReadOnly("bft_train_async()");
+	PreventCommandDuringRecovery("bft_train_async()");
+	relid = PG_GETARG_OID(TA_RELATION);
+	bft_prepare_source(relid, PG_GETARG_NAME(TA_TEXT_COLUMN), PG_GETARG_NAME(TA_LABEL_COLUMN), src);
+	if (pg_class_aclcheck(relid, userid, ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", src->relname)));
+	model = PG_ARGISNULL(TA_MODEL) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(TA_MODEL));
+	if (model == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	bft_check_model_name(model);
+	if (!PG_ARGISNULL(TA_DEPLOY))
+	{
+		int			metric;
+
+		(void) bft_parse_deploy(text_to_cstring(PG_GETARG_TEXT_PP(TA_DEPLOY)), &metric);
+	}
+	/* train_precision: a bad value or int8 fails now */
+	if (PG_NARGS() > TA_TRAIN_PRECISION && !PG_ARGISNULL(TA_TRAIN_PRECISION))
+		(void) bft_parse_train_precision(text_to_cstring(PG_GETARG_TEXT_PP(TA_TRAIN_PRECISION)));
+	/* what bft_train would check on bft.models, now rather than in the background */
+	if (pg_proc_aclcheck(extension_function_oid("bft_train"), userid, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function bft_train"),
+				 errdetail("A background job calls bft_train() as the submitting role.")));
+	bft_check_store(model);
+	if (!PG_ARGISNULL(TA_BASE))
+		bft_require_model_read("bft_train(base => ...)");
+	check_role_can_login(userid);
+	return model;
+}
+
+/*
+ * The arguments as jsonb, keyed by this function's parameter names (a
+ * regclass kept as its OID, immune to search_path and renames).  Runs in
+ * the caller's SPI connection: the value lives until SPI_finish.
+ */
+static Datum
+async_args_json(FunctionCallInfo fcinfo)
+{
+	Oid		   *argtypes;
+	char	  **argnames;
+	int			nargs = function_args(fcinfo->flinfo->fn_oid, &argtypes, &argnames);
+	Datum	   *values;
+	char	   *nulls;
+	StringInfoData q;
+	bool		isnull;
+	int			i;
+
 	if (nargs != PG_NARGS() || argnames == NULL)
 		elog(ERROR, "bft_train_async: unexpected signature");
 	values = palloc(sizeof(Datum) * nargs);
 	nulls = palloc(nargs + 1);
-	types = palloc(sizeof(Oid) * nargs);
 	initStringInfo(&q);
 	appendStringInfoString(&q, "SELECT pg_catalog.jsonb_build_object(");
 	for (i = 0; i < nargs; i++)
 	{
-		types[i] = argtypes[i];
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 		if (i > 0)
 			appendStringInfoString(&q, ", ");
-		/* a regclass is kept as its OID (immune to search_path and renames) */
 		appendStringInfo(&q, "%s, $%d%s", quote_literal_cstr(argnames[i]), i + 1,
 						 argtypes[i] == REGCLASSOID ? "::pg_catalog.oid" : "");
 	}
 	nulls[nargs] = '\0';
 	appendStringInfoChar(&q, ')');
+	if (SPI_execute_with_args(q.data, nargs, argtypes, values, nulls, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not encode the job's arguments");
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/* Queue the job (bft.train_jobs) with the submitting session's engine settings; its id. */
+static int64
+async_insert_job(const char *model, Datum argsjson, Oid userid, const char *relname)
+{
+	Oid			t[8] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		v[8];
+	const char *threads = GetConfigOption("bft.threads", true, false);
+	const char *device = GetConfigOption("bft.device", true, false);
+	const char *precision = GetConfigOption("bft.cuda_precision", true, false);
+	const char *cpu_precision = GetConfigOption("bft.cpu_precision", true, false);
+	bool		isnull;
+	int			ret;
+
+	v[0] = CStringGetTextDatum(model);
+	v[1] = argsjson;
+	v[2] = ObjectIdGetDatum(userid);
+	v[3] = CStringGetTextDatum(relname);
+	v[4] = CStringGetTextDatum(threads ? threads : "0");
+	v[5] = CStringGetTextDatum(device ? device : "cpu");
+	v[6] = CStringGetTextDatum(precision ? precision : "bf16");
+	v[7] = CStringGetTextDatum(cpu_precision ? cpu_precision : "fp32");
+	ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
+						" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
+						" $4, pg_catalog.jsonb_build_object('bft.threads', $5, 'bft.device', $6,"
+						" 'bft.cuda_precision', $7, 'bft.cpu_precision', $8)) RETURNING id",
+						8, t, v, NULL, 1);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not insert into bft.train_jobs");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Register the job's background worker (it waits for this transaction to end) and wait for it to start. */
+static BackgroundWorkerHandle *
+async_start_worker(int64 jobid, Oid userid, pid_t *pid)
+{
+	BftJobExtra extra;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&extra, 0, sizeof(extra));
+	extra.dbid = MyDatabaseId;
+	extra.userid = userid;
+	extra.xid = GetTopTransactionId();
+	extra.jobid = jobid;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bft");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bft_job_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "bft training job " INT64_FORMAT, jobid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "bft training job");
+	worker.bgw_main_arg = Int64GetDatum(jobid);
+	memcpy(worker.bgw_extra, &extra, sizeof(extra));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a background worker for the training job"),
+				 errdetail("All background worker slots are in use."),
+				 errhint("Raise max_worker_processes (it also serves parallel queries and pg_cron), "
+						 "or wait for running jobs to finish.")));
+	if (WaitForBackgroundWorkerStartup(handle, pid) != BGWH_STARTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("the background worker for the training job could not be started"),
+				 errhint("See the server log.")));
+	return handle;
+}
+
+/*
+ * Wait (briefly) until the worker is connected, so that from now on a
+ * missing worker process means a dead job.
+ */
+static void
+async_wait_connected(BackgroundWorkerHandle *handle, pid_t *pid, Oid userid)
+{
+	int			waited;
+
+	for (waited = 0;; waited++)
+	{
+		if (job_worker_alive(*pid, userid))
+			break;
+		if (GetBackgroundWorkerPid(handle, pid) == BGWH_STOPPED)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the background worker for the training job exited while connecting"),
+					 errhint("See the server log (connection limits of the role or database?).")));
+		if (waited >= 3000)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the background worker for the training job did not connect within 30 s")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Queue the job, start its worker and record the worker's pid. */
+static int64
+async_submit(const char *model, Datum argsjson, Oid userid, const char *relname)
+{
+	int64		jobid;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+	Oid			t[2] = {INT8OID, INT4OID};
+	Datum		v[2];
+
+	check_job_caps(userid);
+	reap_dead_jobs();
+	jobid = async_insert_job(model, argsjson, userid, relname);
+	handle = async_start_worker(jobid, userid, &pid);
+	async_wait_connected(handle, &pid, userid);
+	v[0] = Int64GetDatum(jobid);
+	v[1] = Int32GetDatum((int32) pid);
+	exec_as_owner("UPDATE bft.train_jobs SET pid = $2 WHERE id = $1", 2, t, v, NULL, 0);
+	return jobid;
+}
+
+/*
+ * bft_train_async(<the arguments of bft_train>) RETURNS bigint: queue a
+ * training job and return its id at once.  The job starts when the calling
+ * transaction commits (it is dropped if the transaction rolls back).
+ */
+Datum
+bft_train_async_sql(PG_FUNCTION_ARGS)
+{
+	Oid			userid = GetUserId();
+	BftSource	src;
+	char	   *model = async_check_submission(fcinfo, userid, &src);
+	Datum		argsjson;
+	int64		jobid = 0;
+	LOCKTAG		slot_tag;
 
 	SPI_connect();
-	ret = SPI_execute_with_args(q.data, nargs, types, values, nulls, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not encode the job's arguments");
-	argsjson = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
+	argsjson = async_args_json(fcinfo);
 	/* one submission at a time in the server: count, then start and connect */
 	job_slot_locktag(&slot_tag);
 	(void) LockAcquire(&slot_tag, ExclusiveLock, true, false);
 	PG_TRY();
 	{
-		check_job_caps(userid);
-		reap_dead_jobs();
-
-		{
-			Oid			t[8] = {TEXTOID, JSONBOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-			Datum		v[8];
-			const char *device = GetConfigOption("bft.device", true, false);
-			const char *precision = GetConfigOption("bft.cuda_precision", true, false);
-			const char *cpu_precision = GetConfigOption("bft.cpu_precision", true, false);
-
-			/* the job trains with the submitting session's engine settings */
-			threads = GetConfigOption("bft.threads", true, false);
-			v[0] = CStringGetTextDatum(model);
-			v[1] = argsjson;
-			v[2] = ObjectIdGetDatum(userid);
-			v[3] = CStringGetTextDatum(src.relname);
-			v[4] = CStringGetTextDatum(threads ? threads : "0");
-			v[5] = CStringGetTextDatum(device ? device : "cpu");
-			v[6] = CStringGetTextDatum(precision ? precision : "bf16");
-			v[7] = CStringGetTextDatum(cpu_precision ? cpu_precision : "fp32");
-			ret = exec_as_owner("INSERT INTO bft.train_jobs (model, args, userid, username, relation, settings)"
-								" VALUES ($1, $2, $3, (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = $3),"
-								" $4, pg_catalog.jsonb_build_object('bft.threads', $5, 'bft.device', $6,"
-								" 'bft.cuda_precision', $7, 'bft.cpu_precision', $8)) RETURNING id",
-								8, t, v, NULL, 1);
-			if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-				elog(ERROR, "could not insert into bft.train_jobs");
-			jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-
-		/* Start the worker; it waits for this transaction to end. */
-		memset(&extra, 0, sizeof(extra));
-		extra.dbid = MyDatabaseId;
-		extra.userid = userid;
-		extra.xid = GetTopTransactionId();
-		extra.jobid = jobid;
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = BGW_NEVER_RESTART;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "bft");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "bft_job_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "bft training job " INT64_FORMAT, jobid);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "bft training job");
-		worker.bgw_main_arg = Int64GetDatum(jobid);
-		memcpy(worker.bgw_extra, &extra, sizeof(extra));
-		worker.bgw_notify_pid = MyProcPid;
-		if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("could not start a background worker for the training job"),
-					 errdetail("All background worker slots are in use."),
-					 errhint("Raise max_worker_processes (it also serves parallel queries and pg_cron), "
-							 "or wait for running jobs to finish.")));
-		status = WaitForBackgroundWorkerStartup(handle, &pid);
-		if (status != BGWH_STARTED)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					 errmsg("the background worker for the training job could not be started"),
-					 errhint("See the server log.")));
-
-		/*
-		 * Wait (briefly) until it is connected, so that from now on a missing
-		 * worker process means a dead job.
-		 */
-		for (waited = 0;; waited++)
-		{
-			if (job_worker_alive(pid, userid))
-				break;
-			if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("the background worker for the training job exited while connecting"),
-						 errhint("See the server log (connection limits of the role or database?).")));
-			if (waited >= 3000)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("the background worker for the training job did not connect within 30 s")));
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
-							 PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-
-		{
-			Oid			t[2] = {INT8OID, INT4OID};
-			Datum		v[2];
-
-			v[0] = Int64GetDatum(jobid);
-			v[1] = Int32GetDatum((int32) pid);
-			exec_as_owner("UPDATE bft.train_jobs SET pid = $2 WHERE id = $1", 2, t, v, NULL, 0);
-		}
+		jobid = async_submit(model, argsjson, userid, src.relname);
 	}
 	PG_FINALLY();
 	{
@@ -744,6 +789,101 @@ record_outcome(int64 jobid, const char *state, const char *error)
 	prune_finished_jobs();
 }
 
+/* the engine settings of the submitting session (bft.train_jobs.settings) */
+static const char *const job_setting_names[] = {"bft.threads", "bft.device", "bft.cuda_precision",
+"bft.cpu_precision"};
+
+#define JOB_NSETTINGS ((int) lengthof(job_setting_names))
+
+/*
+ * Claim the job: queued → running, committed; its arguments (jsonb text) and
+ * settings into jobcxt.  False when there is nothing to do (the submitting
+ * transaction rolled back, or the job was cancelled before it started).
+ */
+static bool
+job_claim(int64 jobid, const char *activity, MemoryContext jobcxt, char **args, char **settings)
+{
+	Oid			t[2] = {INT8OID, INT4OID};
+	Datum		v[2];
+	int			ret;
+	int			i;
+
+	worker_begin(activity);
+	v[0] = Int64GetDatum(jobid);
+	v[1] = Int32GetDatum(MyProcPid);
+	ret = exec_as_owner("SELECT state, args::text, settings->>'bft.threads', settings->>'bft.device',"
+						" settings->>'bft.cuda_precision', settings->>'bft.cpu_precision'"
+						" FROM bft.train_jobs WHERE id = $1 FOR UPDATE", 1, t, v, NULL, 1);
+	/* no row: the submitting transaction rolled back; not queued: cancelled before it started */
+	if (ret != SPI_OK_SELECT || SPI_processed == 0 ||
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "queued") != 0)
+	{
+		worker_commit();
+		return false;
+	}
+	*args = MemoryContextStrdup(jobcxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	for (i = 0; i < JOB_NSETTINGS; i++)
+	{
+		char	   *val = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3 + i);
+
+		if (val)
+			settings[i] = MemoryContextStrdup(jobcxt, val);
+	}
+	exec_as_owner("UPDATE bft.train_jobs SET state = 'running', started_at = now(), pid = $2"
+				  " WHERE id = $1", 2, t, v, NULL, 0);
+	worker_commit();
+	return true;
+}
+
+/* Call bft_train with the job's arguments and settings; record success (same transaction). */
+static void
+job_train(int64 jobid, const char *activity, const char *args, char **settings)
+{
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1];
+	Oid			t2[4] = {INT8OID, TEXTOID, INT4OID, JSONBOID};
+	Datum		v2[4];
+	bool		isnull;
+	int			ret;
+	int			i;
+
+	worker_begin(activity);
+	for (i = 0; i < JOB_NSETTINGS; i++)
+		if (settings[i])
+			SetConfigOption(job_setting_names[i], settings[i], PGC_USERSET, PGC_S_SESSION);
+	v[0] = CStringGetTextDatum(args);
+	ret = SPI_execute_with_args(build_train_call(), 1, t, v, NULL, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "bft_train returned no row");
+	v2[0] = Int64GetDatum(jobid);
+	v2[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	v2[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	v2[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	exec_as_owner("UPDATE bft.train_jobs SET state = 'succeeded', finished_at = now(),"
+				  " model = $2, version = $3, result = $4 WHERE id = $1",
+				  4, t2, v2, NULL, 0);
+	prune_finished_jobs();
+	worker_commit();
+}
+
+/* A failed job: record its error (cancelled for a query cancel). */
+static void
+job_record_error(int64 jobid, const char *activity, const ErrorData *edata)
+{
+	bool		cancelled = edata->sqlerrcode == ERRCODE_QUERY_CANCELED;
+	StringInfoData msg;
+
+	initStringInfo(&msg);
+	appendStringInfoString(&msg, edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		appendStringInfo(&msg, " (%s)", edata->detail);
+	/* a cancel that arrives now must not stop the bookkeeping */
+	QueryCancelPending = false;
+	worker_begin(activity);
+	record_outcome(jobid, cancelled ? "cancelled" : "failed", msg.data);
+	worker_commit();
+}
+
 /* Entry point of a job's background worker. */
 void
 bft_job_main(Datum main_arg)
@@ -751,12 +891,7 @@ bft_job_main(Datum main_arg)
 	BftJobExtra extra;
 	int64		jobid;
 	char	   *args = NULL;
-	/* the engine settings of the submitting session (bft.train_jobs.settings) */
-	static const char *const setting_names[] = {"bft.threads", "bft.device", "bft.cuda_precision",
-	"bft.cpu_precision"};
-	char	   *settings[lengthof(setting_names)] = {NULL};
-	char	   *state;
-	char	   *call;
+	char	   *settings[JOB_NSETTINGS] = {NULL};
 	MemoryContext jobcxt;
 	ErrorData  *edata = NULL;
 	char		activity[64];
@@ -781,76 +916,13 @@ bft_job_main(Datum main_arg)
 	CommitTransactionCommand();
 
 	/* 2. Claim the job: queued → running, committed. */
-	worker_begin(activity);
-	{
-		Oid			t[2] = {INT8OID, INT4OID};
-		Datum		v[2];
-		int			ret;
-
-		v[0] = Int64GetDatum(jobid);
-		v[1] = Int32GetDatum(MyProcPid);
-		ret = exec_as_owner("SELECT state, args::text, settings->>'bft.threads', settings->>'bft.device',"
-							" settings->>'bft.cuda_precision', settings->>'bft.cpu_precision'"
-							" FROM bft.train_jobs WHERE id = $1 FOR UPDATE", 1, t, v, NULL, 1);
-		if (ret != SPI_OK_SELECT || SPI_processed == 0)
-		{
-			/* the submitting transaction rolled back: nothing to do */
-			worker_commit();
-			proc_exit(0);
-		}
-		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		if (strcmp(state, "queued") != 0)
-		{
-			/* cancelled before it started */
-			worker_commit();
-			proc_exit(0);
-		}
-		args = MemoryContextStrdup(jobcxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
-		for (int i = 0; i < (int) lengthof(setting_names); i++)
-		{
-			char	   *val = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3 + i);
-
-			if (val)
-				settings[i] = MemoryContextStrdup(jobcxt, val);
-		}
-		exec_as_owner("UPDATE bft.train_jobs SET state = 'running', started_at = now(), pid = $2"
-					  " WHERE id = $1", 2, t, v, NULL, 0);
-	}
-	worker_commit();
+	if (!job_claim(jobid, activity, jobcxt, &args, settings))
+		proc_exit(0);
 
 	/* 3. Train and record success in one transaction. */
 	PG_TRY();
 	{
-		Oid			t[1] = {TEXTOID};
-		Datum		v[1];
-		int			ret;
-
-		worker_begin(activity);
-		for (int i = 0; i < (int) lengthof(setting_names); i++)
-			if (settings[i])
-				SetConfigOption(setting_names[i], settings[i], PGC_USERSET, PGC_S_SESSION);
-		call = build_train_call();
-		v[0] = CStringGetTextDatum(args);
-		ret = SPI_execute_with_args(call, 1, t, v, NULL, false, 0);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "bft_train returned no row");
-		{
-			Oid			t2[4] = {INT8OID, TEXTOID, INT4OID, JSONBOID};
-			Datum		v2[4];
-			bool		isnull;
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-
-			v2[0] = Int64GetDatum(jobid);
-			v2[1] = SPI_getbinval(tup, td, 1, &isnull);
-			v2[2] = SPI_getbinval(tup, td, 2, &isnull);
-			v2[3] = SPI_getbinval(tup, td, 3, &isnull);
-			exec_as_owner("UPDATE bft.train_jobs SET state = 'succeeded', finished_at = now(),"
-						  " model = $2, version = $3, result = $4 WHERE id = $1",
-						  4, t2, v2, NULL, 0);
-			prune_finished_jobs();
-		}
-		worker_commit();
+		job_train(jobid, activity, args, settings);
 	}
 	PG_CATCH();
 	{
@@ -864,19 +936,6 @@ bft_job_main(Datum main_arg)
 
 	/* 4. On error: record it (cancelled for a query cancel). */
 	if (edata)
-	{
-		bool		cancelled = edata->sqlerrcode == ERRCODE_QUERY_CANCELED;
-		StringInfoData msg;
-
-		initStringInfo(&msg);
-		appendStringInfoString(&msg, edata->message ? edata->message : "unknown error");
-		if (edata->detail)
-			appendStringInfo(&msg, " (%s)", edata->detail);
-		/* a cancel that arrives now must not stop the bookkeeping */
-		QueryCancelPending = false;
-		worker_begin(activity);
-		record_outcome(jobid, cancelled ? "cancelled" : "failed", msg.data);
-		worker_commit();
-	}
+		job_record_error(jobid, activity, edata);
 	proc_exit(0);
 }

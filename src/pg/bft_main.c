@@ -146,8 +146,9 @@ bft_engine_interrupt_rethrow(void)
 	}
 }
 
-void
-_PG_init(void)
+/* GUCs of the engine: threads, the model cache, the default model, progress, device and precision. */
+static void
+define_engine_gucs(void)
 {
 	DefineCustomIntVariable("bft.threads",
 							"Threads used by bft's engine (BLAS and its own loops); 0 means all CPUs.",
@@ -190,9 +191,16 @@ _PG_init(void)
 							 "needs AVX512-BF16 or AMX. int8 (classification only): linear layers with "
 							 "int8 weights per output channel and int8 activations per row; needs VNNI or "
 							 "AMX. Both need oneDNN (libdnnl2); without it or the instructions they are "
-							 "an ERROR, never a silent fallback to fp32.",
+							 "an ERROR, never a silent fallback to fp32. bft_train's train_precision "
+							 "argument overrides it for one training.",
 							 &bft_cpu_precision, BFT_PRECISION_FP32, cpu_precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/* GUCs of resources: memory, the shared cache, background jobs. */
+static void
+define_resource_gucs(void)
+{
 	DefineCustomIntVariable("bft.max_memory",
 							"Memory bft's engine may use in one backend: cached models plus the current operation.",
 							"A model, batch, vocabulary or architecture that would need more fails up front "
@@ -223,6 +231,12 @@ _PG_init(void)
 							"Older finished jobs are deleted when a job is submitted or finishes.",
 							&bft_job_retention, 30 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/* GUCs of classification: multi-label threshold, long texts. */
+static void
+define_classify_gucs(void)
+{
 	/* multi-label classifiers */
 	DefineCustomRealVariable("bft.multilabel_threshold",
 							 "Probability from which a multi-label classifier assigns a label.",
@@ -232,11 +246,11 @@ _PG_init(void)
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	/* texts longer than max_length */
 	DefineCustomEnumVariable("bft.long_text",
-							 "How classification treats texts longer than the model's max_length.",
+							 "How classification and embedding treat texts longer than the model's max_length.",
 							 "'truncate' (the default) keeps the first max_length tokens; 'mean' and 'max' "
-							 "classify every window of max_length tokens (consecutive windows sharing "
-							 "bft.chunk_stride tokens) and average the windows' probabilities or take "
-							 "each label's largest.",
+							 "run every window of max_length tokens (consecutive windows sharing "
+							 "bft.chunk_stride tokens) and average the windows' probabilities (embeddings: "
+							 "weighted by the windows' token counts) or take each label's (dimension's) largest.",
 							 &bft_long_text, BFT_LONG_TEXT_TRUNCATE, long_text_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bft.chunk_stride",
@@ -244,6 +258,12 @@ _PG_init(void)
 							"At most half a window is shared, so windows always advance.",
 							&bft_chunk_stride, 32, 0, 8192,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/* GUCs of saved training states (resume => true). */
+static void
+define_train_state_gucs(void)
+{
 	DefineCustomBoolVariable("bft.save_train_state",
 							 "Whether bft_train() saves its state after every epoch, for resume => true.",
 							 "The state (weights and optimizer moments, about 3-4 times the model's size) "
@@ -255,6 +275,16 @@ _PG_init(void)
 							"Older states are deleted when a training starts.",
 							&bft_train_state_retention, 7 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/* Loading bft: its GUCs, the engine's interrupt hook, cache and transaction callbacks, shared memory. */
+void
+_PG_init(void)
+{
+	define_engine_gucs();
+	define_resource_gucs();
+	define_classify_gucs();
+	define_train_state_gucs();
 	bft_set_interrupt_hook(engine_poll, NULL);
 	bft_cache_register_callbacks();
 	RegisterXactCallback(engine_interrupt_xact_cb, NULL);
@@ -310,33 +340,82 @@ bft_precision_for(int device)
 }
 
 /*
- * ERROR (0A000) when device cannot compute in its configured precision in
- * this backend: bf16 or int8 on a CPU without the instructions or without
- * oneDNN (loaded here, at the first request), or int8 for a training. Never
- * a silent fallback.
+ * ERROR (0A000) when device cannot compute in precision prec in this
+ * backend: bf16 or int8 on a CPU without the instructions or without oneDNN
+ * (loaded here, at the first request), or int8 for a training. Never a
+ * silent fallback. from_arg: prec is bft_train's train_precision argument
+ * (named in the messages instead of bft.cpu_precision).
  */
-void
-bft_check_precision(int device, bool training)
+static void
+check_precision(int device, int prec, bool training, bool from_arg)
 {
 	bft_error	err;
-	int			prec = bft_precision_for(device);
+	const char *src = from_arg ? "train_precision =>" : "bft.cpu_precision =";
+	const char *fix = from_arg ? "Pass train_precision => 'fp32'" : "SET bft.cpu_precision = 'fp32'";
 
-	if (device != BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32)
-		return;
 	if (training && prec == BFT_PRECISION_INT8)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("bft.cpu_precision = 'int8' is for classification only"),
-				 errhint("SET bft.cpu_precision = 'fp32' or 'bf16' to train.")));
+				 errmsg("%s 'int8' is for classification only", src),
+				 errhint("%s or 'bf16' to train; int8 classifies a trained model (SET bft.cpu_precision = 'int8').",
+						 fix)));
+	if (device != BFT_DEVICE_CPU || prec == BFT_PRECISION_FP32)
+		return;
 	if (bft_precision_available(device, prec, &err) != BFT_OK)
 		ereport(ERROR,
 				(errcode(bft_engine_errcode(err.code)),
 				 errmsg("%s arithmetic on the CPU is not available", bft_precision_name(prec)),
 				 errdetail("%s", err.msg),
-				 errhint("SET bft.cpu_precision = 'fp32', or run on a CPU with %s with oneDNN "
-						 "(libdnnl2) installed.",
+				 errhint("%s, or run on a CPU with %s with oneDNN (libdnnl2) installed.", fix,
 						 prec == BFT_PRECISION_INT8 ? "AVX512-VNNI, AVX-VNNI or AMX"
 						 : "AVX512-BF16 or AMX")));
+}
+
+/* check_precision with device's configured precision (bft_precision_for). */
+void
+bft_check_precision(int device, bool training)
+{
+	check_precision(device, bft_precision_for(device), training, false);
+}
+
+/*
+ * bft_train's train_precision argument: 'fp32', 'bf16' or 'int8' (refused: 0A000,
+ * classification only); anything else is 22023. NULL: -1 (the device's
+ * setting applies).
+ */
+int
+bft_parse_train_precision(const char *arg)
+{
+	int			prec;
+
+	if (arg == NULL)
+		return -1;
+	prec = bft_precision_parse(arg);
+	if (prec != BFT_PRECISION_FP32 && prec != BFT_PRECISION_BF16 && prec != BFT_PRECISION_INT8)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid precision \"%s\"", arg),
+				 errhint("Use 'fp32' or 'bf16', or NULL for bft.cpu_precision (bft.cuda_precision on CUDA).")));
+	if (prec == BFT_PRECISION_INT8)
+		check_precision(BFT_DEVICE_CPU, prec, true, true);
+	return prec;
+}
+
+/*
+ * The precision a training on device computes in: prec (from
+ * bft_parse_train_precision) when given, else the device's setting; ERROR
+ * (0A000) when the device cannot compute in it here.
+ */
+int
+bft_train_precision(int device, int prec)
+{
+	if (prec < 0)
+	{
+		bft_check_precision(device, true);
+		return bft_precision_for(device);
+	}
+	check_precision(device, prec, true, true);
+	return prec;
 }
 
 /* Apply bft.device before an inference call (bft_train takes its device from its argument). */

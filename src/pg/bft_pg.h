@@ -47,6 +47,8 @@ extern int	bft_cpu_precision;
 extern int	bft_resolve_device(const char *name);
 extern int	bft_precision_for(int device);
 extern void bft_check_precision(int device, bool training);
+extern int	bft_parse_train_precision(const char *arg);
+extern int	bft_train_precision(int device, int prec);
 extern void bft_apply_device(void);
 extern void bft_report_engine_error(const bft_error *err, const char *what) pg_attribute_noreturn();
 extern int	bft_engine_errcode(int code);
@@ -198,6 +200,73 @@ typedef struct BftSource
 } BftSource;
 
 extern void bft_prepare_source(Oid relid, Name text_col, Name label_col, BftSource *src);
+
+/* bft_rows.c: label names → class ids (names[id]; look-ups by name) */
+typedef struct BftLabelMap
+{
+	struct HTAB *ids;			/* name → first class id of that name */
+	char	  **names;			/* (n) class id → name */
+	int			n;
+	int			cap;
+	MemoryContext cxt;
+} BftLabelMap;
+
+extern void bft_label_map_init(BftLabelMap *map, const char *what, int cap, MemoryContext cxt);
+extern int	bft_label_map_find(const BftLabelMap *map, const char *name);
+extern int	bft_label_map_add(BftLabelMap *map, const char *name);
+extern int	bft_label_map_get(BftLabelMap *map, const char *name);
+
+/* bft_rows.c: one pass over a source's rows (bft_read_rows) */
+typedef struct BftRowReader
+{
+	const BftSource *src;
+	MemoryContext cxt;			/* where row() runs */
+	bool		want_labels;	/* decode the label values for row() */
+	/* one row: its text and label values el[0 .. nel) (elnull[i]: NULL element) */
+	void		(*row) (void *arg, text *t, Datum *el, bool *elnull, int nel);
+	void		(*batch_start) (void *arg); /* before each fetched batch, or NULL */
+	void		(*batch_end) (void *arg);	/* after each batch, or NULL */
+	void	   *arg;
+	int64		rows;			/* rows passed to row() */
+	int64		skipped;		/* rows with a NULL text or label */
+} BftRowReader;
+
+extern void bft_read_rows(BftRowReader *rd);
+extern void bft_rows_report(const BftRowReader *rd);
+
+/* Positions of the SQL arguments of bft_train and bft_train_async (sql/bft--0.2.0.sql). */
+typedef enum BftTrainArg
+{
+	TA_RELATION,
+	TA_TEXT_COLUMN,
+	TA_LABEL_COLUMN,
+	TA_EPOCHS,
+	TA_MODEL,
+	TA_BASE,
+	TA_BATCH_SIZE,
+	TA_LEARNING_RATE,
+	TA_MAX_LENGTH,
+	TA_WARMUP_RATIO,
+	TA_WEIGHT_DECAY,
+	TA_DROPOUT,
+	TA_SHUFFLE,
+	TA_SEED,
+	TA_VALIDATION_FRACTION,
+	TA_DEPLOY,
+	TA_DEVICE,
+	TA_ARCHITECTURE,
+	TA_MLM_EPOCHS,
+	TA_GROUP_BY_LENGTH,
+	TA_CLASS_WEIGHTS,			/* the first argument after bft 0.1.0's 20 */
+	TA_LOAD_BEST_MODEL_AT_END,
+	TA_METRIC_FOR_BEST_MODEL,
+	TA_EARLY_STOPPING_PATIENCE,
+	TA_RESUME,
+	TA_TRAIN_PRECISION
+} BftTrainArg;
+
+/* bft 0.1.0's SQL definition of bft_train has the first 20 */
+#define TA_COUNT_0_1_0 TA_CLASS_WEIGHTS
 
 /* deploy => policies (bft_parse_deploy; its metrics are the engine's
  * BFT_METRIC_*, train.h) */

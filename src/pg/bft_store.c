@@ -1432,6 +1432,160 @@ bft_cache_invalidate_all(void)
 	default_name[0] = '\0';
 }
 
+/* The cached entry of a reference (name, want), or NULL. */
+static BftModelEntry *
+cache_lookup(const char *name, int32 want)
+{
+	int			i;
+
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+		if (cache[i].name && cache[i].want == want && strcmp(cache[i].name, name) == 0)
+			return &cache[i];
+	return NULL;
+}
+
+/* Checked for this statement and role: no catalog look-up until the next. */
+static void
+entry_checked(BftModelEntry *e, TimestampTz ts, uint32 lxid, Oid user)
+{
+	e->checked_ts = ts;
+	e->checked_lxid = lxid;
+	e->checked_user = user;
+	e->last_used = ++cache_clock;
+}
+
+/* A model and what comes with it, loaded or shared with another entry. */
+typedef struct CacheLoad
+{
+	bft_model  *m;
+	int			max_length;
+	BftShMap	map;
+	char	   *pooling;		/* in TopMemoryContext, or NULL */
+} CacheLoad;
+
+/*
+ * The model of row id (the row read as row): shared with another reference
+ * to the same row (e.g. 'x' and 'x@3') when one is cached, else loaded.
+ */
+static void
+cache_load(int64 id, const char *name, const BftModelRow *row, CacheLoad *ld)
+{
+	BftModelEntry *other = NULL;
+	int			i;
+
+	for (i = 0; i < BFT_CACHE_MAX && other == NULL; i++)
+		if (cache[i].name && cache[i].row_id == id && cache[i].row_created == row->created_at &&
+			cache[i].row_weights == row->weights)
+			other = &cache[i];
+	if (other)
+	{
+		ld->m = other->model;
+		ld->max_length = other->max_length;
+		ld->map = other->shared;
+		ld->pooling = other->pooling ? MemoryContextStrdup(TopMemoryContext, other->pooling) : NULL;
+		other->last_used = ++cache_clock;	/* not the one evicted for room below */
+		return;
+	}
+	ld->pooling = NULL;
+	ld->m = load_model_cached(id, name, &ld->max_length, &ld->map, &ld->pooling);
+	if (ld->pooling)
+		ld->pooling = MemoryContextStrdup(TopMemoryContext, ld->pooling);
+}
+
+/* A slot for a new entry: a free one, or the least recently used when n are in use. */
+static BftModelEntry *
+cache_slot(int n)
+{
+	int			used = 0;
+	int			i;
+	BftModelEntry *lru = NULL;
+	BftModelEntry *freeslot = NULL;
+
+	for (i = 0; i < BFT_CACHE_MAX; i++)
+	{
+		if (cache[i].name)
+		{
+			used++;
+			if (lru == NULL || cache[i].last_used < lru->last_used)
+				lru = &cache[i];
+		}
+		else if (freeslot == NULL)
+			freeslot = &cache[i];
+	}
+	return (used >= n || freeslot == NULL) ? lru : freeslot;
+}
+
+/* bft.model_cache_size may have been lowered: evict (never keep) down to n entries. True if any went. */
+static bool
+cache_trim(const BftModelEntry *keep, int n)
+{
+	bool		evicted = false;
+
+	for (;;)
+	{
+		int			used = 0;
+		int			i;
+		BftModelEntry *lru = NULL;
+
+		for (i = 0; i < BFT_CACHE_MAX; i++)
+			if (cache[i].name)
+			{
+				used++;
+				if (&cache[i] != keep && (lru == NULL || cache[i].last_used < lru->last_used))
+					lru = &cache[i];
+			}
+		if (used <= n || lru == NULL)
+			return evicted;
+		evict(lru);
+		evicted = true;
+	}
+}
+
+/*
+ * Fill slot e with the reference (name_copy, in TopMemoryContext; want) →
+ * row id (version) and its model.  True if e's previous model went.
+ */
+static bool
+entry_fill(BftModelEntry *e, char *name_copy, int32 want, int64 id, int32 version,
+		   const BftModelRow *row, const CacheLoad *ld)
+{
+	bool		evicted = false;
+
+	if (e->model && e->model != ld->m)
+	{
+		release_model(e);
+		evicted = true;
+	}
+	if (e->name)
+		pfree(e->name);
+	if (e->pooling)
+		pfree(e->pooling);
+	e->name = name_copy;
+	e->pooling = ld->pooling;
+	e->want = want;
+	e->model = ld->m;
+	e->shared = ld->map;
+	e->bytes = bft_mem_model_bytes(&ld->m->cfg, ld->m->parts, ld->m->vocab_len);
+	e->row_id = id;
+	e->row_created = row->created_at;
+	e->row_weights = row->weights;
+	e->version = version;
+	e->max_length = ld->max_length;
+	return evicted;
+}
+
+/* After a model left the cache: its GPU copy and its memory go back to the driver and the OS. */
+static void
+after_eviction(void)
+{
+	/* a replaced model's GPU copy (device cuda) goes back to the driver */
+	bft_device_release();
+#ifdef __GLIBC__
+	/* give a replaced model's memory back to the OS */
+	malloc_trim(0);
+#endif
+}
+
 /*
  * The model to classify with: the cached copy when it is still the row the
  * calling user's reference resolves to, checked once per statement and role
@@ -1449,19 +1603,14 @@ bft_get_model(const char *ref)
 	TimestampTz ts;
 	uint32		lxid;
 	Oid			user = GetUserId();
-	int			i;
-	int			n = bft_model_cache_size;
-	BftModelEntry *e = NULL;
+	int			n = Min(bft_model_cache_size, BFT_CACHE_MAX);
+	BftModelEntry *e;
 	int64		id;
 	int32		version;
 	BftModelRow row;
+	CacheLoad	ld;
 	char	   *name_copy;
-	bft_model  *m;
-	BftShMap	map;
-	int			ml;
-	char	   *pooling = NULL;
-	bool		evicted = false;
-	BftModelEntry *other = NULL;
+	bool		evicted;
 
 	if (ref == NULL || ref[0] == '\0')
 		ref = bft_resolve_default_model();
@@ -1469,16 +1618,8 @@ bft_get_model(const char *ref)
 	if (cache == NULL)
 		cache = MemoryContextAllocZero(TopMemoryContext, sizeof(BftModelEntry) * BFT_CACHE_MAX);
 	evicted = release_unlinked();
-	if (n > BFT_CACHE_MAX)
-		n = BFT_CACHE_MAX;
 	stmt_key(&ts, &lxid);
-
-	for (i = 0; i < BFT_CACHE_MAX; i++)
-		if (cache[i].name && cache[i].want == want && strcmp(cache[i].name, name) == 0)
-		{
-			e = &cache[i];
-			break;
-		}
+	e = cache_lookup(name, want);
 	if (e && e->checked_ts == ts && e->checked_lxid == lxid && e->checked_user == user)
 	{
 		e->last_used = ++cache_clock;
@@ -1493,10 +1634,7 @@ bft_get_model(const char *ref)
 				 errmsg("model \"%s\" does not exist", name)));
 	if (e && e->row_id == id && e->row_created == row.created_at && e->row_weights == row.weights)
 	{
-		e->checked_ts = ts;
-		e->checked_lxid = lxid;
-		e->checked_user = user;
-		e->last_used = ++cache_clock;
+		entry_checked(e, ts, lxid, user);
 		return e;
 	}
 
@@ -1507,101 +1645,15 @@ bft_get_model(const char *ref)
 		evict(e);
 		evicted = true;
 	}
-	/* another reference to the same row (e.g. 'x' and 'x@3') shares its model */
-	for (i = 0; i < BFT_CACHE_MAX; i++)
-		if (cache[i].name && cache[i].row_id == id && cache[i].row_created == row.created_at &&
-			cache[i].row_weights == row.weights)
-		{
-			other = &cache[i];
-			break;
-		}
 	name_copy = MemoryContextStrdup(TopMemoryContext, name);
-	if (other)
-	{
-		m = other->model;
-		ml = other->max_length;
-		map = other->shared;
-		pooling = other->pooling ? MemoryContextStrdup(TopMemoryContext, other->pooling) : NULL;
-		other->last_used = ++cache_clock;	/* not the one evicted for room below */
-	}
-	else
-	{
-		m = load_model_cached(id, name, &ml, &map, &pooling);
-		if (pooling)
-			pooling = MemoryContextStrdup(TopMemoryContext, pooling);
-	}
-
+	cache_load(id, name, &row, &ld);
 	if (e == NULL || e->name != NULL)
-	{
-		int			used = 0;
-		BftModelEntry *lru = NULL;
-		BftModelEntry *freeslot = NULL;
-
-		for (i = 0; i < BFT_CACHE_MAX; i++)
-		{
-			if (cache[i].name)
-			{
-				used++;
-				if (lru == NULL || cache[i].last_used < lru->last_used)
-					lru = &cache[i];
-			}
-			else if (freeslot == NULL)
-				freeslot = &cache[i];
-		}
-		/* Evict the least recently used (repeat while over the limit). */
-		e = (used >= n || freeslot == NULL) ? lru : freeslot;
-	}
-	if (e->model && e->model != m)
-	{
-		release_model(e);
-		evicted = true;
-	}
-	if (e->name)
-		pfree(e->name);
-	if (e->pooling)
-		pfree(e->pooling);
-	e->name = name_copy;
-	e->pooling = pooling;
-	e->want = want;
-	e->model = m;
-	e->shared = map;
-	e->bytes = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len);
-	e->row_id = id;
-	e->row_created = row.created_at;
-	e->row_weights = row.weights;
-	e->version = version;
-	e->max_length = ml;
-	e->checked_ts = ts;
-	e->checked_lxid = lxid;
-	e->checked_user = user;
-	e->last_used = ++cache_clock;
-
-	/* bft.model_cache_size may have been lowered: trim. */
-	for (;;)
-	{
-		int			used = 0;
-		BftModelEntry *lru = NULL;
-
-		for (i = 0; i < BFT_CACHE_MAX; i++)
-			if (cache[i].name)
-			{
-				used++;
-				if (&cache[i] != e && (lru == NULL || cache[i].last_used < lru->last_used))
-					lru = &cache[i];
-			}
-		if (used <= n || lru == NULL)
-			break;
-		evict(lru);
-		evicted = true;
-	}
-	/* a replaced model's GPU copy (device cuda) goes back to the driver */
+		e = cache_slot(n);
+	evicted |= entry_fill(e, name_copy, want, id, version, &row, &ld);
+	entry_checked(e, ts, lxid, user);
+	evicted |= cache_trim(e, n);
 	if (evicted)
-		bft_device_release();
-#ifdef __GLIBC__
-	/* give a replaced model's memory back to the OS */
-	if (evicted)
-		malloc_trim(0);
-#endif
+		after_eviction();
 	return e;
 }
 

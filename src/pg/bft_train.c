@@ -25,9 +25,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -35,6 +33,7 @@
 #include "utils/tuplestore.h"
 
 #include "defaults.h"
+#include "metrics.h"
 #include "resource.h"
 
 PG_FUNCTION_INFO_V1(bft_train_sql);
@@ -206,6 +205,74 @@ format_eta(char *buf, size_t len, double s)
 	snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
 }
 
+/* One epoch's metrics as an element of the epochs JSON array (restored: completed before a resume). */
+static void
+append_epoch_json(ProgressCtx *pc, const bft_progress *p)
+{
+	if (pc->nepochs++ > 0)
+		appendStringInfoString(&pc->epochs, ", ");
+	appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
+	bft_json_key_float(&pc->epochs, "loss", p->loss, true);
+	bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
+	bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
+	bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
+	bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
+	bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
+	appendStringInfoString(&pc->epochs, p->restored ? ", \"restored\": true}" : "}");
+}
+
+/* An epoch's end (phase 1): a NOTICE and its metrics; a restored epoch's metrics only. */
+static void
+report_epoch(ProgressCtx *pc, const bft_progress *p, const char *eta, double now)
+{
+	if (p->restored)
+	{
+		append_epoch_json(pc, p);
+		return;
+	}
+	if (!isnan(p->eval_accuracy))
+		ereport(NOTICE,
+				(errmsg("%s epoch %d/%d: loss %.4f, eval_loss %.4f, eval_accuracy %.4f, eval_macro_f1 %.4f (%.1f samples/s, ETA %s)",
+						pc->phase, p->epoch, p->epochs, p->loss, p->eval_loss,
+						p->eval_accuracy, p->eval_macro_f1, p->samples_per_s, eta)));
+	else
+		ereport(NOTICE,
+				(errmsg("%s epoch %d/%d: loss %.4f (%.1f samples/s, ETA %s)",
+						pc->phase, p->epoch, p->epochs, p->loss, p->samples_per_s, eta)));
+	append_epoch_json(pc, p);
+	pc->last_notice = now;
+}
+
+/* An optimizer step (phase 0): DEBUG1 every step, a NOTICE every bft.progress_interval seconds. */
+static void
+report_step(ProgressCtx *pc, const bft_progress *p, const char *eta, double now)
+{
+	/* every optimizer step at DEBUG1 (Trainer's logging_steps=1) */
+	if (message_level_is_interesting(DEBUG1))
+	{
+		char		lr[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+		double_to_shortest_decimal_buf(p->lr, lr);
+		ereport(DEBUG1,
+				(errmsg_internal("%s step " INT64_FORMAT "/" INT64_FORMAT " epoch %d loss %.9g lr %s",
+								 pc->phase, p->step, p->total_steps, p->epoch,
+								 (double) p->step_loss, lr)));
+	}
+	if (bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
+	{
+		ereport(NOTICE,
+				(errmsg("%s epoch %d/%d, step " INT64_FORMAT "/" INT64_FORMAT ": loss %.4f, %.1f samples/s, ETA %s",
+						pc->phase, p->epoch, p->epochs, p->step, p->total_steps,
+						p->loss, p->samples_per_s, eta)));
+		pc->last_notice = now;
+	}
+}
+
+/*
+ * The engine's progress callback: interrupts, live progress, NOTICEs and
+ * per-epoch metrics.  An error is caught and kept (the engine is told to
+ * stop and unwinds; check_engine_result re-throws it).
+ */
 static int
 progress_cb(void *ctx, const bft_progress *p)
 {
@@ -234,66 +301,10 @@ progress_cb(void *ctx, const bft_progress *p)
 		pc->info.eta_s = p->eta_s;
 		bft_progress_update(&pc->info, p->phase == 1);
 		format_eta(eta, sizeof(eta), p->eta_s);
-
-		if (p->phase == 1 && p->restored)
-		{
-			/* an epoch completed before the interruption: its metrics, no NOTICE */
-			if (pc->nepochs++ > 0)
-				appendStringInfoString(&pc->epochs, ", ");
-			appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
-			bft_json_key_float(&pc->epochs, "loss", p->loss, true);
-			bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
-			bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
-			bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
-			bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
-			bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
-			appendStringInfoString(&pc->epochs, ", \"restored\": true}");
-		}
-		else if (p->phase == 1)
-		{
-			if (!isnan(p->eval_accuracy))
-				ereport(NOTICE,
-						(errmsg("%s epoch %d/%d: loss %.4f, eval_loss %.4f, eval_accuracy %.4f, eval_macro_f1 %.4f (%.1f samples/s, ETA %s)",
-								pc->phase, p->epoch, p->epochs, p->loss, p->eval_loss,
-								p->eval_accuracy, p->eval_macro_f1, p->samples_per_s, eta)));
-			else
-				ereport(NOTICE,
-						(errmsg("%s epoch %d/%d: loss %.4f (%.1f samples/s, ETA %s)",
-								pc->phase, p->epoch, p->epochs, p->loss, p->samples_per_s, eta)));
-			if (pc->nepochs++ > 0)
-				appendStringInfoString(&pc->epochs, ", ");
-			appendStringInfo(&pc->epochs, "{\"epoch\": %d", p->epoch);
-			bft_json_key_float(&pc->epochs, "loss", p->loss, true);
-			bft_json_key_float(&pc->epochs, "eval_loss", p->eval_loss, true);
-			bft_json_key_float(&pc->epochs, "eval_accuracy", p->eval_accuracy, true);
-			bft_json_key_float(&pc->epochs, "eval_macro_f1", p->eval_macro_f1, true);
-			bft_json_key_float(&pc->epochs, "samples_per_second", p->samples_per_s, true);
-			bft_json_key_float(&pc->epochs, "elapsed_s", p->elapsed_s, true);
-			appendStringInfoChar(&pc->epochs, '}');
-			pc->last_notice = now;
-		}
+		if (p->phase == 1)
+			report_epoch(pc, p, eta, now);
 		else
-		{
-			/* every optimizer step at DEBUG1 (Trainer's logging_steps=1) */
-			if (message_level_is_interesting(DEBUG1))
-			{
-				char		lr[DOUBLE_SHORTEST_DECIMAL_LEN];
-
-				double_to_shortest_decimal_buf(p->lr, lr);
-				ereport(DEBUG1,
-						(errmsg_internal("%s step " INT64_FORMAT "/" INT64_FORMAT " epoch %d loss %.9g lr %s",
-										 pc->phase, p->step, p->total_steps, p->epoch,
-										 (double) p->step_loss, lr)));
-			}
-		}
-		if (p->phase == 0 && bft_progress_interval > 0 && now - pc->last_notice >= bft_progress_interval)
-		{
-			ereport(NOTICE,
-					(errmsg("%s epoch %d/%d, step " INT64_FORMAT "/" INT64_FORMAT ": loss %.4f, %.1f samples/s, ETA %s",
-							pc->phase, p->epoch, p->epochs, p->step, p->total_steps,
-							p->loss, p->samples_per_s, eta)));
-			pc->last_notice = now;
-		}
+			report_step(pc, p, eta, now);
 	}
 	PG_CATCH();
 	{
@@ -348,12 +359,6 @@ split_next(uint64 *state)
 
 /* ---- rows ---- */
 
-typedef struct LabelEnt
-{
-	char		key[BFT_MAX_LABEL_BYTES + 1];
-	int			tmp;
-} LabelEnt;
-
 typedef struct Rows
 {
 	MemoryContext cxt;			/* where the arrays live */
@@ -375,14 +380,19 @@ typedef struct Rows
 	Size		ctok_cap;
 	int64		ctotal;
 	int64	   *coffsets;
-	/* text labels */
-	HTAB	   *labels;
-	char	  **tmp_names;
-	int			ntmp;
-	int			tmp_cap;
+	/* text labels: temporary ids in the order the names are first seen */
+	BftLabelMap names;
 	int64		skipped;
 	int64		fed;			/* rows fed to the vocabulary trainer */
 	Size		mem_base;		/* bytes the model and its training need besides the rows */
+	/* the pass: the source, and the vocabulary trainer or the tokenizers */
+	const BftSource *src;
+	bft_wp_trainer *wp;
+	const bft_tokenizer *tok;
+	int			max_length;
+	const bft_tokenizer *cmp_tok;
+	int			cmp_max_length;
+	int32	   *ids;			/* (Max(max_length, cmp_max_length)) one text's ids */
 } Rows;
 
 /* Memory the collected rows take now, and again as train/validation copies. */
@@ -419,9 +429,12 @@ append_ids(int32 **arr, Size *cap, int64 *total, const int32 *ids, int n)
  * are first seen; sorted later).
  */
 static int64
-raw_label(Rows *rows, const BftSource *src, Datum v)
+raw_label(Rows *rows, Datum v)
 {
-	if (src->label_is_int)
+	char	   *name;
+	int			id;
+
+	if (rows->src->label_is_int)
 	{
 		int64		x = DatumGetInt64(v);
 
@@ -437,174 +450,163 @@ raw_label(Rows *rows, const BftSource *src, Datum v)
 					 errdetail("Integer labels are class ids below %d.", BFT_MAX_LABELS)));
 		return x;
 	}
-	else
+	name = TextDatumGetCString(v);
+	if (strlen(name) > BFT_MAX_LABEL_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
+	id = bft_label_map_find(&rows->names, name);
+	if (id < 0)
 	{
-		char	   *name = TextDatumGetCString(v);
-		LabelEnt   *le;
-		bool		found;
-		int64		id;
-
-		if (strlen(name) > BFT_MAX_LABEL_BYTES)
+		if (rows->names.n >= BFT_MAX_LABELS)
 			ereport(ERROR,
-					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-					 errmsg("label longer than %d bytes", BFT_MAX_LABEL_BYTES)));
-		le = hash_search(rows->labels, name, HASH_ENTER, &found);
-		if (!found)
-		{
-			if (rows->ntmp >= BFT_MAX_LABELS)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("more than %d distinct labels", BFT_MAX_LABELS),
-						 errhint("Is label_column really a class label?")));
-			if (rows->ntmp == rows->tmp_cap)
-			{
-				rows->tmp_cap *= 2;
-				rows->tmp_names = repalloc(rows->tmp_names, sizeof(char *) * rows->tmp_cap);
-			}
-			rows->tmp_names[rows->ntmp] = pstrdup(name);
-			le->tmp = rows->ntmp++;
-		}
-		id = le->tmp;
-		pfree(name);
-		return id;
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("more than %d distinct labels", BFT_MAX_LABELS),
+					 errhint("Is label_column really a class label?")));
+		id = bft_label_map_add(&rows->names, name);
 	}
+	pfree(name);
+	return id;
+}
+
+/* Pass 1 (from scratch): one text for the vocabulary trainer. */
+static void
+feed_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
+{
+	Rows	   *rows = (Rows *) arg;
+	int			ulen;
+	char	   *u = bft_to_utf8(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &ulen);
+	bft_error	err;
+
+	(void) el;
+	(void) elnull;
+	(void) nel;
+	rows->fed++;
+	if (bft_wp_trainer_feed(rows->wp, u, ulen, &err) != 0)
+		bft_report_engine_error(&err, "could not learn the vocabulary");
+	if (u != VARDATA_ANY(t))
+		pfree(u);
+}
+
+/* Room for one more row's offsets and labels. */
+static void
+grow_rows(Rows *rows)
+{
+	if ((Size) rows->n + 2 <= rows->cap)
+		return;
+	rows->cap *= 2;
+	rows->offsets = repalloc_huge(rows->offsets, sizeof(int64) * rows->cap);
+	rows->raw = repalloc_huge(rows->raw, sizeof(int64) * rows->cap);
+	if (rows->lab_off)
+		rows->lab_off = repalloc_huge(rows->lab_off, sizeof(int64) * rows->cap);
+	if (rows->coffsets)
+		rows->coffsets = repalloc_huge(rows->coffsets, sizeof(int64) * rows->cap);
+}
+
+/* The label set of row rows->n: its distinct non-NULL labels. */
+static void
+add_label_set(Rows *rows, const Datum *el, const bool *elnull, int nel)
+{
+	int64		first = rows->lab_total;
+	int			e;
+
+	for (e = 0; e < nel; e++)
+	{
+		int64		id;
+		int64		k;
+		bool		dup = false;
+
+		if (elnull[e])
+			continue;
+		id = raw_label(rows, el[e]);
+		for (k = first; k < rows->lab_total && !dup; k++)
+			dup = rows->lab_raw[k] == id;
+		if (dup)
+			continue;
+		if ((Size) rows->lab_total + 1 > rows->lab_cap)
+		{
+			rows->lab_cap = Max(rows->lab_cap * 2, (Size) 1024);
+			rows->lab_raw = rows->lab_raw ? repalloc_huge(rows->lab_raw, sizeof(int64) * rows->lab_cap) :
+				MemoryContextAllocHuge(rows->cxt, sizeof(int64) * rows->lab_cap);
+		}
+		rows->lab_raw[rows->lab_total++] = id;
+	}
+	rows->lab_off[rows->n + 1] = rows->lab_total;
+	rows->raw[rows->n] = -1;
+}
+
+/* Append the ids of text u to a token buffer: [CLS] … [SEP], max_length at most. */
+static void
+encode_into(Rows *rows, const bft_tokenizer *tok, int max_length, const char *u, int ulen,
+			int32 **arr, Size *cap, int64 *total)
+{
+	bft_error	err;
+	int			n = bft_encode(tok, u, ulen, max_length, rows->ids, &err);
+
+	if (n < 0)
+		bft_report_engine_error(&err, "could not tokenize text");
+	append_ids(arr, cap, total, rows->ids, n);
+}
+
+/* Pass 2: one row's labels and token ids (and those of the deployed version's vocabulary). */
+static void
+collect_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
+{
+	Rows	   *rows = (Rows *) arg;
+	int			ulen;
+	char	   *u = bft_to_utf8(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &ulen);
+
+	grow_rows(rows);
+	if (rows->src->label_is_array)
+		add_label_set(rows, el, elnull, nel);
+	else
+		rows->raw[rows->n] = raw_label(rows, el[0]);
+	encode_into(rows, rows->tok, rows->max_length, u, ulen, &rows->tokens, &rows->tok_cap,
+				&rows->total);
+	rows->offsets[rows->n + 1] = rows->total;
+	if (rows->cmp_tok)
+	{
+		encode_into(rows, rows->cmp_tok, rows->cmp_max_length, u, ulen, &rows->ctokens,
+					&rows->ctok_cap, &rows->ctotal);
+		rows->coffsets[rows->n + 1] = rows->ctotal;
+	}
+	rows->n++;
+	if (u != VARDATA_ANY(t))
+		pfree(u);
+}
+
+/* After each batch of pass 2: the rows so far must fit bft.max_memory. */
+static void
+check_rows_memory(void *arg)
+{
+	Rows	   *rows = (Rows *) arg;
+
+	bft_memory_require(rows->mem_base + rows_bytes(rows), "training on these rows",
+					   "Lower max_length, batch_size or the model's size, or train on fewer rows "
+					   "(a view with a WHERE clause); a superuser can raise bft.max_memory.");
 }
 
 /*
- * One pass over the rows.  wp != NULL: feed texts to the vocabulary trainer
- * only.  Otherwise tokenize (with tok, and cmp_tok when given) and collect
- * labels.
+ * A reader of the rows: with rows->wp, pass 1 feeds the texts to the
+ * vocabulary trainer only; otherwise pass 2 tokenizes them (with rows->tok,
+ * and rows->cmp_tok when set) and collects the labels, in rows->cxt.
  */
 static void
-scan_rows(BftSource *src, bft_wp_trainer *wp, const bft_tokenizer *tok, int max_length,
-		  const bft_tokenizer *cmp_tok, int cmp_max_length, Rows *rows)
+rows_reader(Rows *rows, BftRowReader *rd)
 {
-	Portal		portal;
-	int32	   *ids = palloc(sizeof(int32) * Max(max_length, cmp_max_length));
-	bft_error	err;
-
-	SPI_connect();
-	portal = SPI_cursor_open_with_args(NULL, src->query, 0, NULL, NULL, NULL, true, 0);
-	for (;;)
+	memset(rd, 0, sizeof(*rd));
+	rd->src = rows->src;
+	rd->arg = rows;
+	if (rows->wp)
 	{
-		uint64		r;
-
-		SPI_cursor_fetch(portal, true, BFT_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			bool		tnull,
-						lnull;
-			Datum		tdat = SPI_getbinval(tup, td, 1, &tnull);
-			Datum		ldat = SPI_getbinval(tup, td, 2, &lnull);
-			text	   *t;
-			char	   *u;
-			int			ulen;
-			int			n;
-			MemoryContext old;
-
-			if (tnull || lnull)
-			{
-				if (wp == NULL)
-					rows->skipped++;
-				continue;
-			}
-			t = DatumGetTextPP(tdat);
-			u = bft_to_utf8(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &ulen);
-			if (wp)
-			{
-				rows->fed++;
-				if (bft_wp_trainer_feed(wp, u, ulen, &err) != 0)
-					bft_report_engine_error(&err, "could not learn the vocabulary");
-				continue;
-			}
-
-			/* Accumulate in the caller's (train) context, not SPI's. */
-			old = MemoryContextSwitchTo(rows->cxt);
-			if ((Size) rows->n + 2 > rows->cap)
-			{
-				rows->cap *= 2;
-				rows->offsets = repalloc_huge(rows->offsets, sizeof(int64) * rows->cap);
-				rows->raw = repalloc_huge(rows->raw, sizeof(int64) * rows->cap);
-				if (rows->lab_off)
-					rows->lab_off = repalloc_huge(rows->lab_off, sizeof(int64) * rows->cap);
-				if (rows->coffsets)
-					rows->coffsets = repalloc_huge(rows->coffsets, sizeof(int64) * rows->cap);
-			}
-			if (src->label_is_array)
-			{
-				ArrayType  *arr = DatumGetArrayTypeP(ldat);
-				Datum	   *el;
-				bool	   *elnull;
-				int			nel;
-				int			e;
-				int64		first = rows->lab_total;
-
-				if (src->label_is_int)
-					deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-									  &el, &elnull, &nel);
-				else
-					deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &el, &elnull, &nel);
-				for (e = 0; e < nel; e++)
-				{
-					int64		id;
-					int64		k;
-					bool		dup = false;
-
-					if (elnull[e])
-						continue;
-					id = raw_label(rows, src, el[e]);
-					for (k = first; k < rows->lab_total && !dup; k++)
-						dup = rows->lab_raw[k] == id;
-					if (dup)
-						continue;
-					if ((Size) rows->lab_total + 1 > rows->lab_cap)
-					{
-						rows->lab_cap = Max(rows->lab_cap * 2, (Size) 1024);
-						rows->lab_raw = rows->lab_raw ? repalloc_huge(rows->lab_raw, sizeof(int64) * rows->lab_cap) :
-							MemoryContextAllocHuge(rows->cxt, sizeof(int64) * rows->lab_cap);
-					}
-					rows->lab_raw[rows->lab_total++] = id;
-				}
-				rows->lab_off[rows->n + 1] = rows->lab_total;
-				rows->raw[rows->n] = -1;
-				pfree(el);
-				pfree(elnull);
-			}
-			else
-				rows->raw[rows->n] = raw_label(rows, src, ldat);
-
-			n = bft_encode(tok, u, ulen, max_length, ids, &err);
-			if (n < 0)
-				bft_report_engine_error(&err, "could not tokenize text");
-			append_ids(&rows->tokens, &rows->tok_cap, &rows->total, ids, n);
-			rows->offsets[rows->n + 1] = rows->total;
-			if (cmp_tok)
-			{
-				n = bft_encode(cmp_tok, u, ulen, cmp_max_length, ids, &err);
-				if (n < 0)
-					bft_report_engine_error(&err, "could not tokenize text");
-				append_ids(&rows->ctokens, &rows->ctok_cap, &rows->ctotal, ids, n);
-				rows->coffsets[rows->n + 1] = rows->ctotal;
-			}
-			rows->n++;
-			MemoryContextSwitchTo(old);
-			if (u != VARDATA_ANY(t))
-				pfree(u);
-		}
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
-		if (wp == NULL)
-			bft_memory_require(rows->mem_base + rows_bytes(rows), "training on these rows",
-							   "Lower max_length, batch_size or the model's size, or train on fewer rows "
-							   "(a view with a WHERE clause); a superuser can raise bft.max_memory.");
+		rd->cxt = CurrentMemoryContext;
+		rd->row = feed_row;
+		return;
 	}
-	SPI_cursor_close(portal);
-	SPI_finish();
-	pfree(ids);
+	rd->cxt = rows->cxt;
+	rd->want_labels = true;
+	rd->row = collect_row;
+	rd->batch_end = check_rows_memory;
 }
 
 static int
@@ -890,41 +892,18 @@ static void
 compare_scores(char **cnames, int CK, const float *probs, char *const *truth, int64 n,
 			   double *acc, double *f1, double *loss)
 {
-	HASHCTL		hctl;
-	HTAB	   *ids;
-	int			ncls = 0;
-	int			cap = CK + 16;
+	BftLabelMap ids;
 	int		   *tid = palloc(sizeof(int) * n);
 	int		   *pid = palloc(sizeof(int) * n);
 	int		   *cmp_id = palloc(sizeof(int) * CK);
-	int64	   *tp,
-			   *fp,
-			   *fn;
-	int64		correct = 0;
-	double		lsum = 0,
-				fsum = 0;
-	int			nf = 0;
+	bft_class_counts cc;
+	double		lsum = 0;
 	int64		i;
 	int			c;
 
-	memset(&hctl, 0, sizeof(hctl));
-	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
-	hctl.entrysize = sizeof(LabelEnt);
-	hctl.hcxt = CurrentMemoryContext;
-	ids = hash_create("bft compared labels", cap, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-#define CLASS_ID(nm, out) \
-	do { \
-		bool found_; \
-		LabelEnt *le_; \
-		char key_[BFT_MAX_LABEL_BYTES + 1]; \
-		strlcpy(key_, (nm), sizeof(key_)); \
-		le_ = hash_search(ids, key_, HASH_ENTER, &found_); \
-		if (!found_) \
-			le_->tmp = ncls++; \
-		(out) = le_->tmp; \
-	} while (0)
+	bft_label_map_init(&ids, "bft compared labels", CK + 16, CurrentMemoryContext);
 	for (c = 0; c < CK; c++)
-		CLASS_ID(cnames[c], cmp_id[c]);
+		cmp_id[c] = bft_label_map_get(&ids, cnames[c]);
 	for (i = 0; i < n; i++)
 	{
 		const float *p = probs + i * CK;
@@ -935,37 +914,18 @@ compare_scores(char **cnames, int CK, const float *probs, char *const *truth, in
 		for (j = 1; j < CK; j++)
 			if (p[j] > p[b])
 				b = j;
-		CLASS_ID(truth[i], tid[i]);
+		tid[i] = bft_label_map_get(&ids, truth[i]);
 		pid[i] = cmp_id[b];
 		for (j = 0; j < CK; j++)
 			if (cmp_id[j] == tid[i])
 				pt += p[j];
 		lsum += -log(Max(pt, 1e-7));
-		if (pid[i] == tid[i])
-			correct++;
 	}
-#undef CLASS_ID
-	tp = palloc0(sizeof(int64) * ncls);
-	fp = palloc0(sizeof(int64) * ncls);
-	fn = palloc0(sizeof(int64) * ncls);
+	bft_counts_init(&cc, ids.n, palloc0(sizeof(int64) * 3 * ids.n));
 	for (i = 0; i < n; i++)
-	{
-		if (pid[i] == tid[i])
-			tp[tid[i]]++;
-		else
-		{
-			fp[pid[i]]++;
-			fn[tid[i]]++;
-		}
-	}
-	for (c = 0; c < ncls; c++)
-		if (tp[c] + fp[c] + fn[c] > 0)
-		{
-			fsum += 2.0 * tp[c] / (double) (2 * tp[c] + fp[c] + fn[c]);
-			nf++;
-		}
-	*acc = (double) correct / n;
-	*f1 = nf > 0 ? fsum / nf : 0.0;
+		bft_counts_add(&cc, tid[i], pid[i]);
+	*acc = bft_counts_accuracy(&cc);
+	*f1 = bft_counts_macro_f1(&cc, 0);
 	*loss = lsum / n;
 }
 
@@ -982,96 +942,1197 @@ static void
 compare_scores_multi(char **cnames, int CK, const float *probs, const bft_dataset *val,
 					 char **names, int K, double *acc, double *f1, double *loss)
 {
-	HASHCTL		hctl;
-	HTAB	   *ids;
-	int			U = 0;
+	BftLabelMap ids;
+	int			U;
 	int		   *cmp_id = palloc(sizeof(int) * Max(CK, 1));
 	int		   *new_id = palloc(sizeof(int) * Max(K, 1));
-	int64	   *tp,
-			   *fp,
-			   *fn;
+	bft_class_counts cc;
 	float	   *pu;
-	bool	   *yu;
-	int64		exact = 0;
-	double		lsum = 0,
-				fsum = 0;
+	unsigned char *yu;
+	unsigned char *pred;
+	double		lsum = 0;
 	int64		i;
 	int			c;
 
-	memset(&hctl, 0, sizeof(hctl));
-	hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
-	hctl.entrysize = sizeof(LabelEnt);
-	hctl.hcxt = CurrentMemoryContext;
-	ids = hash_create("bft compared label sets", CK + K + 1, &hctl,
-					  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	for (c = 0; c < CK + K; c++)
-	{
-		bool		found;
-		LabelEnt   *le;
-		char		key[BFT_MAX_LABEL_BYTES + 1];
-
-		strlcpy(key, c < CK ? cnames[c] : names[c - CK], sizeof(key));
-		le = hash_search(ids, key, HASH_ENTER, &found);
-		if (!found)
-			le->tmp = U++;
-		if (c < CK)
-			cmp_id[c] = le->tmp;
-		else
-			new_id[c - CK] = le->tmp;
-	}
-	tp = palloc0(sizeof(int64) * U);
-	fp = palloc0(sizeof(int64) * U);
-	fn = palloc0(sizeof(int64) * U);
+	bft_label_map_init(&ids, "bft compared label sets", CK + K + 1, CurrentMemoryContext);
+	for (c = 0; c < CK; c++)
+		cmp_id[c] = bft_label_map_get(&ids, cnames[c]);
+	for (c = 0; c < K; c++)
+		new_id[c] = bft_label_map_get(&ids, names[c]);
+	U = ids.n;
+	bft_counts_init(&cc, U, palloc0(sizeof(int64) * 3 * U));
 	pu = palloc(sizeof(float) * U);
-	yu = palloc(sizeof(bool) * U);
+	yu = palloc(U);
+	pred = palloc(U);
 	for (i = 0; i < val->n; i++)
 	{
 		const float *p = probs + i * CK;
-		bool		same = true;
 		int64		j;
 		double		rl = 0;
 
 		for (c = 0; c < U; c++)
 		{
 			pu[c] = 0.0f;
-			yu[c] = false;
+			yu[c] = 0;
 		}
 		for (c = 0; c < CK; c++)
 			pu[cmp_id[c]] = p[c];
 		for (j = val->label_offsets[i]; j < val->label_offsets[i + 1]; j++)
-			yu[new_id[val->label_ids[j]]] = true;
+			yu[new_id[val->label_ids[j]]] = 1;
 		for (c = 0; c < U; c++)
 		{
-			bool		pred = pu[c] >= 0.5f;
 			double		q = Min(Max((double) pu[c], 1e-7), 1 - 1e-7);
 
-			if (pred && yu[c])
-				tp[c]++;
-			else if (pred)
-				fp[c]++;
-			else if (yu[c])
-				fn[c]++;
-			if (pred != yu[c])
-				same = false;
+			pred[c] = pu[c] >= 0.5f;
 			rl += yu[c] ? -log(q) : -log(1 - q);
 		}
+		bft_counts_add_set(&cc, yu, pred);
 		lsum += rl / U;
-		if (same)
-			exact++;
 	}
-	for (c = 0; c < U; c++)
-		if (tp[c] + fp[c] + fn[c] > 0)
-			fsum += 2.0 * tp[c] / (double) (2 * tp[c] + fp[c] + fn[c]);
-	*acc = (double) exact / val->n;
-	*f1 = fsum / U;
+	*acc = bft_counts_accuracy(&cc);
+	*f1 = bft_counts_macro_f1(&cc, 1);
 	*loss = lsum / val->n;
 }
 
-#define ARG_INT(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_INT32(i))
-#define ARG_F8(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_FLOAT8(i))
-#define ARG_BOOL(i, dflt) (PG_ARGISNULL(i) ? (dflt) : PG_GETARG_BOOL(i))
+/* ---- bft_train(): steps over one TrainRun ---- */
+
+#define ARG_GIVEN(a) (!PG_ARGISNULL(a))
+#define ARG_INT(a, dflt) (PG_ARGISNULL(a) ? (dflt) : PG_GETARG_INT32(a))
+#define ARG_F8(a, dflt) (PG_ARGISNULL(a) ? (dflt) : PG_GETARG_FLOAT8(a))
+#define ARG_BOOL(a, dflt) (PG_ARGISNULL(a) ? (dflt) : PG_GETARG_BOOL(a))
+#define ARG_TEXT(a) (PG_ARGISNULL(a) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(a)))
 /* NULL, or not passed (bft 0.1.0's SQL definition has fewer arguments) */
-#define ARG_ABSENT(i) (PG_NARGS() <= (i) || PG_ARGISNULL(i))
+#define ARG_ABSENT(a) (PG_NARGS() <= (a) || PG_ARGISNULL(a))
+
+/* One training: its arguments, what it reads and builds, and its outcome. */
+typedef struct TrainRun
+{
+	/* the result set */
+	TupleDesc	tupdesc;
+	Tuplestorestate *tstore;
+	/* arguments (defaults applied) */
+	Oid			relid;
+	Name		text_col;
+	Name		label_col;
+	char	   *model_name;
+	char	   *base;			/* NULL: from scratch */
+	bool		scratch;
+	int			epochs;
+	bool		epochs_given;
+	int			mlm_epochs;
+	bool		mlm_epochs_given;
+	int			batch_size;
+	double		lr;
+	bool		lr_given;
+	int			max_length;
+	bool		max_length_given;
+	double		warmup;
+	bool		warmup_given;
+	double		weight_decay;
+	double		dropout;
+	bool		dropout_given;
+	bool		shuffle;
+	int			seed;
+	double		vfrac;
+	char	   *deploy;
+	int			policy;			/* BFT_DEPLOY_* */
+	int			metric;			/* if_better's BFT_METRIC_* */
+	int			train_device;
+	int			train_precision;	/* BFT_PRECISION_*: train_precision => or the setting */
+	bool		group_by_length;
+	Arch		arch;
+	char	   *class_weights_arg;
+	bool		cw_auto;		/* class weights chosen by the defaults */
+	BftBestOpts best;
+	bool		resume;
+	bool		save_state;
+	BftSource	src;
+	bool		multi;			/* label sets: a multi-label classifier */
+	/* engine objects and buffers, freed with cxt */
+	MemoryContext cxt;
+	TrainState *st;
+	ProgressCtx pc;
+	double		t0;
+	Size		train_mem;		/* model + training state, without the rows */
+	bft_tokenizer_opts topts;
+	const bft_tokenizer *tok;
+	int			base_K;
+	/* deploy => 'if_better': the deployed version to beat */
+	const bft_tokenizer *cmp_tok;
+	int			cmp_max_length;
+	int32		cmp_version;
+	int32		deployed_start; /* deployed version when training started */
+	int32		deployed_now;	/* ... and at decision time */
+	/* rows, labels, split */
+	Rows		rows;
+	int			K;
+	char	  **names;			/* (K) class names */
+	int32	   *labels;			/* (rows.n) class ids; -1 for label sets */
+	int32	   *lab_ids;		/* label sets' class ids (rows.lab_off gives each row's) */
+	bool	   *is_val;
+	int64		nval;
+	bft_dataset train_ds;
+	bft_dataset val_ds;
+	float	   *class_weights;
+	StringInfoData cw_params;
+	StringInfoData cw_metrics;
+	/* training */
+	uint64		opts_salt;
+	char	   *mlm_state;		/* state files of this role, model and phase */
+	char	   *cls_state;
+	bool		resume_cls;
+	bool		resume_mlm;
+	bft_train_state_info_t *sinfo;
+	StringInfoData mlm_note;
+	bft_train_opts opts;
+	bft_train_result res;
+	bft_train_result mlm_res;
+	/* outcome */
+	bool		do_deploy;
+	bool		comparable;		/* if_better: the deployed version's problem type matches */
+	double		new_score[3];	/* by BFT_METRIC_* */
+	double		old_score[3];
+	double		seconds;
+	int32		version;
+} TrainRun;
+
+/* Arguments that need no catalog access: NULLs, the SQL definition, the result set. */
+static void
+train_parse_args(FunctionCallInfo fcinfo, TrainRun *r)
+{
+	if (PG_ARGISNULL(TA_RELATION) || PG_ARGISNULL(TA_TEXT_COLUMN) || PG_ARGISNULL(TA_LABEL_COLUMN))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("relation, text_column and label_column must not be NULL")));
+	if (PG_NARGS() < TA_COUNT_0_1_0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the SQL definition of bft_train does not match the bft library"),
+				 errhint("Run ALTER EXTENSION bft UPDATE, or reinstall bft.")));
+	bft_srf_materialize(fcinfo, &r->tupdesc, &r->tstore, train_types, 9);
+	PreventCommandIfReadOnly("bft_train()");
+	PreventCommandDuringRecovery("bft_train()");
+	r->relid = PG_GETARG_OID(TA_RELATION);
+	r->text_col = PG_GETARG_NAME(TA_TEXT_COLUMN);
+	r->label_col = PG_GETARG_NAME(TA_LABEL_COLUMN);
+	r->lr_given = ARG_GIVEN(TA_LEARNING_RATE);
+	r->warmup_given = ARG_GIVEN(TA_WARMUP_RATIO);
+	r->max_length = ARG_INT(TA_MAX_LENGTH, BFT_DEFAULT_MAX_LENGTH);
+	r->max_length_given = ARG_GIVEN(TA_MAX_LENGTH);
+	r->weight_decay = ARG_F8(TA_WEIGHT_DECAY, 0.0);
+	r->dropout = ARG_F8(TA_DROPOUT, -1.0);
+	r->dropout_given = ARG_GIVEN(TA_DROPOUT);
+	r->shuffle = ARG_BOOL(TA_SHUFFLE, true);
+	r->seed = ARG_INT(TA_SEED, 42);
+	r->vfrac = ARG_F8(TA_VALIDATION_FRACTION, 0.0);
+	r->deploy = PG_ARGISNULL(TA_DEPLOY) ? "always" : ARG_TEXT(TA_DEPLOY);
+	r->class_weights_arg = ARG_ABSENT(TA_CLASS_WEIGHTS) ? NULL : ARG_TEXT(TA_CLASS_WEIGHTS);
+	r->resume = ARG_ABSENT(TA_RESUME) ? false : PG_GETARG_BOOL(TA_RESUME);
+	r->save_state = bft_save_train_state && bft_train_state_retention > 0;
+
+	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
+	r->train_device = bft_resolve_device(ARG_TEXT(TA_DEVICE));
+	/* train_precision => NULL: bft.cpu_precision (bft.cuda_precision on CUDA) */
+	r->train_precision = bft_train_precision(r->train_device,
+											 bft_parse_train_precision(ARG_ABSENT(TA_TRAIN_PRECISION) ? NULL
+																	   : ARG_TEXT(TA_TRAIN_PRECISION)));
+	r->policy = bft_parse_deploy(r->deploy, &r->metric);
+
+	r->model_name = PG_ARGISNULL(TA_MODEL) ? get_rel_name(r->relid) : ARG_TEXT(TA_MODEL);
+	if (r->model_name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", r->relid)));
+	bft_check_model_name(r->model_name);
+	r->base = ARG_TEXT(TA_BASE);
+	r->scratch = (r->base == NULL);
+}
+
+/* The training options: defaults by base or from scratch, range checks. */
+static void
+train_parse_options(FunctionCallInfo fcinfo, TrainRun *r)
+{
+	bool		scratch = r->scratch;
+
+	if (ARG_GIVEN(TA_EPOCHS) && PG_GETARG_INT32(TA_EPOCHS) <= 0)
+		bad_option("epochs must be positive");
+	if (ARG_GIVEN(TA_MLM_EPOCHS) && PG_GETARG_INT32(TA_MLM_EPOCHS) < 0)
+		bad_option("mlm_epochs must not be negative");
+	r->epochs_given = ARG_GIVEN(TA_EPOCHS);
+	r->mlm_epochs_given = ARG_GIVEN(TA_MLM_EPOCHS);
+	r->epochs = ARG_INT(TA_EPOCHS, scratch ? BFT_SCRATCH_EPOCHS : BFT_BASE_EPOCHS);
+	r->mlm_epochs = ARG_INT(TA_MLM_EPOCHS, scratch ? BFT_SCRATCH_MLM_EPOCHS : 0);
+	r->batch_size = ARG_INT(TA_BATCH_SIZE, scratch ? BFT_SCRATCH_BATCH_SIZE : BFT_BASE_BATCH_SIZE);
+	r->lr = ARG_F8(TA_LEARNING_RATE, scratch ? BFT_SCRATCH_LEARNING_RATE : BFT_BASE_LEARNING_RATE);
+	r->warmup = ARG_F8(TA_WARMUP_RATIO, scratch ? BFT_SCRATCH_WARMUP_RATIO : BFT_BASE_WARMUP_RATIO);
+	r->group_by_length = ARG_BOOL(TA_GROUP_BY_LENGTH,
+								  scratch ? BFT_SCRATCH_GROUP_BY_LENGTH : BFT_BASE_GROUP_BY_LENGTH);
+	if (r->epochs > 100000)
+		bad_option("epochs must be at most 100000");
+	if (r->batch_size <= 0 || r->batch_size > 65536)
+		bad_option("batch_size must be between 1 and 65536");
+	if (!(r->lr > 0) || isinf(r->lr) || r->lr > 10)
+		bad_option("learning_rate must be positive and at most 10");
+	if (r->max_length < 2 || r->max_length > 8192)
+		bad_option("max_length must be between 2 and 8192");
+	if (!(r->warmup >= 0 && r->warmup <= 1))
+		bad_option("warmup_ratio must be between 0 and 1");
+	if (!(r->weight_decay >= 0) || isinf(r->weight_decay))
+		bad_option("weight_decay must not be negative");
+	if (r->dropout_given && !(r->dropout >= 0 && r->dropout < 1))
+		bad_option("dropout must be at least 0 and below 1");
+	if (!(r->vfrac >= 0 && r->vfrac < 1))
+		bad_option("validation_fraction must be at least 0 and below 1");
+	if (r->policy == BFT_DEPLOY_IF_BETTER && r->vfrac == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deploy => 'if_better' needs a validation_fraction above 0"),
+				 errhint("The new version is compared with the deployed one on the validation rows.")));
+	if (!scratch && ARG_GIVEN(TA_ARCHITECTURE))
+		bad_option("architecture applies only when training from scratch (no base)");
+	bft_best_opts(ARG_ABSENT(TA_LOAD_BEST_MODEL_AT_END) ? -1 : PG_GETARG_BOOL(TA_LOAD_BEST_MODEL_AT_END),
+				  ARG_ABSENT(TA_METRIC_FOR_BEST_MODEL) ? NULL : ARG_TEXT(TA_METRIC_FOR_BEST_MODEL),
+				  !ARG_ABSENT(TA_EARLY_STOPPING_PATIENCE),
+				  ARG_ABSENT(TA_EARLY_STOPPING_PATIENCE) ? 0 : PG_GETARG_INT32(TA_EARLY_STOPPING_PATIENCE),
+				  r->vfrac, &r->best);
+}
+
+/* From scratch: the architecture (defaults, then the argument's keys). */
+static void
+train_parse_architecture(FunctionCallInfo fcinfo, TrainRun *r)
+{
+	Arch	   *a = &r->arch;
+
+	a->hidden_size = BFT_SCRATCH_HIDDEN_SIZE;
+	a->num_hidden_layers = BFT_SCRATCH_LAYERS;
+	a->num_attention_heads = BFT_SCRATCH_HEADS;
+	a->intermediate_size = BFT_SCRATCH_INTERMEDIATE;
+	a->vocab_size = BFT_SCRATCH_VOCAB_SIZE;
+	a->max_position_embeddings = Max(BFT_SCRATCH_MAX_POSITIONS, r->max_length);
+	a->do_lower_case = BFT_SCRATCH_LOWER_CASE;
+	a->shape_given = a->vocab_given = false;
+	if (r->scratch && ARG_GIVEN(TA_ARCHITECTURE))
+		parse_architecture(PG_GETARG_DATUM(TA_ARCHITECTURE), a);
+	if (r->scratch && a->max_position_embeddings < r->max_length)
+		bad_option("max_length exceeds the architecture's max_position_embeddings");
+}
+
+/* Every check before any work: the source, store privileges, the name, the base, memory. */
+static void
+train_check_source(TrainRun *r)
+{
+	bft_config	ec = bft_config_default();
+	bft_parts	ep = {1, 1, r->mlm_epochs > 0};
+
+	bft_prepare_source(r->relid, r->text_col, r->label_col, &r->src);
+	r->multi = r->src.label_is_array;
+	bft_check_store(r->model_name);
+	if (!r->scratch)
+	{
+		bft_require_model_read("bft_train(base => ...)");
+		return;
+	}
+	ec.vocab_size = r->arch.vocab_size;
+	ec.hidden_size = r->arch.hidden_size;
+	ec.num_hidden_layers = r->arch.num_hidden_layers;
+	ec.num_attention_heads = r->arch.num_attention_heads;
+	ec.intermediate_size = r->arch.intermediate_size;
+	ec.max_position_embeddings = r->arch.max_position_embeddings;
+	ec.num_labels = 2;
+	r->train_mem = bft_mem_model_bytes(&ec, ep, (Size) r->arch.vocab_size * 8) +
+		bft_mem_train_bytes(&ec, ep, 2, r->batch_size, r->max_length, r->mlm_epochs > 0) +
+		(r->best.load_best ? bft_mem_model_bytes(&ec, ep, 0) : 0);
+	bft_memory_require(r->train_mem, "training this architecture",
+					   "Lower batch_size, max_length or the architecture's hidden_size, num_hidden_layers, "
+					   "intermediate_size or vocab_size; a superuser can raise bft.max_memory.");
+}
+
+/* The run's memory context (its reset callback frees the engine objects) and progress. */
+static void
+train_begin(TrainRun *r)
+{
+	MemoryContextCallback *cb;
+
+	r->cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_train", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(r->cxt);
+	r->st = palloc0(sizeof(TrainState));
+	cb = palloc0(sizeof(MemoryContextCallback));
+	cb->func = train_state_cleanup;
+	cb->arg = r->st;
+	MemoryContextRegisterResetCallback(r->cxt, cb);
+
+	memset(&r->pc, 0, sizeof(r->pc));
+	r->pc.model = r->model_name;
+	r->pc.started = GetCurrentTimestamp();
+	r->pc.last_notice = bft_now_seconds();
+	initStringInfo(&r->pc.epochs);
+	bft_progress_begin(r->model_name, "reading");
+	r->st->progress_on = true;
+	bft_apply_threads();
+}
+
+/* Fine-tuning: the base model ('name', 'name@N' or 'name@latest') and its defaults. */
+static void
+train_load_base(TrainRun *r)
+{
+	int			ml;
+	int32		base_version;
+	char	   *base_name = bft_parse_model_ref(r->base, &base_version);
+	bft_model  *m;
+
+	m = r->st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
+	/* small encoders: their own learning rate and warmup defaults */
+	if (m->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN)
+	{
+		if (!r->lr_given)
+			r->lr = BFT_SMALL_BASE_LEARNING_RATE;
+		if (!r->warmup_given)
+			r->warmup = BFT_SMALL_BASE_WARMUP_RATIO;
+	}
+	if (!r->max_length_given)
+		r->max_length = Min(r->max_length, m->cfg.max_position_embeddings);
+	if (r->max_length > m->cfg.max_position_embeddings)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_length %d exceeds the base model's max_position_embeddings %d",
+						r->max_length, m->cfg.max_position_embeddings)));
+	if (r->mlm_epochs > 0 && !m->parts.mlm)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
+	r->train_mem = bft_mem_model_bytes(&m->cfg, m->parts, m->vocab_len) +
+		bft_mem_train_bytes(&m->cfg, m->parts, Max(m->cfg.num_labels, 2),
+							r->batch_size, r->max_length, r->mlm_epochs > 0) +
+		(r->best.load_best ? bft_mem_model_bytes(&m->cfg, m->parts, 0) : 0);
+	bft_memory_require(r->train_mem, "fine-tuning this model",
+					   "Lower batch_size or max_length, or use a smaller base model; a superuser can raise bft.max_memory.");
+	if (m->parts.classifier)
+		r->base_K = m->cfg.num_labels;
+	r->tok = m->tok;
+}
+
+/*
+ * From scratch, pass 1: learn a WordPiece vocabulary from the column, and
+ * the shape that fits this many rows.  The snapshot pushed here serves pass 2
+ * too (train_read_rows pops it).
+ */
+static void
+train_learn_vocabulary(TrainRun *r)
+{
+	TrainState *st = r->st;
+	BftRowReader rd;
+	bft_error	err;
+	size_t		vlen;
+	size_t		pruned;
+	long long	below;
+	size_t		kept;
+
+	r->topts = bft_tokenizer_default_opts();
+	r->topts.do_lower_case = r->arch.do_lower_case ? 1 : 0;
+	r->topts.model_max_length = r->max_length;
+	st->wp = bft_wp_trainer_new(&r->topts, r->arch.vocab_size, 0, &err);
+	if (st->wp == NULL)
+		bft_report_engine_error(&err, "could not start vocabulary learning");
+	/* the word table gets what bft.max_memory leaves (rare words are pruned) */
+	bft_wp_trainer_set_memory(st->wp, bft_memory_limit() - Min(bft_cache_make_room(0), bft_memory_limit()));
+	PushActiveSnapshot(GetTransactionSnapshot());
+	memset(&r->rows, 0, sizeof(r->rows));
+	r->rows.src = &r->src;
+	r->rows.wp = st->wp;
+	rows_reader(&r->rows, &rd);
+	bft_read_rows(&rd);
+	bft_progress_begin(r->model_name, "vocabulary");
+	kept = bft_wp_trainer_stats(st->wp, &pruned, &below);
+	if (pruned > 0)
+		ereport(NOTICE,
+				(errmsg("vocabulary learned from the %zu most frequent distinct words; %zu rarer ones were dropped to stay within bft.max_memory",
+						kept, pruned)));
+	scale_architecture(&r->arch, r->rows.fed);
+	if (bft_wp_trainer_set_vocab_size(st->wp, r->arch.vocab_size, &err) != 0)
+		bft_report_engine_error(&err, "could not learn the vocabulary");
+	st->vocab = bft_wp_trainer_finish(st->wp, &vlen, &err);
+	if (st->vocab == NULL)
+		bft_report_engine_error(&err, "could not learn the vocabulary");
+	bft_wp_trainer_free(st->wp);
+	st->wp = NULL;
+	st->tok = bft_tokenizer_new(st->vocab, vlen, &r->topts, &err);
+	if (st->tok == NULL)
+		bft_report_engine_error(&err, "could not build the learned tokenizer");
+	r->tok = st->tok;
+}
+
+/* deploy => 'if_better': the deployed classifier to beat, if any. */
+static void
+train_load_deployed(TrainRun *r)
+{
+	TrainState *st = r->st;
+
+	if (r->policy != BFT_DEPLOY_IF_BETTER)
+		return;
+	r->cmp_version = deployed_version(r->model_name);
+	r->deployed_start = r->cmp_version;
+	if (r->cmp_version == 0)
+		return;
+	st->cmp = bft_load_model_row(r->model_name, r->cmp_version, NULL, NULL, &r->cmp_max_length);
+	if (!st->cmp->parts.classifier || st->cmp->cfg.num_labels <= 0)
+	{
+		bft_model_free(st->cmp);
+		st->cmp = NULL;
+		r->cmp_version = 0;
+	}
+	else
+		r->cmp_tok = st->cmp->tok;
+}
+
+/* Pass 2: tokenize every row (also with the deployed version's vocabulary) and collect labels. */
+static void
+train_read_rows(TrainRun *r)
+{
+	Rows	   *rows = &r->rows;
+	BftRowReader rd;
+
+	bft_progress_begin(r->model_name, "tokenizing");
+	if (!r->scratch)
+		PushActiveSnapshot(GetTransactionSnapshot());
+	memset(rows, 0, sizeof(*rows));
+	rows->src = &r->src;
+	rows->cxt = r->cxt;
+	rows->mem_base = r->train_mem;
+	rows->tok = r->tok;
+	rows->max_length = r->max_length;
+	rows->cmp_tok = r->cmp_tok;
+	rows->cmp_max_length = r->cmp_max_length;
+	rows->ids = palloc(sizeof(int32) * Max(r->max_length, r->cmp_max_length));
+	rows->cap = 1024;
+	rows->offsets = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
+	rows->raw = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
+	rows->offsets[0] = 0;
+	if (r->multi)
+	{
+		rows->lab_off = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
+		rows->lab_off[0] = 0;
+	}
+	if (r->cmp_tok)
+	{
+		rows->coffsets = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
+		rows->coffsets[0] = 0;
+	}
+	if (!r->src.label_is_int)
+		bft_label_map_init(&rows->names, "bft labels", 16, r->cxt);
+	rows_reader(rows, &rd);
+	bft_read_rows(&rd);
+	PopActiveSnapshot();
+	rows->skipped = rd.skipped;
+	bft_rows_report(&rd);
+}
+
+/*
+ * Labels → class ids 0 .. K-1: integer labels are their own ids (at least
+ * the base's classes), text labels are numbered in sorted order.
+ */
+static void
+train_map_labels(TrainRun *r)
+{
+	Rows	   *rows = &r->rows;
+	int64		nraw = r->multi ? rows->lab_total : rows->n;
+	const int64 *raw = r->multi ? rows->lab_raw : rows->raw;
+	int		   *remap;
+	int64		i;
+
+	r->labels = palloc(sizeof(int32) * rows->n);
+	if (r->src.label_is_int)
+	{
+		int64		maxv = 0;
+
+		for (i = 0; i < nraw; i++)
+			maxv = Max(maxv, raw[i]);
+		r->K = Max((int) maxv + 1, r->base_K);
+		r->names = palloc(sizeof(char *) * r->K);
+		remap = palloc(sizeof(int) * r->K);
+		for (i = 0; i < r->K; i++)
+		{
+			r->names[i] = psprintf("%d", (int) i);
+			remap[i] = (int) i;
+		}
+	}
+	else
+	{
+		r->K = rows->names.n;
+		r->names = palloc(sizeof(char *) * Max(r->K, 1));
+		remap = palloc(sizeof(int) * Max(r->K, 1));
+		memcpy(r->names, rows->names.names, sizeof(char *) * r->K);
+		qsort(r->names, r->K, sizeof(char *), cstr_cmp);
+		/* a name's temporary id is the one the map gave it */
+		for (i = 0; i < r->K; i++)
+			remap[bft_label_map_find(&rows->names, r->names[i])] = (int) i;
+	}
+	if (r->multi)
+	{
+		r->lab_ids = palloc(sizeof(int32) * Max(nraw, 1));
+		for (i = 0; i < nraw; i++)
+			r->lab_ids[i] = remap[raw[i]];
+		for (i = 0; i < rows->n; i++)
+			r->labels[i] = -1;
+	}
+	else
+		for (i = 0; i < rows->n; i++)
+			r->labels[i] = remap[raw[i]];
+}
+
+/* Whether every row has the label set of row 0 (the same labels, in any order). */
+static bool
+all_same_label_set(const int64 *lab_off, const int32 *lab_ids, int64 n)
+{
+	int64		i;
+
+	for (i = 1; i < n; i++)
+	{
+		int64		a0 = lab_off[0],
+					a1 = lab_off[1],
+					b0 = lab_off[i],
+					b1 = lab_off[i + 1];
+		int64		x;
+
+		if (a1 - a0 != b1 - b0)
+			return false;
+		for (x = b0; x < b1; x++)
+		{
+			bool		in = false;
+			int64		y;
+
+			for (y = a0; y < a1 && !in; y++)
+				in = lab_ids[x] == lab_ids[y];
+			if (!in)
+				return false;
+		}
+	}
+	return true;
+}
+
+/* A classifier needs two classes (single label) or label sets that differ. */
+static void
+train_check_classes(TrainRun *r)
+{
+	int64		n = r->rows.n;
+	int64		i;
+	int64	   *counts;
+	int			nclasses = 0;
+
+	if (r->multi)
+	{
+		if (r->rows.lab_total == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("none of the " INT64_FORMAT " rows has a label", n),
+					 errdetail("The label column holds only empty arrays (or arrays of NULLs).")));
+		if (all_same_label_set(r->rows.lab_off, r->lab_ids, n))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("all " INT64_FORMAT " rows have the same labels", n),
+					 errdetail("A multi-label classifier needs rows whose label sets differ.")));
+		return;
+	}
+	counts = palloc0(sizeof(int64) * Max(r->K, 1));
+	for (i = 0; i < n; i++)
+		counts[r->labels[i]]++;
+	for (i = 0; i < r->K; i++)
+		if (counts[i] > 0)
+			nclasses++;
+	if (nclasses < 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("all " INT64_FORMAT " rows have the same label", n),
+				 errdetail("A classifier needs at least two classes.")));
+	pfree(counts);
+}
+
+/* Shuffle idx[0 .. n) with the split's RNG (Fisher-Yates from the end). */
+static void
+split_shuffle(int64 *idx, int64 n, uint64 *prng)
+{
+	int64		j;
+
+	for (j = n - 1; j > 0; j--)
+	{
+		int64		k = (int64) (split_next(prng) % (uint64) (j + 1));
+		int64		tmp = idx[j];
+
+		idx[j] = idx[k];
+		idx[k] = tmp;
+	}
+}
+
+/* Mark round(vfrac * n) of the n rows idx[] as validation rows (n - 1 at most). */
+static int64
+split_take(const int64 *idx, int64 n, double vfrac, bool *is_val)
+{
+	int64		take = (int64) floor(vfrac * n + 0.5);
+	int64		j;
+
+	if (take >= n)
+		take = n - 1;
+	for (j = 0; j < take; j++)
+		is_val[idx[j]] = true;
+	return take;
+}
+
+/*
+ * The validation split from the seed: stratified by class (single label),
+ * a random sample of the rows (label sets); then the train and validation
+ * datasets.
+ */
+static void
+train_split(TrainRun *r)
+{
+	Rows	   *rows = &r->rows;
+	int32	   *labels = r->multi ? NULL : r->labels;
+
+	if (r->vfrac > 0)
+	{
+		uint64		prng = (uint64) (uint32) r->seed;
+		int64	   *idx = palloc(sizeof(int64) * rows->n);
+		int64		i;
+		int			c;
+
+		r->is_val = palloc0(sizeof(bool) * rows->n);
+		for (c = 0; c < (r->multi ? 1 : r->K); c++)
+		{
+			int64		nc = 0;
+
+			for (i = 0; i < rows->n; i++)
+				if (r->multi || r->labels[i] == c)
+					idx[nc++] = i;
+			if (nc == 0)
+				continue;
+			split_shuffle(idx, nc, &prng);
+			r->nval += split_take(idx, nc, r->vfrac, r->is_val);
+		}
+		pfree(idx);
+		if (r->nval == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("validation_fraction %g leaves no validation rows out of " INT64_FORMAT,
+							r->vfrac, rows->n)));
+	}
+	subset(rows->tokens, rows->offsets, labels, rows->lab_off, r->lab_ids, rows->n, r->is_val,
+		   false, &r->train_ds);
+	if (r->nval > 0)
+		subset(rows->tokens, rows->offsets, labels, rows->lab_off, r->lab_ids, rows->n,
+			   r->is_val, true, &r->val_ds);
+	if (rows->tokens)
+		pfree(rows->tokens);
+	rows->tokens = NULL;
+}
+
+/* From scratch: whether the training rows' classes are imbalanced enough for balanced weights. */
+static bool
+scratch_imbalanced(const TrainRun *r)
+{
+	int64	   *tc = palloc0(sizeof(int64) * r->K);
+	int64		lo = -1,
+				hi = 0;
+	int64		i;
+
+	for (i = 0; i < r->train_ds.n; i++)
+		tc[r->train_ds.labels[i]]++;
+	for (i = 0; i < r->K; i++)
+		if (tc[i] > 0)
+		{
+			lo = lo < 0 ? tc[i] : Min(lo, tc[i]);
+			hi = Max(hi, tc[i]);
+		}
+	pfree(tc);
+	return lo > 0 && (double) hi >= BFT_SCRATCH_AUTO_WEIGHT_RATIO * (double) lo;
+}
+
+/*
+ * From scratch, epochs by a step budget and class weights when imbalanced;
+ * then the class weights (weighted cross-entropy) from the training rows.
+ */
+static void
+train_epochs_and_weights(TrainRun *r)
+{
+	if (r->scratch && !r->epochs_given)
+		r->epochs = epochs_for_steps(r->train_ds.n, r->batch_size, BFT_SCRATCH_TRAIN_STEPS,
+									 BFT_SCRATCH_EPOCHS, BFT_SCRATCH_MAX_EPOCHS);
+	if (r->scratch && !r->mlm_epochs_given && r->mlm_epochs > 0)
+		r->mlm_epochs = epochs_for_steps(r->train_ds.n, r->batch_size, BFT_SCRATCH_MLM_STEPS,
+										 BFT_SCRATCH_MLM_EPOCHS, BFT_SCRATCH_MAX_MLM_EPOCHS);
+	if (r->scratch && !r->multi && r->class_weights_arg == NULL &&
+		BFT_SCRATCH_AUTO_WEIGHT_RATIO > 0 && scratch_imbalanced(r))
+	{
+		r->class_weights_arg = "balanced";
+		r->cw_auto = true;
+	}
+	initStringInfo(&r->cw_params);
+	initStringInfo(&r->cw_metrics);
+	r->class_weights = bft_class_weights(r->class_weights_arg, r->K, r->names, r->train_ds.labels,
+										 r->train_ds.n, &r->cw_params, &r->cw_metrics);
+}
+
+/* From scratch: a new model of the architecture, the learned vocabulary and K labels. */
+static void
+train_new_model(TrainRun *r)
+{
+	TrainState *st = r->st;
+	bft_config	cfg = bft_config_default();
+	bft_parts	parts;
+	Size		need;
+	bft_error	err;
+
+	cfg.vocab_size = bft_tokenizer_vocab_size(st->tok);
+	cfg.hidden_size = r->arch.hidden_size;
+	cfg.num_hidden_layers = r->arch.num_hidden_layers;
+	cfg.num_attention_heads = r->arch.num_attention_heads;
+	cfg.intermediate_size = r->arch.intermediate_size;
+	cfg.max_position_embeddings = r->arch.max_position_embeddings;
+	cfg.pad_token_id = Max(bft_tokenizer_special(st->tok).pad, 0);
+	cfg.tok = r->topts;
+	cfg.num_labels = r->K;
+	parts.pooler = 1;
+	parts.classifier = 1;
+	parts.mlm = r->mlm_epochs > 0 ? 1 : 0;
+	/* the learned vocabulary and the labels are known now */
+	need = bft_mem_model_bytes(&cfg, parts, strlen(st->vocab)) +
+		bft_mem_train_bytes(&cfg, parts, r->K, r->batch_size, r->max_length, r->mlm_epochs > 0) +
+		(r->best.load_best ? bft_mem_model_bytes(&cfg, parts, 0) : 0);
+	bft_memory_require(need + rows_bytes(&r->rows), "training this architecture on these rows",
+					   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
+					   "a superuser can raise bft.max_memory.");
+	bft_engine_budget();
+	bft_progress_begin(r->model_name, "initialising");
+	st->model = bft_model_new(&cfg, st->vocab, strlen(st->vocab), parts, (uint64) r->seed, &err);
+	if (st->model == NULL)
+		bft_report_engine_error(&err, "could not create the model");
+}
+
+/* The model to train: new (from scratch) or the base, with this training's labels. */
+static void
+train_build_model(TrainRun *r)
+{
+	bft_error	err;
+
+	if (r->scratch)
+		train_new_model(r);
+	bft_engine_budget();
+	if (bft_model_set_labels(r->st->model, r->K, (const char *const *) r->names, (uint64) r->seed,
+							 &err) != 0)
+		bft_report_engine_error(&err, "could not set the model's labels");
+	/* a sigmoid per label and binary cross-entropy for label sets */
+	r->st->model->cfg.problem_type = r->multi ? BFT_PROBLEM_MULTI_LABEL : BFT_PROBLEM_SINGLE_LABEL;
+}
+
+/* resume => true: which saved phase state (if any) this training continues from. */
+static void
+train_find_saved_state(TrainRun *r)
+{
+	bft_error	serr;
+
+	r->sinfo = palloc0(sizeof(bft_train_state_info_t));
+	if (bft_train_state_exists(r->cls_state) &&
+		bft_train_state_info(r->cls_state, r->sinfo, &serr) == BFT_OK && r->sinfo->task == 0)
+		r->resume_cls = true;
+	else if (r->mlm_epochs > 0 && bft_train_state_exists(r->mlm_state) &&
+			 bft_train_state_info(r->mlm_state, r->sinfo, &serr) == BFT_OK && r->sinfo->task == 1)
+		r->resume_mlm = true;
+	else
+		ereport(NOTICE,
+				(errmsg("no saved training state of \"%s\" for role \"%s\": training from the start",
+						r->model_name, GetUserNameFromId(GetUserId(), false))));
+	if (r->resume_cls || r->resume_mlm)
+		ereport(NOTICE,
+				(errmsg("resuming %s of \"%s\" after epoch %d of %d",
+						r->resume_cls ? "training" : "MLM pre-training", r->model_name,
+						r->sinfo->epochs_done, r->sinfo->epochs)));
+}
+
+/* Per-epoch states: their files, the salt of what the engine cannot see, what to resume. */
+static void
+train_prepare_states(TrainRun *r)
+{
+	bft_model  *m = r->st->model;
+	char	  **lnames;
+	uint64		salt;
+	int			k;
+
+	initStringInfo(&r->mlm_note);
+	if (!r->save_state && !r->resume)
+		return;
+	lnames = bft_model_label_names(m);
+	bft_train_state_expire();
+	r->mlm_state = bft_train_state_path(r->model_name, "mlm", r->save_state);
+	r->cls_state = bft_train_state_path(r->model_name, "train", r->save_state);
+	/* what the engine cannot see: the initial weights, vocabulary and label names */
+	salt = bft_train_hash(0, m->params_mem, m->num_params * sizeof(float));
+	salt = bft_train_hash(salt, m->vocab, m->vocab_len);
+	for (k = 0; k < r->K; k++)
+		salt = bft_train_hash(salt, lnames[k], strlen(lnames[k]) + 1);
+	salt = bft_train_hash(salt, &r->max_length, sizeof(r->max_length));
+	r->opts_salt = salt;
+	if (r->resume)
+		train_find_saved_state(r);
+}
+
+/* The engine's options, shared by MLM pre-training and fine-tuning. */
+static void
+train_set_opts(TrainRun *r)
+{
+	bft_train_opts *o = &r->opts;
+
+	*o = bft_train_default_opts();
+	o->batch_size = r->batch_size;
+	/* doubles, as Trainer's: ceil(steps * warmup_ratio) must match */
+	o->learning_rate = r->lr;
+	o->warmup_ratio = r->warmup;
+	o->weight_decay = r->weight_decay;
+	o->dropout = r->dropout_given ? (float) r->dropout : -1.0f;
+	o->shuffle = r->shuffle ? 1 : 0;
+	o->group_by_length = r->group_by_length ? 1 : 0;
+	o->seed = (uint64) r->seed;
+	/* cancel checks between encoder layers, not only after each step */
+	o->poll = bft_poll_interrupts;
+	o->poll_ctx = &r->pc.edata;
+	o->class_weights = r->class_weights;
+	o->load_best_model_at_end = r->best.load_best ? 1 : 0;
+	o->metric_for_best = r->best.metric;
+	o->early_stopping_patience = r->best.patience;
+	o->device = r->train_device;
+	o->precision = r->train_precision;
+	o->state_salt = r->opts_salt;
+}
+
+/* MLM pre-training on the column's own text (or its summary, when fine-tuning resumes). */
+static void
+train_mlm(TrainRun *r)
+{
+	bft_train_opts mopts = r->opts;
+	bft_dataset unl = r->train_ds;
+	bft_error	err;
+	int			rc;
+
+	memset(&r->mlm_res, 0, sizeof(r->mlm_res));
+	if (r->mlm_epochs > 0 && r->resume_cls)
+	{
+		/* fine-tuning had started: the MLM phase's summary is in its state */
+		if (sscanf(r->sinfo->note, "mlm %d %f %lf", &r->mlm_res.epochs, &r->mlm_res.train_loss,
+				   &r->mlm_res.seconds) != 3)
+			r->mlm_res.epochs = r->mlm_epochs;
+		r->mlm_res.resumed_epochs = r->mlm_res.epochs;
+		return;
+	}
+	if (r->mlm_epochs == 0)
+		return;
+	unl.labels = NULL;
+	mopts.epochs = r->mlm_epochs;
+	mopts.valid = NULL;
+	mopts.class_weights = NULL;
+	r->pc.phase = "mlm";
+	bft_progress_begin(r->model_name, "mlm");
+	if (r->save_state)
+		mopts.state_path = r->mlm_state;
+	if (r->resume_mlm)
+		mopts.resume_path = r->mlm_state;
+	rc = bft_pretrain_mlm(r->st->model, &unl, &mopts, progress_cb, &r->pc, &r->mlm_res, &err);
+	check_state_result(rc, &err, mopts.resume_path);
+	check_engine_result(rc, &r->pc, &err, "MLM pre-training failed");
+	appendStringInfo(&r->mlm_note, "mlm %d %.9g %.17g", r->mlm_res.epochs, r->mlm_res.train_loss,
+					 r->mlm_res.seconds);
+}
+
+/* Fine-tuning, with the validation rows (if any) scored after each epoch. */
+static void
+train_finetune(TrainRun *r)
+{
+	bft_train_opts *o = &r->opts;
+	bft_error	err;
+	int			rc;
+
+	/* per-epoch metrics of fine-tuning only */
+	resetStringInfo(&r->pc.epochs);
+	r->pc.nepochs = 0;
+	o->epochs = r->epochs;
+	o->valid = r->nval > 0 ? &r->val_ds : NULL;
+	r->pc.phase = "training";
+	bft_progress_begin(r->model_name, "training");
+	if (r->save_state)
+	{
+		o->state_path = r->cls_state;
+		o->state_note = r->mlm_note.data;
+		o->state_note_len = r->mlm_note.len;
+	}
+	if (r->resume_cls)
+		o->resume_path = r->cls_state;
+	rc = bft_train(r->st->model, &r->train_ds, o, progress_cb, &r->pc, &r->res, &err);
+	check_state_result(rc, &err, o->resume_path);
+	check_engine_result(rc, &r->pc, &err, "training failed");
+	if (r->res.early_stopped)
+		ereport(NOTICE,
+				(errmsg("early stopping after epoch %d: validation %s did not improve for %d epochs; %s epoch %d",
+						r->res.epochs, bft_metric_name(r->best.metric), r->best.patience,
+						r->best.load_best ? "keeping" : "the best was", r->res.best_epoch)));
+	else if (r->best.load_best && r->res.kept_epoch != r->res.epochs)
+		ereport(NOTICE,
+				(errmsg("keeping epoch %d, the best by validation %s",
+						r->res.kept_epoch, bft_metric_name(r->best.metric))));
+	r->new_score[BFT_METRIC_ACCURACY] = r->res.eval_accuracy;
+	r->new_score[BFT_METRIC_MACRO_F1] = r->res.eval_macro_f1;
+	r->new_score[BFT_METRIC_LOSS] = r->res.eval_loss;
+}
+
+/* if_better: the deployed version's scores on the same validation rows, by label name. */
+static void
+train_compare_deployed(TrainRun *r)
+{
+	bft_model  *cmp = r->st->cmp;
+	bft_dataset cds;
+	float	   *probs;
+	int			CK = cmp->cfg.num_labels;
+	char	  **cnames = bft_model_label_names(cmp);
+	double	   *old = r->old_score;
+
+	subset(r->rows.ctokens, r->rows.coffsets, NULL, NULL, NULL, r->rows.n, r->is_val, true, &cds);
+	probs = MemoryContextAllocHuge(r->cxt, sizeof(float) * (Size) CK * cds.n);
+	bft_predict_encoded(cmp, cds.n, cds.tokens, cds.offsets, probs);
+	if (r->multi != (cmp->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL))
+	{
+		/* label sets against single labels (or the reverse): not comparable */
+		r->comparable = false;
+		r->do_deploy = false;
+		ereport(NOTICE,
+				(errmsg("the deployed version %d of \"%s\" is a %s classifier and the new one a %s classifier: the new version is not deployed",
+						r->cmp_version, r->model_name, r->multi ? "single-label" : "multi-label",
+						r->multi ? "multi-label" : "single-label"),
+				 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
+		return;
+	}
+	if (r->multi)
+		compare_scores_multi(cnames, CK, probs, &r->val_ds, r->names, r->K,
+							 &old[BFT_METRIC_ACCURACY], &old[BFT_METRIC_MACRO_F1], &old[BFT_METRIC_LOSS]);
+	else
+	{
+		char	  **truth = palloc(sizeof(char *) * cds.n);
+		int64		i;
+
+		for (i = 0; i < cds.n; i++)
+			truth[i] = r->names[r->val_ds.labels[i]];
+		compare_scores(cnames, CK, probs, truth, cds.n, &old[BFT_METRIC_ACCURACY],
+					   &old[BFT_METRIC_MACRO_F1], &old[BFT_METRIC_LOSS]);
+	}
+	if (r->metric == BFT_METRIC_LOSS)
+		r->do_deploy = r->new_score[r->metric] < old[r->metric];
+	else
+		r->do_deploy = r->new_score[r->metric] > old[r->metric];
+}
+
+/* Deploy the new version? always / never / if_better than the deployed one. */
+static void
+train_decide_deploy(TrainRun *r)
+{
+	r->do_deploy = r->policy == BFT_DEPLOY_ALWAYS;
+	if (r->policy != BFT_DEPLOY_IF_BETTER)
+		return;
+	if (r->st->cmp == NULL)
+		r->do_deploy = true;
+	else
+		train_compare_deployed(r);
+
+	/*
+	 * (ops) The deployed version may have changed while this one trained (a
+	 * rollback with bft_deploy, another training): then the scores compared
+	 * no longer concern the deployed version, so do not deploy.  The name
+	 * lock, held until commit, keeps other trainings from storing a version
+	 * in between.
+	 */
+	bft_lock_model_name(r->model_name);
+	r->deployed_now = deployed_version(r->model_name);
+	if (r->deployed_now != r->deployed_start)
+	{
+		r->do_deploy = false;
+		ereport(NOTICE,
+				(errmsg("the deployed version of \"%s\" changed from %d to %d during training; the new version is not deployed",
+						r->model_name, r->deployed_start, r->deployed_now),
+				 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
+	}
+}
+
+/* bft.models.params: the arguments as used (defaults applied). */
+static char *
+train_params_json(const TrainRun *r)
+{
+	StringInfoData p;
+
+	initStringInfo(&p);
+	appendStringInfoString(&p, "{\"relation\": ");
+	escape_json(&p, r->src.relname);
+	appendStringInfoString(&p, ", \"text_column\": ");
+	escape_json(&p, NameStr(*r->text_col));
+	appendStringInfoString(&p, ", \"label_column\": ");
+	escape_json(&p, NameStr(*r->label_col));
+	appendStringInfo(&p, ", \"label_type\": \"%s%s\", \"base\": ",
+					 r->src.label_is_int ? "integer" : "text", r->multi ? "[]" : "");
+	if (r->base)
+		escape_json(&p, r->base);
+	else
+		appendStringInfoString(&p, "null");
+	appendStringInfo(&p, ", \"epochs\": %d, \"mlm_epochs\": %d, \"batch_size\": %d",
+					 r->epochs, r->mlm_epochs, r->batch_size);
+	bft_json_key_float(&p, "learning_rate", r->lr, true);
+	appendStringInfo(&p, ", \"max_length\": %d", r->max_length);
+	bft_json_key_float(&p, "warmup_ratio", r->warmup, true);
+	bft_json_key_float(&p, "weight_decay", r->weight_decay, true);
+	if (!r->dropout_given)
+		appendStringInfoString(&p, ", \"dropout\": null");
+	else
+		bft_json_key_float(&p, "dropout", r->dropout, true);
+	appendStringInfo(&p, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
+					 r->shuffle ? "true" : "false", r->group_by_length ? "true" : "false", r->seed);
+	bft_json_key_float(&p, "validation_fraction", r->vfrac, true);
+	appendStringInfoString(&p, r->cw_params.data[0] ? r->cw_params.data : ", \"class_weights\": null");
+	if (r->cw_auto)
+		appendStringInfoString(&p, ", \"class_weights_automatic\": true");
+	appendStringInfo(&p, ", \"resume\": %s", r->resume ? "true" : "false");
+	appendStringInfo(&p, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
+					 "\"early_stopping_patience\": %d",
+					 r->best.load_best ? "true" : "false", bft_metric_name(r->best.metric),
+					 r->best.patience);
+	appendStringInfo(&p, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
+					 r->deploy, r->train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
+	appendStringInfo(&p, ", \"precision\": \"%s\"",
+					 bft_precision_name(r->train_precision));
+	if (r->scratch)
+		appendStringInfo(&p, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
+						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
+						 " \"max_position_embeddings\": %d, \"do_lower_case\": %s}",
+						 r->arch.hidden_size, r->arch.num_hidden_layers, r->arch.num_attention_heads,
+						 r->arch.intermediate_size, r->arch.vocab_size, r->arch.max_position_embeddings,
+						 r->arch.do_lower_case ? "true" : "false");
+	appendStringInfoChar(&p, '}');
+	return p.data;
+}
+
+/* The "deploy" object of bft.models.metrics: the policy and, for if_better, the scores compared. */
+static void
+train_deploy_json(const TrainRun *r, StringInfo m)
+{
+	int			k;
+
+	appendStringInfo(m, ", \"deploy\": {\"policy\": \"%s\", \"deployed\": %s",
+					 r->policy == BFT_DEPLOY_IF_BETTER ? "if_better" : r->deploy,
+					 r->do_deploy ? "true" : "false");
+	if (r->policy == BFT_DEPLOY_IF_BETTER)
+	{
+		appendStringInfo(m, ", \"metric\": \"%s\"", metric_names[r->metric]);
+		for (k = 0; k < 3; k++)
+			bft_json_key_float(m, psprintf("new_%s", metric_names[k]), r->new_score[k], true);
+		if (r->cmp_version > 0 && !r->comparable)
+			appendStringInfo(m, ", \"compared_version\": %d, \"comparable\": false", r->cmp_version);
+		else if (r->cmp_version > 0)
+		{
+			appendStringInfo(m, ", \"compared_version\": %d", r->cmp_version);
+			for (k = 0; k < 3; k++)
+				bft_json_key_float(m, psprintf("compared_%s", metric_names[k]), r->old_score[k], true);
+		}
+		else
+			appendStringInfoString(m, ", \"compared_version\": null");
+		if (r->deployed_now != r->deployed_start)
+			appendStringInfo(m, ", \"deployed_version_changed_to\": %d", r->deployed_now);
+	}
+	appendStringInfoString(m, "}}");
+}
+
+/* bft.models.metrics: rows, steps, losses and scores, epochs, MLM, deployment. */
+static char *
+train_metrics_json(const TrainRun *r)
+{
+	const bft_train_result *res = &r->res;
+	bool		val = r->nval > 0;
+	StringInfoData m;
+
+	initStringInfo(&m);
+	appendStringInfo(&m, "{\"rows_used\": " INT64_FORMAT ", \"rows_skipped\": " INT64_FORMAT
+					 ", \"train_rows\": " INT64_FORMAT ", \"validation_rows\": " INT64_FORMAT
+					 ", \"classes\": %d, \"steps\": " INT64_FORMAT ", \"warmup_steps\": " INT64_FORMAT,
+					 r->rows.n, r->rows.skipped, r->train_ds.n, r->nval, r->K, res->steps,
+					 res->warmup_steps);
+	bft_json_key_float(&m, "train_loss", res->train_loss, true);
+	bft_json_key_float(&m, "validation_loss", val ? res->eval_loss : NAN, true);
+	bft_json_key_float(&m, "validation_accuracy", val ? res->eval_accuracy : NAN, true);
+	bft_json_key_float(&m, "validation_macro_f1", val ? res->eval_macro_f1 : NAN, true);
+	bft_json_key_float(&m, "samples_per_second", res->samples_per_s, true);
+	bft_json_key_float(&m, "train_seconds", res->seconds, true);
+	bft_json_key_float(&m, "duration_s", r->seconds, true);
+	appendStringInfo(&m, ", \"epochs\": [%s]", r->pc.epochs.data);
+	appendStringInfoString(&m, r->cw_metrics.data);
+	appendStringInfo(&m, ", \"epochs_run\": %d, \"kept_epoch\": %d, \"stop_reason\": \"%s\"",
+					 res->epochs, res->kept_epoch, res->early_stopped ? "early_stopping" : "max_epochs");
+	appendStringInfo(&m, ", \"resumed_after_epoch\": %d", res->resumed_epochs);
+	if (val)
+	{
+		appendStringInfo(&m, ", \"best_epoch\": %d", res->best_epoch);
+		bft_json_key_float(&m, "best_metric", res->best_metric, true);
+	}
+	if (r->mlm_epochs > 0)
+	{
+		appendStringInfo(&m, ", \"mlm\": {\"epochs\": %d, \"resumed_after_epoch\": %d",
+						 r->mlm_res.epochs, r->mlm_res.resumed_epochs);
+		bft_json_key_float(&m, "loss", r->mlm_res.train_loss, true);
+		bft_json_key_float(&m, "seconds", r->mlm_res.seconds, true);
+		appendStringInfoChar(&m, '}');
+	}
+	train_deploy_json(r, &m);
+	return m.data;
+}
+
+/* Store the new version (deployed or not) in the caller's transaction. */
+static void
+train_store(TrainRun *r)
+{
+	char	   *params;
+	char	   *metrics;
+
+	bft_progress_begin(r->model_name, "saving");
+	r->seconds = bft_now_seconds() - r->t0;
+	params = train_params_json(r);
+	metrics = train_metrics_json(r);
+	r->version = bft_store_model(r->model_name, r->base, r->st->model, params, metrics, r->do_deploy);
+	/* stored: the saved states are no longer needed once this commits */
+	if (r->save_state || r->resume)
+		bft_train_state_discard_at_commit(r->model_name);
+	if (r->policy == BFT_DEPLOY_IF_BETTER)
+		ereport(NOTICE,
+				(errmsg(r->do_deploy ? "version %d deployed (validation %s %.4f, deployed version %s)"
+						: "version %d not deployed (validation %s %.4f, deployed version %s)",
+						r->version, metric_names[r->metric], r->new_score[r->metric],
+						r->cmp_version > 0 ? psprintf("%d: %.4f", r->cmp_version, r->old_score[r->metric])
+						: "none")));
+}
+
+/* bft_train's result row, built in the caller's memory context. */
+static void
+train_result_row(TrainRun *r, MemoryContext caller)
+{
+	Datum		values[9];
+	bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
+	Interval   *dur = palloc0(sizeof(Interval));
+
+	dur->time = (int64) (r->seconds * USECS_PER_SEC);
+	MemoryContextSwitchTo(caller);
+	values[0] = CStringGetTextDatum(r->model_name);
+	values[1] = Int32GetDatum(r->version);
+	values[2] = Int64GetDatum(r->rows.n);
+	values[3] = Int32GetDatum(r->res.epochs);	/* run (early stopping: fewer) */
+	values[4] = Float4GetDatum(r->res.train_loss);
+	if (r->nval > 0)
+	{
+		values[5] = Float4GetDatum(r->res.eval_accuracy);
+		values[6] = Float4GetDatum(r->res.eval_macro_f1);
+	}
+	else
+		nulls[5] = nulls[6] = true;
+	values[7] = Float4GetDatum((float4) r->res.samples_per_s);
+	values[8] = IntervalPGetDatum(dur);
+	tuplestore_putvalues(r->tstore, r->tupdesc, values, nulls);
+}
 
 /*
  * bft_train(relation, text_column, label_column, epochs, model, base,
@@ -1079,961 +2140,54 @@ compare_scores_multi(char **cnames, int CK, const float *probs, const bft_datase
  *           weight_decay, dropout, shuffle, seed, validation_fraction,
  *           deploy, device, architecture, mlm_epochs, group_by_length,
  *           class_weights, load_best_model_at_end, metric_for_best_model,
- *           early_stopping_patience, resume)
+ *           early_stopping_patience, resume, train_precision)
  */
 Datum
 bft_train_sql(PG_FUNCTION_ARGS)
 {
-	TupleDesc	tupdesc;
-	Tuplestorestate *tstore;
-	MemoryContext cxt;
-	MemoryContext oldcxt;
-	MemoryContextCallback *cb;
-	TrainState *st;
-	BftSource	src;
-	Oid			relid;
-	char	   *model_name;
-	char	   *base = NULL;
-	bool		scratch;
-	int			epochs;
-	int			mlm_epochs;
-	int			batch_size;
-	double		lr;
-	bool		lr_given = !PG_ARGISNULL(7);
-	bool		warmup_given = !PG_ARGISNULL(9);
-	int			max_length = ARG_INT(8, BFT_DEFAULT_MAX_LENGTH);
-	bool		max_length_given = !PG_ARGISNULL(8);
-	double		warmup;
-	double		weight_decay = ARG_F8(10, 0.0);
-	double		dropout = ARG_F8(11, -1.0);
-	bool		shuffle = ARG_BOOL(12, true);
-	int			seed = ARG_INT(13, 42);
-	double		vfrac = ARG_F8(14, 0.0);
-	char	   *deploy = PG_ARGISNULL(15) ? "always" : text_to_cstring(PG_GETARG_TEXT_PP(15));
-	int			policy;
-	int			metric;
-	char	   *device = PG_ARGISNULL(16) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(16));
-	bool		group_by_length;
-	Arch		arch;
-	bft_tokenizer_opts topts = bft_tokenizer_default_opts();
-	const bft_tokenizer *tok;
-	const bft_tokenizer *cmp_tok = NULL;
-	int			cmp_max_length = 0;
-	int32		cmp_version = 0;
-	Rows		rows;
-	HASHCTL		hctl;
-	int			K = 0;
-	int32	   *labels;
-	bool		multi;			/* label sets: a multi-label classifier */
-	int32	   *lab_ids = NULL; /* their class ids (rows.lab_off gives each row's) */
-	char	  **names;
-	int64		i;
-	int64	   *counts;
-	int			nclasses = 0;
-	bool	   *is_val = NULL;
-	int64		nval = 0;
-	bft_dataset train_ds,
-				val_ds;
-	bft_train_opts opts;
-	bft_train_result res,
-				mlm_res;
-	bft_error	err;
-	ProgressCtx pc;
-	int			rc;
-	double		t0 = bft_now_seconds();
-	double		seconds;
-	bool		do_deploy;
-	bool		comparable = true;	/* if_better: the deployed version's problem type matches */
-	double		new_score[3] = {NAN, NAN, NAN},	/* by BFT_METRIC_* */
-				old_score[3] = {NAN, NAN, NAN};
-	StringInfoData params,
-				metrics;
-	int32		version;
-	Datum		values[9];
-	bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
-	Interval   *dur;
-	int			base_K = 0;
-	int			train_device;
-	Size		train_mem = 0;	/* model + training state, without the rows */
-	int32		deployed_start = 0; /* if_better: deployed version when training started */
-	int32		deployed_now = 0;	/* ... and at decision time */
-	uint64		opts_salt = 0;
-	/* arguments after the 20 of bft 0.1.0's SQL definition (NULL under it) */
-	char	   *class_weights_arg = ARG_ABSENT(20) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(20));
-	float	   *class_weights;
-	StringInfoData cw_params,
-				cw_metrics;
-	BftBestOpts best;
-	bool		cw_auto = false;	/* class weights chosen by the defaults */
-	bool		resume = ARG_ABSENT(24) ? false : PG_GETARG_BOOL(24);
-	bool		save_state = bft_save_train_state && bft_train_state_retention > 0;
-	char	   *mlm_state = NULL;	/* state files of this role, model and phase */
-	char	   *cls_state = NULL;
-	bool		resume_cls = false;
-	bool		resume_mlm = false;
-	bft_train_state_info_t *sinfo = NULL;
-	StringInfoData mlm_note;
+	MemoryContext caller = CurrentMemoryContext;
+	TrainRun   *r = palloc0(sizeof(TrainRun));
+	int			k;
 
-	/* ---- arguments ---- */
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("relation, text_column and label_column must not be NULL")));
-	if (PG_NARGS() < 20)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("the SQL definition of bft_train does not match the bft library"),
-				 errhint("Run ALTER EXTENSION bft UPDATE, or reinstall bft.")));
-	bft_srf_materialize(fcinfo, &tupdesc, &tstore, train_types, 9);
-	PreventCommandIfReadOnly("bft_train()");
-	PreventCommandDuringRecovery("bft_train()");
-	relid = PG_GETARG_OID(0);
+	r->t0 = bft_now_seconds();
+	r->comparable = true;
+	for (k = 0; k < 3; k++)
+		r->new_score[k] = r->old_score[k] = NAN;
 
-	/* device => NULL: bft.device; 'cuda' without a usable GPU is an ERROR */
-	train_device = bft_resolve_device(device);
-	bft_check_precision(train_device, true);
-	policy = bft_parse_deploy(deploy, &metric);
+	/* arguments; every check before any work */
+	train_parse_args(fcinfo, r);
+	train_parse_options(fcinfo, r);
+	train_parse_architecture(fcinfo, r);
+	train_check_source(r);
+	train_begin(r);
 
-	model_name = PG_ARGISNULL(4) ? get_rel_name(relid) : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (model_name == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	bft_check_model_name(model_name);
-	if (!PG_ARGISNULL(5))
-		base = text_to_cstring(PG_GETARG_TEXT_PP(5));
-	scratch = (base == NULL);
-
-	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) <= 0)
-		bad_option("epochs must be positive");
-	if (!PG_ARGISNULL(18) && PG_GETARG_INT32(18) < 0)
-		bad_option("mlm_epochs must not be negative");
-	epochs = ARG_INT(3, scratch ? BFT_SCRATCH_EPOCHS : BFT_BASE_EPOCHS);
-	mlm_epochs = ARG_INT(18, scratch ? BFT_SCRATCH_MLM_EPOCHS : 0);
-	batch_size = ARG_INT(6, scratch ? BFT_SCRATCH_BATCH_SIZE : BFT_BASE_BATCH_SIZE);
-	lr = ARG_F8(7, scratch ? BFT_SCRATCH_LEARNING_RATE : BFT_BASE_LEARNING_RATE);
-	warmup = ARG_F8(9, scratch ? BFT_SCRATCH_WARMUP_RATIO : BFT_BASE_WARMUP_RATIO);
-	group_by_length = ARG_BOOL(19, scratch ? BFT_SCRATCH_GROUP_BY_LENGTH : BFT_BASE_GROUP_BY_LENGTH);
-	if (epochs > 100000)
-		bad_option("epochs must be at most 100000");
-	if (batch_size <= 0 || batch_size > 65536)
-		bad_option("batch_size must be between 1 and 65536");
-	if (!(lr > 0) || isinf(lr) || lr > 10)
-		bad_option("learning_rate must be positive and at most 10");
-	if (max_length < 2 || max_length > 8192)
-		bad_option("max_length must be between 2 and 8192");
-	if (!(warmup >= 0 && warmup <= 1))
-		bad_option("warmup_ratio must be between 0 and 1");
-	if (!(weight_decay >= 0) || isinf(weight_decay))
-		bad_option("weight_decay must not be negative");
-	if (!PG_ARGISNULL(11) && !(dropout >= 0 && dropout < 1))
-		bad_option("dropout must be at least 0 and below 1");
-	if (!(vfrac >= 0 && vfrac < 1))
-		bad_option("validation_fraction must be at least 0 and below 1");
-	if (policy == BFT_DEPLOY_IF_BETTER && vfrac == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("deploy => 'if_better' needs a validation_fraction above 0"),
-				 errhint("The new version is compared with the deployed one on the validation rows.")));
-	if (!scratch && !PG_ARGISNULL(17))
-		bad_option("architecture applies only when training from scratch (no base)");
-	bft_best_opts(ARG_ABSENT(21) ? -1 : PG_GETARG_BOOL(21),
-				  ARG_ABSENT(22) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(22)),
-				  !ARG_ABSENT(23), ARG_ABSENT(23) ? 0 : PG_GETARG_INT32(23), vfrac, &best);
-
-	arch.hidden_size = BFT_SCRATCH_HIDDEN_SIZE;
-	arch.num_hidden_layers = BFT_SCRATCH_LAYERS;
-	arch.num_attention_heads = BFT_SCRATCH_HEADS;
-	arch.intermediate_size = BFT_SCRATCH_INTERMEDIATE;
-	arch.vocab_size = BFT_SCRATCH_VOCAB_SIZE;
-	arch.max_position_embeddings = Max(BFT_SCRATCH_MAX_POSITIONS, max_length);
-	arch.do_lower_case = BFT_SCRATCH_LOWER_CASE;
-	arch.shape_given = arch.vocab_given = false;
-	if (scratch && !PG_ARGISNULL(17))
-		parse_architecture(PG_GETARG_DATUM(17), &arch);
-	if (scratch && arch.max_position_embeddings < max_length)
-		bad_option("max_length exceeds the architecture's max_position_embeddings");
-
-	bft_prepare_source(relid, PG_GETARG_NAME(1), PG_GETARG_NAME(2), &src);
-	multi = src.label_is_array;
-	/* every check before any work: store privileges, the name, the base, memory */
-	bft_check_store(model_name);
-	if (!scratch)
-		bft_require_model_read("bft_train(base => ...)");
-	if (scratch)
-	{
-		bft_config ec = bft_config_default();
-		bft_parts ep = {1, 1, mlm_epochs > 0};
-
-		ec.vocab_size = arch.vocab_size;
-		ec.hidden_size = arch.hidden_size;
-		ec.num_hidden_layers = arch.num_hidden_layers;
-		ec.num_attention_heads = arch.num_attention_heads;
-		ec.intermediate_size = arch.intermediate_size;
-		ec.max_position_embeddings = arch.max_position_embeddings;
-		ec.num_labels = 2;
-		train_mem = bft_mem_model_bytes(&ec, ep, (Size) arch.vocab_size * 8) +
-			bft_mem_train_bytes(&ec, ep, 2, batch_size, max_length, mlm_epochs > 0) +
-			(best.load_best ? bft_mem_model_bytes(&ec, ep, 0) : 0);
-		bft_memory_require(train_mem, "training this architecture",
-						   "Lower batch_size, max_length or the architecture's hidden_size, num_hidden_layers, "
-						   "intermediate_size or vocab_size; a superuser can raise bft.max_memory.");
-	}
-
-	/* ---- state, freed on error by a reset callback ---- */
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "bft_train", ALLOCSET_DEFAULT_SIZES);
-	oldcxt = MemoryContextSwitchTo(cxt);
-	st = palloc0(sizeof(TrainState));
-	cb = palloc0(sizeof(MemoryContextCallback));
-	cb->func = train_state_cleanup;
-	cb->arg = st;
-	MemoryContextRegisterResetCallback(cxt, cb);
-
-	memset(&pc, 0, sizeof(pc));
-	pc.model = model_name;
-	pc.started = GetCurrentTimestamp();
-	pc.last_notice = bft_now_seconds();
-	initStringInfo(&pc.epochs);
-	bft_progress_begin(model_name, "reading");
-	st->progress_on = true;
-	bft_apply_threads();
-
-	/* ---- base model ---- */
-	if (!scratch)
-	{
-		int			ml;
-		int32		base_version;
-		char	   *base_name = bft_parse_model_ref(base, &base_version);
-
-		/* 'name' (deployed), 'name@N' or 'name@latest' */
-		st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
-		/* small encoders: their own learning rate and warmup defaults */
-		if (st->model->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN)
-		{
-			if (!lr_given)
-				lr = BFT_SMALL_BASE_LEARNING_RATE;
-			if (!warmup_given)
-				warmup = BFT_SMALL_BASE_WARMUP_RATIO;
-		}
-		if (!max_length_given)
-			max_length = Min(max_length, st->model->cfg.max_position_embeddings);
-		if (max_length > st->model->cfg.max_position_embeddings)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("max_length %d exceeds the base model's max_position_embeddings %d",
-							max_length, st->model->cfg.max_position_embeddings)));
-		if (mlm_epochs > 0 && !st->model->parts.mlm)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("mlm_epochs needs a base model with a masked-language-model head")));
-		train_mem = bft_mem_model_bytes(&st->model->cfg, st->model->parts, st->model->vocab_len) +
-			bft_mem_train_bytes(&st->model->cfg, st->model->parts, Max(st->model->cfg.num_labels, 2),
-								batch_size, max_length, mlm_epochs > 0) +
-			(best.load_best ? bft_mem_model_bytes(&st->model->cfg, st->model->parts, 0) : 0);
-		bft_memory_require(train_mem, "fine-tuning this model",
-						   "Lower batch_size or max_length, or use a smaller base model; a superuser can raise bft.max_memory.");
-		if (st->model->parts.classifier)
-			base_K = st->model->cfg.num_labels;
-		tok = st->model->tok;
-	}
+	/* base model or vocabulary, the version to beat, the rows */
+	if (r->scratch)
+		train_learn_vocabulary(r);
 	else
-	{
-		/* Pass 1: learn a WordPiece vocabulary from the column. */
-		char	   *v;
-		size_t		vlen;
+		train_load_base(r);
+	train_load_deployed(r);
+	train_read_rows(r);
 
-		topts = bft_tokenizer_default_opts();
-		topts.do_lower_case = arch.do_lower_case ? 1 : 0;
-		topts.model_max_length = max_length;
-		st->wp = bft_wp_trainer_new(&topts, arch.vocab_size, 0, &err);
-		if (st->wp == NULL)
-			bft_report_engine_error(&err, "could not start vocabulary learning");
-		/* the word table gets what bft.max_memory leaves (rare words are pruned) */
-		bft_wp_trainer_set_memory(st->wp, bft_memory_limit() - Min(bft_cache_make_room(0), bft_memory_limit()));
-		PushActiveSnapshot(GetTransactionSnapshot());
-		memset(&rows, 0, sizeof(rows));
-		scan_rows(&src, st->wp, NULL, max_length, NULL, 0, &rows);
-		bft_progress_begin(model_name, "vocabulary");
-		{
-			size_t		pruned;
-			long long	below;
-			size_t		kept = bft_wp_trainer_stats(st->wp, &pruned, &below);
+	/* labels, split, model */
+	train_map_labels(r);
+	train_check_classes(r);
+	train_split(r);
+	train_epochs_and_weights(r);
+	train_build_model(r);
 
-			if (pruned > 0)
-				ereport(NOTICE,
-						(errmsg("vocabulary learned from the %zu most frequent distinct words; %zu rarer ones were dropped to stay within bft.max_memory",
-								kept, pruned)));
-		}
-		/* the shape and vocabulary that fit this many rows, where not given */
-		scale_architecture(&arch, rows.fed);
-		if (bft_wp_trainer_set_vocab_size(st->wp, arch.vocab_size, &err) != 0)
-			bft_report_engine_error(&err, "could not learn the vocabulary");
-		v = bft_wp_trainer_finish(st->wp, &vlen, &err);
-		if (v == NULL)
-			bft_report_engine_error(&err, "could not learn the vocabulary");
-		st->vocab = v;
-		bft_wp_trainer_free(st->wp);
-		st->wp = NULL;
-		st->tok = bft_tokenizer_new(st->vocab, vlen, &topts, &err);
-		if (st->tok == NULL)
-			bft_report_engine_error(&err, "could not build the learned tokenizer");
-		tok = st->tok;
-		/* the second pass runs under the same snapshot (popped below) */
-	}
+	/* train */
+	train_prepare_states(r);
+	train_set_opts(r);
+	train_mlm(r);
+	train_finetune(r);
 
-	/* ---- deployed version to beat ---- */
-	if (policy == BFT_DEPLOY_IF_BETTER)
-	{
-		cmp_version = deployed_version(model_name);
-		deployed_start = cmp_version;
-		if (cmp_version > 0)
-		{
-			st->cmp = bft_load_model_row(model_name, cmp_version, NULL, NULL, &cmp_max_length);
-			if (!st->cmp->parts.classifier || st->cmp->cfg.num_labels <= 0)
-			{
-				bft_model_free(st->cmp);
-				st->cmp = NULL;
-				cmp_version = 0;
-			}
-			else
-				cmp_tok = st->cmp->tok;
-		}
-	}
-
-	/* ---- pass 2: tokenize and collect labels ---- */
-	bft_progress_begin(model_name, "tokenizing");
-	if (!scratch)
-		PushActiveSnapshot(GetTransactionSnapshot());
-	memset(&rows, 0, sizeof(rows));
-	rows.cxt = cxt;
-	rows.mem_base = train_mem;
-	rows.cap = 1024;
-	rows.offsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
-	rows.raw = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
-	rows.offsets[0] = 0;
-	if (multi)
-	{
-		rows.lab_off = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
-		rows.lab_off[0] = 0;
-	}
-	if (cmp_tok)
-	{
-		rows.coffsets = MemoryContextAllocHuge(cxt, sizeof(int64) * rows.cap);
-		rows.coffsets[0] = 0;
-	}
-	if (!src.label_is_int)
-	{
-		memset(&hctl, 0, sizeof(hctl));
-		hctl.keysize = BFT_MAX_LABEL_BYTES + 1;
-		hctl.entrysize = sizeof(LabelEnt);
-		hctl.hcxt = cxt;
-		rows.labels = hash_create("bft labels", 64, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		rows.tmp_cap = 16;
-		rows.tmp_names = palloc(sizeof(char *) * rows.tmp_cap);
-	}
-	scan_rows(&src, NULL, tok, max_length, cmp_tok, cmp_max_length, &rows);
-	PopActiveSnapshot();
-
-	if (rows.skipped > 0)
-		ereport(NOTICE,
-				(errmsg("skipped " INT64_FORMAT " rows with NULL text or label", rows.skipped)));
-	if (rows.n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("relation %s has no rows with non-NULL text and label", src.relname)));
-
-	/* ---- labels → class ids ---- */
-	labels = palloc(sizeof(int32) * rows.n);
-	{
-		int64		nraw = multi ? rows.lab_total : rows.n;
-		const int64 *raw = multi ? rows.lab_raw : rows.raw;
-		int		   *remap;
-
-		if (src.label_is_int)
-		{
-			int64		maxv = 0;
-
-			for (i = 0; i < nraw; i++)
-				maxv = Max(maxv, raw[i]);
-			K = (int) maxv + 1;
-			if (base_K >= K)
-				K = base_K;
-			names = palloc(sizeof(char *) * K);
-			remap = palloc(sizeof(int) * K);
-			for (i = 0; i < K; i++)
-			{
-				names[i] = psprintf("%d", (int) i);
-				remap[i] = (int) i;
-			}
-		}
-		else
-		{
-			char	  **sorted = palloc(sizeof(char *) * Max(rows.ntmp, 1));
-
-			remap = palloc(sizeof(int) * Max(rows.ntmp, 1));
-			K = rows.ntmp;
-			memcpy(sorted, rows.tmp_names, sizeof(char *) * K);
-			qsort(sorted, K, sizeof(char *), cstr_cmp);
-			for (i = 0; i < K; i++)
-			{
-				/* the temporary id of a name is in its hash entry */
-				LabelEnt   *le = hash_search(rows.labels, sorted[i], HASH_FIND, NULL);
-
-				remap[le->tmp] = (int) i;
-			}
-			names = sorted;
-		}
-		if (multi)
-		{
-			lab_ids = palloc(sizeof(int32) * Max(nraw, 1));
-			for (i = 0; i < nraw; i++)
-				lab_ids[i] = remap[raw[i]];
-			for (i = 0; i < rows.n; i++)
-				labels[i] = -1;
-		}
-		else
-			for (i = 0; i < rows.n; i++)
-				labels[i] = remap[raw[i]];
-	}
-	counts = palloc0(sizeof(int64) * Max(K, 1));
-	if (multi)
-	{
-		bool		all_same = true;
-
-		for (i = 0; i < rows.lab_total; i++)
-			counts[lab_ids[i]]++;
-		if (rows.lab_total == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("none of the " INT64_FORMAT " rows has a label", rows.n),
-					 errdetail("The label column holds only empty arrays (or arrays of NULLs).")));
-		/* every row with the same label set teaches nothing */
-		for (i = 1; i < rows.n && all_same; i++)
-		{
-			int64		a0 = rows.lab_off[0],
-						a1 = rows.lab_off[1],
-						b0 = rows.lab_off[i],
-						b1 = rows.lab_off[i + 1];
-			int64		x;
-
-			if (a1 - a0 != b1 - b0)
-				all_same = false;
-			for (x = b0; x < b1 && all_same; x++)
-			{
-				bool		in = false;
-				int64		y;
-
-				for (y = a0; y < a1 && !in; y++)
-					in = lab_ids[x] == lab_ids[y];
-				all_same = in;
-			}
-		}
-		if (all_same)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("all " INT64_FORMAT " rows have the same labels", rows.n),
-					 errdetail("A multi-label classifier needs rows whose label sets differ.")));
-	}
-	else
-	{
-		for (i = 0; i < rows.n; i++)
-			counts[labels[i]]++;
-		for (i = 0; i < K; i++)
-			if (counts[i] > 0)
-				nclasses++;
-		if (nclasses < 2)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("all " INT64_FORMAT " rows have the same label", rows.n),
-					 errdetail("A classifier needs at least two classes.")));
-	}
-
-	/*
-	 * ---- validation split from the seed: stratified by class (single
-	 * label), a random sample of the rows (label sets) ----
-	 */
-	if (vfrac > 0 && multi)
-	{
-		uint64		prng = (uint64) (uint32) seed;
-		int64	   *idx = palloc(sizeof(int64) * rows.n);
-		int64		j;
-
-		is_val = palloc0(sizeof(bool) * rows.n);
-		for (i = 0; i < rows.n; i++)
-			idx[i] = i;
-		for (j = rows.n - 1; j > 0; j--)
-		{
-			int64		r = (int64) (split_next(&prng) % (uint64) (j + 1));
-			int64		tmp = idx[j];
-
-			idx[j] = idx[r];
-			idx[r] = tmp;
-		}
-		nval = (int64) floor(vfrac * rows.n + 0.5);
-		if (nval >= rows.n)
-			nval = rows.n - 1;
-		for (j = 0; j < nval; j++)
-			is_val[idx[j]] = true;
-		pfree(idx);
-		if (nval == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("validation_fraction %g leaves no validation rows out of " INT64_FORMAT,
-							vfrac, rows.n)));
-	}
-	else if (vfrac > 0)
-	{
-		uint64		prng = (uint64) (uint32) seed;
-		int64	   *idx = palloc(sizeof(int64) * rows.n);
-		int			c;
-
-		is_val = palloc0(sizeof(bool) * rows.n);
-		for (c = 0; c < K; c++)
-		{
-			int64		nc = 0;
-			int64		take;
-			int64		j;
-
-			for (i = 0; i < rows.n; i++)
-				if (labels[i] == c)
-					idx[nc++] = i;
-			if (nc == 0)
-				continue;
-			for (j = nc - 1; j > 0; j--)
-			{
-				int64		r = (int64) (split_next(&prng) % (uint64) (j + 1));
-				int64		tmp = idx[j];
-
-				idx[j] = idx[r];
-				idx[r] = tmp;
-			}
-			take = (int64) floor(vfrac * nc + 0.5);
-			if (take >= nc)
-				take = nc - 1;
-			for (j = 0; j < take; j++)
-				is_val[idx[j]] = true;
-			nval += take;
-		}
-		pfree(idx);
-		if (nval == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("validation_fraction %g leaves no validation rows out of " INT64_FORMAT,
-							vfrac, rows.n)));
-	}
-	subset(rows.tokens, rows.offsets, multi ? NULL : labels, rows.lab_off, lab_ids, rows.n, is_val,
-		   false, &train_ds);
-	if (nval > 0)
-		subset(rows.tokens, rows.offsets, multi ? NULL : labels, rows.lab_off, lab_ids, rows.n,
-			   is_val, true, &val_ds);
-	if (rows.tokens)
-		pfree(rows.tokens);
-	rows.tokens = NULL;
-
-	/* ---- from scratch: epochs by a step budget, weights when imbalanced ---- */
-	if (scratch && PG_ARGISNULL(3))
-		epochs = epochs_for_steps(train_ds.n, batch_size, BFT_SCRATCH_TRAIN_STEPS,
-								  BFT_SCRATCH_EPOCHS, BFT_SCRATCH_MAX_EPOCHS);
-	if (scratch && PG_ARGISNULL(18) && mlm_epochs > 0)
-		mlm_epochs = epochs_for_steps(train_ds.n, batch_size, BFT_SCRATCH_MLM_STEPS,
-									  BFT_SCRATCH_MLM_EPOCHS, BFT_SCRATCH_MAX_MLM_EPOCHS);
-	if (scratch && class_weights_arg == NULL && BFT_SCRATCH_AUTO_WEIGHT_RATIO > 0)
-	{
-		int64	   *tc = palloc0(sizeof(int64) * K);
-		int64		lo = -1,
-					hi = 0;
-
-		for (i = 0; i < train_ds.n; i++)
-			tc[train_ds.labels[i]]++;
-		for (i = 0; i < K; i++)
-			if (tc[i] > 0)
-			{
-				lo = lo < 0 ? tc[i] : Min(lo, tc[i]);
-				hi = Max(hi, tc[i]);
-			}
-		if (lo > 0 && (double) hi >= BFT_SCRATCH_AUTO_WEIGHT_RATIO * (double) lo)
-		{
-			class_weights_arg = "balanced";
-			cw_auto = true;
-		}
-		pfree(tc);
-	}
-
-	/* ---- class weights (weighted cross-entropy) from the training rows ---- */
-	initStringInfo(&cw_params);
-	initStringInfo(&cw_metrics);
-	class_weights = bft_class_weights(class_weights_arg, K, names, train_ds.labels, train_ds.n,
-									  &cw_params, &cw_metrics);
-
-	/* ---- the model ---- */
-	if (scratch)
-	{
-		bft_config cfg = bft_config_default();
-		bft_parts parts;
-		Size		need;
-
-		cfg.vocab_size = bft_tokenizer_vocab_size(st->tok);
-		cfg.hidden_size = arch.hidden_size;
-		cfg.num_hidden_layers = arch.num_hidden_layers;
-		cfg.num_attention_heads = arch.num_attention_heads;
-		cfg.intermediate_size = arch.intermediate_size;
-		cfg.max_position_embeddings = arch.max_position_embeddings;
-		cfg.pad_token_id = Max(bft_tokenizer_special(st->tok).pad, 0);
-		cfg.tok = topts;
-		cfg.num_labels = K;
-		parts.pooler = 1;
-		parts.classifier = 1;
-		parts.mlm = mlm_epochs > 0 ? 1 : 0;
-		/* the learned vocabulary and the labels are known now */
-		need = bft_mem_model_bytes(&cfg, parts, strlen(st->vocab)) +
-			bft_mem_train_bytes(&cfg, parts, K, batch_size, max_length, mlm_epochs > 0) +
-			(best.load_best ? bft_mem_model_bytes(&cfg, parts, 0) : 0);
-		bft_memory_require(need + rows_bytes(&rows), "training this architecture on these rows",
-						   "Lower batch_size, max_length or the architecture's sizes, or train on fewer rows; "
-						   "a superuser can raise bft.max_memory.");
-		bft_engine_budget();
-		bft_progress_begin(model_name, "initialising");
-		st->model = bft_model_new(&cfg, st->vocab, strlen(st->vocab), parts, (uint64) seed, &err);
-		if (st->model == NULL)
-			bft_report_engine_error(&err, "could not create the model");
-	}
-	bft_engine_budget();
-	if (bft_model_set_labels(st->model, K, (const char *const *) names, (uint64) seed, &err) != 0)
-		bft_report_engine_error(&err, "could not set the model's labels");
-	/* a sigmoid per label and binary cross-entropy for label sets */
-	st->model->cfg.problem_type = multi ? BFT_PROBLEM_MULTI_LABEL : BFT_PROBLEM_SINGLE_LABEL;
-
-	/* ---- per-epoch states: what resume => true continues from ---- */
-	initStringInfo(&mlm_note);
-	if (save_state || resume)
-	{
-		uint64		salt;
-		int			k;
-		char	  **lnames = bft_model_label_names(st->model);
-
-		bft_train_state_expire();
-		mlm_state = bft_train_state_path(model_name, "mlm", save_state);
-		cls_state = bft_train_state_path(model_name, "train", save_state);
-		/* what the engine cannot see: the initial weights, vocabulary and label names */
-		salt = bft_train_hash(0, st->model->params_mem, st->model->num_params * sizeof(float));
-		salt = bft_train_hash(salt, st->model->vocab, st->model->vocab_len);
-		for (k = 0; k < K; k++)
-			salt = bft_train_hash(salt, lnames[k], strlen(lnames[k]) + 1);
-		salt = bft_train_hash(salt, &max_length, sizeof(max_length));
-		opts_salt = salt;
-		if (resume)
-		{
-			bft_error serr;
-
-			sinfo = palloc0(sizeof(bft_train_state_info_t));
-			if (bft_train_state_exists(cls_state) &&
-				bft_train_state_info(cls_state, sinfo, &serr) == BFT_OK && sinfo->task == 0)
-				resume_cls = true;
-			else if (mlm_epochs > 0 && bft_train_state_exists(mlm_state) &&
-					 bft_train_state_info(mlm_state, sinfo, &serr) == BFT_OK && sinfo->task == 1)
-				resume_mlm = true;
-			else
-				ereport(NOTICE,
-						(errmsg("no saved training state of \"%s\" for role \"%s\": training from the start",
-								model_name, GetUserNameFromId(GetUserId(), false))));
-			if (resume_cls || resume_mlm)
-				ereport(NOTICE,
-						(errmsg("resuming %s of \"%s\" after epoch %d of %d",
-								resume_cls ? "training" : "MLM pre-training", model_name,
-								sinfo->epochs_done, sinfo->epochs)));
-		}
-	}
-
-	opts = bft_train_default_opts();
-	opts.batch_size = batch_size;
-	/* doubles, as Trainer's: ceil(steps * warmup_ratio) must match */
-	opts.learning_rate = lr;
-	opts.warmup_ratio = warmup;
-	opts.weight_decay = weight_decay;
-	opts.dropout = PG_ARGISNULL(11) ? -1.0f : (float) dropout;
-	opts.shuffle = shuffle ? 1 : 0;
-	opts.group_by_length = group_by_length ? 1 : 0;
-	opts.seed = (uint64) seed;
-	/* cancel checks between encoder layers, not only after each step */
-	opts.poll = bft_poll_interrupts;
-	opts.poll_ctx = &pc.edata;
-	opts.class_weights = class_weights;
-	opts.load_best_model_at_end = best.load_best ? 1 : 0;
-	opts.metric_for_best = best.metric;
-	opts.early_stopping_patience = best.patience;
-	opts.device = train_device;
-	opts.precision = bft_precision_for(train_device);
-	opts.state_salt = opts_salt;
-
-	/* ---- MLM pre-training on the column's own text ---- */
-	memset(&mlm_res, 0, sizeof(mlm_res));
-	if (mlm_epochs > 0 && resume_cls)
-	{
-		/* fine-tuning had started: the MLM phase's summary is in its state */
-		if (sscanf(sinfo->note, "mlm %d %f %lf", &mlm_res.epochs, &mlm_res.train_loss,
-				   &mlm_res.seconds) != 3)
-			mlm_res.epochs = mlm_epochs;
-		mlm_res.resumed_epochs = mlm_res.epochs;
-	}
-	else if (mlm_epochs > 0)
-	{
-		bft_train_opts mopts = opts;
-		bft_dataset unl = train_ds;
-
-		unl.labels = NULL;
-		mopts.epochs = mlm_epochs;
-		mopts.valid = NULL;
-		mopts.class_weights = NULL;
-		pc.phase = "mlm";
-		bft_progress_begin(model_name, "mlm");
-		if (save_state)
-			mopts.state_path = mlm_state;
-		if (resume_mlm)
-			mopts.resume_path = mlm_state;
-		rc = bft_pretrain_mlm(st->model, &unl, &mopts, progress_cb, &pc, &mlm_res, &err);
-		check_state_result(rc, &err, mopts.resume_path);
-		check_engine_result(rc, &pc, &err, "MLM pre-training failed");
-		appendStringInfo(&mlm_note, "mlm %d %.9g %.17g", mlm_res.epochs, mlm_res.train_loss,
-						 mlm_res.seconds);
-	}
-	/* per-epoch metrics of fine-tuning only */
-	resetStringInfo(&pc.epochs);
-	pc.nepochs = 0;
-
-	/* ---- fine-tuning ---- */
-	opts.epochs = epochs;
-	opts.valid = nval > 0 ? &val_ds : NULL;
-	pc.phase = "training";
-	bft_progress_begin(model_name, "training");
-	if (save_state)
-	{
-		opts.state_path = cls_state;
-		opts.state_note = mlm_note.data;
-		opts.state_note_len = mlm_note.len;
-	}
-	if (resume_cls)
-		opts.resume_path = cls_state;
-	rc = bft_train(st->model, &train_ds, &opts, progress_cb, &pc, &res, &err);
-	check_state_result(rc, &err, opts.resume_path);
-	check_engine_result(rc, &pc, &err, "training failed");
-	if (res.early_stopped)
-		ereport(NOTICE,
-				(errmsg("early stopping after epoch %d: validation %s did not improve for %d epochs; %s epoch %d",
-						res.epochs, bft_metric_name(best.metric), best.patience,
-						best.load_best ? "keeping" : "the best was", res.best_epoch)));
-	else if (best.load_best && res.kept_epoch != res.epochs)
-		ereport(NOTICE,
-				(errmsg("keeping epoch %d, the best by validation %s",
-						res.kept_epoch, bft_metric_name(best.metric))));
-	new_score[BFT_METRIC_ACCURACY] = res.eval_accuracy;
-	new_score[BFT_METRIC_MACRO_F1] = res.eval_macro_f1;
-	new_score[BFT_METRIC_LOSS] = res.eval_loss;
-
-	/* ---- deployment decision ---- */
-	do_deploy = policy == BFT_DEPLOY_ALWAYS;
-	if (policy == BFT_DEPLOY_IF_BETTER)
-	{
-		if (st->cmp == NULL)
-			do_deploy = true;
-		else
-		{
-			/* the deployed version on the same validation rows, by label name */
-			bft_dataset cds;
-			float	   *probs;
-			int			CK = st->cmp->cfg.num_labels;
-			char	  **cnames = bft_model_label_names(st->cmp);
-			char	  **truth;
-
-			subset(rows.ctokens, rows.coffsets, NULL, NULL, NULL, rows.n, is_val, true, &cds);
-			probs = MemoryContextAllocHuge(cxt, sizeof(float) * (Size) CK * cds.n);
-			bft_predict_encoded(st->cmp, cds.n, cds.tokens, cds.offsets, probs);
-			if (multi != (st->cmp->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL))
-			{
-				/* label sets against single labels (or the reverse): not comparable */
-				comparable = false;
-				do_deploy = false;
-				ereport(NOTICE,
-						(errmsg("the deployed version %d of \"%s\" is a %s classifier and the new one a %s classifier: the new version is not deployed",
-								cmp_version, model_name, multi ? "single-label" : "multi-label",
-								multi ? "multi-label" : "single-label"),
-						 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
-			}
-			else
-			{
-				if (multi)
-					compare_scores_multi(cnames, CK, probs, &val_ds, names, K,
-										 &old_score[BFT_METRIC_ACCURACY],
-										 &old_score[BFT_METRIC_MACRO_F1], &old_score[BFT_METRIC_LOSS]);
-				else
-				{
-					truth = palloc(sizeof(char *) * cds.n);
-					for (i = 0; i < cds.n; i++)
-						truth[i] = names[val_ds.labels[i]];
-					compare_scores(cnames, CK, probs, truth, cds.n, &old_score[BFT_METRIC_ACCURACY],
-								   &old_score[BFT_METRIC_MACRO_F1], &old_score[BFT_METRIC_LOSS]);
-				}
-				if (metric == BFT_METRIC_LOSS)
-					do_deploy = new_score[metric] < old_score[metric];
-				else
-					do_deploy = new_score[metric] > old_score[metric];
-			}
-		}
-
-		/*
-		 * (ops) The deployed version may have changed while this one trained
-		 * (a rollback with bft_deploy, another training): then the scores
-		 * compared no longer concern the deployed version, so do not deploy.
-		 * The name lock, held until commit, keeps other trainings from
-		 * storing a version in between.
-		 */
-		bft_lock_model_name(model_name);
-		deployed_now = deployed_version(model_name);
-		if (deployed_now != deployed_start)
-		{
-			do_deploy = false;
-			ereport(NOTICE,
-					(errmsg("the deployed version of \"%s\" changed from %d to %d during training; the new version is not deployed",
-							model_name, deployed_start, deployed_now),
-					 errhint("Compare the versions with bft_evaluate() and deploy with bft_deploy().")));
-		}
-	}
-
-	/* ---- store ---- */
-	bft_progress_begin(model_name, "saving");
-	seconds = bft_now_seconds() - t0;
-
-	initStringInfo(&params);
-	appendStringInfoString(&params, "{\"relation\": ");
-	escape_json(&params, src.relname);
-	appendStringInfoString(&params, ", \"text_column\": ");
-	escape_json(&params, NameStr(*PG_GETARG_NAME(1)));
-	appendStringInfoString(&params, ", \"label_column\": ");
-	escape_json(&params, NameStr(*PG_GETARG_NAME(2)));
-	appendStringInfo(&params, ", \"label_type\": \"%s%s\", \"base\": ",
-					 src.label_is_int ? "integer" : "text", multi ? "[]" : "");
-	if (base)
-		escape_json(&params, base);
-	else
-		appendStringInfoString(&params, "null");
-	appendStringInfo(&params, ", \"epochs\": %d, \"mlm_epochs\": %d, \"batch_size\": %d",
-					 epochs, mlm_epochs, batch_size);
-	bft_json_key_float(&params, "learning_rate", lr, true);
-	appendStringInfo(&params, ", \"max_length\": %d", max_length);
-	bft_json_key_float(&params, "warmup_ratio", warmup, true);
-	bft_json_key_float(&params, "weight_decay", weight_decay, true);
-	if (PG_ARGISNULL(11))
-		appendStringInfoString(&params, ", \"dropout\": null");
-	else
-		bft_json_key_float(&params, "dropout", dropout, true);
-	appendStringInfo(&params, ", \"shuffle\": %s, \"group_by_length\": %s, \"seed\": %d",
-					 shuffle ? "true" : "false", group_by_length ? "true" : "false", seed);
-	bft_json_key_float(&params, "validation_fraction", vfrac, true);
-	appendStringInfoString(&params, cw_params.data[0] ? cw_params.data : ", \"class_weights\": null");
-	if (cw_auto)
-		appendStringInfoString(&params, ", \"class_weights_automatic\": true");
-	appendStringInfo(&params, ", \"resume\": %s", resume ? "true" : "false");
-	appendStringInfo(&params, ", \"load_best_model_at_end\": %s, \"metric_for_best_model\": \"%s\", "
-					 "\"early_stopping_patience\": %d",
-					 best.load_best ? "true" : "false", bft_metric_name(best.metric), best.patience);
-	appendStringInfo(&params, ", \"deploy\": \"%s\", \"device\": \"%s\", \"threads\": %d",
-					 deploy, train_device == BFT_DEVICE_CUDA ? "cuda" : "cpu", bft_threads);
-	appendStringInfo(&params, ", \"precision\": \"%s\"",
-					 bft_precision_name(bft_precision_for(train_device)));
-	if (scratch)
-		appendStringInfo(&params, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
-						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
-						 " \"max_position_embeddings\": %d, \"do_lower_case\": %s}",
-						 arch.hidden_size, arch.num_hidden_layers, arch.num_attention_heads,
-						 arch.intermediate_size, arch.vocab_size, arch.max_position_embeddings,
-						 arch.do_lower_case ? "true" : "false");
-	appendStringInfoChar(&params, '}');
-
-	initStringInfo(&metrics);
-	appendStringInfo(&metrics, "{\"rows_used\": " INT64_FORMAT ", \"rows_skipped\": " INT64_FORMAT
-					 ", \"train_rows\": " INT64_FORMAT ", \"validation_rows\": " INT64_FORMAT
-					 ", \"classes\": %d, \"steps\": " INT64_FORMAT ", \"warmup_steps\": " INT64_FORMAT,
-					 rows.n, rows.skipped, train_ds.n, nval, K, res.steps, res.warmup_steps);
-	bft_json_key_float(&metrics, "train_loss", res.train_loss, true);
-	bft_json_key_float(&metrics, "validation_loss", nval > 0 ? res.eval_loss : NAN, true);
-	bft_json_key_float(&metrics, "validation_accuracy", nval > 0 ? res.eval_accuracy : NAN, true);
-	bft_json_key_float(&metrics, "validation_macro_f1", nval > 0 ? res.eval_macro_f1 : NAN, true);
-	bft_json_key_float(&metrics, "samples_per_second", res.samples_per_s, true);
-	bft_json_key_float(&metrics, "train_seconds", res.seconds, true);
-	bft_json_key_float(&metrics, "duration_s", seconds, true);
-	appendStringInfo(&metrics, ", \"epochs\": [%s]", pc.epochs.data);
-	appendStringInfoString(&metrics, cw_metrics.data);
-	appendStringInfo(&metrics, ", \"epochs_run\": %d, \"kept_epoch\": %d, \"stop_reason\": \"%s\"",
-					 res.epochs, res.kept_epoch, res.early_stopped ? "early_stopping" : "max_epochs");
-	appendStringInfo(&metrics, ", \"resumed_after_epoch\": %d", res.resumed_epochs);
-	if (nval > 0)
-	{
-		appendStringInfo(&metrics, ", \"best_epoch\": %d", res.best_epoch);
-		bft_json_key_float(&metrics, "best_metric", res.best_metric, true);
-	}
-	if (mlm_epochs > 0)
-	{
-		appendStringInfo(&metrics, ", \"mlm\": {\"epochs\": %d, \"resumed_after_epoch\": %d",
-						 mlm_res.epochs, mlm_res.resumed_epochs);
-		bft_json_key_float(&metrics, "loss", mlm_res.train_loss, true);
-		bft_json_key_float(&metrics, "seconds", mlm_res.seconds, true);
-		appendStringInfoChar(&metrics, '}');
-	}
-	appendStringInfo(&metrics, ", \"deploy\": {\"policy\": \"%s\", \"deployed\": %s",
-					 policy == BFT_DEPLOY_IF_BETTER ? "if_better" : deploy, do_deploy ? "true" : "false");
-	if (policy == BFT_DEPLOY_IF_BETTER)
-	{
-		int			k;
-
-		appendStringInfo(&metrics, ", \"metric\": \"%s\"", metric_names[metric]);
-		for (k = 0; k < 3; k++)
-			bft_json_key_float(&metrics, psprintf("new_%s", metric_names[k]), new_score[k], true);
-		if (cmp_version > 0 && !comparable)
-			appendStringInfo(&metrics, ", \"compared_version\": %d, \"comparable\": false", cmp_version);
-		else if (cmp_version > 0)
-		{
-			appendStringInfo(&metrics, ", \"compared_version\": %d", cmp_version);
-			for (k = 0; k < 3; k++)
-				bft_json_key_float(&metrics, psprintf("compared_%s", metric_names[k]), old_score[k], true);
-		}
-		else
-			appendStringInfoString(&metrics, ", \"compared_version\": null");
-		if (deployed_now != deployed_start)
-			appendStringInfo(&metrics, ", \"deployed_version_changed_to\": %d", deployed_now);
-	}
-	appendStringInfoString(&metrics, "}}");
-
-	version = bft_store_model(model_name, base, st->model, params.data, metrics.data, do_deploy);
-	/* stored: the saved states are no longer needed once this commits */
-	if (save_state || resume)
-		bft_train_state_discard_at_commit(model_name);
-	if (policy == BFT_DEPLOY_IF_BETTER)
-		ereport(NOTICE,
-				(errmsg(do_deploy ? "version %d deployed (validation %s %.4f, deployed version %s)"
-						: "version %d not deployed (validation %s %.4f, deployed version %s)",
-						version, metric_names[metric], new_score[metric],
-						cmp_version > 0 ? psprintf("%d: %.4f", cmp_version, old_score[metric]) : "none")));
-
-	/* ---- result row ---- */
-	dur = palloc0(sizeof(Interval));
-	dur->time = (int64) (seconds * USECS_PER_SEC);
-	MemoryContextSwitchTo(oldcxt);
-	values[0] = CStringGetTextDatum(model_name);
-	values[1] = Int32GetDatum(version);
-	values[2] = Int64GetDatum(rows.n);
-	values[3] = Int32GetDatum(res.epochs);	/* run (early stopping: fewer) */
-	values[4] = Float4GetDatum(res.train_loss);
-	if (nval > 0)
-	{
-		values[5] = Float4GetDatum(res.eval_accuracy);
-		values[6] = Float4GetDatum(res.eval_macro_f1);
-	}
-	else
-		nulls[5] = nulls[6] = true;
-	values[7] = Float4GetDatum((float4) res.samples_per_s);
-	values[8] = IntervalPGetDatum(dur);
-	tuplestore_putvalues(tstore, tupdesc, values, nulls);
+	/* deploy, store */
+	train_decide_deploy(r);
+	train_store(r);
+	train_result_row(r, caller);
 
 	/* frees the engine objects (callback) and every buffer */
-	MemoryContextDelete(cxt);
+	MemoryContextDelete(r->cxt);
 	PG_RETURN_NULL();
 }

@@ -41,6 +41,115 @@ cw_value(const char *key, const char *v)
 	return (float) d;
 }
 
+/* 'balanced': class k gets n / (classes present x count_k); a class without training rows keeps 1. */
+static void
+cw_balanced(float *w, int K, const int32 *labels, int64 n)
+{
+	int64	   *cnt = palloc0(sizeof(int64) * K);
+	int64		i;
+	int			present = 0;
+	int			k;
+
+	for (i = 0; i < n; i++)
+		cnt[labels[i]]++;
+	for (k = 0; k < K; k++)
+		present += cnt[k] > 0;
+	for (k = 0; k < K; k++)
+		if (cnt[k] > 0)
+			w[k] = (float) ((double) n / ((double) present * (double) cnt[k]));
+	pfree(cnt);
+}
+
+/*
+ * Read weights s into SPI_tuptable as (label name or NULL, value, JSON type):
+ * a JSON object (by name; *object set), a JSON array or an array literal (by
+ * class id, exactly K).
+ */
+static void
+cw_read(const char *s, int K, bool *object)
+{
+	/* '{' then '"' or '}': a JSON object; otherwise an array literal */
+	const char *p = s + 1;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int			ret;
+
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	*object = s[0] == '{' && (*p == '"' || *p == '}');
+	values[0] = CStringGetTextDatum(s);
+	if (*object)
+		ret = SPI_execute_with_args("SELECT key, value, pg_catalog.jsonb_typeof(value) "
+									"FROM pg_catalog.jsonb_each($1::pg_catalog.jsonb)",
+									1, argtypes, values, NULL, true, 0);
+	else if (s[0] == '[')
+		ret = SPI_execute_with_args("SELECT NULL, value, pg_catalog.jsonb_typeof(value) "
+									"FROM pg_catalog.jsonb_array_elements($1::pg_catalog.jsonb) "
+									"WITH ORDINALITY ORDER BY ordinality",
+									1, argtypes, values, NULL, true, 0);
+	else
+		ret = SPI_execute_with_args("SELECT NULL, value::text, CASE WHEN value IS NULL THEN 'null' ELSE 'number' END "
+									"FROM pg_catalog.unnest($1::pg_catalog.float8[]) WITH ORDINALITY AS u(value, o) ORDER BY o",
+									1, argtypes, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read class_weights");
+	if (!*object && SPI_processed != (uint64) K)
+		cw_error(psprintf("%llu weights for %d classes", (unsigned long long) SPI_processed, K),
+				 "An array gives one weight per class id 0, 1, ..., K-1.");
+	if (*object && SPI_processed == 0)
+		cw_error("the object names no label", NULL);
+}
+
+/* Explicit weights s (a JSON object by label name, or one weight per class id) into w. */
+static void
+cw_explicit(const char *s, int K, char **names, float *w)
+{
+	bool		object;
+	uint64		i;
+
+	SPI_connect();
+	cw_read(s, K, &object);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *val = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		char	   *typ = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+		int			id = (int) i;
+
+		if (object)
+		{
+			for (id = 0; id < K; id++)
+				if (strcmp(names[id], key) == 0)
+					break;
+			if (id == K)
+				cw_error(psprintf("no label is named \"%s\"", key), NULL);
+		}
+		if (typ == NULL || strcmp(typ, "number") != 0)
+			cw_error(psprintf("the weight of %s is not a number (%s)", object ? psprintf("\"%s\"", key) :
+							  psprintf("class %d", id), typ ? typ : "null"),
+					 "Weights must be positive finite numbers.");
+		w[id] = cw_value(object ? psprintf("\"%s\"", key) : psprintf("class %d", id), val);
+	}
+	SPI_finish();
+}
+
+/* ", \"class_weights\": {name: w, ...}" */
+static void
+cw_append_json(StringInfo buf, char **names, const float *w, int K)
+{
+	int			k;
+
+	appendStringInfoString(buf, ", \"class_weights\": {");
+	for (k = 0; k < K; k++)
+	{
+		if (k > 0)
+			appendStringInfoString(buf, ", ");
+		escape_json(buf, names[k]);
+		appendStringInfo(buf, ": %.6g", w[k]);
+	}
+	appendStringInfoChar(buf, '}');
+}
+
 /*
  * Resolve the class_weights argument for K classes named names[] (ids 0..K-1)
  * on the n training labels: NULL when spec is NULL or 'none'; 'balanced' gives
@@ -69,102 +178,19 @@ bft_class_weights(const char *spec, int K, char **names, const int32 *labels, in
 	w = palloc(sizeof(float) * K);
 	for (k = 0; k < K; k++)
 		w[k] = 1.0f;
-
 	if (pg_strcasecmp(s, "balanced") == 0)
 	{
-		int64	   *cnt = palloc0(sizeof(int64) * K);
-		int64		i;
-		int			present = 0;
-
-		for (i = 0; i < n; i++)
-			cnt[labels[i]]++;
-		for (k = 0; k < K; k++)
-			present += cnt[k] > 0;
-		for (k = 0; k < K; k++)
-			if (cnt[k] > 0)
-				w[k] = (float) ((double) n / ((double) present * (double) cnt[k]));
-		pfree(cnt);
+		cw_balanced(w, K, labels, n);
 		appendStringInfoString(params, ", \"class_weights\": \"balanced\"");
 	}
 	else if (s[0] == '{' || s[0] == '[')
 	{
-		/* '{' then '"' or '}': a JSON object; otherwise an array literal */
-		const char *p = s + 1;
-		bool		object;
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		values[1];
-		uint64		i;
-		int			ret;
-
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-			p++;
-		object = s[0] == '{' && (*p == '"' || *p == '}');
-		values[0] = CStringGetTextDatum(s);
-		SPI_connect();
-		if (object)
-			ret = SPI_execute_with_args("SELECT key, value, pg_catalog.jsonb_typeof(value) "
-										"FROM pg_catalog.jsonb_each($1::pg_catalog.jsonb)",
-										1, argtypes, values, NULL, true, 0);
-		else if (s[0] == '[')
-			ret = SPI_execute_with_args("SELECT NULL, value, pg_catalog.jsonb_typeof(value) "
-										"FROM pg_catalog.jsonb_array_elements($1::pg_catalog.jsonb) "
-										"WITH ORDINALITY ORDER BY ordinality",
-										1, argtypes, values, NULL, true, 0);
-		else
-			ret = SPI_execute_with_args("SELECT NULL, value::text, CASE WHEN value IS NULL THEN 'null' ELSE 'number' END "
-										"FROM pg_catalog.unnest($1::pg_catalog.float8[]) WITH ORDINALITY AS u(value, o) ORDER BY o",
-										1, argtypes, values, NULL, true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not read class_weights");
-		if (!object && SPI_processed != (uint64) K)
-			cw_error(psprintf("%llu weights for %d classes", (unsigned long long) SPI_processed, K),
-					 "An array gives one weight per class id 0, 1, ..., K-1.");
-		if (object && SPI_processed == 0)
-			cw_error("the object names no label", NULL);
-		for (i = 0; i < SPI_processed; i++)
-		{
-			char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-			char	   *val = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-			char	   *typ = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
-			int			id = (int) i;
-
-			if (object)
-			{
-				for (id = 0; id < K; id++)
-					if (strcmp(names[id], key) == 0)
-						break;
-				if (id == K)
-					cw_error(psprintf("no label is named \"%s\"", key), NULL);
-			}
-			if (typ == NULL || strcmp(typ, "number") != 0)
-				cw_error(psprintf("the weight of %s is not a number (%s)", object ? psprintf("\"%s\"", key) :
-								  psprintf("class %d", id), typ ? typ : "null"),
-						 "Weights must be positive finite numbers.");
-			w[id] = cw_value(object ? psprintf("\"%s\"", key) : psprintf("class %d", id), val);
-		}
-		SPI_finish();
-		appendStringInfoString(params, ", \"class_weights\": {");
-		for (k = 0; k < K; k++)
-		{
-			if (k > 0)
-				appendStringInfoString(params, ", ");
-			escape_json(params, names[k]);
-			appendStringInfo(params, ": %.6g", w[k]);
-		}
-		appendStringInfoChar(params, '}');
+		cw_explicit(s, K, names, w);
+		cw_append_json(params, names, w, K);
 	}
 	else
 		cw_error(psprintf("\"%s\" is not understood", s), NULL);
-
-	appendStringInfoString(metrics, ", \"class_weights\": {");
-	for (k = 0; k < K; k++)
-	{
-		if (k > 0)
-			appendStringInfoString(metrics, ", ");
-		escape_json(metrics, names[k]);
-		appendStringInfo(metrics, ": %.6g", w[k]);
-	}
-	appendStringInfoChar(metrics, '}');
+	cw_append_json(metrics, names, w, K);
 	return w;
 }
 

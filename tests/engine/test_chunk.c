@@ -7,7 +7,8 @@
  *   - a 2,600-piece text through the real tokenizer: the first window is
  *     bft_encode's truncation, the windows joined without their overlaps are
  *     the text's pieces, consecutive windows share exactly the overlap;
- *   - mean / max pooling with and without renormalisation.
+ *   - mean / max pooling with and without renormalisation;
+ *   - the combination of window embeddings: token-weighted mean, max.
  */
 #include <math.h>
 #include <stdint.h>
@@ -184,22 +185,44 @@ static void test_pooling(void)
     /* 3 windows, 4 classes */
     const float p[12] = {0.1f, 0.2f, 0.3f, 0.4f, 0.7f, 0.1f, 0.1f, 0.1f, 0.25f, 0.25f, 0.25f, 0.25f};
     float out[4];
-    bft_pool_windows(p, 3, 4, BFT_POOL_MEAN, 0, out);
+    bft_pool_windows(p, 3, 4, BFT_WINDOWS_MEAN, 0, out);
     CHECK(fabsf(out[0] - 0.35f) < 1e-7f && fabsf(out[1] - 0.55f / 3) < 1e-7f &&
               fabsf(out[3] - 0.25f) < 1e-7f,
           "mean %g %g %g %g", out[0], out[1], out[2], out[3]);
-    bft_pool_windows(p, 3, 4, BFT_POOL_MAX, 0, out);
+    bft_pool_windows(p, 3, 4, BFT_WINDOWS_MAX, 0, out);
     CHECK(out[0] == 0.7f && out[1] == 0.25f && out[2] == 0.3f && out[3] == 0.4f, "max %g %g %g %g",
           out[0], out[1], out[2], out[3]);
-    bft_pool_windows(p, 3, 4, BFT_POOL_MAX, 1, out);
+    bft_pool_windows(p, 3, 4, BFT_WINDOWS_MAX, 1, out);
     CHECK(fabsf(out[0] + out[1] + out[2] + out[3] - 1.0f) < 1e-6f &&
               fabsf(out[0] - 0.7f / 1.65f) < 1e-6f,
           "renormalised max %g (sum %g)", out[0], out[0] + out[1] + out[2] + out[3]);
     /* one window: pooling is the identity */
-    bft_pool_windows(p, 1, 4, BFT_POOL_MEAN, 0, out);
+    bft_pool_windows(p, 1, 4, BFT_WINDOWS_MEAN, 0, out);
     CHECK(memcmp(out, p, sizeof out) == 0, "one window, mean");
-    bft_pool_windows(p, 1, 4, BFT_POOL_MAX, 0, out);
+    bft_pool_windows(p, 1, 4, BFT_WINDOWS_MAX, 0, out);
     CHECK(memcmp(out, p, sizeof out) == 0, "one window, max");
+}
+
+static void test_combine(void)
+{
+    /* 3 windows of 16, 16 and 4 tokens, 2 dimensions */
+    const float e[6] = {1.0f, -2.0f, 3.0f, 0.5f, -1.0f, 4.0f};
+    const int64_t ntok[3] = {16, 16, 4};
+    float out[2];
+    bft_combine_windows(e, ntok, 3, 2, BFT_WINDOWS_MEAN, out);
+    /* (16*1 + 16*3 + 4*-1) / 36, (16*-2 + 16*0.5 + 4*4) / 36 */
+    CHECK(fabsf(out[0] - 60.0f / 36) < 1e-7f && fabsf(out[1] - (-8.0f / 36)) < 1e-7f,
+          "weighted mean %.9g %.9g", out[0], out[1]);
+    /* not the plain mean (1, 0.833) */
+    CHECK(fabsf(out[0] - 1.0f) > 0.5f, "weights used");
+    bft_combine_windows(e, ntok, 3, 2, BFT_WINDOWS_MAX, out);
+    CHECK(out[0] == 3.0f && out[1] == 4.0f, "max %g %g", out[0], out[1]);
+    /* one window: copied bit for bit */
+    const float odd[2] = {0.1f, 1.0f / 3.0f};
+    bft_combine_windows(odd, ntok + 2, 1, 2, BFT_WINDOWS_MEAN, out);
+    CHECK(memcmp(out, odd, sizeof out) == 0, "one window, mean");
+    bft_combine_windows(odd, ntok, 1, 2, BFT_WINDOWS_MAX, out);
+    CHECK(memcmp(out, odd, sizeof out) == 0, "one window, max");
 }
 
 int main(void)
@@ -207,5 +230,6 @@ int main(void)
     RUN(test_windows_vs_reference);
     RUN(test_long_text_windows);
     RUN(test_pooling);
+    RUN(test_combine);
     return test_summary();
 }

@@ -4,7 +4,10 @@
  * the configuration parsers (modules.json, the Pooling config in its current
  * and its older form, sentence_bert_config.json, bft's own forms) and their
  * errors, and bft_embed / bft_hidden_states on the tiny checkpoint (pooling of
- * the hidden states; batching and length order do not change a result).
+ * the hidden states; batching and length order do not change a result);
+ * bft_embed_windows on a 2,400-piece text: the combination of its windows
+ * embedded one at a time (token-weighted mean or max, then normalized), and a
+ * one-window text's vector unchanged.
  * Run from the repository root.
  */
 #include <math.h>
@@ -13,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk.h"
 #include "embed.h"
 #include "test.h"
 #include "testdata.h"
@@ -252,6 +256,92 @@ static void test_embed_tiny(void)
     bft_model_free(m);
 }
 
+/* long texts: windows embedded together and combined == each window embedded
+ * alone, combined here in double */
+static void test_embed_windows(void)
+{
+    bft_error err;
+    bft_model *m = bft_model_load_dir("tests/data/ckpt/tiny", &err);
+    CHECK(m != NULL, "load: %s", m ? "" : err.msg);
+    if (!m) return;
+    const char *words[] = {"the", "market", "rose", "after", "stocks", "fell", "report", "bank"};
+    size_t cap = 40000, len = 0;
+    char *text = malloc(cap);
+    for (int i = 0; i < 2400; i++)
+        len += (size_t)snprintf(text + len, cap - len, "%s%s", i ? " " : "", words[(i * 7 + i / 5) % 8]);
+    const int max_length = 32, stride = 8;
+    int32_t *ids = NULL;
+    int64_t *off = NULL, nwin = 0;
+    CHECK(bft_encode_windows(m->tok, text, len, max_length, stride, &ids, &off, &nwin, &err) == 0,
+          "windows: %s", err.msg);
+    CHECK(nwin > 90 && off[nwin] > 2000, "%lld windows, %lld ids", (long long)nwin, (long long)off[nwin]);
+    int C = m->cfg.hidden_size;
+    for (int mode = BFT_WINDOWS_MEAN; mode <= BFT_WINDOWS_MAX; mode++) {
+        bft_pooling p = bft_pooling_default();
+        p.normalize = 1;
+        if (mode == BFT_WINDOWS_MAX) {   /* two pooling modes, concatenated */
+            p.nmodes = 2;
+            p.modes[1] = BFT_POOL_CLS;
+        }
+        int D = bft_pooling_dim(&p, C);
+        bft_dataset ds = {nwin, ids, off, NULL, NULL, NULL};
+        int64_t first[2] = {0, nwin};
+        float *got = malloc(sizeof(float) * D), *one = malloc(sizeof(float) * D);
+        double *acc = calloc((size_t)D, sizeof(double)), wsum = 0;
+        CHECK(bft_embed_windows(m, &ds, first, 1, mode, 16, &p, got, NULL, NULL, &err) == BFT_OK,
+              "embed windows: %s", err.msg);
+        bft_pooling raw = p;
+        raw.normalize = 0;
+        for (int64_t w = 0; w < nwin; w++) {
+            int64_t o1[2] = {0, off[w + 1] - off[w]};
+            bft_dataset dw = {1, ids + off[w], o1, NULL, NULL, NULL};
+            CHECK(bft_embed(m, &dw, 1, &raw, one, NULL, NULL, &err) == BFT_OK, "window %lld", (long long)w);
+            for (int d = 0; d < D; d++) {
+                if (mode == BFT_WINDOWS_MAX)
+                    acc[d] = w == 0 || one[d] > acc[d] ? one[d] : acc[d];
+                else
+                    acc[d] += (double)o1[1] * one[d];
+            }
+            wsum += (double)o1[1];
+        }
+        double ss = 0, worst = 0, norm = 0;
+        for (int d = 0; d < D; d++) {
+            if (mode == BFT_WINDOWS_MEAN)
+                acc[d] /= wsum;
+            ss += acc[d] * acc[d];
+        }
+        for (int d = 0; d < D; d++) {
+            worst = fmax(worst, fabs(got[d] - acc[d] / sqrt(ss)));
+            norm += (double)got[d] * got[d];
+        }
+        CHECK(worst <= 1e-6, "%s: combined vs windows alone %g", mode ? "max" : "mean", worst);
+        CHECK(fabs(sqrt(norm) - 1) < 1e-6, "unit vector: %g", sqrt(norm));
+        printf("# %lld windows, %s: combined vs windows alone %.2g\n", (long long)nwin,
+               mode ? "max (mean+cls)" : "mean", worst);
+        /* one window only: bft_embed's vector, bit for bit */
+        int64_t f1[2] = {0, 1};
+        bft_dataset d1 = {1, ids, off, NULL, NULL, NULL};
+        CHECK(bft_embed_windows(m, &d1, f1, 1, mode, 16, &p, got, NULL, NULL, &err) == BFT_OK, "one window");
+        CHECK(bft_embed(m, &d1, 16, &p, one, NULL, NULL, &err) == BFT_OK, "embed first window");
+        CHECK(memcmp(got, one, sizeof(float) * D) == 0, "one window == bft_embed");
+        /* errors: texts that do not cover the windows, a text without windows, a bad mode */
+        int64_t short_first[2] = {0, nwin - 1}, empty_first[3] = {0, 0, nwin};
+        CHECK(bft_embed_windows(m, &ds, short_first, 1, mode, 16, &p, got, NULL, NULL, &err) == BFT_EINVAL,
+              "uncovered windows refused");
+        CHECK(bft_embed_windows(m, &ds, empty_first, 2, mode, 16, &p, got, NULL, NULL, &err) == BFT_EINVAL,
+              "a text without windows refused");
+        CHECK(bft_embed_windows(m, &ds, first, 1, 7, 16, &p, got, NULL, NULL, &err) == BFT_EINVAL,
+              "bad mode refused");
+        free(got);
+        free(one);
+        free(acc);
+    }
+    free(ids);
+    free(off);
+    free(text);
+    bft_model_free(m);
+}
+
 /* a sentence-transformers directory (tests/data/ckpt/tiny_st) */
 static void test_load_dir(void)
 {
@@ -272,6 +362,7 @@ int main(void)
     RUN(test_st_config);
     RUN(test_forms);
     RUN(test_embed_tiny);
+    RUN(test_embed_windows);
     RUN(test_load_dir);
     return test_summary();
 }

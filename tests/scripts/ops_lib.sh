@@ -1,5 +1,5 @@
-# Helpers shared by test_concurrency.sh, test_deploy.sh and
-# test_parallel.sh (sourced, not a test).
+# Helpers shared by the cluster scripts test_concurrency.sh, test_parallel.sh,
+# test_upgrade.sh and test_cuda_emu.sh (sourced, not a test).
 
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" # poll
 

@@ -4,7 +4,9 @@
 # the PyTorch expectations in tests/data/cli (tests/ref/cli_golden.py); train
 # on an RFC 4180 CSV (quotes, commas, embedded newlines, CRLF) with text and
 # integer labels, validation split, determinism, the written HF directory;
-# export/info; bench output lines. Ends with "RESULT: P passed, F failed".
+# export/info; embed and classify --long-text (windows combined, short lines
+# unchanged);
+# bench output lines. Ends with "RESULT: P passed, F failed".
 #
 # Usage: bash tests/scripts/test_cli.sh   (BFT_CLI=path overrides build/bft-cli)
 set -uo pipefail
@@ -236,6 +238,53 @@ check "export legacy → F32 standard names" grep -q "bert.embeddings.LayerNorm.
 check "export is stable (bit-identical rewrite)" cmp -s $TMP/exp/model.safetensors $TMP/exp2/model.safetensors
 "$CLI" info --model $CK/tiny >$TMP/info.out 2>&1
 check "info" grep -q "^label 2: \"positive\"" $TMP/info.out
+
+# ---- embed --long-text: a 2,400-word line and a short one (tiny_st: windows of 48 tokens,
+# mean pooling + Normalize)
+awk 'BEGIN { split("the market bank", w, " "); for (i = 0; i < 2400; i++) printf "%s%s", i ? " " : "", w[1 + (i + int(i / 97)) % 3]
+             print ""; print "the bank rose" }' >$TMP/long.txt
+for lt in truncate mean max; do
+    "$CLI" embed --model $CK/tiny_st --long-text $lt --stride 8 <$TMP/long.txt >$TMP/emb_$lt.out 2>$TMP/emb_$lt.err
+    check "embed --long-text $lt exits 0, two lines" test $? -eq 0 -a "$(wc -l <$TMP/emb_$lt.out)" -eq 2
+done
+check "embed --long-text mean: the long line differs from the truncated one" \
+    test "$(head -1 $TMP/emb_mean.out)" != "$(head -1 $TMP/emb_truncate.out)"
+check "embed --long-text max differs from mean" test "$(head -1 $TMP/emb_max.out)" != "$(head -1 $TMP/emb_mean.out)"
+# close LINE_A LINE_B TOL: the numbers of two output lines differ by at most TOL
+# (batches of other sizes may round a line's last bits differently)
+close() {
+    awk -v a="$1" -v b="$2" -v tol="$3" 'BEGIN {
+        na = split(a, x, /[^-0-9.eE+]+/); nb = split(b, y, /[^-0-9.eE+]+/); if (na != nb) exit 1
+        for (i = 1; i <= na; i++) { d = x[i] - y[i]; if (d < 0) d = -d; if (d > tol) exit 1 } }'
+}
+check "embed --long-text: a short line keeps the truncated vector" \
+    close "$(tail -1 $TMP/emb_mean.out)" "$(tail -1 $TMP/emb_truncate.out)" 1e-6
+check "embed --long-text max: a short line keeps the truncated vector" \
+    close "$(tail -1 $TMP/emb_max.out)" "$(tail -1 $TMP/emb_truncate.out)" 1e-6
+check "close() tells different vectors apart" eval '! close "$(head -1 $TMP/emb_mean.out)" "$(head -1 $TMP/emb_truncate.out)" 1e-6'
+unit() { awk -F'[][, ]+' '{ s = 0; for (i = 2; i < NF; i++) s += $i * $i; if (s < 0.99999 || s > 1.00001) bad = 1 } END { exit bad }' "$1"; }
+check "embed --long-text mean, max: unit vectors (Normalize after the combination)" unit $TMP/emb_mean.out
+unit $TMP/emb_max.out; check "embed --long-text max: unit vectors" test $? -eq 0
+"$CLI" embed --model $CK/tiny_st --long-text median </dev/null >/dev/null 2>$TMP/err
+check_fail "embed: a bad --long-text is a usage error" $? 2 $TMP/err "truncate, mean or max"
+"$CLI" embed --model $CK/tiny_st --long-text mean --hidden </dev/null >/dev/null 2>$TMP/err
+check_fail "embed: --long-text with --hidden is a usage error" $? 2 $TMP/err "not --hidden"
+
+# ---- classify --long-text: the same long line, windows of 16 tokens sharing 4
+for lt in truncate mean max; do
+    "$CLI" classify --model $CK/tiny --max-length 16 --long-text $lt --stride 4 <$TMP/long.txt >$TMP/cls_$lt.out 2>&1
+    check "classify --long-text $lt exits 0, two lines" test $? -eq 0 -a "$(wc -l <$TMP/cls_$lt.out)" -eq 2
+done
+check "classify --long-text mean: the long line differs from the truncated one" \
+    eval '! close "$(head -1 $TMP/cls_mean.out)" "$(head -1 $TMP/cls_truncate.out)" 1e-4'
+check "classify --long-text max differs from mean" eval '! close "$(head -1 $TMP/cls_max.out)" "$(head -1 $TMP/cls_mean.out)" 1e-4'
+check "classify --long-text mean, max: a short line keeps the truncated probabilities" \
+    eval 'close "$(tail -1 $TMP/cls_mean.out)" "$(tail -1 $TMP/cls_truncate.out)" 1e-6 &&
+          close "$(tail -1 $TMP/cls_max.out)" "$(tail -1 $TMP/cls_truncate.out)" 1e-6'
+sum1() { sed 's/.*"probs": \[\([^]]*\)\].*/\1/' "$1" | awk -F', ' '{ s = 0; for (i = 1; i <= NF; i++) s += $i; if (s < 0.99999 || s > 1.00001) bad = 1 } END { exit bad }'; }
+check "classify --long-text max: a single-label model's pooled maxima sum to 1" sum1 $TMP/cls_max.out
+"$CLI" classify --model $CK/tiny --long-text median </dev/null >/dev/null 2>$TMP/err
+check_fail "classify: a bad --long-text is a usage error" $? 2 $TMP/err "truncate, mean or max"
 
 # ---- bench
 "$CLI" bench --layers 1 --hidden 32 --heads 4 --intermediate 64 --batch 4 --seq 16 --steps 3 --vocab 200 --threads 1 >$TMP/bench.out 2>&1; rc=$?
