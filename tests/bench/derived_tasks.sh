@@ -8,6 +8,10 @@
 #   python3 tests/bench/derive_tasks.py                       # once
 #   bash tests/bench/derived_tasks.sh [task ...]              # default: all tasks
 #   TRAIN_OPTS=", class_weights => 'balanced'" bash tests/bench/derived_tasks.sh skewed3_3k
+#   # the from-scratch recipe used for every row count before the defaults scaled:
+#   TRAIN_OPTS=", epochs => 6, mlm_epochs => 16, architecture => '{\"vocab_size\": 8000,
+#     \"num_hidden_layers\": 4, \"hidden_size\": 256, \"intermediate_size\": 1024,
+#     \"num_attention_heads\": 4}'" LABEL=before bash tests/bench/derived_tasks.sh topics_8k
 #
 # Environment: BFT_BENCH_DIR (default /tmp/bft-bench: tasks/ from
 # derive_tasks.py, results appended to results.tsv), PYTHON (with
