@@ -19,7 +19,9 @@
 #          weight decay, max_length, seed) on the same train/test rows.
 # Prints accuracy, macro-F1, training wall time and training samples/s of both
 # and bft's ratios. Both sides use THREADS threads (default 2); bft runs
-# OpenBLAS sgemm with the kernels OPENBLAS_CORETYPE selects (Haswell here),
+# OpenBLAS sgemm with the kernels OPENBLAS_CORETYPE selects (Haswell unless
+# set; OPENBLAS_CORETYPE=auto unsets it for the server, so that OpenBLAS picks
+# the kernels of this CPU),
 # PyTorch its own CPU kernels (MKL/oneDNN) with OMP_WAIT_POLICY=PASSIVE unless
 # set: on a machine whose cores are busy with other work, OpenMP's default
 # spin-waiting made PyTorch's 2-thread training steps 5-10x slower than with
@@ -51,6 +53,8 @@ THREADS="${THREADS:-2}"
 SIDES="${SIDES:-bft hf}"
 PRECISIONS="${PRECISIONS:-}"
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
+KERNELS="OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"
+[ "$OPENBLAS_CORETYPE" = auto ] && { unset OPENBLAS_CORETYPE; KERNELS="OPENBLAS_CORETYPE unset (OpenBLAS's kernels for this CPU)"; }
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source tests/scripts/cluster.sh; set +e +u
 TMPD=$(mktemp -d "${BFT_TMP:-/tmp}/bft-qpre.XXXXXX"); chmod 755 "$TMPD"
@@ -85,7 +89,7 @@ CREATE TABLE test AS SELECT id, text, label FROM test_all
  WHERE $TEST_ROWS = 0 OR rn <= greatest(1, round(n * $TEST_ROWS::float8 / (SELECT count(*) FROM test_all)));
 SQL
 NTR=$(q -t -A -c 'SELECT count(*) FROM train'); NTE=$(q -t -A -c 'SELECT count(*) FROM test')
-echo "rows: train $NTR, test $NTE (stratified, 20 labels); threads $THREADS; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE," \
+echo "rows: train $NTR, test $NTE (stratified, 20 labels); threads $THREADS; $KERNELS," \
      "OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 q -c "\\copy (SELECT text, label FROM train ORDER BY id) TO '$TMPD/train.csv' CSV HEADER"
 q -c "\\copy (SELECT text, label FROM test ORDER BY id) TO '$TMPD/test.csv' CSV HEADER"

@@ -57,19 +57,6 @@ sub no_worker
 	return 0;
 }
 
-# the first non-empty output of sql, tried every 0.1 s at most tries times
-sub poll
-{
-	my ($tries, $sql) = @_;
-	for (1 .. $tries)
-	{
-		my $out = sq($sql);
-		return $out if $out ne '';
-		sleep 0.1;
-	}
-	return '';
-}
-
 sub setup_db
 {
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
@@ -95,7 +82,7 @@ sub basic_cycle
 	ok($id =~ /^\d+$/ && $dt < 1.5,
 		sprintf('%s: bft_train_async returns a job id at once (id %s, %.2f s)', $tag, $id, $dt));
 	return unless $id =~ /^\d+$/;
-	my $row = poll(300,
+	my $row = poll_sql($node, $db, 300,
 		"SELECT state, phase, step, steps, percent IS NOT NULL FROM bft.jobs WHERE id = $id AND state = 'running' AND step > 0");
 	note("running row: $row");
 	# (a model from scratch first pre-trains on the column: phase mlm, then training)

@@ -40,23 +40,10 @@ sub psql_start
 	return IPC::Run::start([ 'psql', '-X', '-q', '-t', '-A', '-d', $node->connstr($db), map { ('-c', $_) } @cmds ],
 		'<', \undef, '>', $outref, '2>&1');
 }
-# the first non-empty output of sql, tried every 0.1 s at most tries times
-sub poll
-{
-	my ($tries, $sql) = @_;
-	for (1 .. $tries)
-	{
-		my $out = q1($sql);
-		return $out if $out ne '';
-		sleep 0.1;
-	}
-	return '';
-}
-
 # 1. pg_cancel_backend while training; watch bft.progress from a second connection.
 my $log1;
 my $h = psql_start(\$log1, 'SET bft.progress_interval = 1', $train);
-my $row = poll(600,
+my $row = poll_sql($node, $db, 600,
 	"SELECT pid, phase, step, steps, epoch, epochs FROM bft.progress WHERE model = 'cancel_me' AND phase = 'training' AND step > 0");
 note("progress row: $row");
 ok($row ne '', 'bft.progress shows the running training (pid|phase|step|steps|epoch|epochs)');
@@ -110,7 +97,7 @@ $h = psql_start(\$log4,
 	q{SELECT * FROM bft_train('long_rows', 'text', 'label', 1, batch_size => 32, max_length => 128, model => 'big',
 	  mlm_epochs => 0, architecture => '{"hidden_size": 768, "num_hidden_layers": 8, "num_attention_heads": 12, "intermediate_size": 3072, "vocab_size": 4000}')}
 );
-$row = poll(1200, "SELECT pid, samples_per_s FROM bft.progress WHERE model = 'big' AND phase = 'training' AND step >= 1");
+$row = poll_sql($node, $db, 1200, "SELECT pid, samples_per_s FROM bft.progress WHERE model = 'big' AND phase = 'training' AND step >= 1");
 @f = split /\|/, $row, -1;
 $pid = $f[0] || 0;
 my $sps = $f[1] // 0;

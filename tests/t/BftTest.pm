@@ -5,7 +5,7 @@ use warnings;
 use Exporter 'import';
 use IPC::Run;
 
-our @EXPORT = qw(psql_c psql_cmds);
+our @EXPORT = qw(psql_c psql_cmds poll_sql);
 
 # psql_c(node, db, sql, user => role): run sql with psql -c (one query string;
 # psql prints the result of its last statement) as role (default: the
@@ -40,6 +40,21 @@ sub psql_cmds
 	my $ok = eval { IPC::Run::run(\@cmd, '<', defined $in ? \$in : \undef, '>', \$out, '2>', \$err) };
 	chomp $out;
 	return ($ok ? 1 : 0, $out, $err);
+}
+
+# poll_sql(node, db, tries, sql): the first non-empty output of sql (as the
+# superuser; errors count as no output), tried every 0.1 s at most tries times;
+# '' when none came.
+sub poll_sql
+{
+	my ($node, $db, $tries, $sql) = @_;
+	for (1 .. $tries)
+	{
+		my ($ok, $out) = psql_c($node, $db, $sql);
+		return $out if $out ne '';
+		select(undef, undef, undef, 0.1);
+	}
+	return '';
 }
 
 1;
