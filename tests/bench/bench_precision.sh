@@ -17,14 +17,15 @@
 #    OpenBLAS's core and the oneDNN implementations that ran (ONEDNN_VERBOSE).
 # 2. Inside PostgreSQL, on real tweets (../shared/data/topic_train.csv, or
 #    $BFT_TOPIC_CSV): a held-out 20% (by md5 of the row), TRAIN_ROWS training
-#    rows from the rest; the default from-scratch recipe with MLM_EPOCHS and
+#    rows from the rest (the default from-scratch shape follows the rows: 2 x 128
+#    under 5,000, 4 x 256 from there); the default from-scratch recipe with MLM_EPOCHS and
 #    EPOCHS trained in fp32 and with bft.cpu_precision = 'bf16' for each seed
 #    of SEEDS (same seed and data; several seeds show how much the seed alone
 #    moves the accuracy): held-out accuracy of each (bft_evaluate); the fp32
 #    model classified in int8: held-out accuracy and argmax agreement with
 #    fp32; rows/s of bft_classify_batch over the held-out rows in fp32, bf16
 #    and int8, for that model and for a randomly initialised BERT-base
-#    (imported; BASE_ROWS rows). Then the first seed's fp32 model, as a common
+#    (imported; BASE_ROWS rows, 0 skips it). Then the first seed's fp32 model, as a common
 #    trained base, is fine-tuned for FT_EPOCHS (default 2; 0 skips) on other
 #    rows in fp32 and in bf16: the held-out accuracy delta from the same start.
 #
@@ -157,7 +158,7 @@ r32=$(rate "$M" fp32 "$n"); r16=$(rate "$M" bf16 "$n"); r8=$(rate "$M" int8 "$n"
 echo "  bft_classify_batch, from-scratch model, $n rows: fp32 $r32, bf16 $r16, int8 $r8 rows/s;" \
      "int8/fp32 $(ratio "$r8" "$r32"), bf16/fp32 $(ratio "$r16" "$r32")"
 # a randomly initialised BERT-base (the speed of its shape; weights do not matter)
-if [ -f "$VOCAB" ] && "$PY" - "$OUT/base" "$VOCAB" <<'PY' >/dev/null 2>&1
+if [ "$BASE_ROWS" -gt 0 ] && [ -f "$VOCAB" ] && "$PY" - "$OUT/base" "$VOCAB" <<'PY' >/dev/null 2>&1
 import shutil, sys, torch, transformers
 out, vocab = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
@@ -173,7 +174,7 @@ then
     echo "  bft_classify_batch, BERT-base (random weights), $BASE_ROWS rows: fp32 $b32, bf16 $b16, int8 $b8 rows/s;" \
          "int8/fp32 $(ratio "$b8" "$b32"), bf16/fp32 $(ratio "$b16" "$b32")"
 else
-    echo "  skip - BERT-base rows/s: no $VOCAB or no transformers in $PY"
+    echo "  skip - BERT-base rows/s: BASE_ROWS=0, no $VOCAB or no transformers in $PY"
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
