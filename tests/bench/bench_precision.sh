@@ -7,7 +7,9 @@
 #
 # 1. Engine throughput (bft-cli bench, random tokens of exactly SEQ tokens,
 #    THREADS threads), for BERT-base (12 x 768, 12 heads, 3072, vocab 28996)
-#    and bft's default from-scratch model (4 x 256, 4 heads, 1024, vocab 8000),
+#    and bft's default from-scratch shapes (4 x 256, 4 heads, 1024, vocab 8000
+#    from 5,000 rows; 2 x 128, 4 heads, 512, vocab 4000 under; SHAPES="base
+#    small tiny" picks),
 #    batch 16, sequence 64: bft fp32 with this environment's OPENBLAS_CORETYPE,
 #    bft fp32 with it unset (OpenBLAS picks its kernels for this CPU), bft
 #    bf16 (oneDNN), bft int8 (inference only), and PyTorch (the venv's, pip)
@@ -19,7 +21,9 @@
 #    $BFT_TOPIC_CSV): a held-out 20% (by md5 of the row), TRAIN_ROWS training
 #    rows from the rest (the default from-scratch shape follows the rows: 2 x 128
 #    under 5,000, 4 x 256 from there); the default from-scratch recipe with MLM_EPOCHS and
-#    EPOCHS trained in fp32 and with bft.cpu_precision = 'bf16' for each seed
+#    EPOCHS (default 2 and 3, short runs; "default" leaves the argument out:
+#    bft_train's defaults, which follow the rows and train to convergence)
+#    trained in fp32 and with bft.cpu_precision = 'bf16' for each seed
 #    of SEEDS (same seed and data; several seeds show how much the seed alone
 #    moves the accuracy): held-out accuracy of each (bft_evaluate); the fp32
 #    model classified in int8: held-out accuracy and argmax agreement with
@@ -52,11 +56,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 
 # ---------------------------------------------------------------- 1. engine
 if [[ "$PARTS" == *engine* ]]; then
-for shape in base small; do
-    if [ "$shape" = base ]; then S="--layers 12 --hidden 768 --heads 12 --intermediate 3072 --vocab 28996"
-        TS="12 768 12 3072 28996"; name="BERT-base"
-    else S="--layers 4 --hidden 256 --heads 4 --intermediate 1024 --vocab 8000"
-        TS="4 256 4 1024 8000"; name="from-scratch default (4 x 256)"; fi
+for shape in ${SHAPES:-base small tiny}; do
+    case "$shape" in
+    base) S="--layers 12 --hidden 768 --heads 12 --intermediate 3072 --vocab 28996"
+        TS="12 768 12 3072 28996"; name="BERT-base" ;;
+    small) S="--layers 4 --hidden 256 --heads 4 --intermediate 1024 --vocab 8000"
+        TS="4 256 4 1024 8000"; name="from-scratch default from 5,000 rows (4 x 256)" ;;
+    *) S="--layers 2 --hidden 128 --heads 4 --intermediate 512 --vocab 4000"
+        TS="2 128 4 512 4000"; name="from-scratch default under 5,000 rows (2 x 128)" ;;
+    esac
     echo; echo "== $name, batch $B, seq $T, $TH threads, $STEPS timed steps; load $(cut -d' ' -f1-3 /proc/loadavg)"
     b="$CLI bench $S --batch $B --seq $T --steps $STEPS --threads $TH --dropout 0.1"
     nice $b --precision fp32 >"$OUT/$shape.fp32" 2>&1
@@ -97,6 +105,9 @@ CSV="${BFT_TOPIC_CSV:-$ROOT/../shared/data/topic_train.csv}"
 VOCAB="$(dirname "$CSV")/vocab/bert-base-cased-vocab.txt"
 if [ ! -f "$CSV" ]; then echo "skip - SQL part: no $CSV (set BFT_TOPIC_CSV)"; exit 0; fi
 TRAIN_ROWS=${TRAIN_ROWS:-4000}; MLM_EPOCHS=${MLM_EPOCHS:-2}; EPOCHS=${EPOCHS:-3}; BASE_ROWS=${BASE_ROWS:-256}
+EPOCH_ARGS=""
+[ "$MLM_EPOCHS" = default ] || EPOCH_ARGS+=", mlm_epochs => $MLM_EPOCHS"
+[ "$EPOCHS" = default ] || EPOCH_ARGS+=", epochs => $EPOCHS"
 SEEDS=${SEEDS:-7}; SEED1=${SEEDS%% *}
 source tests/scripts/cluster.sh; set +e +u
 cluster_start "$OUT/cl" 54393 >/dev/null || exit 1
@@ -113,8 +124,8 @@ acc() { q -c "SET bft.cpu_precision = '$2'" -c "SELECT round(accuracy::numeric, 
 for seed in $SEEDS; do
     for p in fp32 bf16; do
         r=$(q -c "SET bft.cpu_precision = '$p'" -c "SELECT round(extract(epoch FROM duration)::numeric, 1) || ' s, ' || round(samples_per_second::numeric, 1)
-                  FROM bft_train('train', 'text', 'label', model => 't_${p}_$seed', mlm_epochs => $MLM_EPOCHS, epochs => $EPOCHS, seed => $seed)")
-        echo "  seed $seed, trained in $p: $r samples/s (fine-tuning)"
+                  FROM bft_train('train', 'text', 'label', model => 't_${p}_$seed'$EPOCH_ARGS, seed => $seed)")
+        echo "  seed $seed, trained in $p: $r samples/s (fine-tuning; $(q -c "SELECT 'mlm_epochs ' || (params->>'mlm_epochs') || ', epochs ' || (params->>'epochs') || ', ' || (config->>'num_hidden_layers') || ' x ' || (config->>'hidden_size') FROM bft.models WHERE name = 't_${p}_$seed'"))"
     done
     a32=$(acc "t_fp32_$seed" fp32); a16=$(acc "t_bf16_$seed" bf16); a16f=$(acc "t_bf16_$seed" fp32)
     echo "  seed $seed held-out accuracy: fp32-trained $a32; bf16-trained $a16 (classified in bf16), $a16f (in fp32);" \
