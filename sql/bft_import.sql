@@ -71,6 +71,18 @@ SELECT labels, has_mlm FROM bft.models WHERE name = 'news_mlm';
 -- a small base (hidden size <= 512) gets the small-encoder defaults; given values win
 SELECT name, params->'learning_rate' AS lr, params->'warmup_ratio' AS warmup
   FROM bft.models WHERE name IN ('news_mlm', 'news_tiny') ORDER BY name;
+-- from 10,000 training rows a small base learns at 1e-4 (unless given)
+CREATE TABLE news_many AS SELECT headline, sentiment FROM news, generate_series(1, 280) g;
+SELECT count(*) FROM news_many;
+SELECT model, rows_used FROM bft_train('news_many', 'headline', 'sentiment', 1, base => 'tiny', model => 'many_default',
+                                       batch_size => 64, max_length => 16);
+SELECT model, rows_used FROM bft_train('news_many', 'headline', 'sentiment', 1, base => 'tiny', model => 'many_given',
+                                       batch_size => 64, max_length => 16, learning_rate => 3e-4);
+SELECT model, rows_used FROM bft_train('news_many', 'headline', 'sentiment', 1, base => 'tiny', model => 'many_split',
+                                       batch_size => 64, max_length => 16, validation_fraction => 0.1);
+SELECT name, params->'learning_rate' AS lr, params->'warmup_ratio' AS warmup
+  FROM bft.models WHERE name LIKE 'many_%' ORDER BY name;
+DROP TABLE news_many;
 SELECT count(*) FROM bft_fill_mask('stock price [MASK]', 3, 'news_mlm');
 -- max_length above the base's positions
 SELECT try($$SELECT bft_train('news', 'headline', 'sentiment', 1, base => 'tiny', max_length => 512)$$);

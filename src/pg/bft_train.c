@@ -1024,6 +1024,7 @@ typedef struct TrainRun
 	int			batch_size;
 	double		lr;
 	bool		lr_given;
+	bool		small_base;		/* a base of hidden size <= BFT_SMALL_BASE_HIDDEN */
 	int			max_length;
 	bool		max_length_given;
 	double		warmup;
@@ -1282,7 +1283,8 @@ train_load_base(TrainRun *r)
 
 	m = r->st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
 	/* small encoders: their own learning rate and warmup defaults */
-	if (m->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN)
+	r->small_base = m->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN;
+	if (r->small_base)
 	{
 		if (!r->lr_given)
 			r->lr = BFT_SMALL_BASE_LEARNING_RATE;
@@ -1646,12 +1648,15 @@ scratch_imbalanced(const TrainRun *r)
 }
 
 /*
+ * A small base on many training rows: its lower learning rate (defaults.h).
  * From scratch, epochs by a step budget and class weights when imbalanced;
  * then the class weights (weighted cross-entropy) from the training rows.
  */
 static void
 train_epochs_and_weights(TrainRun *r)
 {
+	if (r->small_base && !r->lr_given && r->train_ds.n >= BFT_SMALL_BASE_MANY_ROWS)
+		r->lr = BFT_SMALL_BASE_MANY_ROWS_LEARNING_RATE;
 	if (r->scratch && !r->epochs_given)
 		r->epochs = epochs_for_steps(r->train_ds.n, r->batch_size, BFT_SCRATCH_TRAIN_STEPS,
 									 BFT_SCRATCH_EPOCHS, BFT_SCRATCH_MAX_EPOCHS);
