@@ -87,6 +87,44 @@ SELECT w.steps, w.ratio, m.metrics->'steps' AS trained_steps, m.metrics->'warmup
   FROM warm w JOIN bft.models m ON m.name = 'warm_' || w.steps
  ORDER BY w.steps;
 
+-- Rows with a text and a NULL label join the learned vocabulary and the
+-- masked-LM pre-training (when mlm_epochs > 0); fine-tuning and its
+-- validation split use the labeled rows only. Rows with a NULL text are
+-- skipped.
+CREATE TABLE semi (title text, topic text);
+INSERT INTO semi SELECT title, topic FROM headlines;
+INSERT INTO semi SELECT 'quarterly dividend zorblax announced', NULL FROM generate_series(1, 40);
+INSERT INTO semi VALUES (NULL, 'markets'), (NULL, NULL);
+SELECT rows_used, epochs
+  FROM bft_train('semi', 'title', 'topic', epochs => 1, mlm_epochs => 30, batch_size => 16,
+                 learning_rate => 5e-3, dropout => 0.0,
+                 validation_fraction => 0.2, model => 'semi', max_length => 32,
+                 architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "intermediate_size": 32, "vocab_size": 120}');
+SELECT metrics->'rows_used' AS used, metrics->'rows_skipped' AS skipped,
+       metrics->'rows_unlabeled' AS unlabeled, metrics->'train_rows' AS train_rows,
+       metrics->'validation_rows' AS validation_rows, metrics->'mlm'->'rows' AS mlm_rows,
+       metrics->'mlm'->'epochs' AS mlm_epochs
+  FROM bft.models WHERE name = 'semi';
+-- a word seen only in the unlabeled rows is one piece of the vocabulary
+SELECT array_agg(token ORDER BY ord) AS tokens
+  FROM bft_tokenize('zorblax', 'semi') WITH ORDINALITY AS t(token, token_id, ord);
+-- and the masked-LM head learned them
+SELECT token FROM bft_fill_mask('quarterly dividend [MASK] announced', 1, 'semi');
+-- without MLM pre-training the unlabeled rows are skipped, as before, and
+-- the vocabulary learned from the labeled rows lacks its letters
+SELECT rows_used
+  FROM bft_train('semi', 'title', 'topic', epochs => 1, mlm_epochs => 0, model => 'semi_plain',
+                 max_length => 32,
+                 architecture => '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "intermediate_size": 32, "vocab_size": 120}');
+SELECT metrics->'rows_skipped' AS skipped, metrics ? 'rows_unlabeled' AS has_unlabeled,
+       metrics ? 'mlm' AS has_mlm
+  FROM bft.models WHERE name = 'semi_plain';
+SELECT array_agg(token ORDER BY ord) AS tokens
+  FROM bft_tokenize('zorblax', 'semi_plain') WITH ORDINALITY AS t(token, token_id, ord);
+DROP TABLE semi;
+
 -- No training is running in this database: the progress view shows none.
 SELECT count(*) FROM bft.progress WHERE datname = current_database();
 

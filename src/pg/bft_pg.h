@@ -224,11 +224,14 @@ typedef struct BftRowReader
 	bool		want_labels;	/* decode the label values for row() */
 	/* one row: its text and label values el[0 .. nel) (elnull[i]: NULL element) */
 	void		(*row) (void *arg, text *t, Datum *el, bool *elnull, int nel);
+	/* a row with a text and a NULL label, or NULL: such rows are skipped */
+	void		(*unlabeled) (void *arg, text *t);
 	void		(*batch_start) (void *arg); /* before each fetched batch, or NULL */
 	void		(*batch_end) (void *arg);	/* after each batch, or NULL */
 	void	   *arg;
 	int64		rows;			/* rows passed to row() */
-	int64		skipped;		/* rows with a NULL text or label */
+	int64		skipped;		/* rows with a NULL text or label (not passed on) */
+	int64		unlabeled_rows; /* rows passed to unlabeled() */
 } BftRowReader;
 
 extern void bft_read_rows(BftRowReader *rd);

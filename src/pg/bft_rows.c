@@ -119,6 +119,7 @@ row_labels(const BftSource *src, Datum ldat, Datum *one, bool *onenull, Datum **
 
 /*
  * One pass over rd->src's rows with an SPI cursor, BFT_FETCH_ROWS at a time:
+ * a row with a text and a NULL label goes to rd->unlabeled when set; other
  * rows with a NULL text or label are counted in rd->skipped; every other
  * row goes to rd->row (in rd->cxt, not SPI's) with its label values when
  * rd->want_labels.  rd->batch_start and rd->batch_end (optional) run
@@ -131,6 +132,7 @@ bft_read_rows(BftRowReader *rd)
 
 	rd->rows = 0;
 	rd->skipped = 0;
+	rd->unlabeled_rows = 0;
 	SPI_connect();
 	portal = SPI_cursor_open_with_args(NULL, rd->src->query, 0, NULL, NULL, NULL, true, 0);
 	for (;;)
@@ -156,6 +158,17 @@ bft_read_rows(BftRowReader *rd)
 			text	   *t;
 			MemoryContext old;
 
+			if (!tnull && lnull && rd->unlabeled)
+			{
+				t = DatumGetTextPP(tdat);
+				old = MemoryContextSwitchTo(rd->cxt);
+				rd->unlabeled(rd->arg, t);
+				MemoryContextSwitchTo(old);
+				rd->unlabeled_rows++;
+				if ((Pointer) t != DatumGetPointer(tdat))
+					pfree(t);
+				continue;
+			}
 			if (tnull || lnull)
 			{
 				rd->skipped++;
@@ -185,13 +198,20 @@ bft_read_rows(BftRowReader *rd)
 	SPI_finish();
 }
 
-/* After a pass: a NOTICE for the rows skipped, an ERROR when none was read. */
+/*
+ * After a pass: a NOTICE for the rows skipped and for the unlabeled rows
+ * taken, an ERROR when no labeled row was read.
+ */
 void
 bft_rows_report(const BftRowReader *rd)
 {
 	if (rd->skipped > 0)
 		ereport(NOTICE,
 				(errmsg("skipped " INT64_FORMAT " rows with NULL text or label", rd->skipped)));
+	if (rd->unlabeled_rows > 0)
+		ereport(NOTICE,
+				(errmsg("used " INT64_FORMAT " rows with a NULL label for masked-language-model pre-training only",
+						rd->unlabeled_rows)));
 	if (rd->rows == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),

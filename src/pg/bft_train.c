@@ -384,6 +384,14 @@ typedef struct Rows
 	BftLabelMap names;
 	int64		skipped;
 	int64		fed;			/* rows fed to the vocabulary trainer */
+	/* rows with a text and a NULL label, for MLM pre-training (use_unlabeled) */
+	bool		use_unlabeled;
+	int64		un;
+	int32	   *utokens;
+	Size		utok_cap;
+	int64		utotal;
+	int64	   *uoffsets;		/* (ucap) */
+	Size		ucap;
 	Size		mem_base;		/* bytes the model and its training need besides the rows */
 	/* the pass: the source, and the vocabulary trainer or the tokenizers */
 	const BftSource *src;
@@ -401,7 +409,8 @@ rows_bytes(const Rows *rows)
 {
 	Size		b = rows->tok_cap * sizeof(int32) + rows->ctok_cap * sizeof(int32) +
 		rows->cap * sizeof(int64) * (rows->coffsets ? 3 : 2) +
-		(rows->lab_off ? rows->cap * sizeof(int64) + rows->lab_cap * sizeof(int64) : 0);
+		(rows->lab_off ? rows->cap * sizeof(int64) + rows->lab_cap * sizeof(int64) : 0) +
+		rows->utok_cap * sizeof(int32) + rows->ucap * sizeof(int64);
 
 	return b * 2;
 }
@@ -486,6 +495,13 @@ feed_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
 		bft_report_engine_error(&err, "could not learn the vocabulary");
 	if (u != VARDATA_ANY(t))
 		pfree(u);
+}
+
+/* Pass 1 (from scratch): an unlabeled row's text for the vocabulary trainer. */
+static void
+feed_unlabeled(void *arg, text *t)
+{
+	feed_row(arg, t, NULL, NULL, 0);
 }
 
 /* Room for one more row's offsets and labels. */
@@ -575,6 +591,30 @@ collect_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
 		pfree(u);
 }
 
+/* Pass 2: an unlabeled row's token ids, for MLM pre-training only. */
+static void
+collect_unlabeled(void *arg, text *t)
+{
+	Rows	   *rows = (Rows *) arg;
+	int			ulen;
+	char	   *u = bft_to_utf8(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &ulen);
+
+	if ((Size) rows->un + 2 > rows->ucap)
+	{
+		rows->ucap = Max(rows->ucap * 2, (Size) 1024);
+		rows->uoffsets = rows->uoffsets ? repalloc_huge(rows->uoffsets, sizeof(int64) * rows->ucap) :
+			MemoryContextAllocHuge(rows->cxt, sizeof(int64) * rows->ucap);
+		if (rows->un == 0)
+			rows->uoffsets[0] = 0;
+	}
+	encode_into(rows, rows->tok, rows->max_length, u, ulen, &rows->utokens, &rows->utok_cap,
+				&rows->utotal);
+	rows->uoffsets[rows->un + 1] = rows->utotal;
+	rows->un++;
+	if (u != VARDATA_ANY(t))
+		pfree(u);
+}
+
 /* After each batch of pass 2: the rows so far must fit bft.max_memory. */
 static void
 check_rows_memory(void *arg)
@@ -589,7 +629,9 @@ check_rows_memory(void *arg)
 /*
  * A reader of the rows: with rows->wp, pass 1 feeds the texts to the
  * vocabulary trainer only; otherwise pass 2 tokenizes them (with rows->tok,
- * and rows->cmp_tok when set) and collects the labels, in rows->cxt.
+ * and rows->cmp_tok when set) and collects the labels, in rows->cxt.  With
+ * rows->use_unlabeled, rows with a text and a NULL label are fed to the
+ * vocabulary trainer, and tokenized apart for MLM pre-training.
  */
 static void
 rows_reader(Rows *rows, BftRowReader *rd)
@@ -601,11 +643,15 @@ rows_reader(Rows *rows, BftRowReader *rd)
 	{
 		rd->cxt = CurrentMemoryContext;
 		rd->row = feed_row;
+		if (rows->use_unlabeled)
+			rd->unlabeled = feed_unlabeled;
 		return;
 	}
 	rd->cxt = rows->cxt;
 	rd->want_labels = true;
 	rd->row = collect_row;
+	if (rows->use_unlabeled)
+		rd->unlabeled = collect_unlabeled;
 	rd->batch_end = check_rows_memory;
 }
 
@@ -1341,6 +1387,7 @@ train_learn_vocabulary(TrainRun *r)
 	memset(&r->rows, 0, sizeof(r->rows));
 	r->rows.src = &r->src;
 	r->rows.wp = st->wp;
+	r->rows.use_unlabeled = r->mlm_epochs > 0;
 	rows_reader(&r->rows, &rd);
 	bft_read_rows(&rd);
 	bft_progress_begin(r->model_name, "vocabulary");
@@ -1404,6 +1451,7 @@ train_read_rows(TrainRun *r)
 	rows->max_length = r->max_length;
 	rows->cmp_tok = r->cmp_tok;
 	rows->cmp_max_length = r->cmp_max_length;
+	rows->use_unlabeled = r->mlm_epochs > 0;
 	rows->ids = palloc(sizeof(int32) * Max(r->max_length, r->cmp_max_length));
 	rows->cap = 1024;
 	rows->offsets = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
@@ -1661,7 +1709,7 @@ train_epochs_and_weights(TrainRun *r)
 		r->epochs = epochs_for_steps(r->train_ds.n, r->batch_size, BFT_SCRATCH_TRAIN_STEPS,
 									 BFT_SCRATCH_EPOCHS, BFT_SCRATCH_MAX_EPOCHS);
 	if (r->scratch && !r->mlm_epochs_given && r->mlm_epochs > 0)
-		r->mlm_epochs = epochs_for_steps(r->train_ds.n, r->batch_size, BFT_SCRATCH_MLM_STEPS,
+		r->mlm_epochs = epochs_for_steps(r->train_ds.n + r->rows.un, r->batch_size, BFT_SCRATCH_MLM_STEPS,
 										 BFT_SCRATCH_MLM_EPOCHS, BFT_SCRATCH_MAX_MLM_EPOCHS);
 	if (r->scratch && !r->multi && r->class_weights_arg == NULL &&
 		BFT_SCRATCH_AUTO_WEIGHT_RATIO > 0 && scratch_imbalanced(r))
@@ -1806,6 +1854,30 @@ train_set_opts(TrainRun *r)
 	o->state_salt = r->opts_salt;
 }
 
+/*
+ * The MLM corpus: the training rows' token ids (train) followed by those of
+ * the unlabeled rows (rows->utokens), in scan order; labels none.
+ */
+static void
+mlm_corpus(const bft_dataset *train, const Rows *rows, bft_dataset *ds)
+{
+	int64		ttot = train->offsets[train->n];
+	int64		n = train->n + rows->un;
+	int32	   *t = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * Max(ttot + rows->utotal, 1));
+	int64	   *o = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * (n + 1));
+	int64		i;
+
+	memcpy(t, train->tokens, sizeof(int32) * ttot);
+	memcpy(t + ttot, rows->utokens, sizeof(int32) * rows->utotal);
+	memcpy(o, train->offsets, sizeof(int64) * (train->n + 1));
+	for (i = 1; i <= rows->un; i++)
+		o[train->n + i] = ttot + rows->uoffsets[i];
+	memset(ds, 0, sizeof(*ds));
+	ds->n = n;
+	ds->tokens = t;
+	ds->offsets = o;
+}
+
 /* MLM pre-training on the column's own text (or its summary, when fine-tuning resumes). */
 static void
 train_mlm(TrainRun *r)
@@ -1827,6 +1899,8 @@ train_mlm(TrainRun *r)
 	}
 	if (r->mlm_epochs == 0)
 		return;
+	if (r->rows.un > 0)
+		mlm_corpus(&r->train_ds, &r->rows, &unl);
 	unl.labels = NULL;
 	mopts.epochs = r->mlm_epochs;
 	mopts.valid = NULL;
@@ -2059,6 +2133,8 @@ train_metrics_json(const TrainRun *r)
 					 ", \"classes\": %d, \"steps\": " INT64_FORMAT ", \"warmup_steps\": " INT64_FORMAT,
 					 r->rows.n, r->rows.skipped, r->train_ds.n, r->nval, r->K, res->steps,
 					 res->warmup_steps);
+	if (r->rows.un > 0)
+		appendStringInfo(&m, ", \"rows_unlabeled\": " INT64_FORMAT, r->rows.un);
 	bft_json_key_float(&m, "train_loss", res->train_loss, true);
 	bft_json_key_float(&m, "validation_loss", val ? res->eval_loss : NAN, true);
 	bft_json_key_float(&m, "validation_accuracy", val ? res->eval_accuracy : NAN, true);
@@ -2078,8 +2154,9 @@ train_metrics_json(const TrainRun *r)
 	}
 	if (r->mlm_epochs > 0)
 	{
-		appendStringInfo(&m, ", \"mlm\": {\"epochs\": %d, \"resumed_after_epoch\": %d",
-						 r->mlm_res.epochs, r->mlm_res.resumed_epochs);
+		appendStringInfo(&m, ", \"mlm\": {\"epochs\": %d, \"rows\": " INT64_FORMAT
+						 ", \"resumed_after_epoch\": %d",
+						 r->mlm_res.epochs, r->train_ds.n + r->rows.un, r->mlm_res.resumed_epochs);
 		bft_json_key_float(&m, "loss", r->mlm_res.train_loss, true);
 		bft_json_key_float(&m, "seconds", r->mlm_res.seconds, true);
 		appendStringInfoChar(&m, '}');

@@ -14,6 +14,9 @@ sample of the remaining 80%:
                macro and policy, other)
   skewed3_3k   3,000 rows, 3 groups with imbalanced counts (about 73% other,
                22% market talk, 5% corporate events: dividends, IPOs, M&A)
+  topics_1k_unl  the 1,000 labeled rows of topics_1k and the other 12,593
+               rows of the 80% without their labels (an empty label, NULL
+               once copied into a table): a table where few rows are labeled
 
 Writes OUT/<task>_train.csv and OUT/<task>_test.csv (text,label; label names
 for the grouped tasks, topic ids otherwise) and OUT/tasks.txt (one task name a
@@ -121,6 +124,15 @@ def main():
         print("%-11s train %5d, test %5d, %2d classes, largest %s %.0f%%, smallest %d rows"
               % (name, len(train), len(test), len(cnt), top[0], 100.0 * top[1] / len(train), min(cnt.values())))
         names.append(name)
+        if name == "topics_1k":
+            # the same labeled rows, and the rest of the pool unlabeled
+            seen = set(id(r) for r in train)
+            mixed = [(t, y) for t, y in train] + [(t, "") for r in pool if id(r) not in seen for t in [r[0]]]
+            random.Random(f"{a.seed}/topics_1k_unl").shuffle(mixed)
+            write(os.path.join(a.out, "topics_1k_unl_train.csv"), mixed)
+            write(os.path.join(a.out, "topics_1k_unl_test.csv"), [(t, y) for t, y in test])
+            print("%-11s train %5d (%d labeled), test %5d" % ("topics_1k_unl", len(mixed), len(train), len(test)))
+            names.append("topics_1k_unl")
     with open(os.path.join(a.out, "tasks.txt"), "w") as f:
         f.write("\n".join(names) + "\n")
     print("wrote", a.out)
