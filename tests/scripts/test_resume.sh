@@ -11,6 +11,8 @@
 #     with MLM pre-training (the server restarts; the MLM phase is not redone);
 #  3. cancelled (pg_cancel_backend) in MLM epoch 2: the MLM phase resumes;
 #  4. a background job (bft_train_async) resumed after a cancel.
+# The table has 300 rows with a NULL label: MLM pre-training (cases 2 and 3)
+# also runs over them, and resumes over them.
 # Also: the state is a file of the training's role; another role with
 # resume => true does not see it (trains from the start, NOTICE) and leaves
 # it alone; changed data make resume an ERROR (55000) with a hint; the state
@@ -82,8 +84,8 @@ q "CREATE EXTENSION bft;
                           'team wins the championship final', 'oil prices fall on weak demand'])[1 + i % 4]
           || ' ' || (ARRAY['today', 'again', 'this week', 'sharply', 'in march'])[1 + (i * 7) % 5]
           || ' w' || (i % 37) || ' and more words about w' || (i % 91) || ' x' || (i % 53) AS body,
-          (ARRAY['economy', 'markets', 'sports', 'markets'])[1 + i % 4] AS label
-     FROM generate_series(1, 1500) i;
+          CASE WHEN i <= 1500 THEN (ARRAY['economy', 'markets', 'sports', 'markets'])[1 + i % 4] END AS label
+     FROM generate_series(1, 1800) i;
    GRANT SELECT ON docs TO trainer_a, trainer_b;
    GRANT SELECT, INSERT ON bft.models TO trainer_a, trainer_b;
    GRANT USAGE ON SEQUENCE bft.models_id_seq TO trainer_a, trainer_b;
@@ -121,6 +123,8 @@ q "$(train_sql ref 0)" >/dev/null
 q "$(train_sql ref_mlm 2)" >/dev/null
 check "[ \"\$(q \"SELECT count(*) FROM bft.models WHERE name IN ('ref', 'ref_mlm')\")\" = 2 ] && [ -z \"\$(states)\" ]" \
     "reference trainings stored; their states were deleted at commit"
+check "[ \"\$(metric ref_mlm rows_unlabeled)\" = 300 ] && [ \"\$(metric ref_mlm mlm,rows)\" = 1500 ] && [ -z \"\$(metric ref rows_unlabeled)\" ] && [ \"\$(metric ref rows_skipped)\" = 300 ]" \
+    "the MLM reference also pre-trains on the 300 unlabeled rows (1,200 training + 300), the other skips them"
 IFS='|' read -r -a E <<<"$(q "SELECT (metrics->>'duration_s')::float8 - (metrics->>'train_seconds')::float8,
                metrics->'epochs'->1->>'elapsed_s', metrics->'epochs'->2->>'elapsed_s'
           FROM bft.models WHERE name = 'ref'")"
