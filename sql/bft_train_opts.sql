@@ -123,10 +123,13 @@ SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_default', max
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_given', epochs => 2, mlm_epochs => 1,
        batch_size => 20, max_length => 8, architecture => '{"hidden_size": 8, "num_hidden_layers": 1,
        "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 100}');
+-- the small shape chosen for few rows trains at 1e-3 unless a rate is given
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_shape', epochs => 1, mlm_epochs => 0,
        max_length => 8);
--- batch_size 1: 40 steps an epoch, so ceil(1880 / 40) = 47 epochs and
--- ceil(1500 / 40) = 38 MLM epochs, inside the bounds
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_shape_lr', epochs => 1, mlm_epochs => 0,
+       max_length => 8, learning_rate => 2e-4);
+-- batch_size 1: 40 steps an epoch, so ceil(1880 / 40) = 47 epochs; the MLM
+-- epochs, ceil(3000 / 40) = 75, are capped at 48
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_steps', batch_size => 1, max_length => 8,
        architecture => '{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "intermediate_size": 16, "vocab_size": 100}');
@@ -135,9 +138,22 @@ INSERT INTO few SELECT 'v' || i, CASE WHEN i % 2 = 0 THEN 'even' ELSE 'odd' END 
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_vocab', epochs => 1, mlm_epochs => 0,
        max_length => 8, architecture => '{"hidden_size": 8, "num_hidden_layers": 1,
        "num_attention_heads": 2, "intermediate_size": 16}');
+-- and 94 steps an epoch (batch 32): ceil(1880 / 94) = 20 epochs and
+-- ceil(3000 / 94) = 32 MLM epochs, inside the bounds
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_mlm_steps', max_length => 8,
+       architecture => '{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 16, "vocab_size": 100}');
+-- unlabeled rows count for the MLM budget only: 1,520 labeled rows (48 steps
+-- an epoch, ceil(1880 / 48) = 40 epochs) and 1,480 unlabeled, 3,000 for MLM
+-- (32 MLM epochs as above)
+UPDATE few SET label = NULL WHERE body ~ '^v' AND substr(body, 2)::int % 2 = 0;
+SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_unlabeled', max_length => 8,
+       architecture => '{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 16, "vocab_size": 100}');
 SELECT name, params->'epochs' AS epochs, params->'mlm_epochs' AS mlm_epochs,
        params->'architecture'->'hidden_size' AS hidden, params->'architecture'->'num_hidden_layers' AS layers,
-       params->'architecture'->'vocab_size' AS vocab, metrics->'steps' AS steps
+       params->'architecture'->'vocab_size' AS vocab, metrics->'steps' AS steps,
+       params->'learning_rate' AS lr, metrics->'train_rows' AS train_rows, metrics->'mlm'->'rows' AS mlm_rows
   FROM bft.models WHERE name LIKE 'few%' ORDER BY name;
 DROP TABLE few;
 

@@ -745,6 +745,7 @@ typedef struct Arch
 	bool		do_lower_case;
 	bool		shape_given;	/* architecture named hidden_size, num_hidden_layers, ... */
 	bool		vocab_given;	/* architecture named vocab_size */
+	bool		small;			/* the small shape was chosen for few rows */
 } Arch;
 
 static int
@@ -839,6 +840,7 @@ scale_architecture(Arch *a, int64 rows)
 		a->num_hidden_layers = BFT_SCRATCH_SMALL_LAYERS;
 		a->num_attention_heads = BFT_SCRATCH_SMALL_HEADS;
 		a->intermediate_size = BFT_SCRATCH_SMALL_INTERMEDIATE;
+		a->small = true;
 	}
 	if (!a->vocab_given)
 		a->vocab_size = (int) Max(BFT_SCRATCH_MIN_VOCAB_SIZE,
@@ -1257,7 +1259,7 @@ train_parse_architecture(FunctionCallInfo fcinfo, TrainRun *r)
 	a->vocab_size = BFT_SCRATCH_VOCAB_SIZE;
 	a->max_position_embeddings = Max(BFT_SCRATCH_MAX_POSITIONS, r->max_length);
 	a->do_lower_case = BFT_SCRATCH_LOWER_CASE;
-	a->shape_given = a->vocab_given = false;
+	a->shape_given = a->vocab_given = a->small = false;
 	if (r->scratch && ARG_GIVEN(TA_ARCHITECTURE))
 		parse_architecture(PG_GETARG_DATUM(TA_ARCHITECTURE), a);
 	if (r->scratch && a->max_position_embeddings < r->max_length)
@@ -1696,7 +1698,8 @@ scratch_imbalanced(const TrainRun *r)
 }
 
 /*
- * A small base on many training rows: its lower learning rate (defaults.h).
+ * A small base on many training rows: its lower learning rate (defaults.h);
+ * from scratch, the small shape's higher one.
  * From scratch, epochs by a step budget and class weights when imbalanced;
  * then the class weights (weighted cross-entropy) from the training rows.
  */
@@ -1705,6 +1708,8 @@ train_epochs_and_weights(TrainRun *r)
 {
 	if (r->small_base && !r->lr_given && r->train_ds.n >= BFT_SMALL_BASE_MANY_ROWS)
 		r->lr = BFT_SMALL_BASE_MANY_ROWS_LEARNING_RATE;
+	if (r->scratch && !r->lr_given && r->arch.small)
+		r->lr = BFT_SCRATCH_SMALL_LEARNING_RATE;
 	if (r->scratch && !r->epochs_given)
 		r->epochs = epochs_for_steps(r->train_ds.n, r->batch_size, BFT_SCRATCH_TRAIN_STEPS,
 									 BFT_SCRATCH_EPOCHS, BFT_SCRATCH_MAX_EPOCHS);

@@ -76,7 +76,13 @@
 /* budgets in optimizer steps: epochs = steps / steps per epoch, within the bounds */
 #define BFT_SCRATCH_TRAIN_STEPS		1880	/* fine-tuning (at least BFT_SCRATCH_EPOCHS) */
 #define BFT_SCRATCH_MAX_EPOCHS		60
-#define BFT_SCRATCH_MLM_STEPS		1500	/* MLM pre-training (at least BFT_SCRATCH_MLM_EPOCHS) */
+/*
+ * MLM: 3000 steps over the pre-training corpus (training and unlabeled rows).
+ * With the small shape at 1e-3, 3,000 rows (32 MLM epochs instead of 16 at
+ * 1500 steps): topics_3k 0.653 / 0.588 vs 0.642 / 0.595, skewed3_3k 0.885 /
+ * 0.778 vs 0.868 / 0.759, coarse4_3k 0.776 / 0.747 vs 0.748 / 0.710.
+ */
+#define BFT_SCRATCH_MLM_STEPS		3000	/* MLM pre-training (at least BFT_SCRATCH_MLM_EPOCHS) */
 #define BFT_SCRATCH_MAX_MLM_EPOCHS	48
 /* fewer rows than this: a smaller shape (unless architecture names one) */
 #define BFT_SCRATCH_SMALL_ROWS		5000
@@ -84,6 +90,13 @@
 #define BFT_SCRATCH_SMALL_LAYERS	2
 #define BFT_SCRATCH_SMALL_HEADS		4
 #define BFT_SCRATCH_SMALL_INTERMEDIATE	512
+/*
+ * The small shape learns faster than 5e-4 allows: on topics_3k (3,000 rows,
+ * 20 topics) held-out accuracy / macro-F1 were 0.591 / 0.487 at 5e-4,
+ * 0.642 / 0.595 at 1e-3 and 0.463 / 0.302 at 2e-3; on coarse4_3k 0.739 /
+ * 0.703 at 5e-4 and 0.748 / 0.710 at 1e-3.
+ */
+#define BFT_SCRATCH_SMALL_LEARNING_RATE	1e-3
 /* vocabulary: this many pieces per row, within [MIN_VOCAB_SIZE, VOCAB_SIZE] */
 #define BFT_SCRATCH_VOCAB_PER_ROW	(4.0 / 3.0)
 #define BFT_SCRATCH_MIN_VOCAB_SIZE	2000
