@@ -128,8 +128,8 @@ SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_shape', epoch
        max_length => 8);
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_shape_lr', epochs => 1, mlm_epochs => 0,
        max_length => 8, learning_rate => 2e-4);
--- batch_size 1: 40 steps an epoch, so ceil(1880 / 40) = 47 epochs; the MLM
--- epochs, ceil(3000 / 40) = 75, are capped at 48
+-- batch_size 1: 40 steps an epoch, so ceil(1880 / 40) = 47 epochs and
+-- ceil(3000 / 40) = 75 MLM epochs, inside the bounds
 SELECT epochs FROM bft_train('few', 'body', 'label', model => 'few_steps', batch_size => 1, max_length => 8,
        architecture => '{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
                          "intermediate_size": 16, "vocab_size": 100}');
