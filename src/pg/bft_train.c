@@ -1629,6 +1629,31 @@ split_take(const int64 *idx, int64 n, double vfrac, bool *is_val)
 }
 
 /*
+ * The MLM corpus without a copy of the training rows: the unlabeled rows'
+ * token ids (rows->utokens, then freed) are appended to train's buffers
+ * after its n rows, which stay the fine-tuning set; the corpus is train
+ * with n + rows->un rows.
+ */
+static void
+append_unlabeled(bft_dataset *train, Rows *rows)
+{
+	int64		ttot = train->offsets[train->n];
+	int32	   *t = repalloc_huge((int32 *) train->tokens, sizeof(int32) * (ttot + rows->utotal));
+	int64	   *o = repalloc_huge((int64 *) train->offsets, sizeof(int64) * (train->n + rows->un + 1));
+	int64		i;
+
+	memcpy(t + ttot, rows->utokens, sizeof(int32) * rows->utotal);
+	for (i = 1; i <= rows->un; i++)
+		o[train->n + i] = ttot + rows->uoffsets[i];
+	train->tokens = t;
+	train->offsets = o;
+	pfree(rows->utokens);
+	pfree(rows->uoffsets);
+	rows->utokens = NULL;
+	rows->uoffsets = NULL;
+}
+
+/*
  * The validation split from the seed: stratified by class (single label),
  * a random sample of the rows (label sets); then the train and validation
  * datasets.
@@ -1674,6 +1699,8 @@ train_split(TrainRun *r)
 	if (rows->tokens)
 		pfree(rows->tokens);
 	rows->tokens = NULL;
+	if (rows->un > 0)
+		append_unlabeled(&r->train_ds, rows);
 }
 
 /* From scratch: whether the training rows' classes are imbalanced enough for balanced weights. */
@@ -1859,30 +1886,6 @@ train_set_opts(TrainRun *r)
 	o->state_salt = r->opts_salt;
 }
 
-/*
- * The MLM corpus: the training rows' token ids (train) followed by those of
- * the unlabeled rows (rows->utokens), in scan order; labels none.
- */
-static void
-mlm_corpus(const bft_dataset *train, const Rows *rows, bft_dataset *ds)
-{
-	int64		ttot = train->offsets[train->n];
-	int64		n = train->n + rows->un;
-	int32	   *t = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * Max(ttot + rows->utotal, 1));
-	int64	   *o = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * (n + 1));
-	int64		i;
-
-	memcpy(t, train->tokens, sizeof(int32) * ttot);
-	memcpy(t + ttot, rows->utokens, sizeof(int32) * rows->utotal);
-	memcpy(o, train->offsets, sizeof(int64) * (train->n + 1));
-	for (i = 1; i <= rows->un; i++)
-		o[train->n + i] = ttot + rows->uoffsets[i];
-	memset(ds, 0, sizeof(*ds));
-	ds->n = n;
-	ds->tokens = t;
-	ds->offsets = o;
-}
-
 /* MLM pre-training on the column's own text (or its summary, when fine-tuning resumes). */
 static void
 train_mlm(TrainRun *r)
@@ -1904,8 +1907,7 @@ train_mlm(TrainRun *r)
 	}
 	if (r->mlm_epochs == 0)
 		return;
-	if (r->rows.un > 0)
-		mlm_corpus(&r->train_ds, &r->rows, &unl);
+	unl.n += r->rows.un;		/* the unlabeled rows follow the training rows */
 	unl.labels = NULL;
 	mopts.epochs = r->mlm_epochs;
 	mopts.valid = NULL;

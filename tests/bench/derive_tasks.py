@@ -127,7 +127,7 @@ def main():
         if name == "topics_1k":
             # the same labeled rows, and the rest of the pool unlabeled
             seen = set(id(r) for r in train)
-            mixed = [(t, y) for t, y in train] + [(t, "") for r in pool if id(r) not in seen for t in [r[0]]]
+            mixed = list(train) + [(r[0], "") for r in pool if id(r) not in seen]
             random.Random(f"{a.seed}/topics_1k_unl").shuffle(mixed)
             write(os.path.join(a.out, "topics_1k_unl_train.csv"), mixed)
             write(os.path.join(a.out, "topics_1k_unl_test.csv"), [(t, y) for t, y in test])
