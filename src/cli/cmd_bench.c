@@ -104,7 +104,7 @@ static int bench_parse(bench_run *b, int argc, char **argv)
 static int bench_model(bench_run *b)
 {
     bft_config cfg = bft_config_default();
-    bft_parts parts = {1, 1, 0};
+    bft_parts parts = {1, 1, 0, 0};
     size_t vlen = 0;
     bft_error err;
     cfg.num_hidden_layers = b->L;

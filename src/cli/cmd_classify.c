@@ -11,6 +11,8 @@
  * averaged or maxed per label (a single-label model's maxima rescaled to sum
  * 1; bft_pool_windows). Lines are read and classified
  * in chunks, so output streams for long inputs; "\r\n" endings are accepted.
+ * A model with an n-gram head (ngram.h) has it mixed into each line's
+ * probabilities, as in SQL.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 
 #include "chunk.h"
 #include "cli.h"
+#include "ngram.h"
 #include "train.h"
 
 static void classify_usage(FILE *f)
@@ -75,6 +78,13 @@ static int classify_chunk(const bft_model *m, char **lines, size_t *lens, int64_
                          probs + (size_t)i * K);
     free(wprobs);
     free(first);
+    /* a model with an n-gram head: mixed in per line, as bft_classify() does */
+    for (int64_t i = 0; i < n; i++)
+        if (bft_ngram_mix(m, lines[i], lens[i], probs + (size_t)i * K, &err) != BFT_OK) {
+            cli_error("classify", &err, "n-gram features");
+            cli_tokens_free(&t);
+            return 1;
+        }
     for (int64_t i = 0; i < n; i++) {
         const float *p = probs + i * K;
         int best = 0;

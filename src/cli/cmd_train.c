@@ -364,7 +364,7 @@ static bft_model *from_scratch(const cli_csv *csv, const scratch_opts *so, int w
 {
     bft_tokenizer_opts to = bft_tokenizer_default_opts();
     bft_config cfg = bft_config_default();
-    bft_parts parts = {1, 0, with_mlm};
+    bft_parts parts = {1, 0, with_mlm, 0};
     bft_wp_trainer *tr;
     bft_error err;
     char *vocab;

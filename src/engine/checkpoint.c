@@ -17,6 +17,7 @@
  * detected from the tensors present; a part that is present must be complete.
  */
 #include "model.h"
+#include "ngram.h"
 #include "resource.h"
 #include "rng.h"
 #include "ptbin.h"
@@ -283,7 +284,8 @@ static int wl_check_names(weight_load *w, bft_error *err)
             continue;
         w->any_prefixed |= mp->prefixed;
         int known = is_encoder_name(mp->norm) || (!mp->prefixed && (starts_with(mp->norm, "classifier.") ||
-                                                                   starts_with(mp->norm, "cls.predictions.")));
+                                                                   starts_with(mp->norm, "cls.predictions.") ||
+                                                                   starts_with(mp->norm, "bft_ngram.")));
         if (!known)
             return bft_set_error(err, BFT_EMISMATCH,
                                  ST ": unexpected tensor \"%.200s\" (not part of BertForSequenceClassification, "
@@ -326,11 +328,16 @@ static int wl_classifier(weight_load *w, bft_error *err)
 static int wl_parts(weight_load *w, bft_error *err)
 {
     bft_model *m = w->m;
-    m->parts.pooler = m->parts.classifier = m->parts.mlm = 0;
+    m->parts.pooler = m->parts.classifier = m->parts.mlm = m->parts.ngram = 0;
     for (int i = 0; i < w->f.n; i++) {
         if (w->mp[i].use != USE_LOAD)
             continue;
-        if (starts_with(w->mp[i].norm, "pooler."))
+        if (strcmp(w->mp[i].norm, "bft_ngram.idf") == 0 && !w->mp[i].prefixed) {
+            const bft_st_tensor *t = w->mp[i].t;
+            if (t->ndim != 1 || t->shape[0] < 1 || t->shape[0] > INT32_MAX)
+                return bft_set_error(err, BFT_EMISMATCH, ST ": tensor \"bft_ngram.idf\" has a bad shape");
+            m->parts.ngram = (int)t->shape[0];
+        } else if (starts_with(w->mp[i].norm, "pooler."))
             m->parts.pooler = 1;
         else if (starts_with(w->mp[i].norm, "classifier."))
             m->parts.classifier = 1;
@@ -506,6 +513,8 @@ bft_model *bft_model_load_mem(const char *config_json, size_t config_len, const 
         if (lrc != BFT_OK)
             goto fail;
     } else if (load_weights(m, safetensors, st_len, err) != BFT_OK)
+        goto fail;
+    if (bft_ngram_check(m, err) != BFT_OK)
         goto fail;
     if (attach_vocab(m, vocab, vocab_len, err) != BFT_OK)
         goto fail;
@@ -825,6 +834,8 @@ bft_model *bft_model_new(const bft_config *cfg, const char *vocab, size_t vocab_
     m->parts.pooler = parts.pooler != 0;
     m->parts.classifier = parts.classifier != 0;
     m->parts.mlm = parts.mlm != 0;
+    m->parts.ngram = 0; /* a new model has no n-gram head */
+    m->cfg.ngram_scale = 0;
     if (!m->parts.classifier) {
         bft_config_release(&m->cfg);
         m->cfg.num_labels = 0;
@@ -950,6 +961,8 @@ static int set_labels(bft_model *m, int num_labels, const char *const *names, ui
     nparts = m->parts;
     nparts.pooler = 1;
     nparts.classifier = 1;
+    nparts.ngram = 0; /* the n-gram head belongs to the old labels */
+    ncfg.ngram_scale = 0;
     count = bft_params_count(&ncfg, nparts);
     if (bft_memory_check((count + m->num_params) * sizeof(float), "the model with its new classifier",
                          err) != BFT_OK)

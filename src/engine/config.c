@@ -146,6 +146,9 @@ int bft_config_validate(const bft_config *c, bft_error *err)
         return bft_set_error(err, BFT_EINVAL, "config: num_labels %d out of range", c->num_labels);
     if (c->problem_type != BFT_PROBLEM_SINGLE_LABEL && c->problem_type != BFT_PROBLEM_MULTI_LABEL)
         return bft_set_error(err, BFT_EINVAL, "config: unknown problem type %d", c->problem_type);
+    if (!(c->ngram_scale >= 0.0f && c->ngram_scale <= 1000.0f))
+        return bft_set_error(err, BFT_EINVAL, "config: bft_ngram_scale must be in [0, 1000], got %g",
+                             (double)c->ngram_scale);
     return BFT_OK;
 }
 
@@ -594,7 +597,8 @@ int bft_config_parse(const char *json, size_t len, bft_config *cfg, bft_error *e
         get_float_field(root, "hidden_dropout_prob", &c.hidden_dropout_prob, NULL, err) < 0 ||
         get_float_field(root, "attention_probs_dropout_prob", &c.attention_probs_dropout_prob, NULL, err) < 0 ||
         get_float_field(root, "initializer_range", &c.initializer_range, NULL, err) < 0 ||
-        get_float_field(root, "classifier_dropout", &c.classifier_dropout, &is_null, err) < 0)
+        get_float_field(root, "classifier_dropout", &c.classifier_dropout, &is_null, err) < 0 ||
+        get_float_field(root, "bft_ngram_scale", &c.ngram_scale, NULL, err) < 0)
         goto out;
     if (is_null)
         c.classifier_dropout = -1.0f;
@@ -993,6 +997,8 @@ char *bft_config_to_json(const bft_config *cfg, int has_classifier, int has_mlm)
                                        ? "multi_label_classification"
                                        : "single_label_classification"),
             &ok);
+    if (has_classifier && cfg->ngram_scale > 0)
+        put(root, "bft_ngram_scale", float_json(cfg->ngram_scale), &ok);
     put(root, "torch_dtype", json_object_new_string("float32"), &ok);
     put(root, "type_vocab_size", json_object_new_int(cfg->type_vocab_size), &ok);
     put(root, "use_cache", json_object_new_boolean(1), &ok);

@@ -36,6 +36,8 @@ typedef struct bft_config {
                                   * BFT_PROBLEM_MULTI_LABEL (a sigmoid per label, binary
                                   * cross-entropy): config.json's problem_type */
     bft_tokenizer_opts tok;      /* tokenizer_config.json (HF defaults when absent) */
+    float ngram_scale;           /* weight of the n-gram head's log-probabilities when mixed
+                                  * (ngram.h): config.json's "bft_ngram_scale", 0 when absent */
 } bft_config;
 
 /* bft_config.problem_type: Hugging Face's "single_label_classification" (the
@@ -120,6 +122,10 @@ typedef struct bft_params {
     float *mlm_lnw;   /* (C)     cls.predictions.transform.LayerNorm */
     float *mlm_lnb;   /* (C) */
     float *mlm_bias;  /* (V)     cls.predictions.bias */
+    float *ng_keys;   /* (F, 2)  bft_ngram.keys: the n-gram head (ngram.h; NULL when absent) */
+    float *ng_idf;    /* (F)     bft_ngram.idf */
+    float *ng_w;      /* (K, F)  bft_ngram.weight */
+    float *ng_b;      /* (K)     bft_ngram.bias */
 } bft_params;
 
 /* Which optional parts a parameter block has. */
@@ -127,6 +133,8 @@ typedef struct bft_parts {
     int pooler;      /* bert.pooler.dense.* */
     int classifier;  /* classifier.* with cfg->num_labels rows */
     int mlm;         /* cls.predictions.* */
+    int ngram;       /* bft_ngram.*: F, the n-gram head's features (0: none); at the
+                      * block's end, so the block without it is a prefix */
 } bft_parts;
 
 /* One tensor of the layout: its HF name (without "bert." prefix for encoder

@@ -11,7 +11,8 @@
 /* Sizes (in floats) of every member of bft_params, in block order. */
 enum { P_WTE, P_WPE, P_WTT, P_EMB_LNW, P_EMB_LNB, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
        P_LN1W, P_LN1B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LN2W, P_LN2B, P_POOLW, P_POOLB,
-       P_CLSW, P_CLSB, P_MLM_W, P_MLM_B, P_MLM_LNW, P_MLM_LNB, P_MLM_BIAS, P_COUNT };
+       P_CLSW, P_CLSB, P_MLM_W, P_MLM_B, P_MLM_LNW, P_MLM_LNB, P_MLM_BIAS, P_NG_KEYS, P_NG_IDF, P_NG_W, P_NG_B,
+       P_COUNT };
 
 static void param_sizes(const bft_config *cfg, bft_parts parts, size_t sz[P_COUNT])
 {
@@ -33,6 +34,9 @@ static void param_sizes(const bft_config *cfg, bft_parts parts, size_t sz[P_COUN
     sz[P_MLM_W] = parts.mlm ? C * C : 0; sz[P_MLM_B] = parts.mlm ? C : 0;
     sz[P_MLM_LNW] = parts.mlm ? C : 0; sz[P_MLM_LNB] = parts.mlm ? C : 0;
     sz[P_MLM_BIAS] = parts.mlm ? V : 0;
+    size_t F = parts.classifier && parts.ngram > 0 ? (size_t)parts.ngram : 0;
+    sz[P_NG_KEYS] = F * 2; sz[P_NG_IDF] = F;
+    sz[P_NG_W] = F ? K * F : 0; sz[P_NG_B] = F ? K : 0;
 }
 
 size_t bft_params_count(const bft_config *cfg, bft_parts parts)
@@ -51,7 +55,8 @@ void bft_params_assign(bft_params *p, float *base, const bft_config *cfg, bft_pa
         &p->wte, &p->wpe, &p->wtt, &p->emb_lnw, &p->emb_lnb, &p->qkvw, &p->qkvb,
         &p->attprojw, &p->attprojb, &p->ln1w, &p->ln1b, &p->fcw, &p->fcb, &p->fcprojw,
         &p->fcprojb, &p->ln2w, &p->ln2b, &p->poolw, &p->poolb, &p->clsw, &p->clsb,
-        &p->mlm_w, &p->mlm_b, &p->mlm_lnw, &p->mlm_lnb, &p->mlm_bias };
+        &p->mlm_w, &p->mlm_b, &p->mlm_lnw, &p->mlm_lnb, &p->mlm_bias,
+        &p->ng_keys, &p->ng_idf, &p->ng_w, &p->ng_b };
     float *at = base;
     param_sizes(cfg, parts, sz);
     for (int i = 0; i < P_COUNT; i++) {
@@ -80,7 +85,7 @@ bft_tensor_info *bft_params_tensors(const bft_config *cfg, bft_parts parts, int 
     int L = cfg->num_hidden_layers;
     int64_t V = cfg->vocab_size, P = cfg->max_position_embeddings, Tt = cfg->type_vocab_size;
     int64_t C = cfg->hidden_size, I = cfg->intermediate_size, K = cfg->num_labels;
-    int cap = 5 + 16 * L + 2 + 2 + 5;
+    int cap = 5 + 16 * L + 2 + 2 + 5 + 4;
     bft_tensor_info *list = calloc((size_t)cap, sizeof *list);
     size_t sz[P_COUNT], off[P_COUNT], at = 0;
     char name[96];
@@ -142,6 +147,13 @@ bft_tensor_info *bft_params_tensors(const bft_config *cfg, bft_parts parts, int 
         add_tensor(list, n, "cls.predictions.transform.LayerNorm.weight", C, 0, off[P_MLM_LNW], 0, 0);
         add_tensor(list, n, "cls.predictions.transform.LayerNorm.bias", C, 0, off[P_MLM_LNB], 0, 0);
         add_tensor(list, n, "cls.predictions.bias", V, 0, off[P_MLM_BIAS], 0, 0);
+    }
+    if (sz[P_NG_IDF]) {
+        int64_t F = parts.ngram;
+        add_tensor(list, n, "bft_ngram.keys", F, 2, off[P_NG_KEYS], 0, 0);
+        add_tensor(list, n, "bft_ngram.idf", F, 0, off[P_NG_IDF], 0, 0);
+        add_tensor(list, n, "bft_ngram.weight", K, F, off[P_NG_W], 0, 0);
+        add_tensor(list, n, "bft_ngram.bias", K, 0, off[P_NG_B], 0, 0);
     }
     return list;
 }

@@ -260,6 +260,11 @@ bft_export_model_sql(PG_FUNCTION_ARGS)
 
 		bft_report_engine_error(&err, msg);
 	}
+	if ((*slot)->parts.ngram > 0)
+		ereport(NOTICE,
+				(errmsg("model \"%s\" version %d has an n-gram head: model.safetensors holds it as the bft_ngram.* tensors",
+						name, got),
+				 errdetail("transformers loads the encoder and its classifier and ignores the n-gram head, so its predictions differ from bft_classify()'s; bft_import_model() reads the directory back whole.")));
 	MemoryContextDelete(cxt);
 	PG_RETURN_INT32(got);
 }

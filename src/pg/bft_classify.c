@@ -8,6 +8,7 @@
  * marked PARALLEL SAFE, in parallel workers (each loads the model once).
  */
 #include "bft_pg.h"
+#include "ngram.h"
 
 #include <math.h>
 
@@ -265,7 +266,8 @@ bft_encoded_init(BftEncoded *enc)
 Size
 bft_encoded_bytes(const BftEncoded *enc)
 {
-	return enc->tok_cap * sizeof(int32) + (enc->off_cap + enc->first_cap) * sizeof(int64);
+	return enc->tok_cap * sizeof(int32) + (enc->off_cap + enc->first_cap) * sizeof(int64) +
+		enc->ng_cap * sizeof(float);
 }
 
 /* Append one window of n ids to enc (the current text's). */
@@ -373,6 +375,55 @@ bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length, const
 }
 
 /*
+ * bft_encoded_add for classification by m: with an n-gram head (ngram.h),
+ * the text's n-gram log-probabilities are kept too, for bft_encoded_probs.
+ */
+void
+bft_encoded_add_text(BftEncoded *enc, const bft_model *m, int max_length, const char *s, int len)
+{
+	int			K = m->cfg.num_labels;
+	int			ulen;
+	char	   *u;
+	bft_error	err;
+
+	bft_encoded_add(enc, m->tok, max_length, s, len);
+	if (!bft_ngram_has_head(m))
+		return;
+	if ((Size) enc->ntext * K > enc->ng_cap)
+	{
+		Size		cap = Max(enc->ng_cap * 2, (Size) K * 64);
+
+		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->ng_cap) * sizeof(float),
+						   "encoding these texts",
+						   "Pass fewer or shorter texts per call, or lower bft.model_cache_size.");
+		enc->ng_logp = enc->ng_logp ? repalloc_huge(enc->ng_logp, sizeof(float) * cap) :
+			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * cap);
+		enc->ng_cap = cap;
+	}
+	u = bft_to_utf8(s, len, &ulen);
+	if (bft_ngram_text_logprobs(m, u, ulen, enc->ng_logp + (Size) (enc->ntext - 1) * K, &err) != BFT_OK)
+	{
+		bft_engine_interrupt_rethrow();
+		bft_report_engine_error(&err, "could not compute the n-gram features of a text");
+	}
+	if (u != s)
+		pfree(u);
+}
+
+/* Mix the kept n-gram log-probabilities into the texts' probabilities (ntext, K). */
+static void
+encoded_mix_ngram(const bft_model *m, const BftEncoded *enc, float *probs)
+{
+	int			K = m->cfg.num_labels;
+	int64		i;
+
+	if (enc->ng_logp == NULL || !bft_ngram_has_head(m))
+		return;
+	for (i = 0; i < enc->ntext; i++)
+		bft_ngram_mix_logprobs(probs + (Size) i * K, enc->ng_logp + (Size) i * K, K, m->cfg.ngram_scale);
+}
+
+/*
  * Class probabilities (enc->ntext, K) of the encoded texts: those of their
  * single window, or their windows' pooled as bft.long_text says (mean, or
  * max; a single-label model's maxima rescaled to sum 1).
@@ -387,6 +438,7 @@ bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs)
 	if (enc->nwin == enc->ntext)
 	{
 		bft_predict_encoded(m, enc->nwin, enc->tokens, enc->offsets, probs);
+		encoded_mix_ngram(m, enc, probs);
 		return;
 	}
 	bft_memory_require((Size) enc->nwin * K * sizeof(float), "the probabilities of a long text's windows",
@@ -400,6 +452,7 @@ bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs)
 						 m->cfg.problem_type != BFT_PROBLEM_MULTI_LABEL,
 						 probs + (Size) i * K);
 	pfree(wprobs);
+	encoded_mix_ngram(m, enc, probs);
 }
 
 /* Probabilities for one text. */
@@ -410,7 +463,7 @@ predict_one(BftModelEntry *e, text *t)
 	float	   *probs = palloc(sizeof(float) * e->model->cfg.num_labels);
 
 	bft_encoded_init(&enc);
-	bft_encoded_add(&enc, e->model->tok, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	bft_encoded_add_text(&enc, e->model, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 	bft_encoded_probs(e->model, &enc, probs);
 	return probs;
 }
@@ -571,7 +624,7 @@ encode_array(FunctionCallInfo fcinfo, BftModelEntry *e, BftEncoded *enc, int **m
 			continue;
 		t = DatumGetTextPP(elems[i]);
 		map[i] = (int) enc->ntext;
-		bft_encoded_add(enc, e->model->tok, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		bft_encoded_add_text(enc, e->model, e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 		if ((i & 255) == 0)
 			CHECK_FOR_INTERRUPTS();
 	}
@@ -972,7 +1025,7 @@ eval_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
 		if (!elnull[k])
 			truth_add(&r->truth, eval_class(r, el[k]));
 	r->truth.n++;
-	bft_encoded_add(&r->enc, r->e->model->tok, r->e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	bft_encoded_add_text(&r->enc, r->e->model, r->e->max_length, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 /* After each batch: the texts and labels kept so far and the probabilities to come. */

@@ -293,11 +293,16 @@ typedef struct BftEncoded
 	Size		off_cap;
 	int64	   *first;			/* (ntext + 1) */
 	Size		first_cap;
+	float	   *ng_logp;		/* (ntext, K): the n-gram head's log-probabilities of
+								 * each text (bft_encoded_add_text), or NULL */
+	Size		ng_cap;			/* floats */
 } BftEncoded;
 
 extern void bft_encoded_init(BftEncoded *enc);
 extern void bft_encoded_add(BftEncoded *enc, const bft_tokenizer *tok, int max_length,
 							const char *s, int len);
+extern void bft_encoded_add_text(BftEncoded *enc, const bft_model *m, int max_length,
+								 const char *s, int len);
 extern Size bft_encoded_bytes(const BftEncoded *enc);
 extern void bft_encoded_probs(const bft_model *m, const BftEncoded *enc, float *probs);
 

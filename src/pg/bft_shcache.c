@@ -99,6 +99,7 @@ typedef struct ShHeader
 	int32		classifier;
 	int32		mlm;
 	int32		num_labels;
+	int32		ngram;			/* the n-gram head's features (0: none) */
 } ShHeader;
 
 /* Files of dropped rows to unlink when the transaction commits. */
@@ -187,6 +188,7 @@ map_fd(int fd, const BftShKey *k, BftShMap *map, BftShHeader *h)
 	h->parts.pooler = fh->pooler;
 	h->parts.classifier = fh->classifier;
 	h->parts.mlm = fh->mlm;
+	h->parts.ngram = fh->ngram;
 	h->num_labels = fh->num_labels;
 	h->params = (const float *) ((const char *) addr + SH_HEADER);
 	return true;
@@ -485,6 +487,7 @@ bft_shcache_publish(const BftShKey *k, const bft_model *m, uint64 layout, BftShM
 	fh.pooler = m->parts.pooler;
 	fh.classifier = m->parts.classifier;
 	fh.mlm = m->parts.mlm;
+	fh.ngram = m->parts.ngram;
 	fh.num_labels = m->cfg.num_labels;
 	hdr = calloc(1, SH_HEADER);
 	ok = hdr != NULL;

@@ -11,6 +11,7 @@
  * once the engine has returned.
  */
 #include "bft_pg.h"
+#include "ngram.h"
 
 #include <math.h>
 #ifdef __GLIBC__
@@ -146,6 +147,7 @@ typedef struct TrainState
 	bft_model  *model;
 	bft_model  *cmp;			/* deployed version, for deploy => 'if_better' */
 	char	   *vocab;			/* malloc'd learned vocab.txt */
+	bft_ngram_corpus *ngram;	/* the labeled rows' n-grams (n-gram head) */
 	bool		progress_on;
 } TrainState;
 
@@ -164,6 +166,8 @@ train_state_cleanup(void *arg)
 		bft_model_free(st->cmp);
 	if (st->vocab)
 		free(st->vocab);
+	if (st->ngram)
+		bft_ngram_corpus_free(st->ngram);
 	if (st->progress_on)
 		bft_progress_end();
 	memset(st, 0, sizeof(TrainState));
@@ -401,6 +405,7 @@ typedef struct Rows
 	const bft_tokenizer *cmp_tok;
 	int			cmp_max_length;
 	int32	   *ids;			/* (Max(max_length, cmp_max_length)) one text's ids */
+	bft_ngram_corpus *ngram;	/* when not NULL: each labeled row's n-grams too */
 } Rows;
 
 /* Memory the collected rows take now, and again as train/validation copies. */
@@ -412,7 +417,7 @@ rows_bytes(const Rows *rows)
 		(rows->lab_off ? rows->cap * sizeof(int64) + rows->lab_cap * sizeof(int64) : 0) +
 		rows->utok_cap * sizeof(int32) + rows->ucap * sizeof(int64);
 
-	return b * 2;
+	return b * 2 + bft_ngram_corpus_bytes(rows->ngram);
 }
 
 static void
@@ -586,6 +591,16 @@ collect_row(void *arg, text *t, Datum *el, bool *elnull, int nel)
 					&rows->ctok_cap, &rows->ctotal);
 		rows->coffsets[rows->n + 1] = rows->ctotal;
 	}
+	if (rows->ngram)
+	{
+		bft_error	err;
+
+		if (bft_ngram_corpus_add(rows->ngram, u, ulen, &err) != BFT_OK)
+		{
+			bft_engine_interrupt_rethrow();
+			bft_report_engine_error(&err, "could not compute the n-gram features of a row");
+		}
+	}
 	rows->n++;
 	if (u != VARDATA_ANY(t))
 		pfree(u);
@@ -746,6 +761,8 @@ typedef struct Arch
 	bool		shape_given;	/* architecture named hidden_size, num_hidden_layers, ... */
 	bool		vocab_given;	/* architecture named vocab_size */
 	bool		small;			/* the small shape was chosen for few rows */
+	bool		ngram_head;		/* an n-gram head beside the encoder (ngram.h) */
+	double		ngram_scale;	/* its weight when mixed */
 } Arch;
 
 static int
@@ -802,6 +819,26 @@ parse_architecture(Datum jsonb, Arch *a)
 			a->vocab_size = arch_int(k, v, 100, 1000000), a->vocab_given = true;
 		else if (strcmp(k, "max_position_embeddings") == 0)
 			a->max_position_embeddings = arch_int(k, v, 2, 8192);
+		else if (strcmp(k, "ngram_head") == 0)
+		{
+			if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0)
+				a->ngram_head = strcmp(v, "true") == 0;
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("architecture key \"ngram_head\" must be true or false")));
+		}
+		else if (strcmp(k, "ngram_scale") == 0)
+		{
+			char	   *end;
+
+			errno = 0;
+			a->ngram_scale = strtod(v, &end);
+			if (errno != 0 || end == v || *end != '\0' || !(a->ngram_scale > 0 && a->ngram_scale <= 1000))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("architecture key \"ngram_scale\" must be a number above 0 and at most 1000")));
+		}
 		else if (strcmp(k, "do_lower_case") == 0)
 		{
 			if (strcmp(v, "true") == 0)
@@ -817,7 +854,7 @@ parse_architecture(Datum jsonb, Arch *a)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown architecture key \"%s\"", k),
-					 errhint("Known keys: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, vocab_size, max_position_embeddings, do_lower_case.")));
+					 errhint("Known keys: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, vocab_size, max_position_embeddings, do_lower_case, ngram_head, ngram_scale.")));
 	}
 	SPI_finish();
 	if (a->hidden_size % a->num_attention_heads != 0)
@@ -1143,6 +1180,13 @@ typedef struct TrainRun
 	double		old_score[3];
 	double		seconds;
 	int32		version;
+	/* the n-gram head (arch.ngram_head) */
+	int64		ng_features;
+	double		ng_c;
+	double		ng_cv_macro_f1;
+	int			ng_iterations;
+	double		ng_seconds;
+	float		enc_eval[3];	/* the encoder's own validation scores, by BFT_METRIC_* */
 } TrainRun;
 
 /* Arguments that need no catalog access: NULLs, the SQL definition, the result set. */
@@ -1259,6 +1303,8 @@ train_parse_architecture(FunctionCallInfo fcinfo, TrainRun *r)
 	a->vocab_size = BFT_SCRATCH_VOCAB_SIZE;
 	a->max_position_embeddings = Max(BFT_SCRATCH_MAX_POSITIONS, r->max_length);
 	a->do_lower_case = BFT_SCRATCH_LOWER_CASE;
+	a->ngram_head = BFT_SCRATCH_NGRAM_HEAD;
+	a->ngram_scale = BFT_SCRATCH_NGRAM_SCALE;
 	a->shape_given = a->vocab_given = a->small = false;
 	if (r->scratch && ARG_GIVEN(TA_ARCHITECTURE))
 		parse_architecture(PG_GETARG_DATUM(TA_ARCHITECTURE), a);
@@ -1271,10 +1317,12 @@ static void
 train_check_source(TrainRun *r)
 {
 	bft_config	ec = bft_config_default();
-	bft_parts	ep = {1, 1, r->mlm_epochs > 0};
+	bft_parts	ep = {1, 1, r->mlm_epochs > 0, 0};
 
 	bft_prepare_source(r->relid, r->text_col, r->label_col, &r->src);
 	r->multi = r->src.label_is_array;
+	/* the n-gram head: single-label classifiers trained from scratch */
+	r->arch.ngram_head = r->arch.ngram_head && r->scratch && !r->multi;
 	bft_check_store(r->model_name);
 	if (!r->scratch)
 	{
@@ -1330,6 +1378,13 @@ train_load_base(TrainRun *r)
 	bft_model  *m;
 
 	m = r->st->model = bft_load_model_row(base_name, base_version, NULL, NULL, &ml);
+	/* an n-gram head belongs to the base's own training: fine-tuning leaves it out */
+	{
+		bft_error	err;
+
+		if (bft_model_drop_ngram(m, &err) != BFT_OK)
+			bft_report_engine_error(&err, "could not load the base model");
+	}
 	/* small encoders: their own learning rate and warmup defaults */
 	r->small_base = m->cfg.hidden_size <= BFT_SMALL_BASE_HIDDEN;
 	if (r->small_base)
@@ -1455,6 +1510,13 @@ train_read_rows(TrainRun *r)
 	rows->cmp_max_length = r->cmp_max_length;
 	rows->use_unlabeled = r->mlm_epochs > 0;
 	rows->ids = palloc(sizeof(int32) * Max(r->max_length, r->cmp_max_length));
+	if (r->arch.ngram_head)
+	{
+		r->st->ngram = bft_ngram_corpus_new();
+		if (r->st->ngram == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		rows->ngram = r->st->ngram;
+	}
 	rows->cap = 1024;
 	rows->offsets = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
 	rows->raw = MemoryContextAllocHuge(r->cxt, sizeof(int64) * rows->cap);
@@ -1761,7 +1823,7 @@ train_new_model(TrainRun *r)
 {
 	TrainState *st = r->st;
 	bft_config	cfg = bft_config_default();
-	bft_parts	parts;
+	bft_parts	parts = {0, 0, 0, 0};
 	Size		need;
 	bft_error	err;
 
@@ -1965,6 +2027,114 @@ train_finetune(TrainRun *r)
 	r->new_score[BFT_METRIC_LOSS] = r->res.eval_loss;
 }
 
+/*
+ * With the validation rows: the scores of the whole model (encoder and n-gram
+ * head mixed) replace the encoder's own (kept in enc_eval).
+ */
+static void
+ngram_validation(TrainRun *r, const bft_ngram_head *head)
+{
+	int			K = r->K;
+	float	   *probs = MemoryContextAllocHuge(r->cxt, sizeof(float) * (Size) K * r->val_ds.n);
+	float	   *logp = palloc(sizeof(float) * K);
+	int64	   *storage = palloc0(sizeof(int64) * 3 * K);
+	bft_class_counts cc;
+	double		loss = 0;
+	int64		i,
+				j = 0;
+
+	bft_predict_encoded(r->st->model, r->val_ds.n, r->val_ds.tokens, r->val_ds.offsets, probs);
+	bft_counts_init(&cc, K, storage);
+	for (i = 0; i < r->rows.n; i++)
+	{
+		float	   *p;
+		int			k,
+					best = 0;
+		int			y;
+
+		if (!r->is_val[i])
+			continue;
+		p = probs + (Size) j * K;
+		y = r->val_ds.labels[j++];
+		bft_ngram_head_logprobs(head, r->st->ngram, i, logp);
+		bft_ngram_mix_logprobs(p, logp, K, (float) r->arch.ngram_scale);
+		for (k = 1; k < K; k++)
+			if (p[k] > p[best])
+				best = k;
+		bft_counts_add(&cc, y, best);
+		loss -= log(Max(p[y], 1e-30f));
+	}
+	r->enc_eval[BFT_METRIC_LOSS] = r->res.eval_loss;
+	r->enc_eval[BFT_METRIC_ACCURACY] = r->res.eval_accuracy;
+	r->enc_eval[BFT_METRIC_MACRO_F1] = r->res.eval_macro_f1;
+	r->res.eval_loss = (float) (loss / Max(j, 1));
+	r->res.eval_accuracy = (float) bft_counts_accuracy(&cc);
+	r->res.eval_macro_f1 = (float) bft_counts_macro_f1(&cc, 0);
+	r->new_score[BFT_METRIC_ACCURACY] = r->res.eval_accuracy;
+	r->new_score[BFT_METRIC_MACRO_F1] = r->res.eval_macro_f1;
+	r->new_score[BFT_METRIC_LOSS] = r->res.eval_loss;
+}
+
+/*
+ * The n-gram head (ngram.h): a TF-IDF logistic regression fitted on the
+ * training rows, its C by cross-validation, added to the model.
+ */
+static void
+train_ngram(TrainRun *r)
+{
+	bft_ngram_fit_opts o = bft_ngram_default_fit_opts();
+	bft_ngram_head head;
+	int64	   *idx;
+	int32	   *lab;
+	int64		i,
+				n = 0;
+	bft_error	err;
+	int			rc;
+	double		t0 = bft_now_seconds();
+
+	if (!r->arch.ngram_head)
+		return;
+	bft_progress_begin(r->model_name, "n-gram head");
+	idx = MemoryContextAllocHuge(r->cxt, sizeof(int64) * Max(r->rows.n, 1));
+	lab = MemoryContextAllocHuge(r->cxt, sizeof(int32) * Max(r->rows.n, 1));
+	for (i = 0; i < r->rows.n; i++)
+		if (r->is_val == NULL || !r->is_val[i])
+		{
+			idx[n] = i;
+			lab[n++] = r->labels[i];
+		}
+	o.seed = (uint64) (uint32) r->seed;
+	o.class_weights = r->class_weights;
+	bft_engine_budget();
+	rc = bft_ngram_fit(r->st->ngram, idx, lab, n, r->K, &o, &head, &err);
+	if (rc == BFT_OK)
+	{
+		rc = bft_model_set_ngram(r->st->model, &head, (float) r->arch.ngram_scale, &err);
+		if (rc != BFT_OK)
+			bft_ngram_head_free(&head);
+	}
+	if (rc != BFT_OK)
+	{
+		bft_engine_interrupt_rethrow();
+		bft_report_engine_error(&err, "could not fit the n-gram head");
+	}
+	r->ng_features = head.F;
+	r->ng_c = head.C;
+	r->ng_cv_macro_f1 = head.cv_macro_f1;
+	r->ng_iterations = head.iterations;
+	PG_TRY();
+	{
+		if (r->nval > 0)
+			ngram_validation(r, &head);
+	}
+	PG_FINALLY();
+	{
+		bft_ngram_head_free(&head);
+	}
+	PG_END_TRY();
+	r->ng_seconds = bft_now_seconds() - t0;
+}
+
 /* if_better: the deployed version's scores on the same validation rows, by label name. */
 static void
 train_compare_deployed(TrainRun *r)
@@ -2088,10 +2258,14 @@ train_params_json(const TrainRun *r)
 	if (r->scratch)
 		appendStringInfo(&p, ", \"architecture\": {\"hidden_size\": %d, \"num_hidden_layers\": %d,"
 						 " \"num_attention_heads\": %d, \"intermediate_size\": %d, \"vocab_size\": %d,"
-						 " \"max_position_embeddings\": %d, \"do_lower_case\": %s}",
+						 " \"max_position_embeddings\": %d, \"do_lower_case\": %s, \"ngram_head\": %s",
 						 r->arch.hidden_size, r->arch.num_hidden_layers, r->arch.num_attention_heads,
 						 r->arch.intermediate_size, r->arch.vocab_size, r->arch.max_position_embeddings,
-						 r->arch.do_lower_case ? "true" : "false");
+						 r->arch.do_lower_case ? "true" : "false", r->arch.ngram_head ? "true" : "false");
+	if (r->scratch && r->arch.ngram_head)
+		bft_json_key_float(&p, "ngram_scale", r->arch.ngram_scale, true);
+	if (r->scratch)
+		appendStringInfoChar(&p, '}');
 	appendStringInfoChar(&p, '}');
 	return p.data;
 }
@@ -2166,6 +2340,22 @@ train_metrics_json(const TrainRun *r)
 						 r->mlm_res.epochs, r->train_ds.n + r->rows.un, r->mlm_res.resumed_epochs);
 		bft_json_key_float(&m, "loss", r->mlm_res.train_loss, true);
 		bft_json_key_float(&m, "seconds", r->mlm_res.seconds, true);
+		appendStringInfoChar(&m, '}');
+	}
+	if (r->arch.ngram_head)
+	{
+		appendStringInfo(&m, ", \"ngram\": {\"features\": " INT64_FORMAT ", \"iterations\": %d",
+						 r->ng_features, r->ng_iterations);
+		bft_json_key_float(&m, "C", r->ng_c, true);
+		bft_json_key_float(&m, "cv_macro_f1", r->ng_cv_macro_f1, true);
+		bft_json_key_float(&m, "scale", r->arch.ngram_scale, true);
+		bft_json_key_float(&m, "seconds", r->ng_seconds, true);
+		if (val)
+		{
+			bft_json_key_float(&m, "encoder_validation_loss", r->enc_eval[BFT_METRIC_LOSS], true);
+			bft_json_key_float(&m, "encoder_validation_accuracy", r->enc_eval[BFT_METRIC_ACCURACY], true);
+			bft_json_key_float(&m, "encoder_validation_macro_f1", r->enc_eval[BFT_METRIC_MACRO_F1], true);
+		}
 		appendStringInfoChar(&m, '}');
 	}
 	train_deploy_json(r, &m);
@@ -2270,6 +2460,7 @@ bft_train_sql(PG_FUNCTION_ARGS)
 	train_set_opts(r);
 	train_mlm(r);
 	train_finetune(r);
+	train_ngram(r);
 
 	/* deploy, store */
 	train_decide_deploy(r);

@@ -81,7 +81,7 @@ int main(int argc, char **argv)
     const char *sp[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     for (int i = 0; i < V; i++)
         len += (size_t)(i < 5 ? sprintf(vocab + len, "%s\n", sp[i]) : sprintf(vocab + len, "w%d\n", i));
-    bft_parts parts = {1, 1, 0};
+    bft_parts parts = {1, 1, 0, 0};
     bft_model *m = bft_model_new(&cfg, vocab, len, parts, 1, &err);
     if (!m) {
         fprintf(stderr, "bench_bft: %s\n", err.msg);

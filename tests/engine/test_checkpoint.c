@@ -1108,7 +1108,7 @@ static char *synth_vocab(int V, size_t *len)
 static void test_new_model(void)
 {
     bft_config c = bft_config_default();
-    bft_parts parts = {1, 1, 1};
+    bft_parts parts = {1, 1, 1, 0};
     bft_error err;
     size_t vl;
     char *vocab;

@@ -74,7 +74,7 @@ static void test_estimates_cover_layouts(void)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         bft_config c = small_cfg(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
                                  shapes[s][5]);
-        bft_parts parts = {1, 1, 1};
+        bft_parts parts = {1, 1, 1, 0};
         size_t np = bft_params_count(&c, parts);
         for (int B = 1; B <= 64; B *= 4)
             for (int T = 8; T <= 512; T *= 4) {
@@ -89,7 +89,7 @@ static void test_estimates_cover_layouts(void)
     }
     /* absurd shapes saturate instead of wrapping */
     bft_config huge = small_cfg(1000000, 16384, 256, 256, 65536, 8192);
-    CHECK(bft_mem_train_bytes(&huge, (bft_parts){1, 1, 1}, 4, 65536, 8192, 1) > ((size_t)1 << 50),
+    CHECK(bft_mem_train_bytes(&huge, (bft_parts){1, 1, 1, 0}, 4, 65536, 8192, 1) > ((size_t)1 << 50),
           "huge shape estimate wrapped");
 }
 
@@ -97,7 +97,7 @@ static void test_estimates_cover_layouts(void)
 static void test_estimate_covers_training(void)
 {
     bft_config c = small_cfg(8000, 256, 4, 4, 1024, 128);
-    bft_parts parts = {1, 1, 1};
+    bft_parts parts = {1, 1, 1, 0};
     size_t vlen;
     char *vocab = make_vocab(c.vocab_size, &vlen);
     bft_error err;
@@ -150,7 +150,7 @@ static int count_hook(void *ctx)
 static void test_budget_and_interrupts(void)
 {
     bft_config c = small_cfg(30000, 512, 8, 8, 2048, 512);
-    bft_parts parts = {1, 1, 0};
+    bft_parts parts = {1, 1, 0, 0};
     size_t vlen;
     char *vocab = make_vocab(c.vocab_size, &vlen);
     bft_error err;

@@ -431,7 +431,7 @@ static void test_concurrent_models(void)
     CHECK(bft_config_copy(&cfg, &tiny->cfg) == 0, "config copy");
     cfg.hidden_size = 128;
     cfg.intermediate_size = 512;
-    bft_parts parts = {1, 1, 0};
+    bft_parts parts = {1, 1, 0, 0};
     bft_model *ref = bft_model_new(&cfg, tiny->vocab, tiny->vocab_len, parts, 5, &err);
     bft_model *m1 = bft_model_new(&cfg, tiny->vocab, tiny->vocab_len, parts, 5, &err);
     bft_model *m2 = bft_model_new(&cfg, tiny->vocab, tiny->vocab_len, parts, 5, &err);
