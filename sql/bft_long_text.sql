@@ -11,7 +11,7 @@ CREATE TABLE colours (t text, l text, ls text[]);
 INSERT INTO colours SELECT (ARRAY['red apple', 'green leaf'])[1 + i % 2], (ARRAY['warm', 'cool'])[1 + i % 2],
                            CASE WHEN i % 2 = 0 THEN ARRAY['warm', 'fruit'] ELSE ARRAY['cool', 'plant'] END
   FROM generate_series(1, 20) i;
-\set tiny '''{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 100}'''
+\set tiny '''{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 100, "ngram_head": false}'''
 -- windows of 16 tokens: 14 pieces between [CLS] and [SEP]
 SELECT version FROM bft_train('colours', 't', 'l', 20, model => 'lt', batch_size => 4, learning_rate => 1e-2,
                               mlm_epochs => 0, architecture => :tiny, max_length => 16);

@@ -36,13 +36,14 @@ SELECT bft_classify('team wins the championship final', 'news_topics') AS sports
 -- the sequence length used for classification is the training max_length
 SELECT count(*) AS ids FROM bft_tokenize(repeat('bank ', 100), 'news_topics');
 
--- deploy => 'if_better': a much worse version (one step, tiny learning rate)
--- is stored but not deployed; the decision and both scores are recorded.
+-- deploy => 'if_better': a much worse version (one step, tiny learning rate,
+-- no n-gram head) is stored but not deployed; the decision and both scores
+-- are recorded (the deployed version's scored with its n-gram head).
 SELECT version FROM bft_train('headlines', 'title', 'topic', epochs => 1, batch_size => 64,
                               learning_rate => 1e-6, validation_fraction => 0.2, deploy => 'if_better',
                               model => 'news_topics',
                               mlm_epochs => 0, architecture => '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
-                                                "intermediate_size": 64, "vocab_size": 300}');
+                                                "intermediate_size": 64, "vocab_size": 300, "ngram_head": false}');
 SELECT version, deployed FROM bft.model_list WHERE name = 'news_topics';
 SELECT metrics->'deploy'->'policy' AS policy, metrics->'deploy'->'deployed' AS deployed,
        metrics->'deploy'->'compared_version' AS compared_version,

@@ -854,6 +854,19 @@ void bft_ngram_head_logprobs(const bft_ngram_head *h, const bft_ngram_corpus *c,
     free(val);
 }
 
+void bft_ngram_model_row_logprobs(const bft_model *m, const bft_ngram_corpus *c, int64_t r, float *logp)
+{
+    bft_ngram_head h;
+    memset(&h, 0, sizeof h);
+    h.F = m->parts.ngram;
+    h.K = m->cfg.num_labels;
+    h.keys = m->p.ng_keys;
+    h.idf = m->p.ng_idf;
+    h.w = m->p.ng_w;
+    h.b = m->p.ng_b;
+    bft_ngram_head_logprobs(&h, c, r, logp);
+}
+
 /* ---- in a model --------------------------------------------------------- */
 
 int bft_model_drop_ngram(bft_model *m, bft_error *err)

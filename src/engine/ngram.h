@@ -96,6 +96,9 @@ void bft_ngram_head_free(bft_ngram_head *head);
 void bft_ngram_head_logprobs(const bft_ngram_head *head, const bft_ngram_corpus *c, int64_t r,
                              float *logp);
 
+/* The log-probabilities (K) m's n-gram head (m->parts.ngram > 0) gives corpus row r. */
+void bft_ngram_model_row_logprobs(const bft_model *m, const bft_ngram_corpus *c, int64_t r, float *logp);
+
 /* Give m (a single-label classifier with K = head->K) the head, mixed with the
  * given scale (>= 0): the parameter block grows by the head's tensors (an
  * existing head is replaced). BFT_OK, or BFT_EINVAL / BFT_ENOMEM with err. */

@@ -1510,7 +1510,8 @@ train_read_rows(TrainRun *r)
 	rows->cmp_max_length = r->cmp_max_length;
 	rows->use_unlabeled = r->mlm_epochs > 0;
 	rows->ids = palloc(sizeof(int32) * Max(r->max_length, r->cmp_max_length));
-	if (r->arch.ngram_head)
+	/* the rows' n-grams: for the new n-gram head, or the deployed version's */
+	if (r->arch.ngram_head || (r->st->cmp && bft_ngram_has_head(r->st->cmp)))
 	{
 		r->st->ngram = bft_ngram_corpus_new();
 		if (r->st->ngram == NULL)
@@ -2149,6 +2150,20 @@ train_compare_deployed(TrainRun *r)
 	subset(r->rows.ctokens, r->rows.coffsets, NULL, NULL, NULL, r->rows.n, r->is_val, true, &cds);
 	probs = MemoryContextAllocHuge(r->cxt, sizeof(float) * (Size) CK * cds.n);
 	bft_predict_encoded(cmp, cds.n, cds.tokens, cds.offsets, probs);
+	if (bft_ngram_has_head(cmp) && r->st->ngram)
+	{
+		/* the deployed version's own n-gram head, as its classification mixes it */
+		float	   *logp = palloc(sizeof(float) * CK);
+		int64		i,
+					j = 0;
+
+		for (i = 0; i < r->rows.n; i++)
+			if (r->is_val[i])
+			{
+				bft_ngram_model_row_logprobs(cmp, r->st->ngram, i, logp);
+				bft_ngram_mix_logprobs(probs + (Size) (j++) * CK, logp, CK, cmp->cfg.ngram_scale);
+			}
+	}
 	if (r->multi != (cmp->cfg.problem_type == BFT_PROBLEM_MULTI_LABEL))
 	{
 		/* label sets against single labels (or the reverse): not comparable */
