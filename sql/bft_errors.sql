@@ -75,6 +75,9 @@ SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architectu
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '{"layers": 2}')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '{"hidden_size": 30, "num_attention_heads": 4}')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '{"max_position_embeddings": 16}')$$);
+SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '{"ngram_head": "yes"}')$$);
+SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '{"ngram_scale": 0}')$$);
+SELECT try($$SELECT bft_train('docs', 'body', 'tag', mlm_epochs => 0, architecture => '{"ngram_scale": "big"}')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', base => 'no_such_model')$$);
 SELECT try($$SELECT bft_train('docs', 'body', 'tag', base => 'x', mlm_epochs => 0, architecture => '{}')$$);
 -- read-only transactions cannot train
