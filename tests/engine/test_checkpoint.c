@@ -23,6 +23,7 @@
 #include "rng.h"
 #include "safetensors.h"
 #include "test.h"
+#include "testdata.h"
 #include "testfiles.h"
 #include "train.h"
 
@@ -1094,16 +1095,6 @@ static void test_set_labels(void)
 }
 
 /* ---- fresh models ------------------------------------------------------------ */
-
-static char *synth_vocab(int V, size_t *len)
-{
-    char *v = malloc((size_t)V * 16 + 64), *p = v;
-    const char *sp[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-    for (int i = 0; i < V; i++)
-        p += i < 5 ? sprintf(p, "%s\n", sp[i]) : sprintf(p, "tok%d\n", i);
-    *len = (size_t)(p - v);
-    return v;
-}
 
 static void test_new_model(void)
 {

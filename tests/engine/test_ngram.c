@@ -12,6 +12,7 @@
 #include "model.h"
 #include "ngram.h"
 #include "test.h"
+#include "testdata.h"
 
 #define GOLDEN "tests/data/golden/ngram_ref.txt"
 #define MAXROWS 128
@@ -71,12 +72,22 @@ static void free_golden(golden *g)
         free(g->test[i]);
 }
 
-/* The golden's corpus (training rows, then the held-out texts) and a head fitted with its C. */
-static int fit_golden(golden *g, bft_ngram_corpus **cp, bft_ngram_head *h, const bft_ngram_fit_opts *o)
+/* Read the golden; its corpus (training rows, then the held-out texts) and
+ * a head fitted on the training rows with o (the golden's C when golden_c). */
+static int fit_golden(golden *g, bft_ngram_corpus **cp, bft_ngram_head *h, bft_ngram_fit_opts o, int golden_c)
 {
     bft_error err;
     int64_t rows[MAXROWS];
     int32_t labels[MAXROWS];
+    *cp = NULL;
+    if (read_golden(g) < 0) {
+        CHECK(0, "cannot read %s", GOLDEN);
+        return -1;
+    }
+    if (golden_c) {
+        o.c_grid = &g->C;
+        o.n_c = 1;
+    }
     bft_ngram_corpus *c = bft_ngram_corpus_new();
     for (int i = 0; i < g->ntrain; i++) {
         CHECK(bft_ngram_corpus_add(c, g->train[i], strlen(g->train[i]), &err) == BFT_OK, "add: %s", err.msg);
@@ -86,7 +97,7 @@ static int fit_golden(golden *g, bft_ngram_corpus **cp, bft_ngram_head *h, const
     for (int i = 0; i < g->ntest; i++)
         CHECK(bft_ngram_corpus_add(c, g->test[i], strlen(g->test[i]), &err) == BFT_OK, "add: %s", err.msg);
     CHECK(bft_ngram_corpus_rows(c) == g->ntrain + g->ntest, "rows");
-    int rc = bft_ngram_fit(c, rows, labels, g->ntrain, 3, o, h, &err);
+    int rc = bft_ngram_fit(c, rows, labels, g->ntrain, 3, &o, h, &err);
     CHECK(rc == BFT_OK, "fit: %s", err.msg);
     *cp = c;
     return rc;
@@ -98,16 +109,10 @@ static void test_reference(void)
     golden g;
     bft_ngram_corpus *c = NULL;
     bft_ngram_head h;
-    if (read_golden(&g) < 0) {
-        CHECK(0, "cannot read %s", GOLDEN);
-        return;
-    }
     bft_ngram_fit_opts o = bft_ngram_default_fit_opts();
-    o.c_grid = &g.C;
-    o.n_c = 1;
     o.max_iter = 5000;
     o.tol = 1e-9;
-    if (fit_golden(&g, &c, &h, &o) == BFT_OK) {
+    if (fit_golden(&g, &c, &h, o, 1) == BFT_OK) {
         int nchar = 0;
         double worst = 0;
         for (int64_t j = 0; j < h.F; j++)
@@ -138,12 +143,7 @@ static void test_cross_validation(void)
     golden g;
     bft_ngram_corpus *c = NULL;
     bft_ngram_head h;
-    if (read_golden(&g) < 0) {
-        CHECK(0, "cannot read %s", GOLDEN);
-        return;
-    }
-    bft_ngram_fit_opts o = bft_ngram_default_fit_opts();
-    if (fit_golden(&g, &c, &h, &o) == BFT_OK) {
+    if (fit_golden(&g, &c, &h, bft_ngram_default_fit_opts(), 0) == BFT_OK) {
         int right = 0;
         CHECK(h.C == 1 || h.C == 10 || h.C == 100 || h.C == 1000, "C %g from the grid", h.C);
         CHECK(h.cv_macro_f1 > 0.5 && h.cv_macro_f1 <= 1.0, "cross-validated macro-F1 %g", h.cv_macro_f1);
@@ -174,16 +174,6 @@ static void test_mix(void)
     CHECK(fabs(r[0] - a / (a + b)) < 1e-6 && fabs(r[0] + r[1] - 1.0) < 1e-6, "scale 2: %g %g", r[0], r[1]);
 }
 
-static char *synth_vocab(int V, size_t *len)
-{
-    char *v = malloc((size_t)V * 16 + 64), *p = v;
-    const char *sp[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-    for (int i = 0; i < V; i++)
-        p += i < 5 ? sprintf(p, "%s\n", sp[i]) : sprintf(p, "tok%d\n", i);
-    *len = (size_t)(p - v);
-    return v;
-}
-
 /* In a model: the block grows by the head, survives safetensors, mixes the
  * same after the round trip, and drops back to the encoder's block. */
 static void test_model(void)
@@ -196,14 +186,7 @@ static void test_model(void)
     bft_error err;
     size_t vl;
     char *vocab;
-    if (read_golden(&g) < 0) {
-        CHECK(0, "cannot read %s", GOLDEN);
-        return;
-    }
-    bft_ngram_fit_opts o = bft_ngram_default_fit_opts();
-    o.c_grid = &g.C;
-    o.n_c = 1;
-    if (fit_golden(&g, &c, &h, &o) != BFT_OK) {
+    if (fit_golden(&g, &c, &h, bft_ngram_default_fit_opts(), 1) != BFT_OK) {
         bft_ngram_corpus_free(c);
         free_golden(&g);
         return;

@@ -5,6 +5,7 @@
 #define BFT_TEST_DATA_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "model.h"
@@ -64,6 +65,18 @@ static inline void toy_free(toy *t)
     free(t->tok);
     free(t->lab);
     free(t->off);
+}
+
+/* vocab.txt text of V lines: the five BERT specials, then "tok5" ... (malloc'ed;
+ * *len receives its length). */
+static inline char *synth_vocab(int V, size_t *len)
+{
+    char *v = malloc((size_t)V * 16 + 64), *p = v;
+    const char *sp[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    for (int i = 0; i < V; i++)
+        p += i < 5 ? sprintf(p, "%s\n", sp[i]) : sprintf(p, "tok%d\n", i);
+    *len = (size_t)(p - v);
+    return v;
 }
 
 #endif
