@@ -112,6 +112,16 @@ SELECT try($$SELECT * FROM bft_evaluate('docs', 'empty_docs', 'body', 'tag')$$);
 -- labels the model does not know count as errors in the evaluation
 SELECT accuracy, rows, report->'labels' AS labels FROM bft_evaluate('docs', 'neg_labels', 'body', 'tag');
 
+-- no n-gram shared by two training rows: a NOTICE, and the encoder alone
+CREATE TABLE disjoint (t text, l text);
+INSERT INTO disjoint VALUES ('qx', 'p'), ('zw', 'n'), ('jk', 'p');
+SELECT rows_used FROM bft_train('disjoint', 't', 'l', epochs => 1, mlm_epochs => 0, model => 'disjoint',
+                                architecture => :tiny);
+SELECT params->'architecture'->'ngram_head' AS head, metrics ? 'ngram' AS fitted, config ? 'bft_ngram_scale' AS mixed
+  FROM bft.models WHERE name = 'disjoint';
+SELECT bft_drop_model('disjoint');
+DROP TABLE disjoint;
+
 -- Identifiers with quotes and semicolons are quoted, never pasted.
 CREATE TABLE "we""ird; DROP TABLE docs; --" ("te""xt; --" text, "la'bel" text);
 INSERT INTO "we""ird; DROP TABLE docs; --"

@@ -693,9 +693,11 @@ int bft_ngram_fit(const bft_ngram_corpus *c, const int64_t *rows, const int32_t 
     if ((rc = build_vocab(c, rows, n, o.max_features, &keys, &idf, &F, err)) != BFT_OK)
         return rc;
     if (F == 0) {
+        /* no n-gram occurs in two training rows: no head (F = 0) */
         free(keys);
         free(idf);
-        return bft_set_error(err, BFT_EINVAL, "n-gram head: no n-gram occurs in two training rows");
+        head->K = K;
+        return BFT_OK;
     }
     /* CSR of the training rows */
     size_t nnz = 0;

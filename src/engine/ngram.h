@@ -84,8 +84,9 @@ typedef struct bft_ngram_head {
 } bft_ngram_head;
 
 /* Fit a head on the n rows rows[] of c (indices into the corpus) with class
- * ids labels[] (n, in [0, K)). BFT_OK, or BFT_EINVAL / BFT_ENOMEM / BFT_ECANCEL
- * (bft_interrupted()) with err. */
+ * ids labels[] (n, in [0, K)). BFT_OK (head->F = 0, nothing allocated, when
+ * no n-gram occurs in two of the rows), or BFT_EINVAL / BFT_ENOMEM /
+ * BFT_ECANCEL (bft_interrupted()) with err. */
 int bft_ngram_fit(const bft_ngram_corpus *c, const int64_t *rows, const int32_t *labels, int64_t n,
                   int K, const bft_ngram_fit_opts *opts, bft_ngram_head *head, bft_error *err);
 

@@ -2108,6 +2108,14 @@ train_ngram(TrainRun *r)
 	o.class_weights = r->class_weights;
 	bft_engine_budget();
 	rc = bft_ngram_fit(r->st->ngram, idx, lab, n, r->K, &o, &head, &err);
+	if (rc == BFT_OK && head.F == 0)
+	{
+		/* nothing to learn from: the model is the encoder alone */
+		ereport(NOTICE,
+				(errmsg("no n-gram head: no word or character n-gram occurs in two training rows")));
+		r->arch.ngram_head = false;
+		return;
+	}
 	if (rc == BFT_OK)
 	{
 		rc = bft_model_set_ngram(r->st->model, &head, (float) r->arch.ngram_scale, &err);
