@@ -63,6 +63,8 @@ typedef struct featurizer {
 static int fz_word(void *ctx, const char *w, size_t len)
 {
     featurizer *f = ctx;
+    if (f->ntok >= BFT_NGRAM_MAX_WORDS)
+        return 1; /* the rest of the text is not read */
     if (grow((void **)&f->bytes, &f->bytes_cap, f->nbytes + len, 1) ||
         grow((void **)&f->off, &f->off_cap, f->ntok + 2, sizeof(size_t))) {
         f->oom = 1;

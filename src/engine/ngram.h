@@ -9,6 +9,8 @@
  *   - words: unigrams and bigrams of the tokens of two or more characters;
  *   - characters: the 2- to 5-grams of every token padded with a space on
  *     each side (a token shorter than n gives itself, padded, once).
+ * Only the first BFT_NGRAM_MAX_WORDS tokens of a text are read, in training
+ * and classification alike (time and memory stay bounded on any text).
  * Each feature is a 47-bit hash of its string, with the group (word 0,
  * character 1) in bit 47: key = group << 47 | hash. Values are TF-IDF as
  * scikit-learn's TfidfVectorizer(sublinear_tf=True): (1 + ln tf) * idf,
@@ -36,6 +38,9 @@
 
 #include "bft_error.h"
 #include "model.h"
+
+/* Tokens of a text the n-gram head reads (words and punctuation). */
+#define BFT_NGRAM_MAX_WORDS 512
 
 /* Rows featurized for fitting: row i's distinct keys (sorted) with their counts. */
 typedef struct bft_ngram_corpus bft_ngram_corpus;

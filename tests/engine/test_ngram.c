@@ -278,6 +278,16 @@ static void test_errors(void)
     CHECK(bft_ngram_fit(c, rows, labels, 2, 2, NULL, &h, &err) == BFT_EINVAL, "row out of range");
     CHECK(bft_ngram_corpus_add(c, "\xff\xfe invalid \xc3", 12, &err) == BFT_OK, "invalid UTF-8 is dropped");
     CHECK(bft_ngram_corpus_add(c, "", 0, &err) == BFT_OK && bft_ngram_corpus_rows(c) == 4, "empty text");
+    /* a text is read up to BFT_NGRAM_MAX_WORDS tokens: a huge one costs no more */
+    size_t big = (size_t)64 << 20;
+    char *t = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        t[i] = i % 3 == 2 ? ' ' : (char)('a' + (i / 3) % 26);
+    size_t before = bft_ngram_corpus_bytes(c);
+    CHECK(bft_ngram_corpus_add(c, t, big, &err) == BFT_OK, "64 MB text: %s", err.msg);
+    CHECK(bft_ngram_corpus_bytes(c) - before < (size_t)4 << 20, "grew by %zu bytes",
+          bft_ngram_corpus_bytes(c) - before);
+    free(t);
     bft_ngram_corpus_free(c);
 }
 
