@@ -179,8 +179,9 @@ my $src_topics = qry($a, $src, sprintf($proba, 'topics'));
 qry($b, 'xfer', 'CREATE EXTENSION bft', 'CREATE TABLE docs (id int, body text, label text)');
 run_ok([ 'psql', '-X', '-q', '-d', $a->connstr($src), '-c', 'COPY docs TO STDOUT' ], '|',
 	[ 'psql', '-X', '-q', '-d', $b->connstr('xfer'), '-c', 'COPY docs FROM STDIN' ]);
-is(qry($a, $src, "SELECT bft_export_model('topics', '$D/export_topics')"), '1',
-	'bft_export_model writes the deployed version (1) to a server directory');
+like(qry($a, $src, "SELECT bft_export_model('topics', '$D/export_topics')"),
+	qr/^1\nNOTICE:  model "topics" version 1 has an n-gram head: model.safetensors holds it as the bft_ngram.* tensors/,
+	'bft_export_model writes the deployed version (1) to a server directory, with a NOTICE on its n-gram head');
 qry($a, $src, "SELECT bft_export_model('tiny_mlm', '$D/export_mlm')");
 qry($b, 'xfer', "SELECT version FROM bft_import_model('topics', '$D/export_topics')",
 	"SELECT version FROM bft_import_model('tiny_mlm', '$D/export_mlm')");
