@@ -234,15 +234,18 @@ int bft_ngram_corpus_add(bft_ngram_corpus *c, const char *text, size_t len, bft_
     int r = fz_text(&c->fz, text, len);
     if (r != 0)
         return fz_error(r, err);
-    if (grow((void **)&c->keys, &c->cap, c->nnz + c->fz.nkeys, sizeof(uint64_t)) ||
+    size_t cap = c->cap;
+    if (grow((void **)&c->keys, &cap, c->nnz + c->fz.nkeys, sizeof(uint64_t)) ||
         grow((void **)&c->off, &c->off_cap, c->rows + 2, sizeof(int64_t)))
         return bft_set_error(err, BFT_ENOMEM, "n-gram features: out of memory");
-    size_t cap2 = c->cap;
-    /* counts grow with keys (same capacity) */
-    uint32_t *cn = realloc(c->counts, cap2 * sizeof(uint32_t));
-    if (!cn)
-        return bft_set_error(err, BFT_ENOMEM, "n-gram features: out of memory");
-    c->counts = cn;
+    if (cap != c->cap) {
+        /* the counts keep the keys' capacity */
+        uint32_t *cn = realloc(c->counts, cap * sizeof(uint32_t));
+        if (!cn)
+            return bft_set_error(err, BFT_ENOMEM, "n-gram features: out of memory");
+        c->counts = cn;
+        c->cap = cap;
+    }
     const uint64_t *k = c->fz.keys;
     for (size_t i = 0; i < c->fz.nkeys;) {
         size_t j = i;
@@ -678,7 +681,7 @@ int bft_ngram_fit(const bft_ngram_corpus *c, const int64_t *rows, const int32_t 
                   const bft_ngram_fit_opts *opts, bft_ngram_head *head, bft_error *err)
 {
     bft_ngram_fit_opts o = opts ? *opts : bft_ngram_default_fit_opts();
-    float *keys = NULL, *idf = NULL, *theta = NULL, *best = NULL, *ftheta = NULL;
+    float *keys = NULL, *idf = NULL, *theta = NULL, *ftheta = NULL;
     int64_t F = 0;
     csr x = {0, NULL, NULL, NULL};
     int *fold = NULL;
@@ -706,7 +709,7 @@ int bft_ngram_fit(const bft_ngram_corpus *c, const int64_t *rows, const int32_t 
     for (int64_t i = 0; i < n; i++)
         nnz += (size_t)(c->off[rows[i] + 1] - c->off[rows[i]]);
     size_t D = (size_t)(F * K + K);
-    if (bft_memory_check(nnz * 8 + D * sizeof(float) * (7 + 2 * LBFGS_M) + (size_t)n * 24, "the n-gram head",
+    if (bft_memory_check(nnz * 8 + D * sizeof(float) * (8 + 2 * LBFGS_M) + (size_t)n * 24, "the n-gram head",
                          err) != BFT_OK) {
         free(keys);
         free(idf);
@@ -720,10 +723,9 @@ int bft_ngram_fit(const bft_ngram_corpus *c, const int64_t *rows, const int32_t 
     idx = malloc((size_t)n * sizeof(int64_t));
     theta = calloc(D * (size_t)o.folds, sizeof(float));
     ftheta = calloc(D, sizeof(float));
-    best = malloc(D * sizeof(float));
     storage = malloc(sizeof(int64_t) * 3 * (size_t)K);
     double *z = malloc(sizeof(double) * (size_t)K);
-    if (!x.off || !x.col || !x.val || !fold || !idx || !theta || !ftheta || !best || !storage || !z) {
+    if (!x.off || !x.col || !x.val || !fold || !idx || !theta || !ftheta || !storage || !z) {
         rc = bft_set_error(err, BFT_ENOMEM, "n-gram head: out of memory");
         goto done;
     }
@@ -810,7 +812,6 @@ done:
     free(idx);
     free(theta);
     free(ftheta);
-    free(best);
     free(storage);
     free(z);
     return rc;
