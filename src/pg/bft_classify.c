@@ -270,23 +270,30 @@ bft_encoded_bytes(const BftEncoded *enc)
 		enc->ng_cap * sizeof(float);
 }
 
+/*
+ * buf (cap elements of elem bytes, or NULL) grown to hold need elements, at
+ * least doubling (and least elements), within bft.max_memory.
+ */
+static void *
+encoded_grow(const BftEncoded *enc, void *buf, Size *cap, Size need, Size elem, Size least)
+{
+	Size		c = Max(*cap * 2, least);
+
+	while (c < need)
+		c *= 2;
+	bft_memory_require(bft_encoded_bytes(enc) + (c - *cap) * elem, "encoding these texts",
+					   "Pass fewer or shorter texts per call, or lower bft.model_cache_size.");
+	buf = buf ? repalloc_huge(buf, elem * c) : MemoryContextAllocHuge(CurrentMemoryContext, elem * c);
+	*cap = c;
+	return buf;
+}
+
 /* Append one window of n ids to enc (the current text's). */
 static void
 encoded_window(BftEncoded *enc, const int32 *ids, int n)
 {
 	if ((Size) (enc->total + n) > enc->tok_cap)
-	{
-		Size		cap = Max(enc->tok_cap * 2, (Size) 4096);
-
-		while (cap < (Size) (enc->total + n))
-			cap *= 2;
-		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->tok_cap) * sizeof(int32),
-						   "encoding these texts",
-						   "Pass fewer or shorter texts per call, or lower bft.model_cache_size.");
-		enc->tokens = enc->tokens ? repalloc_huge(enc->tokens, sizeof(int32) * cap) :
-			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * cap);
-		enc->tok_cap = cap;
-	}
+		enc->tokens = encoded_grow(enc, enc->tokens, &enc->tok_cap, enc->total + n, sizeof(int32), 4096);
 	if ((Size) enc->nwin + 2 > enc->off_cap)
 	{
 		enc->off_cap *= 2;
@@ -390,16 +397,8 @@ bft_encoded_add_text(BftEncoded *enc, const bft_model *m, int max_length, const 
 	if (!bft_ngram_has_head(m))
 		return;
 	if ((Size) enc->ntext * K > enc->ng_cap)
-	{
-		Size		cap = Max(enc->ng_cap * 2, (Size) K * 64);
-
-		bft_memory_require(bft_encoded_bytes(enc) + (cap - enc->ng_cap) * sizeof(float),
-						   "encoding these texts",
-						   "Pass fewer or shorter texts per call, or lower bft.model_cache_size.");
-		enc->ng_logp = enc->ng_logp ? repalloc_huge(enc->ng_logp, sizeof(float) * cap) :
-			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(float) * cap);
-		enc->ng_cap = cap;
-	}
+		enc->ng_logp = encoded_grow(enc, enc->ng_logp, &enc->ng_cap, (Size) enc->ntext * K, sizeof(float),
+									(Size) K * 64);
 	u = bft_to_utf8(s, len, &ulen);
 	if (bft_ngram_text_logprobs(m, u, ulen, enc->ng_logp + (Size) (enc->ntext - 1) * K, &err) != BFT_OK)
 	{
