@@ -199,6 +199,22 @@ static int fz_text(featurizer *f, const char *text, size_t len)
     return 0;
 }
 
+/* The distinct keys of sorted k[0..n) into out (may be k itself) with how
+ * often each occurs in cnt; returns how many. */
+static size_t distinct_counts(const uint64_t *k, size_t n, uint64_t *out, uint32_t *cnt)
+{
+    size_t u = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && k[j] == k[i])
+            j++;
+        out[u] = k[i];
+        cnt[u++] = (uint32_t)(j - i);
+        i = j;
+    }
+    return u;
+}
+
 struct bft_ngram_corpus {
     featurizer fz;
     uint64_t *keys;          /* distinct keys of every row, row by row */
@@ -246,15 +262,7 @@ int bft_ngram_corpus_add(bft_ngram_corpus *c, const char *text, size_t len, bft_
         c->counts = cn;
         c->cap = cap;
     }
-    const uint64_t *k = c->fz.keys;
-    for (size_t i = 0; i < c->fz.nkeys;) {
-        size_t j = i;
-        while (j < c->fz.nkeys && k[j] == k[i])
-            j++;
-        c->keys[c->nnz] = k[i];
-        c->counts[c->nnz++] = (uint32_t)(j - i);
-        i = j;
-    }
+    c->nnz += distinct_counts(c->fz.keys, c->fz.nkeys, c->keys + c->nnz, c->counts + c->nnz);
     c->off[++c->rows] = (int64_t)c->nnz;
     return BFT_OK;
 }
@@ -962,7 +970,7 @@ int bft_ngram_text_logprobs(const bft_model *m, const char *text, size_t len, fl
         return fz_error(r, err);
     }
     /* distinct keys with counts, in place */
-    size_t u = 0;
+    size_t u;
     uint32_t *cnt = malloc((f.nkeys ? f.nkeys : 1) * sizeof(uint32_t));
     int32_t *col = malloc((f.nkeys ? f.nkeys : 1) * sizeof(int32_t));
     float *val = malloc((f.nkeys ? f.nkeys : 1) * sizeof(float));
@@ -973,14 +981,7 @@ int bft_ngram_text_logprobs(const bft_model *m, const char *text, size_t len, fl
         fz_free(&f);
         return bft_set_error(err, BFT_ENOMEM, "n-gram features: out of memory");
     }
-    for (size_t i = 0; i < f.nkeys;) {
-        size_t j = i;
-        while (j < f.nkeys && f.keys[j] == f.keys[i])
-            j++;
-        f.keys[u] = f.keys[i];
-        cnt[u++] = (uint32_t)(j - i);
-        i = j;
-    }
+    u = distinct_counts(f.keys, f.nkeys, f.keys, cnt);
     head_logprobs(m->p.ng_keys, m->p.ng_idf, m->p.ng_w, m->p.ng_b, m->parts.ngram, K, f.keys, cnt, (int64_t)u,
                   col, val, logp);
     free(cnt);
